@@ -1,0 +1,91 @@
+// Wires one server process: configuration, secrets, database, services, and the
+// single listening address.
+import type { AddressInfo } from "node:net";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
+import { LoginService } from "../gen/codegate/v1/login_pb.ts";
+import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
+import { RegistrationService } from "../gen/codegate/v1/registration_pb.ts";
+import { adminService } from "./admin/service.ts";
+import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "./admin/tokens.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import type { Config } from "./config/config.ts";
+import { loadSecrets } from "./config/secrets.ts";
+import type { AppContext } from "./context.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { migrate, openOrm } from "./storage/orm.ts";
+import { createListener } from "./transport/listener.ts";
+import { httpRouter, sendJson } from "./transport/http-routes.ts";
+import { createRpcHandler } from "./transport/rpc.ts";
+
+export interface App {
+  ctx: AppContext;
+  /** http://host:port of the listening address. */
+  url: string;
+  port: number;
+  /** Set when this start created the first admin token (shown once). */
+  firstAdminToken: string | undefined;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  clock?: Clock;
+}
+
+export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  const secrets = loadSecrets(config, (msg) => log.warn(msg));
+  const orm = await openOrm(config);
+  const applied = await migrate(orm);
+  if (applied.length) log.info({ migrations: applied }, "applied migrations");
+
+  const ctx: AppContext = { config, secrets, orm, log, clock: opts.clock ?? systemClock, em: () => orm.em.fork() };
+
+  // The embedded default gets a first admin token, printed once, so that it can
+  // be tried right away. Production servers create theirs explicitly.
+  let firstAdminToken: string | undefined;
+  if (!config.production && !config.secretsEnv.adminToken && (await countAdminTokens(ctx.em())) === 0) {
+    firstAdminToken = (await createAdminToken(ctx.em(), "first admin token", ctx.clock.now())).token;
+  }
+
+  const shutdown = new AbortController();
+  const routes = (router: ConnectRouter) => {
+    router.service(AdminService, adminService(ctx));
+    router.service(LoginService, {});
+    router.service(RegistrationService, {});
+    router.service(RecoveryService, {});
+  };
+  const handler = createRpcHandler(ctx, {
+    routes,
+    adminTokens: new AdminTokenVerifier(ctx.em, config.secretsEnv.adminToken),
+    shutdownSignal: shutdown.signal,
+    fallback: httpRouter({
+      "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
+    }),
+  });
+  const listener = createListener(handler, {
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: config.rpcTimeoutMs + 5_000,
+    idleTimeoutMs: 60_000,
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.server.once("error", reject);
+    listener.server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (listener.server.address() as AddressInfo).port;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  log.info({ port, database: config.databaseUrl ? "postgresql" : "pglite" }, "listening");
+
+  return {
+    ctx,
+    url: `http://${host}:${port}`,
+    port,
+    firstAdminToken,
+    async close() {
+      shutdown.abort();
+      await listener.close(5_000);
+      await orm.close();
+    },
+  };
+}

@@ -1,0 +1,127 @@
+import { resolve } from "node:path";
+import { ConfigError, EnvReader } from "./env.ts";
+
+export type Purpose = "login" | "registration" | "recovery";
+export const purposes: readonly Purpose[] = ["login", "registration", "recovery"];
+
+export interface CodePolicy {
+  length: number;
+  alphabet: string;
+  lifespanMs: number;
+  maxAttempts: number;
+}
+
+export interface Config {
+  production: boolean;
+  host: string;
+  port: number;
+  /** Where users reach this server; recovery links start with it. */
+  publicUrl: string;
+  dataDir: string;
+  /** PostgreSQL; PGlite in dataDir when unset. */
+  databaseUrl: string | undefined;
+  dbPoolSize: number;
+  /** SMTP server; mails go to .eml files in dataDir/mail when unset. */
+  smtpUrl: URL | undefined;
+  mailFrom: string;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  maxRequestBytes: number;
+  /** Upper bound of every RPC's run time. */
+  rpcTimeoutMs: number;
+  corsOrigins: string[];
+  /** Raw secrets from the environment; see secrets.ts for the defaults. */
+  secretsEnv: {
+    adminToken: string | undefined;
+    codeKeys: string | undefined;
+    mailKeys: string | undefined;
+    signingKey: string | undefined;
+  };
+  codes: Record<Purpose, CodePolicy>;
+  token: { issuer: string; audience: string; ttlMs: number };
+  courier: {
+    enabled: boolean;
+    batchSize: number;
+    maxAttempts: number;
+    backoffBaseMs: number;
+    backoffMaxMs: number;
+    pollMs: number;
+  };
+}
+
+const DIGITS = "0123456789";
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const r = new EnvReader(env);
+  const production = r.raw("NODE_ENV") === "production";
+  const port = r.int("PORT", 8080, 0, 65535);
+  const host = r.string("HOST", "0.0.0.0");
+  const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `http://localhost:${port}`;
+  const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]) ? r.raw("DATABASE_URL") : undefined;
+
+  const codePolicy = (purpose: Purpose, lifespanMs: number): CodePolicy => {
+    const prefix = `CODE_${purpose.toUpperCase()}_`;
+    const alphabet = r.string(`${prefix}ALPHABET`, DIGITS);
+    if (new Set(alphabet).size !== alphabet.length || alphabet.length < 2 || alphabet.length > 64) {
+      r.problem(`${prefix}ALPHABET: expected 2 to 64 distinct characters`);
+    }
+    return {
+      length: r.int(`${prefix}LENGTH`, 6, 4, 32),
+      alphabet,
+      lifespanMs: r.duration(`${prefix}LIFESPAN`, lifespanMs, 30_000, 30 * 24 * 3_600_000),
+      maxAttempts: r.int(`${prefix}MAX_ATTEMPTS`, 5, 1, 100),
+    };
+  };
+
+  const config: Config = {
+    production,
+    host,
+    port,
+    publicUrl,
+    dataDir: resolve(r.string("DATA_DIR", "./data")),
+    databaseUrl,
+    dbPoolSize: r.int("DATABASE_POOL_SIZE", 10, 1, 200),
+    smtpUrl: r.url("SMTP_URL", ["smtp:", "smtps:"]),
+    mailFrom: r.string("MAIL_FROM", "no-reply@codegate.localhost"),
+    logLevel: r.oneOf("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
+    maxRequestBytes: r.int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
+    rpcTimeoutMs: r.duration("RPC_TIMEOUT", 10_000, 100, 300_000),
+    corsOrigins: (r.raw("CORS_ORIGINS") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    secretsEnv: {
+      adminToken: r.raw("ADMIN_TOKEN"),
+      codeKeys: r.raw("CODE_HMAC_KEYS"),
+      mailKeys: r.raw("MAIL_ENCRYPTION_KEYS"),
+      signingKey: r.raw("TOKEN_SIGNING_KEY"),
+    },
+    codes: {
+      login: codePolicy("login", 10 * 60_000),
+      registration: codePolicy("registration", 24 * 3_600_000),
+      recovery: codePolicy("recovery", 3_600_000),
+    },
+    token: {
+      issuer: r.string("TOKEN_ISSUER", publicUrl),
+      audience: r.string("TOKEN_AUDIENCE", "codegate"),
+      ttlMs: r.duration("TOKEN_TTL", 5 * 60_000, 10_000, 3_600_000),
+    },
+    courier: {
+      enabled: r.bool("COURIER_ENABLED", true),
+      batchSize: r.int("COURIER_BATCH_SIZE", 50, 1, 1000),
+      maxAttempts: r.int("COURIER_MAX_ATTEMPTS", 8, 1, 100),
+      backoffBaseMs: r.duration("COURIER_BACKOFF_BASE", 1000, 10, 3_600_000),
+      backoffMaxMs: r.duration("COURIER_BACKOFF_MAX", 15 * 60_000, 10, 24 * 3_600_000),
+      pollMs: r.duration("COURIER_POLL_INTERVAL", 1000, 10, 60_000),
+    },
+  };
+  if (production) {
+    for (const [name, value] of [
+      ["DATABASE_URL", config.databaseUrl],
+      ["SMTP_URL", config.smtpUrl],
+      ["CODE_HMAC_KEYS", config.secretsEnv.codeKeys],
+      ["MAIL_ENCRYPTION_KEYS", config.secretsEnv.mailKeys],
+      ["TOKEN_SIGNING_KEY", config.secretsEnv.signingKey],
+    ] as const) {
+      if (value === undefined) r.problem(`${name}: required when NODE_ENV=production`);
+    }
+  }
+  if (r.problems.length) throw new ConfigError(r.problems);
+  return config;
+}

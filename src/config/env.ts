@@ -1,0 +1,113 @@
+// Reads the server's configuration from environment variables. Every variable is
+// checked at start; all problems are reported together, each naming the variable
+// and what was expected, so that a bad deployment fails before it serves anything.
+
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+/** Collects typed values and problems from an environment. */
+export class EnvReader {
+  readonly problems: string[] = [];
+  private readonly env: Env;
+  constructor(env: Env) {
+    this.env = env;
+  }
+
+  raw(name: string): string | undefined {
+    const v = this.env[name];
+    return v === undefined || v.trim() === "" ? undefined : v.trim();
+  }
+
+  string(name: string, fallback: string): string {
+    return this.raw(name) ?? fallback;
+  }
+
+  int(name: string, fallback: number, min: number, max: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!/^-?\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+      this.problems.push(`${name}=${JSON.stringify(v)}: expected a whole number from ${min} to ${max}`);
+      return fallback;
+    }
+    return Number(v);
+  }
+
+  bool(name: string, fallback: boolean): boolean {
+    const v = this.raw(name)?.toLowerCase();
+    if (v === undefined) return fallback;
+    if (["1", "true", "yes", "on"].includes(v)) return true;
+    if (["0", "false", "no", "off"].includes(v)) return false;
+    this.problems.push(`${name}=${JSON.stringify(v)}: expected true or false`);
+    return fallback;
+  }
+
+  oneOf<T extends string>(name: string, fallback: T, allowed: readonly T[]): T {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    if (!(allowed as readonly string[]).includes(v)) {
+      this.problems.push(`${name}=${JSON.stringify(v)}: expected one of ${allowed.join(", ")}`);
+      return fallback;
+    }
+    return v as T;
+  }
+
+  /** A duration such as `90s`, `10m`, `24h` or `1500ms`; answers milliseconds. */
+  duration(name: string, fallbackMs: number, minMs: number, maxMs: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallbackMs;
+    const ms = parseDuration(v);
+    if (ms === undefined || ms < minMs || ms > maxMs) {
+      this.problems.push(
+        `${name}=${JSON.stringify(v)}: expected a duration like 90s, 10m or 24h, from ${formatMs(minMs)} to ${formatMs(maxMs)}`,
+      );
+      return fallbackMs;
+    }
+    return ms;
+  }
+
+  url(name: string, protocols: readonly string[]): URL | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    try {
+      const u = new URL(v);
+      if (!protocols.includes(u.protocol)) throw new Error();
+      return u;
+    } catch {
+      // The value may hold a password: name the variable, never echo it.
+      this.problems.push(`${name}: expected a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}`);
+      return undefined;
+    }
+  }
+
+  problem(message: string): void {
+    this.problems.push(message);
+  }
+}
+
+const unitMs: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Parses a Go-style duration (`1h30m`, `90s`, `1500ms`) into milliseconds;
+ * undefined when it does not follow `^([0-9]+(ns|us|ms|s|m|h))+$`.
+ */
+export function parseDuration(text: string): number | undefined {
+  if (!/^([0-9]+(ns|us|ms|s|m|h))+$/.test(text)) return undefined;
+  let ms = 0;
+  for (const [, n, unit] of text.matchAll(/([0-9]+)(ns|us|ms|s|m|h)/g)) ms += Number(n) * unitMs[unit];
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+export function formatMs(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}

@@ -1,0 +1,88 @@
+// The command line: `serve` (default), `migrate`, `admin-token create|revoke`.
+import { startApp } from "./app.ts";
+import { createAdminToken, revokeAdminToken } from "./admin/tokens.ts";
+import { loadConfig } from "./config/config.ts";
+import { ConfigError } from "./config/env.ts";
+import { createLogger } from "./log.ts";
+import { migrate, openOrm } from "./storage/orm.ts";
+
+const usage = `usage: codegate [serve | migrate | admin-token create [name] | admin-token revoke <id>]`;
+
+async function main(args: string[]): Promise<number> {
+  const config = loadConfig();
+  const [command = "serve", sub, arg] = args;
+  switch (command) {
+    case "serve":
+      return serve(config);
+    case "migrate": {
+      const orm = await openOrm(config);
+      const applied = await migrate(orm);
+      await orm.close();
+      console.log(applied.length ? `applied: ${applied.join(", ")}` : "database is up to date");
+      return 0;
+    }
+    case "admin-token": {
+      const orm = await openOrm(config);
+      try {
+        await migrate(orm);
+        if (sub === "create") {
+          const { id, token } = await createAdminToken(orm.em.fork(), arg ?? "admin token", new Date());
+          console.log(`admin token ${id} (shown once, keep it safe):\n${token}`);
+          return 0;
+        }
+        if (sub === "revoke" && arg) {
+          const done = await revokeAdminToken(orm.em.fork(), arg, new Date());
+          console.log(done ? `revoked ${arg}` : `no live admin token ${arg}`);
+          return done ? 0 : 1;
+        }
+      } finally {
+        await orm.close();
+      }
+      console.error(usage);
+      return 2;
+    }
+    default:
+      console.error(usage);
+      return 2;
+  }
+}
+
+async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
+  const log = createLogger(config.logLevel);
+  const app = await startApp(config, { log });
+  if (app.firstAdminToken) {
+    const base = config.publicUrl;
+    process.stdout.write(
+      `\n  Codegate is running on ${base} (embedded PostgreSQL in ${config.dataDir}).\n` +
+        `  Mails are written to ${config.dataDir}/mail as .eml files.\n\n` +
+        `  Admin token (shown once, kept only as a hash):\n    ${app.firstAdminToken}\n\n` +
+        `  Try it:\n` +
+        `    export TOKEN=${app.firstAdminToken}\n` +
+        `    curl -s ${base}/codegate.v1.AdminService/CreateOrganization -H "Authorization: Bearer $TOKEN" \\\n` +
+        `      -H 'Content-Type: application/json' -d '{"name":"Example"}'\n\n`,
+    );
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, "shutting down");
+      resolve();
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+  await app.close();
+  log.info("stopped");
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(2);
+    }
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,6 @@
+// Migrations in the order they run. Listed here rather than discovered from the
+// folder, so that they load the same from source and from any bundle.
+import type { MigrationObject } from "@mikro-orm/core";
+import { InitialSchema } from "./20261123-initial.ts";
+
+export const migrations: MigrationObject[] = [{ name: "20261123-initial", class: InitialSchema }];

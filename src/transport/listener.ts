@@ -1,0 +1,87 @@
+// One listening address for every protocol: gRPC needs HTTP/2 (here h2c, HTTP/2
+// without TLS), while curl and browsers speak HTTP/1.1. Node's cleartext HTTP/2
+// server cannot take HTTP/1.1, so each new connection is routed by its first
+// bytes: the HTTP/2 connection preface, or anything else for HTTP/1.1.
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { connectNodeAdapter } from "@connectrpc/connect-node";
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** connect-node's handler type, which both node:http and node:http2 accept. */
+export type RequestHandler = ReturnType<typeof connectNodeAdapter>;
+
+export interface ListenerOptions {
+  /** A connection that has not sent its request head by then is closed. */
+  headersTimeoutMs: number;
+  /** A request whose body has not arrived by then is answered 408. */
+  requestTimeoutMs: number;
+  /** Idle keep-alive connections are closed after this. */
+  idleTimeoutMs: number;
+}
+
+export interface Listener {
+  server: net.Server;
+  http1: http.Server;
+  http2: http2.Http2Server;
+  /** Stops accepting, lets open requests finish, then closes every connection. */
+  close(graceMs: number): Promise<void>;
+}
+
+export function createListener(handler: RequestHandler, opts: ListenerOptions): Listener {
+  const http1 = http.createServer(
+    {
+      headersTimeout: opts.headersTimeoutMs,
+      requestTimeout: opts.requestTimeoutMs,
+      keepAliveTimeout: opts.idleTimeoutMs,
+    },
+    handler,
+  );
+  const h2 = http2.createServer({}, handler);
+  h2.setTimeout(opts.idleTimeoutMs, () => {});
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    // A peer that connects and says nothing must not hold the socket forever.
+    socket.setTimeout(opts.headersTimeoutMs, () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.off("data", onData);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(head);
+      (isH2 ? h2 : http1).emit("connection", socket);
+      socket.resume();
+    };
+    socket.on("data", onData);
+    socket.on("error", () => socket.destroy());
+  });
+
+  return {
+    server,
+    http1,
+    http2: h2,
+    async close(graceMs) {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        http1.closeIdleConnections();
+        for (const s of sessions) s.close();
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, graceMs).unref();
+      });
+    },
+  };
+}
