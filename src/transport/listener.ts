@@ -5,6 +5,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { Duplex } from "node:stream";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -27,6 +28,41 @@ export interface Listener {
   http2: http2.Http2Server;
   /** Stops accepting, lets open requests finish, then closes every connection. */
   close(graceMs: number): Promise<void>;
+}
+
+/**
+ * The HTTP/2 session reads from a net.Socket's native handle, past anything
+ * unshifted into its JS buffer; so an h2c connection is handed over as a stream
+ * that first replays the bytes read to recognise it.
+ */
+function replayingStream(socket: net.Socket, head: Buffer): Duplex {
+  const stream = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk, encoding, cb) {
+      socket.write(chunk, encoding, cb);
+    },
+    final(cb) {
+      socket.end(cb);
+    },
+    destroy(err, cb) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  stream.push(head);
+  socket.on("data", (chunk) => {
+    if (!stream.push(chunk)) socket.pause();
+  });
+  socket.on("end", () => stream.push(null));
+  socket.on("close", () => stream.destroy());
+  // What handlers ask of the connection.
+  for (const prop of ["remoteAddress", "remotePort", "remoteFamily", "localAddress", "localPort"] as const) {
+    Object.defineProperty(stream, prop, { get: () => socket[prop] });
+  }
+  (stream as unknown as { setTimeout: net.Socket["setTimeout"] }).setTimeout = socket.setTimeout.bind(socket);
+  return stream;
 }
 
 export function createListener(handler: RequestHandler, opts: ListenerOptions): Listener {
@@ -60,10 +96,14 @@ export function createListener(handler: RequestHandler, opts: ListenerOptions): 
       if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
       socket.off("data", onData);
       socket.setTimeout(0);
-      socket.pause();
-      socket.unshift(head);
-      (isH2 ? h2 : http1).emit("connection", socket);
-      socket.resume();
+      if (isH2) {
+        h2.emit("connection", replayingStream(socket, head));
+      } else {
+        socket.pause();
+        socket.unshift(head);
+        http1.emit("connection", socket);
+        socket.resume();
+      }
     };
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());

@@ -1,0 +1,249 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { status } from "@grpc/grpc-js";
+import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
+import { IdentityState } from "../gen/codegate/v1/types_pb.ts";
+import { createAdminToken, revokeAdminToken } from "../src/admin/tokens.ts";
+import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { bearer, grpcClient, postJson } from "./support/clients.ts";
+
+const ORG_RE = /^or-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{16}$/;
+const TENANT_RE = /^acct-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{16}$/;
+
+let server: TestServer;
+let admin: ReturnType<typeof grpcClient<typeof AdminService>>;
+const auth = bearer(ADMIN_TOKEN);
+const rpc = (method: string) => `/codegate.v1.AdminService/${method}`;
+
+beforeAll(async () => {
+  server = await startTestServer();
+  admin = grpcClient(AdminService, server.url);
+});
+afterAll(async () => {
+  admin?.close();
+  await server?.close();
+});
+
+describe("admin authentication", () => {
+  it("refuses a call without a token, over gRPC and JSON, with the same answer", async () => {
+    const g = await admin.call("listOrganizations", {});
+    expect(g.ok).toBe(false);
+    if (!g.ok) expect(g.error.code).toBe(status.UNAUTHENTICATED);
+    const j = await postJson(server.url, rpc("ListOrganizations"), {});
+    expect(j.status).toBe(401);
+    expect(j.body.code).toBe("unauthenticated");
+  });
+
+  it("answers a wrong token exactly like a missing one", async () => {
+    const missing = await postJson(server.url, rpc("ListOrganizations"), {});
+    const wrong = await postJson(server.url, rpc("ListOrganizations"), {}, bearer("cga_aaaaaaaaaaaa_" + "x".repeat(43)));
+    const garbage = await postJson(server.url, rpc("ListOrganizations"), {}, bearer("nope"));
+    for (const a of [wrong, garbage]) {
+      expect(a.status).toBe(missing.status);
+      expect(a.body.code).toBe(missing.body.code);
+      expect(a.body.message).toBe(missing.body.message);
+    }
+  });
+
+  it("accepts stored tokens until they are revoked", async () => {
+    const { id, token } = await createAdminToken(server.app.ctx.em(), "test", new Date());
+    expect((await admin.call("listOrganizations", {}, bearer(token))).ok).toBe(true);
+    // The row keeps only a hash of the secret.
+    const rows = await server.app.ctx.em().getConnection().execute("select secret_hash from admin_token where id = ?", [id]);
+    expect(Buffer.from(rows[0].secret_hash).toString("hex")).not.toContain(Buffer.from(token.split("_")[2]).toString("hex"));
+    expect(await revokeAdminToken(server.app.ctx.em(), id, new Date())).toBe(true);
+    const after = await admin.call("listOrganizations", {}, bearer(token));
+    expect(after.ok).toBe(false);
+    if (!after.ok) expect(after.error.code).toBe(status.UNAUTHENTICATED);
+  });
+});
+
+describe("organizations", () => {
+  it("creates, gets and lists them through grpc-js", async () => {
+    const created = await admin.call("createOrganization", { name: "Acme", settings: { selfServiceSignup: true } }, auth);
+    expect(created.ok).toBe(true);
+    if (!created.ok) return;
+    const org = created.value.organization!;
+    expect(org.id).toMatch(ORG_RE);
+    expect(org.tenantId).toMatch(TENANT_RE);
+    expect(org.name).toBe("Acme");
+    expect(org.settings?.selfServiceSignup).toBe(true);
+
+    const got = await admin.call("getOrganization", { orgId: org.id }, auth);
+    expect(got.ok && got.value.organization?.name).toBe("Acme");
+  });
+
+  it("creates and gets them through HTTP/1.1 JSON, keeping a given tenant", async () => {
+    const tenantId = "acct-abcde-fghij-klmnopqrstuvwxyz";
+    const created = await postJson(server.url, rpc("CreateOrganization"), { name: "Json Org", tenantId }, auth);
+    expect(created.status).toBe(200);
+    expect(created.body.organization.tenantId).toBe(tenantId);
+    expect(created.body.organization.id).toMatch(ORG_RE);
+    const got = await postJson(server.url, rpc("GetOrganization"), { orgId: created.body.organization.id }, auth);
+    expect(got.status).toBe(200);
+    expect(got.body.organization.name).toBe("Json Org");
+  });
+
+  it("answers not_found for an unknown organization", async () => {
+    const got = await postJson(server.url, rpc("GetOrganization"), { orgId: "or-aaaaa-bbbbb-cccccccccccccccc" }, auth);
+    expect(got.status).toBe(404);
+    expect(got.body.code).toBe("not_found");
+  });
+
+  it("pages through all of them without repeats", async () => {
+    for (let i = 0; i < 5; i++) await admin.call("createOrganization", { name: `Paged ${i}` }, auth);
+    const seen: string[] = [];
+    let token = "";
+    let pages = 0;
+    do {
+      const page = await admin.call("listOrganizations", { pageSize: 2, pageToken: token }, auth);
+      expect(page.ok).toBe(true);
+      if (!page.ok) return;
+      expect(page.value.organizations.length).toBeLessThanOrEqual(2);
+      seen.push(...page.value.organizations.map((o) => o.id));
+      token = page.value.nextPageToken;
+      pages++;
+    } while (token);
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen.length).toBeGreaterThanOrEqual(7);
+    expect(pages).toBe(Math.ceil(seen.length / 2) + (seen.length % 2 === 0 ? 1 : 0));
+  });
+
+  it("rejects a page token it did not give", async () => {
+    const res = await postJson(server.url, rpc("ListOrganizations"), { pageToken: "not-a-token" }, auth);
+    expect(res.status).toBe(400);
+    expect(res.body.message).toContain("page_token");
+  });
+});
+
+describe("identities", () => {
+  let orgId: string;
+  beforeAll(async () => {
+    const r = await admin.call("createOrganization", { name: "People" }, auth);
+    if (!r.ok) throw r.error;
+    orgId = r.value.organization!.id;
+  });
+
+  it("creates a pending identity and finds it by id", async () => {
+    const created = await admin.call("createIdentity", { orgId, username: "Alice@Example.com", skipRegistrationCode: true }, auth);
+    expect(created.ok).toBe(true);
+    if (!created.ok) return;
+    const identity = created.value.identity!;
+    expect(identity.state).toBe(IdentityState.PENDING);
+    expect(identity.username).toBe("Alice@Example.com");
+    expect(identity.orgId).toBe(orgId);
+    expect(identity.id).toMatch(/^[0-9a-f-]{36}$/);
+    const got = await postJson(server.url, rpc("GetIdentity"), { identityId: identity.id }, auth);
+    expect(got.status).toBe(200);
+    expect(got.body.identity.username).toBe("Alice@Example.com");
+    expect(got.body.identity.state).toBe("IDENTITY_STATE_PENDING");
+  });
+
+  it("refuses a duplicate username in the same organization, case-insensitively", async () => {
+    await admin.call("createIdentity", { orgId, username: "bob@example.com", skipRegistrationCode: true }, auth);
+    const dup = await admin.call("createIdentity", { orgId, username: "BOB@example.COM", skipRegistrationCode: true }, auth);
+    expect(dup.ok).toBe(false);
+    if (!dup.ok) expect(dup.error.code).toBe(status.ALREADY_EXISTS);
+    const dupJson = await postJson(server.url, rpc("CreateIdentity"), { orgId, username: "Bob@Example.com", skipRegistrationCode: true }, auth);
+    expect(dupJson.status).toBe(409);
+    expect(dupJson.body.code).toBe("already_exists");
+    expect(dupJson.body.message).toContain("username");
+  });
+
+  it("allows the same username in another organization", async () => {
+    const other = await admin.call("createOrganization", { name: "Elsewhere" }, auth);
+    if (!other.ok) throw other.error;
+    const r = await admin.call("createIdentity", { orgId: other.value.organization!.id, username: "bob@example.com", skipRegistrationCode: true }, auth);
+    expect(r.ok).toBe(true);
+  });
+
+  it("answers not_found for an identity in an unknown organization, or an unknown identity", async () => {
+    const r = await postJson(server.url, rpc("CreateIdentity"), { orgId: "or-zzzzz-zzzzz-zzzzzzzzzzzzzzzz", username: "x@example.com" }, auth);
+    expect(r.status).toBe(404);
+    const g = await postJson(server.url, rpc("GetIdentity"), { identityId: "00000000-0000-4000-8000-000000000000" }, auth);
+    expect(g.status).toBe(404);
+  });
+
+  it("lists an organization's identities in pages", async () => {
+    const org = await admin.call("createOrganization", { name: "Many" }, auth);
+    if (!org.ok) throw org.error;
+    const id = org.value.organization!.id;
+    for (let i = 0; i < 7; i++) await admin.call("createIdentity", { orgId: id, username: `user${i}@example.com`, skipRegistrationCode: true }, auth);
+    const names: string[] = [];
+    let token = "";
+    do {
+      const page = await postJson(server.url, rpc("ListIdentities"), { orgId: id, pageSize: 3, pageToken: token }, auth);
+      expect(page.status).toBe(200);
+      names.push(...page.body.identities.map((i: { username: string }) => i.username));
+      token = page.body.nextPageToken ?? "";
+    } while (token);
+    expect(names).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => `user${i}@example.com`));
+  });
+
+  it("disables and re-enables an identity", async () => {
+    const c = await admin.call("createIdentity", { orgId, username: "carol@example.com", skipRegistrationCode: true }, auth);
+    if (!c.ok) throw c.error;
+    const id = c.value.identity!.id;
+    const d = await admin.call("setIdentityState", { identityId: id, state: IdentityState.DISABLED }, auth);
+    expect(d.ok && d.value.identity?.state).toBe(IdentityState.DISABLED);
+    const e = await postJson(server.url, rpc("SetIdentityState"), { identityId: id, state: "IDENTITY_STATE_ACTIVE" }, auth);
+    expect(e.body.identity.state).toBe("IDENTITY_STATE_ACTIVE");
+    const bad = await postJson(server.url, rpc("SetIdentityState"), { identityId: id, state: "IDENTITY_STATE_PENDING" }, auth);
+    expect(bad.status).toBe(400);
+    expect(bad.body.message).toContain("state");
+  });
+});
+
+describe("validation from the proto rules", () => {
+  it("names the field and the rule of a malformed org id, over both protocols", async () => {
+    const j = await postJson(server.url, rpc("GetOrganization"), { orgId: "org-123" }, auth);
+    expect(j.status).toBe(400);
+    expect(j.body.code).toBe("invalid_argument");
+    expect(j.body.message).toContain("org_id");
+    expect(j.body.message).toContain("^or-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{14,17}$");
+    const g = await admin.call("getOrganization", { orgId: "org-123" }, auth);
+    expect(g.ok).toBe(false);
+    if (!g.ok) {
+      expect(g.error.code).toBe(status.INVALID_ARGUMENT);
+      expect(g.error.details).toContain("org_id");
+    }
+  });
+
+  it("accepts the documented org id with 17 characters in its last part", async () => {
+    const r = await postJson(server.url, rpc("GetOrganization"), { orgId: "or-34513-nip9c-8bppvgqgj28dbodrc" }, auth);
+    expect(r.status).toBe(404);
+  });
+
+  it("rejects a bad uuid, a non-email username, a too-large page and an empty name", async () => {
+    const cases: [string, unknown, string][] = [
+      ["GetIdentity", { identityId: "123" }, "identity_id"],
+      ["CreateIdentity", { orgId: "or-aaaaa-bbbbb-cccccccccccccccc", username: "not an email" }, "username"],
+      ["ListOrganizations", { pageSize: 100000 }, "page_size"],
+      ["CreateOrganization", { name: "" }, "name"],
+      ["CreateOrganization", { name: "x".repeat(201) }, "name"],
+    ];
+    for (const [method, body, field] of cases) {
+      const r = await postJson(server.url, rpc(method), body, auth);
+      expect(r.status, method).toBe(400);
+      expect(r.body.message, method).toContain(field);
+    }
+  });
+
+  it("rejects an unknown JSON field by name", async () => {
+    const r = await postJson(server.url, rpc("CreateOrganization"), { name: "x", colour: "red" }, auth);
+    expect(r.status).toBe(400);
+    expect(r.body.message).toContain("colour");
+  });
+
+  it("refuses a body over the size limit and stays up", async () => {
+    const r = await postJson(server.url, rpc("CreateOrganization"), { name: "x".repeat(200_000) }, auth);
+    expect(r.status).toBeGreaterThanOrEqual(400);
+    expect(r.status).toBeLessThan(500);
+    expect((await postJson(server.url, rpc("ListOrganizations"), {}, auth)).status).toBe(200);
+  });
+
+  it("never leaks internals for malformed JSON", async () => {
+    const r = await postJson(server.url, rpc("CreateOrganization"), "{not json", auth);
+    expect(r.status).toBe(400);
+    expect(JSON.stringify(r.body)).not.toMatch(/at .*\.(ts|js):\d+/);
+  });
+});

@@ -1,0 +1,54 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../src/config/config.ts";
+import { ConfigError, parseDuration } from "../src/config/env.ts";
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe("configuration", () => {
+  it("has working defaults", () => {
+    const c = loadConfig({});
+    expect(c.port).toBe(8080);
+    expect(c.databaseUrl).toBeUndefined();
+    expect(c.codes.login).toMatchObject({ length: 6, alphabet: "0123456789", lifespanMs: 600_000, maxAttempts: 5 });
+    expect(c.codes.registration.lifespanMs).toBe(24 * 3_600_000);
+    expect(c.codes.recovery.lifespanMs).toBe(3_600_000);
+  });
+
+  it("reports every bad value at once, naming the variable and what was expected", () => {
+    const p = problems({ PORT: "eighty", LOG_LEVEL: "loud", CODE_LOGIN_LIFESPAN: "forever", DATABASE_URL: "mysql://x", SMTP_URL: "nope" });
+    expect(p).toHaveLength(5);
+    expect(p.join("\n")).toMatch(/PORT=.*whole number from 0 to 65535/);
+    expect(p.join("\n")).toMatch(/LOG_LEVEL=.*one of/);
+    expect(p.join("\n")).toMatch(/CODE_LOGIN_LIFESPAN=.*duration/);
+    expect(p.join("\n")).toMatch(/DATABASE_URL: expected a URL starting with postgres:/);
+    expect(p.join("\n")).toMatch(/SMTP_URL: expected a URL/);
+  });
+
+  it("never echoes a URL that may hold a password", () => {
+    const p = problems({ DATABASE_URL: "mysql://user:hunter2@db/x" });
+    expect(p.join("\n")).not.toContain("hunter2");
+  });
+
+  it("requires the secrets and the real backends in production", () => {
+    const p = problems({ NODE_ENV: "production" });
+    for (const name of ["DATABASE_URL", "SMTP_URL", "CODE_HMAC_KEYS", "MAIL_ENCRYPTION_KEYS", "TOKEN_SIGNING_KEY"]) {
+      expect(p.join("\n")).toContain(name);
+    }
+  });
+
+  it("parses Go-style durations", () => {
+    expect(parseDuration("1h30m")).toBe(5_400_000);
+    expect(parseDuration("90s")).toBe(90_000);
+    expect(parseDuration("1500ms")).toBe(1500);
+    expect(parseDuration("1d")).toBeUndefined();
+    expect(parseDuration("")).toBeUndefined();
+  });
+});
