@@ -65,6 +65,11 @@ export const CodeEntity = defineEntity({
       name: "code_live_key",
       expression: "create unique index code_live_key on code (org_id, identity_id, purpose) where dead_at is null",
     },
+    {
+      // An admin's recovery link names its code by id alone (the flow id).
+      name: "code_recovery_flow_idx",
+      expression: "create index code_recovery_flow_idx on code (id) where purpose = 'recovery' and dead_at is null",
+    },
   ],
 });
 

@@ -1,13 +1,16 @@
 // Clients as real callers use them: grpc-js (internal services) and HTTP/1.1
 // JSON POSTs in the Connect protocol (curl, browsers).
 import { fromBinary, toBinary, type DescMessage, type DescService, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
+
+type MethodsOf<S> = S extends GenService<infer R extends GenServiceMethods> ? R : never;
 
 export type GrpcResult<O> = { ok: true; value: O; metadata: grpc.Metadata } | { ok: false; error: grpc.ServiceError };
 
 /** A grpc-js client for one service, serializing with the generated protobuf-es code. */
-export function grpcClient<S extends DescService>(service: S, address: string) {
-  const definition: grpc.ServiceDefinition = {};
+export function grpcClient<S extends GenService<any>>(service: S, address: string) {
+  const definition: Record<string, grpc.MethodDefinition<any, any>> = {};
   for (const m of service.methods) {
     definition[m.localName] = {
       path: `/${service.typeName}/${m.name}`,
@@ -26,11 +29,11 @@ export function grpcClient<S extends DescService>(service: S, address: string) {
   return {
     client,
     /** Calls one unary method; never throws, answers the status instead. */
-    call<K extends S["methods"][number]>(
-      method: K["localName"],
-      req: MessageInitShape<K["input"]>,
+    call<M extends keyof MethodsOf<S> & string>(
+      method: M,
+      req: MessageInitShape<MethodsOf<S>[M]["input"]>,
       headers: Record<string, string> = {},
-    ): Promise<GrpcResult<MessageShape<K["output"]>>> {
+    ): Promise<GrpcResult<MessageShape<MethodsOf<S>[M]["output"]>>> {
       const desc = service.methods.find((m) => m.localName === method)!;
       const md = new grpc.Metadata();
       for (const [k, v] of Object.entries(headers)) md.set(k, v);

@@ -46,6 +46,8 @@ export class InitialSchema extends Migration {
     // The rule "at most one live code per identity and purpose", kept by the
     // database. Partial, so that it holds live rows only: history never slows it.
     this.addSql(`create unique index code_live_key on code (org_id, identity_id, purpose) where dead_at is null`);
+    // An admin's recovery link names its code by id alone (the flow id).
+    this.addSql(`create index code_recovery_flow_idx on code (id) where purpose = 'recovery' and dead_at is null`);
 
     this.addSql(`
       create table courier_message (
