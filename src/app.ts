@@ -7,6 +7,14 @@ import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
 import { RegistrationService } from "../gen/codegate/v1/registration_pb.ts";
 import { adminService } from "./admin/service.ts";
+import { CodeEngine } from "./codes/engine.ts";
+import { Courier } from "./courier/courier.ts";
+import { createMailTransport } from "./courier/transport.ts";
+import type { FlowDeps } from "./flows/deps.ts";
+import { loginService } from "./flows/login.ts";
+import { OrgDirectory } from "./flows/organizations.ts";
+import { sqlOf } from "./storage/sql.ts";
+import { ProofTokens } from "./tokens/proof.ts";
 import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "./admin/tokens.ts";
 import { systemClock, type Clock } from "./clock.ts";
 import type { Config } from "./config/config.ts";
@@ -20,6 +28,9 @@ import { createRpcHandler } from "./transport/rpc.ts";
 
 export interface App {
   ctx: AppContext;
+  flows: FlowDeps;
+  /** Present when this process runs the courier. */
+  courier: Courier | undefined;
   /** http://host:port of the listening address. */
   url: string;
   port: number;
@@ -49,10 +60,34 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     firstAdminToken = (await createAdminToken(ctx.em(), "first admin token", ctx.clock.now())).token;
   }
 
+  const sql = sqlOf(orm);
+  const mailTransport = createMailTransport(config);
+  const courier = config.courier.enabled
+    ? new Courier({
+        sql,
+        config: config.courier,
+        secrets,
+        clock: ctx.clock,
+        log: log.child({ component: "courier" }),
+        transport: mailTransport,
+        events: { sent: () => {}, retried: () => {}, abandoned: () => {} },
+      })
+    : undefined;
+  const codes = new CodeEngine({
+    sql,
+    config,
+    secrets,
+    clock: ctx.clock,
+    events: { issued: () => {}, verified: () => {}, failed: () => {}, locked: () => {} },
+    onQueued: () => courier?.wake(),
+  });
+  const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token);
+  const flows: FlowDeps = { app: ctx, orgs: new OrgDirectory(ctx), codes, tokens };
+
   const shutdown = new AbortController();
   const routes = (router: ConnectRouter) => {
     router.service(AdminService, adminService(ctx));
-    router.service(LoginService, {});
+    router.service(LoginService, loginService(flows));
     router.service(RegistrationService, {});
     router.service(RecoveryService, {});
   };
@@ -62,6 +97,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     shutdownSignal: shutdown.signal,
     fallback: httpRouter({
       "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
+      "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
     }),
   });
   const listener = createListener(handler, {
@@ -75,16 +111,21 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const port = (listener.server.address() as AddressInfo).port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  log.info({ port, database: config.databaseUrl ? "postgresql" : "pglite" }, "listening");
+  log.info({ port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mailTransport.destination }, "listening");
+  courier?.start();
 
   return {
     ctx,
     url: `http://${host}:${port}`,
     port,
     firstAdminToken,
+    flows,
+    courier,
     async close() {
       shutdown.abort();
       await listener.close(5_000);
+      await courier?.stop();
+      mailTransport.close();
       await orm.close();
     },
   };

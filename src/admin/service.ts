@@ -3,13 +3,12 @@ import { UniqueConstraintViolationException } from "@mikro-orm/core";
 import { randomUUID } from "node:crypto";
 import type { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
 import type { AppContext } from "../context.ts";
+import { normalizeUsername } from "../codes/engine.ts";
 import { newOrgId, newTenantId } from "../codes/random.ts";
 import { IdentityEntity, OrganizationEntity } from "../storage/entities.ts";
 import { apiError, notFound, Reason } from "../transport/errors.ts";
 import { identityStateName, identityToProto, organizationToProto, settingsToJson } from "../transport/mapping.ts";
 import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf, type Cursor } from "./paging.ts";
-
-export const normalizeUsername = (username: string) => username.trim().toLowerCase();
 
 const after = (cursor: Cursor | undefined) =>
   cursor ? { $or: [{ createdAt: { $gt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { $gt: cursor.id } }] } : {};

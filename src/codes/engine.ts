@@ -1,0 +1,246 @@
+// The rules for codes, done once for every flow: issuing (one live code per
+// identity and purpose, replaced atomically, with its mail queued in the same
+// statement) and verifying (attempts counted atomically, consumed exactly once).
+import { randomUUID } from "node:crypto";
+import type { Clock } from "../clock.ts";
+import type { Config, Purpose } from "../config/config.ts";
+import type { Secrets } from "../config/secrets.ts";
+import { renderMail, type MailKind } from "../courier/templates.ts";
+import { seal } from "../courier/seal.ts";
+import type { Org } from "../flows/organizations.ts";
+import type { IdentityStateName } from "../storage/entities.ts";
+import { bytes, type Sql } from "../storage/sql.ts";
+import { invalidCode } from "../transport/errors.ts";
+import type { IdentityRow } from "../transport/mapping.ts";
+import { codeHash, codeMatches } from "./hash.ts";
+import { effectivePolicy } from "./policy.ts";
+import { randomString } from "./random.ts";
+
+export const normalizeUsername = (username: string) => username.trim().toLowerCase();
+
+/** Who a code is for: a username as typed (public calls) or an identity id (admin calls). */
+export type IssueTarget = { username: string } | { identityId: string };
+export type VerifyTarget = { username: string } | { flowId: string };
+
+export interface IssueRequest {
+  org: Org;
+  purpose: Purpose;
+  target: IssueTarget;
+  /** Only an identity in this state gets a code. */
+  state: IdentityStateName;
+  /** The mail that carries the code; none for codes handed to an administrator. */
+  mail?: MailKind;
+  lifespanMs?: number;
+}
+
+export interface Issued {
+  /** False when no identity matched; nothing was written. */
+  issued: boolean;
+  /** The code's id: the flow id of an admin recovery link. */
+  id: string;
+  code: string;
+  expiresAt: Date;
+}
+
+export interface VerifyRequest {
+  /** Required with a username target; a flow id names its organization itself. */
+  org?: Org;
+  purpose: Purpose;
+  target: VerifyTarget;
+  state: IdentityStateName;
+  code: string;
+  /** Make a pending identity active when its code is consumed (registration). */
+  activate?: boolean;
+}
+
+export interface CodeEvents {
+  issued(purpose: Purpose, mailed: boolean): void;
+  verified(purpose: Purpose): void;
+  failed(purpose: Purpose): void;
+  locked(purpose: Purpose): void;
+}
+
+const ISSUE_SQL = (by: "username" | "id") => `
+with ident as (
+  select org_id, id, username from identity
+  where org_id = $1 and ${by === "username" ? "username_normalized = $2" : "id = $2::uuid"} and state = $3
+), issued as (
+  insert into code (org_id, id, identity_id, purpose, code_hash, key_id, created_at, expires_at, attempts, max_attempts)
+  select org_id, $4::uuid, id, $5, $6, $7, $8, $9, 0, $10 from ident
+  on conflict (org_id, identity_id, purpose) where dead_at is null do update set
+    id = excluded.id, code_hash = excluded.code_hash, key_id = excluded.key_id, created_at = excluded.created_at,
+    expires_at = excluded.expires_at, attempts = 0, max_attempts = excluded.max_attempts
+  returning identity_id
+), queued as (
+  insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+  select ident.org_id, $11::uuid, $5, ident.username, $12, $13, $14, 'queued', 0, $8, $8, $8
+  from ident join issued on issued.identity_id = ident.id
+  where $15::boolean
+  returning id
+)
+select (select count(*) from issued)::int as issued, (select count(*) from queued)::int as queued`;
+
+// Counts the attempt before comparing, so that concurrent guesses can never
+// exceed the limit; the right code also counts as an attempt.
+const ATTEMPT_SQL = (by: "username" | "flow") => `
+update code c set attempts = c.attempts + 1
+from identity i
+where ${
+  by === "username"
+    ? "c.org_id = $1 and i.org_id = $1 and i.username_normalized = $2 and c.purpose = $3"
+    : "c.id = $2::uuid and c.purpose = $3 and i.org_id = c.org_id and ($1 = '' or c.org_id = $1)"
+}
+  and c.identity_id = i.id and i.state = $4
+  and c.dead_at is null and c.expires_at > $5 and c.attempts < c.max_attempts
+returning c.org_id, c.id, c.code_hash, c.key_id, c.attempts, c.max_attempts`;
+
+const CONSUME_SQL = `
+with consumed as (
+  update code set consumed_at = $3, dead_at = $3
+  where org_id = $1 and id = $2::uuid and dead_at is null
+  returning org_id, identity_id
+), activated as (
+  update identity i set state = 'active', registered_at = $3
+  from consumed where $4::boolean and i.org_id = consumed.org_id and i.id = consumed.identity_id and i.state = 'pending'
+  returning i.id
+)
+select i.org_id, i.id, i.username, i.created_at,
+  case when exists (select 1 from activated) then 'active' else i.state end as state,
+  case when exists (select 1 from activated) then $3 else i.registered_at end as registered_at
+from identity i join consumed on i.org_id = consumed.org_id and i.id = consumed.identity_id`;
+
+export class CodeEngine {
+  private readonly sql: Sql;
+  private readonly config: Config;
+  private readonly secrets: Secrets;
+  private readonly clock: Clock;
+  private readonly events: CodeEvents;
+  private readonly onQueued: () => void;
+
+  constructor(deps: { sql: Sql; config: Config; secrets: Secrets; clock: Clock; events: CodeEvents; onQueued: () => void }) {
+    this.sql = deps.sql;
+    this.config = deps.config;
+    this.secrets = deps.secrets;
+    this.clock = deps.clock;
+    this.events = deps.events;
+    this.onQueued = deps.onQueued;
+  }
+
+  /**
+   * Issues a new code for the target if it is an identity in the wanted state,
+   * replacing its live code of the purpose, and queues its mail in the same
+   * statement. The work before the statement is the same whether or not the
+   * identity exists, so the answer time does not tell.
+   */
+  async issue(req: IssueRequest, sql: Sql = this.sql): Promise<Issued> {
+    const policy = effectivePolicy(this.config, req.org.settings, req.purpose);
+    const lifespanMs = req.lifespanMs ?? policy.lifespanMs;
+    const code = randomString(policy.alphabet, policy.length);
+    const id = randomUUID();
+    const now = this.clock.now();
+    const expiresAt = new Date(now.getTime() + lifespanMs);
+    const key = this.secrets.codeKeys.current;
+    const messageId = randomUUID();
+    let subject = "";
+    let sealed: { keyId: string; sealed: Buffer } | undefined;
+    if (req.mail) {
+      const content = renderMail(req.mail, { orgName: req.org.name, code, lifespanMs });
+      subject = content.subject;
+      sealed = seal(this.secrets.mailKeys, messageId, JSON.stringify({ ...content, from: this.sender(req.org) }));
+    }
+    const byUsername = "username" in req.target;
+    const [row] = await sql.query<{ issued: number; queued: number }>(ISSUE_SQL(byUsername ? "username" : "id"), [
+      req.org.id,
+      "username" in req.target ? normalizeUsername(req.target.username) : req.target.identityId,
+      req.state,
+      id,
+      req.purpose,
+      codeHash(key.key, id, code),
+      key.id,
+      now,
+      expiresAt,
+      policy.maxAttempts,
+      messageId,
+      subject,
+      sealed?.sealed ?? null,
+      sealed?.keyId ?? "",
+      sealed !== undefined,
+    ]);
+    const issued = row.issued > 0;
+    if (issued) this.events.issued(req.purpose, row.queued > 0);
+    if (row.queued > 0) this.onQueued();
+    return { issued, id, code, expiresAt };
+  }
+
+  /** Queues a mail that carries no code (notices), for an address that may have no account. */
+  async queueNotice(org: Org, kind: MailKind, recipient: string, purpose: Purpose, sql: Sql = this.sql): Promise<void> {
+    const id = randomUUID();
+    const now = this.clock.now();
+    const content = renderMail(kind, { orgName: org.name });
+    const sealed = seal(this.secrets.mailKeys, id, JSON.stringify({ ...content, from: this.sender(org) }));
+    await sql.query(
+      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       values ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $8, $8)`,
+      [org.id, id, purpose, recipient, content.subject, sealed.sealed, sealed.keyId, now],
+    );
+    this.onQueued();
+  }
+
+  /**
+   * Consumes the code if it is right, live and unexpired, and answers its
+   * identity. Every other case, whatever the cause, is the one invalidCode error.
+   */
+  async verify(req: VerifyRequest): Promise<IdentityRow> {
+    const now = this.clock.now();
+    const byUsername = "username" in req.target;
+    if (byUsername && !req.org) throw invalidCode();
+    const [row] = await this.sql.query(ATTEMPT_SQL(byUsername ? "username" : "flow"), [
+      req.org?.id ?? "",
+      "username" in req.target ? normalizeUsername(req.target.username) : req.target.flowId,
+      req.purpose,
+      req.state,
+      now,
+    ]);
+    if (!row) {
+      this.events.failed(req.purpose);
+      throw invalidCode();
+    }
+    if (!codeMatches(this.secrets.codeKeys, row.key_id, row.id, req.code, bytes(row.code_hash))) {
+      this.events.failed(req.purpose);
+      if (row.attempts >= row.max_attempts) {
+        await this.sql.query(`update code set dead_at = $3 where org_id = $1 and id = $2::uuid and dead_at is null`, [row.org_id, row.id, now]);
+        this.events.locked(req.purpose);
+      }
+      throw invalidCode();
+    }
+    const [identity] = await this.sql.query(CONSUME_SQL, [row.org_id, row.id, now, req.activate === true]);
+    if (!identity) {
+      // Another request consumed it first.
+      this.events.failed(req.purpose);
+      throw invalidCode();
+    }
+    this.events.verified(req.purpose);
+    return {
+      id: identity.id,
+      orgId: identity.org_id,
+      username: identity.username,
+      state: identity.state,
+      createdAt: new Date(identity.created_at),
+      registeredAt: identity.registered_at ? new Date(identity.registered_at) : null,
+    };
+  }
+
+  /** Kills the live codes of an identity (of one purpose, or all); answers how many. */
+  async invalidate(orgId: string, identityId: string, purpose: Purpose | undefined, sql: Sql = this.sql): Promise<number> {
+    const rows = await sql.query(
+      `update code set dead_at = $3 where org_id = $1 and identity_id = $2::uuid and dead_at is null and ($4 = '' or purpose = $4) returning id`,
+      [orgId, identityId, this.clock.now(), purpose ?? ""],
+    );
+    return rows.length;
+  }
+
+  private sender(org: Org): string {
+    const name = (org.settings.senderName || org.name).replace(/["\\\r\n]/g, "");
+    return `"${name}" <${org.settings.senderAddress || this.config.mailFrom}>`;
+  }
+}

@@ -1,0 +1,159 @@
+// The courier: claims queued mails in batches (FOR UPDATE SKIP LOCKED, then a
+// lease, so several couriers never send one mail twice and a crashed one's batch
+// is taken over when its lease runs out), sends them, and records the outcome.
+// Failures are retried with exponential backoff up to a limit, then abandoned.
+// A sent or abandoned mail's body is wiped: it held a live code.
+import type { Clock } from "../clock.ts";
+import type { Config } from "../config/config.ts";
+import type { Secrets } from "../config/secrets.ts";
+import type { Logger } from "../log.ts";
+import { bytes, type Sql } from "../storage/sql.ts";
+import { unseal } from "./seal.ts";
+import type { MailTransport } from "./transport.ts";
+
+const LEASE_MS = 120_000;
+
+export interface CourierEvents {
+  sent(n: number): void;
+  retried(n: number): void;
+  abandoned(n: number): void;
+}
+
+const CLAIM_SQL = `
+update courier_message m set claimed_until = $2, updated_at = $1
+from (
+  select org_id, id from courier_message
+  where status = 'queued' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  order by next_attempt_at
+  limit $3
+  for update skip locked
+) c
+where m.org_id = c.org_id and m.id = c.id
+returning m.org_id, m.id, m.recipient, m.body, m.key_id, m.send_count`;
+
+const SENT_SQL = `
+update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
+  send_count = m.send_count + 1, updated_at = $1
+from jsonb_to_recordset($2::jsonb) as s(org_id text, id uuid)
+where m.org_id = s.org_id and m.id = s.id`;
+
+const FAILED_SQL = `
+update courier_message m set
+  send_count = m.send_count + 1, last_error = f.error, claimed_until = null, updated_at = $1,
+  next_attempt_at = f.next_at,
+  status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
+  body = case when m.send_count + 1 >= $2 then null else m.body end
+from jsonb_to_recordset($3::jsonb) as f(org_id text, id uuid, next_at timestamptz, error text)
+where m.org_id = f.org_id and m.id = f.id
+returning m.status`;
+
+export class Courier {
+  private readonly deps: {
+    sql: Sql;
+    config: Config["courier"];
+    secrets: Secrets;
+    clock: Clock;
+    log: Logger;
+    transport: MailTransport;
+    events: CourierEvents;
+  };
+  private running: Promise<void> | undefined;
+  private stopping = false;
+  private wakeUp: (() => void) | undefined;
+  private woken = false;
+
+  constructor(deps: Courier["deps"]) {
+    this.deps = deps;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.stopping = false;
+    this.deps.log.info({ destination: this.deps.transport.destination }, "courier started");
+    this.running = this.loop();
+  }
+
+  /** Asks the loop to look for work now (a mail was just queued). */
+  wake(): void {
+    this.woken = true;
+    this.wakeUp?.();
+  }
+
+  /** Finishes the batch in hand, then stops. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wakeUp?.();
+    await this.running;
+    this.running = undefined;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      let handled = 0;
+      try {
+        this.woken = false;
+        handled = await this.runOnce();
+      } catch (err) {
+        this.deps.log.error({ err }, "courier batch failed");
+      }
+      if (handled === 0 && !this.woken && !this.stopping) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.deps.config.pollMs);
+          this.wakeUp = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeUp = undefined;
+      }
+    }
+  }
+
+  /** Claims one batch and delivers it; answers how many mails it handled. */
+  async runOnce(): Promise<number> {
+    const { sql, config, clock, transport, secrets } = this.deps;
+    const now = clock.now();
+    const batch = await sql.query(CLAIM_SQL, [now, new Date(now.getTime() + LEASE_MS), config.batchSize]);
+    if (batch.length === 0) return 0;
+    const results = await Promise.allSettled(
+      batch.map(async (m) => {
+        const mail = JSON.parse(unseal(secrets.mailKeys, m.key_id, m.id, bytes(m.body)));
+        await transport.send({ messageId: m.id, to: m.recipient, from: mail.from, subject: mail.subject, text: mail.text, html: mail.html });
+      }),
+    );
+    const done = clock.now();
+    const sent: { org_id: string; id: string }[] = [];
+    const failed: { org_id: string; id: string; next_at: string; error: string }[] = [];
+    results.forEach((r, i) => {
+      const m = batch[i];
+      if (r.status === "fulfilled") sent.push({ org_id: m.org_id, id: m.id });
+      else failed.push({ org_id: m.org_id, id: m.id, next_at: new Date(done.getTime() + this.backoff(m.send_count + 1)).toISOString(), error: describe(r.reason) });
+    });
+    if (sent.length) {
+      await sql.query(SENT_SQL, [done, JSON.stringify(sent)]);
+      this.deps.events.sent(sent.length);
+    }
+    if (failed.length) {
+      const rows = await sql.query(FAILED_SQL, [done, config.maxAttempts, JSON.stringify(failed)]);
+      const abandoned = rows.filter((r) => r.status === "abandoned").length;
+      if (abandoned) this.deps.events.abandoned(abandoned);
+      if (rows.length - abandoned) this.deps.events.retried(rows.length - abandoned);
+      this.deps.log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
+    }
+    return batch.length;
+  }
+
+  /** Exponential, capped, with jitter so that retries of a failed batch spread out. */
+  private backoff(attempt: number): number {
+    const { backoffBaseMs, backoffMaxMs } = this.deps.config;
+    const ms = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (attempt - 1));
+    return Math.round(ms * (0.75 + Math.random() * 0.5));
+  }
+}
+
+/** A delivery error as stored and logged: its code and first line, nothing more. */
+function describe(err: unknown): string {
+  const e = err as { code?: string; responseCode?: number; message?: string };
+  const first = String(e?.message ?? err).split("\n")[0].slice(0, 200);
+  return [e?.code, e?.responseCode, first].filter(Boolean).join(" ");
+}

@@ -1,0 +1,14 @@
+import type { CodeEngine } from "../codes/engine.ts";
+import type { AppContext } from "../context.ts";
+import type { ProofTokens } from "../tokens/proof.ts";
+import type { OrgDirectory } from "./organizations.ts";
+
+/** What every flow works with. */
+export interface FlowDeps {
+  app: AppContext;
+  orgs: OrgDirectory;
+  codes: CodeEngine;
+  tokens: ProofTokens;
+}
+
+export const SUCCESS = { message: "success" } as const;

@@ -1,0 +1,105 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { randomString } from "../src/codes/random.ts";
+import { unseal } from "../src/courier/seal.ts";
+import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
+import { postJson } from "./support/clients.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+
+const servers: TestServer[] = [];
+afterAll(async () => {
+  for (const s of servers) await s.close();
+});
+const keyRing = (...ids: string[]) => ids.map((id) => `${id}:${randomBytes(32).toString("base64")}`);
+
+describe("code generation", () => {
+  it("draws every character uniformly from the alphabet (chi-square, 100k draws)", () => {
+    const alphabet = "0123456789";
+    const counts = new Map<string, number>();
+    const draws = 100_000;
+    for (const ch of randomString(alphabet, draws)) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+    expect([...counts.keys()].sort().join("")).toBe(alphabet);
+    const expected = draws / alphabet.length;
+    const chi2 = [...counts.values()].reduce((sum, n) => sum + (n - expected) ** 2 / expected, 0);
+    // 9 degrees of freedom: P(chi2 > 40) is about 7e-6 for a uniform source.
+    // A modulo-biased draw over a byte (256 % 10 = 6) gives chi2 in the hundreds here.
+    expect(chi2).toBeLessThan(40);
+  });
+
+  it("is uniform for an alphabet that does not divide 256 evenly either", () => {
+    const alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ"; // 24 characters
+    const counts = new Map<string, number>();
+    const draws = 120_000;
+    for (const ch of randomString(alphabet, draws)) counts.set(ch, (counts.get(ch) ?? 0) + 1);
+    const expected = draws / alphabet.length;
+    const chi2 = [...counts.values()].reduce((sum, n) => sum + (n - expected) ** 2 / expected, 0);
+    // 23 degrees of freedom: P(chi2 > 65) is below 1e-5.
+    expect(chi2).toBeLessThan(65);
+  });
+});
+
+describe("key rotation", () => {
+  it("verifies old codes with their recorded key and writes new ones with the new key", async () => {
+    const [k1] = keyRing("k1");
+    const [k2] = keyRing("k2");
+    const databaseUrl = await freshDatabase();
+    const common = { DATABASE_URL: databaseUrl, COURIER_ENABLED: "false" };
+    const before = await startTestServer({ ...common, CODE_HMAC_KEYS: k1 });
+    servers.push(before);
+    const fx = adminFixtures(before.url);
+    const org = await fx.org("Rotating");
+    const alice = await fx.identity(org.id, "alice@example.com");
+    const bob = await fx.identity(org.id, "bob@example.com");
+    fx.close();
+    // Issue directly through the engine to hold the codes without a mail server.
+    const orgRow = (await before.app.flows.orgs.resolve(org.id, ""))!;
+    const oldCode = await before.app.flows.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id }, state: "active" });
+    const bobCode = await before.app.flows.codes.issue({ org: orgRow, purpose: "login", target: { identityId: bob.id }, state: "active" });
+    await before.close();
+    servers.pop();
+
+    const after = await startTestServer({ ...common, CODE_HMAC_KEYS: `${k2},${k1}` });
+    servers.push(after);
+    const verify = (s: TestServer, username: string, code: string) =>
+      postJson(s.url, "/codegate.v1.LoginService/VerifyLoginCode", { username, orgId: org.id, code });
+    expect((await verify(after, "alice@example.com", oldCode.code)).status).toBe(200);
+    const orgAfter = (await after.app.flows.orgs.resolve(org.id, ""))!;
+    const newCode = await after.app.flows.codes.issue({ org: orgAfter, purpose: "login", target: { identityId: alice.id }, state: "active" });
+    const rows = await after.app.ctx.em().getConnection().execute("select key_id from code where identity_id = ? and dead_at is null", [alice.id]);
+    expect(rows[0].key_id).toBe("k2");
+    await after.close();
+    servers.pop();
+
+    // Once k1 is retired, codes written under it no longer verify.
+    const retired = await startTestServer({ ...common, CODE_HMAC_KEYS: k2 });
+    servers.push(retired);
+    expect((await verify(retired, "bob@example.com", bobCode.code)).status).toBe(401);
+    expect((await verify(retired, "alice@example.com", newCode.code)).status).toBe(200);
+  });
+});
+
+describe("the mail outbox", () => {
+  it("writes the code and its mail in one statement, the body encrypted at rest", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false", MAIL_ENCRYPTION_KEYS: keyRing("m1")[0] });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Outbox");
+    const who = await fx.identity(org.id, "outbox@example.com");
+    fx.close();
+    const res = await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "outbox@example.com", orgId: org.id });
+    expect(res.status).toBe(200);
+    const conn = s.app.ctx.em().getConnection();
+    const [mail] = await conn.execute("select id, key_id, body, status, subject from courier_message where recipient = 'outbox@example.com'");
+    const [code] = await conn.execute("select id from code where identity_id = ? and dead_at is null", [who.id]);
+    expect(mail.status).toBe("queued");
+    expect(code).toBeTruthy();
+    expect(mail.key_id).toBe("m1");
+    const plain = JSON.parse(unseal(s.app.ctx.secrets.mailKeys, mail.key_id, mail.id, Buffer.from(mail.body)));
+    const theCode = /^ {4}(\S+)$/m.exec(plain.text)![1];
+    expect(Buffer.from(mail.body).includes(Buffer.from(theCode))).toBe(false);
+    expect(Buffer.from(mail.body).includes(Buffer.from("login"))).toBe(false);
+    expect(mail.subject).not.toContain(theCode);
+    // Moving a sealed body to another row does not decrypt.
+    expect(() => unseal(s.app.ctx.secrets.mailKeys, mail.key_id, code.id, Buffer.from(mail.body))).toThrow();
+  });
+});

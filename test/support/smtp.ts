@@ -1,0 +1,118 @@
+// A real SMTP server in the test process (smtp-server), parsing what it receives
+// with mailparser, so the courier is tested over the wire, not against a mock.
+import { SMTPServer } from "smtp-server";
+import { simpleParser, type ParsedMail } from "mailparser";
+import { createServer } from "node:net";
+
+export interface ReceivedMail {
+  to: string;
+  subject: string;
+  text: string;
+  html: string;
+  messageId: string;
+  from: string;
+  raw: ParsedMail;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+export class SmtpSink {
+  readonly mails: ReceivedMail[] = [];
+  readonly port: number;
+  private server: SMTPServer | undefined;
+  private waiters: (() => void)[] = [];
+
+  private constructor(port: number) {
+    this.port = port;
+  }
+
+  /** A sink on a free port; started unless `listening` is false (SMTP "down"). */
+  static async create(listening = true): Promise<SmtpSink> {
+    const sink = new SmtpSink(await freePort());
+    if (listening) await sink.start();
+    return sink;
+  }
+
+  get url(): string {
+    return `smtp://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    this.server = new SMTPServer({
+      authOptional: true,
+      disabledCommands: ["STARTTLS"],
+      logger: false,
+      onData: (stream, _session, cb) => {
+        simpleParser(stream)
+          .then((parsed) => {
+            this.mails.push({
+              to: (Array.isArray(parsed.to) ? parsed.to[0] : parsed.to)?.text ?? "",
+              from: parsed.from?.text ?? "",
+              subject: parsed.subject ?? "",
+              text: parsed.text ?? "",
+              html: typeof parsed.html === "string" ? parsed.html : "",
+              messageId: parsed.messageId ?? "",
+              raw: parsed,
+            });
+            this.waiters.forEach((w) => w());
+            cb();
+          })
+          .catch(cb);
+      },
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once("error", reject);
+      this.server!.listen(this.port, "127.0.0.1", () => resolve());
+    });
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  mailsTo(address: string): ReceivedMail[] {
+    return this.mails.filter((m) => m.to.toLowerCase() === address.toLowerCase());
+  }
+
+  /** Waits until `predicate` holds over the received mails, or fails after `timeoutMs`. */
+  async waitFor(predicate: (mails: ReceivedMail[]) => boolean, timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!predicate(this.mails)) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for mail (have ${this.mails.length})`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, 200));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+      this.waiters = [];
+    }
+  }
+
+  /** The newest mail to `address`, once it has arrived. */
+  async nextMailTo(address: string, after = 0, timeoutMs = 15_000): Promise<ReceivedMail> {
+    await this.waitFor(() => this.mailsTo(address).length > after, timeoutMs);
+    const list = this.mailsTo(address);
+    return list[list.length - 1];
+  }
+}
+
+/** The code in a code mail (the indented line of its text part). */
+export function codeFrom(mail: ReceivedMail): string {
+  const m = /^ {4}(\S+)$/m.exec(mail.text);
+  if (!m) throw new Error(`no code in mail "${mail.subject}"`);
+  return m[1];
+}
