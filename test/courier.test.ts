@@ -1,0 +1,122 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
+import { postJson } from "./support/clients.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+import { SmtpSink } from "./support/smtp.ts";
+
+const servers: TestServer[] = [];
+const sinks: SmtpSink[] = [];
+afterAll(async () => {
+  for (const s of servers) await s.close();
+  for (const s of sinks) await s.stop();
+});
+
+describe("the courier", () => {
+  it("loses nothing while SMTP is down: 100 mails arrive once it is back, none twice, with two couriers at work", async () => {
+    const smtp = await SmtpSink.create(false); // down
+    sinks.push(smtp);
+    const databaseUrl = await freshDatabase();
+    const env = {
+      DATABASE_URL: databaseUrl,
+      SMTP_URL: smtp.url,
+      COURIER_BACKOFF_BASE: "50ms",
+      COURIER_BACKOFF_MAX: "400ms",
+      COURIER_MAX_ATTEMPTS: "100",
+      COURIER_POLL_INTERVAL: "100ms",
+      COURIER_BATCH_SIZE: "20",
+      LOG_LEVEL: "warn",
+    };
+    const a = await startTestServer(env);
+    servers.push(a);
+    const b = await startTestServer(env); // a second process on the same database
+    servers.push(b);
+    const fx = adminFixtures(a.url);
+    const org = await fx.org("Outage");
+    const users = Array.from({ length: 100 }, (_, i) => `user${i}@example.com`);
+    for (const u of users) await fx.identity(org.id, u);
+    fx.close();
+
+    const answers = await Promise.all(
+      users.map((u, i) => postJson(i % 2 ? a.url : b.url, "/codegate.v1.LoginService/SendLoginCode", { username: u, orgId: org.id })),
+    );
+    expect(answers.every((r) => r.status === 200)).toBe(true);
+
+    // Let both couriers fail a few rounds against the closed port.
+    const conn = a.app.ctx.em().getConnection();
+    for (let i = 0; i < 100; i++) {
+      const [f] = await conn.execute("select count(*)::int as n from courier_message where last_error is not null");
+      if (f.n >= 50) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const [failing] = await conn.execute("select count(*)::int as n, max(send_count)::int as tries from courier_message where status = 'queued' and last_error is not null");
+    expect(failing.n).toBeGreaterThanOrEqual(50);
+    expect(smtp.mails).toHaveLength(0);
+
+    await smtp.start();
+    await smtp.waitFor((m) => m.length >= 100, 30_000);
+    // Give a duplicate the time to show up, if there were one.
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(smtp.mails).toHaveLength(100);
+    expect(new Set(smtp.mails.map((m) => m.messageId)).size).toBe(100);
+    expect(new Set(smtp.mails.map((m) => m.to)).size).toBe(100);
+    const [state] = await conn.execute("select count(*) filter (where status = 'sent')::int as sent, count(*) filter (where body is not null)::int as bodies from courier_message");
+    expect(state).toEqual({ sent: 100, bodies: 0 });
+  });
+
+  it("abandons a mail after the retry limit, keeping its last error", async () => {
+    const smtp = await SmtpSink.create(false);
+    sinks.push(smtp);
+    const s = await startTestServer({
+      SMTP_URL: smtp.url,
+      COURIER_BACKOFF_BASE: "10ms",
+      COURIER_BACKOFF_MAX: "20ms",
+      COURIER_MAX_ATTEMPTS: "3",
+      COURIER_POLL_INTERVAL: "20ms",
+      LOG_LEVEL: "warn",
+    });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Doomed");
+    await fx.identity(org.id, "doomed@example.com");
+    fx.close();
+    await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "doomed@example.com", orgId: org.id });
+    const conn = s.app.ctx.em().getConnection();
+    let row: any;
+    for (let i = 0; i < 100; i++) {
+      [row] = await conn.execute("select status, send_count, last_error, body from courier_message where recipient = 'doomed@example.com'");
+      if (row.status === "abandoned") break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(row.status).toBe("abandoned");
+    expect(row.send_count).toBe(3);
+    expect(row.last_error).toMatch(/ECONNREFUSED/);
+    expect(row.body).toBeNull();
+  });
+
+  it("writes .eml files under DATA_DIR/mail when no SMTP_URL is set", async () => {
+    const s = await startTestServer({ COURIER_POLL_INTERVAL: "50ms" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Offline");
+    await fx.identity(org.id, "offline@example.com");
+    fx.close();
+    await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "offline@example.com", orgId: org.id });
+    const dir = join(s.dataDir, "mail");
+    let files: string[] = [];
+    for (let i = 0; i < 100 && files.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        files = readdirSync(dir).filter((f) => f.endsWith(".eml"));
+      } catch {}
+    }
+    expect(files).toHaveLength(1);
+    const eml = readFileSync(join(dir, files[0]), "utf8");
+    expect(eml).toContain("To: offline@example.com");
+    expect(eml).toContain("Subject: Your Offline login code");
+    expect(eml).toMatch(/Content-Type: text\/plain/);
+    expect(eml).toMatch(/Content-Type: text\/html/);
+    expect(s.logs.some((l) => l.includes(".eml files in"))).toBe(true);
+  });
+});
