@@ -20,7 +20,8 @@ export const normalizeUsername = (username: string) => username.trim().toLowerCa
 
 /** Who a code is for: a username as typed (public calls) or an identity id (admin calls). */
 export type IssueTarget = { username: string } | { identityId: string };
-export type VerifyTarget = { username: string } | { flowId: string };
+/** A username as typed, or the flow id of an admin recovery link (with, optionally, the username it must belong to). */
+export type VerifyTarget = { username: string } | { flowId: string; username?: string };
 
 export interface IssueRequest {
   org: Org;
@@ -88,7 +89,7 @@ from identity i
 where ${
   by === "username"
     ? "c.org_id = $1 and i.org_id = $1 and i.username_normalized = $2 and c.purpose = $3"
-    : "c.id = $2::uuid and c.purpose = $3 and i.org_id = c.org_id and ($1 = '' or c.org_id = $1)"
+    : "c.id = $2::uuid and c.purpose = $3 and i.org_id = c.org_id and ($1 = '' or c.org_id = $1) and ($6 = '' or i.username_normalized = $6)"
 }
   and c.identity_id = i.id and i.state = $4
   and c.dead_at is null and c.expires_at > $5 and c.attempts < c.max_attempts
@@ -192,15 +193,15 @@ export class CodeEngine {
    */
   async verify(req: VerifyRequest): Promise<IdentityRow> {
     const now = this.clock.now();
-    const byUsername = "username" in req.target;
-    if (byUsername && !req.org) throw invalidCode();
-    const [row] = await this.sql.query(ATTEMPT_SQL(byUsername ? "username" : "flow"), [
-      req.org?.id ?? "",
-      "username" in req.target ? normalizeUsername(req.target.username) : req.target.flowId,
-      req.purpose,
-      req.state,
-      now,
-    ]);
+    const target = req.target;
+    const byFlow = "flowId" in target;
+    if (!byFlow && !req.org) throw invalidCode();
+    const [row] = await this.sql.query(
+      ATTEMPT_SQL(byFlow ? "flow" : "username"),
+      byFlow
+        ? [req.org?.id ?? "", target.flowId, req.purpose, req.state, now, normalizeUsername(target.username ?? "")]
+        : [req.org!.id, normalizeUsername(target.username), req.purpose, req.state, now],
+    );
     if (!row) {
       this.events.failed(req.purpose);
       throw invalidCode();

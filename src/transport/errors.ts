@@ -14,6 +14,8 @@ export const Reason = {
   invalidCode: "INVALID_CODE",
   notFound: "NOT_FOUND",
   alreadyExists: "ALREADY_EXISTS",
+  permissionDenied: "PERMISSION_DENIED",
+  failedPrecondition: "FAILED_PRECONDITION",
   rateLimited: "RATE_LIMITED",
   internal: "INTERNAL",
   unavailable: "UNAVAILABLE",

@@ -1,0 +1,45 @@
+// Account recovery: a mailed code proves that the user started the recovery.
+// An administrator's CreateRecoveryCode makes a code of the same kind, handed
+// over in person, with a link to the recovery page (its flow id names the code).
+import type { ServiceImpl } from "@connectrpc/connect";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { RecoveryService } from "../../gen/codegate/v1/recovery_pb.ts";
+import { invalidCode } from "../transport/errors.ts";
+import { identityToProto } from "../transport/mapping.ts";
+import { SUCCESS, type FlowDeps } from "./deps.ts";
+import { identityState } from "./identities.ts";
+
+const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
+
+export function recoveryService({ app, sql, orgs, codes, tokens }: FlowDeps): ServiceImpl<typeof RecoveryService> {
+  return {
+    async sendRecoveryCode(req) {
+      const org = await orgs.resolve(req.orgId, req.tenantId);
+      if (!org) return SUCCESS;
+      const sent = await codes.issue({ org, purpose: "recovery", target: { username: req.username }, state: "active", mail: "recovery" });
+      if (!sent.issued && org.settings.notifyUnknownRecovery && EMAIL.test(req.username.trim())) {
+        if ((await identityState(sql, org.id, req.username)) === undefined) {
+          await codes.queueNotice(org, "unknown_recovery", req.username.trim(), "recovery");
+        }
+      }
+      return SUCCESS;
+    },
+
+    async verifyRecoveryCode(req) {
+      let identity;
+      if (req.flowId) {
+        // A flow id names its code; a username or organization given beside it must agree.
+        const org = req.orgId || req.tenantId ? await orgs.resolve(req.orgId, req.tenantId) : undefined;
+        if ((req.orgId || req.tenantId) && !org) throw invalidCode();
+        const target = { flowId: req.flowId, username: req.username };
+        identity = await codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code });
+      } else {
+        const org = await orgs.resolve(req.orgId, req.tenantId);
+        if (!org) throw invalidCode();
+        identity = await codes.verify({ org, purpose: "recovery", target: { username: req.username }, state: "active", code: req.code });
+      }
+      const proof = await tokens.issue(identity, "recovery", app.clock.now());
+      return { identity: identityToProto(identity), token: proof.token, tokenExpiresAt: timestampFromDate(proof.expiresAt) };
+    },
+  };
+}

@@ -1,0 +1,202 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createRemoteJWKSet, jwtVerify } from "jose";
+import { status } from "@grpc/grpc-js";
+import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
+import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
+import { CodePurpose } from "../gen/codegate/v1/types_pb.ts";
+import { ManualClock } from "../src/clock.ts";
+import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { bearer, grpcClient, postJson } from "./support/clients.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+import { codeFrom, SmtpSink } from "./support/smtp.ts";
+
+let smtp: SmtpSink;
+let server: TestServer;
+let fx: ReturnType<typeof adminFixtures>;
+let admin: ReturnType<typeof grpcClient<typeof AdminService>>;
+let recovery: ReturnType<typeof grpcClient<typeof RecoveryService>>;
+let org: { id: string; tenantId: string };
+const clock = new ManualClock();
+const auth = bearer(ADMIN_TOKEN);
+const PUBLIC_URL = "https://id.example.test";
+const rpc = (m: string, body: unknown) => postJson(server.url, `/codegate.v1.RecoveryService/${m}`, body);
+const createCode = (body: unknown) => postJson(server.url, "/codegate.v1.AdminService/CreateRecoveryCode", body, auth);
+
+beforeAll(async () => {
+  smtp = await SmtpSink.create();
+  server = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", PUBLIC_URL }, { clock });
+  fx = adminFixtures(server.url);
+  admin = grpcClient(AdminService, server.url);
+  recovery = grpcClient(RecoveryService, server.url);
+  org = await fx.org("Recoverly");
+});
+afterAll(async () => {
+  fx?.close();
+  admin?.close();
+  recovery?.close();
+  await server?.close();
+  await smtp?.stop();
+});
+
+describe("SendRecoveryCode and VerifyRecoveryCode", () => {
+  it("mails an active identity a recovery code, found by org_id, tenant_id or both", async () => {
+    const who = await fx.identity(org.id, "lost@example.com");
+    for (const [i, body] of [
+      { username: "lost@example.com", orgId: org.id },
+      { username: "lost@example.com", tenantId: org.tenantId },
+      { username: "lost@example.com", orgId: org.id, tenantId: org.tenantId },
+    ].entries()) {
+      const res = await rpc("SendRecoveryCode", body);
+      expect([res.status, res.body]).toEqual([200, { message: "success" }]);
+      const mail = await smtp.nextMailTo("lost@example.com", i);
+      expect(mail.subject).toBe("Your Recoverly account recovery code");
+      expect(mail.text).toContain("1 hour");
+    }
+    const code = codeFrom(smtp.mailsTo("lost@example.com")[2]);
+    const ok = await recovery.call("verifyRecoveryCode", { username: "lost@example.com", orgId: org.id, code });
+    expect(ok.ok).toBe(true);
+    if (!ok.ok) return;
+    expect(ok.value.identity?.id).toBe(who.id);
+    const { payload } = await jwtVerify(ok.value.token, createRemoteJWKSet(new URL(`${server.url}/.well-known/jwks.json`)), {
+      audience: "codegate",
+      currentDate: clock.now(),
+    });
+    expect(payload).toMatchObject({ sub: who.id, purpose: "recovery" });
+  });
+
+  it("sends nothing when org_id and tenant_id disagree, or for unknown and disabled users, answering success", async () => {
+    const other = await fx.org("Other");
+    await fx.identity(org.id, "mismatch@example.com");
+    await fx.identity(org.id, "off@example.com", "disabled");
+    const answers = [
+      await rpc("SendRecoveryCode", { username: "mismatch@example.com", orgId: org.id, tenantId: other.tenantId }),
+      await rpc("SendRecoveryCode", { username: "nobody@example.com", orgId: org.id }),
+      await rpc("SendRecoveryCode", { username: "off@example.com", orgId: org.id }),
+    ];
+    for (const a of answers) expect([a.status, a.body]).toEqual([200, { message: "success" }]);
+    await fx.identity(org.id, "marker@example.com");
+    await rpc("SendRecoveryCode", { username: "marker@example.com", orgId: org.id });
+    await smtp.nextMailTo("marker@example.com");
+    for (const u of ["mismatch@example.com", "nobody@example.com", "off@example.com"]) expect(smtp.mailsTo(u)).toHaveLength(0);
+  });
+
+  it("mails an 'access attempted' notice to an address without an account when the organization asks for it", async () => {
+    const noisy = await fx.org("Noisy", { notifyUnknownRecovery: true });
+    await fx.identity(noisy.id, "disabled-noisy@example.com", "disabled");
+    expect((await rpc("SendRecoveryCode", { username: "stranger@example.com", orgId: noisy.id })).status).toBe(200);
+    const notice = await smtp.nextMailTo("stranger@example.com");
+    expect(notice.subject).toBe("Noisy account access attempted");
+    expect(notice.text).not.toMatch(/^ {4}\S+$/m);
+    // Only for addresses with no account at all, and never by default.
+    await rpc("SendRecoveryCode", { username: "disabled-noisy@example.com", orgId: noisy.id });
+    await rpc("SendRecoveryCode", { username: "stranger2@example.com", orgId: org.id });
+    await fx.identity(org.id, "marker2@example.com");
+    await rpc("SendRecoveryCode", { username: "marker2@example.com", orgId: org.id });
+    await smtp.nextMailTo("marker2@example.com");
+    expect(smtp.mailsTo("disabled-noisy@example.com")).toHaveLength(0);
+    expect(smtp.mailsTo("stranger2@example.com")).toHaveLength(0);
+  });
+});
+
+describe("CreateRecoveryCode", () => {
+  it("answers the documented fields; the code is not mailed and works once through the link's flow id", async () => {
+    const who = await fx.identity(org.id, "admin-reset@example.com");
+    const before = clock.now().getTime();
+    const res = await createCode({ identity_id: who.id, expires_in: "1h30m" });
+    expect(res.status).toBe(200);
+    expect(Object.keys(res.body).sort()).toEqual(["expires_at", "recovery_code", "recovery_link"]);
+    expect(new Date(res.body.expires_at).getTime()).toBe(before + 90 * 60_000);
+    expect(res.body.recovery_code).toMatch(/^\d{6}$/);
+    const link = new URL(res.body.recovery_link);
+    expect(`${link.origin}${link.pathname}`).toBe(`${PUBLIC_URL}/recovery`);
+    const flowId = link.searchParams.get("flow")!;
+    expect(flowId).toMatch(/^[0-9a-f-]{36}$/);
+
+    const wrong = await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code === "000000" ? "111111" : "000000" });
+    expect(wrong.status).toBe(401);
+    const ok = await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code });
+    expect(ok.status).toBe(200);
+    expect(ok.body.identity.id).toBe(who.id);
+    expect((await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code })).status).toBe(401);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(smtp.mailsTo("admin-reset@example.com")).toHaveLength(0);
+  });
+
+  it("defaults to 1 hour, and the code expires then", async () => {
+    const who = await fx.identity(org.id, "default-ttl@example.com");
+    const now = clock.now().getTime();
+    const res = await createCode({ identity_id: who.id });
+    expect(new Date(res.body.expires_at).getTime()).toBe(now + 3_600_000);
+    clock.advance(3_600_000 + 1000);
+    const flowId = new URL(res.body.recovery_link).searchParams.get("flow");
+    expect((await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code })).status).toBe(401);
+  });
+
+  it("invalidates the earlier recovery codes of either kind", async () => {
+    const who = await fx.identity(org.id, "both-kinds@example.com");
+    await rpc("SendRecoveryCode", { username: "both-kinds@example.com", orgId: org.id });
+    const mailed = codeFrom(await smtp.nextMailTo("both-kinds@example.com"));
+    const first = await createCode({ identity_id: who.id, expires_in: "10m" });
+    const second = await createCode({ identity_id: who.id, expires_in: "10m" });
+    const flow = (r: typeof first) => new URL(r.body.recovery_link).searchParams.get("flow");
+    expect((await rpc("VerifyRecoveryCode", { username: "both-kinds@example.com", orgId: org.id, code: mailed })).status).toBe(401);
+    expect((await rpc("VerifyRecoveryCode", { flowId: flow(first), code: first.body.recovery_code })).status).toBe(401);
+    // A mailed code replaces the admin's too.
+    await rpc("SendRecoveryCode", { username: "both-kinds@example.com", orgId: org.id });
+    const mailed2 = codeFrom(await smtp.nextMailTo("both-kinds@example.com", 1));
+    expect((await rpc("VerifyRecoveryCode", { flowId: flow(second), code: second.body.recovery_code })).status).toBe(401);
+    expect((await rpc("VerifyRecoveryCode", { username: "both-kinds@example.com", orgId: org.id, code: mailed2 })).status).toBe(200);
+  });
+
+  it("refuses a bad expires_in, saying what was expected", async () => {
+    const who = await fx.identity(org.id, "bad-ttl@example.com");
+    for (const expires_in of ["0s", "721h", "1d", "abc", "-1h", "1h-"]) {
+      const res = await createCode({ identity_id: who.id, expires_in });
+      expect(res.status, expires_in).toBe(400);
+      expect(res.body.code).toBe("invalid_argument");
+      expect(res.body.message, expires_in).toContain("expires_in");
+    }
+    expect((await createCode({ identity_id: who.id, expires_in: "720h" })).status).toBe(200);
+    expect((await createCode({ identity_id: who.id, expires_in: "1500ms" })).status).toBe(200);
+  });
+
+  it("answers not_found for an unknown identity, and needs the admin token", async () => {
+    const unknown = await admin.call("createRecoveryCode", { identityId: "00000000-0000-4000-8000-000000000000", expiresIn: "1h" }, auth);
+    expect(unknown.ok).toBe(false);
+    if (!unknown.ok) expect(unknown.error.code).toBe(status.NOT_FOUND);
+    const anonymous = await postJson(server.url, "/codegate.v1.AdminService/CreateRecoveryCode", { identity_id: "00000000-0000-4000-8000-000000000000" });
+    expect(anonymous.status).toBe(401);
+  });
+});
+
+describe("InvalidateCodes and ListCourierMessages", () => {
+  it("kills an identity's live codes of one purpose or all", async () => {
+    const who = await fx.identity(org.id, "kill@example.com");
+    const r1 = await createCode({ identity_id: who.id });
+    const killed = await admin.call("invalidateCodes", { identityId: who.id, purpose: CodePurpose.LOGIN }, auth);
+    expect(killed.ok && killed.value.invalidatedCount).toBe(0);
+    const all = await admin.call("invalidateCodes", { identityId: who.id }, auth);
+    expect(all.ok && all.value.invalidatedCount).toBe(1);
+    const flowId = new URL(r1.body.recovery_link).searchParams.get("flow");
+    expect((await rpc("VerifyRecoveryCode", { flowId, code: r1.body.recovery_code })).status).toBe(401);
+  });
+
+  it("lists the organization's mail queue with status, newest first, without bodies", async () => {
+    const list = await admin.call("listCourierMessages", { orgId: org.id, pageSize: 3 }, auth);
+    expect(list.ok).toBe(true);
+    if (!list.ok) return;
+    expect(list.value.messages).toHaveLength(3);
+    expect(list.value.nextPageToken).not.toBe("");
+    const times = list.value.messages.map((m) => Number(m.createdAt!.seconds) * 1e9 + m.createdAt!.nanos);
+    expect([...times].sort((a, b) => b - a)).toEqual(times);
+    const json = await postJson(server.url, "/codegate.v1.AdminService/ListCourierMessages", { orgId: org.id, status: "COURIER_MESSAGE_STATUS_SENT" }, auth);
+    expect(json.status).toBe(200);
+    expect(json.body.messages.length).toBeGreaterThan(3);
+    for (const m of json.body.messages) {
+      expect(m.status).toBe("COURIER_MESSAGE_STATUS_SENT");
+      expect(JSON.stringify(m)).not.toMatch(/body|html/);
+    }
+    const next = await admin.call("listCourierMessages", { orgId: org.id, pageSize: 3, pageToken: list.value.nextPageToken }, auth);
+    expect(next.ok && next.value.messages[0].id).not.toBe(list.value.messages[0].id);
+  });
+});
