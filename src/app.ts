@@ -2,6 +2,7 @@
 // single listening address.
 import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
@@ -24,7 +25,9 @@ import { createLogger, type Logger } from "./log.ts";
 import { migrate, openOrm } from "./storage/orm.ts";
 import { createListener } from "./transport/listener.ts";
 import { httpRouter, sendJson } from "./transport/http-routes.ts";
-import { createRpcHandler } from "./transport/rpc.ts";
+import { createRpcHandler, rpcContextValues } from "./transport/rpc.ts";
+import { restHandler } from "./transport/rest.ts";
+import { withCors } from "./transport/cors.ts";
 
 export interface App {
   ctx: AppContext;
@@ -91,8 +94,13 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     router.service(RegistrationService, {});
     router.service(RecoveryService, {});
   };
+  // The REST routes run the router's own handlers, taken when it registers them.
+  let rpcHandlers: readonly UniversalHandler[] = [];
   const handler = createRpcHandler(ctx, {
-    routes,
+    routes: (router) => {
+      routes(router);
+      rpcHandlers = router.handlers;
+    },
     adminTokens: new AdminTokenVerifier(ctx.em, config.secretsEnv.adminToken),
     shutdownSignal: shutdown.signal,
     fallback: httpRouter({
@@ -100,7 +108,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
     }),
   });
-  const listener = createListener(handler, {
+  const rest = restHandler(rpcHandlers, { maxRequestBytes: config.maxRequestBytes, contextValues: rpcContextValues, log }, handler);
+  const listener = createListener(withCors(config.corsOrigins, rest), {
     headersTimeoutMs: 10_000,
     requestTimeoutMs: config.rpcTimeoutMs + 5_000,
     idleTimeoutMs: 60_000,

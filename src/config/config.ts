@@ -50,6 +50,24 @@ export interface Config {
 
 const DIGITS = "0123456789";
 
+/**
+ * CORS_ORIGINS: `*`, or origins as browsers send them (scheme, host, port), e.g.
+ * `https://app.example.com`. Anything else would never match an Origin header,
+ * so it is an error rather than a silently refused browser.
+ */
+function corsOrigins(r: EnvReader): string[] {
+  const entries = (r.raw("CORS_ORIGINS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  return entries.map((entry) => {
+    if (entry === "*") return entry;
+    const u = URL.canParse(entry) ? new URL(entry) : undefined;
+    if (!u || !["http:", "https:"].includes(u.protocol) || u.username || u.password || u.pathname !== "/" || u.search || u.hash) {
+      r.problem(`CORS_ORIGINS: ${JSON.stringify(entry)} is not an origin like https://app.example.com, or *`);
+      return entry;
+    }
+    return u.origin;
+  });
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const r = new EnvReader(env);
   const production = r.raw("NODE_ENV") === "production";
@@ -85,7 +103,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: r.oneOf("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     maxRequestBytes: r.int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     rpcTimeoutMs: r.duration("RPC_TIMEOUT", 10_000, 100, 300_000),
-    corsOrigins: (r.raw("CORS_ORIGINS") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    corsOrigins: corsOrigins(r),
     secretsEnv: {
       adminToken: r.raw("ADMIN_TOKEN"),
       codeKeys: r.raw("CODE_HMAC_KEYS"),

@@ -1,7 +1,7 @@
 // The Connect router: every service on one handler for gRPC, gRPC-Web and
 // Connect, with the cross-cutting rules applied to every RPC.
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
@@ -39,6 +39,14 @@ function outcomeInterceptor(app: AppContext): Interceptor {
   };
 }
 
+/** The values every RPC starts with; also used by the REST routes, which run the same RPCs. */
+export function rpcContextValues(req: Parameters<NodeHandlerFn>[0]): ContextValues {
+  const values = createContextValues();
+  values.set(requestIdKey, (req.headers["x-request-id"] as string | undefined)?.slice(0, 64) || randomUUID());
+  values.set(clientAddressKey, req.socket.remoteAddress ?? "");
+  return values;
+}
+
 export interface RpcOptions {
   routes: (router: ConnectRouter) => void;
   adminTokens: AdminTokenVerifier;
@@ -55,12 +63,7 @@ export function createRpcHandler(app: AppContext, opts: RpcOptions): NodeHandler
     maxTimeoutMs: app.config.rpcTimeoutMs,
     shutdownSignal: opts.shutdownSignal,
     jsonOptions: { ignoreUnknownFields: false },
-    contextValues: (req) => {
-      const values = createContextValues();
-      values.set(requestIdKey, (req.headers["x-request-id"] as string | undefined)?.slice(0, 64) || randomUUID());
-      values.set(clientAddressKey, req.socket.remoteAddress ?? "");
-      return values;
-    },
+    contextValues: rpcContextValues,
     // Runs before the body is read: no admin request body is parsed unauthenticated.
     async requestGate(ctx) {
       ctx.responseHeader.set("x-request-id", ctx.values.get(requestIdKey));

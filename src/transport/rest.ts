@@ -1,0 +1,274 @@
+// The documented REST routes (gRPC transcoding of the google.api.http
+// annotations, see rest-routes.ts) served by the very handlers of the Connect
+// router: a REST request becomes an in-process Connect JSON request to its RPC,
+// so the request gate (admin bearer auth, before any body is read), protovalidate,
+// logging and error sanitizing all apply unchanged. Answers and errors are turned
+// into the REST shapes here.
+//
+// A maintained library was looked for first. None serves google.api.http routes
+// with Connect-ES v2: connect-es has no transcoding (the Connect FAQ points to
+// vanguard-go and grpc-gateway, both Go); @exchangeunion/grpc-dynamic-gateway is
+// an unmaintained express proxy for the deprecated native `grpc` module; Envoy's
+// grpc_json_transcoder is a separate proxy; ts-proto's HTTP output is only
+// client metadata. Hence this small adapter.
+import http from "node:http";
+import type { JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ContextValues } from "@connectrpc/connect";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
+import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
+import type { Logger } from "../log.ts";
+import { ERROR_DOMAIN, Reason, apiError, reasonOf } from "./errors.ts";
+import type { HttpRequest, HttpResponse } from "./http-routes.ts";
+import type { RequestHandler } from "./listener.ts";
+import { bindRequest, matchRoute, restRoutes, type RouteMatch } from "./rest-routes.ts";
+import { requestIdKey } from "./rpc.ts";
+
+export interface RestOptions {
+  /** Largest accepted request body, as for the RPCs. */
+  maxRequestBytes: number;
+  /** The same values the RPC pipeline gives a request (request id, client address). */
+  contextValues: (req: HttpRequest) => ContextValues;
+  log: Logger;
+}
+
+/** Without a RetryInfo detail, a 429 still tells the client when to come back. */
+export const DEFAULT_RETRY_AFTER_SECONDS = 60;
+
+/** google.rpc.Code to HTTP, as in Google's API design guide. */
+const httpStatusOfCode: Record<Code, number> = {
+  [Code.Canceled]: 499,
+  [Code.Unknown]: 500,
+  [Code.InvalidArgument]: 400,
+  [Code.DeadlineExceeded]: 504,
+  [Code.NotFound]: 404,
+  [Code.AlreadyExists]: 409,
+  [Code.PermissionDenied]: 403,
+  [Code.ResourceExhausted]: 429,
+  [Code.FailedPrecondition]: 400,
+  [Code.Aborted]: 409,
+  [Code.OutOfRange]: 400,
+  [Code.Unimplemented]: 501,
+  [Code.Internal]: 500,
+  [Code.Unavailable]: 503,
+  [Code.DataLoss]: 500,
+  [Code.Unauthenticated]: 401,
+};
+
+export interface RestErrorBody {
+  error: { code: number; status: string; reason: string; message: string; request: string };
+}
+
+export interface RestAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: RestErrorBody;
+}
+
+export function restErrorBody(status: number, reason: string, message: string, requestId: string): RestErrorBody {
+  const statusText = http.STATUS_CODES[status] ?? (status === 499 ? "Client Closed Request" : "Unknown");
+  return { error: { code: status, status: statusText, reason, message, request: requestId } };
+}
+
+/** An RPC error as a REST answer: its HTTP status, the documented body, and Retry-After. */
+export function renderRestError(err: ConnectError, requestId: string): RestAnswer {
+  const status = httpStatusOfCode[err.code] ?? 500;
+  let message = err.rawMessage;
+  // The RPC pipeline already replaces internal errors by a message of ours; one
+  // that arrives here without our ErrorInfo was not made by us and may say too much.
+  const ours = err.findDetails(ErrorInfoSchema).some((d) => d.domain === ERROR_DOMAIN);
+  if (status >= 500 && status !== 501 && status !== 503 && !ours) {
+    message = `internal error; quote request ${requestId} when reporting it`;
+  }
+  const headers: Record<string, string> = {};
+  const delay = err.findDetails(RetryInfoSchema)[0]?.retryDelay;
+  if (delay) {
+    headers["retry-after"] = String(Math.max(1, Math.ceil(Number(delay.seconds) + delay.nanos / 1e9)));
+  } else if (status === 429) {
+    headers["retry-after"] = String(DEFAULT_RETRY_AFTER_SECONDS);
+  }
+  return { status, headers, body: restErrorBody(status, reasonOf(err), message, requestId) };
+}
+
+/** Request headers that describe the REST request itself, not the caller. */
+const ownHeaders = new Set([
+  "host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade", "expect", "trailer",
+  "content-type", "content-length", "content-encoding", "accept-encoding",
+]);
+const isProtocolHeader = (name: string) => name.startsWith(":") || name.startsWith("connect-") || name.startsWith("grpc-");
+
+/** The caller's headers (Authorization among them) for the in-process Connect request. */
+function rpcHeaders(req: HttpRequest): Headers {
+  const header = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || ownHeaders.has(name) || isProtocolHeader(name)) continue;
+    for (const v of Array.isArray(value) ? value : [value]) {
+      try {
+        header.append(name, v);
+      } catch {
+        // A value Headers refuses is not one an RPC can use either.
+      }
+    }
+  }
+  header.set("content-type", "application/json");
+  header.set("connect-protocol-version", "1");
+  return header;
+}
+
+const isJsonContentType = (value: string | undefined) => value !== undefined && /^application\/json\s*(;.*)?$/i.test(value);
+
+/** Reads a body of at most `max` bytes; answers undefined past that, without reading on. */
+function readBody(req: HttpRequest, max: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = (settle: () => void) => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+      settle();
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        req.pause();
+        finish(() => resolve(undefined));
+      } else chunks.push(chunk);
+    };
+    const onEnd = () => finish(() => resolve(Buffer.concat(chunks, size)));
+    const onError = (err: Error) => finish(() => reject(err));
+    const onClose = () => finish(() => reject(new ConnectError("the client went away", Code.Canceled)));
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("error", onError);
+    req.once("close", onClose);
+  });
+}
+
+async function collect(body: AsyncIterable<Uint8Array> | undefined): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  if (body) for await (const chunk of body) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}
+
+function send(res: HttpResponse, status: number, body: Uint8Array | RestErrorBody, headers: Record<string, string>): void {
+  if (res.headersSent || res.writableEnded) return;
+  const payload = body instanceof Uint8Array ? body : Buffer.from(JSON.stringify(body));
+  (res as http.ServerResponse).writeHead(status, {
+    ...headers,
+    "content-type": "application/json",
+    "content-length": payload.byteLength,
+    "cache-control": "no-store",
+  });
+  res.end(payload);
+}
+
+/**
+ * Serves the REST routes of the RPCs that `handlers` (the Connect router's)
+ * serve; any other request goes to `next`.
+ */
+export function restHandler(handlers: readonly UniversalHandler[], opts: RestOptions, next: RequestHandler): RequestHandler {
+  const handlerOf = new Map(handlers.map((h) => [h.method, h]));
+  const routes = restRoutes(handlerOf.keys());
+
+  async function serve(req: HttpRequest, res: HttpResponse, match: RouteMatch, path: string, query: URLSearchParams, values: ContextValues) {
+    const requestId = values.get(requestIdKey);
+    const reject = (status: number, reason: string, message: string, headers: Record<string, string> = {}) => {
+      opts.log.info({ requestId, rest: `${req.method} ${path}`, status, reason }, "rest request refused");
+      send(res, status, restErrorBody(status, reason, message, requestId), { "x-request-id": requestId, ...headers });
+    };
+
+    if ("allow" in match) {
+      return reject(405, "METHOD_NOT_ALLOWED", `${path} takes ${match.allow.join(", ")}`, { allow: match.allow.join(", ") });
+    }
+    const { route, params } = match;
+    if (route.body === "*") {
+      if (!isJsonContentType(req.headers["content-type"])) {
+        return reject(415, "UNSUPPORTED_MEDIA_TYPE", "the body must be JSON: Content-Type: application/json");
+      }
+      const encoding = req.headers["content-encoding"];
+      if (encoding !== undefined && encoding.toLowerCase() !== "identity") {
+        return reject(415, "UNSUPPORTED_MEDIA_TYPE", `Content-Encoding ${encoding} is not supported`);
+      }
+    }
+    const tooLarge = () =>
+      reject(413, "REQUEST_TOO_LARGE", `the body is larger than ${opts.maxRequestBytes} bytes`, req.httpVersionMajor === 1 ? { connection: "close" } : {});
+    if (route.body === "*" && Number(req.headers["content-length"] ?? 0) > opts.maxRequestBytes) return tooLarge();
+
+    // The body is read only when the RPC asks for it, which is after the request
+    // gate: an unauthenticated admin request is refused without being parsed.
+    let bodyTooLarge = false;
+    async function* requestMessage(): AsyncIterable<Uint8Array> {
+      let body: JsonValue | undefined;
+      if (route.body === "*") {
+        const raw = await readBody(req, opts.maxRequestBytes);
+        if (!raw) {
+          bodyTooLarge = true;
+          throw new ConnectError("request body too large", Code.ResourceExhausted);
+        }
+        try {
+          body = JSON.parse(raw.toString("utf8")) as JsonValue;
+        } catch {
+          throw apiError(Code.InvalidArgument, Reason.invalidArgument, "the body is not valid JSON");
+        }
+      }
+      yield Buffer.from(JSON.stringify(bindRequest({ route, params }, query, body)));
+    }
+
+    const aborted = new AbortController();
+    res.once("close", () => aborted.abort());
+    const handler = handlerOf.get(route.method)!;
+    const answer = await handler({
+      httpVersion: req.httpVersion,
+      method: "POST",
+      url: `http://localhost${handler.requestPath}`,
+      header: rpcHeaders(req),
+      body: requestMessage(),
+      signal: aborted.signal,
+      contextValues: values,
+    });
+    if (bodyTooLarge) return tooLarge();
+    const bytes = await collect(answer.body);
+    const headers = answerHeaders(answer.header, requestId);
+    if (answer.status === 200) return send(res, route.successStatus, bytes, headers);
+
+    let err: ConnectError;
+    const fallback = new ConnectError(`HTTP ${answer.status}`, codeFromHttpStatus(answer.status));
+    try {
+      err = errorFromJsonBytes(bytes, undefined, fallback);
+    } catch (e) {
+      err = e instanceof ConnectError ? e : fallback;
+    }
+    const rendered = renderRestError(err, requestId);
+    send(res, rendered.status, rendered.body, { ...headers, ...rendered.headers });
+  }
+
+  return (req, res) => {
+    const url = req.url ?? "/";
+    const q = url.indexOf("?");
+    const path = q < 0 ? url : url.slice(0, q);
+    const match = matchRoute(routes, req.method ?? "", path);
+    if (!match) return next(req, res);
+    const query = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
+    const values = opts.contextValues(req);
+    serve(req, res, match, path, query, values).catch((err: unknown) => {
+      const requestId = values.get(requestIdKey);
+      opts.log.error({ requestId, rest: `${req.method} ${path}`, err }, "rest request failed");
+      if (res.headersSent) res.destroy();
+      else send(res, 500, restErrorBody(500, Reason.internal, `internal error; quote request ${requestId} when reporting it`, requestId), { "x-request-id": requestId });
+    });
+  };
+}
+
+/** What of the RPC's answer headers a REST client sees: not the Connect protocol's own. */
+function answerHeaders(header: Headers | undefined, requestId: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  header?.forEach((value, name) => {
+    if (name === "content-type" || name === "content-length" || name === "content-encoding") return;
+    if (isProtocolHeader(name) || name.startsWith("trailer-")) return;
+    out[name] = value;
+  });
+  out["x-request-id"] = requestId;
+  return out;
+}
