@@ -22,10 +22,13 @@ import type { Config } from "./config/config.ts";
 import { loadSecrets } from "./config/secrets.ts";
 import type { AppContext } from "./context.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { createMetrics, databaseSources } from "./metrics.ts";
 import { migrate, openOrm } from "./storage/orm.ts";
 import { createListener } from "./transport/listener.ts";
 import { httpRouter, sendJson } from "./transport/http-routes.ts";
 import { createRpcHandler, rpcContextValues } from "./transport/rpc.ts";
+import type { HealthOptions, HealthState } from "./transport/health.ts";
+import { operations } from "./transport/ops.ts";
 import { restHandler } from "./transport/rest.ts";
 import { withCors } from "./transport/cors.ts";
 
@@ -39,12 +42,15 @@ export interface App {
   port: number;
   /** Set when this start created the first admin token (shown once). */
   firstAdminToken: string | undefined;
+  /** gRPC health and /readyz; NOT_SERVING from the start of close(). */
+  health: HealthState;
   close(): Promise<void>;
 }
 
 export interface StartOptions {
   log?: Logger;
   clock?: Clock;
+  health?: HealthOptions;
 }
 
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
@@ -54,7 +60,10 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const applied = await migrate(orm);
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
-  const ctx: AppContext = { config, secrets, orm, log, clock: opts.clock ?? systemClock, em: () => orm.em.fork() };
+  const clock = opts.clock ?? systemClock;
+  const metrics = createMetrics(databaseSources(orm, clock));
+  const ctx: AppContext = { config, secrets, orm, log, clock, metrics, em: () => orm.em.fork() };
+  const ops = operations(ctx, opts.health);
 
   // The embedded default gets a first admin token, printed once, so that it can
   // be tried right away. Production servers create theirs explicitly.
@@ -97,14 +106,15 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // The REST routes run the router's own handlers, taken when it registers them.
   let rpcHandlers: readonly UniversalHandler[] = [];
   const handler = createRpcHandler(ctx, {
-    routes: (router) => {
+    routes: ops.routes((router) => {
       routes(router);
       rpcHandlers = router.handlers;
-    },
+    }),
     adminTokens: new AdminTokenVerifier(ctx.em, config.secretsEnv.adminToken),
     shutdownSignal: shutdown.signal,
     fallback: httpRouter({
       "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
+      ...ops.httpRoutes,
       "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
     }),
   });
@@ -130,7 +140,9 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     firstAdminToken,
     flows,
     courier,
+    health: ops.health,
     async close() {
+      await ops.health.beginShutdown();
       shutdown.abort();
       await listener.close(5_000);
       await courier?.stop();

@@ -9,6 +9,7 @@ import type { AppContext } from "../context.ts";
 import type { AdminTokenVerifier } from "../admin/tokens.ts";
 import type { RequestHandler as NodeHandlerFn } from "./listener.ts";
 import { apiError, Reason, reasonOf } from "./errors.ts";
+import { rpcMetricsInterceptor } from "./rpc-metrics.ts";
 
 export const requestIdKey = createContextKey<string>("", { description: "request id" });
 export const clientAddressKey = createContextKey<string>("", { description: "client address" });
@@ -68,12 +69,15 @@ export function createRpcHandler(app: AppContext, opts: RpcOptions): NodeHandler
     async requestGate(ctx) {
       ctx.responseHeader.set("x-request-id", ctx.values.get(requestIdKey));
       if (ctx.service.typeName !== AdminService.typeName) return;
+      const started = performance.now();
       const principal = await opts.adminTokens.verify(ctx.requestHeader.get("authorization"));
       if (!principal) {
+        // Refused before the interceptors run, so counted here.
+        app.metrics.observeRpc(ctx.service.typeName, ctx.method.name, "Unauthenticated", (performance.now() - started) / 1000);
         throw apiError(Code.Unauthenticated, Reason.unauthenticated, "a valid admin token is required: Authorization: Bearer <admin token>");
       }
       ctx.values.set(adminTokenIdKey, principal.tokenId);
     },
-    interceptors: [outcomeInterceptor(app), createValidateInterceptor()],
+    interceptors: [rpcMetricsInterceptor(app.metrics), outcomeInterceptor(app), createValidateInterceptor()],
   });
 }

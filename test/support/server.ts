@@ -11,6 +11,7 @@ import { startApp, type App } from "../../src/app.ts";
 import type { Clock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config/config.ts";
 import { createLogger } from "../../src/log.ts";
+import type { HealthOptions } from "../../src/transport/health.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-" + randomBytes(8).toString("hex");
 
@@ -36,7 +37,7 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(env: Record<string, string> = {}, opts: { clock?: Clock } = {}): Promise<TestServer> {
+export async function startTestServer(env: Record<string, string> = {}, opts: { clock?: Clock; health?: HealthOptions } = {}): Promise<TestServer> {
   const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
   const dataDir = mkdtempSync(join(tmpdir(), "codegate-test-"));
   const config = loadConfig({
@@ -55,7 +56,7 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
       cb();
     },
   });
-  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock });
+  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health });
   return {
     app,
     url: app.url,

@@ -1,0 +1,167 @@
+import { randomUUID } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
+import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
+import type { Purpose } from "../src/config/config.ts";
+import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { bearer, grpcClient, postJson } from "./support/clients.ts";
+import { serverStream } from "./support/grpc-streams.ts";
+
+let server: TestServer;
+let admin: ReturnType<typeof grpcClient<typeof AdminService>>;
+const auth = bearer(ADMIN_TOKEN);
+
+beforeAll(async () => {
+  // No courier: the queue gauges must see the rows this test puts there.
+  server = await startTestServer({ COURIER_ENABLED: "false", DATABASE_POOL_SIZE: "7" });
+  admin = grpcClient(AdminService, server.url);
+});
+afterAll(async () => {
+  admin?.close();
+  await server?.close();
+});
+
+async function scrape(): Promise<{ type: string | null; text: string; value(series: string): number | undefined }> {
+  const res = await fetch(server.url + "/metrics");
+  expect(res.status).toBe(200);
+  const text = await res.text();
+  const values = new Map<string, number>();
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const at = line.lastIndexOf(" ");
+    values.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return { type: res.headers.get("content-type"), text, value: (series) => values.get(series) };
+}
+
+const rpc = (service: string, method: string, code: string) => `{service="${service}",method="${method}",code="${code}"}`;
+
+describe("GET /metrics", () => {
+  it("is Prometheus text with the process metrics", async () => {
+    const m = await scrape();
+    expect(m.type).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(m.text).toContain("# TYPE codegate_rpc_duration_seconds histogram");
+    expect(m.value("process_cpu_user_seconds_total")).toBeGreaterThan(0);
+  });
+
+  it("counts and times RPCs by service, method and status code, over gRPC and Connect", async () => {
+    const before = await scrape();
+    const A = "codegate.v1.AdminService";
+    const count = (m: Awaited<ReturnType<typeof scrape>>, method: string, code: string) => m.value(`codegate_rpc_handled_total${rpc(A, method, code)}`) ?? 0;
+
+    expect((await admin.call("listOrganizations", {}, auth)).ok).toBe(true);
+    expect((await postJson(server.url, `/${A}/ListOrganizations`, {}, auth)).status).toBe(200);
+    expect((await postJson(server.url, `/${A}/GetOrganization`, { orgId: "or-aaaaa-bbbbb-cccccccccccccccc" }, auth)).status).toBe(404);
+    expect((await postJson(server.url, `/${A}/GetOrganization`, { orgId: "bad" }, auth)).status).toBe(400);
+    // Refused by the bearer check before any interceptor runs: still counted.
+    expect((await postJson(server.url, `/${A}/ListOrganizations`, {})).status).toBe(401);
+
+    const after = await scrape();
+    expect(count(after, "ListOrganizations", "OK") - count(before, "ListOrganizations", "OK")).toBe(2);
+    expect(count(after, "GetOrganization", "NotFound") - count(before, "GetOrganization", "NotFound")).toBe(1);
+    expect(count(after, "GetOrganization", "InvalidArgument") - count(before, "GetOrganization", "InvalidArgument")).toBe(1);
+    expect(count(after, "ListOrganizations", "Unauthenticated") - count(before, "ListOrganizations", "Unauthenticated")).toBe(1);
+
+    const hist = (suffix: string, labels: string) => after.value(`codegate_rpc_duration_seconds_${suffix}${labels}`);
+    expect(hist("count", rpc(A, "ListOrganizations", "OK"))).toBe(count(after, "ListOrganizations", "OK"));
+    expect(hist("sum", rpc(A, "ListOrganizations", "OK"))).toBeGreaterThan(0);
+    expect(after.value(`codegate_rpc_duration_seconds_bucket{le="+Inf",service="${A}",method="GetOrganization",code="NotFound"}`)).toBe(1);
+  });
+
+  it("counts a streaming RPC when its stream ends, with the way it ended", async () => {
+    const watch = serverStream(server.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" });
+    await watch.responses.nth(1);
+    const open = await scrape();
+    expect(open.value(`codegate_rpc_handled_total${rpc("grpc.health.v1.Health", "Watch", "Canceled")}`)).toBeUndefined();
+    watch.cancel();
+    await watch.responses.ended;
+    watch.close();
+    let value: number | undefined;
+    for (let i = 0; i < 50 && value === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      value = (await scrape()).value(`codegate_rpc_handled_total${rpc("grpc.health.v1.Health", "Watch", "Canceled")}`);
+    }
+    expect(value).toBe(1);
+  });
+
+  it("counts codes by purpose, each purpose from zero, and never a value a caller chose", async () => {
+    const before = await scrape();
+    for (const purpose of ["login", "registration", "recovery"]) {
+      expect(before.value(`codegate_codes_issued_total{purpose="${purpose}"}`)).toBe(0);
+      expect(before.value(`codegate_codes_locked_total{purpose="${purpose}"}`)).toBe(0);
+      expect(before.value(`codegate_courier_abandoned_total{purpose="${purpose}"}`)).toBe(0);
+    }
+    const { codes, courier } = server.app.ctx.metrics;
+    codes.issued("login", true);
+    codes.issued("login", false);
+    codes.verified("registration");
+    codes.failed("recovery");
+    codes.locked("recovery");
+    courier.sent("login");
+    courier.retried("login");
+    courier.abandoned("registration");
+    // A username passed where a purpose belongs, as a bug would.
+    codes.failed("jdoe@example.com" as Purpose);
+
+    const m = await scrape();
+    expect(m.value(`codegate_codes_issued_total{purpose="login"}`)).toBe(2);
+    expect(m.value(`codegate_codes_verified_total{purpose="registration"}`)).toBe(1);
+    expect(m.value(`codegate_codes_failed_total{purpose="recovery"}`)).toBe(1);
+    expect(m.value(`codegate_codes_locked_total{purpose="recovery"}`)).toBe(1);
+    expect(m.value(`codegate_courier_sent_total{purpose="login"}`)).toBe(1);
+    expect(m.value(`codegate_courier_retries_total{purpose="login"}`)).toBe(1);
+    expect(m.value(`codegate_courier_abandoned_total{purpose="registration"}`)).toBe(1);
+    expect(m.value(`codegate_codes_failed_total{purpose="other"}`)).toBe(1);
+    expect(m.text).not.toContain("jdoe");
+  });
+
+  it("shows no username or token that went through the API", async () => {
+    const org = await admin.call("createOrganization", { name: "Metrics" }, auth);
+    if (!org.ok) throw org.error;
+    const username = `metrics-${randomUUID()}@example.com`;
+    expect((await admin.call("createIdentity", { orgId: org.value.organization!.id, username, skipRegistrationCode: true }, auth)).ok).toBe(true);
+    const m = await scrape();
+    expect(m.text).toContain(`method="CreateIdentity",code="OK"`);
+    expect(m.text).not.toContain(username.split("@")[0]);
+    expect(m.text).not.toContain(ADMIN_TOKEN);
+  });
+
+  it("reports the courier queue from the database: depth and the age of the oldest mail", async () => {
+    const empty = await scrape();
+    expect(empty.value("codegate_courier_queue_depth")).toBe(0);
+    expect(empty.value("codegate_courier_oldest_queued_age_seconds")).toBe(0);
+
+    const conn = server.app.ctx.orm.em.getConnection();
+    const now = Date.now();
+    const insert = (status: string, createdAgoMs: number) =>
+      conn.execute(
+        `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+         values ('or-aaaaa-bbbbb-cccccccccccccccc', ?, 'login', 'x@example.com', 's', null, 'k', ?, 0, ?, ?, ?)`,
+        [randomUUID(), status, new Date(now + 3_600_000), new Date(now - createdAgoMs), new Date(now - createdAgoMs)],
+      );
+    await insert("queued", 90_000);
+    await insert("queued", 5_000);
+    await insert("sent", 600_000);
+    // Gauges are read at most once a second.
+    await new Promise((r) => setTimeout(r, 1_100));
+    const m = await scrape();
+    expect(m.value("codegate_courier_queue_depth")).toBe(2);
+    const age = m.value("codegate_courier_oldest_queued_age_seconds")!;
+    expect(age).toBeGreaterThanOrEqual(90);
+    expect(age).toBeLessThan(120);
+  });
+
+  it("reports the database pool of this process", async () => {
+    const m = await scrape();
+    expect(m.value("codegate_db_pool_max_connections")).toBe(7);
+    const inUse = m.value(`codegate_db_pool_connections{state="in_use"}`)!;
+    const idle = m.value(`codegate_db_pool_connections{state="idle"}`)!;
+    expect(inUse).toBeGreaterThanOrEqual(0);
+    expect(idle).toBeGreaterThanOrEqual(0);
+    // The server has used the database, so the pool holds at least one connection.
+    expect(inUse + idle).toBeGreaterThan(0);
+    expect(inUse + idle).toBeLessThanOrEqual(7);
+    // Counts, at the moment of the scrape, queries waiting for a connection (also one being opened).
+    expect(m.value("codegate_db_pool_waiting")).toBeGreaterThanOrEqual(0);
+  });
+});
