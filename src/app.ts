@@ -13,6 +13,10 @@ import { Courier } from "./courier/courier.ts";
 import { createMailTransport } from "./courier/transport.ts";
 import type { FlowDeps } from "./flows/deps.ts";
 import { loginService } from "./flows/login.ts";
+import { FlowLimits } from "./flows/limits.ts";
+import { RateLimiter } from "./abuse/rate-limiter.ts";
+import { recoveryService } from "./flows/recovery.ts";
+import { registrationService } from "./flows/registration.ts";
 import { OrgDirectory } from "./flows/organizations.ts";
 import { sqlOf } from "./storage/sql.ts";
 import { ProofTokens } from "./tokens/proof.ts";
@@ -91,17 +95,19 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     secrets,
     clock: ctx.clock,
     events: { issued: () => {}, verified: () => {}, failed: () => {}, locked: () => {} },
-    onQueued: () => courier?.wake(),
+    // After the answer has gone out: a known user's send must not answer later.
+    onQueued: () => setImmediate(() => courier?.wake()),
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token);
-  const flows: FlowDeps = { app: ctx, orgs: new OrgDirectory(ctx), codes, tokens };
+  const limits = new FlowLimits(new RateLimiter(sql, ctx.clock), config);
+  const flows: FlowDeps = { app: ctx, sql, orgs: new OrgDirectory(ctx), codes, tokens, limits };
 
   const shutdown = new AbortController();
   const routes = (router: ConnectRouter) => {
-    router.service(AdminService, adminService(ctx));
+    router.service(AdminService, adminService(flows));
     router.service(LoginService, loginService(flows));
-    router.service(RegistrationService, {});
-    router.service(RecoveryService, {});
+    router.service(RegistrationService, registrationService(flows));
+    router.service(RecoveryService, recoveryService(flows));
   };
   // The REST routes run the router's own handlers, taken when it registers them.
   let rpcHandlers: readonly UniversalHandler[] = [];
@@ -120,7 +126,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const rest = restHandler(rpcHandlers, { maxRequestBytes: config.maxRequestBytes, contextValues: rpcContextValues, log }, handler);
   const listener = createListener(withCors(config.corsOrigins, rest), {
-    headersTimeoutMs: 10_000,
+    headersTimeoutMs: config.headersTimeoutMs,
     requestTimeoutMs: config.rpcTimeoutMs + 5_000,
     idleTimeoutMs: 60_000,
   });

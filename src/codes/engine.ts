@@ -12,6 +12,7 @@ import type { IdentityStateName } from "../storage/entities.ts";
 import { bytes, type Sql } from "../storage/sql.ts";
 import { invalidCode } from "../transport/errors.ts";
 import type { IdentityRow } from "../transport/mapping.ts";
+import { countHitsSql, windows, windowsJson, type LimitedKey } from "../abuse/rate-limiter.ts";
 import { codeHash, codeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
 import { randomString } from "./random.ts";
@@ -32,11 +33,15 @@ export interface IssueRequest {
   /** The mail that carries the code; none for codes handed to an administrator. */
   mail?: MailKind;
   lifespanMs?: number;
+  /** Rate limits counted in the same statement; over any, nothing is issued. */
+  limits?: LimitedKey[];
 }
 
 export interface Issued {
-  /** False when no identity matched; nothing was written. */
+  /** False when no identity matched or a limit was hit; no code was written. */
   issued: boolean;
+  /** Over a rate limit: how long until the send would be allowed; else 0. */
+  retryAfterMs: number;
   /** The code's id: the flow id of an admin recovery link. */
   id: string;
   code: string;
@@ -61,10 +66,18 @@ export interface CodeEvents {
   locked(purpose: Purpose): void;
 }
 
+// The rate-limit counters are part of the statement, so that every send, for a
+// known username or not, is one statement with one commit.
 const ISSUE_SQL = (by: "username" | "id") => `
-with ident as (
+with counted as (${countHitsSql(16)}
+), verdict as (
+  select coalesce(bool_and(c.hits <= w.max), true) as allowed,
+    max(case when c.hits > w.max then w.end_at end) as retry_at
+  from counted c join jsonb_to_recordset($16::jsonb) as w(key text, end_at timestamptz, max int) on w.key = c.key
+), ident as (
   select org_id, id, username from identity
   where org_id = $1 and ${by === "username" ? "username_normalized = $2" : "id = $2::uuid"} and state = $3
+    and (select allowed from verdict)
 ), issued as (
   insert into code (org_id, id, identity_id, purpose, code_hash, key_id, created_at, expires_at, attempts, max_attempts)
   select org_id, $4::uuid, id, $5, $6, $7, $8, $9, 0, $10 from ident
@@ -79,7 +92,8 @@ with ident as (
   where $15::boolean
   returning id
 )
-select (select count(*) from issued)::int as issued, (select count(*) from queued)::int as queued`;
+select (select count(*) from issued)::int as issued, (select count(*) from queued)::int as queued,
+  (select retry_at from verdict) as retry_at`;
 
 // Counts the attempt before comparing, so that concurrent guesses can never
 // exceed the limit; the right code also counts as an attempt.
@@ -150,7 +164,7 @@ export class CodeEngine {
       sealed = seal(this.secrets.mailKeys, messageId, JSON.stringify({ ...content, from: this.sender(req.org) }));
     }
     const byUsername = "username" in req.target;
-    const [row] = await sql.query<{ issued: number; queued: number }>(ISSUE_SQL(byUsername ? "username" : "id"), [
+    const [row] = await sql.query<{ issued: number; queued: number; retry_at: string | Date | null }>(ISSUE_SQL(byUsername ? "username" : "id"), [
       req.org.id,
       "username" in req.target ? normalizeUsername(req.target.username) : req.target.identityId,
       req.state,
@@ -166,11 +180,13 @@ export class CodeEngine {
       sealed?.sealed ?? null,
       sealed?.keyId ?? "",
       sealed !== undefined,
+      windowsJson(windows(req.limits ?? [], now.getTime())),
     ]);
     const issued = row.issued > 0;
     if (issued) this.events.issued(req.purpose, row.queued > 0);
     if (row.queued > 0) this.onQueued();
-    return { issued, id, code, expiresAt };
+    const retryAfterMs = row.retry_at ? Math.max(1, new Date(row.retry_at).getTime() - now.getTime()) : 0;
+    return { issued, id, code, expiresAt, retryAfterMs };
   }
 
   /** Queues a mail that carries no code (notices), for an address that may have no account. */

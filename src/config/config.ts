@@ -11,6 +11,18 @@ export interface CodePolicy {
   maxAttempts: number;
 }
 
+/** At most `max` events per `windowMs`. */
+export interface Limit {
+  max: number;
+  windowMs: number;
+}
+
+export interface RateLimitConfig {
+  sendPerUsername: Limit[];
+  sendPerAddress: Limit[];
+  verifyFailuresPerUsername: Limit[];
+}
+
 export interface Config {
   production: boolean;
   host: string;
@@ -28,6 +40,8 @@ export interface Config {
   maxRequestBytes: number;
   /** Upper bound of every RPC's run time. */
   rpcTimeoutMs: number;
+  /** A connection that has not sent a whole request head by then is closed. */
+  headersTimeoutMs: number;
   corsOrigins: string[];
   /** Raw secrets from the environment; see secrets.ts for the defaults. */
   secretsEnv: {
@@ -37,7 +51,15 @@ export interface Config {
     signingKey: string | undefined;
   };
   codes: Record<Purpose, CodePolicy>;
+  rateLimits: RateLimitConfig;
+  /** Proxies whose X-Forwarded-For is believed for the client address. */
+  trustedProxies: string[];
   token: { issuer: string; audience: string; ttlMs: number };
+  retention: {
+    /** Dead codes and sent mail metadata are kept this long, then deleted. */
+    keepMs: number;
+    intervalMs: number;
+  };
   courier: {
     enabled: boolean;
     batchSize: number;
@@ -103,6 +125,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     logLevel: r.oneOf("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     maxRequestBytes: r.int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     rpcTimeoutMs: r.duration("RPC_TIMEOUT", 10_000, 100, 300_000),
+    headersTimeoutMs: r.duration("HEADERS_TIMEOUT", 10_000, 100, 120_000),
     corsOrigins: corsOrigins(r),
     secretsEnv: {
       adminToken: r.raw("ADMIN_TOKEN"),
@@ -115,10 +138,20 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       registration: codePolicy("registration", 24 * 3_600_000),
       recovery: codePolicy("recovery", 3_600_000),
     },
+    rateLimits: {
+      sendPerUsername: r.limits("RATE_LIMIT_SEND_PER_USERNAME", "1/30s,5/1h"),
+      sendPerAddress: r.limits("RATE_LIMIT_SEND_PER_ADDRESS", "30/1m,500/1h"),
+      verifyFailuresPerUsername: r.limits("RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME", "100/24h"),
+    },
+    trustedProxies: (r.raw("TRUSTED_PROXIES") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
     token: {
       issuer: r.string("TOKEN_ISSUER", publicUrl),
       audience: r.string("TOKEN_AUDIENCE", "codegate"),
       ttlMs: r.duration("TOKEN_TTL", 5 * 60_000, 10_000, 3_600_000),
+    },
+    retention: {
+      keepMs: r.duration("RETENTION_PERIOD", 7 * 24 * 3_600_000, 60_000, 3650 * 24 * 3_600_000),
+      intervalMs: r.duration("RETENTION_INTERVAL", 10 * 60_000, 1000, 24 * 3_600_000),
     },
     courier: {
       enabled: r.bool("COURIER_ENABLED", true),

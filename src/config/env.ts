@@ -73,6 +73,23 @@ export class EnvReader {
     return ms;
   }
 
+  /** Rate limits like `1/30s,5/1h` (at most 1 per 30 seconds and 5 per hour); `off` for none. */
+  limits(name: string, fallback: string): { max: number; windowMs: number }[] {
+    const text = this.raw(name) ?? fallback;
+    if (text === "off") return [];
+    const out: { max: number; windowMs: number }[] = [];
+    for (const part of text.split(",").map((p) => p.trim())) {
+      const m = /^(\d+)\/(.+)$/.exec(part);
+      const windowMs = m ? parseDuration(m[2]) : undefined;
+      if (!m || Number(m[1]) < 1 || windowMs === undefined || windowMs < 1000) {
+        this.problems.push(`${name}=${JSON.stringify(text)}: expected limits like 1/30s,5/1h (count/duration, window at least 1s), or off`);
+        return [];
+      }
+      out.push({ max: Number(m[1]), windowMs });
+    }
+    return out;
+  }
+
   url(name: string, protocols: readonly string[]): URL | undefined {
     const v = this.raw(name);
     if (v === undefined) return undefined;

@@ -8,16 +8,16 @@ import { invalidCode } from "../transport/errors.ts";
 import { identityToProto } from "../transport/mapping.ts";
 import { SUCCESS, type FlowDeps } from "./deps.ts";
 import { identityState } from "./identities.ts";
+import { publicSend } from "./send.ts";
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
-export function recoveryService({ app, sql, orgs, codes, tokens }: FlowDeps): ServiceImpl<typeof RecoveryService> {
+export function recoveryService(deps: FlowDeps): ServiceImpl<typeof RecoveryService> {
+  const { app, sql, orgs, codes, tokens, limits } = deps;
   return {
-    async sendRecoveryCode(req) {
-      const org = await orgs.resolve(req.orgId, req.tenantId);
-      if (!org) return SUCCESS;
-      const sent = await codes.issue({ org, purpose: "recovery", target: { username: req.username }, state: "active", mail: "recovery" });
-      if (!sent.issued && org.settings.notifyUnknownRecovery && EMAIL.test(req.username.trim())) {
+    async sendRecoveryCode(req, ctx) {
+      const { org, sent } = await publicSend(deps, ctx, { ...req, purpose: "recovery", state: "active", mail: "recovery" });
+      if (org && sent && !sent.issued && org.settings.notifyUnknownRecovery && EMAIL.test(req.username.trim())) {
         if ((await identityState(sql, org.id, req.username)) === undefined) {
           await codes.queueNotice(org, "unknown_recovery", req.username.trim(), "recovery");
         }
@@ -32,11 +32,15 @@ export function recoveryService({ app, sql, orgs, codes, tokens }: FlowDeps): Se
         const org = req.orgId || req.tenantId ? await orgs.resolve(req.orgId, req.tenantId) : undefined;
         if ((req.orgId || req.tenantId) && !org) throw invalidCode();
         const target = { flowId: req.flowId, username: req.username };
-        identity = await codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code });
+        identity = await limits.verify(org, req.username, () =>
+          codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code }),
+        );
       } else {
         const org = await orgs.resolve(req.orgId, req.tenantId);
         if (!org) throw invalidCode();
-        identity = await codes.verify({ org, purpose: "recovery", target: { username: req.username }, state: "active", code: req.code });
+        identity = await limits.verify(org, req.username, () =>
+          codes.verify({ org, purpose: "recovery", target: { username: req.username }, state: "active", code: req.code }),
+        );
       }
       const proof = await tokens.issue(identity, "recovery", app.clock.now());
       return { identity: identityToProto(identity), token: proof.token, tokenExpiresAt: timestampFromDate(proof.expiresAt) };

@@ -11,6 +11,7 @@ import { apiError, invalidCode, Reason } from "../transport/errors.ts";
 import { identityToProto, type IdentityRow } from "../transport/mapping.ts";
 import { SUCCESS, type FlowDeps } from "./deps.ts";
 import { identityState } from "./identities.ts";
+import { publicSend } from "./send.ts";
 import type { Org } from "./organizations.ts";
 
 export class UsernameTaken extends Error {}
@@ -45,11 +46,12 @@ export async function createPendingIdentity(
 }
 
 export function registrationService(deps: FlowDeps): ServiceImpl<typeof RegistrationService> {
-  const { app, orgs, codes, tokens } = deps;
+  const { app, orgs, codes, tokens, limits } = deps;
   return {
     // The same answer whether or not the username was free.
-    async register(req) {
+    async register(req, ctx) {
       const org = await orgs.resolve(req.orgId, req.tenantId);
+      await limits.enforce(org?.id ?? (req.orgId || req.tenantId), limits.sendKeys(org, "registration", req.username, ctx));
       if (!org?.settings.selfServiceSignup) {
         throw apiError(Code.PermissionDenied, Reason.permissionDenied, "self-service sign-up is not enabled for this organization");
       }
@@ -66,23 +68,17 @@ export function registrationService(deps: FlowDeps): ServiceImpl<typeof Registra
       return SUCCESS;
     },
 
-    async resendRegistrationCode(req) {
-      const org = await orgs.resolve(req.orgId, req.tenantId);
-      if (org) await codes.issue({ org, purpose: "registration", target: { username: req.username }, state: "pending", mail: "registration" });
+    async resendRegistrationCode(req, ctx) {
+      await publicSend(deps, ctx, { ...req, purpose: "registration", state: "pending", mail: "registration" });
       return SUCCESS;
     },
 
     async completeRegistration(req) {
       const org = await orgs.resolve(req.orgId, req.tenantId);
       if (!org) throw invalidCode();
-      const identity = await codes.verify({
-        org,
-        purpose: "registration",
-        target: { username: req.username },
-        state: "pending",
-        code: req.code,
-        activate: true,
-      });
+      const identity = await limits.verify(org, req.username, () =>
+        codes.verify({ org, purpose: "registration", target: { username: req.username }, state: "pending", code: req.code, activate: true }),
+      );
       const proof = await tokens.issue(identity, "registration", app.clock.now());
       return { identity: identityToProto(identity), token: proof.token, tokenExpiresAt: timestampFromDate(proof.expiresAt) };
     },

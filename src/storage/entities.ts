@@ -121,4 +121,17 @@ export const AdminTokenEntity = defineEntity({
   },
 });
 
-export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity];
+/** Fixed-window rate-limit counters; the key names what is limited. */
+export const RateLimitEntity = defineEntity({
+  name: "RateLimit",
+  tableName: "rate_limit",
+  properties: {
+    orgId: p.text().primary(),
+    key: p.text().primary(),
+    windowStart: p.datetime().primary(),
+    hits: p.integer(),
+    expiresAt: p.datetime().index("rate_limit_expires_idx"),
+  },
+});
+
+export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity];

@@ -17,6 +17,7 @@ export const Reason = {
   permissionDenied: "PERMISSION_DENIED",
   failedPrecondition: "FAILED_PRECONDITION",
   rateLimited: "RATE_LIMITED",
+  deadlineExceeded: "DEADLINE_EXCEEDED",
   internal: "INTERNAL",
   unavailable: "UNAVAILABLE",
 } as const;

@@ -69,14 +69,24 @@ export function createListener(handler: RequestHandler, opts: ListenerOptions): 
   const http1 = http.createServer(
     {
       headersTimeout: opts.headersTimeoutMs,
+      // How often the two timeouts are checked (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1000, opts.headersTimeoutMs),
       requestTimeout: opts.requestTimeoutMs,
       keepAliveTimeout: opts.idleTimeoutMs,
     },
     handler,
   );
+  // This server never listens itself (connections come from the sniffer), but its
+  // head and request timeouts are enforced by a timer that starts on "listening".
+  http1.emit("listening");
   const h2 = http2.createServer({}, handler);
   h2.setTimeout(opts.idleTimeoutMs, () => {});
   const sockets = new Set<net.Socket>();
+  let closing = false;
+  // While closing, every answer ends its connection.
+  http1.on("request", (_req, res) => {
+    if (closing) res.setHeader("connection", "close");
+  });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
@@ -114,14 +124,17 @@ export function createListener(handler: RequestHandler, opts: ListenerOptions): 
     http1,
     http2: h2,
     async close(graceMs) {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
+      closing = true;
+      server.close(); // no new connections
+      http1.close(); // closes idle keep-alive connections, stops its timers
+      for (const session of sessions) session.close(); // GOAWAY: open streams finish
+      const deadline = Date.now() + graceMs;
+      // Connections that were busy become idle as their answers go out.
+      while (sockets.size > 0 && Date.now() < deadline) {
         http1.closeIdleConnections();
-        for (const s of sessions) s.close();
-        setTimeout(() => {
-          for (const s of sockets) s.destroy();
-        }, graceMs).unref();
-      });
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      for (const socket of sockets) socket.destroy();
     },
   };
 }

@@ -13,6 +13,8 @@ import { rpcMetricsInterceptor } from "./rpc-metrics.ts";
 
 export const requestIdKey = createContextKey<string>("", { description: "request id" });
 export const clientAddressKey = createContextKey<string>("", { description: "client address" });
+/** X-Forwarded-For as received; believed only from a trusted proxy (see abuse/client-address.ts). */
+export const forwardedForKey = createContextKey<string>("", { description: "x-forwarded-for" });
 export const adminTokenIdKey = createContextKey<string>("", { description: "admin token id" });
 
 /**
@@ -26,15 +28,15 @@ function outcomeInterceptor(app: AppContext): Interceptor {
     const fields = { requestId, rpc: `${req.service.name}/${req.method.name}` };
     try {
       const res = await next(req);
-      app.log.info({ ...fields, code: "ok", ms: +(performance.now() - started).toFixed(2), admin: req.contextValues.get(adminTokenIdKey) || undefined }, "rpc");
+      app.log.info({ ...fields, grpcCode: "ok", ms: +(performance.now() - started).toFixed(2), admin: req.contextValues.get(adminTokenIdKey) || undefined }, "rpc");
       return res;
     } catch (err) {
       const ms = +(performance.now() - started).toFixed(2);
       if (err instanceof ConnectError && (err.code !== Code.Internal && err.code !== Code.Unknown)) {
-        app.log.info({ ...fields, code: Code[err.code], reason: reasonOf(err), ms }, "rpc");
+        app.log.info({ ...fields, grpcCode: Code[err.code], reason: reasonOf(err), ms }, "rpc");
         throw err;
       }
-      app.log.error({ ...fields, code: "Internal", ms, err }, "rpc failed");
+      app.log.error({ ...fields, grpcCode: "Internal", ms, err }, "rpc failed");
       throw apiError(Code.Internal, Reason.internal, `internal error; quote request ${requestId} when reporting it`);
     }
   };
@@ -45,7 +47,22 @@ export function rpcContextValues(req: Parameters<NodeHandlerFn>[0]): ContextValu
   const values = createContextValues();
   values.set(requestIdKey, (req.headers["x-request-id"] as string | undefined)?.slice(0, 64) || randomUUID());
   values.set(clientAddressKey, req.socket.remoteAddress ?? "");
+  values.set(forwardedForKey, String(req.headers["x-forwarded-for"] ?? "").slice(0, 512));
   return values;
+}
+
+/** Every RPC ends within the configured bound, whatever the client asked for. */
+function deadlineInterceptor(limitMs: number): Interceptor {
+  return (next) => (req) => {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request took longer than ${limitMs} ms`)),
+        limitMs,
+      );
+    });
+    return Promise.race([next(req), expired]).finally(() => clearTimeout(timer));
+  };
 }
 
 export interface RpcOptions {
@@ -78,6 +95,11 @@ export function createRpcHandler(app: AppContext, opts: RpcOptions): NodeHandler
       }
       ctx.values.set(adminTokenIdKey, principal.tokenId);
     },
-    interceptors: [rpcMetricsInterceptor(app.metrics), outcomeInterceptor(app), createValidateInterceptor()],
+    interceptors: [
+      rpcMetricsInterceptor(app.metrics),
+      outcomeInterceptor(app),
+      deadlineInterceptor(app.config.rpcTimeoutMs),
+      createValidateInterceptor(),
+    ],
   });
 }

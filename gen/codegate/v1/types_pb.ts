@@ -13,7 +13,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/types.proto.
  */
 export const file_codegate_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS90eXBlcy5wcm90bxILY29kZWdhdGUudjEixgEKCElkZW50aXR5EgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIQCgh1c2VybmFtZRgDIAEoCRIpCgVzdGF0ZRgEIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNcmVnaXN0ZXJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi3QEKCkNvZGVQb2xpY3kSHgoGbGVuZ3RoGAEgASgNQgm6SAYqBBggKARIAIgBARIgCghhbHBoYWJldBgCIAEoCUIJukgGcgQQAhhASAGIAQESPgoIbGlmZXNwYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCICangEyAggeEiQKDG1heF9hdHRlbXB0cxgEIAEoDUIJukgGKgQYZCgBSAKIAQFCCQoHX2xlbmd0aEILCglfYWxwaGFiZXRCDwoNX21heF9hdHRlbXB0cyKqAgoUT3JnYW5pemF0aW9uU2V0dGluZ3MSGwoTc2VsZl9zZXJ2aWNlX3NpZ251cBgBIAEoCBIcCgtzZW5kZXJfbmFtZRgCIAEoCUIHukgEcgIYZBIlCg5zZW5kZXJfYWRkcmVzcxgDIAEoCUINukgK2AEBcgUY/gFgARIrCgpsb2dpbl9jb2RlGAQgASgLMhcuY29kZWdhdGUudjEuQ29kZVBvbGljeRIyChFyZWdpc3RyYXRpb25fY29kZRgFIAEoCzIXLmNvZGVnYXRlLnYxLkNvZGVQb2xpY3kSLgoNcmVjb3ZlcnlfY29kZRgGIAEoCzIXLmNvZGVnYXRlLnYxLkNvZGVQb2xpY3kSHwoXbm90aWZ5X3Vua25vd25fcmVjb3ZlcnkYByABKAgioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghzZXR0aW5ncxgFIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIrYCCg5Db3VyaWVyTWVzc2FnZRIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEg8KB3N1YmplY3QYBCABKAkSKQoHcHVycG9zZRgFIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlEjEKBnN0YXR1cxgGIAEoDjIhLmNvZGVnYXRlLnYxLkNvdXJpZXJNZXNzYWdlU3RhdHVzEhIKCnNlbmRfY291bnQYByABKA0SEgoKbGFzdF9lcnJvchgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqDAQoNSWRlbnRpdHlTdGF0ZRIeChpJREVOVElUWV9TVEFURV9VTlNQRUNJRklFRBAAEhoKFklERU5USVRZX1NUQVRFX1BFTkRJTkcQARIZChVJREVOVElUWV9TVEFURV9BQ1RJVkUQAhIbChdJREVOVElUWV9TVEFURV9ESVNBQkxFRBADKn0KC0NvZGVQdXJwb3NlEhwKGENPREVfUFVSUE9TRV9VTlNQRUNJRklFRBAAEhYKEkNPREVfUFVSUE9TRV9MT0dJThABEh0KGUNPREVfUFVSUE9TRV9SRUdJU1RSQVRJT04QAhIZChVDT0RFX1BVUlBPU0VfUkVDT1ZFUlkQAyqoAQoUQ291cmllck1lc3NhZ2VTdGF0dXMSJgoiQ09VUklFUl9NRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEiEKHUNPVVJJRVJfTUVTU0FHRV9TVEFUVVNfUVVFVUVEEAESHwobQ09VUklFUl9NRVNTQUdFX1NUQVRVU19TRU5UEAISJAogQ09VUklFUl9NRVNTQUdFX1NUQVRVU19BQkFORE9ORUQQA2IGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS90eXBlcy5wcm90bxILY29kZWdhdGUudjEixgEKCElkZW50aXR5EgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIQCgh1c2VybmFtZRgDIAEoCRIpCgVzdGF0ZRgEIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNcmVnaXN0ZXJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi3QEKCkNvZGVQb2xpY3kSHgoGbGVuZ3RoGAEgASgNQgm6SAYqBBggKARIAIgBARIgCghhbHBoYWJldBgCIAEoCUIJukgGcgQQAhhASAGIAQESPgoIbGlmZXNwYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCICangEyAggeEiQKDG1heF9hdHRlbXB0cxgEIAEoDUIJukgGKgQYZCgBSAKIAQFCCQoHX2xlbmd0aEILCglfYWxwaGFiZXRCDwoNX21heF9hdHRlbXB0cyJiCglSYXRlTGltaXQSFAoDbWF4GAEgASgNQge6SAQqAigBEj8KBndpbmRvdxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIUukgRyAEBqgELIgUIgJqeATICCAEizQEKClJhdGVMaW1pdHMSOwoRc2VuZF9wZXJfdXNlcm5hbWUYASADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEjoKEHNlbmRfcGVyX2FkZHJlc3MYAiADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkYKHHZlcmlmeV9mYWlsdXJlc19wZXJfdXNlcm5hbWUYAyADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFItgCChRPcmdhbml6YXRpb25TZXR0aW5ncxIbChNzZWxmX3NlcnZpY2Vfc2lnbnVwGAEgASgIEhwKC3NlbmRlcl9uYW1lGAIgASgJQge6SARyAhhkEiUKDnNlbmRlcl9hZGRyZXNzGAMgASgJQg26SArYAQFyBRj+AWABEisKCmxvZ2luX2NvZGUYBCABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5EjIKEXJlZ2lzdHJhdGlvbl9jb2RlGAUgASgLMhcuY29kZWdhdGUudjEuQ29kZVBvbGljeRIuCg1yZWNvdmVyeV9jb2RlGAYgASgLMhcuY29kZWdhdGUudjEuQ29kZVBvbGljeRIfChdub3RpZnlfdW5rbm93bl9yZWNvdmVyeRgHIAEoCBIsCgtyYXRlX2xpbWl0cxgIIAEoCzIXLmNvZGVnYXRlLnYxLlJhdGVMaW1pdHMioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghzZXR0aW5ncxgFIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIrYCCg5Db3VyaWVyTWVzc2FnZRIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEg8KB3N1YmplY3QYBCABKAkSKQoHcHVycG9zZRgFIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlEjEKBnN0YXR1cxgGIAEoDjIhLmNvZGVnYXRlLnYxLkNvdXJpZXJNZXNzYWdlU3RhdHVzEhIKCnNlbmRfY291bnQYByABKA0SEgoKbGFzdF9lcnJvchgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqDAQoNSWRlbnRpdHlTdGF0ZRIeChpJREVOVElUWV9TVEFURV9VTlNQRUNJRklFRBAAEhoKFklERU5USVRZX1NUQVRFX1BFTkRJTkcQARIZChVJREVOVElUWV9TVEFURV9BQ1RJVkUQAhIbChdJREVOVElUWV9TVEFURV9ESVNBQkxFRBADKn0KC0NvZGVQdXJwb3NlEhwKGENPREVfUFVSUE9TRV9VTlNQRUNJRklFRBAAEhYKEkNPREVfUFVSUE9TRV9MT0dJThABEh0KGUNPREVfUFVSUE9TRV9SRUdJU1RSQVRJT04QAhIZChVDT0RFX1BVUlBPU0VfUkVDT1ZFUlkQAyqoAQoUQ291cmllck1lc3NhZ2VTdGF0dXMSJgoiQ09VUklFUl9NRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEiEKHUNPVVJJRVJfTUVTU0FHRV9TVEFUVVNfUVVFVUVEEAESHwobQ09VUklFUl9NRVNTQUdFX1NUQVRVU19TRU5UEAISJAogQ09VUklFUl9NRVNTQUdFX1NUQVRVU19BQkFORE9ORUQQA2IGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user account of an organization.
@@ -111,6 +111,65 @@ export const CodePolicySchema: GenMessage<CodePolicy> = /*@__PURE__*/
   messageDesc(file_codegate_v1_types, 1);
 
 /**
+ * At most `max` events per `window`.
+ *
+ * @generated from message codegate.v1.RateLimit
+ */
+export type RateLimit = Message<"codegate.v1.RateLimit"> & {
+  /**
+   * @generated from field: uint32 max = 1;
+   */
+  max: number;
+
+  /**
+   * @generated from field: google.protobuf.Duration window = 2;
+   */
+  window?: Duration | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.RateLimit.
+ * Use `create(RateLimitSchema)` to create a new message.
+ */
+export const RateLimitSchema: GenMessage<RateLimit> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_types, 2);
+
+/**
+ * Overrides of the server's rate limits; an empty list keeps the server's.
+ *
+ * @generated from message codegate.v1.RateLimits
+ */
+export type RateLimits = Message<"codegate.v1.RateLimits"> & {
+  /**
+   * Code sends per (organization, username as typed, purpose).
+   *
+   * @generated from field: repeated codegate.v1.RateLimit send_per_username = 1;
+   */
+  sendPerUsername: RateLimit[];
+
+  /**
+   * Code sends per (organization, client address).
+   *
+   * @generated from field: repeated codegate.v1.RateLimit send_per_address = 2;
+   */
+  sendPerAddress: RateLimit[];
+
+  /**
+   * Wrong codes per (organization, username as typed), across all its codes.
+   *
+   * @generated from field: repeated codegate.v1.RateLimit verify_failures_per_username = 3;
+   */
+  verifyFailuresPerUsername: RateLimit[];
+};
+
+/**
+ * Describes the message codegate.v1.RateLimits.
+ * Use `create(RateLimitsSchema)` to create a new message.
+ */
+export const RateLimitsSchema: GenMessage<RateLimits> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_types, 3);
+
+/**
  * Per-organization settings.
  *
  * @generated from message codegate.v1.OrganizationSettings
@@ -159,6 +218,11 @@ export type OrganizationSettings = Message<"codegate.v1.OrganizationSettings"> &
    * @generated from field: bool notify_unknown_recovery = 7;
    */
   notifyUnknownRecovery: boolean;
+
+  /**
+   * @generated from field: codegate.v1.RateLimits rate_limits = 8;
+   */
+  rateLimits?: RateLimits | undefined;
 };
 
 /**
@@ -166,7 +230,7 @@ export type OrganizationSettings = Message<"codegate.v1.OrganizationSettings"> &
  * Use `create(OrganizationSettingsSchema)` to create a new message.
  */
 export const OrganizationSettingsSchema: GenMessage<OrganizationSettings> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 2);
+  messageDesc(file_codegate_v1_types, 4);
 
 /**
  * A tenant of the service: identities, codes and mails belong to one.
@@ -209,7 +273,7 @@ export type Organization = Message<"codegate.v1.Organization"> & {
  * Use `create(OrganizationSchema)` to create a new message.
  */
 export const OrganizationSchema: GenMessage<Organization> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 3);
+  messageDesc(file_codegate_v1_types, 5);
 
 /**
  * A mail in the outbox. The body is never exposed: it holds a live code.
@@ -275,7 +339,7 @@ export type CourierMessage = Message<"codegate.v1.CourierMessage"> & {
  * Use `create(CourierMessageSchema)` to create a new message.
  */
 export const CourierMessageSchema: GenMessage<CourierMessage> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 4);
+  messageDesc(file_codegate_v1_types, 6);
 
 /**
  * The lifecycle state of an identity.

@@ -2,5 +2,9 @@
 // folder, so that they load the same from source and from any bundle.
 import type { MigrationObject } from "@mikro-orm/core";
 import { InitialSchema } from "./20261123-initial.ts";
+import { RateLimits } from "./20261123-rate-limits.ts";
 
-export const migrations: MigrationObject[] = [{ name: "20261123-initial", class: InitialSchema }];
+export const migrations: MigrationObject[] = [
+  { name: "20261123-initial", class: InitialSchema },
+  { name: "20261123-rate-limits", class: RateLimits },
+];

@@ -1,0 +1,53 @@
+// The rate limits of the public flows. They key on the username as typed
+// (normalized), whether or not an account exists, so a limit reveals nothing.
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { clientAddress } from "../abuse/client-address.ts";
+import { limitsOf, rateLimited, type LimitedKey, type RateLimiter } from "../abuse/rate-limiter.ts";
+import { normalizeUsername } from "../codes/engine.ts";
+import type { Config, Purpose } from "../config/config.ts";
+import type { Org } from "./organizations.ts";
+
+export class FlowLimits {
+  private readonly limiter: RateLimiter;
+  private readonly config: Config;
+  constructor(limiter: RateLimiter, config: Config) {
+    this.limiter = limiter;
+    this.config = config;
+  }
+
+  /** The limits of one code send: per username as typed and purpose, and per client address. */
+  sendKeys(org: Org | undefined, purpose: Purpose, username: string, ctx: HandlerContext): LimitedKey[] {
+    const overrides = org?.settings.rateLimits;
+    const defaults = this.config.rateLimits;
+    return [
+      { key: `send:${purpose}:${normalizeUsername(username)}`, limits: limitsOf(overrides?.sendPerUsername, defaults.sendPerUsername) },
+      { key: `send-from:${clientAddress(ctx.values, this.config.trustedProxies)}`, limits: limitsOf(overrides?.sendPerAddress, defaults.sendPerAddress) },
+    ];
+  }
+
+  /**
+   * Counts a hit on the keys and throws resource_exhausted when over a limit.
+   * `orgKey` is the organization as the request named it, known or not.
+   */
+  async enforce(orgKey: string, keys: LimitedKey[]): Promise<void> {
+    const wait = await this.limiter.hit(orgKey, keys);
+    if (wait > 0) throw rateLimited(wait);
+  }
+
+  /**
+   * Runs a verification unless the username has had too many wrong codes
+   * lately, and counts it when it fails.
+   */
+  async verify<T>(org: Org | undefined, username: string, work: () => Promise<T>): Promise<T> {
+    if (!org || !username) return work();
+    const key = [{ key: `failed:${normalizeUsername(username)}`, limits: limitsOf(org.settings.rateLimits?.verifyFailuresPerUsername, this.config.rateLimits.verifyFailuresPerUsername) }];
+    const wait = await this.limiter.check(org.id, key);
+    if (wait > 0) throw rateLimited(wait);
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof ConnectError && err.code === Code.Unauthenticated) await this.limiter.hit(org.id, key);
+      throw err;
+    }
+  }
+}

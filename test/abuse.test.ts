@@ -1,0 +1,166 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect } from "node:net";
+import { status } from "@grpc/grpc-js";
+import { fromBinary } from "@bufbuild/protobuf";
+import { LoginService } from "../gen/codegate/v1/login_pb.ts";
+import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
+import { ManualClock } from "../src/clock.ts";
+import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
+import { grpcClient, postJson } from "./support/clients.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+import { codeFrom, SmtpSink } from "./support/smtp.ts";
+
+const servers: TestServer[] = [];
+let smtp: SmtpSink;
+const clock = new ManualClock();
+const LIMITS = {
+  RATE_LIMIT_SEND_PER_USERNAME: "1/30s,5/1h",
+  RATE_LIMIT_SEND_PER_ADDRESS: "1000/1m",
+  RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME: "12/24h",
+  COURIER_POLL_INTERVAL: "50ms",
+};
+let server: TestServer;
+let orgId: string;
+const send = (s: TestServer, username: string, org = orgId, headers: Record<string, string> = {}) =>
+  postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username, orgId: org }, headers);
+const verify = (username: string, code: string) => postJson(server.url, "/codegate.v1.LoginService/VerifyLoginCode", { username, orgId, code });
+
+beforeAll(async () => {
+  smtp = await SmtpSink.create();
+  server = await startTestServer({ ...LIMITS, SMTP_URL: smtp.url }, { clock });
+  servers.push(server);
+  const fx = adminFixtures(server.url);
+  orgId = (await fx.org("Limited")).id;
+  for (const u of ["known@example.com", "guessed@example.com", "grpc@example.com"]) await fx.identity(orgId, u);
+  fx.close();
+});
+afterAll(async () => {
+  for (const s of servers) await s.close();
+  await smtp?.stop();
+});
+
+describe("send limits per (organization, username, purpose)", () => {
+  it("limit a known and an unknown username alike, with RetryInfo and Retry-After", async () => {
+    for (const username of ["known@example.com", "unknown@example.com"]) {
+      expect((await send(server, username)).status).toBe(200);
+      const limited = await send(server, username);
+      expect(limited.status).toBe(429);
+      expect(limited.body.code).toBe("resource_exhausted");
+      const retry = limited.body.details.find((d: { type: string }) => d.type === "google.rpc.RetryInfo");
+      const delay = fromBinary(RetryInfoSchema, Buffer.from(retry.value, "base64")).retryDelay!;
+      expect(Number(delay.seconds)).toBeGreaterThan(0);
+      expect(Number(delay.seconds)).toBeLessThanOrEqual(30);
+    }
+    // The documented REST route says when to come back.
+    const rest = await postJson(server.url, "/auth/login/code", { username: "known@example.com", orgId });
+    expect(rest.status).toBe(429);
+    expect(Number(rest.headers.get("retry-after"))).toBeGreaterThan(0);
+    expect(rest.body.error.reason).toBe("RATE_LIMITED");
+  });
+
+  it("answer resource_exhausted over gRPC too", async () => {
+    const login = grpcClient(LoginService, server.url);
+    expect((await login.call("sendLoginCode", { username: "grpc@example.com", orgId })).ok).toBe(true);
+    const limited = await login.call("sendLoginCode", { username: "grpc@example.com", orgId });
+    login.close();
+    expect(limited.ok).toBe(false);
+    if (!limited.ok) expect(limited.error.code).toBe(status.RESOURCE_EXHAUSTED);
+  });
+
+  it("allow 1 per 30 s and 5 per hour", async () => {
+    const user = "hourly@example.com";
+    for (let i = 0; i < 5; i++) {
+      expect((await send(server, user)).status, `send ${i}`).toBe(200);
+      clock.advance(31_000);
+    }
+    expect((await send(server, user)).status).toBe(429);
+    clock.advance(3_600_000);
+    expect((await send(server, user)).status).toBe(200);
+  });
+
+  it("hold across server instances, because they live in PostgreSQL", async () => {
+    const other = await startTestServer({ ...LIMITS, DATABASE_URL: server.databaseUrl, SMTP_URL: smtp.url }, { clock });
+    servers.push(other);
+    expect((await send(server, "shared@example.com")).status).toBe(200);
+    expect((await send(other, "shared@example.com")).status).toBe(429);
+  });
+
+  it("take the organization's overrides", async () => {
+    const fx = adminFixtures(server.url);
+    const strict = await fx.org("Strict", { rateLimits: { sendPerUsername: [{ max: 3, window: { seconds: 3600n } }] } });
+    fx.close();
+    for (let i = 0; i < 3; i++) expect((await send(server, "o@example.com", strict.id)).status).toBe(200);
+    expect((await send(server, "o@example.com", strict.id)).status).toBe(429);
+  });
+});
+
+describe("send limits per client address", () => {
+  it("count the socket's address, and X-Forwarded-For only from a trusted proxy", async () => {
+    const env = { ...LIMITS, RATE_LIMIT_SEND_PER_ADDRESS: "3/1m", SMTP_URL: smtp.url };
+    const direct = await startTestServer(env, { clock });
+    servers.push(direct);
+    const fx = adminFixtures(direct.url);
+    const org = (await fx.org("Addresses")).id;
+    fx.close();
+    for (let i = 0; i < 3; i++) expect((await send(direct, `a${i}@example.com`, org, { "x-forwarded-for": `10.0.0.${i}` })).status).toBe(200);
+    // Not trusted: the header is ignored and the socket's address is over its limit.
+    expect((await send(direct, "a9@example.com", org, { "x-forwarded-for": "10.0.0.99" })).status).toBe(429);
+
+    const proxied = await startTestServer({ ...env, DATABASE_URL: await freshDatabase(), TRUSTED_PROXIES: "127.0.0.1" }, { clock });
+    servers.push(proxied);
+    const fx2 = adminFixtures(proxied.url);
+    const org2 = (await fx2.org("Behind a proxy")).id;
+    fx2.close();
+    for (let i = 0; i < 5; i++) expect((await send(proxied, `p${i}@example.com`, org2, { "x-forwarded-for": `203.0.113.${i}` })).status).toBe(200);
+    for (let i = 0; i < 3; i++) await send(proxied, `q${i}@example.com`, org2, { "x-forwarded-for": "198.51.100.7, 127.0.0.1" });
+    expect((await send(proxied, "q9@example.com", org2, { "x-forwarded-for": "198.51.100.7" })).status).toBe(429);
+  });
+});
+
+describe("wrong guesses per username over time", () => {
+  it("stop 'ask for a new code and guess again' at the daily limit, even with the right code", async () => {
+    let wrongGuesses = 0;
+    // 12 per day here (100 by default): new codes do not reset the count.
+    for (let round = 0; round < 3; round++) {
+      clock.advance(31_000);
+      expect((await send(server, "guessed@example.com")).status).toBe(200);
+      const code = codeFrom(await smtp.nextMailTo("guessed@example.com", round));
+      const wrong = code === "000000" ? "111111" : "000000";
+      for (let i = 0; i < 4; i++) {
+        const r = await verify("guessed@example.com", wrong);
+        wrongGuesses++;
+        expect(r.status).toBe(401);
+      }
+      if (round === 2) {
+        expect(wrongGuesses).toBe(12);
+        const blocked = await verify("guessed@example.com", code);
+        expect(blocked.status).toBe(429);
+        expect(blocked.body.code).toBe("resource_exhausted");
+        clock.advance(24 * 3_600_000);
+        // The code itself expired meanwhile; a new one works.
+        clock.advance(31_000);
+        await send(server, "guessed@example.com");
+        const fresh = codeFrom(await smtp.nextMailTo("guessed@example.com", 3));
+        expect((await verify("guessed@example.com", fresh)).status).toBe(200);
+      }
+    }
+  });
+});
+
+describe("slow clients", () => {
+  it("are disconnected when their request head does not arrive in time", async () => {
+    const s = await startTestServer({ HEADERS_TIMEOUT: "500ms" });
+    servers.push(s);
+    const port = new URL(s.url).port;
+    const closedAfter = await new Promise<number>((resolve) => {
+      const started = Date.now();
+      const socket = connect(Number(port), "127.0.0.1", () => socket.write("POST /codegate.v1.LoginService/SendLoginCode HTTP/1.1\r\nHost: x\r\n"));
+      socket.on("data", () => {});
+      socket.on("close", () => resolve(Date.now() - started));
+      socket.on("error", () => {});
+    });
+    expect(closedAfter).toBeLessThan(5_000);
+    // And the server still serves others.
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "x@example.com", orgId: "or-aaaaa-bbbbb-cccccccccccccccc" })).status).toBe(200);
+  });
+});

@@ -1,0 +1,102 @@
+// Runs every flow with logging at debug and fails if any log line holds a code,
+// a token, a secret or a mail body.
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { randomBytes } from "node:crypto";
+import { createAdminToken } from "../src/admin/tokens.ts";
+import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { bearer, postJson } from "./support/clients.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+import { codeFrom, SmtpSink } from "./support/smtp.ts";
+
+let smtp: SmtpSink;
+let server: TestServer;
+const secrets = new Set<string>();
+const keep = (s: string) => (secrets.add(s), s);
+const CODE_KEYS = `c1:${randomBytes(32).toString("base64")}`;
+const MAIL_KEYS = `m1:${randomBytes(32).toString("base64")}`;
+
+beforeAll(async () => {
+  smtp = await SmtpSink.create();
+  server = await startTestServer({
+    SMTP_URL: smtp.url,
+    LOG_LEVEL: "debug",
+    CODE_HMAC_KEYS: CODE_KEYS,
+    MAIL_ENCRYPTION_KEYS: MAIL_KEYS,
+    COURIER_POLL_INTERVAL: "50ms",
+  });
+});
+afterAll(async () => {
+  await server?.close();
+  await smtp?.stop();
+});
+
+const call = (path: string, body: unknown, headers: Record<string, string> = {}) => postJson(server.url, path, body, headers);
+
+describe("logs at debug level", () => {
+  it("hold no code, token, secret or mail body after every flow has run", async () => {
+    keep(ADMIN_TOKEN);
+    keep(CODE_KEYS.split(":")[1]);
+    keep(MAIL_KEYS.split(":")[1]);
+    const pem = server.app.ctx.secrets.signingKeyPem;
+    keep(pem.split("\n").find((l) => l.length > 20 && !l.startsWith("-----"))!);
+    const stored = await createAdminToken(server.app.ctx.em(), "logged", new Date());
+    keep(stored.token);
+    keep(stored.token.split("_")[2]);
+
+    const fx = adminFixtures(server.url);
+    const org = await fx.org("Logco", { selfServiceSignup: true });
+    const auth = bearer(stored.token);
+
+    // Registration by an admin, then completed.
+    await call("/codegate.v1.AdminService/CreateIdentity", { orgId: org.id, username: "reg@example.com" }, auth);
+    const regCode = keep(codeFrom(await smtp.nextMailTo("reg@example.com")));
+    const reg = await call("/codegate.v1.RegistrationService/CompleteRegistration", { username: "reg@example.com", orgId: org.id, code: regCode });
+    expect(reg.status).toBe(200);
+    keep(reg.body.token);
+
+    // Self-service sign-up, and a resend.
+    await call("/codegate.v1.RegistrationService/Register", { username: "self@example.com", orgId: org.id });
+    keep(codeFrom(await smtp.nextMailTo("self@example.com")));
+    await call("/auth/registration/code", { username: "self@example.com", orgId: org.id });
+
+    // Login, with a wrong guess first.
+    await call("/auth/login/code", { username: "reg@example.com", orgId: org.id });
+    const loginCode = keep(codeFrom(await smtp.nextMailTo("reg@example.com", 1)));
+    await call("/codegate.v1.LoginService/VerifyLoginCode", { username: "reg@example.com", orgId: org.id, code: loginCode === "999999" ? "111111" : "999999" });
+    const login = await call("/codegate.v1.LoginService/VerifyLoginCode", { username: "reg@example.com", orgId: org.id, code: loginCode });
+    expect(login.status).toBe(200);
+    keep(login.body.token);
+
+    // Recovery by mail, and by an admin's code.
+    await call("/auth/recover/user/code", { username: "reg@example.com", orgId: org.id });
+    const recCode = keep(codeFrom(await smtp.nextMailTo("reg@example.com", 2)));
+    const rec = await call("/codegate.v1.RecoveryService/VerifyRecoveryCode", { username: "reg@example.com", orgId: org.id, code: recCode });
+    keep(rec.body.token);
+    const adminCode = await call("/admin/recovery/code", { identity_id: reg.body.identity.id, expires_in: "10m" }, auth);
+    expect(adminCode.status).toBe(201);
+    keep(adminCode.body.recovery_code);
+    const flowId = new URL(adminCode.body.recovery_link).searchParams.get("flow");
+    const byFlow = await call("/codegate.v1.RecoveryService/VerifyRecoveryCode", { flowId, code: adminCode.body.recovery_code });
+    keep(byFlow.body.token);
+
+    // Errors with secrets in the request must not echo them into the logs either.
+    await call("/codegate.v1.AdminService/ListOrganizations", {}, bearer("cga_aaaaaaaaaaaa_" + "s".repeat(43)));
+    keep("s".repeat(43));
+    fx.close();
+
+    for (const mail of smtp.mails) {
+      secrets.add(mail.text.trim());
+      secrets.add(mail.html.trim());
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    expect(server.logs.length).toBeGreaterThan(12);
+    expect(server.logs.some((l) => l.includes('"level":"debug"') || l.includes('"level":"info"'))).toBe(true);
+    const all = server.logs.join("\n");
+    for (const s of secrets) {
+      expect(s.length).toBeGreaterThanOrEqual(6);
+      expect(all.includes(s), `a log line holds a secret starting ${s.slice(0, 2)}`).toBe(false);
+    }
+    // Admin calls are logged by token id, never the token.
+    expect(all).toContain(`"admin":"${stored.id}"`);
+  });
+});
