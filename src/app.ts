@@ -9,8 +9,9 @@ import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
 import { RegistrationService } from "../gen/codegate/v1/registration_pb.ts";
 import { adminService } from "./admin/service.ts";
 import { CodeEngine } from "./codes/engine.ts";
-import { Courier } from "./courier/courier.ts";
-import { createMailTransport } from "./courier/transport.ts";
+import type { Courier } from "./courier/courier.ts";
+import { startRetention } from "./storage/retention.ts";
+import { createCourier } from "./worker.ts";
 import type { FlowDeps } from "./flows/deps.ts";
 import { loginService } from "./flows/login.ts";
 import { FlowLimits } from "./flows/limits.ts";
@@ -77,24 +78,14 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   }
 
   const sql = sqlOf(orm);
-  const mailTransport = createMailTransport(config);
-  const courier = config.courier.enabled
-    ? new Courier({
-        sql,
-        config: config.courier,
-        secrets,
-        clock: ctx.clock,
-        log: log.child({ component: "courier" }),
-        transport: mailTransport,
-        events: { sent: () => {}, retried: () => {}, abandoned: () => {} },
-      })
-    : undefined;
+  const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
+  const courier = mail?.courier;
   const codes = new CodeEngine({
     sql,
     config,
     secrets,
     clock: ctx.clock,
-    events: { issued: () => {}, verified: () => {}, failed: () => {}, locked: () => {} },
+    events: metrics.codes,
     // After the answer has gone out: a known user's send must not answer later.
     onQueued: () => setImmediate(() => courier?.wake()),
   });
@@ -136,8 +127,9 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const port = (listener.server.address() as AddressInfo).port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  log.info({ port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mailTransport.destination }, "listening");
+  log.info({ port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mail?.destination ?? "courier off" }, "listening");
   courier?.start();
+  const retention = startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
 
   return {
     ctx,
@@ -148,11 +140,14 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     courier,
     health: ops.health,
     async close() {
+      // Load balancers see NOT_SERVING; new connections are refused; requests in
+      // flight finish within the grace period; only then is anything cancelled.
       await ops.health.beginShutdown();
+      await listener.close(config.shutdownGraceMs);
       shutdown.abort();
-      await listener.close(5_000);
-      await courier?.stop();
-      mailTransport.close();
+      // The courier finishes (or gives back) the batch in hand.
+      await mail?.stop();
+      await retention.stop();
       await orm.close();
     },
   };

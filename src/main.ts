@@ -5,8 +5,27 @@ import { loadConfig } from "./config/config.ts";
 import { ConfigError } from "./config/env.ts";
 import { createLogger } from "./log.ts";
 import { migrate, openOrm } from "./storage/orm.ts";
+import { prune } from "./storage/retention.ts";
+import { sqlOf } from "./storage/sql.ts";
+import { runCourierWorker } from "./worker.ts";
 
-const usage = `usage: codegate [serve | migrate | admin-token create [name] | admin-token revoke <id>]`;
+const usage = `usage: codegate [serve | courier | migrate | prune | admin-token create [name] | admin-token revoke <id>]
+  serve     the API (and the courier unless COURIER_ENABLED=false)
+  courier   the mail courier alone; run as many as needed
+  migrate   apply the database migrations
+  prune     delete dead codes, sent mail metadata and ended rate-limit windows now`;
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function stopSignal(log: ReturnType<typeof createLogger>): Promise<void> {
+  return new Promise((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, "shutting down");
+      resolve();
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
 
 async function main(args: string[]): Promise<number> {
   const config = loadConfig();
@@ -14,6 +33,23 @@ async function main(args: string[]): Promise<number> {
   switch (command) {
     case "serve":
       return serve(config);
+    case "courier": {
+      const log = createLogger(config.logLevel);
+      await runCourierWorker(config, log, stopSignal(log));
+      log.info("stopped");
+      return 0;
+    }
+    case "prune": {
+      const orm = await openOrm(config);
+      try {
+        await migrate(orm);
+        const pruned = await prune(sqlOf(orm), new Date(), config.retention.keepMs);
+        console.log(`pruned ${pruned.codes} codes, ${pruned.mails} mails, ${pruned.rateLimits} rate-limit windows`);
+        return 0;
+      } finally {
+        await orm.close();
+      }
+    }
     case "migrate": {
       const orm = await openOrm(config);
       const applied = await migrate(orm);
@@ -62,14 +98,7 @@ async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
         `      -H 'Content-Type: application/json' -d '{"name":"Example"}'\n\n`,
     );
   }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, "shutting down");
-      resolve();
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-  });
+  await stopSignal(log);
   await app.close();
   log.info("stopped");
   return 0;

@@ -40,6 +40,8 @@ export interface Config {
   maxRequestBytes: number;
   /** Upper bound of every RPC's run time. */
   rpcTimeoutMs: number;
+  /** On SIGTERM, requests in flight get this long to finish. */
+  shutdownGraceMs: number;
   /** A connection that has not sent a whole request head by then is closed. */
   headersTimeoutMs: number;
   corsOrigins: string[];
@@ -126,6 +128,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxRequestBytes: r.int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     rpcTimeoutMs: r.duration("RPC_TIMEOUT", 10_000, 100, 300_000),
     headersTimeoutMs: r.duration("HEADERS_TIMEOUT", 10_000, 100, 120_000),
+    shutdownGraceMs: r.duration("SHUTDOWN_GRACE", 10_000, 0, 300_000),
     corsOrigins: corsOrigins(r),
     secretsEnv: {
       adminToken: r.raw("ADMIN_TOKEN"),

@@ -4,7 +4,7 @@
 // Failures are retried with exponential backoff up to a limit, then abandoned.
 // A sent or abandoned mail's body is wiped: it held a live code.
 import type { Clock } from "../clock.ts";
-import type { Config } from "../config/config.ts";
+import type { Config, Purpose } from "../config/config.ts";
 import type { Secrets } from "../config/secrets.ts";
 import type { Logger } from "../log.ts";
 import { bytes, type Sql } from "../storage/sql.ts";
@@ -13,10 +13,11 @@ import type { MailTransport } from "./transport.ts";
 
 const LEASE_MS = 120_000;
 
+/** Reported once per mail and attempt (see metrics.ts). */
 export interface CourierEvents {
-  sent(n: number): void;
-  retried(n: number): void;
-  abandoned(n: number): void;
+  sent(purpose: Purpose): void;
+  retried(purpose: Purpose): void;
+  abandoned(purpose: Purpose): void;
 }
 
 const CLAIM_SQL = `
@@ -29,7 +30,7 @@ from (
   for update skip locked
 ) c
 where m.org_id = c.org_id and m.id = c.id
-returning m.org_id, m.id, m.recipient, m.body, m.key_id, m.send_count`;
+returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
 
 const SENT_SQL = `
 update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
@@ -45,7 +46,7 @@ update courier_message m set
   body = case when m.send_count + 1 >= $2 then null else m.body end
 from jsonb_to_recordset($3::jsonb) as f(org_id text, id uuid, next_at timestamptz, error text)
 where m.org_id = f.org_id and m.id = f.id
-returning m.status`;
+returning m.status, m.purpose`;
 
 export class Courier {
   private readonly deps: {
@@ -122,22 +123,21 @@ export class Courier {
       }),
     );
     const done = clock.now();
-    const sent: { org_id: string; id: string }[] = [];
+    const sent: { org_id: string; id: string; purpose: Purpose }[] = [];
     const failed: { org_id: string; id: string; next_at: string; error: string }[] = [];
     results.forEach((r, i) => {
       const m = batch[i];
-      if (r.status === "fulfilled") sent.push({ org_id: m.org_id, id: m.id });
+      if (r.status === "fulfilled") sent.push({ org_id: m.org_id, id: m.id, purpose: m.purpose });
       else failed.push({ org_id: m.org_id, id: m.id, next_at: new Date(done.getTime() + this.backoff(m.send_count + 1)).toISOString(), error: describe(r.reason) });
     });
     if (sent.length) {
       await sql.query(SENT_SQL, [done, JSON.stringify(sent)]);
-      this.deps.events.sent(sent.length);
+      for (const m of sent) this.deps.events.sent(m.purpose);
     }
     if (failed.length) {
       const rows = await sql.query(FAILED_SQL, [done, config.maxAttempts, JSON.stringify(failed)]);
+      for (const r of rows) (r.status === "abandoned" ? this.deps.events.abandoned : this.deps.events.retried)(r.purpose);
       const abandoned = rows.filter((r) => r.status === "abandoned").length;
-      if (abandoned) this.deps.events.abandoned(abandoned);
-      if (rows.length - abandoned) this.deps.events.retried(rows.length - abandoned);
       this.deps.log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
     }
     return batch.length;

@@ -1,0 +1,75 @@
+// The courier as a process of its own (`codegate courier`): any number of them
+// may run beside the API servers; they share the outbox through the database.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Config } from "./config/config.ts";
+import { loadSecrets } from "./config/secrets.ts";
+import { systemClock, type Clock } from "./clock.ts";
+import { Courier, type CourierEvents } from "./courier/courier.ts";
+import { createMailTransport } from "./courier/transport.ts";
+import type { Logger } from "./log.ts";
+import { createMetrics, databaseSources } from "./metrics.ts";
+import { startRetention } from "./storage/retention.ts";
+import { migrate, openOrm } from "./storage/orm.ts";
+import { sqlOf, type Sql } from "./storage/sql.ts";
+
+export interface CourierDeps {
+  config: Config;
+  secrets: ReturnType<typeof loadSecrets>;
+  sql: Sql;
+  clock: Clock;
+  log: Logger;
+  events: CourierEvents;
+}
+
+/** A courier and its mail transport; stopping it also closes the transport. */
+export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(): Promise<void> } {
+  const transport = createMailTransport(deps.config);
+  const courier = new Courier({
+    sql: deps.sql,
+    config: deps.config.courier,
+    secrets: deps.secrets,
+    clock: deps.clock,
+    log: deps.log.child({ component: "courier" }),
+    transport,
+    events: deps.events,
+  });
+  return {
+    courier,
+    destination: transport.destination,
+    async stop() {
+      await courier.stop();
+      transport.close();
+    },
+  };
+}
+
+export async function runCourierWorker(config: Config, log: Logger, stopped: Promise<unknown>): Promise<void> {
+  const secrets = loadSecrets(config, (msg) => log.warn(msg));
+  const orm = await openOrm(config);
+  await migrate(orm);
+  const sql = sqlOf(orm);
+  const clock = systemClock;
+  const metrics = createMetrics(databaseSources(orm, clock));
+  const { courier, stop } = createCourier({ config, secrets, sql, clock, log, events: metrics.courier });
+  const retention = startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
+  // Liveness and metrics for whatever runs the worker.
+  const ops = http.createServer(async (req, res) => {
+    if (req.url === "/metrics") {
+      const { contentType, body } = await metrics.render();
+      res.writeHead(200, { "content-type": contentType }).end(body);
+    } else if (req.url === "/healthz") {
+      res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve) => ops.listen(config.port, config.host, resolve));
+  log.info({ port: (ops.address() as AddressInfo).port }, "courier worker serving /healthz and /metrics");
+  courier.start();
+  await stopped;
+  ops.close();
+  await stop();
+  await retention.stop();
+  await orm.close();
+}
