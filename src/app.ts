@@ -31,6 +31,7 @@ import { createMetrics, databaseSources } from "./metrics.ts";
 import { migrate, openOrm } from "./storage/orm.ts";
 import { createListener } from "./transport/listener.ts";
 import { httpRouter, sendJson } from "./transport/http-routes.ts";
+import { recoveryPageRoutes } from "./transport/recovery-page.ts";
 import { createRpcHandler, rpcContextValues } from "./transport/rpc.ts";
 import type { HealthOptions, HealthState } from "./transport/health.ts";
 import { operations } from "./transport/ops.ts";
@@ -113,6 +114,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
       ...ops.httpRoutes,
       "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
+      ...recoveryPageRoutes(config),
     }),
   });
   const rest = restHandler(rpcHandlers, { maxRequestBytes: config.maxRequestBytes, contextValues: rpcContextValues, log }, handler);

@@ -1,0 +1,104 @@
+// The recovery page in the browser: sends the code the user types, with the flow
+// id of the administrator's link, to RecoveryService.VerifyRecoveryCode over
+// Connect JSON, and says what happened. The server renders the page (and the
+// message for a link without a flow); this only drives the form.
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-web";
+import { RecoveryService } from "../../gen/codegate/v1/recovery_pb.ts";
+
+const MAX_CODE_LENGTH = 64; // VerifyRecoveryCodeRequest.code max_len
+
+const client = createClient(
+  RecoveryService,
+  createConnectTransport({ baseUrl: location.origin, useBinaryFormat: false }),
+);
+
+function byId<T extends HTMLElement>(id: string, type: { new (): T }): T | undefined {
+  const el = document.getElementById(id);
+  return el instanceof type ? el : undefined;
+}
+
+const form = byId("recovery-form", HTMLFormElement);
+const input = byId("code", HTMLInputElement);
+const button = byId("submit", HTMLButtonElement);
+const status = byId("status", HTMLElement);
+const done = byId("done", HTMLElement);
+const doneHeading = byId("done-title", HTMLElement);
+const lead = byId("lead", HTMLElement);
+
+if (form && input && button && status && done && doneHeading) {
+  const flowId = new URLSearchParams(location.search).get("flow") ?? "";
+  const idle = button.textContent ?? "Recover account";
+  let busy = false;
+
+  const say = (message: string, kind: "error" | "info" | "success") => {
+    status.textContent = message;
+    status.dataset.kind = kind;
+  };
+  const fail = (message: string) => {
+    say(message, "error");
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+    input.select();
+  };
+
+  input.addEventListener("input", () => {
+    if (input.getAttribute("aria-invalid")) {
+      input.removeAttribute("aria-invalid");
+      say("", "info");
+    }
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (busy) return;
+    // People copy codes with spaces or line breaks around and inside them.
+    const code = input.value.replace(/\s+/g, "");
+    if (!code) return fail("Enter the recovery code your administrator gave you.");
+    if (code.length > MAX_CODE_LENGTH) return fail(`A recovery code has at most ${MAX_CODE_LENGTH} characters. Check what you typed.`);
+
+    busy = true;
+    button.disabled = true;
+    button.textContent = "Checking…";
+    form.setAttribute("aria-busy", "true");
+    say("Checking your code…", "info");
+    try {
+      // The server bounds the call itself (RPC_TIMEOUT); this only keeps the page
+      // from waiting forever on a dead connection.
+      await client.verifyRecoveryCode({ flowId, code }, { signal: AbortSignal.timeout(30_000) });
+      // The proof token stays in this page: nothing here needs it yet, and it
+      // must not land in a URL, a log or storage.
+      form.hidden = true;
+      if (lead) lead.hidden = true;
+      done.hidden = false;
+      say("Your account is recovered.", "success");
+      doneHeading.focus();
+    } catch (err) {
+      fail(messageFor(ConnectError.from(err)));
+    } finally {
+      busy = false;
+      button.disabled = false;
+      button.textContent = idle;
+      form.removeAttribute("aria-busy");
+    }
+  });
+
+  button.disabled = false;
+}
+
+function messageFor(err: ConnectError): string {
+  switch (err.code) {
+    case Code.Unauthenticated:
+      return "That code did not work: it is wrong, expired or already used. Check it and try again, or ask your administrator for a new recovery code.";
+    case Code.InvalidArgument:
+      return `That does not look like a recovery code. Type the code exactly as your administrator gave it to you (letters and digits, at most ${MAX_CODE_LENGTH}).`;
+    case Code.ResourceExhausted:
+      return "Too many attempts. Wait a few minutes, then try again.";
+    case Code.Unavailable:
+    case Code.DeadlineExceeded:
+    case Code.Canceled:
+      return "The server could not be reached. Check your connection and try again.";
+    default:
+      return "Something went wrong on our side. Try again in a moment; if it keeps failing, contact your administrator.";
+  }
+}
