@@ -9,7 +9,8 @@ import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
-import { freePort, SmtpSink } from "./support/smtp.ts";
+import { freePort } from "./support/net.ts";
+import { SmtpSink } from "./support/smtp.ts";
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterAll(async () => {

@@ -2,18 +2,17 @@
 // An administrator's CreateRecoveryCode makes a code of the same kind, handed
 // over in person, with a link to the recovery page (its flow id names the code).
 import type { ServiceImpl } from "@connectrpc/connect";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { RecoveryService } from "../../gen/codegate/v1/recovery_pb.ts";
 import { invalidCode } from "../transport/errors.ts";
-import { identityToProto } from "../transport/mapping.ts";
 import { SUCCESS, type FlowDeps } from "./deps.ts";
 import { identityState } from "./identities.ts";
 import { publicSend } from "./send.ts";
+import { proofFor, verifyByUsername } from "./verify.ts";
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
 export function recoveryService(deps: FlowDeps): ServiceImpl<typeof RecoveryService> {
-  const { app, sql, orgs, codes, tokens, limits } = deps;
+  const { sql, orgs, codes, limits } = deps;
   return {
     async sendRecoveryCode(req, ctx) {
       const { org, sent } = await publicSend(deps, ctx, { ...req, purpose: "recovery", state: "active", mail: "recovery" });
@@ -26,24 +25,13 @@ export function recoveryService(deps: FlowDeps): ServiceImpl<typeof RecoveryServ
     },
 
     async verifyRecoveryCode(req) {
-      let identity;
-      if (req.flowId) {
-        // A flow id names its code; a username or organization given beside it must agree.
-        const org = req.orgId || req.tenantId ? await orgs.resolve(req.orgId, req.tenantId) : undefined;
-        if ((req.orgId || req.tenantId) && !org) throw invalidCode();
-        const target = { flowId: req.flowId, username: req.username };
-        identity = await limits.verify(org, req.username, () =>
-          codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code }),
-        );
-      } else {
-        const org = await orgs.resolve(req.orgId, req.tenantId);
-        if (!org) throw invalidCode();
-        identity = await limits.verify(org, req.username, () =>
-          codes.verify({ org, purpose: "recovery", target: { username: req.username }, state: "active", code: req.code }),
-        );
-      }
-      const proof = await tokens.issue(identity, "recovery", app.clock.now());
-      return { identity: identityToProto(identity), token: proof.token, tokenExpiresAt: timestampFromDate(proof.expiresAt) };
+      if (!req.flowId) return verifyByUsername(deps, req, "recovery", "active");
+      // A flow id names its code; a username or organization given beside it must agree.
+      const org = req.orgId || req.tenantId ? await orgs.resolve(req.orgId, req.tenantId) : undefined;
+      if ((req.orgId || req.tenantId) && !org) throw invalidCode();
+      const target = { flowId: req.flowId, username: req.username };
+      const identity = await limits.verify(org, req.username, () => codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code }));
+      return proofFor(deps, identity, "recovery");
     },
   };
 }

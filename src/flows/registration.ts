@@ -2,16 +2,16 @@
 // makes a pending identity and mails it a code; CompleteRegistration consumes the
 // code and makes the identity active.
 import { Code, type ServiceImpl } from "@connectrpc/connect";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { randomUUID } from "node:crypto";
 import type { RegistrationService } from "../../gen/codegate/v1/registration_pb.ts";
 import { normalizeUsername } from "../codes/engine.ts";
 import { isUniqueViolation, type Sql } from "../storage/sql.ts";
-import { apiError, invalidCode, Reason } from "../transport/errors.ts";
-import { identityToProto, type IdentityRow } from "../transport/mapping.ts";
+import { apiError, Reason } from "../transport/errors.ts";
+import type { IdentityRow } from "../transport/mapping.ts";
 import { SUCCESS, type FlowDeps } from "./deps.ts";
 import { identityState } from "./identities.ts";
 import { publicSend } from "./send.ts";
+import { verifyByUsername } from "./verify.ts";
 import type { Org } from "./organizations.ts";
 
 export class UsernameTaken extends Error {}
@@ -46,7 +46,7 @@ export async function createPendingIdentity(
 }
 
 export function registrationService(deps: FlowDeps): ServiceImpl<typeof RegistrationService> {
-  const { app, orgs, codes, tokens, limits } = deps;
+  const { orgs, codes, limits } = deps;
   return {
     // The same answer whether or not the username was free.
     async register(req, ctx) {
@@ -73,14 +73,7 @@ export function registrationService(deps: FlowDeps): ServiceImpl<typeof Registra
       return SUCCESS;
     },
 
-    async completeRegistration(req) {
-      const org = await orgs.resolve(req.orgId, req.tenantId);
-      if (!org) throw invalidCode();
-      const identity = await limits.verify(org, req.username, () =>
-        codes.verify({ org, purpose: "registration", target: { username: req.username }, state: "pending", code: req.code, activate: true }),
-      );
-      const proof = await tokens.issue(identity, "registration", app.clock.now());
-      return { identity: identityToProto(identity), token: proof.token, tokenExpiresAt: timestampFromDate(proof.expiresAt) };
-    },
+    // Consumes the code and makes the pending identity active, in one statement.
+    completeRegistration: (req) => verifyByUsername(deps, req, "registration", "pending", true),
   };
 }

@@ -1,6 +1,6 @@
 // Clients as real callers use them: grpc-js (internal services) and HTTP/1.1
 // JSON POSTs in the Connect protocol (curl, browsers).
-import { fromBinary, toBinary, type DescMessage, type DescService, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
+import { fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";
 

@@ -2,7 +2,7 @@
 // with mailparser, so the courier is tested over the wire, not against a mock.
 import { SMTPServer } from "smtp-server";
 import { simpleParser, type ParsedMail } from "mailparser";
-import { createServer } from "node:net";
+import { freePort } from "./net.ts";
 
 export interface ReceivedMail {
   to: string;
@@ -12,17 +12,6 @@ export interface ReceivedMail {
   messageId: string;
   from: string;
   raw: ParsedMail;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
 }
 
 export class SmtpSink {
