@@ -66,39 +66,25 @@ export class RateLimiter {
 
   /**
    * Counts one hit on every key and answers how long until the request would be
-   * within all limits: 0 when it is within them now.
+   * within all limits: 0 when it is within them now. (The code sends and the
+   * verifications count theirs inside their own statements; see codes/engine.ts.)
    */
   async hit(orgId: string, keys: LimitedKey[], sql: Sql = this.sql): Promise<number> {
     const now = this.clock.now().getTime();
     const rows = windows(keys, now);
     if (rows.length === 0) return 0;
     const counted = await sql.query<{ key: string; hits: number }>(countHitsSql(2), [orgId, windowsJson(rows)]);
-    return this.wait(rows, counted, now, (hits, max) => hits > max);
-  }
-
-  /** Like hit, but only looks: how long until the keys are below their limits. */
-  async check(orgId: string, keys: LimitedKey[]): Promise<number> {
-    const now = this.clock.now().getTime();
-    const rows = windows(keys, now);
-    if (rows.length === 0) return 0;
-    const counted = await this.sql.query<{ key: string; hits: number }>(
-      `select r.key, coalesce(l.hits, 0) as hits
-       from jsonb_to_recordset($2::jsonb) as r(key text, start timestamptz)
-       left join rate_limit l on l.org_id = $1 and l.key = r.key and l.window_start = r.start`,
-      [orgId, windowsJson(rows)],
-    );
-    return this.wait(rows, counted, now, (hits, max) => hits >= max);
+    return this.wait(rows, counted, now);
   }
 
   private wait(
     rows: Window[],
     counted: { key: string; hits: number }[],
     now: number,
-    over: (hits: number, max: number) => boolean,
   ): number {
     const hits = new Map(counted.map((c) => [c.key, Number(c.hits)]));
     let waitMs = 0;
-    for (const r of rows) if (over(hits.get(r.key) ?? 0, r.max)) waitMs = Math.max(waitMs, r.end - now);
+    for (const r of rows) if ((hits.get(r.key) ?? 0) > r.max) waitMs = Math.max(waitMs, r.end - now);
     return waitMs;
   }
 }

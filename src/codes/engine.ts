@@ -12,7 +12,7 @@ import type { IdentityStateName } from "../storage/entities.ts";
 import { bytes, type Sql } from "../storage/sql.ts";
 import { invalidCode } from "../transport/errors.ts";
 import type { IdentityRow } from "../transport/mapping.ts";
-import { countHitsSql, windows, windowsJson, type LimitedKey } from "../abuse/rate-limiter.ts";
+import { countHitsSql, rateLimited, windows, windowsJson, type LimitedKey } from "../abuse/rate-limiter.ts";
 import { codeHash, codeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
 import { randomString } from "./random.ts";
@@ -57,6 +57,8 @@ export interface VerifyRequest {
   code: string;
   /** Make a pending identity active when its code is consumed (registration). */
   activate?: boolean;
+  /** Limits of wrong codes: checked in the attempt's statement, counted on failure. */
+  failureLimits?: LimitedKey[];
 }
 
 export interface CodeEvents {
@@ -96,18 +98,30 @@ select (select count(*) from issued)::int as issued, (select count(*) from queue
   (select retry_at from verdict) as retry_at`;
 
 // Counts the attempt before comparing, so that concurrent guesses can never
-// exceed the limit; the right code also counts as an attempt.
-const ATTEMPT_SQL = (by: "username" | "flow") => `
-update code c set attempts = c.attempts + 1
-from identity i
-where ${
-  by === "username"
-    ? "c.org_id = $1 and i.org_id = $1 and i.username_normalized = $2 and c.purpose = $3"
-    : "c.id = $2::uuid and c.purpose = $3 and i.org_id = c.org_id and ($1 = '' or c.org_id = $1) and ($6 = '' or i.username_normalized = $6)"
-}
-  and c.identity_id = i.id and i.state = $4
-  and c.dead_at is null and c.expires_at > $5 and c.attempts < c.max_attempts
-returning c.org_id, c.id, c.code_hash, c.key_id, c.attempts, c.max_attempts`;
+// exceed the limit; the right code also counts as an attempt. A username over
+// its limit of wrong codes gets no attempt at all (blocked_until says till when).
+const ATTEMPT_SQL = (by: "username" | "flow") => {
+  const windowsParam = by === "username" ? "$6" : "$7";
+  return `
+with blocked as (
+  select max(w.end_at) as until
+  from jsonb_to_recordset(${windowsParam}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
+  join rate_limit l on l.org_id = $1 and l.key = w.key and l.window_start = w.start and l.hits >= w.max
+), attempted as (
+  update code c set attempts = c.attempts + 1
+  from identity i
+  where ${
+    by === "username"
+      ? "c.org_id = $1 and i.org_id = $1 and i.username_normalized = $2 and c.purpose = $3"
+      : "c.id = $2::uuid and c.purpose = $3 and i.org_id = c.org_id and ($1 = '' or c.org_id = $1) and ($6 = '' or i.username_normalized = $6)"
+  }
+    and c.identity_id = i.id and i.state = $4
+    and c.dead_at is null and c.expires_at > $5 and c.attempts < c.max_attempts
+    and (select until from blocked) is null
+  returning c.org_id, c.id, c.code_hash, c.key_id, c.attempts, c.max_attempts
+)
+select (select until from blocked) as blocked_until, a.* from (select 1) as one left join attempted a on true`;
+};
 
 const CONSUME_SQL = `
 with consumed as (
@@ -212,30 +226,30 @@ export class CodeEngine {
     const target = req.target;
     const byFlow = "flowId" in target;
     if (!byFlow && !req.org) throw invalidCode();
+    const failureWindows = windowsJson(windows(req.failureLimits ?? [], now.getTime()));
     const [row] = await this.sql.query(
       ATTEMPT_SQL(byFlow ? "flow" : "username"),
       byFlow
-        ? [req.org?.id ?? "", target.flowId, req.purpose, req.state, now, normalizeUsername(target.username ?? "")]
-        : [req.org!.id, normalizeUsername(target.username), req.purpose, req.state, now],
+        ? [req.org?.id ?? "", target.flowId, req.purpose, req.state, now, normalizeUsername(target.username ?? ""), failureWindows]
+        : [req.org!.id, normalizeUsername(target.username), req.purpose, req.state, now, failureWindows],
     );
-    if (!row) {
+    if (row.blocked_until) throw rateLimited(Math.max(1, new Date(row.blocked_until).getTime() - now.getTime()));
+    const failed = async (): Promise<never> => {
       this.events.failed(req.purpose);
+      if (req.org && req.failureLimits?.length) await this.sql.query(countHitsSql(2), [req.org.id, failureWindows]);
       throw invalidCode();
-    }
+    };
+    if (!row.id) return failed();
     if (!codeMatches(this.secrets.codeKeys, row.key_id, row.id, req.code, bytes(row.code_hash))) {
-      this.events.failed(req.purpose);
       if (row.attempts >= row.max_attempts) {
         await this.sql.query(`update code set dead_at = $3 where org_id = $1 and id = $2::uuid and dead_at is null`, [row.org_id, row.id, now]);
         this.events.locked(req.purpose);
       }
-      throw invalidCode();
+      return failed();
     }
     const [identity] = await this.sql.query(CONSUME_SQL, [row.org_id, row.id, now, req.activate === true]);
-    if (!identity) {
-      // Another request consumed it first.
-      this.events.failed(req.purpose);
-      throw invalidCode();
-    }
+    // Empty when another request consumed it first.
+    if (!identity) return failed();
     this.events.verified(req.purpose);
     return {
       id: identity.id,

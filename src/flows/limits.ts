@@ -1,6 +1,6 @@
 // The rate limits of the public flows. They key on the username as typed
 // (normalized), whether or not an account exists, so a limit reveals nothing.
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import type { HandlerContext } from "@connectrpc/connect";
 import { clientAddress } from "../abuse/client-address.ts";
 import { limitsOf, rateLimited, type LimitedKey, type RateLimiter } from "../abuse/rate-limiter.ts";
 import { normalizeUsername } from "../codes/engine.ts";
@@ -34,20 +34,10 @@ export class FlowLimits {
     if (wait > 0) throw rateLimited(wait);
   }
 
-  /**
-   * Runs a verification unless the username has had too many wrong codes
-   * lately, and counts it when it fails.
-   */
-  async verify<T>(org: Org | undefined, username: string, work: () => Promise<T>): Promise<T> {
-    if (!org || !username) return work();
-    const key = [{ key: `failed:${normalizeUsername(username)}`, limits: limitsOf(org.settings.rateLimits?.verifyFailuresPerUsername, this.config.rateLimits.verifyFailuresPerUsername) }];
-    const wait = await this.limiter.check(org.id, key);
-    if (wait > 0) throw rateLimited(wait);
-    try {
-      return await work();
-    } catch (err) {
-      if (err instanceof ConnectError && err.code === Code.Unauthenticated) await this.limiter.hit(org.id, key);
-      throw err;
-    }
+  /** The limits of wrong codes for a username; none without an organization or username. */
+  verifyKeys(org: Org | undefined, username: string | undefined): LimitedKey[] {
+    if (!org || !username) return [];
+    const limits = limitsOf(org.settings.rateLimits?.verifyFailuresPerUsername, this.config.rateLimits.verifyFailuresPerUsername);
+    return [{ key: `failed:${normalizeUsername(username)}`, limits }];
   }
 }

@@ -30,7 +30,8 @@ export function recoveryService(deps: FlowDeps): ServiceImpl<typeof RecoveryServ
       const org = req.orgId || req.tenantId ? await orgs.resolve(req.orgId, req.tenantId) : undefined;
       if ((req.orgId || req.tenantId) && !org) throw invalidCode();
       const target = { flowId: req.flowId, username: req.username };
-      const identity = await limits.verify(org, req.username, () => codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code }));
+      const failureLimits = limits.verifyKeys(org, req.username);
+      const identity = await codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code, failureLimits });
       return proofFor(deps, identity, "recovery");
     },
   };

@@ -31,8 +31,7 @@ export async function verifyByUsername(
 ) {
   const org = await deps.orgs.resolve(req.orgId, req.tenantId);
   if (!org) throw invalidCode();
-  const identity = await deps.limits.verify(org, req.username, () =>
-    deps.codes.verify({ org, purpose, target: { username: req.username }, state, code: req.code, activate }),
-  );
+  const failureLimits = deps.limits.verifyKeys(org, req.username);
+  const identity = await deps.codes.verify({ org, purpose, target: { username: req.username }, state, code: req.code, activate, failureLimits });
   return proofFor(deps, identity, purpose);
 }
