@@ -120,7 +120,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const rest = restHandler(rpcHandlers, { maxRequestBytes: config.maxRequestBytes, contextValues: rpcContextValues, log }, handler);
   const listener = createListener(withCors(config.corsOrigins, rest), {
     headersTimeoutMs: config.headersTimeoutMs,
-    requestTimeoutMs: config.rpcTimeoutMs + 5_000,
+    requestTimeoutMs: Math.max(config.headersTimeoutMs, config.rpcTimeoutMs + 5_000),
     idleTimeoutMs: 60_000,
   });
   await new Promise<void>((resolve, reject) => {

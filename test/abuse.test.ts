@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect } from "node:net";
+import pg from "pg";
 import { status } from "@grpc/grpc-js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
@@ -144,6 +145,33 @@ describe("wrong guesses per username over time", () => {
         expect((await verify("guessed@example.com", fresh)).status).toBe(200);
       }
     }
+  });
+});
+
+describe("deadlines", () => {
+  it("end an RPC that takes too long with deadline_exceeded, and the server goes on", async () => {
+    const s = await startTestServer({ RPC_TIMEOUT: "300ms", RATE_LIMIT_SEND_PER_USERNAME: "off" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Slow");
+    await fx.identity(org.id, "stuck@example.com");
+    fx.close();
+    const sendStuck = () => postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "stuck@example.com", orgId: org.id });
+    expect((await sendStuck()).status).toBe(200);
+    // Another session holds the live code's row: the next send waits on its lock.
+    const db = new pg.Client({ connectionString: s.databaseUrl });
+    await db.connect();
+    await db.query("begin");
+    await db.query("select * from code where dead_at is null for update");
+    const started = Date.now();
+    const stuck = await sendStuck();
+    const took = Date.now() - started;
+    await db.query("rollback");
+    await db.end();
+    expect(stuck.status).toBe(504);
+    expect(stuck.body.code).toBe("deadline_exceeded");
+    expect(took).toBeLessThan(5_000);
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "other@example.com", orgId: org.id })).status).toBe(200);
   });
 });
 
