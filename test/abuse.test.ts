@@ -172,6 +172,9 @@ describe("deadlines", () => {
     expect(stuck.body.code).toBe("deadline_exceeded");
     expect(took).toBeLessThan(5_000);
     expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "other@example.com", orgId: org.id })).status).toBe(200);
+    // A client that allows more time than the server's bound is served, within the bound.
+    const patient = await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "patient@example.com", orgId: org.id }, { "connect-timeout-ms": "60000" });
+    expect(patient.status).toBe(200);
   });
 });
 

@@ -78,7 +78,6 @@ export function createRpcHandler(app: AppContext, opts: RpcOptions): NodeHandler
     fallback: opts.fallback,
     readMaxBytes: app.config.maxRequestBytes,
     writeMaxBytes: 4 * 1024 * 1024,
-    maxTimeoutMs: app.config.rpcTimeoutMs,
     shutdownSignal: opts.shutdownSignal,
     jsonOptions: { ignoreUnknownFields: false },
     contextValues: rpcContextValues,
