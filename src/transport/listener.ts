@@ -93,7 +93,9 @@ export function createListener(handler: RequestHandler, opts: ListenerOptions): 
     session.once("close", () => sessions.delete(session));
   });
 
-  const server = net.createServer((socket) => {
+  // No Nagle: small RPC answers must leave at once (the HTTP/2 session sees only
+  // the replaying stream and cannot set it on the socket itself).
+  const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     // A peer that connects and says nothing must not hold the socket forever.
