@@ -78,7 +78,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     firstAdminToken = (await createAdminToken(ctx.em(), "first admin token", ctx.clock.now())).token;
   }
 
-  const sql = sqlOf(orm);
+  const sql = await sqlOf(orm);
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
   const courier = mail?.courier;
   const codes = new CodeEngine({

@@ -43,7 +43,7 @@ async function main(args: string[]): Promise<number> {
       const orm = await openOrm(config);
       try {
         await migrate(orm);
-        const pruned = await prune(sqlOf(orm), new Date(), config.retention.keepMs);
+        const pruned = await prune(await sqlOf(orm), new Date(), config.retention.keepMs);
         console.log(`pruned ${pruned.codes} codes, ${pruned.mails} mails, ${pruned.rateLimits} rate-limit windows`);
         return 0;
       } finally {

@@ -48,7 +48,7 @@ export async function runCourierWorker(config: Config, log: Logger, stopped: Pro
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
   const orm = await openOrm(config);
   await migrate(orm);
-  const sql = sqlOf(orm);
+  const sql = await sqlOf(orm);
   const clock = systemClock;
   const metrics = createMetrics(databaseSources(orm, clock));
   const { courier, stop } = createCourier({ config, secrets, sql, clock, log, events: metrics.courier });

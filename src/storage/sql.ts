@@ -1,6 +1,10 @@
 // Plain SQL with bind parameters, for the hot paths: one statement per step, no
 // unit of work. (MikroORM's own execute() inlines parameters into the SQL text.)
+// On PostgreSQL the statements go straight to the pg pool that MikroORM holds,
+// as named prepared statements, so each connection parses and plans them once.
+import { createHash } from "node:crypto";
 import { CompiledQuery, type Kysely } from "kysely";
+import type pg from "pg";
 import type { Orm } from "./orm.ts";
 
 export type Row = Record<string, any>;
@@ -12,20 +16,58 @@ export interface Sql {
   transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T>;
 }
 
-function over(db: Kysely<any>): Sql {
+function overKysely(db: Kysely<any>): Sql {
   return {
     async query<T extends Row>(text: string, params: readonly unknown[] = []) {
       const res = await db.executeQuery<T>(CompiledQuery.raw(text, params as unknown[]));
       return res.rows;
     },
     transaction(work) {
-      return db.transaction().execute((trx) => work(over(trx)));
+      return db.transaction().execute((trx) => work(overKysely(trx)));
     },
   };
 }
 
-export function sqlOf(orm: Orm): Sql {
-  return over(orm.em.getConnection().getClient());
+const names = new Map<string, string>();
+/** A stable name per statement text: pg prepares it once per connection. */
+function statementName(text: string): string {
+  let name = names.get(text);
+  if (!name) {
+    name = `cg_${createHash("sha1").update(text).digest("hex").slice(0, 16)}`;
+    names.set(text, name);
+  }
+  return name;
+}
+
+function overPg(client: pg.Pool | pg.PoolClient): Sql {
+  return {
+    async query<T extends Row>(text: string, params: readonly unknown[] = []) {
+      const res = await client.query<T>({ name: statementName(text), text, values: params as unknown[] });
+      return res.rows;
+    },
+    async transaction(work) {
+      const conn = await (client as pg.Pool).connect();
+      try {
+        await conn.query("begin");
+        const result = await work(overPg(conn));
+        await conn.query("commit");
+        return result;
+      } catch (err) {
+        await conn.query("rollback").catch(() => {});
+        throw err;
+      } finally {
+        conn.release();
+      }
+    },
+  };
+}
+
+export async function sqlOf(orm: Orm): Promise<Sql> {
+  const connection = orm.em.getConnection() as unknown as { getNativeClient?: () => Promise<unknown> };
+  const native = await connection.getNativeClient?.();
+  // PGlite has no pool: it goes through kysely.
+  if (native && typeof (native as pg.Pool).connect === "function" && "totalCount" in (native as object)) return overPg(native as pg.Pool);
+  return overKysely(orm.em.getConnection().getClient());
 }
 
 /** bytea arrives as a Buffer from pg and as a Uint8Array from PGlite. */
