@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/config.ts";
 import { ConfigError, parseDuration } from "../src/config/env.ts";
+import { parseKeyRing } from "../src/config/secrets.ts";
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -50,5 +51,22 @@ describe("configuration", () => {
     expect(parseDuration("1500ms")).toBe(1500);
     expect(parseDuration("1d")).toBeUndefined();
     expect(parseDuration("")).toBeUndefined();
+  });
+});
+
+describe("key rings", () => {
+  const b64 = (n: number) => Buffer.alloc(n, 7).toString("base64");
+  it("take id:key pairs, the first being the current key", () => {
+    const ring = parseKeyRing("CODE_HMAC_KEYS", `new:${b64(32)},old:${b64(48)}`, { min: 32, max: 1024 });
+    expect(ring.current.id).toBe("new");
+    expect([...ring.byId.keys()]).toEqual(["new", "old"]);
+    expect(ring.byId.get("old")!.symmetricKeySize).toBe(48);
+  });
+
+  it("refuse short keys, wrong AES key sizes and repeated ids, naming the variable", () => {
+    expect(() => parseKeyRing("CODE_HMAC_KEYS", `k:${b64(16)}`, { min: 32, max: 1024 })).toThrow(/CODE_HMAC_KEYS: .*at least 32 bytes/);
+    expect(() => parseKeyRing("MAIL_ENCRYPTION_KEYS", `m:${b64(33)}`, { min: 32, max: 32 })).toThrow(/MAIL_ENCRYPTION_KEYS: .*exactly 32 bytes/);
+    expect(() => parseKeyRing("CODE_HMAC_KEYS", `a:${b64(32)},a:${b64(32)}`, { min: 32, max: 1024 })).toThrow(/appears twice/);
+    expect(() => parseKeyRing("CODE_HMAC_KEYS", "not a key", { min: 32, max: 1024 })).toThrow(/id:base64key/);
   });
 });

@@ -41,7 +41,7 @@ describe("logs at debug level", () => {
     keep(pem.split("\n").find((l) => l.length > 20 && !l.startsWith("-----"))!);
     const stored = await createAdminToken(server.app.ctx.em(), "logged", new Date());
     keep(stored.token);
-    keep(stored.token.split("_")[2]);
+    keep(stored.token.slice("cga_".length + 12 + 1));
 
     const fx = adminFixtures(server.url);
     const org = await fx.org("Logco", { selfServiceSignup: true });

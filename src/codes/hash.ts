@@ -1,11 +1,11 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createHmac, timingSafeEqual, type KeyObject } from "node:crypto";
 import type { KeyRing } from "../config/secrets.ts";
 
 /**
  * HMAC-SHA-256 of a code under a server key. The row id is part of the input,
  * so that two rows holding the same code do not hold the same hash.
  */
-export function codeHash(key: Buffer, rowId: string, code: string): Buffer {
+export function codeHash(key: KeyObject, rowId: string, code: string): Buffer {
   return createHmac("sha256", key).update(rowId).update("\0").update(code).digest();
 }
 

@@ -2,7 +2,7 @@
 // the Ed25519 key that signs proof tokens. In production they come from the
 // environment; otherwise any that is missing is generated once and kept in
 // DATA_DIR/secrets.json, with a warning, so that restarts keep working codes.
-import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { createSecretKey, generateKeyPairSync, randomBytes, type KeyObject } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "./env.ts";
@@ -10,9 +10,9 @@ import type { Config } from "./config.ts";
 
 export interface KeyRing {
   /** New material is written under this key. */
-  current: { id: string; key: Buffer };
+  current: { id: string; key: KeyObject };
   /** Every key that may still be needed to read old material, current included. */
-  byId: ReadonlyMap<string, Buffer>;
+  byId: ReadonlyMap<string, KeyObject>;
 }
 
 export interface Secrets {
@@ -30,18 +30,23 @@ interface StoredSecrets {
   signingKey?: string;
 }
 
-/** Parses `id:base64key,id2:base64key`; the first entry is the current key. */
-export function parseKeyRing(name: string, text: string, minBytes: number): KeyRing {
+/**
+ * Parses `id:base64key,id2:base64key`; the first entry is the current key.
+ * Keys are held as KeyObjects: node:crypto takes those without converting
+ * (and checking) a buffer on every call.
+ */
+export function parseKeyRing(name: string, text: string, size: { min: number; max: number }): KeyRing {
   const entries = text.split(",").map((part) => part.trim()).filter(Boolean);
-  const byId = new Map<string, Buffer>();
+  const byId = new Map<string, KeyObject>();
+  const expected = size.min === size.max ? `exactly ${size.min}` : `at least ${size.min}`;
   for (const entry of entries) {
     const m = /^([A-Za-z0-9_-]{1,32}):([A-Za-z0-9+/=_-]+)$/.exec(entry);
     const key = m ? Buffer.from(m[2], "base64") : undefined;
-    if (!m || !key || key.length < minBytes) {
-      throw new ConfigError([`${name}: expected comma-separated id:base64key entries, each key at least ${minBytes} bytes`]);
+    if (!m || !key || key.length < size.min || key.length > size.max) {
+      throw new ConfigError([`${name}: expected comma-separated id:base64key entries, each key ${expected} bytes`]);
     }
     if (byId.has(m[1])) throw new ConfigError([`${name}: key id ${m[1]} appears twice`]);
-    byId.set(m[1], key);
+    byId.set(m[1], createSecretKey(key));
   }
   if (byId.size === 0) throw new ConfigError([`${name}: expected at least one id:base64key entry`]);
   const [id, key] = byId.entries().next().value!;
@@ -79,8 +84,9 @@ export function loadSecrets(config: Config, warn: (msg: string) => void): Secret
   }
   const signingKeyPem = decodePem(env.signingKey ?? stored.signingKey!);
   return {
-    codeKeys: parseKeyRing("CODE_HMAC_KEYS", env.codeKeys ?? stored.codeKeys!, 32),
-    mailKeys: parseKeyRing("MAIL_ENCRYPTION_KEYS", env.mailKeys ?? stored.mailKeys!, 32),
+    codeKeys: parseKeyRing("CODE_HMAC_KEYS", env.codeKeys ?? stored.codeKeys!, { min: 32, max: 1024 }),
+    // AES-256-GCM takes 32-byte keys.
+    mailKeys: parseKeyRing("MAIL_ENCRYPTION_KEYS", env.mailKeys ?? stored.mailKeys!, { min: 32, max: 32 }),
     signingKeyPem,
     generated,
   };

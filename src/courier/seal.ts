@@ -9,7 +9,7 @@ const TAG_BYTES = 16;
 
 export function seal(keys: KeyRing, rowId: string, plaintext: string): { keyId: string; sealed: Buffer } {
   const iv = randomBytes(IV_BYTES);
-  const cipher = createCipheriv("aes-256-gcm", keys.current.key.subarray(0, 32), iv);
+  const cipher = createCipheriv("aes-256-gcm", keys.current.key, iv);
   cipher.setAAD(Buffer.from(rowId));
   const body = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
   return { keyId: keys.current.id, sealed: Buffer.concat([iv, cipher.getAuthTag(), body]) };
@@ -18,7 +18,7 @@ export function seal(keys: KeyRing, rowId: string, plaintext: string): { keyId: 
 export function unseal(keys: KeyRing, keyId: string, rowId: string, sealed: Buffer): string {
   const key = keys.byId.get(keyId);
   if (!key) throw new Error(`mail key ${keyId} is not configured`);
-  const decipher = createDecipheriv("aes-256-gcm", key.subarray(0, 32), sealed.subarray(0, IV_BYTES));
+  const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, IV_BYTES));
   decipher.setAAD(Buffer.from(rowId));
   decipher.setAuthTag(sealed.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
   return Buffer.concat([decipher.update(sealed.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]).toString("utf8");
