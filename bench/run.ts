@@ -94,6 +94,10 @@ const selfChildTicks = () => {
 };
 
 // ---- PostgreSQL
+let stopping = false;
+let cleaned = false;
+// Until each of them exists, cleanup's steps fail on their own (each is in a try).
+process.on("SIGINT", () => void cleanup().catch(() => {}).then(() => process.exit(130)));
 const dir = mkdtempSync(join(tmpdir(), "codegate-bench-"));
 chmodSync(dir, 0o755);
 const pgPort = await freePort();
@@ -121,13 +125,19 @@ const smtpPort = await freePort();
 const sinkHttp = await freePort();
 const sink = spawn(NODE, [join(import.meta.dirname, "smtp-sink.ts"), String(smtpPort), String(sinkHttp)], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
 await new Promise((r) => sink.once("message", r));
+// Without the sink the courier backs off and every later phase waits for nothing.
+sink.once("exit", (code, signal) => {
+  if (stopping) return;
+  console.error(`[bench] the SMTP sink exited (${signal ?? code}): aborting`);
+  void cleanup().then(() => process.exit(1));
+});
 const sinkGet = async <T>(p: string): Promise<T> => (await fetch(`http://127.0.0.1:${sinkHttp}${p}`)).json() as Promise<T>;
 
 // ---- Server
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const adminToken = randomBytes(16).toString("hex");
-let server: ChildProcess;
+let server: ChildProcess & { killedByBench?: boolean };
 async function startServer(courier: boolean) {
   server = spawn(NODE, ["src/main.ts", "serve"], {
     env: {
@@ -136,6 +146,12 @@ async function startServer(courier: boolean) {
       COURIER_ENABLED: String(courier),
     },
     stdio: ["ignore", "inherit", "inherit"],
+  });
+  const me = server;
+  me.once("exit", (code, signal) => {
+    if (stopping || me.killedByBench) return;
+    console.error(`[bench] the server exited unexpectedly (${signal ?? code}): aborting`);
+    void cleanup().then(() => process.exit(1));
   });
   for (let i = 0; ; i++) {
     try {
@@ -147,22 +163,23 @@ async function startServer(courier: boolean) {
 }
 async function stopServer() {
   const s = server;
+  if (s.exitCode !== null || s.signalCode !== null) return;
   const exited = new Promise((r) => s.once("exit", r));
+  s.killedByBench = true;
   s.kill("SIGTERM");
   await Promise.race([exited, sleep(15_000)]);
   if (s.exitCode === null && s.signalCode === null) { s.kill("SIGKILL"); await exited; }
 }
-let cleaned = false;
 async function cleanup() {
   if (cleaned) return;
   cleaned = true;
+  stopping = true;
   try { if (server && server.exitCode === null) await stopServer(); } catch {}
-  sink.kill();
+  try { sink.kill(); } catch {}
   try { await sql.end(); } catch {}
   try { await db.stop(); } catch {}
   rmSync(dir, { recursive: true, force: true });
 }
-process.on("SIGINT", () => void cleanup().then(() => process.exit(130)));
 
 try {
   await startServer(true);
@@ -272,7 +289,7 @@ try {
       if (r.n === 0) return;
       await sleep(100);
     }
-    log("warning: courier queue not drained");
+    throw new Error(`the courier queue did not drain within ${limitS} s`);
   }
   const tableSizes = async () =>
     Object.fromEntries((await sql.query<{ t: string; rows: string; size: string }>(
@@ -323,7 +340,7 @@ try {
   async function issueCodes(): Promise<string> {
     await waitDrain();
     const { count: mark } = await sinkGet<{ count: number }>("/count");
-    await grpcLoad("send", sendPairs, 32, 300, true);
+    await grpcLoad("send", sendPairs, 64, 300, true);
     await waitDrain();
     const codes = await sinkGet<[number, string, string][]>(`/codes?since=${mark}`);
     const last = new Map<string, string>();

@@ -32,6 +32,8 @@ const smtp = new SMTPServer({
     });
   },
 });
+// A client that drops its connection must not take the sink down.
+smtp.on("error", (err) => console.error("smtp-sink:", err.message));
 smtp.listen(smtpPort, "127.0.0.1");
 
 createServer((req, res) => {
