@@ -100,8 +100,19 @@ select (select count(*) from issued)::int as issued, (select count(*) from queue
 // Counts the attempt before comparing, so that concurrent guesses can never
 // exceed the limit; the right code also counts as an attempt. A username over
 // its limit of wrong codes gets no attempt at all (blocked_until says till when).
+// Each statement finds its rows by key (the identity by username, then its live
+// code through the partial index), so that a generic prepared plan cannot fall
+// back to scanning the organization's codes.
 const ATTEMPT_SQL = (by: "username" | "flow") => {
   const windowsParam = by === "username" ? "$6" : "$7";
+  const target =
+    by === "username"
+      ? `c.org_id = $1 and c.purpose = $3 and c.dead_at is null and c.identity_id = (
+           select id from identity where org_id = $1 and username_normalized = $2 and state = $4)`
+      : // A flow id names an admin-issued recovery code (its index holds live recovery codes only).
+        `c.id = $2::uuid and c.purpose = 'recovery' and c.dead_at is null and ($1 = '' or c.org_id = $1) and $3 = 'recovery'
+         and exists (select 1 from identity i where i.org_id = c.org_id and i.id = c.identity_id and i.state = $4
+                     and ($6 = '' or i.username_normalized = $6))`;
   return `
 with blocked as (
   select max(w.end_at) as until
@@ -109,14 +120,8 @@ with blocked as (
   join rate_limit l on l.org_id = $1 and l.key = w.key and l.window_start = w.start and l.hits >= w.max
 ), attempted as (
   update code c set attempts = c.attempts + 1
-  from identity i
-  where ${
-    by === "username"
-      ? "c.org_id = $1 and i.org_id = $1 and i.username_normalized = $2 and c.purpose = $3"
-      : "c.id = $2::uuid and c.purpose = $3 and i.org_id = c.org_id and ($1 = '' or c.org_id = $1) and ($6 = '' or i.username_normalized = $6)"
-  }
-    and c.identity_id = i.id and i.state = $4
-    and c.dead_at is null and c.expires_at > $5 and c.attempts < c.max_attempts
+  where ${target}
+    and c.expires_at > $5 and c.attempts < c.max_attempts
     and (select until from blocked) is null
   returning c.org_id, c.id, c.code_hash, c.key_id, c.attempts, c.max_attempts
 )
@@ -127,16 +132,16 @@ const CONSUME_SQL = `
 with consumed as (
   update code set consumed_at = $3, dead_at = $3
   where org_id = $1 and id = $2::uuid and dead_at is null
-  returning org_id, identity_id
+  returning identity_id
 ), activated as (
-  update identity i set state = 'active', registered_at = $3
-  from consumed where $4::boolean and i.org_id = consumed.org_id and i.id = consumed.identity_id and i.state = 'pending'
-  returning i.id
+  update identity set state = 'active', registered_at = $3
+  where org_id = $1 and id = (select identity_id from consumed) and $4::boolean and state = 'pending'
+  returning id
 )
 select i.org_id, i.id, i.username, i.created_at,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $3 else i.registered_at end as registered_at
-from identity i join consumed on i.org_id = consumed.org_id and i.id = consumed.identity_id`;
+from identity i where i.org_id = $1 and i.id = (select identity_id from consumed)`;
 
 export class CodeEngine {
   private readonly sql: Sql;
