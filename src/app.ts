@@ -11,7 +11,7 @@ import { adminService } from "./admin/service.ts";
 import { CodeEngine } from "./codes/engine.ts";
 import type { Courier } from "./courier/courier.ts";
 import { startRetention } from "./storage/retention.ts";
-import { createCourier } from "./worker.ts";
+import { createCourier } from "./courier/create.ts";
 import type { FlowDeps } from "./flows/deps.ts";
 import { loginService } from "./flows/login.ts";
 import { FlowLimits } from "./flows/limits.ts";
@@ -92,7 +92,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token);
   const limits = new FlowLimits(new RateLimiter(sql, ctx.clock), config);
-  const flows: FlowDeps = { app: ctx, sql, orgs: new OrgDirectory(ctx), codes, tokens, limits };
+  const flows: FlowDeps = { app: ctx, sql, orgs: new OrgDirectory(sql), codes, tokens, limits };
 
   const shutdown = new AbortController();
   const routes = (router: ConnectRouter) => {

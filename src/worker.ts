@@ -4,45 +4,13 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Config } from "./config/config.ts";
 import { loadSecrets } from "./config/secrets.ts";
-import { systemClock, type Clock } from "./clock.ts";
-import { Courier, type CourierEvents } from "./courier/courier.ts";
-import { createMailTransport } from "./courier/transport.ts";
+import { systemClock } from "./clock.ts";
+import { createCourier } from "./courier/create.ts";
 import type { Logger } from "./log.ts";
 import { createMetrics, databaseSources } from "./metrics.ts";
 import { startRetention } from "./storage/retention.ts";
 import { migrate, openOrm } from "./storage/orm.ts";
-import { sqlOf, type Sql } from "./storage/sql.ts";
-
-export interface CourierDeps {
-  config: Config;
-  secrets: ReturnType<typeof loadSecrets>;
-  sql: Sql;
-  clock: Clock;
-  log: Logger;
-  events: CourierEvents;
-}
-
-/** A courier and its mail transport; stopping it also closes the transport. */
-export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(): Promise<void> } {
-  const transport = createMailTransport(deps.config);
-  const courier = new Courier({
-    sql: deps.sql,
-    config: deps.config.courier,
-    secrets: deps.secrets,
-    clock: deps.clock,
-    log: deps.log.child({ component: "courier" }),
-    transport,
-    events: deps.events,
-  });
-  return {
-    courier,
-    destination: transport.destination,
-    async stop() {
-      await courier.stop();
-      transport.close();
-    },
-  };
-}
+import { sqlOf } from "./storage/sql.ts";
 
 export async function runCourierWorker(config: Config, log: Logger, stopped: Promise<unknown>): Promise<void> {
   const secrets = loadSecrets(config, (msg) => log.warn(msg));

@@ -2,7 +2,7 @@
 // tenant_id; when both are given they must agree. Organizations change rarely and
 // every public call needs one, so answers are cached for a few seconds per process.
 import type { OrganizationSettings } from "../../gen/codegate/v1/types_pb.ts";
-import type { AppContext } from "../context.ts";
+import type { Sql } from "../storage/sql.ts";
 import { settingsFromJson } from "../transport/mapping.ts";
 
 export interface Org {
@@ -15,10 +15,10 @@ export interface Org {
 const TTL_MS = 5_000;
 
 export class OrgDirectory {
-  private readonly app: AppContext;
+  private readonly sql: Sql;
   private readonly cache = new Map<string, { org: Org | undefined; until: number }>();
-  constructor(app: AppContext) {
-    this.app = app;
+  constructor(sql: Sql) {
+    this.sql = sql;
   }
 
   /** The organization named by a request, or undefined if none matches. */
@@ -34,10 +34,9 @@ export class OrgDirectory {
   }
 
   private async load(orgId: string, tenantId: string): Promise<Org | undefined> {
-    const conn = this.app.orm.em.getConnection();
     const rows = orgId
-      ? await conn.execute(`select id, tenant_id, name, settings from organization where id = ?`, [orgId])
-      : await conn.execute(`select id, tenant_id, name, settings from organization where tenant_id = ? order by created_at, id limit 1`, [
+      ? await this.sql.query(`select id, tenant_id, name, settings from organization where id = $1`, [orgId])
+      : await this.sql.query(`select id, tenant_id, name, settings from organization where tenant_id = $1 order by created_at, id limit 1`, [
           tenantId,
         ]);
     const row = rows[0];

@@ -1,0 +1,40 @@
+// A courier and its mail transport, as both the API server and the courier
+// worker run it.
+import type { Clock } from "../clock.ts";
+import type { Config } from "../config/config.ts";
+import type { Secrets } from "../config/secrets.ts";
+import type { Logger } from "../log.ts";
+import type { Sql } from "../storage/sql.ts";
+import { Courier, type CourierEvents } from "./courier.ts";
+import { createMailTransport } from "./transport.ts";
+
+export interface CourierDeps {
+  config: Config;
+  secrets: Secrets;
+  sql: Sql;
+  clock: Clock;
+  log: Logger;
+  events: CourierEvents;
+}
+
+/** A courier and its mail transport; stopping it also closes the transport. */
+export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(): Promise<void> } {
+  const transport = createMailTransport(deps.config);
+  const courier = new Courier({
+    sql: deps.sql,
+    config: deps.config.courier,
+    secrets: deps.secrets,
+    clock: deps.clock,
+    log: deps.log.child({ component: "courier" }),
+    transport,
+    events: deps.events,
+  });
+  return {
+    courier,
+    destination: transport.destination,
+    async stop() {
+      await courier.stop();
+      transport.close();
+    },
+  };
+}
