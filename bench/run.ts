@@ -13,7 +13,9 @@
 // Server settings can be overridden by their own variables (RATE_LIMIT_*, COURIER_BATCH_SIZE,
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
-// ("ceilings,send,verify,courier,history"). Results: a table on stdout and bench/results/<timestamp>.json.
+// ("ceilings,send,verify,courier,history"), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
+// BENCH_SERVER_NODE_ARGS adds flags to the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// Results: a table on stdout and bench/results/<timestamp>.json.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
@@ -30,6 +32,7 @@ const IDENTITIES = Number(env.BENCH_IDENTITIES ?? 10_000);
 const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,send,verify,courier,history").split(","));
+const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c").split(","));
 const PG_FLAGS = [
   "-c", `shared_buffers=${env.BENCH_SHARED_BUFFERS ?? "256MB"}`,
   "-c", `max_connections=${env.BENCH_PG_MAX_CONNECTIONS ?? "200"}`,
@@ -52,20 +55,21 @@ const HZ = 100; // USER_HZ on Linux
 const log = (...a: unknown[]) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-// ---- CPU accounting: utime+stime of process trees, in ticks.
+// ---- CPU accounting: utime+stime of process trees, in ticks (sys: stime alone).
+type ProcTable = Map<number, { ppid: number; ticks: number; sys: number }>;
 function procTable() {
-  const t = new Map<number, { ppid: number; ticks: number }>();
+  const t: ProcTable = new Map();
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
       const s = readFileSync(`/proc/${d}/stat`, "utf8");
       const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
-      t.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) }); // + reaped children
+      t.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]), sys: Number(f[12]) + Number(f[14]) }); // + reaped children
     } catch {}
   }
   return t;
 }
-function treeTicks(t: Map<number, { ppid: number; ticks: number }>, root: number) {
+function treeTicks(t: ProcTable, root: number, field: "ticks" | "sys" = "ticks") {
   let sum = 0;
   const stack = [root];
   const seen = new Set<number>();
@@ -73,7 +77,7 @@ function treeTicks(t: Map<number, { ppid: number; ticks: number }>, root: number
     const p = stack.pop()!;
     if (seen.has(p)) continue;
     seen.add(p);
-    sum += t.get(p)?.ticks ?? 0;
+    sum += t.get(p)?.[field] ?? 0;
     for (const [pid, v] of t) if (v.ppid === p) stack.push(pid);
   }
   return sum;
@@ -115,7 +119,8 @@ const base = `http://127.0.0.1:${port}`;
 const adminToken = randomBytes(16).toString("hex");
 let server: ChildProcess & { killedByBench?: boolean };
 async function startServer(courier: boolean) {
-  server = spawn(NODE, ["src/main.ts", "serve"], {
+  const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  server = spawn(NODE, [...nodeArgs, "src/main.ts", "serve"], {
     env: {
       ...env, ...SERVER_SETTINGS, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: databaseUrl,
       SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken,
@@ -186,7 +191,7 @@ try {
 
   // ---- One measured run of a load generator.
   type Raw = { requests: number; duration_us: number; p50_us: number; p99_us: number; s200: number; s401: number; s429: number; sother: number; extra: number; sock_errors: number };
-  interface Row { phase: string; flow: string; proto: string; conns: number; rps: number; p50_ms: number; p99_ms: number; ok: number; errors: number; s401: number; s429: number; seconds: number; cpu_server: number; cpu_pg: number; cpu_loadgen: number; ratio_pg?: number; ratio_rpc?: number; note?: string }
+  interface Row { phase: string; flow: string; proto: string; conns: number; rps: number; p50_ms: number; p99_ms: number; ok: number; errors: number; s401: number; s429: number; seconds: number; cpu_server: number; cpu_server_sys: number; cpu_pg: number; cpu_loadgen: number; ratio_pg?: number; ratio_rpc?: number; note?: string }
   const rows: Row[] = [];
   function runTool(cmd: string, args: string[], extraEnv: Record<string, string> = {}, timeoutS = SECONDS + 120): Promise<Raw> {
     return new Promise((resolve, reject) => {
@@ -232,7 +237,8 @@ try {
     const row: Row = {
       phase, flow, proto, conns, rps: Math.round((r.requests - r.extra) / sec), p50_ms: r.p50_us / 1000, p99_ms: r.p99_us / 1000,
       ok, errors: r.requests - r.extra - ok + r.sock_errors, s401: r.s401, s429: r.s429, seconds: Math.round(sec * 10) / 10,
-      cpu_server: share(treeTicks(t0, server.pid!), treeTicks(t1, server.pid!)), cpu_pg: share(treeTicks(t0, pgPid), treeTicks(t1, pgPid)),
+      cpu_server: share(treeTicks(t0, server.pid!), treeTicks(t1, server.pid!)),
+      cpu_server_sys: share(treeTicks(t0, server.pid!, "sys"), treeTicks(t1, server.pid!, "sys")), cpu_pg: share(treeTicks(t0, pgPid), treeTicks(t1, pgPid)),
       cpu_loadgen: share(c0, c1), note,
     };
     rows.push(row);
@@ -293,10 +299,14 @@ try {
   const sizesFresh = await tableSizes();
   async function sends(phase: string) {
     for (const c of CONNS) {
-      await sendConnect(c, WARMUP);
-      await measure(phase, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk");
-      await grpcLoad("send", sendPairs, c, WARMUP, false);
-      await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts");
+      if (PROTOS.has("connect-json")) {
+        await sendConnect(c, WARMUP);
+        await measure(phase, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk");
+      }
+      if (PROTOS.has("grpc-h2c")) {
+        await grpcLoad("send", sendPairs, c, WARMUP, false);
+        await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts");
+      }
     }
   }
   // What PostgreSQL spent its time on, per phase (pg_stat_statements, reset before each).
@@ -327,14 +337,18 @@ try {
     return file;
   }
   if (FLOWS.has("verify")) for (const c of CONNS) {
-    let f = await issueCodes();
-    if (env.BENCH_ANALYZE === "1") await sql.query("analyze code; analyze identity");
-    await sql.query("select pg_stat_statements_reset()");
-    await measure("fresh", "VerifyLoginCode", "connect-json", c, () => wrk("connect.lua", c, SECONDS, { BENCH_PAIRS: f, BENCH_PATH: "/codegate.v1.LoginService/VerifyLoginCode", BENCH_ONCE: "1" }), "wrk, each code once");
-    await statements(`verify connect-json ${c}`);
-    f = await issueCodes();
-    if (env.BENCH_ANALYZE === "1") await sql.query("analyze code; analyze identity");
-    await measure("fresh", "VerifyLoginCode", "grpc-h2c", c, () => grpcLoad("verify", f, c, SECONDS, true), "grpc-load.ts, each code once");
+    if (PROTOS.has("connect-json")) {
+      const f = await issueCodes();
+      if (env.BENCH_ANALYZE === "1") await sql.query("analyze code; analyze identity");
+      await sql.query("select pg_stat_statements_reset()");
+      await measure("fresh", "VerifyLoginCode", "connect-json", c, () => wrk("connect.lua", c, SECONDS, { BENCH_PAIRS: f, BENCH_PATH: "/codegate.v1.LoginService/VerifyLoginCode", BENCH_ONCE: "1" }), "wrk, each code once");
+      await statements(`verify connect-json ${c}`);
+    }
+    if (PROTOS.has("grpc-h2c")) {
+      const f = await issueCodes();
+      if (env.BENCH_ANALYZE === "1") await sql.query("analyze code; analyze identity");
+      await measure("fresh", "VerifyLoginCode", "grpc-h2c", c, () => grpcLoad("verify", f, c, SECONDS, true), "grpc-load.ts, each code once");
+    }
   }
 
   // ---- 4. Courier: a backlog queued with the courier off, then delivered.
@@ -398,8 +412,8 @@ try {
   }
   const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, loadavg: loadavg().map((x) => x.toFixed(2)).join(" "), node: process.version,
     uptime: execFileSync("uptime").toString().trim() };
-  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "cpu srv%", "cpu pg%", "cpu lg%", "÷pg ceil", "÷rpc ceil", "secs"];
-  const data = rows.map((r) => [r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.cpu_server, r.cpu_pg, r.cpu_loadgen, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.seconds].map(String));
+  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "÷pg ceil", "÷rpc ceil", "secs"];
+  const data = rows.map((r) => [r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.cpu_server, r.cpu_server_sys, r.cpu_pg, r.cpu_loadgen, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.seconds].map(String));
   const widths = cols.map((c, i) => Math.max(c.length, ...data.map((d) => d[i].length)));
   const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
   console.log(`\nmachine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.uptime}, node ${machine.node}`);

@@ -5,7 +5,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import { Duplex } from "node:stream";
 import type { connectNodeAdapter } from "@connectrpc/connect-node";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -28,41 +27,6 @@ export interface Listener {
   http2: http2.Http2Server;
   /** Stops accepting, lets open requests finish, then closes every connection. */
   close(graceMs: number): Promise<void>;
-}
-
-/**
- * The HTTP/2 session reads from a net.Socket's native handle, past anything
- * unshifted into its JS buffer; so an h2c connection is handed over as a stream
- * that first replays the bytes read to recognise it.
- */
-function replayingStream(socket: net.Socket, head: Buffer): Duplex {
-  const stream = new Duplex({
-    read() {
-      socket.resume();
-    },
-    write(chunk, encoding, cb) {
-      socket.write(chunk, encoding, cb);
-    },
-    final(cb) {
-      socket.end(cb);
-    },
-    destroy(err, cb) {
-      socket.destroy(err ?? undefined);
-      cb(err);
-    },
-  });
-  stream.push(head);
-  socket.on("data", (chunk) => {
-    if (!stream.push(chunk)) socket.pause();
-  });
-  socket.on("end", () => stream.push(null));
-  socket.on("close", () => stream.destroy());
-  // What handlers ask of the connection.
-  for (const prop of ["remoteAddress", "remotePort", "remoteFamily", "localAddress", "localPort"] as const) {
-    Object.defineProperty(stream, prop, { get: () => socket[prop] });
-  }
-  (stream as unknown as { setTimeout: net.Socket["setTimeout"] }).setTimeout = socket.setTimeout.bind(socket);
-  return stream;
 }
 
 export function createListener(handler: RequestHandler, opts: ListenerOptions): Listener {
@@ -93,8 +57,7 @@ export function createListener(handler: RequestHandler, opts: ListenerOptions): 
     session.once("close", () => sessions.delete(session));
   });
 
-  // No Nagle: small RPC answers must leave at once (the HTTP/2 session sees only
-  // the replaying stream and cannot set it on the socket itself).
+  // No Nagle: small RPC answers must leave at once.
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
@@ -108,11 +71,14 @@ export function createListener(handler: RequestHandler, opts: ListenerOptions): 
       if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
       socket.off("data", onData);
       socket.setTimeout(0);
+      // The bytes read to decide go back into the socket's buffer: the HTTP/1.1
+      // parser reads them from there, and an HTTP/2 session takes what is
+      // buffered before it reads the native handle itself (no JS stream between).
+      socket.pause();
+      socket.unshift(head);
       if (isH2) {
-        h2.emit("connection", replayingStream(socket, head));
+        h2.emit("connection", socket);
       } else {
-        socket.pause();
-        socket.unshift(head);
         http1.emit("connection", socket);
         socket.resume();
       }
