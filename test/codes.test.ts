@@ -1,7 +1,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { randomString } from "../src/codes/random.ts";
-import { unseal } from "../src/courier/seal.ts";
+import { seal, unseal } from "../src/courier/seal.ts";
+import { createSecretKey } from "node:crypto";
 import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -79,6 +80,19 @@ describe("key rotation", () => {
 });
 
 describe("the mail outbox", () => {
+  it("seals every body under its own IV (IVs come from a pool refilled from the CSPRNG)", () => {
+    const key = createSecretKey(randomBytes(32));
+    const keys = { current: { id: "m1", key }, byId: new Map([["m1", key]]) };
+    const ivs = new Set<string>();
+    // More than two refills of the 512-IV pool.
+    for (let i = 0; i < 1500; i++) {
+      const { sealed } = seal(keys, `row-${i}`, `body ${i}`);
+      ivs.add(sealed.subarray(0, 12).toString("hex"));
+      expect(unseal(keys, "m1", `row-${i}`, sealed)).toBe(`body ${i}`);
+    }
+    expect(ivs.size).toBe(1500);
+  });
+
   it("writes the code and its mail in one statement, the body encrypted at rest", async () => {
     const s = await startTestServer({ COURIER_ENABLED: "false", MAIL_ENCRYPTION_KEYS: keyRing("m1")[0] });
     servers.push(s);
