@@ -115,32 +115,42 @@ const ATTEMPT_SQL = (by: "username" | "flow") => {
                      and ($6 = '' or i.username_normalized = $6))`;
   return `
 with blocked as (
+  -- One primary-key probe per window: a join would let a generic plan scan the
+  -- organization's counters, as it did on stale statistics.
   select max(w.end_at) as until
   from jsonb_to_recordset(${windowsParam}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  join rate_limit l on l.org_id = $1 and l.key = w.key and l.window_start = w.start and l.hits >= w.max
+  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max
 ), attempted as (
   update code c set attempts = c.attempts + 1
   where ${target}
     and c.expires_at > $5 and c.attempts < c.max_attempts
     and (select until from blocked) is null
-  returning c.org_id, c.id, c.code_hash, c.key_id, c.attempts, c.max_attempts
+  returning c.org_id, c.id, c.identity_id, c.purpose, c.code_hash, c.key_id, c.attempts, c.max_attempts
 )
 select (select until from blocked) as blocked_until, a.* from (select 1) as one left join attempted a on true`;
 };
 
+// The code found by the attempt ($1 organization, $2 id), named also by the whole
+// key of the live-code index ($3 identity, $4 purpose): with the id alone, a generic
+// plan made on stale statistics took that partial index by organization and
+// filtered every live code of it.
+const LIVE_CODE = `org_id = $1 and id = $2::uuid and identity_id = $3::uuid and purpose = $4 and dead_at is null`;
+
+const KILL_SQL = `update code set dead_at = $5 where ${LIVE_CODE}`;
+
 const CONSUME_SQL = `
 with consumed as (
-  update code set consumed_at = $3, dead_at = $3
-  where org_id = $1 and id = $2::uuid and dead_at is null
+  update code set consumed_at = $5, dead_at = $5
+  where ${LIVE_CODE}
   returning identity_id
 ), activated as (
-  update identity set state = 'active', registered_at = $3
-  where org_id = $1 and id = (select identity_id from consumed) and $4::boolean and state = 'pending'
+  update identity set state = 'active', registered_at = $5
+  where org_id = $1 and id = (select identity_id from consumed) and $6::boolean and state = 'pending'
   returning id
 )
 select i.org_id, i.id, i.username, i.created_at,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
-  case when exists (select 1 from activated) then $3 else i.registered_at end as registered_at
+  case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
 from identity i where i.org_id = $1 and i.id = (select identity_id from consumed)`;
 
 export class CodeEngine {
@@ -245,14 +255,15 @@ export class CodeEngine {
       throw invalidCode();
     };
     if (!row.id) return failed();
+    const live = [row.org_id, row.id, row.identity_id, row.purpose];
     if (!codeMatches(this.secrets.codeKeys, row.key_id, row.id, req.code, bytes(row.code_hash))) {
       if (row.attempts >= row.max_attempts) {
-        await this.sql.query(`update code set dead_at = $3 where org_id = $1 and id = $2::uuid and dead_at is null`, [row.org_id, row.id, now]);
+        await this.sql.query(KILL_SQL, [...live, now]);
         this.events.locked(req.purpose);
       }
       return failed();
     }
-    const [identity] = await this.sql.query(CONSUME_SQL, [row.org_id, row.id, now, req.activate === true]);
+    const [identity] = await this.sql.query(CONSUME_SQL, [...live, now, req.activate === true]);
     // Empty when another request consumed it first.
     if (!identity) return failed();
     this.events.verified(req.purpose);

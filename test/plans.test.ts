@@ -1,0 +1,109 @@
+// The hot-path statements run as prepared statements, whose generic plans are made
+// once per connection from the statistics of that moment. On statistics that say
+// "empty" (a new or just-emptied table that autovacuum has not analyzed yet) a
+// statement that leaves the planner a choice may scan a whole organization's rows on
+// every call, and keep doing so. Each statement must find its rows by key whatever the
+// statistics say: this is checked on the generic plans PostgreSQL makes for them.
+import { afterAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { CodeEngine } from "../src/codes/engine.ts";
+import type { Sql } from "../src/storage/sql.ts";
+import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+
+const TABLES = new Set(["code", "rate_limit", "identity", "courier_message"]);
+
+interface PlanNode {
+  "Node Type": string;
+  "Relation Name"?: string;
+  "Index Name"?: string;
+  "Index Cond"?: string;
+  Plans?: PlanNode[];
+}
+
+/** Scans of our tables that are not a key lookup: sequential, bitmap, or an index scan by organization alone. */
+function unkeyedScans(node: PlanNode, out: string[] = []): string[] {
+  const table = node["Relation Name"];
+  const type = node["Node Type"];
+  if (table && TABLES.has(table) && type.endsWith("Scan")) {
+    const cond = node["Index Cond"] ?? "";
+    const keyed = (type === "Index Scan" || type === "Index Only Scan") && cond !== "" && !/^\(org_id = \$\d+\)$/.test(cond);
+    if (!keyed) out.push(`${type} on ${table}${node["Index Name"] ? ` using ${node["Index Name"]}` : ""}${cond ? ` (${cond})` : ""}`);
+  }
+  for (const child of node.Plans ?? []) unkeyedScans(child, out);
+  return out;
+}
+
+let server: TestServer | undefined;
+let client: pg.Client | undefined;
+afterAll(async () => {
+  await client?.end();
+  await server?.close();
+});
+
+describe("hot-path statements", () => {
+  it("find their rows by key on statistics that say the tables are empty", async () => {
+    const databaseUrl = await freshDatabase();
+    server = await startTestServer({ DATABASE_URL: databaseUrl, COURIER_ENABLED: "false" });
+    client = new pg.Client(databaseUrl);
+    await client.connect();
+    // Statistics of empty tables, kept so while the tables fill.
+    for (const t of TABLES) await client.query(`alter table ${t} set (autovacuum_enabled = false)`);
+    await client.query(`vacuum analyze ${[...TABLES].join(", ")}`);
+
+    const fx = adminFixtures(server.url);
+    const created = await fx.org("Plans");
+    fx.close();
+    await client.query(
+      `insert into identity (org_id, id, username, username_normalized, state, created_at)
+       select $1, gen_random_uuid(), 'user' || g || '@example.com', 'user' || g || '@example.com', 'active', now() from generate_series(1, 2000) g`,
+      [created.id],
+    );
+
+    // The engine as the server builds it, over a Sql that notes every statement.
+    const app = server.app;
+    const texts = new Set<string>();
+    const recording = (sql: Sql): Sql => ({
+      query: (text, params) => (texts.add(text), sql.query(text, params)),
+      transaction: (work) => sql.transaction((tx) => work(recording(tx))),
+    });
+    const engine = new CodeEngine({
+      sql: recording(app.flows.sql),
+      config: app.ctx.config,
+      secrets: app.ctx.secrets,
+      clock: app.ctx.clock,
+      events: app.ctx.metrics.codes,
+      onQueued: () => {},
+    });
+    const org = (await app.flows.orgs.resolve(created.id, ""))!;
+    const limits = (username: string) => [{ key: `send:${username}`, limits: [{ max: 1000, windowMs: 60_000 }] }];
+    const failureLimits = (username: string) => [{ key: `fail:${username}`, limits: [{ max: 100, windowMs: 3_600_000 }] }];
+    const codes = new Map<string, string>();
+    for (let i = 1; i <= 2000; i++) {
+      const username = `user${i}@example.com`;
+      const issued = await engine.issue({ org, purpose: "login", target: { username }, state: "active", mail: "login", limits: limits(username) });
+      expect(issued.issued).toBe(true);
+      codes.set(username, issued.code);
+    }
+    const verify = (username: string, code: string) =>
+      engine.verify({ org, purpose: "login", target: { username }, state: "active", code, failureLimits: failureLimits(username) });
+    const wrong = (code: string) => (code === "000000" ? "000001" : "000000");
+    // Every statement of a verification: right code, wrong code, and a code locked by wrong ones.
+    await expect(verify("user1@example.com", codes.get("user1@example.com")!)).resolves.toMatchObject({ username: "user1@example.com" });
+    await expect(verify("user2@example.com", wrong(codes.get("user2@example.com")!))).rejects.toThrow();
+    for (let i = 0; i < 5; i++) await expect(verify("user3@example.com", wrong(codes.get("user3@example.com")!))).rejects.toThrow();
+    // An admin recovery link, verified by its flow id.
+    const [{ id: identityId }] = (await client.query(`select id from identity where username_normalized = 'user4@example.com'`)).rows;
+    const link = await engine.issue({ org, purpose: "recovery", target: { identityId }, state: "active" });
+    await expect(engine.verify({ purpose: "recovery", target: { flowId: link.id }, state: "active", code: link.code })).resolves.toMatchObject({ id: identityId });
+
+    expect(texts.size).toBeGreaterThanOrEqual(6);
+    const findings: string[] = [];
+    for (const text of texts) {
+      const { rows } = await client.query(`explain (generic_plan, format json) ${text}`);
+      const scans = unkeyedScans(rows[0]["QUERY PLAN"][0].Plan);
+      if (scans.length) findings.push(`${text.replace(/\s+/g, " ").trim().slice(0, 120)}…: ${scans.join("; ")}`);
+    }
+    expect(findings).toEqual([]);
+  });
+});
