@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
 import { randomString } from "../src/codes/random.ts";
+import { parseKeyRing } from "../src/config/secrets.ts";
 import { seal, unseal } from "../src/courier/seal.ts";
-import { createSecretKey } from "node:crypto";
 import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -81,8 +81,7 @@ describe("key rotation", () => {
 
 describe("the mail outbox", () => {
   it("seals every body under its own IV (IVs come from a pool refilled from the CSPRNG)", () => {
-    const key = createSecretKey(randomBytes(32));
-    const keys = { current: { id: "m1", key }, byId: new Map([["m1", key]]) };
+    const keys = parseKeyRing("MAIL_ENCRYPTION_KEYS", keyRing("m1")[0], { min: 32, max: 32 });
     const ivs = new Set<string>();
     // More than two refills of the 512-IV pool.
     for (let i = 0; i < 1500; i++) {
