@@ -31,6 +31,8 @@ const CONNS = (env.BENCH_CONNS ?? "8,32,64").split(",").map(Number);
 const IDENTITIES = Number(env.BENCH_IDENTITIES ?? 10_000);
 const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
+const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
+const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
 const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,send,verify,courier,history").split(","));
 const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c").split(","));
 const PG_FLAGS = [
@@ -126,11 +128,11 @@ const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const adminToken = randomBytes(16).toString("hex");
 let server: ChildProcess & { killedByBench?: boolean };
-async function startServer(courier: boolean) {
+async function startServer(courier: boolean, url = databaseUrl) {
   const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
   server = spawn(NODE, [...nodeArgs, "src/main.ts", "serve"], {
     env: {
-      ...env, ...SERVER_SETTINGS, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: databaseUrl,
+      ...env, ...SERVER_SETTINGS, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: url,
       SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken,
       COURIER_ENABLED: String(courier),
     },
@@ -177,30 +179,39 @@ try {
     if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
     return res.json();
   };
-  // ---- Organizations (through the API) and identities (SQL, after the server migrated).
-  const orgs: string[] = [];
-  for (const name of ["Bench A", "Bench B", "Bench C"]) orgs.push((await post("/codegate.v1.AdminService/CreateOrganization", { name })).organization.id);
-  await sql.query(
-    `insert into identity (org_id, id, username, username_normalized, state, created_at)
-     select ($1::text[])[1 + g % array_length($1::text[], 1)], gen_random_uuid(), 'user' || g || '@bench.test', 'user' || g || '@bench.test', 'active', now()
-     from generate_series(1, $2::int) g`,
-    [orgs, IDENTITIES],
-  );
-  await sql.query("analyze identity");
-  const idents = (await sql.query<{ org_id: string; id: string; username: string }>("select org_id, id, username from identity order by random()")).rows;
-  const orgOf = new Map(idents.map((i) => [i.username, i.org_id]));
   const files = join(dir, "files");
   mkdirSync(files);
-  const sendPairs = join(files, "send.tsv");
-  writeFileSync(sendPairs, idents.map((i) => `${i.username}\t${i.org_id}\n`).join(""));
-  const idFile = join(files, "ids.tsv");
-  writeFileSync(idFile, idents.map((i) => `${i.org_id}\t${i.id}\t${i.username}\n`).join(""));
+  /**
+   * Organizations (through the API of the server running on `client`'s database) and
+   * identities (SQL, after the server migrated), with the files the load generators read:
+   * "username\torg" pairs and "org\tid\tusername" lines, in random order.
+   */
+  async function populate(client: pg.Client, tag: string) {
+    const orgs: string[] = [];
+    for (const name of ["Bench A", "Bench B", "Bench C"]) orgs.push((await post("/codegate.v1.AdminService/CreateOrganization", { name })).organization.id);
+    await client.query(
+      `insert into identity (org_id, id, username, username_normalized, state, created_at)
+       select ($1::text[])[1 + g % array_length($1::text[], 1)], gen_random_uuid(), 'user' || g || '@bench.test', 'user' || g || '@bench.test', 'active', now()
+       from generate_series(1, $2::int) g`,
+      [orgs, IDENTITIES],
+    );
+    await client.query("analyze identity");
+    const idents = (await client.query<{ org_id: string; id: string; username: string }>("select org_id, id, username from identity order by random()")).rows;
+    const sendPairs = join(files, `send-${tag}.tsv`);
+    writeFileSync(sendPairs, idents.map((i) => `${i.username}\t${i.org_id}\n`).join(""));
+    const idFile = join(files, `ids-${tag}.tsv`);
+    writeFileSync(idFile, idents.map((i) => `${i.org_id}\t${i.id}\t${i.username}\n`).join(""));
+    return { orgs, idents, sendPairs, idFile };
+  }
+  const { orgs, idents, sendPairs, idFile } = await populate(sql, "main");
+  const orgOf = new Map(idents.map((i) => [i.username, i.org_id]));
   log(`PostgreSQL ${new URL(databaseUrl).port} (${PG_FLAGS.filter((_, i) => i % 2).join(" ")}), server ${port}, ${orgs.length} orgs, ${IDENTITIES} identities`);
 
   // ---- One measured run of a load generator.
   type Raw = { requests: number; duration_us: number; p50_us: number; p99_us: number; s200: number; s401: number; s429: number; sother: number; extra: number; sock_errors: number };
   interface Row { phase: string; flow: string; proto: string; conns: number; rps: number; p50_ms: number; p99_ms: number; ok: number; errors: number; s401: number; s429: number; seconds: number; cpu_server: number; cpu_server_sys: number; cpu_pg: number; cpu_loadgen: number; ratio_pg?: number; ratio_rpc?: number; note?: string }
   const rows: Row[] = [];
+  type HistoryRow = { db: string; round: number; flow: string; proto: string; rps: number; p99_ms: number; cpu_pg: number; calls: number; blks: number; dirtied: number; wal_bytes: number; fpi: number };
   function runTool(cmd: string, args: string[], extraEnv: Record<string, string> = {}, timeoutS = SECONDS + 120): Promise<Raw> {
     return new Promise((resolve, reject) => {
       const p = spawn(cmd, args, { env: { ...env, ...extraEnv }, stdio: ["ignore", "pipe", "pipe"] });
@@ -283,10 +294,10 @@ try {
   const threads = (c: number) => String(Math.min(2, c));
   const wrk = (script: string, c: number, secs: number, e: Record<string, string> = {}, path = "/") =>
     runTool("wrk", ["-t", threads(c), "-c", String(c), "-d", `${secs}s`, "--timeout", "5s", "-s", join(import.meta.dirname, script), base + path], { BENCH_THREADS: threads(c), ...e });
-  const sendConnect = (c: number, secs: number) => wrk("connect.lua", c, secs, { BENCH_PAIRS: sendPairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" });
+  const sendConnect = (c: number, secs: number, pairs = sendPairs) => wrk("connect.lua", c, secs, { BENCH_PAIRS: pairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" });
   const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean) =>
     runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0"]);
-  const pgCeiling = (c: number, secs: number) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), databaseUrl, idFile, String(c), String(secs)]);
+  const pgCeiling = (c: number, secs: number, url = databaseUrl, ids = idFile) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), url, ids, String(c), String(secs)]);
   // The RPC ceiling: grpc.health.v1.Health/Check, a Connect RPC on the same stack and
   // router that touches no table (its database answer is cached for a second).
   const healthPath = "/grpc.health.v1.Health/Check";
@@ -299,16 +310,17 @@ try {
   };
   const healthz = (c: number, secs: number) => wrk("fixed.lua", c, secs, {}, "/healthz");
   const healthConnect = (c: number, secs: number) => wrk("fixed.lua", c, secs, { BENCH_METHOD: "POST", BENCH_BODY: "{}" }, healthPath);
-  async function waitDrain(limitS = 300) {
+  /** Until the courier has delivered every mail queued in `client`'s database (but the raw ceiling's, queued for the far future). */
+  async function waitDrain(client = sql, limitS = 300) {
     for (let i = 0; i < limitS * 10; i++) {
-      const { rows: [r] } = await sql.query<{ n: number }>("select count(*)::int n from courier_message where status = 'queued'");
+      const { rows: [r] } = await client.query<{ n: number }>("select count(*)::int n from courier_message where status = 'queued' and next_attempt_at < now() + interval '1 day'");
       if (r.n === 0) return;
       await sleep(100);
     }
     throw new Error(`the courier queue did not drain within ${limitS} s`);
   }
-  const tableSizes = async () =>
-    Object.fromEntries((await sql.query<{ t: string; rows: string; size: string }>(
+  const tableSizes = async (client = sql) =>
+    Object.fromEntries((await client.query<{ t: string; rows: string; size: string }>(
       `select c.relname t, c.reltuples::bigint::text rows, pg_size_pretty(pg_total_relation_size(c.oid)) size
        from pg_class c where c.relname in ('code', 'courier_message', 'identity', 'rate_limit') order by 1`)).rows.map((r) => [r.t, `${r.size} (~${r.rows} rows)`]));
 
@@ -428,31 +440,70 @@ try {
   }, `backlog ${queued}, conns = COURIER_BATCH_SIZE, timed from server start`);
   }
 
-  // ---- 5. History: a million old dead codes, then the sends again.
+  // ---- 5. History: two databases alike but for a million old dead codes in one, the
+  // sends and the raw ceiling run on each in turn (ABBAAB...), so that drift of a noisy
+  // machine falls on both. Besides req/s, what PostgreSQL did per issuing statement:
+  // buffers touched and dirtied, WAL written and its full-page images (each run starts
+  // right after a checkpoint, so that both pay for first touches alike).
   let sizesHistory: Record<string, string> | undefined;
+  const history: HistoryRow[] = [];
   if (HISTORY && FLOWS.has("history")) {
     await waitDrain();
-    log("inserting 1,000,000 dead codes");
-    await sql.query(
-      `insert into code (org_id, id, identity_id, purpose, code_hash, key_id, created_at, expires_at, attempts, max_attempts, consumed_at, dead_at)
-       select i.org_id, gen_random_uuid(), i.id, 'login', sha256(g::text::bytea), 'old', t, t + interval '10 minutes', g % 3, 5,
-         case when g % 3 = 0 then t + interval '1 minute' end, t + case g % 3 when 0 then interval '1 minute' when 1 then interval '10 minutes' else interval '30 seconds' end
-       from (select g, now() - interval '30 days' + g * interval '2 seconds' t, ($1::text[])[1 + g % $2] o, ($3::uuid[])[1 + g % $2] iid from generate_series(1, 1000000) g) s
-       join identity i on i.org_id = s.o and i.id = s.iid`,
-      [idents.map((i) => i.org_id), idents.length, idents.map((i) => i.id)],
-    );
-    // In production old rows are long settled: vacuum now, so that autovacuum does not start mid-run.
-    await sql.query("vacuum analyze code");
-    sizesHistory = await tableSizes();
-    await sql.query("select pg_stat_statements_reset()");
-    await sends("history-1M");
-    await statements("send (history-1M)");
-    // The courier first delivers what the sends queued: it would share the machine with the ceiling.
-    await waitDrain();
-    for (const c of CONNS) {
-      await pgCeiling(c, WARMUP);
-      await measure("history-1M", "ceiling:pg-issue-tx", "pg", c, () => pgCeiling(c, SECONDS), "1 statement");
+    const dbs: { name: string; url: string; client: pg.Client; pairs: string; ids: string }[] = [];
+    for (const name of ["fresh", "history-1M"]) {
+      const db = `bench_${name.replace(/\W/g, "_").toLowerCase()}`;
+      await sql.query(`create database ${db}`);
+      const url = Object.assign(new URL(databaseUrl), { pathname: `/${db}` }).href;
+      const client = new pg.Client({ connectionString: url });
+      client.on("error", () => {}); // PostgreSQL stopping under it when a run aborts
+      await client.connect();
+      await stopServer();
+      await startServer(true, url);
+      const p = await populate(client, db);
+      if (name === "history-1M") {
+        log("inserting 1,000,000 dead codes");
+        await client.query(
+          `insert into code (org_id, id, identity_id, purpose, code_hash, key_id, created_at, expires_at, attempts, max_attempts, consumed_at, dead_at)
+           select i.org_id, uuidv7(t - now()), i.id, 'login', sha256(g::text::bytea), 'old', t, t + interval '10 minutes', g % 3, 5,
+             case when g % 3 = 0 then t + interval '1 minute' end, t + case g % 3 when 0 then interval '1 minute' when 1 then interval '10 minutes' else interval '30 seconds' end
+           from (select g, now() - interval '30 days' + g * interval '2 seconds' t, ($1::text[])[1 + g % $2] o, ($3::uuid[])[1 + g % $2] iid from generate_series(1, 1000000) g) s
+           join identity i on i.org_id = s.o and i.id = s.iid`,
+          [p.idents.map((i) => i.org_id), p.idents.length, p.idents.map((i) => i.id)],
+        );
+        sizesHistory = await tableSizes(client);
+      }
+      // In production old rows are long settled: vacuum now, so that autovacuum does not start mid-run.
+      await client.query("vacuum analyze code");
+      dbs.push({ name, url, client, pairs: p.sendPairs, ids: p.idFile });
     }
+    const perStatement = async (db: (typeof dbs)[number]) => {
+      const { rows: [r] } = await sql.query<Record<string, string>>(
+        `select sum(calls) calls, sum(shared_blks_hit + shared_blks_read) blks, sum(shared_blks_dirtied) dirtied, sum(wal_bytes) wal, sum(wal_fpi) fpi
+         from pg_stat_statements where dbid = (select oid from pg_database where datname = $1) and query like $2`,
+        [new URL(db.url).pathname.slice(1), "%insert into code%"]);
+      const per = (k: string) => Math.round((Number(r[k]) / Number(r.calls)) * 10) / 10;
+      return { calls: Number(r.calls), blks: per("blks"), dirtied: per("dirtied"), wal_bytes: per("wal"), fpi: per("fpi") };
+    };
+    const runs: [flow: string, proto: string, go: (db: (typeof dbs)[number], secs: number) => Promise<Raw>][] = [];
+    if (PROTOS.has("connect-json")) runs.push(["SendLoginCode", "connect-json", (db, secs) => sendConnect(HISTORY_CONNS, secs, db.pairs)]);
+    if (PROTOS.has("grpc-h2c")) runs.push(["SendLoginCode", "grpc-h2c", (db, secs) => grpcLoad("send", db.pairs, HISTORY_CONNS, secs, false)]);
+    runs.push(["ceiling:pg-issue-tx", "pg", (db, secs) => pgCeiling(HISTORY_CONNS, secs, db.url, db.ids)]);
+    for (let round = 1; round <= HISTORY_ROUNDS; round++) {
+      for (const db of round % 2 ? dbs : [...dbs].reverse()) {
+        await stopServer();
+        await startServer(true, db.url);
+        for (const [flow, proto, go] of runs) {
+          await waitDrain(db.client);
+          await go(db, WARMUP);
+          await waitDrain(db.client);
+          await sql.query("checkpoint");
+          await sql.query("select pg_stat_statements_reset()");
+          const row = await measure(`${db.name} #${round}`, flow, proto, HISTORY_CONNS, () => go(db, SECONDS), "history A/B");
+          history.push({ db: db.name, round, flow, proto, rps: row.rps, p99_ms: row.p99_ms, cpu_pg: row.cpu_pg, ...(await perStatement(db)) });
+        }
+      }
+    }
+    for (const db of dbs) await db.client.end();
   }
 
   // ---- Table.
@@ -480,13 +531,34 @@ try {
   for (const d of data) console.log(line(d));
   console.log("\ntable sizes, fresh:", sizesFresh);
   if (sizesHistory) console.log("table sizes, with history:", sizesHistory);
+  let historySummary: Record<string, unknown>[] | undefined;
+  if (history.length) {
+    console.log(`\nhistory A/B at ${HISTORY_CONNS} connections, ${HISTORY_ROUNDS} rounds (per issuing statement: buffers touched, dirtied, WAL bytes, full-page images):`);
+    console.table(history);
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+    historySummary = [];
+    for (const key of new Set(history.map((h) => `${h.flow} ${h.proto}`))) {
+      const of = (db: string) => history.filter((h) => `${h.flow} ${h.proto}` === key && h.db === db);
+      const [f, h] = [of("fresh"), of("history-1M")];
+      const m = (xs: HistoryRow[], k: "rps" | "blks" | "dirtied" | "wal_bytes" | "fpi") => median(xs.map((x) => x[k]));
+      // Each round's pair ran back to back: their ratio cancels drift between rounds.
+      const pairRatios = f.map((x) => h.find((y) => y.round === x.round)!.rps / x.rps);
+      historySummary.push({
+        run: key, "fresh req/s": m(f, "rps"), "history req/s": m(h, "rps"), "median of pair ratios": Math.round(median(pairRatios) * 100) / 100,
+        "pair ratios": pairRatios.map((r) => r.toFixed(2)).join(" "), "blks f/h": `${m(f, "blks")}/${m(h, "blks")}`, "dirtied f/h": `${m(f, "dirtied")}/${m(h, "dirtied")}`,
+        "wal B f/h": `${m(f, "wal_bytes")}/${m(h, "wal_bytes")}`, "fpi f/h": `${m(f, "fpi")}/${m(h, "fpi")}`,
+      });
+    }
+    console.log("history A/B, medians (f: fresh, h: with 1,000,000 dead codes):");
+    console.table(historySummary);
+  }
   for (const [label, st] of Object.entries(topStatements)) {
     console.log(`\ntop statements, ${label} (pg_stat_statements):`);
     console.table(st);
   }
   mkdirSync(join(import.meta.dirname, "results"), { recursive: true });
   const out = join(import.meta.dirname, "results", `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS }, rows, sizesFresh, sizesHistory, topStatements }, null, 2));
+  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS }, rows, sizesFresh, sizesHistory, history, historySummary, topStatements }, null, 2));
   console.log(`\nwritten: ${out}`);
 } finally {
   await cleanup();
