@@ -1,9 +1,9 @@
 // The raw-transaction ceiling: what one issuance needs at minimum, as one statement
 // (one round trip, one commit): mark the earlier live login code dead, insert the new
-// code and its queued mail. A pg.Pool of <connections>, <connections> calls in flight.
+// code and its queued mail, with time-ordered ids as the server's. A pg.Pool of <connections>, <connections> calls in flight.
 //   node bench/pg-ceiling.ts <databaseUrl> <identitiesFile> <connections> <seconds>
 import { readFileSync } from "node:fs";
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomBytes, randomUUIDv7 } from "node:crypto";
 import pg from "pg";
 
 const [url, file, connsArg, secondsArg] = process.argv.slice(2);
@@ -38,7 +38,7 @@ async function worker() {
     const [orgId, id, username] = ids[next++ % ids.length];
     const t0 = performance.now();
     try {
-      await pool.query({ ...SQL, values: [orgId, id, randomUUID(), new Date(), randomBytes(32), randomUUID(), username, body] });
+      await pool.query({ ...SQL, values: [orgId, id, randomUUIDv7(), new Date(), randomBytes(32), randomUUIDv7(), username, body] });
       lat.push(performance.now() - t0);
     } catch (err) {
       if (errors++ === 0) console.error(String(err));

@@ -115,4 +115,32 @@ describe("the mail outbox", () => {
     // Moving a sealed body to another row does not decrypt.
     expect(() => unseal(s.app.ctx.secrets.mailKeys, mail.key_id, code.id, Buffer.from(mail.body))).toThrow();
   });
+
+  it("gives codes and mails time-ordered ids (UUIDv7), so that new rows land at the right edge of their primary keys", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Ordered ids");
+    const names = ["ord1@example.com", "ord2@example.com", "ord3@example.com"];
+    for (const n of names) await fx.identity(org.id, n);
+    fx.close();
+    const conn = s.app.ctx.em().getConnection();
+    const stamps: { code: number; mail: number; before: number; after: number }[] = [];
+    const msOf = (uuid: string) => {
+      expect(uuid[14]).toBe("7"); // the version nibble
+      return parseInt(uuid.replace(/-/g, "").slice(0, 12), 16);
+    };
+    for (const username of names) {
+      const before = Date.now();
+      expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username, orgId: org.id })).status).toBe(200);
+      const after = Date.now();
+      const [code] = await conn.execute("select c.id from code c join identity i on i.org_id = c.org_id and i.id = c.identity_id where i.username = ?", [username]);
+      const [mail] = await conn.execute("select id from courier_message where recipient = ?", [username]);
+      stamps.push({ code: msOf(code.id), mail: msOf(mail.id), before, after });
+    }
+    for (const [i, t] of stamps.entries()) {
+      for (const ms of [t.code, t.mail]) expect(ms >= t.before && ms <= t.after, `id time ${ms} within ${t.before}..${t.after}`).toBe(true);
+      if (i > 0) expect(t.code).toBeGreaterThanOrEqual(stamps[i - 1].code);
+    }
+  });
 });

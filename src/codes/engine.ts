@@ -1,7 +1,11 @@
 // The rules for codes, done once for every flow: issuing (one live code per
 // identity and purpose, replaced atomically, with its mail queued in the same
 // statement) and verifying (attempts counted atomically, consumed exactly once).
-import { randomUUID } from "node:crypto";
+// Codes and mails get time-ordered ids (UUIDv7, 74 random bits): a new row lands at the
+// right edge of its primary key, which stays in memory and dirty, instead of on a random
+// leaf of an index that grows with history (a leaf read and dirtied per issuance, and
+// a full-page image in the WAL for each first touch after a checkpoint).
+import { randomUUIDv7 } from "node:crypto";
 import type { Clock } from "../clock.ts";
 import type { Config, Purpose } from "../config/config.ts";
 import type { Secrets } from "../config/secrets.ts";
@@ -180,11 +184,11 @@ export class CodeEngine {
     const policy = effectivePolicy(this.config, req.org.settings, req.purpose);
     const lifespanMs = req.lifespanMs ?? policy.lifespanMs;
     const code = randomString(policy.alphabet, policy.length);
-    const id = randomUUID();
+    const id = randomUUIDv7();
     const now = this.clock.now();
     const expiresAt = new Date(now.getTime() + lifespanMs);
     const key = this.secrets.codeKeys.current;
-    const messageId = randomUUID();
+    const messageId = randomUUIDv7();
     let subject = "";
     let sealed: { keyId: string; sealed: Buffer } | undefined;
     if (req.mail) {
@@ -220,7 +224,7 @@ export class CodeEngine {
 
   /** Queues a mail that carries no code (notices), for an address that may have no account. */
   async queueNotice(org: Org, kind: MailKind, recipient: string, purpose: Purpose, sql: Sql = this.sql): Promise<void> {
-    const id = randomUUID();
+    const id = randomUUIDv7();
     const now = this.clock.now();
     const content = renderMail(kind, { orgName: org.name });
     const sealed = seal(this.secrets.mailKeys, id, JSON.stringify({ ...content, from: this.sender(org) }));
