@@ -8,13 +8,16 @@
 //   BENCH_SECONDS=10 BENCH_CONNS=32 npm run bench  (a quick run)
 //
 // Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_IDENTITIES (10000),
-// BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also run the sends with
-// 1,000,000 old dead codes; 0: skip), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
+// BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also the history A/B, sends
+// on a database with 1,000,000 old dead codes and on one without, in turn; 0: skip),
+// BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
 // Server settings can be overridden by their own variables (RATE_LIMIT_*, COURIER_BATCH_SIZE,
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
 // ("ceilings,send,verify,courier,history"), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
 // BENCH_SERVER_NODE_ARGS adds flags to the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
+// one, and `codegate courier` beside it; its CPU counts as the server's).
 // Results: a table on stdout and bench/results/<timestamp>.json.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -127,39 +130,49 @@ const sinkGet = async <T>(p: string): Promise<T> => (await fetch(`http://127.0.0
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const adminToken = randomBytes(16).toString("hex");
-let server: ChildProcess & { killedByBench?: boolean };
-async function startServer(courier: boolean, url = databaseUrl) {
+type Child = ChildProcess & { killedByBench?: boolean };
+let server: Child;
+/** With BENCH_COURIER=process, the courier runs as `codegate courier` beside a server without one. */
+let courierProc: Child | undefined;
+const COURIER_MODE = env.BENCH_COURIER ?? "inline";
+function spawnNode(args: string[], extraEnv: Record<string, string>, label: string): Child {
   const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-  server = spawn(NODE, [...nodeArgs, "src/main.ts", "serve"], {
-    env: {
-      ...env, ...SERVER_SETTINGS, PORT: String(port), HOST: "127.0.0.1", DATABASE_URL: url,
-      SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken,
-      COURIER_ENABLED: String(courier),
-    },
+  const child: Child = spawn(NODE, [...nodeArgs, "src/main.ts", ...args], {
+    env: { ...env, ...SERVER_SETTINGS, HOST: "127.0.0.1", SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken, ...extraEnv },
     stdio: ["ignore", "inherit", "inherit"],
   });
-  const me = server;
-  me.once("exit", (code, signal) => {
-    if (stopping || me.killedByBench) return;
-    console.error(`[bench] the server exited unexpectedly (${signal ?? code}): aborting`);
+  child.once("exit", (code, signal) => {
+    if (stopping || child.killedByBench) return;
+    console.error(`[bench] the ${label} exited unexpectedly (${signal ?? code}): aborting`);
     void cleanup().then(() => process.exit(1));
   });
+  return child;
+}
+async function startServer(courier: boolean, url = databaseUrl) {
+  const separate = courier && COURIER_MODE === "process";
+  server = spawnNode(["serve"], { PORT: String(port), DATABASE_URL: url, COURIER_ENABLED: String(courier && !separate) }, "server");
   for (let i = 0; ; i++) {
     try {
-      if ((await fetch(`${base}/healthz`)).ok) return;
+      if ((await fetch(`${base}/healthz`)).ok) break;
     } catch {}
     if (i > 600) throw new Error("server did not start");
     await sleep(100);
   }
+  // Started after the server has migrated the database.
+  if (separate) courierProc = spawnNode(["courier"], { PORT: String(await freePort()), DATABASE_URL: url, COURIER_ENABLED: "true" }, "courier");
 }
-async function stopServer() {
-  const s = server;
+async function stopChild(s: Child) {
   if (s.exitCode !== null || s.signalCode !== null) return;
   const exited = new Promise((r) => s.once("exit", r));
   s.killedByBench = true;
   s.kill("SIGTERM");
   await Promise.race([exited, sleep(15_000)]);
   if (s.exitCode === null && s.signalCode === null) { s.kill("SIGKILL"); await exited; }
+}
+async function stopServer() {
+  if (courierProc) await stopChild(courierProc);
+  courierProc = undefined;
+  await stopChild(server);
 }
 async function cleanup() {
   if (cleaned) return;
@@ -264,8 +277,11 @@ try {
       const wall = (performance.now() - w0) / 1000;
       const t1 = procTable();
       const c1 = selfChildTicks();
-      cpu.server += treeTicks(t1, server.pid!) - treeTicks(t0, server.pid!);
-      cpu.sys += treeTicks(t1, server.pid!, "sys") - treeTicks(t0, server.pid!, "sys");
+      // The server's CPU includes a separate courier's (BENCH_COURIER=process).
+      for (const p of [server.pid!, ...(courierProc ? [courierProc.pid!] : [])]) {
+        cpu.server += treeTicks(t1, p) - treeTicks(t0, p);
+        cpu.sys += treeTicks(t1, p, "sys") - treeTicks(t0, p, "sys");
+      }
       cpu.pg += treeTicks(t1, pgPid) - treeTicks(t0, pgPid);
       cpu.loadgen += c1 - c0;
       // A one-pass run (verify over wrk) ends its work before wrk's -d is up: its CPU
@@ -461,12 +477,14 @@ try {
       await startServer(true, url);
       const p = await populate(client, db);
       if (name === "history-1M") {
+        // Old codes as this version writes them (time-ordered ids), over the last 6 days:
+        // inside the default retention period, so pruning would keep them too.
         log("inserting 1,000,000 dead codes");
         await client.query(
           `insert into code (org_id, id, identity_id, purpose, code_hash, key_id, created_at, expires_at, attempts, max_attempts, consumed_at, dead_at)
            select i.org_id, uuidv7(t - now()), i.id, 'login', sha256(g::text::bytea), 'old', t, t + interval '10 minutes', g % 3, 5,
              case when g % 3 = 0 then t + interval '1 minute' end, t + case g % 3 when 0 then interval '1 minute' when 1 then interval '10 minutes' else interval '30 seconds' end
-           from (select g, now() - interval '30 days' + g * interval '2 seconds' t, ($1::text[])[1 + g % $2] o, ($3::uuid[])[1 + g % $2] iid from generate_series(1, 1000000) g) s
+           from (select g, now() - interval '6 days' + g * interval '500 milliseconds' t, ($1::text[])[1 + g % $2] o, ($3::uuid[])[1 + g % $2] iid from generate_series(1, 1000000) g) s
            join identity i on i.org_id = s.o and i.id = s.iid`,
           [p.idents.map((i) => i.org_id), p.idents.length, p.idents.map((i) => i.id)],
         );
@@ -524,7 +542,7 @@ try {
   const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
   console.log(`\nmachine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.uptime}, node ${machine.node}`);
   console.log(`postgres: ${PG_FLAGS.filter((_, i) => i % 2).join(" ")}`);
-  console.log(`server: ${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(" ")}, courier on, mail to the SMTP sink process`);
+  console.log(`server: ${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(" ")}, courier ${COURIER_MODE === "process" ? "in a process of its own (codegate courier)" : "on, in the server"}, mail to the SMTP sink process`);
   console.log(`runs: ${SECONDS} s after ${WARMUP} s warm-up (verify: passes over ${IDENTITIES} fresh codes each until ${SECONDS} s add up, no warm-up; p50 the passes' weighted median, p99 the worst pass); cpu in % of one core (${machine.nproc * 100} % = all)\n`);
   console.log(line(cols));
   console.log(line(widths.map((w) => "-".repeat(w))));
@@ -558,7 +576,7 @@ try {
   }
   mkdirSync(join(import.meta.dirname, "results"), { recursive: true });
   const out = join(import.meta.dirname, "results", `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS }, rows, sizesFresh, sizesHistory, history, historySummary, topStatements }, null, 2));
+  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS, COURIER_MODE }, rows, sizesFresh, sizesHistory, history, historySummary, topStatements }, null, 2));
   console.log(`\nwritten: ${out}`);
 } finally {
   await cleanup();
