@@ -1,6 +1,7 @@
 // The raw-transaction ceiling: what one issuance needs at minimum, as one statement
 // (one round trip, one commit): mark the earlier live login code dead, insert the new
-// code and its queued mail, with time-ordered ids as the server's. A pg.Pool of <connections>, <connections> calls in flight.
+// code and its queued mail, with time-ordered ids as the server's. A pg.Pool of
+// <connections>, <connections> calls in flight.
 //   node bench/pg-ceiling.ts <databaseUrl> <identitiesFile> <connections> <seconds>
 import { readFileSync } from "node:fs";
 import { randomBytes, randomUUIDv7 } from "node:crypto";

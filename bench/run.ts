@@ -465,17 +465,17 @@ try {
   const history: HistoryRow[] = [];
   if (HISTORY && FLOWS.has("history")) {
     await waitDrain();
-    const dbs: { name: string; url: string; client: pg.Client; pairs: string; ids: string }[] = [];
+    const dbs: { name: string; datname: string; url: string; client: pg.Client; pairs: string; ids: string }[] = [];
     for (const name of ["fresh", "history-1M"]) {
-      const db = `bench_${name.replace(/\W/g, "_").toLowerCase()}`;
-      await sql.query(`create database ${db}`);
-      const url = Object.assign(new URL(databaseUrl), { pathname: `/${db}` }).href;
+      const datname = `bench_${name.replace(/\W/g, "_").toLowerCase()}`;
+      await sql.query(`create database ${datname}`);
+      const url = Object.assign(new URL(databaseUrl), { pathname: `/${datname}` }).href;
       const client = new pg.Client({ connectionString: url });
       client.on("error", () => {}); // PostgreSQL stopping under it when a run aborts
       await client.connect();
       await stopServer();
       await startServer(true, url);
-      const p = await populate(client, db);
+      const p = await populate(client, datname);
       if (name === "history-1M") {
         // Old codes as this version writes them (time-ordered ids), over the last 6 days:
         // inside the default retention period, so pruning would keep them too.
@@ -492,13 +492,13 @@ try {
       }
       // In production old rows are long settled: vacuum now, so that autovacuum does not start mid-run.
       await client.query("vacuum analyze code");
-      dbs.push({ name, url, client, pairs: p.sendPairs, ids: p.idFile });
+      dbs.push({ name, datname, url, client, pairs: p.sendPairs, ids: p.idFile });
     }
     const perStatement = async (db: (typeof dbs)[number]) => {
       const { rows: [r] } = await sql.query<Record<string, string>>(
         `select sum(calls) calls, sum(shared_blks_hit + shared_blks_read) blks, sum(shared_blks_dirtied) dirtied, sum(wal_bytes) wal, sum(wal_fpi) fpi
          from pg_stat_statements where dbid = (select oid from pg_database where datname = $1) and query like $2`,
-        [new URL(db.url).pathname.slice(1), "%insert into code%"]);
+        [db.datname, "%insert into code%"]);
       const per = (k: string) => Math.round((Number(r[k]) / Number(r.calls)) * 10) / 10;
       return { calls: Number(r.calls), blks: per("blks"), dirtied: per("dirtied"), wal_bytes: per("wal"), fpi: per("fpi") };
     };
@@ -558,11 +558,11 @@ try {
   if (history.length) {
     console.log(`\nhistory A/B at ${HISTORY_CONNS} connections, ${HISTORY_ROUNDS} rounds (per issuing statement: buffers touched, dirtied, WAL bytes, full-page images):`);
     console.table(history);
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
     historySummary = [];
     for (const key of new Set(history.map((h) => `${h.flow} ${h.proto}`))) {
       const of = (db: string) => history.filter((h) => `${h.flow} ${h.proto}` === key && h.db === db);
       const [f, h] = [of("fresh"), of("history-1M")];
+      const median = (xs: number[]) => weightedMedian(xs.map((x) => [x, 1]));
       const m = (xs: HistoryRow[], k: "rps" | "blks" | "dirtied" | "wal_bytes" | "fpi") => median(xs.map((x) => x[k]));
       // Each round's pair ran back to back: their ratio cancels drift between rounds.
       const pairRatios = f.map((x) => h.find((y) => y.round === x.round)!.rps / x.rps);
