@@ -2,7 +2,6 @@
 // single listening address.
 import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
-import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
@@ -28,7 +27,7 @@ import { loadSecrets } from "./config/secrets.ts";
 import type { AppContext } from "./context.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createMetrics, databaseSources } from "./metrics.ts";
-import { migrate, openOrm } from "./storage/orm.ts";
+import { openMigrated } from "./storage/orm.ts";
 import { createListener } from "./transport/listener.ts";
 import { httpRouter, sendJson } from "./transport/http-routes.ts";
 import { recoveryPageRoutes } from "./transport/recovery-page.ts";
@@ -37,6 +36,10 @@ import type { HealthOptions, HealthState } from "./transport/health.ts";
 import { operations } from "./transport/ops.ts";
 import { restHandler } from "./transport/rest.ts";
 import { withCors } from "./transport/cors.ts";
+import type { CallBounds } from "./transport/call.ts";
+
+/** How long an answer gets to leave once its call's bound has passed. */
+const ANSWER_GRACE_MS = 5_000;
 
 export interface App {
   ctx: AppContext;
@@ -62,8 +65,7 @@ export interface StartOptions {
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel);
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
-  const orm = await openOrm(config);
-  const applied = await migrate(orm);
+  const { orm, applied } = await openMigrated(config);
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
   const clock = opts.clock ?? systemClock;
@@ -101,27 +103,33 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     router.service(RegistrationService, registrationService(flows));
     router.service(RecoveryService, recoveryService(flows));
   };
-  // The REST routes run the router's own handlers, taken when it registers them.
-  let rpcHandlers: readonly UniversalHandler[] = [];
-  const handler = createRpcHandler(ctx, {
-    routes: ops.routes((router) => {
-      routes(router);
-      rpcHandlers = router.handlers;
-    }),
+  // Every call ends within its bound; its answer then has the grace to leave.
+  const bounds: CallBounds = { unaryMs: config.rpcTimeoutMs, streamMs: config.streams.maxLifetimeMs, graceMs: ANSWER_GRACE_MS };
+  const rpc = createRpcHandler(ctx, {
+    routes: ops.routes(routes),
     adminTokens: new AdminTokenVerifier(ctx.em, config.secretsEnv.adminToken),
     shutdownSignal: shutdown.signal,
-    fallback: httpRouter({
-      "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
-      ...ops.httpRoutes,
-      "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
-      ...recoveryPageRoutes(config),
-    }),
+    bounds,
+    maxStreams: config.streams.max,
+    fallback: httpRouter(
+      {
+        "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
+        ...ops.httpRoutes,
+        "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
+        ...recoveryPageRoutes(config),
+      },
+      log,
+    ),
   });
-  const rest = restHandler(rpcHandlers, { maxRequestBytes: config.maxRequestBytes, contextValues: rpcContextValues, log }, handler);
+  // The REST routes run the router's own handlers.
+  const rest = restHandler(rpc.handlers, { maxRequestBytes: config.maxRequestBytes, contextValues: rpcContextValues, bounds, log }, rpc.handle);
   const listener = createListener(withCors(config.corsOrigins, rest), {
     headersTimeoutMs: config.headersTimeoutMs,
-    requestTimeoutMs: Math.max(config.headersTimeoutMs, config.rpcTimeoutMs + 5_000),
-    idleTimeoutMs: 60_000,
+    requestTimeoutMs: Math.max(config.headersTimeoutMs, config.rpcTimeoutMs + ANSWER_GRACE_MS),
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
+    maxConcurrentStreams: config.http2MaxConcurrentStreams,
+    log,
   });
   await new Promise<void>((resolve, reject) => {
     listener.server.once("error", reject);
@@ -145,6 +153,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       // Load balancers see NOT_SERVING; new connections are refused; requests in
       // flight finish within the grace period; only then is anything cancelled.
       await ops.health.beginShutdown();
+      rpc.endStreams();
       await listener.close(config.shutdownGraceMs);
       shutdown.abort();
       // The courier finishes (or gives back) the batch in hand.

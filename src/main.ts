@@ -1,9 +1,11 @@
 // The command line: `serve` (default), `migrate`, `admin-token create|revoke`.
-import { startApp } from "./app.ts";
+import { startApp, type App } from "./app.ts";
 import { createAdminToken, revokeAdminToken } from "./admin/tokens.ts";
 import { loadConfig } from "./config/config.ts";
 import { ConfigError } from "./config/env.ts";
-import { createLogger } from "./log.ts";
+import { createLogger, type Logger } from "./log.ts";
+import type { Metrics } from "./metrics.ts";
+import { guardProcess } from "./process-guard.ts";
 import { migrate, openOrm } from "./storage/orm.ts";
 import { prune } from "./storage/retention.ts";
 import { sqlOf } from "./storage/sql.ts";
@@ -16,7 +18,7 @@ const usage = `usage: codegate [serve | courier | migrate | prune | admin-token 
   prune     delete dead codes, sent mail metadata and ended rate-limit windows now`;
 
 /** Resolves on the first SIGTERM or SIGINT. */
-function stopSignal(log: ReturnType<typeof createLogger>): Promise<void> {
+function stopSignal(log: Logger): Promise<void> {
   return new Promise((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, "shutting down");
@@ -27,6 +29,17 @@ function stopSignal(log: ReturnType<typeof createLogger>): Promise<void> {
   });
 }
 
+/**
+ * Installs the process-level error handlers (process-guard.ts); `crashed`
+ * resolves on the first uncaught exception, when the process must stop.
+ */
+function guard(log: Logger, metrics: () => Metrics | undefined): { crashed: Promise<void> } {
+  let crash!: () => void;
+  const crashed = new Promise<void>((resolve) => (crash = resolve));
+  guardProcess(log, { count: (kind) => metrics()?.processError(kind), onUncaughtException: () => crash() });
+  return { crashed };
+}
+
 async function main(args: string[]): Promise<number> {
   const config = loadConfig();
   const [command = "serve", sub, arg] = args;
@@ -35,9 +48,13 @@ async function main(args: string[]): Promise<number> {
       return serve(config);
     case "courier": {
       const log = createLogger(config.logLevel);
-      await runCourierWorker(config, log, stopSignal(log));
+      let metrics: Metrics | undefined;
+      const { crashed } = guard(log, () => metrics);
+      let failed = false;
+      const stopped = Promise.race([stopSignal(log), crashed.then(() => void (failed = true))]);
+      await runCourierWorker(config, log, stopped, (m) => (metrics = m));
       log.info("stopped");
-      return 0;
+      return failed ? 1 : 0;
     }
     case "prune": {
       const orm = await openOrm(config);
@@ -85,7 +102,9 @@ async function main(args: string[]): Promise<number> {
 
 async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
   const log = createLogger(config.logLevel);
-  const app = await startApp(config, { log });
+  let app: App | undefined;
+  const { crashed } = guard(log, () => app?.ctx.metrics);
+  app = await startApp(config, { log });
   if (app.firstAdminToken) {
     const base = config.publicUrl;
     process.stdout.write(
@@ -98,10 +117,10 @@ async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
         `      -H 'Content-Type: application/json' -d '{"name":"Example"}'\n\n`,
     );
   }
-  await stopSignal(log);
+  const failed = await Promise.race([stopSignal(log).then(() => false), crashed.then(() => true)]);
   await app.close();
   log.info("stopped");
-  return 0;
+  return failed ? 1 : 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -7,6 +7,7 @@
 // code, a token or anything else a caller chooses.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { Clock } from "./clock.ts";
+import { attempt, withTimeout } from "./lib/abort.ts";
 import { purposes, type Purpose } from "./config/config.ts";
 import type { Orm } from "./storage/orm.ts";
 
@@ -37,6 +38,8 @@ export interface CodeMetrics {
   locked(purpose: Purpose): void;
 }
 
+export type ProcessErrorKind = "unhandled_rejection" | "uncaught_exception";
+
 /** What the courier reports, once per mail and attempt. */
 export interface CourierMetrics {
   sent(purpose: Purpose): void;
@@ -50,6 +53,8 @@ export interface Metrics {
   registry: Registry;
   codes: CodeMetrics;
   courier: CourierMetrics;
+  /** Counts an error nobody handled (see process-guard.ts). */
+  processError(kind: ProcessErrorKind): void;
   /** Counts one finished RPC; `code` is a gRPC status name ("OK", "NotFound", …). */
   observeRpc(service: string, method: string, code: string, seconds: number): void;
   /** The Prometheus text exposition of every metric. */
@@ -67,20 +72,13 @@ function purposeLabel(purpose: string): string {
   return (purposes as readonly string[]).includes(purpose) ? purpose : "other";
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** One call shared by every gauge of a scrape, rather than one query per gauge. */
 function sharedPerScrape<T>(source: () => Promise<T>, ttlMs = 1_000): () => Promise<T> {
   let last: { at: number; value: Promise<T> } | undefined;
   return () => {
     const now = performance.now();
-    if (!last || now - last.at > ttlMs) last = { at: now, value: withTimeout(source(), SOURCE_TIMEOUT_MS) };
+    if (!last || now - last.at > ttlMs) last = { at: now, value: withTimeout(attempt(source), SOURCE_TIMEOUT_MS) };
     return last.value;
   };
 }
@@ -104,6 +102,14 @@ export function createMetrics(sources: MetricsSources): Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers,
   });
+
+  const processErrors = new Counter({
+    name: "codegate_process_errors_total",
+    help: "Errors nobody handled: promise rejections nobody awaited, and exceptions thrown out of a callback.",
+    labelNames: ["kind"] as const,
+    registers,
+  });
+  for (const kind of ["unhandled_rejection", "uncaught_exception"] as const) processErrors.inc({ kind }, 0);
 
   const perPurpose = (name: string, help: string) => {
     const counter = new Counter({ name, help, labelNames: ["purpose"] as const, registers });
@@ -179,6 +185,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
     registry,
     codes,
     courier,
+    processError: (kind) => processErrors.inc({ kind }),
     observeRpc(service, method, code, seconds) {
       rpcHandled.inc({ service, method, code });
       rpcDuration.observe({ service, method, code }, seconds);

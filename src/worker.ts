@@ -7,25 +7,30 @@ import { loadSecrets } from "./config/secrets.ts";
 import { systemClock } from "./clock.ts";
 import { createCourier } from "./courier/create.ts";
 import type { Logger } from "./log.ts";
-import { createMetrics, databaseSources } from "./metrics.ts";
+import { createMetrics, databaseSources, type Metrics } from "./metrics.ts";
 import { startRetention } from "./storage/retention.ts";
-import { migrate, openOrm } from "./storage/orm.ts";
+import { openMigrated } from "./storage/orm.ts";
 import { sqlOf } from "./storage/sql.ts";
 
-export async function runCourierWorker(config: Config, log: Logger, stopped: Promise<unknown>): Promise<void> {
+export async function runCourierWorker(config: Config, log: Logger, stopped: Promise<unknown>, onMetrics?: (metrics: Metrics) => void): Promise<void> {
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
-  const orm = await openOrm(config);
-  await migrate(orm);
+  const { orm } = await openMigrated(config);
   const sql = await sqlOf(orm);
   const clock = systemClock;
   const metrics = createMetrics(databaseSources(orm, clock));
+  onMetrics?.(metrics);
   const { courier, stop } = createCourier({ config, secrets, sql, clock, log, events: metrics.courier });
   const retention = startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
   // Liveness and metrics for whatever runs the worker.
-  const ops = http.createServer(async (req, res) => {
+  const ops = http.createServer((req, res) => {
     if (req.url === "/metrics") {
-      const { contentType, body } = await metrics.render();
-      res.writeHead(200, { "content-type": contentType }).end(body);
+      metrics.render().then(
+        ({ contentType, body }) => res.writeHead(200, { "content-type": contentType }).end(body),
+        (err: unknown) => {
+          log.error({ err }, "metrics could not be rendered");
+          res.writeHead(500).end();
+        },
+      );
     } else if (req.url === "/healthz") {
       res.writeHead(200, { "content-type": "application/json" }).end('{"status":"ok"}');
     } else {

@@ -39,6 +39,8 @@ export interface IssueRequest {
   lifespanMs?: number;
   /** Rate limits counted in the same statement; over any, nothing is issued. */
   limits?: LimitedKey[];
+  /** The call's signal: once it aborts, no statement is started. */
+  signal?: AbortSignal;
 }
 
 export interface Issued {
@@ -63,6 +65,8 @@ export interface VerifyRequest {
   activate?: boolean;
   /** Limits of wrong codes: checked in the attempt's statement, counted on failure. */
   failureLimits?: LimitedKey[];
+  /** The call's signal: once it aborts, no statement is started (a counted attempt is not followed by a consume). */
+  signal?: AbortSignal;
 }
 
 export interface CodeEvents {
@@ -214,7 +218,7 @@ export class CodeEngine {
       sealed?.keyId ?? "",
       sealed !== undefined,
       windowsJson(windows(req.limits ?? [], now.getTime())),
-    ]);
+    ], req.signal);
     const issued = row.issued > 0;
     if (issued) this.events.issued(req.purpose, row.queued > 0);
     if (row.queued > 0) this.onQueued();
@@ -251,23 +255,24 @@ export class CodeEngine {
       byFlow
         ? [req.org?.id ?? "", target.flowId, req.purpose, req.state, now, normalizeUsername(target.username ?? ""), failureWindows]
         : [req.org!.id, normalizeUsername(target.username), req.purpose, req.state, now, failureWindows],
+      req.signal,
     );
     if (row.blocked_until) throw rateLimited(Math.max(1, new Date(row.blocked_until).getTime() - now.getTime()));
     const failed = async (): Promise<never> => {
       this.events.failed(req.purpose);
-      if (req.org && req.failureLimits?.length) await this.sql.query(countHitsSql(2), [req.org.id, failureWindows]);
+      if (req.org && req.failureLimits?.length) await this.sql.query(countHitsSql(2), [req.org.id, failureWindows], req.signal);
       throw invalidCode();
     };
     if (!row.id) return failed();
     const live = [row.org_id, row.id, row.identity_id, row.purpose];
     if (!codeMatches(this.secrets.codeKeys, row.key_id, row.id, req.code, bytes(row.code_hash))) {
       if (row.attempts >= row.max_attempts) {
-        await this.sql.query(KILL_SQL, [...live, now]);
+        await this.sql.query(KILL_SQL, [...live, now], req.signal);
         this.events.locked(req.purpose);
       }
       return failed();
     }
-    const [identity] = await this.sql.query(CONSUME_SQL, [...live, now, req.activate === true]);
+    const [identity] = await this.sql.query(CONSUME_SQL, [...live, now, req.activate === true], req.signal);
     // Empty when another request consumed it first.
     if (!identity) return failed();
     this.events.verified(req.purpose);

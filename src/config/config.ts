@@ -44,6 +44,16 @@ export interface Config {
   shutdownGraceMs: number;
   /** A connection that has not sent a whole request head by then is closed. */
   headersTimeoutMs: number;
+  /** Idle keep-alive connections and HTTP/2 sessions are closed after this. */
+  idleTimeoutMs: number;
+  /** Open connections of this process, at most. */
+  maxConnections: number;
+  /** Streams open at once on one HTTP/2 connection. */
+  http2MaxConcurrentStreams: number;
+  /** Streaming RPCs (health Watch, reflection): their longest life, and how many may be open at once. */
+  streams: { maxLifetimeMs: number; max: number };
+  /** Longest a database statement may run; bounds the work of an RPC past its deadline. */
+  statementTimeoutMs: number;
   corsOrigins: string[];
   /** Raw secrets from the environment; see secrets.ts for the defaults. */
   secretsEnv: {
@@ -99,6 +109,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const host = r.string("HOST", "0.0.0.0");
   const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `http://localhost:${port}`;
   const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]) ? r.raw("DATABASE_URL") : undefined;
+  const rpcTimeoutMs = r.duration("RPC_TIMEOUT", 10_000, 100, 300_000);
 
   const codePolicy = (purpose: Purpose, lifespanMs: number): CodePolicy => {
     const prefix = `CODE_${purpose.toUpperCase()}_`;
@@ -126,9 +137,17 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     mailFrom: r.string("MAIL_FROM", "no-reply@codegate.localhost"),
     logLevel: r.oneOf("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     maxRequestBytes: r.int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
-    rpcTimeoutMs: r.duration("RPC_TIMEOUT", 10_000, 100, 300_000),
+    rpcTimeoutMs,
     headersTimeoutMs: r.duration("HEADERS_TIMEOUT", 10_000, 100, 120_000),
+    idleTimeoutMs: r.duration("IDLE_TIMEOUT", 60_000, 1000, 3_600_000),
+    maxConnections: r.int("MAX_CONNECTIONS", 4096, 1, 1_000_000),
+    http2MaxConcurrentStreams: r.int("HTTP2_MAX_CONCURRENT_STREAMS", 100, 1, 10_000),
+    streams: {
+      maxLifetimeMs: r.duration("STREAM_MAX_LIFETIME", 30 * 60_000, 1000, 24 * 3_600_000),
+      max: r.int("MAX_STREAMS", 1000, 1, 1_000_000),
+    },
     shutdownGraceMs: r.duration("SHUTDOWN_GRACE", 10_000, 0, 300_000),
+    statementTimeoutMs: r.duration("DATABASE_STATEMENT_TIMEOUT", rpcTimeoutMs, 100, 3_600_000),
     corsOrigins: corsOrigins(r),
     secretsEnv: {
       adminToken: r.raw("ADMIN_TOKEN"),

@@ -14,6 +14,6 @@ export function loginService(deps: FlowDeps): ServiceImpl<typeof LoginService> {
       return SUCCESS;
     },
 
-    verifyLoginCode: (req) => verifyByUsername(deps, req, "login", "active"),
+    verifyLoginCode: (req, ctx) => verifyByUsername(deps, req, "login", "active", ctx.signal),
   };
 }

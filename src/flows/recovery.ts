@@ -24,14 +24,14 @@ export function recoveryService(deps: FlowDeps): ServiceImpl<typeof RecoveryServ
       return SUCCESS;
     },
 
-    async verifyRecoveryCode(req) {
-      if (!req.flowId) return verifyByUsername(deps, req, "recovery", "active");
+    async verifyRecoveryCode(req, ctx) {
+      if (!req.flowId) return verifyByUsername(deps, req, "recovery", "active", ctx.signal);
       // A flow id names its code; a username or organization given beside it must agree.
       const org = req.orgId || req.tenantId ? await orgs.resolve(req.orgId, req.tenantId) : undefined;
       if ((req.orgId || req.tenantId) && !org) throw invalidCode();
       const target = { flowId: req.flowId, username: req.username };
       const failureLimits = limits.verifyKeys(org, req.username);
-      const identity = await codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code, failureLimits });
+      const identity = await codes.verify({ org, purpose: "recovery", target, state: "active", code: req.code, failureLimits, signal: ctx.signal });
       return proofFor(deps, identity, "recovery");
     },
   };

@@ -74,6 +74,6 @@ export function registrationService(deps: FlowDeps): ServiceImpl<typeof Registra
     },
 
     // Consumes the code and makes the pending identity active, in one statement.
-    completeRegistration: (req) => verifyByUsername(deps, req, "registration", "pending", true),
+    completeRegistration: (req, ctx) => verifyByUsername(deps, req, "registration", "pending", ctx.signal, true),
   };
 }

@@ -30,7 +30,7 @@ export async function publicSend(deps: FlowDeps, ctx: HandlerContext, send: Publ
     await deps.limits.enforce(send.orgId || send.tenantId, keys);
     return {};
   }
-  const sent = await deps.codes.issue({ org, purpose: send.purpose, target: { username: send.username }, state: send.state, mail: send.mail, limits: keys });
+  const sent = await deps.codes.issue({ org, purpose: send.purpose, target: { username: send.username }, state: send.state, mail: send.mail, limits: keys, signal: ctx.signal });
   if (sent.retryAfterMs > 0) throw rateLimited(sent.retryAfterMs);
   return { org, sent };
 }

@@ -27,11 +27,12 @@ export async function verifyByUsername(
   req: CodeByUsername,
   purpose: Purpose,
   state: IdentityStateName,
+  signal: AbortSignal,
   activate = false,
 ) {
   const org = await deps.orgs.resolve(req.orgId, req.tenantId);
   if (!org) throw invalidCode();
   const failureLimits = deps.limits.verifyKeys(org, req.username);
-  const identity = await deps.codes.verify({ org, purpose, target: { username: req.username }, state, code: req.code, activate, failureLimits });
+  const identity = await deps.codes.verify({ org, purpose, target: { username: req.username }, state, code: req.code, activate, failureLimits, signal });
   return proofFor(deps, identity, purpose);
 }

@@ -21,8 +21,14 @@ const migrationOptions = {
   silent: true,
 } as const;
 
-/** Connects to DATABASE_URL, or to PGlite kept in DATA_DIR/pglite when unset. */
-export async function openOrm(config: Pick<Config, "databaseUrl" | "dataDir" | "dbPoolSize">): Promise<Orm> {
+type OrmConfig = Pick<Config, "databaseUrl" | "dataDir" | "dbPoolSize"> & Partial<Pick<Config, "statementTimeoutMs">>;
+
+/**
+ * Connects to DATABASE_URL, or to PGlite kept in DATA_DIR/pglite when unset.
+ * On PostgreSQL every statement is bounded by `statementTimeoutMs` when given,
+ * so that the work of an RPC cannot outlive its deadline by long.
+ */
+export async function openOrm(config: OrmConfig): Promise<Orm> {
   const common = {
     entities,
     extensions: [Migrator],
@@ -32,13 +38,43 @@ export async function openOrm(config: Pick<Config, "databaseUrl" | "dataDir" | "
     allowGlobalContext: true,
   };
   if (config.databaseUrl) {
-    const orm = await PostgresORM.init({ ...common, clientUrl: config.databaseUrl, pool: { min: 0, max: config.dbPoolSize } });
+    const orm = await PostgresORM.init({
+      ...common,
+      clientUrl: config.databaseUrl,
+      pool: { min: 0, max: config.dbPoolSize },
+      // node-postgres options: a connection (new or from the pool) waited for at most this long.
+      driverOptions: {
+        connectionTimeoutMillis: Math.min(5_000, config.statementTimeoutMs ?? 5_000),
+        keepAlive: true,
+        ...(config.statementTimeoutMs ? { statement_timeout: config.statementTimeoutMs } : {}),
+      },
+    });
     return orm as unknown as Orm;
   }
   const dir = join(config.dataDir, "pglite");
   mkdirSync(dir, { recursive: true });
   const orm = await PgliteORM.init({ ...common, dbName: dir });
   return orm as unknown as Orm;
+}
+
+/**
+ * Applies pending migrations and opens the ORM to serve with. On PostgreSQL the
+ * migrations run over a connection of their own, without the statement timeout
+ * (a migration of a large table may take longer than any RPC).
+ */
+export async function openMigrated(config: OrmConfig): Promise<{ orm: Orm; applied: string[] }> {
+  if (config.databaseUrl && config.statementTimeoutMs) {
+    const migrator = await openOrm({ ...config, dbPoolSize: 1, statementTimeoutMs: undefined });
+    let applied: string[];
+    try {
+      applied = await migrate(migrator);
+    } finally {
+      await migrator.close();
+    }
+    return { orm: await openOrm(config), applied };
+  }
+  const orm = await openOrm(config);
+  return { orm, applied: await migrate(orm) };
 }
 
 /** Applies the checked-in migrations that have not run yet; answers their names. */

@@ -10,15 +10,20 @@ import type { Orm } from "./orm.ts";
 export type Row = Record<string, any>;
 
 export interface Sql {
-  /** Runs one statement with `$1`-style parameters and answers its rows. */
-  query<T extends Row = Row>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  /**
+   * Runs one statement with `$1`-style parameters and answers its rows. With a
+   * signal, a statement is not started once it has aborted (its call is over);
+   * one already running is bounded by the connection's statement_timeout.
+   */
+  query<T extends Row = Row>(text: string, params?: readonly unknown[], signal?: AbortSignal): Promise<T[]>;
   /** Runs `work` in one transaction. */
   transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T>;
 }
 
 function overKysely(db: Kysely<any>): Sql {
   return {
-    async query<T extends Row>(text: string, params: readonly unknown[] = []) {
+    async query<T extends Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal) {
+      signal?.throwIfAborted();
       const res = await db.executeQuery<T>(CompiledQuery.raw(text, params as unknown[]));
       return res.rows;
     },
@@ -41,7 +46,8 @@ function statementName(text: string): string {
 
 function overPg(client: pg.Pool | pg.PoolClient): Sql {
   return {
-    async query<T extends Row>(text: string, params: readonly unknown[] = []) {
+    async query<T extends Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal) {
+      signal?.throwIfAborted();
       const res = await client.query<T>({ name: statementName(text), text, values: params as unknown[] });
       return res.rows;
     },

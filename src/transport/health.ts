@@ -6,6 +6,7 @@
 // NOT_SERVING when it does not or once the server has begun shutting down.
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.ts";
+import { attempt, withTimeout } from "../lib/abort.ts";
 
 export interface HealthChecks {
   /** Resolves when the database answers a trivial query. */
@@ -30,13 +31,6 @@ export interface Readiness {
   body: { status: "ready" | "not_ready" | "shutting_down"; database: "ok" | "unavailable"; migrations: "applied" | "pending" | "unknown" };
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 export class HealthState {
   #services: readonly string[] = [];
@@ -97,7 +91,7 @@ export class HealthState {
   /** Whether the database answered, asking it at most once per cacheMs however many probes come. */
   databaseUp(): Promise<boolean> {
     if (this.#last && performance.now() - this.#last.at < this.#opts.cacheMs) return Promise.resolve(this.#last.up);
-    this.#inflight ??= withTimeout(this.#checks.database(), this.#opts.timeoutMs)
+    this.#inflight ??= withTimeout(attempt(() => this.#checks.database()), this.#opts.timeoutMs)
       .then(() => true, () => false)
       .then((up) => {
         this.#last = { at: performance.now(), up };
@@ -117,7 +111,7 @@ export class HealthState {
     const database = (await this.databaseUp()) ? "ok" : "unavailable";
     let migrations: Readiness["body"]["migrations"] = "unknown";
     if (database === "ok") {
-      migrations = await withTimeout(this.#checks.pendingMigrations(), this.#opts.timeoutMs).then(
+      migrations = await withTimeout(attempt(() => this.#checks.pendingMigrations()), this.#opts.timeoutMs).then(
         (pending) => (pending.length ? "pending" : "applied"),
         () => "unknown" as const,
       );

@@ -1,6 +1,9 @@
-// Plain HTTP endpoints beside the RPCs: health for load balancers, and whatever
-// later issues add (JWKS, the recovery page, REST routes).
+// Plain HTTP endpoints beside the RPCs: health for load balancers, the JWKS,
+// the recovery page.
+import { randomUUID } from "node:crypto";
 import type http from "node:http";
+import { attempt } from "../lib/abort.ts";
+import type { Logger } from "../log.ts";
 import type { RequestHandler } from "./listener.ts";
 
 export type HttpRequest = Parameters<RequestHandler>[0];
@@ -18,18 +21,38 @@ export function sendJson(res: HttpResponse, status: number, body: unknown, heade
   res.end(payload);
 }
 
-/** Routes by "METHOD /path"; anything else is a JSON 404. */
-export function httpRouter(routes: Record<string, HttpRoute>) {
+const errorBody = (code: number, status: string, reason: string, message: string) => ({ error: { code, status, reason, message } });
+
+/**
+ * The URL of a request whose target is a path (origin form). Anything else
+ * (`*`, an absolute URL, a path URL parsing cannot take) is undefined.
+ */
+export function requestUrl(req: HttpRequest): URL | undefined {
+  const target = req.url ?? "";
+  if (!target.startsWith("/")) return undefined;
+  // Concatenated, not resolved against a base: "//host:port/…" is a path here.
+  return URL.parse(`http://localhost${target}`) ?? undefined;
+}
+
+/** Routes by "METHOD /path"; anything else is a JSON 404. A route that throws or rejects answers 500. */
+export function httpRouter(routes: Record<string, HttpRoute>, log: Logger) {
   return (req: HttpRequest, res: HttpResponse) => {
-    const url = new URL(req.url ?? "/", "http://localhost");
-    const route = routes[`${req.method} ${url.pathname}`];
-    if (!route) {
-      sendJson(res, 404, { error: { code: 404, status: "Not Found", reason: "NOT_FOUND", message: `no route for ${req.method} ${url.pathname}` } });
+    const url = requestUrl(req);
+    if (!url) {
+      sendJson(res, 400, errorBody(400, "Bad Request", "INVALID_ARGUMENT", "the request target must be a path"));
       return;
     }
-    Promise.resolve(route(req, res, url)).catch(() => {
-      if (!res.headersSent) sendJson(res, 500, { error: { code: 500, status: "Internal Server Error", reason: "INTERNAL", message: "internal error" } });
-      else res.end();
+    const route = routes[`${req.method} ${url.pathname}`];
+    if (!route) {
+      sendJson(res, 404, errorBody(404, "Not Found", "NOT_FOUND", `no route for ${req.method} ${url.pathname}`.slice(0, 300)));
+      return;
+    }
+    attempt(async () => route(req, res, url)).catch((err: unknown) => {
+      const requestId = randomUUID();
+      log.error({ requestId, route: `${req.method} ${url.pathname}`, err }, "route failed");
+      if (res.headersSent) return res.destroy();
+      const message = `internal error; quote request ${requestId} when reporting it`;
+      sendJson(res, 500, { error: { ...errorBody(500, "Internal Server Error", "INTERNAL", message).error, request: requestId } }, { "x-request-id": requestId });
     });
   };
 }

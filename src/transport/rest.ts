@@ -18,7 +18,10 @@ import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import { codeFromHttpStatus, errorFromJsonBytes } from "@connectrpc/connect/protocol-connect";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import type { Logger } from "../log.ts";
-import { ERROR_DOMAIN, Reason, apiError, reasonOf } from "./errors.ts";
+import { attempt } from "../lib/abort.ts";
+import { requestContext } from "../lib/request-context.ts";
+import { deadlineExceeded, openCall, type CallBounds } from "./call.ts";
+import { ERROR_DOMAIN, Reason, apiError, invalidArgument, reasonOf } from "./errors.ts";
 import type { HttpRequest, HttpResponse } from "./http-routes.ts";
 import type { RequestHandler } from "./listener.ts";
 import { bindRequest, matchRoute, restRoutes, type RouteMatch } from "./rest-routes.ts";
@@ -29,6 +32,8 @@ export interface RestOptions {
   maxRequestBytes: number;
   /** The same values the RPC pipeline gives a request (request id, client address). */
   contextValues: (req: HttpRequest) => ContextValues;
+  /** The same bounds as the RPCs they run. */
+  bounds: CallBounds;
   log: Logger;
 }
 
@@ -117,33 +122,30 @@ function rpcHeaders(req: HttpRequest): Headers {
 
 const isJsonContentType = (value: string | undefined) => value !== undefined && /^application\/json\s*(;.*)?$/i.test(value);
 
-/** Reads a body of at most `max` bytes; answers undefined past that, without reading on. */
-function readBody(req: HttpRequest, max: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const finish = (settle: () => void) => {
-      req.off("data", onData);
-      req.off("end", onEnd);
-      req.off("error", onError);
-      req.off("close", onClose);
-      settle();
-    };
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > max) {
-        req.pause();
-        finish(() => resolve(undefined));
-      } else chunks.push(chunk);
-    };
-    const onEnd = () => finish(() => resolve(Buffer.concat(chunks, size)));
-    const onError = (err: Error) => finish(() => reject(err));
-    const onClose = () => finish(() => reject(new ConnectError("the client went away", Code.Canceled)));
-    req.on("data", onData);
-    req.once("end", onEnd);
-    req.once("error", onError);
-    req.once("close", onClose);
-  });
+/** Reads a body of at most `max` bytes from `chunks`; answers undefined past that, without reading on. */
+async function readBody(chunks: AsyncIterable<Uint8Array>, max: number): Promise<Buffer | undefined> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of chunks) {
+    size += chunk.byteLength;
+    if (size > max) return undefined;
+    parts.push(chunk);
+  }
+  return Buffer.concat(parts, size);
+}
+
+/** Request messages nest a few levels; a body nested deeper than this is refused before anything walks it recursively. */
+const MAX_JSON_DEPTH = 32;
+
+function nestedDeeperThan(value: JsonValue, max: number): boolean {
+  const stack: [JsonValue, number][] = [[value, 1]];
+  for (let item = stack.pop(); item; item = stack.pop()) {
+    const [v, depth] = item;
+    if (typeof v !== "object" || v === null) continue;
+    if (depth > max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 async function collect(body: AsyncIterable<Uint8Array> | undefined): Promise<Uint8Array> {
@@ -152,7 +154,7 @@ async function collect(body: AsyncIterable<Uint8Array> | undefined): Promise<Uin
   return Buffer.concat(chunks);
 }
 
-function send(res: HttpResponse, status: number, body: Uint8Array | RestErrorBody, headers: Record<string, string>): void {
+function send(res: HttpResponse, status: number, body: Uint8Array | RestErrorBody, headers: Record<string, string>, beforeEnd?: () => void): void {
   if (res.headersSent || res.writableEnded) return;
   const payload = body instanceof Uint8Array ? body : Buffer.from(JSON.stringify(body));
   (res as http.ServerResponse).writeHead(status, {
@@ -161,6 +163,7 @@ function send(res: HttpResponse, status: number, body: Uint8Array | RestErrorBod
     "content-length": payload.byteLength,
     "cache-control": "no-store",
   });
+  beforeEnd?.();
   res.end(payload);
 }
 
@@ -174,9 +177,12 @@ export function restHandler(handlers: readonly UniversalHandler[], opts: RestOpt
 
   async function serve(req: HttpRequest, res: HttpResponse, match: RouteMatch, path: string, query: URLSearchParams, values: ContextValues) {
     const requestId = values.get(requestIdKey);
+    const call = openCall(req, res, opts.bounds.unaryMs, deadlineExceeded(opts.bounds.unaryMs), opts.bounds.graceMs);
+    const reply = (status: number, body: Uint8Array | RestErrorBody, headers: Record<string, string>) =>
+      send(res, status, body, headers, call.closeAfterAnswer);
     const reject = (status: number, reason: string, message: string, headers: Record<string, string> = {}) => {
       opts.log.info({ requestId, rest: `${req.method} ${path}`, status, reason }, "rest request refused");
-      send(res, status, restErrorBody(status, reason, message, requestId), { "x-request-id": requestId, ...headers });
+      reply(status, restErrorBody(status, reason, message, requestId), { "x-request-id": requestId, ...headers });
     };
 
     if ("allow" in match) {
@@ -202,7 +208,7 @@ export function restHandler(handlers: readonly UniversalHandler[], opts: RestOpt
     async function* requestMessage(): AsyncIterable<Uint8Array> {
       let body: JsonValue | undefined;
       if (route.body === "*") {
-        const raw = await readBody(req, opts.maxRequestBytes);
+        const raw = await readBody(call.body, opts.maxRequestBytes);
         if (!raw) {
           bodyTooLarge = true;
           throw new ConnectError("request body too large", Code.ResourceExhausted);
@@ -212,12 +218,11 @@ export function restHandler(handlers: readonly UniversalHandler[], opts: RestOpt
         } catch {
           throw apiError(Code.InvalidArgument, Reason.invalidArgument, "the body is not valid JSON");
         }
+        if (nestedDeeperThan(body, MAX_JSON_DEPTH)) throw invalidArgument("body", `JSON nested at most ${MAX_JSON_DEPTH} levels deep`);
       }
       yield Buffer.from(JSON.stringify(bindRequest({ route, params }, query, body)));
     }
 
-    const aborted = new AbortController();
-    res.once("close", () => aborted.abort());
     const handler = handlerOf.get(route.method)!;
     const answer = await handler({
       httpVersion: req.httpVersion,
@@ -225,13 +230,13 @@ export function restHandler(handlers: readonly UniversalHandler[], opts: RestOpt
       url: `http://localhost${handler.requestPath}`,
       header: rpcHeaders(req),
       body: requestMessage(),
-      signal: aborted.signal,
+      signal: call.signal,
       contextValues: values,
     });
     if (bodyTooLarge) return tooLarge();
     const bytes = await collect(answer.body);
     const headers = answerHeaders(answer.header, requestId);
-    if (answer.status === 200) return send(res, route.successStatus, bytes, headers);
+    if (answer.status === 200) return reply(route.successStatus, bytes, headers);
 
     let err: ConnectError;
     const fallback = new ConnectError(`HTTP ${answer.status}`, codeFromHttpStatus(answer.status));
@@ -241,7 +246,7 @@ export function restHandler(handlers: readonly UniversalHandler[], opts: RestOpt
       err = e instanceof ConnectError ? e : fallback;
     }
     const rendered = renderRestError(err, requestId);
-    send(res, rendered.status, rendered.body, { ...headers, ...rendered.headers });
+    reply(rendered.status, rendered.body, { ...headers, ...rendered.headers });
   }
 
   return (req, res) => {
@@ -252,12 +257,14 @@ export function restHandler(handlers: readonly UniversalHandler[], opts: RestOpt
     if (!match) return next(req, res);
     const query = new URLSearchParams(q < 0 ? "" : url.slice(q + 1));
     const values = opts.contextValues(req);
-    serve(req, res, match, path, query, values).catch((err: unknown) => {
-      const requestId = values.get(requestIdKey);
-      opts.log.error({ requestId, rest: `${req.method} ${path}`, err }, "rest request failed");
-      if (res.headersSent) res.destroy();
-      else send(res, 500, restErrorBody(500, Reason.internal, `internal error; quote request ${requestId} when reporting it`, requestId), { "x-request-id": requestId });
-    });
+    const requestId = values.get(requestIdKey);
+    requestContext.run({ requestId }, () =>
+      attempt(() => serve(req, res, match, path, query, values)).catch((err: unknown) => {
+        opts.log.error({ requestId, rest: `${req.method} ${path}`, err }, "rest request failed");
+        if (res.headersSent) res.destroy();
+        else send(res, 500, restErrorBody(500, Reason.internal, `internal error; quote request ${requestId} when reporting it`, requestId), { "x-request-id": requestId });
+      }),
+    );
   };
 }
 

@@ -1,104 +1,286 @@
 // The Connect router: every service on one handler for gRPC, gRPC-Web and
-// Connect, with the cross-cutting rules applied to every RPC.
+// Connect, with the cross-cutting rules applied to every RPC: its outcome is
+// counted, timed and logged, nothing internal reaches the caller, and it ends
+// within its bound with its work cancelled.
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createContextKey, createContextValues, type ConnectRouter, type ContextValues, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
+import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import type { AppContext } from "../context.ts";
 import type { AdminTokenVerifier } from "../admin/tokens.ts";
-import type { RequestHandler as NodeHandlerFn } from "./listener.ts";
+import { attempt, raceAbort } from "../lib/abort.ts";
+import { isDatabaseUnavailable, isStatementTimeout } from "../storage/errors.ts";
+import type { CallBounds } from "./call.ts";
 import { apiError, Reason, reasonOf } from "./errors.ts";
-import { rpcMetricsInterceptor } from "./rpc-metrics.ts";
+import type { HttpRequest } from "./http-routes.ts";
+import type { RequestHandler } from "./listener.ts";
+import { createRpcAdapter, type RpcAdapter } from "./rpc-adapter.ts";
+
+/** Where a call is: refused by the gate, its request being decoded, or in its handler. */
+interface CallState {
+  phase: "gate" | "decode" | "handler";
+}
 
 export const requestIdKey = createContextKey<string>("", { description: "request id" });
 export const clientAddressKey = createContextKey<string>("", { description: "client address" });
 /** X-Forwarded-For as received; believed only from a trusted proxy (see abuse/client-address.ts). */
 export const forwardedForKey = createContextKey<string>("", { description: "x-forwarded-for" });
 export const adminTokenIdKey = createContextKey<string>("", { description: "admin token id" });
+const callStateKey = createContextKey<CallState | undefined>(undefined, { description: "call state" });
+
+/** A request id a client may choose: short, and safe in headers and logs. */
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
+
+/** The values every RPC starts with; also used by the REST routes, which run the same RPCs. */
+export function rpcContextValues(req: HttpRequest): ContextValues {
+  const values = createContextValues();
+  const asked = req.headers["x-request-id"];
+  values.set(requestIdKey, typeof asked === "string" && CLIENT_REQUEST_ID.test(asked) ? asked : randomUUID());
+  values.set(clientAddressKey, req.socket.remoteAddress ?? "");
+  values.set(forwardedForKey, String(req.headers["x-forwarded-for"] ?? "").slice(0, 512));
+  values.set(callStateKey, { phase: "gate" });
+  return values;
+}
+
+const internalError = (requestId: string) =>
+  apiError(Code.Internal, Reason.internal, `internal error; quote request ${requestId} when reporting it`);
+
+function databaseUnavailable(): ConnectError {
+  const err = apiError(Code.Unavailable, Reason.unavailable, "the database is unavailable; try again in a moment");
+  err.details.push({ desc: RetryInfoSchema, value: create(RetryInfoSchema, { retryDelay: durationFromMs(1000) }) });
+  return err;
+}
 
 /**
- * Logs every RPC with its outcome, and turns any error that is not one of ours
- * into a bare `internal` that carries the request id and nothing else.
+ * What the caller gets for an error: ours as they are, a database out of reach
+ * as `unavailable`, anything else as a bare `internal` with the request id.
+ * Answers whether the error is the server's fault (to be logged as such).
  */
+export function answerFor(err: unknown, requestId: string): { answer: ConnectError; serverFault: boolean } {
+  if (err instanceof ConnectError && err.code !== Code.Internal && err.code !== Code.Unknown) return { answer: err, serverFault: false };
+  const cause = err instanceof ConnectError && err.cause !== undefined ? err.cause : err;
+  if (isDatabaseUnavailable(cause)) return { answer: databaseUnavailable(), serverFault: true };
+  if (isStatementTimeout(cause)) return { answer: apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, "the request took too long"), serverFault: true };
+  return { answer: internalError(requestId), serverFault: true };
+}
+
+/** Counts, times and logs every RPC by the code its caller gets; a stream counts when it ends. */
 function outcomeInterceptor(app: AppContext): Interceptor {
   return (next) => async (req) => {
     const started = performance.now();
     const requestId = req.contextValues.get(requestIdKey);
-    const fields = { requestId, rpc: `${req.service.name}/${req.method.name}` };
+    const rpc = `${req.service.name}/${req.method.name}`;
+    const report = (err: unknown): ConnectError | undefined => {
+      const ms = performance.now() - started;
+      const { answer, serverFault } = err === undefined ? { answer: undefined, serverFault: false } : answerFor(err, requestId);
+      const grpcCode = answer ? Code[answer.code] : "OK";
+      app.metrics.observeRpc(req.service.typeName, req.method.name, grpcCode, ms / 1000);
+      const fields = { requestId, rpc, grpcCode, ms: +ms.toFixed(2) };
+      if (serverFault) app.log.error({ ...fields, err }, "rpc failed");
+      else app.log.info({ ...fields, reason: answer ? reasonOf(answer) : undefined, admin: req.contextValues.get(adminTokenIdKey) || undefined }, "rpc");
+      return answer;
+    };
+    let res;
     try {
-      const res = await next(req);
-      app.log.info({ ...fields, grpcCode: "ok", ms: +(performance.now() - started).toFixed(2), admin: req.contextValues.get(adminTokenIdKey) || undefined }, "rpc");
-      return res;
+      res = await next(req);
     } catch (err) {
-      const ms = +(performance.now() - started).toFixed(2);
-      if (err instanceof ConnectError && (err.code !== Code.Internal && err.code !== Code.Unknown)) {
-        app.log.info({ ...fields, grpcCode: Code[err.code], reason: reasonOf(err), ms }, "rpc");
-        throw err;
+      throw report(err);
+    }
+    if (!res.stream) {
+      report(undefined);
+      return res;
+    }
+    return { ...res, message: reportedStream(res.message, report) };
+  };
+}
+
+async function* reportedStream<T>(messages: AsyncIterable<T>, report: (err: unknown) => ConnectError | undefined): AsyncGenerator<T> {
+  let outcome: "open" | "done" | "failed" = "open";
+  try {
+    yield* messages;
+    outcome = "done";
+  } catch (err) {
+    outcome = "failed";
+    throw report(err);
+  } finally {
+    // Left open: the caller went away, and the stream was returned, not finished.
+    if (outcome === "done") report(undefined);
+    else if (outcome === "open") report(new ConnectError("the caller went away", Code.Canceled));
+  }
+}
+
+/** At most `max` streaming calls at once in this process; all of them end at shutdown. */
+class StreamSlots {
+  #open = 0;
+  readonly max: number;
+  readonly #ending = new AbortController();
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** Aborts when the server stops: streams, unlike unary calls, are not waited for. */
+  get ending(): AbortSignal {
+    return this.#ending.signal;
+  }
+
+  endAll(): void {
+    this.#ending.abort(apiError(Code.Unavailable, Reason.unavailable, "the server is shutting down; open the stream again"));
+  }
+
+  /** Takes a slot and answers its release (idempotent); throws resource_exhausted when none is free. */
+  take(): () => void {
+    if (this.#open >= this.max) {
+      throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.max} streams open, its limit; try again later`);
+    }
+    this.#open++;
+    let released = false;
+    return () => {
+      if (!released) (released = true), this.#open--;
+    };
+  }
+}
+
+/**
+ * Ends every call at its signal (its bound, the caller leaving, the server
+ * stopping) whatever its handler does, and caps the streams open at once. A
+ * request stream that cannot be decoded is the caller's fault.
+ */
+function boundsInterceptor(streams: StreamSlots): Interceptor {
+  return (next) => async (req) => {
+    req.contextValues.get(callStateKey)!.phase = "handler";
+    if (!req.stream) return raceAbort(attempt(() => next(req)), req.signal);
+    const release = streams.take();
+    try {
+      const res = await next({ ...req, message: callerMessages(req.message) });
+      if (!res.stream) {
+        release();
+        return res;
       }
-      app.log.error({ ...fields, grpcCode: "Internal", ms, err }, "rpc failed");
-      throw apiError(Code.Internal, Reason.internal, `internal error; quote request ${requestId} when reporting it`);
+      return { ...res, message: untilAborted(res.message, AbortSignal.any([req.signal, streams.ending]), release) };
+    } catch (err) {
+      release();
+      throw err;
     }
   };
 }
 
-/** The values every RPC starts with; also used by the REST routes, which run the same RPCs. */
-export function rpcContextValues(req: Parameters<NodeHandlerFn>[0]): ContextValues {
-  const values = createContextValues();
-  values.set(requestIdKey, (req.headers["x-request-id"] as string | undefined)?.slice(0, 64) || randomUUID());
-  values.set(clientAddressKey, req.socket.remoteAddress ?? "");
-  values.set(forwardedForKey, String(req.headers["x-forwarded-for"] ?? "").slice(0, 512));
-  return values;
+async function* callerMessages<T>(messages: AsyncIterable<T>): AsyncGenerator<T> {
+  try {
+    yield* messages;
+  } catch (err) {
+    throw asCallerFault(err);
+  }
 }
 
-/** Every RPC ends within the configured bound, whatever the client asked for. */
-function deadlineInterceptor(limitMs: number): Interceptor {
-  return (next) => (req) => {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request took longer than ${limitMs} ms`)),
-        limitMs,
-      );
+async function* untilAborted<T>(messages: AsyncIterable<T>, signal: AbortSignal, release: () => void): AsyncGenerator<T> {
+  const it = messages[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const next = await raceAbort(it.next(), signal);
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    release();
+    // Not awaited: a handler stuck in an await would hold this up.
+    it.return?.()?.catch(() => {});
+  }
+}
+
+const DECODE_FAILED = "the request could not be decoded: expected one well-formed message of the method's request type";
+
+/**
+ * connect-es raises its failures to decode a request (a malformed protobuf
+ * body, a broken envelope, a missing message) as `internal` or `unimplemented`,
+ * with the parser's own message; they are the caller's fault: `invalid_argument`,
+ * with a message that says nothing of the parser.
+ */
+function asCallerFault(err: unknown): unknown {
+  if (err instanceof ConnectError && (err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.Unimplemented)) {
+    // Rewritten in place: connect-es serializes this very object after aborting the call with it.
+    Object.assign(err as { -readonly [K in keyof ConnectError]: ConnectError[K] }, {
+      code: Code.InvalidArgument,
+      rawMessage: DECODE_FAILED,
+      message: `[invalid_argument] ${DECODE_FAILED}`,
+      cause: undefined,
     });
-    return Promise.race([next(req), expired]).finally(() => clearTimeout(timer));
-  };
+  }
+  return err;
+}
+
+/**
+ * Reports a call answered before its handler ran: refused by the gate, or its
+ * request not decodable (then blamed on the caller) or not received in time.
+ * connect-es aborts the call's context with the error it then sends.
+ */
+function reportEarlyAnswers(app: AppContext, ctx: HandlerContext, started: number): void {
+  const state = ctx.values.get(callStateKey)!;
+  ctx.signal.addEventListener(
+    "abort",
+    () => {
+      if (state.phase === "handler") return;
+      let reason: unknown = ctx.signal.reason;
+      if (state.phase === "decode") reason = asCallerFault(reason);
+      const requestId = ctx.values.get(requestIdKey);
+      const { answer, serverFault } = answerFor(reason, requestId);
+      const grpcCode = Code[answer.code];
+      app.metrics.observeRpc(ctx.service.typeName, ctx.method.name, grpcCode, (performance.now() - started) / 1000);
+      const fields = { requestId, rpc: `${ctx.service.name}/${ctx.method.name}`, grpcCode, phase: state.phase };
+      if (serverFault) app.log.error({ ...fields, err: reason }, "rpc failed before its handler");
+      else app.log.info({ ...fields, reason: reasonOf(answer) }, "rpc refused");
+    },
+    { once: true },
+  );
 }
 
 export interface RpcOptions {
   routes: (router: ConnectRouter) => void;
   adminTokens: AdminTokenVerifier;
-  fallback: NodeHandlerFn;
+  fallback: RequestHandler;
   shutdownSignal: AbortSignal;
+  bounds: CallBounds;
+  /** Streaming calls open at once, at most. */
+  maxStreams: number;
 }
 
-export function createRpcHandler(app: AppContext, opts: RpcOptions): NodeHandlerFn {
-  return connectNodeAdapter({
+export interface RpcHandler extends RpcAdapter {
+  /** Ends every open stream (at shutdown, before unary calls in flight are waited for). */
+  endStreams(): void;
+}
+
+export function createRpcHandler(app: AppContext, opts: RpcOptions): RpcHandler {
+  const streams = new StreamSlots(opts.maxStreams);
+  const adapter = createRpcAdapter({
     routes: opts.routes,
     fallback: opts.fallback,
+    bounds: opts.bounds,
+    log: app.log,
     readMaxBytes: app.config.maxRequestBytes,
     writeMaxBytes: 4 * 1024 * 1024,
     shutdownSignal: opts.shutdownSignal,
     jsonOptions: { ignoreUnknownFields: false },
     contextValues: rpcContextValues,
+    requestIdOf: (values) => values.get(requestIdKey),
     // Runs before the body is read: no admin request body is parsed unauthenticated.
     async requestGate(ctx) {
       ctx.responseHeader.set("x-request-id", ctx.values.get(requestIdKey));
-      if (ctx.service.typeName !== AdminService.typeName) return;
-      const started = performance.now();
-      const principal = await opts.adminTokens.verify(ctx.requestHeader.get("authorization"));
-      if (!principal) {
-        // Refused before the interceptors run, so counted here.
-        app.metrics.observeRpc(ctx.service.typeName, ctx.method.name, "Unauthenticated", (performance.now() - started) / 1000);
-        throw apiError(Code.Unauthenticated, Reason.unauthenticated, "a valid admin token is required: Authorization: Bearer <admin token>");
+      reportEarlyAnswers(app, ctx, performance.now());
+      if (ctx.service.typeName === AdminService.typeName) {
+        const principal = await opts.adminTokens.verify(ctx.requestHeader.get("authorization")).catch((err: unknown) => {
+          app.log.error({ requestId: ctx.values.get(requestIdKey), err }, "admin token check failed");
+          throw answerFor(err, ctx.values.get(requestIdKey)).answer;
+        });
+        if (!principal) {
+          throw apiError(Code.Unauthenticated, Reason.unauthenticated, "a valid admin token is required: Authorization: Bearer <admin token>");
+        }
+        ctx.values.set(adminTokenIdKey, principal.tokenId);
       }
-      ctx.values.set(adminTokenIdKey, principal.tokenId);
+      ctx.values.get(callStateKey)!.phase = "decode";
     },
-    interceptors: [
-      rpcMetricsInterceptor(app.metrics),
-      outcomeInterceptor(app),
-      deadlineInterceptor(app.config.rpcTimeoutMs),
-      createValidateInterceptor(),
-    ],
+    interceptors: [outcomeInterceptor(app), boundsInterceptor(streams), createValidateInterceptor()],
   });
+  return { ...adapter, endStreams: () => streams.endAll() };
 }

@@ -1,0 +1,90 @@
+// The server as a process of its own (`node src/main.ts serve`), as an operator
+// runs it: a crash is an exit, not a test error, and its log lines are read
+// from its stdout.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { vi } from "vitest";
+import { ADMIN_TOKEN, freshDatabase } from "./server.ts";
+
+export interface ServerProcess {
+  url: string;
+  /** The database it serves from. */
+  databaseUrl: string;
+  /** Where /metrics and /readyz are served. */
+  opsUrl: string;
+  child: ChildProcess;
+  /** Every JSON log line so far, parsed. */
+  logs: Record<string, any>[];
+  /** Whatever else it wrote (a crash's stack lands here). */
+  stderr: string[];
+  exited: Promise<number | null>;
+  alive(): boolean;
+  stop(): Promise<number | null>;
+}
+
+/** Starts a server process on a fresh database (unless DATABASE_URL is given) and waits until it listens. */
+export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
+  const dataDir = mkdtempSync(join(tmpdir(), "codegate-proc-"));
+  const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
+  const child = spawn(process.execPath, ["src/main.ts", "serve"], {
+    env: {
+      ...process.env,
+      NODE_ENV: "",
+      HOST: "127.0.0.1",
+      PORT: "0",
+      DATA_DIR: dataDir,
+      DATABASE_URL: databaseUrl,
+      ADMIN_TOKEN,
+      LOG_LEVEL: "info",
+      RATE_LIMIT_SEND_PER_USERNAME: "off",
+      RATE_LIMIT_SEND_PER_ADDRESS: "off",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const logs: Record<string, any>[] = [];
+  const stderr: string[] = [];
+  let partial = "";
+  child.stdout!.on("data", (chunk: Buffer) => {
+    const lines = (partial + chunk.toString("utf8")).split("\n");
+    partial = lines.pop()!;
+    for (const line of lines) {
+      if (!line.startsWith("{")) continue;
+      try {
+        logs.push(JSON.parse(line));
+      } catch {
+        stderr.push(line);
+      }
+    }
+  });
+  child.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const listening = await vi.waitUntil(() => logs.find((l) => l.msg === "listening") ?? (child.exitCode !== null ? "exited" : undefined), {
+    timeout: 60_000,
+    interval: 50,
+  });
+  if (listening === "exited") throw new Error(`the server exited before listening: ${stderr.join("")}`);
+  const url = `http://127.0.0.1:${listening.port}`;
+  const opsUrl = listening.opsPort ? `http://127.0.0.1:${listening.opsPort}` : url;
+  return {
+    url,
+    databaseUrl,
+    opsUrl,
+    child,
+    logs,
+    stderr,
+    exited,
+    alive: () => child.exitCode === null && child.signalCode === null,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      const code = await exited;
+      rmSync(dataDir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** Waits past a deadline: what a hostile-input test must do before it checks the server is still up. */
+export const pastDeadline = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
