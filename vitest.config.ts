@@ -1,12 +1,27 @@
+import { availableParallelism } from "node:os";
 import { defineConfig } from "vitest/config";
+
+const jsonReport = process.env.VITEST_JSON_REPORT;
 
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
     globalSetup: ["test/support/global-setup.ts"],
-    // Each test file gets its own database on the one PostgreSQL server.
+    // Each test file gets its own databases on the one PostgreSQL server.
     pool: "forks",
+    // Much of a file's time is spent waiting on its server, PostgreSQL, child processes
+    // or the browser: one file per core, at least two (vitest's default is one less than
+    // the cores: a single file at a time on 2, which doubles the run). More than the
+    // cores starves the tests that bound a call in real time (RPC_TIMEOUT of 300 ms).
+    maxWorkers: Math.max(2, availableParallelism()),
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    reporters: [
+      "default",
+      // Lists the tests that did not run, and fails the run for them under CI.
+      "./test/support/skip-reporter.ts",
+      // .ci/run checks the whole run's summary in this report too.
+      ...(jsonReport ? [["json", { outputFile: jsonReport }] satisfies ["json", object]] : []),
+    ],
   },
 });

@@ -6,6 +6,7 @@ import { IdentityState } from "../gen/codegate/v1/types_pb.ts";
 import { createAdminToken, revokeAdminToken } from "../src/admin/tokens.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
+import { failed, succeeded } from "./support/results.ts";
 
 const ORG_RE = /^or-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{16}$/;
 const TENANT_RE = /^acct-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{16}$/;
@@ -27,8 +28,7 @@ afterAll(async () => {
 describe("admin authentication", () => {
   it("refuses a call without a token, over gRPC and JSON, with the same answer", async () => {
     const g = await admin.call("listOrganizations", {});
-    expect(g.ok).toBe(false);
-    if (!g.ok) expect(g.error.code).toBe(status.UNAUTHENTICATED);
+    expect(failed(g).code).toBe(status.UNAUTHENTICATED);
     const j = await postJson(server.url, rpc("ListOrganizations"), {});
     expect(j.status).toBe(401);
     expect(j.body.code).toBe("unauthenticated");
@@ -54,17 +54,13 @@ describe("admin authentication", () => {
     expect(Buffer.from(rows[0].secret_hash).equals(createHash("sha256").update(secret).digest())).toBe(true);
     expect(await revokeAdminToken(server.app.ctx.em(), id, new Date())).toBe(true);
     const after = await admin.call("listOrganizations", {}, bearer(token));
-    expect(after.ok).toBe(false);
-    if (!after.ok) expect(after.error.code).toBe(status.UNAUTHENTICATED);
+    expect(failed(after).code).toBe(status.UNAUTHENTICATED);
   });
 });
 
 describe("organizations", () => {
   it("creates, gets and lists them through grpc-js", async () => {
-    const created = await admin.call("createOrganization", { name: "Acme", settings: { selfServiceSignup: true } }, auth);
-    expect(created.ok).toBe(true);
-    if (!created.ok) return;
-    const org = created.value.organization!;
+    const org = succeeded(await admin.call("createOrganization", { name: "Acme", settings: { selfServiceSignup: true } }, auth)).organization!;
     expect(org.id).toMatch(ORG_RE);
     expect(org.tenantId).toMatch(TENANT_RE);
     expect(org.name).toBe("Acme");
@@ -97,12 +93,10 @@ describe("organizations", () => {
     let token = "";
     let pages = 0;
     do {
-      const page = await admin.call("listOrganizations", { pageSize: 2, pageToken: token }, auth);
-      expect(page.ok).toBe(true);
-      if (!page.ok) return;
-      expect(page.value.organizations.length).toBeLessThanOrEqual(2);
-      seen.push(...page.value.organizations.map((o) => o.id));
-      token = page.value.nextPageToken;
+      const page = succeeded(await admin.call("listOrganizations", { pageSize: 2, pageToken: token }, auth));
+      expect(page.organizations.length).toBeLessThanOrEqual(2);
+      seen.push(...page.organizations.map((o) => o.id));
+      token = page.nextPageToken;
       pages++;
     } while (token);
     expect(new Set(seen).size).toBe(seen.length);
@@ -126,10 +120,7 @@ describe("identities", () => {
   });
 
   it("creates a pending identity and finds it by id", async () => {
-    const created = await admin.call("createIdentity", { orgId, username: "Alice@Example.com", skipRegistrationCode: true }, auth);
-    expect(created.ok).toBe(true);
-    if (!created.ok) return;
-    const identity = created.value.identity!;
+    const identity = succeeded(await admin.call("createIdentity", { orgId, username: "Alice@Example.com", skipRegistrationCode: true }, auth)).identity!;
     expect(identity.state).toBe(IdentityState.PENDING);
     expect(identity.username).toBe("Alice@Example.com");
     expect(identity.orgId).toBe(orgId);
@@ -143,8 +134,7 @@ describe("identities", () => {
   it("refuses a duplicate username in the same organization, case-insensitively", async () => {
     await admin.call("createIdentity", { orgId, username: "bob@example.com", skipRegistrationCode: true }, auth);
     const dup = await admin.call("createIdentity", { orgId, username: "BOB@example.COM", skipRegistrationCode: true }, auth);
-    expect(dup.ok).toBe(false);
-    if (!dup.ok) expect(dup.error.code).toBe(status.ALREADY_EXISTS);
+    expect(failed(dup).code).toBe(status.ALREADY_EXISTS);
     const dupJson = await postJson(server.url, rpc("CreateIdentity"), { orgId, username: "Bob@Example.com", skipRegistrationCode: true }, auth);
     expect(dupJson.status).toBe(409);
     expect(dupJson.body.code).toBe("already_exists");
@@ -202,12 +192,9 @@ describe("validation from the proto rules", () => {
     expect(j.body.code).toBe("invalid_argument");
     expect(j.body.message).toContain("org_id");
     expect(j.body.message).toContain("^or-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{14,17}$");
-    const g = await admin.call("getOrganization", { orgId: "org-123" }, auth);
-    expect(g.ok).toBe(false);
-    if (!g.ok) {
-      expect(g.error.code).toBe(status.INVALID_ARGUMENT);
-      expect(g.error.details).toContain("org_id");
-    }
+    const g = failed(await admin.call("getOrganization", { orgId: "org-123" }, auth));
+    expect(g.code).toBe(status.INVALID_ARGUMENT);
+    expect(g.details).toContain("org_id");
   });
 
   it("accepts the documented org id with 17 characters in its last part", async () => {

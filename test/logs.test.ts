@@ -1,6 +1,6 @@
 // Runs every flow with logging at debug and fails if any log line holds a code,
 // a token, a secret or a mail body.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { randomBytes } from "node:crypto";
 import { createAdminToken } from "../src/admin/tokens.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
@@ -10,6 +10,7 @@ import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
 let smtp: SmtpSink;
 let server: TestServer;
+let closed = false;
 const secrets = new Set<string>();
 const keep = (s: string) => (secrets.add(s), s);
 const CODE_KEYS = `c1:${randomBytes(32).toString("base64")}`;
@@ -26,7 +27,7 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => {
-  await server?.close();
+  if (!closed) await server?.close();
   await smtp?.stop();
 });
 
@@ -84,11 +85,21 @@ describe("logs at debug level", () => {
     keep("s".repeat(43));
     fx.close();
 
+    // Every mail has gone out (so the courier has logged its sends)...
+    await vi.waitFor(
+      async () => {
+        const [row] = await server.app.ctx.em().getConnection().execute("select count(*) filter (where status <> 'sent')::int as unsent, count(*)::int as mails from courier_message");
+        expect(row).toEqual({ unsent: 0, mails: smtp.mails.length });
+      },
+      { timeout: 10_000, interval: 20 },
+    );
+    // ...and once the server has closed (requests finished, courier stopped), it writes no more lines.
+    await server.close();
+    closed = true;
     for (const mail of smtp.mails) {
       secrets.add(mail.text.trim());
       secrets.add(mail.html.trim());
     }
-    await new Promise((r) => setTimeout(r, 200));
     expect(server.logs.length).toBeGreaterThan(12);
     expect(server.logs.some((l) => l.includes('"level":"debug"') || l.includes('"level":"info"'))).toBe(true);
     const all = server.logs.join("\n");

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
+import { ManualClock } from "../src/clock.ts";
 import type { Purpose } from "../src/config/config.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
@@ -10,10 +11,12 @@ import { serverStream } from "./support/grpc-streams.ts";
 let server: TestServer;
 let admin: ReturnType<typeof grpcClient<typeof AdminService>>;
 const auth = bearer(ADMIN_TOKEN);
+/** The server's clock: the queue's age is measured on it. */
+const clock = new ManualClock();
 
 beforeAll(async () => {
   // No courier: the queue gauges must see the rows this test puts there.
-  server = await startTestServer({ COURIER_ENABLED: "false", DATABASE_POOL_SIZE: "7" });
+  server = await startTestServer({ COURIER_ENABLED: "false", DATABASE_POOL_SIZE: "7" }, { clock });
   admin = grpcClient(AdminService, server.url);
 });
 afterAll(async () => {
@@ -32,6 +35,28 @@ async function scrape(): Promise<{ type: string | null; text: string; value(seri
     values.set(line.slice(0, at), Number(line.slice(at + 1)));
   }
   return { type: res.headers.get("content-type"), text, value: (series) => values.get(series) };
+}
+
+/** How far past the real one the fake performance.now() of scrapeAfterGaugeWindow() has been set. */
+let gaugeSkewMs = 0;
+
+/**
+ * A scrape whose gauges read the database afresh. They share one query per second,
+ * timed on performance.now() (src/metrics.ts), not on the server's clock: instead of
+ * sleeping through that second, performance.now() is faked for the scrape, a second
+ * further ahead each time (the window of the last scrape then lies in the future for
+ * real time: a plain scrape() within the next seconds sees the same database values).
+ */
+async function scrapeAfterGaugeWindow(): Promise<Awaited<ReturnType<typeof scrape>>> {
+  gaugeSkewMs += 1_001;
+  const real = performance.now();
+  vi.useFakeTimers({ toFake: ["performance"] }); // starts at 0
+  try {
+    vi.advanceTimersByTime(real + gaugeSkewMs);
+    return await scrape();
+  } finally {
+    vi.useRealTimers();
+  }
 }
 
 const rpc = (service: string, method: string, code: string) => `{service="${service}",method="${method}",code="${code}"}`;
@@ -76,12 +101,11 @@ describe("GET /metrics", () => {
     watch.cancel();
     await watch.responses.ended;
     watch.close();
-    let value: number | undefined;
-    for (let i = 0; i < 50 && value === undefined; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-      value = (await scrape()).value(`codegate_rpc_handled_total${rpc("grpc.health.v1.Health", "Watch", "Canceled")}`);
-    }
-    expect(value).toBe(1);
+    // The server counts the call once it sees the stream end, after the client does.
+    await vi.waitFor(
+      async () => expect((await scrape()).value(`codegate_rpc_handled_total${rpc("grpc.health.v1.Health", "Watch", "Canceled")}`)).toBe(1),
+      { timeout: 5_000, interval: 20 },
+    );
   });
 
   it("counts codes by purpose, each purpose from zero, and never a value a caller chose", async () => {
@@ -132,7 +156,7 @@ describe("GET /metrics", () => {
     expect(empty.value("codegate_courier_oldest_queued_age_seconds")).toBe(0);
 
     const conn = server.app.ctx.orm.em.getConnection();
-    const now = Date.now();
+    const now = clock.now().getTime();
     const insert = (status: string, createdAgoMs: number) =>
       conn.execute(
         `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
@@ -142,13 +166,12 @@ describe("GET /metrics", () => {
     await insert("queued", 90_000);
     await insert("queued", 5_000);
     await insert("sent", 600_000);
-    // Gauges are read at most once a second.
-    await new Promise((r) => setTimeout(r, 1_100));
-    const m = await scrape();
+    const m = await scrapeAfterGaugeWindow();
     expect(m.value("codegate_courier_queue_depth")).toBe(2);
-    const age = m.value("codegate_courier_oldest_queued_age_seconds")!;
-    expect(age).toBeGreaterThanOrEqual(90);
-    expect(age).toBeLessThan(120);
+    // Measured on the server's clock, which has not moved: exactly the age given above.
+    expect(m.value("codegate_courier_oldest_queued_age_seconds")).toBe(90);
+    clock.advance(30_000);
+    expect((await scrapeAfterGaugeWindow()).value("codegate_courier_oldest_queued_age_seconds")).toBe(120);
   });
 
   it("reports the database pool of this process", async () => {

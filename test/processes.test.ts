@@ -1,6 +1,6 @@
 // The server as an operator runs it: separate processes, SIGTERM under load,
 // a courier worker, pruning.
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,14 +42,15 @@ function start(command: string, env: NodeJS.ProcessEnv): { child: ChildProcess; 
   return { child, exited };
 }
 
-async function waitHealthy(url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not come up`);
+/** Resolves once the server at `url` answers its liveness check. */
+async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      expect(child.exitCode, "the server exited").toBeNull();
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    },
+    { timeout: 20_000, interval: 50 },
+  );
 }
 
 describe("processes", () => {
@@ -61,11 +62,11 @@ describe("processes", () => {
     const url = `http://127.0.0.1:${port}`;
     const serverEnv = baseEnv(databaseUrl, { PORT: String(port), SMTP_URL: smtp.url, SHUTDOWN_GRACE: "5s" });
     const server = start("serve", serverEnv);
-    await waitHealthy(url);
+    await waitHealthy(url, server.child);
     const fx = adminFixtures(url);
     const org = await fx.org("Shutdown");
     const users = Array.from({ length: 40 }, (_, i) => `s${i}@example.com`);
-    for (const u of users) await fx.identity(org.id, u);
+    await Promise.all(users.map((u) => fx.identity(org.id, u)));
     fx.close();
 
     let answered = 0;
@@ -84,14 +85,17 @@ describe("processes", () => {
           if (res.status === 200) answered++;
           else failedAnswers++;
         } catch {
-          refused++; // no answer at all: the client knows it was not served
-          if (server.child.exitCode !== null) return;
-          await new Promise((r) => setTimeout(r, 20));
+          // No answer at all: the client knows it was not served. The server refuses
+          // connections once it is shutting down: this worker is done when it has exited.
+          refused++;
+          await server.exited;
+          return;
         }
       }
     };
     const load = Promise.all(Array.from({ length: 8 }, (_, w) => worker(w)));
-    await new Promise((r) => setTimeout(r, 1500));
+    // Under load: the signal comes once the server has answered a good number of sends.
+    await vi.waitUntil(() => answered > 20 || server.child.exitCode !== null, { timeout: 30_000, interval: 10 });
     const answeredBeforeSignal = answered;
     server.child.kill("SIGTERM");
     const exitCode = await server.exited;
@@ -116,11 +120,17 @@ describe("processes", () => {
     // Same DATA_DIR: the worker needs the generated mail keys to read the queued bodies.
     const courier = start("courier", { ...serverEnv, PORT: "0", COURIER_POLL_INTERVAL: "100ms" });
     await smtp.waitFor((m) => m.length >= answered, 30_000);
-    await new Promise((r) => setTimeout(r, 500));
-    expect(smtp.mails).toHaveLength(answered);
-    expect(new Set(smtp.mails.map((m) => m.messageId)).size).toBe(answered);
+    // The outbox says every mail is sent...
+    await vi.waitFor(
+      async () => expect((await db.query(`select count(*) filter (where status <> 'sent')::int as unsent from courier_message`)).rows[0].unsent).toBe(0),
+      { timeout: 10_000, interval: 20 },
+    );
+    // ...and once the worker has stopped (it finishes the batch in hand first), nothing
+    // more can arrive: a duplicate would be here by now.
     courier.child.kill("SIGTERM");
     expect(await courier.exited).toBe(0);
+    expect(smtp.mails).toHaveLength(answered);
+    expect(new Set(smtp.mails.map((m) => m.messageId)).size).toBe(answered);
   });
 
   it("prune deletes dead codes, old sent mail metadata and ended rate-limit windows, and keeps the rest", async () => {

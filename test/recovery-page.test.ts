@@ -1,18 +1,18 @@
-// The recovery page of an administrator's recovery link, in a real browser:
-// Debian's headless Chromium driven by playwright-core (which never downloads a
-// browser of its own). The page's script is the esbuild bundle of web/recovery/,
-// built by `pretest`, calling RecoveryService.VerifyRecoveryCode through
-// @connectrpc/connect-web.
+// The recovery page of an administrator's recovery link, in a real browser: the
+// headless Chromium of the npm package @sparticuz/chromium (or CHROMIUM_PATH), driven
+// by playwright-core; see ./support/chromium.ts. The page's script is the esbuild
+// bundle of web/recovery/, built by `pretest`, calling
+// RecoveryService.VerifyRecoveryCode through @connectrpc/connect-web.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { recoveryPageRoutes } from "../src/transport/recovery-page.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
+import { launchChromium } from "./support/chromium.ts";
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 /** Set to a directory to keep screenshots of the page (not committed). */
 const SHOTS = process.env.RECOVERY_PAGE_SCREENSHOTS;
 const VERIFY_PATH = "/codegate.v1.RecoveryService/VerifyRecoveryCode";
@@ -24,23 +24,11 @@ let orgId: string;
 const contexts: BrowserContext[] = [];
 
 beforeAll(async () => {
+  // First: the first run decompresses the bundled browser, with TMPDIR pointed elsewhere meanwhile.
+  browser = await launchChromium();
   server = await startTestServer();
   fx = adminFixtures(server.url);
   orgId = (await fx.org("Acme Recovery Page")).id;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
 });
 
 afterAll(async () => {

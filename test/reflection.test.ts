@@ -6,6 +6,7 @@ import * as v1 from "../gen/grpc/reflection/v1/reflection_pb.ts";
 import * as v1alpha from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
 import { bidiStream } from "./support/grpc-streams.ts";
+import { oneof } from "./support/results.ts";
 
 let server: TestServer;
 beforeAll(async () => {
@@ -55,10 +56,7 @@ describe("grpc.reflection.v1 over grpc-js", () => {
   it("lists every service the server has", async () => {
     const s = reflect();
     const res = await s.ask({ host: "", messageRequest: { case: "listServices", value: "" } });
-    expect(res.messageResponse.case).toBe("listServicesResponse");
-    if (res.messageResponse.case === "listServicesResponse") {
-      expect(res.messageResponse.value.service.map((x) => x.name).sort()).toEqual(SERVICES);
-    }
+    expect(oneof(res.messageResponse, "listServicesResponse").service.map((x) => x.name).sort()).toEqual(SERVICES);
     expect(res.originalRequest?.messageRequest.case).toBe("listServices");
     s.end();
     expect((await s.responses.ended).code).toBe(0);
@@ -140,11 +138,9 @@ describe("grpc.reflection.v1 over grpc-js", () => {
     );
     expect(ext[0].name).toBe("google/api/annotations.proto");
     const numbers = await s.ask({ messageRequest: { case: "allExtensionNumbersOfType", value: "google.protobuf.MethodOptions" } });
-    expect(numbers.messageResponse.case).toBe("allExtensionNumbersResponse");
-    if (numbers.messageResponse.case === "allExtensionNumbersResponse") {
-      expect(numbers.messageResponse.value.baseTypeName).toBe("google.protobuf.MethodOptions");
-      expect(numbers.messageResponse.value.extensionNumber).toEqual(expect.arrayContaining([51200, 72295728]));
-    }
+    const extensionNumbers = oneof(numbers.messageResponse, "allExtensionNumbersResponse");
+    expect(extensionNumbers.baseTypeName).toBe("google.protobuf.MethodOptions");
+    expect(extensionNumbers.extensionNumber).toEqual(expect.arrayContaining([51200, 72295728]));
     s.end();
     s.close();
   });
@@ -160,7 +156,7 @@ describe("grpc.reflection.v1 over grpc-js", () => {
     for (const messageRequest of asks) {
       const res = await s.ask({ messageRequest });
       expect(res.messageResponse.case, String(messageRequest.case)).toBe("errorResponse");
-      if (res.messageResponse.case === "errorResponse") expect(res.messageResponse.value.errorCode).toBe(5);
+      expect(oneof(res.messageResponse, "errorResponse").errorCode, String(messageRequest.case)).toBe(5);
     }
     const ok = await s.ask({ messageRequest: { case: "listServices", value: "*" } });
     expect(ok.messageResponse.case).toBe("listServicesResponse");
@@ -180,12 +176,9 @@ describe("grpc.reflection.v1alpha", () => {
     );
     const list = await s.ask({ messageRequest: { case: "listServices", value: "" } });
     expect(list.$typeName).toBe("grpc.reflection.v1alpha.ServerReflectionResponse");
-    expect(list.messageResponse.case === "listServicesResponse" && list.messageResponse.value.service.map((x) => x.name).sort()).toEqual(SERVICES);
+    expect(oneof(list.messageResponse, "listServicesResponse").service.map((x) => x.name).sort()).toEqual(SERVICES);
     const file = await s.ask({ messageRequest: { case: "fileContainingSymbol", value: "codegate.v1.RecoveryService" } });
-    expect(file.messageResponse.case).toBe("fileDescriptorResponse");
-    if (file.messageResponse.case === "fileDescriptorResponse") {
-      expect(fromBinary(FileDescriptorProtoSchema, file.messageResponse.value.fileDescriptorProto[0]).name).toBe("codegate/v1/recovery.proto");
-    }
+    expect(fromBinary(FileDescriptorProtoSchema, oneof(file.messageResponse, "fileDescriptorResponse").fileDescriptorProto[0]).name).toBe("codegate/v1/recovery.proto");
     expect(file.originalRequest?.messageRequest).toEqual({ case: "fileContainingSymbol", value: "codegate.v1.RecoveryService" });
     s.end();
     s.close();

@@ -34,37 +34,47 @@ function genericClient(address: string, path: string, input: DescMessage, output
 export class ResponseStream<T> {
   readonly messages: T[] = [];
   readonly ended: Promise<grpc.StatusObject>;
-  #waiters: (() => void)[] = [];
+  #status: grpc.StatusObject | undefined;
+  /** Called on each message and at the end of the stream. */
+  readonly #listeners = new Set<() => void>();
 
   constructor(stream: grpc.ClientReadableStream<T> | grpc.ClientDuplexStream<unknown, T>) {
     stream.on("data", (m: T) => {
       this.messages.push(m);
-      for (const w of this.#waiters.splice(0)) w();
+      for (const l of [...this.#listeners]) l();
     });
     this.ended = new Promise((resolve) => {
       stream.on("status", (s: grpc.StatusObject) => {
+        this.#status = s;
         resolve(s);
-        for (const w of this.#waiters.splice(0)) w();
+        for (const l of [...this.#listeners]) l();
       });
       stream.on("error", () => {});
     });
   }
 
-  /** Resolves with the n-th message (1-based) once it has arrived; rejects after timeoutMs. */
-  async nth(n: number, timeoutMs = 10_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.messages.length < n) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`message ${n} did not arrive within ${timeoutMs} ms (got ${this.messages.length})`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.messages[n - 1];
+  /**
+   * Resolves with the n-th message (1-based) once it has arrived; rejects as soon as
+   * the stream ends without it, or after timeoutMs.
+   */
+  nth(n: number, timeoutMs = 10_000): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const check = () => {
+        if (this.messages.length >= n) finish(() => resolve(this.messages[n - 1]));
+        else if (this.#status) finish(() => reject(new Error(`the stream ended (${this.#status!.code} ${this.#status!.details}) after ${this.messages.length} messages, before message ${n}`)));
+      };
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`message ${n} did not arrive within ${timeoutMs} ms (got ${this.messages.length})`))),
+        timeoutMs,
+      );
+      const finish = (settle: () => void) => {
+        clearTimeout(timer);
+        this.#listeners.delete(check);
+        settle();
+      };
+      this.#listeners.add(check);
+      check();
+    });
   }
 }
 

@@ -18,7 +18,8 @@ export class SmtpSink {
   readonly mails: ReceivedMail[] = [];
   readonly port: number;
   private server: SMTPServer | undefined;
-  private waiters: (() => void)[] = [];
+  /** Checks to run on each mail that arrives (see waitFor). */
+  private readonly listeners = new Set<() => void>();
 
   private constructor(port: number) {
     this.port = port;
@@ -52,7 +53,7 @@ export class SmtpSink {
               messageId: parsed.messageId ?? "",
               raw: parsed,
             });
-            this.waiters.forEach((w) => w());
+            for (const listener of [...this.listeners]) listener();
             cb();
           })
           .catch(cb);
@@ -74,21 +75,28 @@ export class SmtpSink {
     return this.mails.filter((m) => m.to.toLowerCase() === address.toLowerCase());
   }
 
-  /** Waits until `predicate` holds over the received mails, or fails after `timeoutMs`. */
-  async waitFor(predicate: (mails: ReceivedMail[]) => boolean, timeoutMs = 15_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!predicate(this.mails)) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for mail (have ${this.mails.length})`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 200));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-      this.waiters = [];
-    }
+  /**
+   * Resolves once `predicate` holds over the received mails, checking it as each mail
+   * arrives (no polling); rejects after `timeoutMs`, saying how many mails there were.
+   */
+  waitFor(predicate: (mails: ReceivedMail[]) => boolean, timeoutMs = 15_000): Promise<void> {
+    if (predicate(this.mails)) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (!predicate(this.mails)) return;
+        done();
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for mail (have ${this.mails.length})`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+      };
+      this.listeners.add(check);
+    });
   }
 
   /** The newest mail to `address`, once it has arrived. */
