@@ -8,8 +8,8 @@ export type { Logger };
  * the second line of defence.
  */
 const redactPaths = [
+  // Top level only: an error's `code` (errno, SQLSTATE) is what an operator needs.
   "code",
-  "*.code",
   "token",
   "*.token",
   "recoveryCode",

@@ -11,7 +11,13 @@ import { bytes, type Sql } from "../storage/sql.ts";
 import { unseal } from "./seal.ts";
 import type { MailTransport } from "./transport.ts";
 
-const LEASE_MS = 120_000;
+/**
+ * How long a claim holds without renewal. A courier renews the claim of its
+ * batch while it works on it, so a crashed one's batch is taken over within
+ * this; a short lease is what lets a restarted server deliver the mails its
+ * predecessor had claimed.
+ */
+const LEASE_MS = 20_000;
 
 /** Reported once per mail and attempt (see metrics.ts). */
 export interface CourierEvents {
@@ -31,6 +37,11 @@ from (
 ) c
 where m.org_id = c.org_id and m.id = c.id
 returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
+
+const RENEW_SQL = `
+update courier_message m set claimed_until = $2
+from jsonb_to_recordset($3::jsonb) as r(org_id text, id uuid)
+where m.org_id = r.org_id and m.id = r.id and m.status = 'queued' and m.claimed_until > $1`;
 
 const SENT_SQL = `
 update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
@@ -112,35 +123,51 @@ export class Courier {
 
   /** Claims one batch and delivers it; answers how many mails it handled. */
   async runOnce(): Promise<number> {
-    const { sql, config, clock, transport, secrets } = this.deps;
+    const { sql, config, clock, transport, secrets, log } = this.deps;
     const now = clock.now();
     const batch = await sql.query(CLAIM_SQL, [now, new Date(now.getTime() + LEASE_MS), config.batchSize]);
     if (batch.length === 0) return 0;
-    const results = await Promise.allSettled(
-      batch.map(async (m) => {
-        const mail = JSON.parse(unseal(secrets.mailKeys, m.key_id, m.id, bytes(m.body)));
-        await transport.send({ messageId: m.id, to: m.recipient, from: mail.from, subject: mail.subject, text: mail.text, html: mail.html });
-      }),
-    );
+    const keys = JSON.stringify(batch.map((m) => ({ org_id: m.org_id, id: m.id })));
+    const renewal = setInterval(() => {
+      const at = clock.now();
+      sql.query(RENEW_SQL, [at, new Date(at.getTime() + LEASE_MS), keys]).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
+    }, LEASE_MS / 3);
+    // Each outcome is recorded as soon as it is known, not when the whole batch is done: a
+    // crash then sends again only the mails that were in flight, not every mail of the batch.
+    const outcomes = new OutcomeRecorder((sent, failed) => this.record(sent, failed));
+    try {
+      await Promise.all(
+        batch.map(async (m) => {
+          try {
+            const mail = JSON.parse(unseal(secrets.mailKeys, m.key_id, m.id, bytes(m.body)));
+            await transport.send({ messageId: m.id, to: m.recipient, from: mail.from, subject: mail.subject, text: mail.text, html: mail.html });
+            outcomes.add({ org_id: m.org_id, id: m.id, purpose: m.purpose }, undefined);
+          } catch (err) {
+            const next = new Date(clock.now().getTime() + this.backoff(m.send_count + 1)).toISOString();
+            outcomes.add(undefined, { org_id: m.org_id, id: m.id, next_at: next, error: describe(err) });
+          }
+        }),
+      );
+      await outcomes.flushed();
+    } finally {
+      clearInterval(renewal);
+    }
+    return batch.length;
+  }
+
+  private async record(sent: SentMail[], failed: FailedMail[]): Promise<void> {
+    const { sql, config, clock, log, events } = this.deps;
     const done = clock.now();
-    const sent: { org_id: string; id: string; purpose: Purpose }[] = [];
-    const failed: { org_id: string; id: string; next_at: string; error: string }[] = [];
-    results.forEach((r, i) => {
-      const m = batch[i];
-      if (r.status === "fulfilled") sent.push({ org_id: m.org_id, id: m.id, purpose: m.purpose });
-      else failed.push({ org_id: m.org_id, id: m.id, next_at: new Date(done.getTime() + this.backoff(m.send_count + 1)).toISOString(), error: describe(r.reason) });
-    });
     if (sent.length) {
       await sql.query(SENT_SQL, [done, JSON.stringify(sent)]);
-      for (const m of sent) this.deps.events.sent(m.purpose);
+      for (const m of sent) events.sent(m.purpose);
     }
     if (failed.length) {
       const rows = await sql.query(FAILED_SQL, [done, config.maxAttempts, JSON.stringify(failed)]);
-      for (const r of rows) (r.status === "abandoned" ? this.deps.events.abandoned : this.deps.events.retried)(r.purpose);
+      for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
       const abandoned = rows.filter((r) => r.status === "abandoned").length;
-      this.deps.log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
+      log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
     }
-    return batch.length;
   }
 
   /** Exponential, capped, with jitter so that retries of a failed batch spread out. */
@@ -148,6 +175,59 @@ export class Courier {
     const { backoffBaseMs, backoffMaxMs } = this.deps.config;
     const ms = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (attempt - 1));
     return Math.round(ms * (0.75 + Math.random() * 0.5));
+  }
+}
+
+interface SentMail {
+  org_id: string;
+  id: string;
+  purpose: Purpose;
+}
+
+interface FailedMail {
+  org_id: string;
+  id: string;
+  next_at: string;
+  error: string;
+}
+
+/**
+ * Records outcomes as they come, gathering those that come together into one
+ * statement: one write at a time, the next one with whatever came meanwhile.
+ */
+class OutcomeRecorder {
+  #sent: SentMail[] = [];
+  #failed: FailedMail[] = [];
+  #writing: Promise<void> = Promise.resolve();
+  #error: unknown;
+  readonly #write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>;
+
+  constructor(write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>) {
+    this.#write = write;
+  }
+
+  add(sent: SentMail | undefined, failed: FailedMail | undefined): void {
+    const first = this.#sent.length + this.#failed.length === 0;
+    if (sent) this.#sent.push(sent);
+    if (failed) this.#failed.push(failed);
+    if (first) this.#writing = this.#writing.then(() => this.#drain());
+  }
+
+  async #drain(): Promise<void> {
+    // Outcomes settled in the same turn go together.
+    await new Promise((resolve) => setImmediate(resolve));
+    const sent = this.#sent.splice(0);
+    const failed = this.#failed.splice(0);
+    if (sent.length + failed.length === 0) return;
+    await this.#write(sent, failed).catch((err: unknown) => {
+      this.#error ??= err;
+    });
+  }
+
+  /** Resolves once every outcome added so far is written; rejects with the first failed write. */
+  async flushed(): Promise<void> {
+    await this.#writing;
+    if (this.#error !== undefined) throw this.#error;
   }
 }
 
