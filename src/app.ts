@@ -8,6 +8,7 @@ import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
 import { RegistrationService } from "../gen/codegate/v1/registration_pb.ts";
 import { adminService } from "./admin/service.ts";
 import { CodeEngine } from "./codes/engine.ts";
+import { oneIn, worstDailyGuessChance } from "./codes/guess-chance.ts";
 import type { Courier } from "./courier/courier.ts";
 import { startRetention } from "./storage/retention.ts";
 import { createCourier } from "./courier/create.ts";
@@ -18,7 +19,7 @@ import { RateLimiter } from "./abuse/rate-limiter.ts";
 import { recoveryService } from "./flows/recovery.ts";
 import { registrationService } from "./flows/registration.ts";
 import { OrgDirectory } from "./flows/organizations.ts";
-import { sqlOf } from "./storage/sql.ts";
+import { sqlOf, type Sql } from "./storage/sql.ts";
 import { ProofTokens } from "./tokens/proof.ts";
 import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "./admin/tokens.ts";
 import { systemClock, type Clock } from "./clock.ts";
@@ -33,7 +34,7 @@ import { httpRouter, sendJson } from "./transport/http-routes.ts";
 import { recoveryPageRoutes } from "./transport/recovery-page.ts";
 import { createRpcHandler, rpcContextValues } from "./transport/rpc.ts";
 import type { HealthOptions, HealthState } from "./transport/health.ts";
-import { operations } from "./transport/ops.ts";
+import { operations, startOpsListener } from "./transport/ops.ts";
 import { restHandler } from "./transport/rest.ts";
 import { withCors } from "./transport/cors.ts";
 import type { CallBounds } from "./transport/call.ts";
@@ -49,6 +50,8 @@ export interface App {
   /** http://host:port of the listening address. */
   url: string;
   port: number;
+  /** http://host:port of the operations listener (/metrics, /readyz). */
+  opsUrl: string;
   /** Set when this start created the first admin token (shown once). */
   firstAdminToken: string | undefined;
   /** gRPC health and /readyz; NOT_SERVING from the start of close(). */
@@ -60,6 +63,8 @@ export interface StartOptions {
   log?: Logger;
   clock?: Clock;
   health?: HealthOptions;
+  /** Wraps the statements of the hot paths, e.g. to trace or record them. */
+  instrumentSql?: (sql: Sql) => Sql;
 }
 
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
@@ -80,7 +85,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     firstAdminToken = (await createAdminToken(ctx.em(), "first admin token", ctx.clock.now())).token;
   }
 
-  const sql = await sqlOf(orm);
+  const sql = (opts.instrumentSql ?? ((s: Sql) => s))(await sqlOf(orm));
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
   const courier = mail?.courier;
   const codes = new CodeEngine({
@@ -92,7 +97,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     // After the answer has gone out: a known user's send must not answer later.
     onQueued: () => setImmediate(() => courier?.wake()),
   });
-  const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token);
+  const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
   const limits = new FlowLimits(new RateLimiter(sql, ctx.clock), config);
   const flows: FlowDeps = { app: ctx, sql, orgs: new OrgDirectory(sql), codes, tokens, limits };
 
@@ -108,13 +113,13 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const rpc = createRpcHandler(ctx, {
     routes: ops.routes(routes),
     adminTokens: new AdminTokenVerifier(ctx.em, config.secretsEnv.adminToken),
+    adminAuthFailed: (call) => limits.adminAuthFailed(call),
     shutdownSignal: shutdown.signal,
     bounds,
     maxStreams: config.streams.max,
     fallback: httpRouter(
       {
         "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
-        ...ops.httpRoutes,
         "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
         ...recoveryPageRoutes(config),
       },
@@ -137,7 +142,16 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const port = (listener.server.address() as AddressInfo).port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  log.info({ port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mail?.destination ?? "courier off" }, "listening");
+  const opsListener = await startOpsListener(ops.httpRoutes, { host: config.opsHost, port: config.opsPort, headersTimeoutMs: config.headersTimeoutMs, log });
+  log.info(
+    { port, opsPort: opsListener.port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mail?.destination ?? "courier off" },
+    "listening",
+  );
+  const guess = worstDailyGuessChance({ policies: config.codes, ...config.rateLimits });
+  log.info(
+    { guessChance: oneIn(guess.chance), maxGuessChance: oneIn(config.maxGuessChance), codesPerDay: guess.sendsPerDay, wrongGuessesPerDay: guess.failuresPerDay },
+    `worst-case chance of guessing an account's code within a day: ${oneIn(guess.chance)} (MAX_GUESS_CHANCE ${oneIn(config.maxGuessChance)})`,
+  );
   courier?.start();
   const retention = startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
 
@@ -145,6 +159,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     ctx,
     url: `http://${host}:${port}`,
     port,
+    opsUrl: opsListener.url,
     firstAdminToken,
     flows,
     courier,
@@ -155,6 +170,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await ops.health.beginShutdown();
       rpc.endStreams();
       await listener.close(config.shutdownGraceMs);
+      await opsListener.close();
       shutdown.abort();
       // The courier finishes (or gives back) the batch in hand.
       await mail?.stop();

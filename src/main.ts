@@ -41,8 +41,8 @@ function guard(log: Logger, metrics: () => Metrics | undefined): { crashed: Prom
 }
 
 async function main(args: string[]): Promise<number> {
-  const config = loadConfig();
   const [command = "serve", sub, arg] = args;
+  const config = loadConfig(process.env, { serving: command === "serve" || command === "courier" });
   switch (command) {
     case "serve":
       return serve(config);

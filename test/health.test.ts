@@ -55,7 +55,7 @@ describe("a server whose database answers", () => {
 
   it("is alive and ready over plain HTTP", async () => {
     expect(await getJson(server.url + "/healthz")).toEqual({ status: 200, type: "application/json", body: { status: "ok" } });
-    expect(await getJson(server.url + "/readyz")).toEqual({
+    expect(await getJson(server.app.opsUrl + "/readyz")).toEqual({
       status: 200,
       type: "application/json",
       body: { status: "ready", database: "ok", migrations: "applied" },
@@ -103,13 +103,13 @@ describe("a server whose database answers", () => {
     const [row] = await conn.execute("select * from codegate_migrations order by id desc limit 1");
     await conn.execute("delete from codegate_migrations where id = ?", [row.id]);
     try {
-      const r = await getJson(server.url + "/readyz");
+      const r = await getJson(server.app.opsUrl + "/readyz");
       expect(r.status).toBe(503);
       expect(r.body).toEqual({ status: "not_ready", database: "ok", migrations: "pending" });
     } finally {
       await conn.execute("insert into codegate_migrations (id, name, executed_at) values (?, ?, ?)", [row.id, row.name, row.executed_at]);
     }
-    expect((await getJson(server.url + "/readyz")).status).toBe(200);
+    expect((await getJson(server.app.opsUrl + "/readyz")).status).toBe(200);
   });
 });
 
@@ -137,7 +137,7 @@ describe("a database that stops answering, and comes back", () => {
     expect((await watch.responses.nth(2)).status).toBe(Serving.NOT_SERVING);
     const check = await health.call("check", { service: "" });
     expect(check.ok && check.value.status).toBe(Serving.NOT_SERVING);
-    const ready = await getJson(server.url + "/readyz");
+    const ready = await getJson(server.app.opsUrl + "/readyz");
     expect(ready.status).toBe(503);
     expect(ready.body).toEqual({ status: "not_ready", database: "unavailable", migrations: "unknown" });
     // The process itself is fine.
@@ -145,7 +145,7 @@ describe("a database that stops answering, and comes back", () => {
 
     await asSuperuser(server.databaseUrl, `alter database ${dbName} allow_connections true`);
     expect((await watch.responses.nth(3)).status).toBe(Serving.SERVING);
-    await until("ready again", async () => (await getJson(server.url + "/readyz")).status === 200);
+    await until("ready again", async () => (await getJson(server.app.opsUrl + "/readyz")).status === 200);
     expect(watch.responses.messages.map((m) => m.status)).toEqual([Serving.SERVING, Serving.NOT_SERVING, Serving.SERVING]);
 
     watch.cancel();
@@ -166,7 +166,7 @@ describe("shutting down", () => {
       expect((await watch.responses.nth(2)).status).toBe(Serving.NOT_SERVING);
       const check = await health.call("check", { service: "codegate.v1.AdminService" });
       expect(check.ok && check.value.status).toBe(Serving.NOT_SERVING);
-      const ready = await getJson(server.url + "/readyz");
+      const ready = await getJson(server.app.opsUrl + "/readyz");
       expect(ready.status).toBe(503);
       expect(ready.body.status).toBe("shutting_down");
     } finally {

@@ -25,7 +25,7 @@ afterAll(async () => {
 });
 
 async function scrape(): Promise<{ type: string | null; text: string; value(series: string): number | undefined }> {
-  const res = await fetch(server.url + "/metrics");
+  const res = await fetch(server.app.opsUrl + "/metrics");
   expect(res.status).toBe(200);
   const text = await res.text();
   const values = new Map<string, number>();

@@ -92,9 +92,15 @@ describe("hot-path statements", () => {
     await expect(verify("user1@example.com", codes.get("user1@example.com")!)).resolves.toMatchObject({ username: "user1@example.com" });
     await expect(verify("user2@example.com", wrong(codes.get("user2@example.com")!))).rejects.toThrow();
     for (let i = 0; i < 5; i++) await expect(verify("user3@example.com", wrong(codes.get("user3@example.com")!))).rejects.toThrow();
+    // A code bound to an application's flow, and its verification with the binding.
+    const binding = "flow-binding-of-the-application";
+    const bound = await engine.issue({ org, purpose: "login", target: { username: "user5@example.com" }, state: "active", mail: "login", limits: limits("user5@example.com"), binding });
+    await expect(engine.verify({ org, purpose: "login", target: { username: "user5@example.com" }, state: "active", code: bound.code, binding })).resolves.toMatchObject({
+      username: "user5@example.com",
+    });
     // An admin recovery link, verified by its flow id.
     const [{ id: identityId }] = (await client.query(`select id from identity where username_normalized = 'user4@example.com'`)).rows;
-    const link = await engine.issue({ org, purpose: "recovery", target: { identityId }, state: "active" });
+    const link = await engine.issue({ org, purpose: "recovery", target: { identityId }, state: "active", adminIssued: true });
     await expect(engine.verify({ purpose: "recovery", target: { flowId: link.id }, state: "active", code: link.code })).resolves.toMatchObject({ id: identityId });
 
     expect(texts.size).toBeGreaterThanOrEqual(6);

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
+import { ADMIN_TOKEN, DEPLOYMENT_ENV, freshDatabase, TEST_LIMITS } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { freePort } from "./support/net.ts";
 import { SmtpSink } from "./support/smtp.ts";
@@ -27,8 +27,9 @@ function baseEnv(databaseUrl: string, extra: Record<string, string> = {}) {
     HOST: "127.0.0.1",
     ADMIN_TOKEN,
     LOG_LEVEL: "warn",
-    RATE_LIMIT_SEND_PER_USERNAME: "off",
-    RATE_LIMIT_SEND_PER_ADDRESS: "off",
+    OPS_PORT: "0",
+    ...DEPLOYMENT_ENV,
+    ...TEST_LIMITS,
     ...extra,
   };
 }

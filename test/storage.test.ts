@@ -45,7 +45,7 @@ describe("migrations on PostgreSQL", () => {
 describe("the embedded default", () => {
   it("starts on PGlite in DATA_DIR, serves, and keeps its data across restarts", async () => {
     const dataDir = tempDir();
-    const config = loadConfig({ HOST: "127.0.0.1", PORT: "0", DATA_DIR: dataDir });
+    const config = loadConfig({ HOST: "127.0.0.1", PORT: "0", OPS_PORT: "0", DATA_DIR: dataDir });
     expect(config.databaseUrl).toBeUndefined();
     const log = createLogger("silent");
     const first = await startApp(config, { log });

@@ -2,7 +2,8 @@ import { Code, type ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
-import { CodePurpose, CourierMessageSchema, CourierMessageStatus } from "../../gen/codegate/v1/types_pb.ts";
+import { CodePurpose, CourierMessageSchema, CourierMessageStatus, OrganizationSettingsSchema } from "../../gen/codegate/v1/types_pb.ts";
+import { oneIn, organizationGuessChance } from "../codes/guess-chance.ts";
 import type { Purpose } from "../config/config.ts";
 import { formatMs, parseDuration } from "../config/env.ts";
 import { newOrgId, newTenantId } from "../codes/random.ts";
@@ -44,6 +45,16 @@ export function adminService(deps: FlowDeps): ServiceImpl<typeof AdminService> {
 
   return {
     async createOrganization(req) {
+      const settings = req.settings ?? create(OrganizationSettingsSchema);
+      const guess = organizationGuessChance(app.config, settings);
+      if (guess.chance > app.config.maxGuessChance) {
+        throw invalidArgument(
+          "settings",
+          `codes and limits that keep the worst-case chance of guessing an account's code within a day at most ${oneIn(app.config.maxGuessChance)} ` +
+            `(these allow ${oneIn(guess.chance)}: ${guess.sendsPerDay} codes per purpose and ${guess.failuresPerDay} wrong guesses per username a day); ` +
+            `lengthen the codes, widen their alphabets, or tighten send_per_username or verify_failures_per_username`,
+        );
+      }
       const em = app.em();
       const org = em.create(OrganizationEntity, {
         id: newOrgId(),
@@ -125,7 +136,8 @@ export function adminService(deps: FlowDeps): ServiceImpl<typeof AdminService> {
       }
       const org = await deps.orgs.resolve(identity.orgId, "");
       if (!org) throw notFound(`organization ${identity.orgId}`);
-      const issued = await codes.issue({ org, purpose: "recovery", target: { identityId: identity.id }, state: "active", lifespanMs });
+      // Bound to "admin": redeemed through the link's flow id only, and nothing public replaces it.
+      const issued = await codes.issue({ org, purpose: "recovery", target: { identityId: identity.id }, state: "active", lifespanMs, adminIssued: true });
       if (!issued.issued) throw notFound(`identity ${identity.id}`);
       return {
         expiresAt: timestampFromDate(issued.expiresAt),

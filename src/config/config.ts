@@ -1,4 +1,6 @@
 import { resolve } from "node:path";
+import { parseTrustedProxies } from "../abuse/client-address.ts";
+import { oneIn, worstDailyGuessChance } from "../codes/guess-chance.ts";
 import { ConfigError, EnvReader } from "./env.ts";
 
 export type Purpose = "login" | "registration" | "recovery";
@@ -21,12 +23,17 @@ export interface RateLimitConfig {
   sendPerUsername: Limit[];
   sendPerAddress: Limit[];
   verifyFailuresPerUsername: Limit[];
+  verifyFailuresPerAddress: Limit[];
+  adminAuthFailuresPerAddress: Limit[];
 }
 
 export interface Config {
   production: boolean;
   host: string;
   port: number;
+  /** The operations listener (/metrics, /readyz): loopback unless told otherwise. */
+  opsHost: string;
+  opsPort: number;
   /** Where users reach this server; recovery links start with it. */
   publicUrl: string;
   dataDir: string;
@@ -61,9 +68,14 @@ export interface Config {
     codeKeys: string | undefined;
     mailKeys: string | undefined;
     signingKey: string | undefined;
+    verificationKeys: string | undefined;
   };
   codes: Record<Purpose, CodePolicy>;
+  /** Bound codes live at once per identity and purpose, at most. */
+  boundCodesPerIdentity: number;
   rateLimits: RateLimitConfig;
+  /** The highest worst-case daily chance of guessing an account's code that a configuration may have. */
+  maxGuessChance: number;
   /** Proxies whose X-Forwarded-For is believed for the client address. */
   trustedProxies: string[];
   token: { issuer: string; audience: string; ttlMs: number };
@@ -102,13 +114,40 @@ function corsOrigins(r: EnvReader): string[] {
   });
 }
 
-export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+/** TRUSTED_PROXIES: addresses or CIDR ranges, comma-separated. */
+function trustedProxies(r: EnvReader): string[] {
+  const entries = (r.raw("TRUSTED_PROXIES") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const { invalid } = parseTrustedProxies(entries);
+  if (invalid.length) r.problem(`TRUSTED_PROXIES: ${invalid.map((e) => JSON.stringify(e)).join(", ")} is not an IP address or a CIDR range like 10.0.0.0/8`);
+  return entries;
+}
+
+/** An admin token a person could guess or copy from an example: too short, or too few distinct characters. */
+const weakToken = (token: string) => token.length < 32 || new Set(token).size < 10;
+
+export interface LoadOptions {
+  /**
+   * The server or the courier is about to run: a production deployment must then
+   * have its keys and PUBLIC_URL. Commands that only reach the database
+   * (migrate, prune, admin-token) need neither.
+   */
+  serving?: boolean;
+}
+
+/**
+ * Reads the configuration. Production is NODE_ENV=production, or any deployment
+ * pointed at a real database (DATABASE_URL): keys and PUBLIC_URL are required,
+ * nothing is generated and nothing secret is printed. Generated secrets and a
+ * printed admin token belong to the embedded default only.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env, opts: LoadOptions = { serving: true }): Config {
   const r = new EnvReader(env);
-  const production = r.raw("NODE_ENV") === "production";
+  const nodeEnvProduction = r.raw("NODE_ENV") === "production";
+  const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]) ? r.raw("DATABASE_URL") : undefined;
+  const production = nodeEnvProduction || databaseUrl !== undefined;
   const port = r.int("PORT", 8080, 0, 65535);
   const host = r.string("HOST", "0.0.0.0");
   const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `http://localhost:${port}`;
-  const databaseUrl = r.url("DATABASE_URL", ["postgres:", "postgresql:"]) ? r.raw("DATABASE_URL") : undefined;
   const rpcTimeoutMs = r.duration("RPC_TIMEOUT", 10_000, 100, 300_000);
 
   const codePolicy = (purpose: Purpose, lifespanMs: number): CodePolicy => {
@@ -129,6 +168,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     production,
     host,
     port,
+    opsHost: r.string("OPS_HOST", "127.0.0.1"),
+    opsPort: r.int("OPS_PORT", 9090, 0, 65535),
     publicUrl,
     dataDir: resolve(r.string("DATA_DIR", "./data")),
     databaseUrl,
@@ -154,18 +195,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       codeKeys: r.raw("CODE_HMAC_KEYS"),
       mailKeys: r.raw("MAIL_ENCRYPTION_KEYS"),
       signingKey: r.raw("TOKEN_SIGNING_KEY"),
+      verificationKeys: r.raw("TOKEN_VERIFICATION_KEYS"),
     },
     codes: {
       login: codePolicy("login", 10 * 60_000),
       registration: codePolicy("registration", 24 * 3_600_000),
       recovery: codePolicy("recovery", 3_600_000),
     },
+    boundCodesPerIdentity: r.int("BOUND_CODES_PER_IDENTITY", 3, 1, 20),
     rateLimits: {
-      sendPerUsername: r.limits("RATE_LIMIT_SEND_PER_USERNAME", "1/30s,5/1h"),
+      sendPerUsername: r.limits("RATE_LIMIT_SEND_PER_USERNAME", "1/30s,5/1h,10/24h"),
       sendPerAddress: r.limits("RATE_LIMIT_SEND_PER_ADDRESS", "30/1m,500/1h"),
-      verifyFailuresPerUsername: r.limits("RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME", "100/24h"),
+      verifyFailuresPerUsername: r.limits("RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME", "10/24h"),
+      verifyFailuresPerAddress: r.limits("RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS", "20/1m,200/1h"),
+      adminAuthFailuresPerAddress: r.limits("RATE_LIMIT_ADMIN_AUTH_FAILURES_PER_ADDRESS", "10/1m,100/1h"),
     },
-    trustedProxies: (r.raw("TRUSTED_PROXIES") ?? "").split(",").map((s) => s.trim()).filter(Boolean),
+    maxGuessChance: r.chance("MAX_GUESS_CHANCE", 1 / 10_000),
+    trustedProxies: trustedProxies(r),
     token: {
       issuer: r.string("TOKEN_ISSUER", publicUrl),
       audience: r.string("TOKEN_AUDIENCE", "codegate"),
@@ -178,21 +224,41 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     courier: {
       enabled: r.bool("COURIER_ENABLED", true),
       batchSize: r.int("COURIER_BATCH_SIZE", 50, 1, 1000),
-      maxAttempts: r.int("COURIER_MAX_ATTEMPTS", 8, 1, 100),
+      maxAttempts: r.int("COURIER_MAX_ATTEMPTS", 40, 1, 1000),
       backoffBaseMs: r.duration("COURIER_BACKOFF_BASE", 1000, 10, 3_600_000),
-      backoffMaxMs: r.duration("COURIER_BACKOFF_MAX", 15 * 60_000, 10, 24 * 3_600_000),
+      backoffMaxMs: r.duration("COURIER_BACKOFF_MAX", 30_000, 10, 24 * 3_600_000),
       pollMs: r.duration("COURIER_POLL_INTERVAL", 1000, 10, 60_000),
     },
   };
-  if (production) {
+  const guess = worstDailyGuessChance({ policies: config.codes, ...config.rateLimits });
+  if (guess.chance > config.maxGuessChance) {
+    r.problem(
+      `the worst-case chance of guessing an account's code within a day is ${oneIn(guess.chance)}, above MAX_GUESS_CHANCE (${oneIn(config.maxGuessChance)}): ` +
+        `${guess.sendsPerDay} codes per purpose and ${guess.failuresPerDay} wrong guesses per username a day at most ` +
+        `(RATE_LIMIT_SEND_PER_USERNAME, RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME); lengthen the codes (CODE_<PURPOSE>_LENGTH), widen their alphabets, or tighten those limits`,
+    );
+  }
+  const adminToken = config.secretsEnv.adminToken;
+  if (adminToken !== undefined && weakToken(adminToken)) {
+    r.problem("ADMIN_TOKEN: expected a strong random token of at least 32 characters (e.g. `openssl rand -base64 32`); a guessable one is refused");
+  }
+  if (nodeEnvProduction) {
     for (const [name, value] of [
       ["DATABASE_URL", config.databaseUrl],
       ["SMTP_URL", config.smtpUrl],
+    ] as const) {
+      if (value === undefined) r.problem(`${name}: required when NODE_ENV=production`);
+    }
+  }
+  if (production && opts.serving) {
+    const why = nodeEnvProduction ? "when NODE_ENV=production" : "when DATABASE_URL is set (a real deployment: nothing is generated)";
+    for (const [name, value] of [
       ["CODE_HMAC_KEYS", config.secretsEnv.codeKeys],
       ["MAIL_ENCRYPTION_KEYS", config.secretsEnv.mailKeys],
       ["TOKEN_SIGNING_KEY", config.secretsEnv.signingKey],
+      ["PUBLIC_URL", r.raw("PUBLIC_URL")],
     ] as const) {
-      if (value === undefined) r.problem(`${name}: required when NODE_ENV=production`);
+      if (value === undefined) r.problem(`${name}: required ${why}`);
     }
   }
   if (r.problems.length) throw new ConfigError(r.problems);

@@ -90,6 +90,19 @@ export class EnvReader {
     return out;
   }
 
+  /** A chance like `1/10000` or `0.0001`, from 0 to 1. */
+  chance(name: string, fallback: number): number {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    const m = /^1\/(\d+(?:\.\d+)?)$/.exec(v);
+    const value = m ? 1 / Number(m[1]) : /^\d*\.?\d+(e-?\d+)?$/i.test(v) ? Number(v) : Number.NaN;
+    if (!(value >= 0 && value <= 1)) {
+      this.problems.push(`${name}=${JSON.stringify(v)}: expected a chance like 1/10000 or 0.0001`);
+      return fallback;
+    }
+    return value;
+  }
+
   url(name: string, protocols: readonly string[]): URL | undefined {
     const v = this.raw(name);
     if (v === undefined) return undefined;

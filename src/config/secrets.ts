@@ -20,6 +20,8 @@ export interface Secrets {
   mailKeys: KeyRing;
   /** PKCS#8 PEM of the Ed25519 signing key. */
   signingKeyPem: string;
+  /** PEMs of keys published beside it during a rotation (TOKEN_VERIFICATION_KEYS). */
+  verificationKeyPems: string[];
   /** Whether any secret was generated rather than configured. */
   generated: string[];
 }
@@ -61,7 +63,7 @@ export function loadSecrets(config: Config, warn: (msg: string) => void): Secret
   let stored: StoredSecrets = {};
   const needsDefaults = !env.codeKeys || !env.mailKeys || !env.signingKey;
   if (needsDefaults && config.production) {
-    throw new ConfigError(["secrets must be configured when NODE_ENV=production"]);
+    throw new ConfigError(["CODE_HMAC_KEYS, MAIL_ENCRYPTION_KEYS and TOKEN_SIGNING_KEY must be configured in production (NODE_ENV=production, or DATABASE_URL set)"]);
   }
   const generated: string[] = [];
   if (needsDefaults) {
@@ -88,8 +90,18 @@ export function loadSecrets(config: Config, warn: (msg: string) => void): Secret
     // AES-256-GCM takes 32-byte keys.
     mailKeys: parseKeyRing("MAIL_ENCRYPTION_KEYS", env.mailKeys ?? stored.mailKeys!, { min: 32, max: 32 }),
     signingKeyPem,
+    verificationKeyPems: env.verificationKeys ? splitPems("TOKEN_VERIFICATION_KEYS", env.verificationKeys) : [],
     generated,
   };
+}
+
+/** Several keys: PEMs one after the other, or base64 of PEMs separated by commas. */
+function splitPems(name: string, text: string): string[] {
+  const pems = text.includes("-----BEGIN") ? (text.replace(/\\n/g, "\n").match(/-----BEGIN [A-Z ]+-----[\s\S]+?-----END [A-Z ]+-----/g) ?? []) : text.split(",").map((part) => Buffer.from(part.trim(), "base64").toString("utf8"));
+  if (pems.length === 0 || pems.some((pem) => !/-----BEGIN (PRIVATE|PUBLIC) KEY-----/.test(pem))) {
+    throw new ConfigError([`${name}: expected Ed25519 keys as PEM (private or public), or base64 of PEMs separated by commas`]);
+  }
+  return pems;
 }
 
 /** Accepts a PEM as is, or base64 of a PEM (easier to put in one env line). */

@@ -14,6 +14,6 @@ export function loginService(deps: FlowDeps): ServiceImpl<typeof LoginService> {
       return SUCCESS;
     },
 
-    verifyLoginCode: (req, ctx) => verifyByUsername(deps, req, "login", "active", ctx.signal),
+    verifyLoginCode: (req, ctx) => verifyByUsername(deps, ctx, req, "login", "active"),
   };
 }

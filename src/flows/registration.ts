@@ -9,7 +9,6 @@ import { isUniqueViolation, type Sql } from "../storage/sql.ts";
 import { apiError, Reason } from "../transport/errors.ts";
 import type { IdentityRow } from "../transport/mapping.ts";
 import { SUCCESS, type FlowDeps } from "./deps.ts";
-import { identityState } from "./identities.ts";
 import { publicSend } from "./send.ts";
 import { verifyByUsername } from "./verify.ts";
 import type { Org } from "./organizations.ts";
@@ -46,25 +45,25 @@ export async function createPendingIdentity(
 }
 
 export function registrationService(deps: FlowDeps): ServiceImpl<typeof RegistrationService> {
-  const { orgs, codes, limits } = deps;
+  const { orgs, limits } = deps;
   return {
-    // The same answer whether or not the username was free.
+    // The same answer whether the username was free, pending or taken, after the
+    // same one statement: a new username gets a pending identity and a code, a
+    // pending one a fresh code, an active one a notice.
     async register(req, ctx) {
       const org = await orgs.resolve(req.orgId, req.tenantId);
-      await limits.enforce(org?.id ?? (req.orgId || req.tenantId), limits.sendKeys(org, "registration", req.username, ctx));
       if (!org?.settings.selfServiceSignup) {
+        await limits.enforce(org?.id ?? (req.orgId || req.tenantId), limits.sendKeys(org, "registration", req.username, ctx));
         throw apiError(Code.PermissionDenied, Reason.permissionDenied, "self-service sign-up is not enabled for this organization");
       }
-      try {
-        await createPendingIdentity(deps, org, req.username, true);
-      } catch (err) {
-        if (!(err instanceof UsernameTaken)) throw err;
-        // Taken: a pending identity gets a fresh code, an active one a notice.
-        const resent = await codes.issue({ org, purpose: "registration", target: { username: req.username }, state: "pending", mail: "registration" });
-        if (!resent.issued && (await identityState(deps.sql, org.id, req.username)) === "active") {
-          await codes.queueNotice(org, "already_registered", req.username, "registration");
-        }
-      }
+      await publicSend(deps, ctx, {
+        ...req,
+        purpose: "registration",
+        state: "pending",
+        mail: "registration",
+        createPending: true,
+        notice: () => ({ kind: "already_registered", when: "active" }),
+      });
       return SUCCESS;
     },
 
@@ -74,6 +73,6 @@ export function registrationService(deps: FlowDeps): ServiceImpl<typeof Registra
     },
 
     // Consumes the code and makes the pending identity active, in one statement.
-    completeRegistration: (req, ctx) => verifyByUsername(deps, req, "registration", "pending", ctx.signal, true),
+    completeRegistration: (req, ctx) => verifyByUsername(deps, ctx, req, "registration", "pending", true),
   };
 }

@@ -1,3 +1,4 @@
+import type { HandlerContext } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Purpose } from "../config/config.ts";
 import type { IdentityStateName } from "../storage/entities.ts";
@@ -10,6 +11,8 @@ export interface CodeByUsername {
   tenantId: string;
   username: string;
   code: string;
+  /** The binding the code was sent with ("" for none). */
+  binding: string;
 }
 
 /** The answer of every successful verification: the identity and a proof token. */
@@ -19,20 +22,30 @@ export async function proofFor(deps: FlowDeps, identity: IdentityRow, purpose: P
 }
 
 /**
- * Verifies a code named by username and organization, within the username's
- * limit of wrong codes, and answers with a proof token.
+ * Verifies a code named by username and organization (and its binding), within
+ * the limits of wrong codes, and answers with a proof token.
  */
 export async function verifyByUsername(
   deps: FlowDeps,
+  ctx: HandlerContext,
   req: CodeByUsername,
   purpose: Purpose,
   state: IdentityStateName,
-  signal: AbortSignal,
   activate = false,
 ) {
   const org = await deps.orgs.resolve(req.orgId, req.tenantId);
   if (!org) throw invalidCode();
-  const failureLimits = deps.limits.verifyKeys(org, req.username);
-  const identity = await deps.codes.verify({ org, purpose, target: { username: req.username }, state, code: req.code, activate, failureLimits, signal });
+  const identity = await deps.codes.verify({
+    org,
+    purpose,
+    target: { username: req.username },
+    state,
+    code: req.code,
+    binding: req.binding || undefined,
+    activate,
+    failureLimits: deps.limits.verifyKeys(org, req.username),
+    addressLimits: deps.limits.verifyAddressKeys(org, ctx),
+    signal: ctx.signal,
+  });
   return proofFor(deps, identity, purpose);
 }

@@ -47,6 +47,10 @@ export const CodeEntity = defineEntity({
     id: p.uuid().primary(),
     identityId: p.uuid(),
     purpose: p.text(),
+    /** '' (unbound), 'admin' (redeemed through its flow id only), or 'b:' and the SHA-256 of the application's binding. */
+    binding: p.text().default(""),
+    /** A bound code's place among the few an identity may have live per purpose. */
+    slot: p.smallint().nullable(),
     /** HMAC-SHA-256 of the code under the key named by keyId; never the code. */
     codeHash: p.type("blob"),
     keyId: p.text(),
@@ -60,10 +64,15 @@ export const CodeEntity = defineEntity({
   },
   indexes: [
     {
-      // "At most one live code per identity and purpose", kept by the database.
+      // "At most one live code per identity, purpose and binding", kept by the database.
       // Partial, so that it holds live rows only: history never slows it.
       name: "code_live_key",
-      expression: "create unique index code_live_key on code (org_id, identity_id, purpose) where dead_at is null",
+      expression: "create unique index code_live_key on code (org_id, identity_id, purpose, binding) where dead_at is null",
+    },
+    {
+      // Bound codes take slots: at most as many live per identity and purpose as there are slots.
+      name: "code_live_slot_key",
+      expression: "create unique index code_live_slot_key on code (org_id, identity_id, purpose, slot) where dead_at is null and slot is not null",
     },
     {
       // An admin's recovery link names its code by id alone (the flow id).

@@ -1,6 +1,10 @@
 // What operators and tools ask of the server beside the API: the gRPC health
-// and reflection services, GET /readyz and GET /metrics (GET /healthz stays with
-// the other plain routes: it needs nothing but a live process).
+// and reflection services on the API's port, and the operations listener
+// (OPS_HOST:OPS_PORT, loopback by default) with GET /metrics and GET /readyz,
+// which could tell an outsider something (a counter that rises only for a known
+// username, the state of the database) and so are never served on the API port.
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.ts";
@@ -8,13 +12,16 @@ import { ServerReflection as ServerReflectionV1alpha } from "../../gen/grpc/refl
 import type { AppContext } from "../context.ts";
 import { pendingMigrations } from "../storage/orm.ts";
 import { healthService, HealthState, type HealthOptions } from "./health.ts";
-import { sendJson, type HttpResponse, type HttpRoute } from "./http-routes.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { httpRouter, sendJson, type HttpResponse, type HttpRoute } from "./http-routes.ts";
 import { DescriptorIndex, reflectionService, reflectionServiceV1alpha } from "./reflection.ts";
 
 export interface Operations {
   health: HealthState;
   /** Wraps the API's routes: registers health and reflection beside them, describing all of them. */
   routes(api: (router: ConnectRouter) => void): (router: ConnectRouter) => void;
+  /** The routes of the operations listener. */
   httpRoutes: Record<string, HttpRoute>;
 }
 
@@ -43,11 +50,53 @@ export function operations(ctx: AppContext, healthOptions?: HealthOptions): Oper
         const { ready, body } = await health.readiness();
         sendJson(res, ready ? 200 : 503, body);
       },
-      "GET /metrics": async (_req, res: HttpResponse) => {
-        const { contentType, body } = await ctx.metrics.render();
-        res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
-        res.end(body);
-      },
+      "GET /metrics": metricsRoute(ctx.metrics),
     },
+  };
+}
+
+/** GET /metrics of a registry, for the operations listener of a server or a courier worker. */
+export function metricsRoute(metrics: Metrics): HttpRoute {
+  return async (_req, res: HttpResponse) => {
+    const { contentType, body } = await metrics.render();
+    res.writeHead(200, { "content-type": contentType, "content-length": Buffer.byteLength(body), "cache-control": "no-store" });
+    res.end(body);
+  };
+}
+
+export interface OpsListener {
+  port: number;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** The operations listener: plain HTTP/1.1, on OPS_HOST:OPS_PORT, with its own head and request timeouts. */
+export async function startOpsListener(
+  routes: Record<string, HttpRoute>,
+  opts: { host: string; port: number; headersTimeoutMs: number; log: Logger },
+): Promise<OpsListener> {
+  const router = httpRouter({ "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }), ...routes }, opts.log);
+  const server = http.createServer({ headersTimeout: opts.headersTimeoutMs, requestTimeout: opts.headersTimeoutMs * 2, keepAliveTimeout: 5_000 }, (req, res) => {
+    try {
+      router(req, res);
+    } catch (err) {
+      opts.log.error({ err }, "operations request failed");
+      res.destroy();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = opts.host === "0.0.0.0" || opts.host === "::" ? "127.0.0.1" : opts.host;
+  return {
+    port,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }

@@ -13,6 +13,7 @@ import type { AppContext } from "../context.ts";
 import type { AdminTokenVerifier } from "../admin/tokens.ts";
 import { attempt, raceAbort } from "../lib/abort.ts";
 import { isDatabaseUnavailable, isStatementTimeout } from "../storage/errors.ts";
+import { rateLimited } from "../abuse/rate-limiter.ts";
 import type { CallBounds } from "./call.ts";
 import { apiError, Reason, reasonOf } from "./errors.ts";
 import type { HttpRequest } from "./http-routes.ts";
@@ -40,7 +41,8 @@ export function rpcContextValues(req: HttpRequest): ContextValues {
   const asked = req.headers["x-request-id"];
   values.set(requestIdKey, typeof asked === "string" && CLIENT_REQUEST_ID.test(asked) ? asked : randomUUID());
   values.set(clientAddressKey, req.socket.remoteAddress ?? "");
-  values.set(forwardedForKey, String(req.headers["x-forwarded-for"] ?? "").slice(0, 512));
+  // Whole: it is read from the right (abuse/client-address.ts); Node bounds the size of a request head.
+  values.set(forwardedForKey, String(req.headers["x-forwarded-for"] ?? ""));
   values.set(callStateKey, { phase: "gate" });
   return values;
 }
@@ -56,15 +58,23 @@ function databaseUnavailable(): ConnectError {
 
 /**
  * What the caller gets for an error: ours as they are, a database out of reach
- * as `unavailable`, anything else as a bare `internal` with the request id.
- * Answers whether the error is the server's fault (to be logged as such).
+ * as `unavailable`, anything else as a bare `internal` with the request id. The
+ * fault says how to log it: a bug at error level with its stack; the database
+ * out of reach at warn, one line without a stack (an outage answers thousands).
  */
-export function answerFor(err: unknown, requestId: string): { answer: ConnectError; serverFault: boolean } {
-  if (err instanceof ConnectError && err.code !== Code.Internal && err.code !== Code.Unknown) return { answer: err, serverFault: false };
+export function answerFor(err: unknown, requestId: string): { answer: ConnectError; fault: "caller" | "database" | "server" } {
+  if (err instanceof ConnectError && err.code !== Code.Internal && err.code !== Code.Unknown) return { answer: err, fault: "caller" };
   const cause = err instanceof ConnectError && err.cause !== undefined ? err.cause : err;
-  if (isDatabaseUnavailable(cause)) return { answer: databaseUnavailable(), serverFault: true };
-  if (isStatementTimeout(cause)) return { answer: apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, "the request took too long"), serverFault: true };
-  return { answer: internalError(requestId), serverFault: true };
+  if (isDatabaseUnavailable(cause)) return { answer: databaseUnavailable(), fault: "database" };
+  if (isStatementTimeout(cause)) return { answer: apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, "the request took too long"), fault: "database" };
+  return { answer: internalError(requestId), fault: "server" };
+}
+
+/** Logs the outcome of a call by its fault. */
+function logOutcome(log: AppContext["log"], fields: Record<string, unknown>, err: unknown, fault: "caller" | "database" | "server", answer: ConnectError | undefined, msg: string): void {
+  if (fault === "server") log.error({ ...fields, err }, `${msg}: failed`);
+  else if (fault === "database") log.warn({ ...fields, cause: err instanceof Error ? err.message : String(err), errno: (err as { code?: unknown })?.code }, `${msg}: database unavailable`);
+  else log.info({ ...fields, reason: answer ? reasonOf(answer) : undefined }, msg);
 }
 
 /** Counts, times and logs every RPC by the code its caller gets; a stream counts when it ends. */
@@ -75,12 +85,11 @@ function outcomeInterceptor(app: AppContext): Interceptor {
     const rpc = `${req.service.name}/${req.method.name}`;
     const report = (err: unknown): ConnectError | undefined => {
       const ms = performance.now() - started;
-      const { answer, serverFault } = err === undefined ? { answer: undefined, serverFault: false } : answerFor(err, requestId);
+      const { answer, fault } = err === undefined ? { answer: undefined, fault: "caller" as const } : answerFor(err, requestId);
       const grpcCode = answer ? Code[answer.code] : "OK";
       app.metrics.observeRpc(req.service.typeName, req.method.name, grpcCode, ms / 1000);
-      const fields = { requestId, rpc, grpcCode, ms: +ms.toFixed(2) };
-      if (serverFault) app.log.error({ ...fields, err }, "rpc failed");
-      else app.log.info({ ...fields, reason: answer ? reasonOf(answer) : undefined, admin: req.contextValues.get(adminTokenIdKey) || undefined }, "rpc");
+      const fields = { requestId, rpc, grpcCode, ms: +ms.toFixed(2), admin: req.contextValues.get(adminTokenIdKey) || undefined };
+      logOutcome(app.log, fields, err, fault, answer, "rpc");
       return answer;
     };
     let res;
@@ -225,12 +234,11 @@ function reportEarlyAnswers(app: AppContext, ctx: HandlerContext, started: numbe
       let reason: unknown = ctx.signal.reason;
       if (state.phase === "decode") reason = asCallerFault(reason);
       const requestId = ctx.values.get(requestIdKey);
-      const { answer, serverFault } = answerFor(reason, requestId);
+      const { answer, fault } = answerFor(reason, requestId);
       const grpcCode = Code[answer.code];
       app.metrics.observeRpc(ctx.service.typeName, ctx.method.name, grpcCode, (performance.now() - started) / 1000);
       const fields = { requestId, rpc: `${ctx.service.name}/${ctx.method.name}`, grpcCode, phase: state.phase };
-      if (serverFault) app.log.error({ ...fields, err: reason }, "rpc failed before its handler");
-      else app.log.info({ ...fields, reason: reasonOf(answer) }, "rpc refused");
+      logOutcome(app.log, fields, reason, fault, answer, "rpc before its handler");
     },
     { once: true },
   );
@@ -239,6 +247,8 @@ function reportEarlyAnswers(app: AppContext, ctx: HandlerContext, started: numbe
 export interface RpcOptions {
   routes: (router: ConnectRouter) => void;
   adminTokens: AdminTokenVerifier;
+  /** Counts a failed admin authentication; answers the client address and how long it must wait (0: within its limit). */
+  adminAuthFailed: (ctx: HandlerContext) => Promise<{ address: string; waitMs: number }>;
   fallback: RequestHandler;
   shutdownSignal: AbortSignal;
   bounds: CallBounds;
@@ -274,6 +284,9 @@ export function createRpcHandler(app: AppContext, opts: RpcOptions): RpcHandler 
           throw answerFor(err, ctx.values.get(requestIdKey)).answer;
         });
         if (!principal) {
+          const { address, waitMs } = await opts.adminAuthFailed(ctx);
+          app.log.warn({ requestId: ctx.values.get(requestIdKey), address, rpc: `${ctx.service.name}/${ctx.method.name}`, limited: waitMs > 0 }, "admin authentication failed");
+          if (waitMs > 0) throw rateLimited(waitMs);
           throw apiError(Code.Unauthenticated, Reason.unauthenticated, "a valid admin token is required: Authorization: Bearer <admin token>");
         }
         ctx.values.set(adminTokenIdKey, principal.tokenId);

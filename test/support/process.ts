@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { vi } from "vitest";
-import { ADMIN_TOKEN, freshDatabase } from "./server.ts";
+import { ADMIN_TOKEN, DEPLOYMENT_ENV, freshDatabase, TEST_LIMITS } from "./server.ts";
 
 export interface ServerProcess {
   url: string;
@@ -34,12 +34,13 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
       NODE_ENV: "",
       HOST: "127.0.0.1",
       PORT: "0",
+      OPS_PORT: "0",
       DATA_DIR: dataDir,
       DATABASE_URL: databaseUrl,
       ADMIN_TOKEN,
       LOG_LEVEL: "info",
-      RATE_LIMIT_SEND_PER_USERNAME: "off",
-      RATE_LIMIT_SEND_PER_ADDRESS: "off",
+      ...DEPLOYMENT_ENV,
+      ...TEST_LIMITS,
       ...env,
     },
     stdio: ["ignore", "pipe", "pipe"],

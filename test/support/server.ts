@@ -1,19 +1,45 @@
 // Starts the real server on its own fresh database for a test file, and gives
 // clients for it: grpc-js over h2c and plain HTTP/1.1 JSON (Connect protocol).
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import pg from "pg";
 import { inject } from "vitest";
-import { startApp, type App } from "../../src/app.ts";
+import { startApp, type App, type StartOptions } from "../../src/app.ts";
 import type { Clock } from "../../src/clock.ts";
 import { loadConfig } from "../../src/config/config.ts";
 import { createLogger } from "../../src/log.ts";
 import type { HealthOptions } from "../../src/transport/health.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-" + randomBytes(8).toString("hex");
+
+/**
+ * What a deployment on a real database must configure (nothing is generated
+ * there), made once per test file: servers of one file share their keys, as
+ * the instances of one deployment do.
+ */
+export const DEPLOYMENT_ENV: Readonly<Record<string, string>> = {
+  CODE_HMAC_KEYS: `t1:${randomBytes(32).toString("base64")}`,
+  MAIL_ENCRYPTION_KEYS: `t1:${randomBytes(32).toString("base64")}`,
+  TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
+  PUBLIC_URL: "http://codegate.test",
+};
+
+/**
+ * Limits most suites turn off: they send many codes to one username, verify
+ * wrong codes on purpose, and call admin RPCs without a token, all from one
+ * address. Without limits a code is not guessing-safe, hence MAX_GUESS_CHANCE 1;
+ * test/abuse*.test.ts set real limits.
+ */
+export const TEST_LIMITS: Readonly<Record<string, string>> = {
+  RATE_LIMIT_SEND_PER_USERNAME: "off",
+  RATE_LIMIT_SEND_PER_ADDRESS: "off",
+  RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: "off",
+  RATE_LIMIT_ADMIN_AUTH_FAILURES_PER_ADDRESS: "off",
+  MAX_GUESS_CHANCE: "1",
+};
 
 /** Creates an empty database on the suite's PostgreSQL server; answers its URL. */
 export async function freshDatabase(): Promise<string> {
@@ -37,19 +63,22 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(env: Record<string, string> = {}, opts: { clock?: Clock; health?: HealthOptions } = {}): Promise<TestServer> {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  opts: { clock?: Clock; health?: HealthOptions; instrumentSql?: StartOptions["instrumentSql"] } = {},
+): Promise<TestServer> {
   const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
   const dataDir = mkdtempSync(join(tmpdir(), "codegate-test-"));
   const config = loadConfig({
     HOST: "127.0.0.1",
     PORT: "0",
+    OPS_PORT: "0",
     DATA_DIR: dataDir,
     DATABASE_URL: databaseUrl,
     ADMIN_TOKEN,
     LOG_LEVEL: "debug",
-    // Most suites send many codes to one username; test/abuse.test.ts sets real limits.
-    RATE_LIMIT_SEND_PER_USERNAME: "off",
-    RATE_LIMIT_SEND_PER_ADDRESS: "off",
+    ...DEPLOYMENT_ENV,
+    ...TEST_LIMITS,
     ...env,
   });
   const logs: string[] = [];
@@ -59,7 +88,7 @@ export async function startTestServer(env: Record<string, string> = {}, opts: { 
       cb();
     },
   });
-  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health });
+  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql });
   return {
     app,
     url: app.url,

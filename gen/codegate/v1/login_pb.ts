@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/login.proto.
  */
 export const file_codegate_v1_login: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS9sb2dpbi5wcm90bxILY29kZWdhdGUudjEixgIKFFNlbmRMb2dpbkNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyIoChVTZW5kTG9naW5Db2RlUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSL2AgoWVmVyaWZ5TG9naW5Db2RlUmVxdWVzdBIxCgh1c2VybmFtZRgBIAEoCUIfukgcchoQARj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJBJGCgZvcmdfaWQYAiABKAlCNrpIM9gBAXIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBJLCgl0ZW5hbnRfaWQYAyABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEiwKBGNvZGUYBCABKAlCHrpIG3IZEAEYQDITXlteXHgwMC1ceDFmXHg3Zl0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIocBChdWZXJpZnlMb2dpbkNvZGVSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Eg0KBXRva2VuGAIgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuEBCgxMb2dpblNlcnZpY2UScwoNU2VuZExvZ2luQ29kZRIhLmNvZGVnYXRlLnYxLlNlbmRMb2dpbkNvZGVSZXF1ZXN0GiIuY29kZWdhdGUudjEuU2VuZExvZ2luQ29kZVJlc3BvbnNlIhuC0+STAhU6ASoiEC9hdXRoL2xvZ2luL2NvZGUSXAoPVmVyaWZ5TG9naW5Db2RlEiMuY29kZWdhdGUudjEuVmVyaWZ5TG9naW5Db2RlUmVxdWVzdBokLmNvZGVnYXRlLnYxLlZlcmlmeUxvZ2luQ29kZVJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS9sb2dpbi5wcm90bxILY29kZWdhdGUudjEi9gIKFFNlbmRMb2dpbkNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLgoHYmluZGluZxgEIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyIoChVTZW5kTG9naW5Db2RlUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSKmAwoWVmVyaWZ5TG9naW5Db2RlUmVxdWVzdBIxCgh1c2VybmFtZRgBIAEoCUIfukgcchoQARj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJBJGCgZvcmdfaWQYAiABKAlCNrpIM9gBAXIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBJLCgl0ZW5hbnRfaWQYAyABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEiwKBGNvZGUYBCABKAlCHrpIG3IZEAEYQDITXlteXHgwMC1ceDFmXHg3Zl0qJBIuCgdiaW5kaW5nGAUgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIocBChdWZXJpZnlMb2dpbkNvZGVSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Eg0KBXRva2VuGAIgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuEBCgxMb2dpblNlcnZpY2UScwoNU2VuZExvZ2luQ29kZRIhLmNvZGVnYXRlLnYxLlNlbmRMb2dpbkNvZGVSZXF1ZXN0GiIuY29kZWdhdGUudjEuU2VuZExvZ2luQ29kZVJlc3BvbnNlIhuC0+STAhU6ASoiEC9hdXRoL2xvZ2luL2NvZGUSXAoPVmVyaWZ5TG9naW5Db2RlEiMuY29kZWdhdGUudjEuVmVyaWZ5TG9naW5Db2RlUmVxdWVzdBokLmNvZGVnYXRlLnYxLlZlcmlmeUxvZ2luQ29kZVJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.SendLoginCodeRequest
@@ -43,6 +43,16 @@ export type SendLoginCodeRequest = Message<"codegate.v1.SendLoginCodeRequest"> &
    * @generated from field: string tenant_id = 3;
    */
   tenantId: string;
+
+  /**
+   * Binds the code to the application's own flow: a secret of that flow (a
+   * random flow id kept in the user's session, 16 to 256 visible ASCII
+   * characters). The verification must present it; guesses without it never
+   * touch the code, so nobody can lock its owner out.
+   *
+   * @generated from field: string binding = 4;
+   */
+  binding: string;
 };
 
 /**
@@ -96,6 +106,16 @@ export type VerifyLoginCodeRequest = Message<"codegate.v1.VerifyLoginCodeRequest
    * @generated from field: string code = 4;
    */
   code: string;
+
+  /**
+   * Binds the code to the application's own flow: a secret of that flow (a
+   * random flow id kept in the user's session, 16 to 256 visible ASCII
+   * characters). The verification must present it; guesses without it never
+   * touch the code, so nobody can lock its owner out.
+   *
+   * @generated from field: string binding = 5;
+   */
+  binding: string;
 };
 
 /**

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/registration.proto.
  */
 export const file_codegate_v1_registration: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jb2RlZ2F0ZS92MS9yZWdpc3RyYXRpb24ucHJvdG8SC2NvZGVnYXRlLnYxIsECCg9SZWdpc3RlclJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaGP4BMhNeW15ceDAwLVx4MWZceDdmXSokYAESRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIiMKEFJlZ2lzdGVyUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSLPAgodUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaEAEY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIjEKHlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJIvsCChtDb21wbGV0ZVJlZ2lzdHJhdGlvblJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaEAEY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIsCgRjb2RlGAQgASgJQh66SBtyGRABGEAyE15bXlx4MDAtXHgxZlx4N2ZdKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyKMAQocQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Eg0KBXRva2VuGAIgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuMCChNSZWdpc3RyYXRpb25TZXJ2aWNlEkcKCFJlZ2lzdGVyEhwuY29kZWdhdGUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uY29kZWdhdGUudjEuUmVnaXN0ZXJSZXNwb25zZRKVAQoWUmVzZW5kUmVnaXN0cmF0aW9uQ29kZRIqLmNvZGVnYXRlLnYxLlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXF1ZXN0GisuY29kZWdhdGUudjEuUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlc3BvbnNlIiKC0+STAhw6ASoaFy9hdXRoL3JlZ2lzdHJhdGlvbi9jb2RlEmsKFENvbXBsZXRlUmVnaXN0cmF0aW9uEiguY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXF1ZXN0GikuY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jb2RlZ2F0ZS92MS9yZWdpc3RyYXRpb24ucHJvdG8SC2NvZGVnYXRlLnYxIvECCg9SZWdpc3RlclJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaGP4BMhNeW15ceDAwLVx4MWZceDdmXSokYAESRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIuCgdiaW5kaW5nGAQgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIiMKEFJlZ2lzdGVyUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSL/AgodUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaEAEY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIuCgdiaW5kaW5nGAQgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIjEKHlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJIqsDChtDb21wbGV0ZVJlZ2lzdHJhdGlvblJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaEAEY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIsCgRjb2RlGAQgASgJQh66SBtyGRABGEAyE15bXlx4MDAtXHgxZlx4N2ZdKiQSLgoHYmluZGluZxgFIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyKMAQocQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Eg0KBXRva2VuGAIgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuMCChNSZWdpc3RyYXRpb25TZXJ2aWNlEkcKCFJlZ2lzdGVyEhwuY29kZWdhdGUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uY29kZWdhdGUudjEuUmVnaXN0ZXJSZXNwb25zZRKVAQoWUmVzZW5kUmVnaXN0cmF0aW9uQ29kZRIqLmNvZGVnYXRlLnYxLlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXF1ZXN0GisuY29kZWdhdGUudjEuUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlc3BvbnNlIiKC0+STAhw6ASoaFy9hdXRoL3JlZ2lzdHJhdGlvbi9jb2RlEmsKFENvbXBsZXRlUmVnaXN0cmF0aW9uEiguY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXF1ZXN0GikuY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.RegisterRequest
@@ -38,6 +38,16 @@ export type RegisterRequest = Message<"codegate.v1.RegisterRequest"> & {
    * @generated from field: string tenant_id = 3;
    */
   tenantId: string;
+
+  /**
+   * Binds the code to the application's own flow: a secret of that flow (a
+   * random flow id kept in the user's session, 16 to 256 visible ASCII
+   * characters). The verification must present it; guesses without it never
+   * touch the code, so nobody can lock its owner out.
+   *
+   * @generated from field: string binding = 4;
+   */
+  binding: string;
 };
 
 /**
@@ -84,6 +94,16 @@ export type ResendRegistrationCodeRequest = Message<"codegate.v1.ResendRegistrat
    * @generated from field: string tenant_id = 3;
    */
   tenantId: string;
+
+  /**
+   * Binds the code to the application's own flow: a secret of that flow (a
+   * random flow id kept in the user's session, 16 to 256 visible ASCII
+   * characters). The verification must present it; guesses without it never
+   * touch the code, so nobody can lock its owner out.
+   *
+   * @generated from field: string binding = 4;
+   */
+  binding: string;
 };
 
 /**
@@ -137,6 +157,16 @@ export type CompleteRegistrationRequest = Message<"codegate.v1.CompleteRegistrat
    * @generated from field: string code = 4;
    */
   code: string;
+
+  /**
+   * Binds the code to the application's own flow: a secret of that flow (a
+   * random flow id kept in the user's session, 16 to 256 visible ASCII
+   * characters). The verification must present it; guesses without it never
+   * touch the code, so nobody can lock its owner out.
+   *
+   * @generated from field: string binding = 5;
+   */
+  binding: string;
 };
 
 /**

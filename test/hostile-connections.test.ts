@@ -1,0 +1,180 @@
+// Hostile connections never take Codegate down (issue 14): deadlines, slow and idle clients, HTTP/2 limits, and the database out of reach.
+// The server runs as a process of its own, as in production: a crash is an exit,
+// not a test error. Every test that sends something hostile waits past RPC_TIMEOUT
+// before it checks that the same process still answers a login send and verify.
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import http2 from "node:http2";
+import net from "node:net";
+import pg from "pg";
+import { status } from "@grpc/grpc-js";
+import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
+import { LoginService } from "../gen/codegate/v1/login_pb.ts";
+import { grpcClient, postJson } from "./support/clients.ts";
+import { serverStream } from "./support/grpc-streams.ts";
+import type { ServerProcess } from "./support/process.ts";
+import { hostileSetup, LOGIN, RPC_TIMEOUT_MS, VERIFY, type Hostile } from "./support/hostile.ts";
+import { freshDatabase } from "./support/server.ts";
+import { codeFrom } from "./support/smtp.ts";
+import { TcpProxy } from "./support/tcp-proxy.ts";
+import { envelope, h2Request, rawExchange } from "./support/wire.ts";
+
+let h: Hostile;
+let server: ServerProcess;
+let orgId: string;
+const stillServes = (s: ServerProcess = server, org = orgId) => h.stillServes(s, org);
+const serverWith = (env: Record<string, string> = {}) => h.serverWith(env);
+const cleanups: (() => unknown)[] = [];
+
+beforeAll(async () => {
+  h = await hostileSetup();
+  ({ server, orgId } = await serverWith());
+});
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+  await h?.close();
+});
+
+describe("the deadline", () => {
+  it("answers deadline_exceeded at RPC_TIMEOUT and cancels the statement still running behind the answer", async () => {
+    const { server: s, orgId: org } = await serverWith();
+    const db = new pg.Client({ connectionString: s.databaseUrl });
+    await db.connect();
+    cleanups.push(() => db.end());
+    const before = h.smtp.mailsTo("owner@example.com").length;
+    expect((await postJson(s.url, LOGIN, { username: "owner@example.com", orgId: org })).status).toBe(200);
+    const code = codeFrom(await h.smtp.nextMailTo("owner@example.com", before));
+    // Another session holds the live code: the verification's first statement waits for its lock.
+    await db.query("begin");
+    await db.query("select * from code where dead_at is null for update");
+    const started = performance.now();
+    const answer = await postJson(s.url, VERIFY, { username: "owner@example.com", orgId: org, code });
+    const took = performance.now() - started;
+    expect(answer.status).toBe(504);
+    expect(answer.body.code).toBe("deadline_exceeded");
+    expect(took).toBeLessThan(RPC_TIMEOUT_MS + 4_000);
+    // While the lock is still held, nothing of the server waits for it any more:
+    // statement_timeout (DATABASE_STATEMENT_TIMEOUT, RPC_TIMEOUT by default) cancelled it.
+    await vi.waitFor(
+      async () => {
+        const { rows } = await db.query(
+          "select count(*)::int as n from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid() and wait_event_type = 'Lock'",
+        );
+        expect(rows[0].n).toBe(0);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+    await db.query("rollback");
+    // The cancelled verification counted nothing and consumed nothing: the code still works.
+    const { rows } = await db.query("select attempts, dead_at from code where dead_at is null");
+    expect(rows).toEqual([{ attempts: 0, dead_at: null }]);
+    expect((await postJson(s.url, VERIFY, { username: "owner@example.com", orgId: org, code })).status).toBe(200);
+    await stillServes(s, org);
+  });
+});
+
+describe("HTTP/2 and slow clients", () => {
+  it("closes an idle HTTP/2 session (GOAWAY) after IDLE_TIMEOUT", async () => {
+    const { server: s, orgId: org } = await serverWith({ IDLE_TIMEOUT: "1s" });
+    const session = http2.connect(s.url);
+    session.on("error", () => {});
+    const goaway = new Promise<number>((resolve) => session.once("goaway", (code) => resolve(code)));
+    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+    expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+    await closed;
+    await stillServes(s, org);
+  });
+
+  it("advertises HTTP2_MAX_CONCURRENT_STREAMS", async () => {
+    const session = http2.connect(server.url);
+    session.on("error", () => {});
+    const settings = await new Promise<http2.Settings>((resolve) => session.once("remoteSettings", resolve));
+    session.destroy();
+    expect(settings.maxConcurrentStreams).toBe(100);
+  });
+
+  it("answers a body that never finishes with deadline_exceeded and ends the stream, over every protocol", async () => {
+    const wait = RPC_TIMEOUT_MS + 8_000;
+    const partialJson = '{"username":';
+    // HTTP/1.1, Connect and REST: a Content-Length the body never reaches.
+    for (const path of [LOGIN, "/auth/login/code"]) {
+      const answer = await rawExchange(server.url, `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n${partialJson}`, wait);
+      expect(answer.status, path).toBe(504);
+      expect(answer.bytes.toString(), path).toMatch(/deadline/i);
+      expect(answer.closedByServer, path).toBe(true);
+    }
+    // HTTP/2: Connect JSON and REST streams left open, and a gRPC envelope shorter than it says.
+    for (const path of [LOGIN, "/auth/login/code"]) {
+      const answer = await h2Request(server.url, { ":path": path, "content-type": "application/json" }, partialJson, { end: false, waitMs: wait });
+      expect(answer.status, path).toBe(504);
+      expect(answer.closed, path).toBe(true);
+    }
+    const grpc = await h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc", te: "trailers" }, envelope(Buffer.from([0x0a]), 0, 100), {
+      end: false,
+      waitMs: wait,
+    });
+    expect(grpc.trailers["grpc-status"] ?? grpc.headers["grpc-status"]).toBe(String(status.DEADLINE_EXCEEDED));
+    expect(grpc.closed).toBe(true);
+    await stillServes();
+  });
+
+  it("refuses connections past MAX_CONNECTIONS, and serves again once they go", async () => {
+    const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", HEADERS_TIMEOUT: "60s" });
+    const { port } = new URL(s.url);
+    const open = async () => {
+      const socket = net.connect(Number(port), "127.0.0.1");
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("connect", resolve));
+      return socket;
+    };
+    const held = [await open(), await open(), await open()];
+    const extra = await open();
+    await new Promise<void>((resolve) => extra.once("close", () => resolve()));
+    for (const socket of held) socket.destroy();
+    await vi.waitFor(async () => expect((await fetch(`${s.url}/healthz`)).status).toBe(200), { timeout: 5_000 });
+    await stillServes(s, org);
+  });
+
+  it("caps streaming RPCs (MAX_STREAMS) and ends each at STREAM_MAX_LIFETIME", async () => {
+    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "2", STREAM_MAX_LIFETIME: "2s" });
+    const watch = () => serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" });
+    const first = watch();
+    const second = watch();
+    await first.responses.nth(1);
+    await second.responses.nth(1);
+    const third = watch();
+    expect((await third.responses.ended).code).toBe(status.RESOURCE_EXHAUSTED);
+    const ends = await Promise.all([first.responses.ended, second.responses.ended]);
+    for (const end of ends) expect(end.code).toBe(status.UNAVAILABLE);
+    for (const w of [first, second, third]) w.close();
+    // The slots are free again.
+    const fourth = watch();
+    await fourth.responses.nth(1);
+    fourth.cancel();
+    fourth.close();
+    await stillServes(s, org);
+  });
+});
+
+describe("the database out of reach", () => {
+  it("answers unavailable (not internal) within the deadline, turns not ready, and recovers without a restart", async () => {
+    const { proxy, url } = await TcpProxy.to(await freshDatabase());
+    cleanups.push(() => proxy.close());
+    const { server: s, orgId: org } = await serverWith({ DATABASE_URL: url });
+    await proxy.cut();
+    const started = performance.now();
+    const answer = await postJson(s.url, LOGIN, { username: "owner@example.com", orgId: org });
+    expect(performance.now() - started).toBeLessThan(RPC_TIMEOUT_MS + 4_000);
+    expect(answer.status).toBe(503);
+    expect(answer.body.code).toBe("unavailable");
+    const grpc = grpcClient(LoginService, s.url);
+    const overGrpc = await grpc.call("sendLoginCode", { username: "owner@example.com", orgId: org });
+    grpc.close();
+    expect(overGrpc.ok === false && overGrpc.error.code).toBe(status.UNAVAILABLE);
+    await vi.waitFor(async () => expect((await fetch(`${s.opsUrl}/readyz`)).status).toBe(503), { timeout: 10_000 });
+    await proxy.open();
+    await vi.waitFor(async () => expect((await fetch(`${s.opsUrl}/readyz`)).status).toBe(200), { timeout: 10_000 });
+    await vi.waitFor(async () => expect((await postJson(s.url, LOGIN, { username: "owner@example.com", orgId: org })).status).toBe(200), { timeout: 10_000 });
+    await stillServes(s, org);
+  });
+});
+

@@ -1,0 +1,135 @@
+// Hostile requests never take Codegate down (issue 14): what is refused, what cannot be decoded, and what fails inside.
+// The server runs as a process of its own, as in production: a crash is an exit,
+// not a test error. Every test that sends something hostile waits past RPC_TIMEOUT
+// before it checks that the same process still answers a login send and verify.
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { spawnSync } from "node:child_process";
+import pg from "pg";
+import { status } from "@grpc/grpc-js";
+import { toBinary, create } from "@bufbuild/protobuf";
+import { LoginService, SendLoginCodeRequestSchema } from "../gen/codegate/v1/login_pb.ts";
+import { grpcClient, postJson } from "./support/clients.ts";
+import type { ServerProcess } from "./support/process.ts";
+import { hostileSetup, LOGIN, type Hostile } from "./support/hostile.ts";
+import { envelope, h2Request, rawExchange } from "./support/wire.ts";
+
+let h: Hostile;
+let server: ServerProcess;
+let orgId: string;
+const stillServes = (s: ServerProcess = server, org = orgId) => h.stillServes(s, org);
+const serverWith = (env: Record<string, string> = {}) => h.serverWith(env);
+const cleanups: (() => unknown)[] = [];
+
+beforeAll(async () => {
+  h = await hostileSetup();
+  ({ server, orgId } = await serverWith());
+});
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+  await h?.close();
+});
+
+describe("a refused request leaves nothing behind", () => {
+  it("the curl of the issue: 400, and the server is still up past RPC_TIMEOUT", async () => {
+    const res = await fetch(`${server.url}/auth/login/code`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "x", orgId: "bad" }),
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error.reason).toBe("INVALID_ARGUMENT");
+    await stillServes();
+  });
+
+  it("over Connect, gRPC and gRPC-Web alike", async () => {
+    expect((await postJson(server.url, LOGIN, { username: "x", orgId: "bad" })).status).toBe(400);
+    const login = grpcClient(LoginService, server.url);
+    const refused = await login.call("sendLoginCode", { username: "x", orgId: "bad" });
+    login.close();
+    expect(refused.ok === false && refused.error.code).toBe(status.INVALID_ARGUMENT);
+    const web = await fetch(server.url + LOGIN, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto" },
+      body: new Uint8Array(envelope(toBinary(SendLoginCodeRequestSchema, create(SendLoginCodeRequestSchema, { username: "x", orgId: "bad" })))),
+    });
+    expect(web.headers.get("grpc-status") ?? (await web.text())).toMatch(/^3$|grpc-status:\s*3/);
+    await stillServes();
+  });
+
+  it("an HTTP/1.0 request without Host, and request targets that are not paths, are answered, not fatal", async () => {
+    // Before: connect-node threw "unable to determine request authority" out of the request listener.
+    const noHost = await rawExchange(server.url, `POST ${LOGIN} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}`, 5_000);
+    expect(noHost.status).toBe(400);
+    for (const target of ["//x:99999/healthz", "*", "http://elsewhere.example/healthz", "/%zz%", "/healthz?%ff=%zz"]) {
+      const answer = await rawExchange(server.url, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, 5_000);
+      expect(answer.status, target).toBeGreaterThanOrEqual(200);
+      expect(answer.status, target).toBeLessThan(500);
+    }
+    await stillServes();
+  });
+});
+
+describe("errors before the handler", () => {
+  it("a body nested 30,000 levels deep is a 400 over REST and over Connect", async () => {
+    const deep = '{"username":' + "[".repeat(30_000) + "]".repeat(30_000) + "}";
+    for (const path of ["/auth/login/code", LOGIN]) {
+      const res = await fetch(server.url + path, { method: "POST", headers: { "content-type": "application/json" }, body: deep });
+      expect(res.status, path).toBe(400);
+    }
+    await stillServes();
+  });
+
+  it("a malformed protobuf body is invalid_argument with a generic message, not the parser's internal error", async () => {
+    const garbage = Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01]);
+    const connect = await fetch(server.url + LOGIN, { method: "POST", headers: { "content-type": "application/proto" }, body: new Uint8Array(garbage) });
+    expect(connect.status).toBe(400);
+    const body = await connect.json();
+    expect(body.code).toBe("invalid_argument");
+    expect(body.message).not.toMatch(/premature|EOF|parse binary|recursion|tag/i);
+    const grpc = await h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc", te: "trailers" }, envelope(garbage), { waitMs: 10_000 });
+    expect(grpc.trailers["grpc-status"] ?? grpc.headers["grpc-status"]).toBe(String(status.INVALID_ARGUMENT));
+    expect(String(grpc.trailers["grpc-message"] ?? grpc.headers["grpc-message"])).not.toMatch(/premature|EOF|parse binary/i);
+    await stillServes();
+  });
+
+  it("a 500 is logged at error level with the request id it hands out, and says nothing internal", async () => {
+    const { server: s, orgId: org } = await serverWith();
+    const db = new pg.Client({ connectionString: s.databaseUrl });
+    await db.connect();
+    cleanups.push(() => db.end());
+    await db.query("alter table code rename to code_elsewhere");
+    try {
+      const res = await fetch(`${s.url}/auth/login/code`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "owner@example.com", orgId: org }),
+      });
+      expect(res.status).toBe(500);
+      const body = await res.json();
+      const id = body.error.request;
+      expect(id).toBeTruthy();
+      expect(res.headers.get("x-request-id")).toBe(id);
+      expect(body.error.message).toContain(id);
+      expect(JSON.stringify(body)).not.toMatch(/code_elsewhere|relation|select|insert|at \w+ \(/i);
+      await vi.waitFor(() => expect(s.logs.some((l) => l.level === "error" && l.requestId === id)).toBe(true));
+    } finally {
+      await db.query("alter table code_elsewhere rename to code");
+    }
+    await stillServes(s, org);
+  });
+});
+
+describe("errors nobody handled", () => {
+  it("are logged at error level with their request id and counted; an uncaught exception stops the process with 1", () => {
+    const run = spawnSync(process.execPath, ["test/fixtures/unhandled.ts"], { encoding: "utf8", timeout: 30_000 });
+    const lines = run.stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    const rejection = lines.find((l) => l.msg === "unhandled promise rejection");
+    expect(rejection).toMatchObject({ level: "error", requestId: "req-rejected" });
+    const exception = lines.find((l) => l.msg === "uncaught exception; shutting down");
+    expect(exception).toMatchObject({ level: "error", requestId: "req-thrown" });
+    // The rejection did not stop the process; the exception did, once the shutdown ran.
+    expect(lines.find((l) => l.msg === "counted")).toMatchObject({ unhandled_rejection: 1, uncaught_exception: 1 });
+    expect(lines.map((l) => l.msg)).toContain("still running after the rejection");
+    expect(run.status).toBe(1);
+  });
+});
