@@ -1,20 +1,22 @@
-// Does the answer of a public send tell whether an account exists? Starts a real
+// Does the answer of a public call tell whether an account exists? Starts a real
 // PostgreSQL and the server as in production (courier on, mail to an SMTP sink),
-// then times SendLoginCode for known and unknown usernames, interleaved at random,
-// one request at a time, and prints both distributions.
+// then times every public send and verify for usernames of each state (active,
+// unknown, pending, disabled; for the verifies also an active one with a live code
+// that the guess misses), interleaved at random, one request at a time, and prints
+// the medians and the largest difference between states of each call.
 //
-//   npm run bench:enumeration            (CALLS=300 per kind by default)
+//   npm run bench:enumeration            (CALLS=200 per call and state by default)
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomBytes, randomUUID } from "node:crypto";
+import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
 import { freePort, startPostgres } from "./postgres.ts";
 import { SMTPServer } from "smtp-server";
 
-const CALLS = Number(process.env.CALLS ?? 300);
-const WARMUP = 60;
+const CALLS = Number(process.env.CALLS ?? 200);
+const WARMUP = 20;
 
 const dir = mkdtempSync(join(tmpdir(), "codegate-enum-"));
 const { db, url: databaseUrl } = await startPostgres(dir);
@@ -25,19 +27,26 @@ const smtp = new SMTPServer({ authOptional: true, disabledCommands: ["STARTTLS"]
 await new Promise<void>((r) => smtp.listen(smtpPort, "127.0.0.1", () => r()));
 
 const port = await freePort();
-const adminToken = randomBytes(16).toString("hex");
+const adminToken = randomBytes(24).toString("base64url");
 const server = spawn(process.execPath, ["src/main.ts", "serve"], {
   env: {
     ...process.env,
     PORT: String(port),
+    OPS_PORT: "0",
     HOST: "127.0.0.1",
     DATABASE_URL: databaseUrl,
     SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
     DATA_DIR: join(dir, "data"),
     ADMIN_TOKEN: adminToken,
+    PUBLIC_URL: "http://codegate.bench",
+    CODE_HMAC_KEYS: `b1:${randomBytes(32).toString("base64")}`,
+    MAIL_ENCRYPTION_KEYS: `b1:${randomBytes(32).toString("base64")}`,
+    TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
     LOG_LEVEL: "warn",
-    // Each username is sent to once; the address limit would stop a single client.
-    RATE_LIMIT_SEND_PER_ADDRESS: "off",
+    // Every request comes from one client: the per-address limits are counted, as in
+    // production, but high enough never to stop it.
+    RATE_LIMIT_SEND_PER_ADDRESS: "1000000/1m",
+    RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: "1000000/1m",
   },
   stdio: ["ignore", "inherit", "inherit"],
 });
@@ -54,60 +63,101 @@ const post = async (path: string, body: unknown, headers: Record<string, string>
   const res = await fetch(base + path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body) });
   return { status: res.status, body: await res.json() };
 };
-const org = (await post("/codegate.v1.AdminService/CreateOrganization", { name: "Enumeration" }, { authorization: `Bearer ${adminToken}` })).body.organization.id;
+const orgId = (
+  await post(
+    "/codegate.v1.AdminService/CreateOrganization",
+    { name: "Enumeration", settings: { selfServiceSignup: true, notifyUnknownRecovery: true } },
+    { authorization: `Bearer ${adminToken}` },
+  )
+).body.organization.id;
 
-// Known users, inserted directly: the bench is about the send, not about setup.
+type State = "active" | "active, live code" | "unknown" | "pending" | "disabled";
+interface Call {
+  name: string;
+  path: string;
+  verify: boolean;
+  /** The purpose whose live code the "active, live code" state gets first. */
+  purpose?: "login" | "registration" | "recovery";
+}
+const S = "/codegate.v1.";
+const calls: Call[] = [
+  { name: "SendLoginCode", path: `${S}LoginService/SendLoginCode`, verify: false },
+  { name: "ResendRegistrationCode", path: `${S}RegistrationService/ResendRegistrationCode`, verify: false },
+  { name: "SendRecoveryCode", path: `${S}RecoveryService/SendRecoveryCode`, verify: false },
+  { name: "Register", path: `${S}RegistrationService/Register`, verify: false },
+  { name: "VerifyLoginCode", path: `${S}LoginService/VerifyLoginCode`, verify: true, purpose: "login" },
+  { name: "CompleteRegistration", path: `${S}RegistrationService/CompleteRegistration`, verify: true, purpose: "registration" },
+  { name: "VerifyRecoveryCode", path: `${S}RecoveryService/VerifyRecoveryCode`, verify: true, purpose: "recovery" },
+];
+const statesOf = (c: Call): State[] => (c.verify ? ["active, live code", "active", "unknown", "pending", "disabled"] : ["active", "unknown", "pending", "disabled"]);
+const sendPathOf: Record<string, string> = {
+  login: `${S}LoginService/SendLoginCode`,
+  registration: `${S}RegistrationService/ResendRegistrationCode`,
+  recovery: `${S}RecoveryService/SendRecoveryCode`,
+};
+
+// Usernames of their own for every call and state (sends are limited per username),
+// inserted directly: the bench is about the calls, not about setup.
 const client = new pg.Client({ connectionString: databaseUrl });
 await client.connect();
-const known = Array.from({ length: CALLS + WARMUP }, (_, i) => `known${i}@example.com`);
-await client.query(
-  `insert into identity (org_id, id, username, username_normalized, state, created_at)
-   select $1, gen_random_uuid(), u, u, 'active', now() from unnest($2::text[]) as u`,
-  [org, known],
-);
+const plan: { call: Call; state: State; username: string }[] = [];
+for (const call of calls) {
+  for (const state of statesOf(call)) {
+    const usernames = Array.from({ length: CALLS + WARMUP }, (_, i) => `${call.name.toLowerCase()}-${state.replace(/\W+/g, "")}-${i}-${randomUUID().slice(0, 8)}@example.com`);
+    if (state !== "unknown") {
+      // A live registration code needs a pending identity; the other live codes an active one.
+      const dbState = state === "active, live code" ? (call.purpose === "registration" ? "pending" : "active") : state;
+      await client.query(
+        `insert into identity (org_id, id, username, username_normalized, state, created_at)
+         select $1, gen_random_uuid(), u, u, $3, now() from unnest($2::text[]) as u`,
+        [orgId, usernames, dbState],
+      );
+    }
+    if (state === "active, live code") {
+      for (const username of usernames) await post(sendPathOf[call.purpose!], { username, orgId });
+    }
+    for (const username of usernames) plan.push({ call, state, username });
+  }
+}
 await client.end();
-const unknown = Array.from({ length: CALLS + WARMUP }, () => `nobody-${randomUUID()}@example.com`);
 
-async function timed(username: string): Promise<number> {
+async function timed(call: Call, username: string): Promise<number> {
+  const body = call.verify ? { username, orgId, code: "000000" } : { username, orgId };
   const t0 = process.hrtime.bigint();
-  const r = await post("/codegate.v1.LoginService/SendLoginCode", { username, orgId: org });
+  const r = await post(call.path, body);
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-  if (r.status !== 200 || r.body.message !== "success") throw new Error(`unexpected answer ${r.status}`);
+  const expected = call.verify ? 401 : 200;
+  // (A live code of 000000 would be a one-in-a-million right guess: 200.)
+  if (r.status !== expected && !(call.verify && r.status === 200)) throw new Error(`${call.name}: unexpected answer ${r.status} ${JSON.stringify(r.body)}`);
   return ms;
 }
 
-// Interleave at random so that drift (caches, autovacuum, the courier) hits both.
-const plan = [...known.map((u) => ["known", u] as const), ...unknown.map((u) => ["unknown", u] as const)].sort(() => Math.random() - 0.5);
-const times: Record<"known" | "unknown", number[]> = { known: [], unknown: [] };
-let done = 0;
-for (const [kind, username] of plan) {
-  const ms = await timed(username);
-  if (done++ >= 2 * WARMUP) times[kind].push(ms);
+// Interleave at random so that drift (caches, autovacuum, the courier) hits every state.
+plan.sort(() => Math.random() - 0.5);
+const times = new Map<string, number[]>();
+const seen = new Map<string, number>();
+for (const { call, state, username } of plan) {
+  const key = `${call.name}|${state}`;
+  const ms = await timed(call, username);
+  const n = (seen.get(key) ?? 0) + 1;
+  seen.set(key, n);
+  if (n > WARMUP) times.set(key, [...(times.get(key) ?? []), ms]);
 }
 
-const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))];
-const stats = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mean = s.reduce((a, b) => a + b, 0) / s.length;
-  return { n: s.length, mean, min: s[0], p10: q(s, 0.1), p50: q(s, 0.5), p90: q(s, 0.9), p99: q(s, 0.99), max: s[s.length - 1] };
-};
-const k = stats(times.known);
-const u = stats(times.unknown);
-const fmt = (v: number) => v.toFixed(2).padStart(8);
-console.log(`\nSendLoginCode answer times (ms), ${CALLS}-ish calls each after ${WARMUP} warm-up each, one at a time, HTTP/1.1 JSON`);
-console.log(`${"".padEnd(8)}${["n", "mean", "min", "p10", "p50", "p90", "p99", "max"].map((h) => h.padStart(8)).join("")}`);
-for (const [name, s] of [["known", k], ["unknown", u]] as const) {
-  console.log(`${name.padEnd(8)}${String(s.n).padStart(8)}${[s.mean, s.min, s.p10, s.p50, s.p90, s.p99, s.max].map(fmt).join("")}`);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
+console.log(`\nanswer times (ms), ${CALLS} calls per call and state after ${WARMUP} warm-up, interleaved, one at a time, HTTP/1.1 JSON`);
+console.log(`${"call".padEnd(24)}${"state".padEnd(20)}${"p50".padStart(8)}${"p90".padStart(8)}`);
+for (const call of calls) {
+  const medians: number[] = [];
+  for (const state of statesOf(call)) {
+    const xs = times.get(`${call.name}|${state}`)!;
+    medians.push(median(xs));
+    console.log(`${call.name.padEnd(24)}${state.padEnd(20)}${median(xs).toFixed(2).padStart(8)}${p90(xs).toFixed(2).padStart(8)}`);
+  }
+  console.log(`${"".padEnd(24)}${"largest p50 gap".padEnd(20)}${(Math.max(...medians) - Math.min(...medians)).toFixed(3).padStart(8)}\n`);
 }
-// Histogram in 0.25 ms buckets around the medians.
-const lo = Math.floor(Math.min(k.p10, u.p10) * 4) / 4;
-console.log("\nhistogram (share of calls per 0.25 ms bucket)");
-for (let b = lo; b < lo + 3; b += 0.25) {
-  const share = (xs: number[]) => xs.filter((x) => x >= b && x < b + 0.25).length / xs.length;
-  const bar = (f: number) => "#".repeat(Math.round(f * 60)).padEnd(30);
-  console.log(`${b.toFixed(2).padStart(6)} known ${bar(share(times.known))} unknown ${bar(share(times.unknown))}`);
-}
-console.log(`\nmedian difference known - unknown: ${(k.p50 - u.p50).toFixed(3)} ms; mails delivered meanwhile: ${mails}`);
+console.log(`mails delivered meanwhile: ${mails}`);
 
 server.kill("SIGTERM");
 await new Promise((r) => server.once("exit", r));

