@@ -190,16 +190,17 @@ const BOUND_INSERT = `same as (
 )`;
 
 // Counts the attempt before comparing, so that concurrent guesses can never
-// exceed the limit; the right code also counts as an attempt. Its commit does not
-// wait for the disk (synchronous_commit off for this transaction only): a live
-// code's attempt writes and a missing one does not, and a flush would tell them
-// apart by a millisecond. A crash of PostgreSQL could forget the attempts of its
-// last moments; the outcome that follows (consume, counters) is committed as usual. A client address
+// exceed the limit; the right code also counts as an attempt. A client address
 // over its limit of wrong codes gets no attempt at all (blocked_until says till
 // when); a username over its limit only gets the first attempt of a fresh code.
 // Each statement finds its rows by key (the identity by username, then its live
 // code through the partial index), so that a generic prepared plan cannot fall
 // back to scanning the organization's codes.
+//
+// Its commit does not wait for the disk (synchronous_commit off for this
+// transaction only): a live code's attempt writes and a missing one does not, and
+// a flush to disk would tell them apart by a millisecond. A crash of PostgreSQL
+// could forget the attempts of its last moments.
 const ATTEMPT_SQL = (by: "username" | "flow") => {
   const target =
     by === "username"
@@ -230,26 +231,33 @@ select (select until from address_blocked) as blocked_until, a.*
 from (select set_config('synchronous_commit', 'off', true)) as async_commit, (select 1) as one left join attempted a on true`;
 };
 
+// The live code found by the attempt ($1 organization, $2 id), named also by the whole
+// key of the live-code index ($3 identity, $4 purpose): with the id alone, a generic
+// plan made on stale statistics took that partial index by organization and
+// filtered every live code of it.
+const LIVE_CODE = `org_id = $1 and id = $2::uuid and identity_id = $3::uuid and purpose = $4 and dead_at is null`;
+
 /**
  * What follows every attempt, in one statement of one shape whatever happened:
  * `consume` the right code (activating a pending identity for registration),
  * `kill` a code out of attempts, or nothing; and count the failure windows given.
- * The code is named by the whole key of its live index ($1 organization, $2 id,
- * $3 identity, $4 purpose): with the id alone, a generic plan made on stale
- * statistics took that partial index by organization and filtered every live code.
+ * Only a consume waits for the disk: it is what a code's single use rests on
+ * (through a crash of PostgreSQL too). Counting a failure does not: its cost
+ * would otherwise tell a live code from none, and an account from none.
  */
 const SETTLE_SQL = `
-with live as (
-  select org_id, id from code
-  where org_id = $1 and id = $2::uuid and identity_id = $3::uuid and purpose = $4 and dead_at is null
+with durability as (
+  select set_config('synchronous_commit', case when $6 = 'consume' then 'on' else 'off' end, true)
 ), consumed as (
-  update code c set consumed_at = $5, dead_at = $5
-  from live where $6 = 'consume' and c.org_id = live.org_id and c.id = live.id
-  returning c.identity_id
+  -- "dead_at is null" belongs to the update itself: a concurrent consume that
+  -- committed first is seen by the re-check of these conditions, and this one finds nothing.
+  update code set consumed_at = $5, dead_at = $5
+  where $6 = 'consume' and ${LIVE_CODE}
+  returning identity_id
 ), killed as (
-  update code c set dead_at = $5
-  from live where $6 = 'kill' and c.org_id = live.org_id and c.id = live.id
-  returning c.id
+  update code set dead_at = $5
+  where $6 = 'kill' and ${LIVE_CODE}
+  returning id
 ), counted as (${countHitsSql(8)}
 ), activated as (
   update identity set state = 'active', registered_at = $5
@@ -259,7 +267,7 @@ with live as (
 select i.org_id, i.id, i.username, i.created_at,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
-from (select 1) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
+from (select 1 from durability) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
 
 /** Placeholders of SETTLE_SQL when there was no code to settle. */
 const NO_CODE = "00000000-0000-0000-0000-000000000000";

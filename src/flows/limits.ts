@@ -4,17 +4,9 @@ import type { HandlerContext } from "@connectrpc/connect";
 import { addressKey, clientAddress, parseTrustedProxies, type TrustedProxies } from "../abuse/client-address.ts";
 import { limitsOf, rateLimited, type LimitedKey, type RateLimiter } from "../abuse/rate-limiter.ts";
 import { normalizeUsername } from "../codes/engine.ts";
-import type { Config, Limit, Purpose } from "../config/config.ts";
+import type { Config, Purpose } from "../config/config.ts";
 import { clientAddressKey, forwardedForKey } from "../transport/rpc.ts";
 import type { Org } from "./organizations.ts";
-
-/**
- * Per-address counting never stops, even with its limit off: every send and
- * every verification then writes a counter row and commits it, whatever the
- * account, so that no call's cost (a commit's flush to disk) tells whether an
- * account exists. Counted, never reached.
- */
-const countedOnly = (limits: Limit[]): Limit[] => (limits.length ? limits : [{ max: 2_147_483_647, windowMs: 60_000 }]);
 
 export class FlowLimits {
   private readonly limiter: RateLimiter;
@@ -37,7 +29,7 @@ export class FlowLimits {
     const defaults = this.config.rateLimits;
     return [
       { key: `send:${purpose}:${normalizeUsername(username)}`, limits: limitsOf(overrides?.sendPerUsername, defaults.sendPerUsername) },
-      { key: `send-from:${this.addressOf(ctx)}`, limits: countedOnly(limitsOf(overrides?.sendPerAddress, defaults.sendPerAddress)) },
+      { key: `send-from:${this.addressOf(ctx)}`, limits: limitsOf(overrides?.sendPerAddress, defaults.sendPerAddress) },
     ];
   }
 
@@ -52,7 +44,7 @@ export class FlowLimits {
 
   /** The limits of wrong codes from the call's client address, per organization (or, for a flow id alone, across them). */
   verifyAddressKeys(org: Org | undefined, ctx: HandlerContext): LimitedKey[] {
-    const limits = countedOnly(limitsOf(org?.settings.rateLimits?.verifyFailuresPerAddress, this.config.rateLimits.verifyFailuresPerAddress));
+    const limits = limitsOf(org?.settings.rateLimits?.verifyFailuresPerAddress, this.config.rateLimits.verifyFailuresPerAddress);
     return [{ key: `failed-from:${this.addressOf(ctx)}`, limits }];
   }
 
