@@ -23,7 +23,7 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
 import pg from "pg";
 import { freePort, startPostgres } from "./postgres.ts";
 
@@ -53,6 +53,9 @@ const SERVER_SETTINGS: Record<string, string> = {
   RATE_LIMIT_SEND_PER_USERNAME: env.RATE_LIMIT_SEND_PER_USERNAME ?? "1000/1s",
   RATE_LIMIT_SEND_PER_ADDRESS: env.RATE_LIMIT_SEND_PER_ADDRESS ?? "off",
   RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME: env.RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME ?? "100/24h",
+  RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: env.RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS ?? "off",
+  // Limits this loose would let codes be guessed; the server refuses them unless told this is a bench.
+  MAX_GUESS_CHANCE: "1",
 };
 for (const k of ["COURIER_BATCH_SIZE", "COURIER_POLL_INTERVAL", "DATABASE_POOL_SIZE"]) if (env[k]) SERVER_SETTINGS[k] = env[k]!;
 const NODE = process.execPath;
@@ -129,7 +132,15 @@ const sinkGet = async <T>(p: string): Promise<T> => (await fetch(`http://127.0.0
 // ---- Server
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
-const adminToken = randomBytes(16).toString("hex");
+const adminToken = randomBytes(24).toString("base64url");
+// A deployment on a real database brings its keys and PUBLIC_URL: nothing is generated.
+const DEPLOYMENT = {
+  PUBLIC_URL: "http://codegate.bench",
+  CODE_HMAC_KEYS: `b1:${randomBytes(32).toString("base64")}`,
+  MAIL_ENCRYPTION_KEYS: `b1:${randomBytes(32).toString("base64")}`,
+  TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
+  OPS_PORT: "0",
+};
 type Child = ChildProcess & { killedByBench?: boolean };
 let server: Child;
 /** With BENCH_COURIER=process, the courier runs as `codegate courier` beside a server without one. */
@@ -138,7 +149,7 @@ const COURIER_MODE = env.BENCH_COURIER ?? "inline";
 function spawnNode(args: string[], extraEnv: Record<string, string>, label: string): Child {
   const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
   const child: Child = spawn(NODE, [...nodeArgs, "src/main.ts", ...args], {
-    env: { ...env, ...SERVER_SETTINGS, HOST: "127.0.0.1", SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken, ...extraEnv },
+    env: { ...env, ...SERVER_SETTINGS, HOST: "127.0.0.1", SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken, ...DEPLOYMENT, ...extraEnv },
     stdio: ["ignore", "inherit", "inherit"],
   });
   child.once("exit", (code, signal) => {
