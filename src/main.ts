@@ -1,15 +1,15 @@
 // The command line: `serve` (default), `migrate`, `admin-token create|revoke`.
-import { startApp, type App } from "./app.ts";
-import { createAdminToken, revokeAdminToken } from "./admin/tokens.ts";
+import { createAdminToken, revokeAdminToken } from "./rules/admin-tokens.ts";
 import { loadConfig } from "./config/config.ts";
 import { ConfigError } from "./config/env.ts";
-import { createLogger, type Logger } from "./log.ts";
-import type { Metrics } from "./metrics.ts";
-import { guardProcess } from "./process-guard.ts";
-import { migrate, openOrm } from "./storage/orm.ts";
-import { prune } from "./storage/retention.ts";
-import { sqlOf } from "./storage/sql.ts";
-import { runCourierWorker } from "./worker.ts";
+import { createLogger, type Logger } from "./lib/log.ts";
+import { startApp, type App } from "./server/app.ts";
+import type { Metrics } from "./server/ops/metrics.ts";
+import { guardProcess } from "./server/process-guard.ts";
+import { runCourierWorker } from "./server/worker.ts";
+import { migrate, openOrm } from "./store/orm.ts";
+import { prune } from "./store/retention.ts";
+import { sqlOf } from "./store/sql.ts";
 
 const usage = `usage: codegate [serve | courier | migrate | prune | admin-token create [name] | admin-token revoke <id>]
   serve     the API (and the courier unless COURIER_ENABLED=false)
@@ -30,7 +30,7 @@ function stopSignal(log: Logger): Promise<void> {
 }
 
 /**
- * Installs the process-level error handlers (process-guard.ts); `crashed`
+ * Installs the process-level error handlers (server/process-guard.ts); `crashed`
  * resolves on the first uncaught exception, when the process must stop.
  */
 function guard(log: Logger, metrics: () => Metrics | undefined): { crashed: Promise<void> } {
@@ -79,12 +79,12 @@ async function main(args: string[]): Promise<number> {
       try {
         await migrate(orm);
         if (sub === "create") {
-          const { id, token } = await createAdminToken(orm.em.fork(), arg ?? "admin token", new Date());
+          const { id, token } = await createAdminToken(orm, arg ?? "admin token", new Date());
           console.log(`admin token ${id} (shown once, keep it safe):\n${token}`);
           return 0;
         }
         if (sub === "revoke" && arg) {
-          const done = await revokeAdminToken(orm.em.fork(), arg, new Date());
+          const done = await revokeAdminToken(orm, arg, new Date());
           console.log(done ? `revoked ${arg}` : `no live admin token ${arg}`);
           return done ? 0 : 1;
         }
@@ -103,7 +103,7 @@ async function main(args: string[]): Promise<number> {
 async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
   const log = createLogger(config.logLevel);
   let app: App | undefined;
-  const { crashed } = guard(log, () => app?.ctx.metrics);
+  const { crashed } = guard(log, () => app?.metrics);
   app = await startApp(config, { log });
   if (app.firstAdminToken) {
     const base = config.publicUrl;

@@ -5,11 +5,11 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHash, generateKeyPairSync } from "node:crypto";
 import { createLocalJWKSet, jwtVerify } from "jose";
-import { ManualClock } from "../src/clock.ts";
+import { ManualClock } from "../src/domain/clock.ts";
 import { ConfigError } from "../src/config/env.ts";
 import { loadConfig } from "../src/config/config.ts";
-import { mostPerDay, oneIn, worstDailyGuessChance } from "../src/codes/guess-chance.ts";
-import type { Sql } from "../src/storage/sql.ts";
+import { mostPerDay, oneIn, worstDailyGuessChance } from "../src/domain/guess-chance.ts";
+import type { Sql } from "../src/store/sql.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, type TestServer } from "./support/server.ts";
@@ -39,8 +39,7 @@ afterAll(async () => {
 });
 
 const live = async (server: TestServer, username: string) =>
-  (await server.app.ctx
-    .em()
+  (await server.app.orm.em
     .getConnection()
     .execute(
       "select c.binding, c.attempts from code c join identity i on i.org_id = c.org_id and i.id = c.identity_id where i.username_normalized = ? and c.dead_at is null order by c.created_at",
@@ -166,10 +165,10 @@ describe("lock-out", () => {
     expect((await postJson(server.url, `${L}/SendLoginCode`, { username: "crowd@example.com", orgId, binding: flow(99) })).status).toBe(200);
     expect((await live(server, "crowd@example.com")).map((c) => c.binding)).toEqual(full.map((c) => c.binding));
     // ...while a flow that has a code gets a new one in its place.
-    const [{ id: before }] = await server.app.ctx.em().getConnection().execute("select id from code where binding = ? and dead_at is null", [full[0].binding]);
+    const [{ id: before }] = await server.app.orm.em.getConnection().execute("select id from code where binding = ? and dead_at is null", [full[0].binding]);
     const bindingOf = new Map(Array.from({ length: 100 }, (_, i) => [`b:${createHash("sha256").update(flow(i)).digest("base64url")}`, flow(i)]));
     await postJson(server.url, `${L}/SendLoginCode`, { username: "crowd@example.com", orgId, binding: bindingOf.get(full[0].binding) });
-    const [{ id: after }] = await server.app.ctx.em().getConnection().execute("select id from code where binding = ? and dead_at is null", [full[0].binding]);
+    const [{ id: after }] = await server.app.orm.em.getConnection().execute("select id from code where binding = ? and dead_at is null", [full[0].binding]);
     expect(after).not.toBe(before);
     expect(await live(server, "crowd@example.com")).toHaveLength(3);
   });

@@ -5,7 +5,7 @@ import { status } from "@grpc/grpc-js";
 import { fromBinary } from "@bufbuild/protobuf";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
-import { ManualClock } from "../src/clock.ts";
+import { ManualClock } from "../src/domain/clock.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
 import { grpcClient, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";

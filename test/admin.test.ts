@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
 import { IdentityState } from "../gen/codegate/v1/types_pb.ts";
-import { createAdminToken, revokeAdminToken } from "../src/admin/tokens.ts";
+import { createAdminToken, revokeAdminToken } from "../src/rules/admin-tokens.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { failed, succeeded } from "./support/results.ts";
@@ -46,13 +46,13 @@ describe("admin authentication", () => {
   });
 
   it("accepts stored tokens until they are revoked", async () => {
-    const { id, token } = await createAdminToken(server.app.ctx.em(), "test", new Date());
+    const { id, token } = await createAdminToken(server.app.orm, "test", new Date());
     expect((await admin.call("listOrganizations", {}, bearer(token))).ok).toBe(true);
     // The row keeps only a hash of the secret.
-    const rows = await server.app.ctx.em().getConnection().execute("select secret_hash from admin_token where id = ?", [id]);
+    const rows = await server.app.orm.em.getConnection().execute("select secret_hash from admin_token where id = ?", [id]);
     const secret = token.slice("cga_".length + 12 + 1);
     expect(Buffer.from(rows[0].secret_hash).equals(createHash("sha256").update(secret).digest())).toBe(true);
-    expect(await revokeAdminToken(server.app.ctx.em(), id, new Date())).toBe(true);
+    expect(await revokeAdminToken(server.app.orm, id, new Date())).toBe(true);
     const after = await admin.call("listOrganizations", {}, bearer(token));
     expect(failed(after).code).toBe(status.UNAUTHENTICATED);
   });

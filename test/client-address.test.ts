@@ -1,7 +1,7 @@
 // The client address of the per-address limits, read as an attacker would try
 // to choose it: X-Forwarded-For padded, malformed, or spoofed on the left.
 import { describe, expect, it } from "vitest";
-import { addressKey, clientAddress, parseAddress, parseTrustedProxies } from "../src/abuse/client-address.ts";
+import { addressKey, clientAddress, parseAddress, parseTrustedProxies } from "../src/lib/address.ts";
 import { ConfigError } from "../src/config/env.ts";
 import { loadConfig } from "../src/config/config.ts";
 

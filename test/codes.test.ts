@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { randomBytes } from "node:crypto";
-import { randomString } from "../src/codes/random.ts";
+import { randomString } from "../src/rules/codes/random.ts";
 import { parseKeyRing } from "../src/config/secrets.ts";
-import { seal, unseal } from "../src/courier/seal.ts";
+import { seal, unseal } from "../src/rules/mail/seal.ts";
 import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -53,9 +53,9 @@ describe("key rotation", () => {
     const bob = await fx.identity(org.id, "bob@example.com");
     fx.close();
     // Issue directly through the engine to hold the codes without a mail server.
-    const orgRow = (await before.app.flows.orgs.resolve(org.id, ""))!;
-    const oldCode = await before.app.flows.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id }, state: "active" });
-    const bobCode = await before.app.flows.codes.issue({ org: orgRow, purpose: "login", target: { identityId: bob.id }, state: "active" });
+    const orgRow = (await before.app.orgs.resolve(org.id, ""))!;
+    const oldCode = await before.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id }, requiredState: "active" });
+    const bobCode = await before.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: bob.id }, requiredState: "active" });
     await before.close();
     servers.pop();
 
@@ -64,9 +64,9 @@ describe("key rotation", () => {
     const verify = (s: TestServer, username: string, code: string) =>
       postJson(s.url, "/codegate.v1.LoginService/VerifyLoginCode", { username, orgId: org.id, code });
     expect((await verify(after, "alice@example.com", oldCode.code)).status).toBe(200);
-    const orgAfter = (await after.app.flows.orgs.resolve(org.id, ""))!;
-    const newCode = await after.app.flows.codes.issue({ org: orgAfter, purpose: "login", target: { identityId: alice.id }, state: "active" });
-    const rows = await after.app.ctx.em().getConnection().execute("select key_id from code where identity_id = ? and dead_at is null", [alice.id]);
+    const orgAfter = (await after.app.orgs.resolve(org.id, ""))!;
+    const newCode = await after.app.codes.issue({ org: orgAfter, purpose: "login", target: { identityId: alice.id }, requiredState: "active" });
+    const rows = await after.app.orm.em.getConnection().execute("select key_id from code where identity_id = ? and dead_at is null", [alice.id]);
     expect(rows[0].key_id).toBe("k2");
     await after.close();
     servers.pop();
@@ -101,19 +101,19 @@ describe("the mail outbox", () => {
     fx.close();
     const res = await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "outbox@example.com", orgId: org.id });
     expect(res.status).toBe(200);
-    const conn = s.app.ctx.em().getConnection();
+    const conn = s.app.orm.em.getConnection();
     const [mail] = await conn.execute("select id, key_id, body, status, subject from courier_message where recipient = 'outbox@example.com'");
     const [code] = await conn.execute("select id from code where identity_id = ? and dead_at is null", [who.id]);
     expect(mail.status).toBe("queued");
     expect(code).toBeTruthy();
     expect(mail.key_id).toBe("m1");
-    const plain = JSON.parse(unseal(s.app.ctx.secrets.mailKeys, mail.key_id, mail.id, Buffer.from(mail.body)));
+    const plain = JSON.parse(unseal(s.app.secrets.mailKeys, mail.key_id, mail.id, Buffer.from(mail.body)));
     const theCode = /^ {4}(\S+)$/m.exec(plain.text)![1];
     expect(Buffer.from(mail.body).includes(Buffer.from(theCode))).toBe(false);
     expect(Buffer.from(mail.body).includes(Buffer.from("login"))).toBe(false);
     expect(mail.subject).not.toContain(theCode);
     // Moving a sealed body to another row does not decrypt.
-    expect(() => unseal(s.app.ctx.secrets.mailKeys, mail.key_id, code.id, Buffer.from(mail.body))).toThrow();
+    expect(() => unseal(s.app.secrets.mailKeys, mail.key_id, code.id, Buffer.from(mail.body))).toThrow();
   });
 
   it("gives codes and mails time-ordered ids (UUIDv7), so that new rows land at the right edge of their primary keys", async () => {
@@ -124,7 +124,7 @@ describe("the mail outbox", () => {
     const names = ["ord1@example.com", "ord2@example.com", "ord3@example.com"];
     for (const n of names) await fx.identity(org.id, n);
     fx.close();
-    const conn = s.app.ctx.em().getConnection();
+    const conn = s.app.orm.em.getConnection();
     const stamps: { code: number; mail: number; before: number; after: number }[] = [];
     const msOf = (uuid: string) => {
       expect(uuid[14]).toBe("7"); // the version nibble
@@ -156,13 +156,13 @@ describe("single use", () => {
     const org = await fx.org("Single use");
     for (let i = 0; i < 10; i++) await fx.identity(org.id, `once${i}@example.com`);
     fx.close();
-    const resolved = (await s.app.flows.orgs.resolve(org.id, ""))!;
+    const resolved = (await s.app.orgs.resolve(org.id, ""))!;
     const wins: number[] = [];
     for (let i = 0; i < 10; i++) {
       const username = `once${i}@example.com`;
-      const { code } = await s.app.flows.codes.issue({ org: resolved, purpose: "login", target: { username }, state: "active" });
+      const { code } = await s.app.codes.issue({ org: resolved, purpose: "login", target: { username }, requiredState: "active" });
       const outcomes = await Promise.allSettled(
-        Array.from({ length: 30 }, () => s.app.flows.codes.verify({ org: resolved, purpose: "login", target: { username }, state: "active", code })),
+        Array.from({ length: 30 }, () => s.app.codes.verify({ org: resolved, purpose: "login", target: { username }, requiredState: "active", code })),
       );
       wins.push(outcomes.filter((o) => o.status === "fulfilled").length);
     }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../src/config/config.ts";
-import { ConfigError, parseDuration } from "../src/config/env.ts";
+import { ConfigError } from "../src/config/env.ts";
+import { parseDuration } from "../src/lib/duration.ts";
 import { parseKeyRing } from "../src/config/secrets.ts";
 
 function problems(env: Record<string, string>): string[] {

@@ -24,7 +24,7 @@ async function closeNow(s: TestServer): Promise<void> {
 const mailOnceIt = (s: TestServer, recipient: string, status: string) =>
   vi.waitFor(
     async () => {
-      const rows = await s.app.ctx.em().getConnection().execute("select status, send_count, last_error, body from courier_message where recipient = ?", [recipient]);
+      const rows = await s.app.orm.em.getConnection().execute("select status, send_count, last_error, body from courier_message where recipient = ?", [recipient]);
       expect(rows).toHaveLength(1);
       expect(rows[0].status).toBe(status);
       return rows[0];
@@ -67,7 +67,7 @@ describe("the courier", () => {
     expect(answers.every((r) => r.status === 200)).toBe(true);
 
     // Let both couriers fail a few rounds against the closed port.
-    const conn = a.app.ctx.em().getConnection();
+    const conn = a.app.orm.em.getConnection();
     await vi.waitFor(
       async () => {
         const [f] = await conn.execute(

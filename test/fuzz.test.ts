@@ -22,7 +22,7 @@ import { RegistrationService } from "../gen/codegate/v1/registration_pb.ts";
 import { Health } from "../gen/grpc/health/v1/health_pb.ts";
 import { ServerReflection } from "../gen/grpc/reflection/v1/reflection_pb.ts";
 import { ServerReflection as ServerReflectionV1alpha } from "../gen/grpc/reflection/v1alpha/reflection_pb.ts";
-import { restRoutes } from "../src/transport/rest-routes.ts";
+import { restRoutes } from "../src/server/rest/routes.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { pastDeadline, startServerProcess, type ServerProcess } from "./support/process.ts";

@@ -99,7 +99,7 @@ describe("a server whose database answers", () => {
   });
 
   it("is not ready while a migration is pending", async () => {
-    const conn = server.app.ctx.orm.em.getConnection();
+    const conn = server.app.orm.em.getConnection();
     const [row] = await conn.execute("select * from codegate_migrations order by id desc limit 1");
     await conn.execute("delete from codegate_migrations where id = ?", [row.id]);
     try {

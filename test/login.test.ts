@@ -3,8 +3,8 @@ import { status } from "@grpc/grpc-js";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { IdentityState } from "../gen/codegate/v1/types_pb.ts";
-import { ManualClock } from "../src/clock.ts";
-import { codeHash } from "../src/codes/hash.ts";
+import { ManualClock } from "../src/domain/clock.ts";
+import { codeHash } from "../src/rules/codes/hash.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
 import { grpcClient, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -78,14 +78,14 @@ describe("the login round trip", () => {
     // Any service can check the proof offline with the published JWKS.
     const jwks = createRemoteJWKSet(new URL(`${server.url}/.well-known/jwks.json`));
     const { payload, protectedHeader } = await jwtVerify(verified.token, jwks, {
-      issuer: server.app.ctx.config.token.issuer,
+      issuer: server.app.config.token.issuer,
       audience: "codegate",
       currentDate: clock.now(),
     });
     expect(protectedHeader.alg).toBe("EdDSA");
     expect(payload).toMatchObject({ sub: alice.id, org: orgId, purpose: "login", amr: ["otp"] });
     expect(payload.jti).toBeTruthy();
-    expect((payload.exp! - payload.iat!) * 1000).toBe(server.app.ctx.config.token.ttlMs);
+    expect((payload.exp! - payload.iat!) * 1000).toBe(server.app.config.token.ttlMs);
     expect(Number(verified.tokenExpiresAt!.seconds)).toBe(payload.exp);
   });
 
@@ -149,15 +149,14 @@ describe("sending", () => {
     const who = await fx.identity(orgId, "burst@example.com");
     const answers = await Promise.all(Array.from({ length: 20 }, () => send("burst@example.com")));
     expect(answers.every((a) => a.status === 200)).toBe(true);
-    const live = await server.app.ctx
-      .em()
+    const live = await server.app.orm.em
       .getConnection()
       .execute("select id, code_hash, key_id from code where identity_id = ? and purpose = 'login' and dead_at is null", [who.id]);
     expect(live).toHaveLength(1);
     await smtp.waitFor(() => smtp.mailsTo("burst@example.com").length === 20);
     const codes = smtp.mailsTo("burst@example.com").map(codeFrom);
     codes.forEach((c) => secretsSeen.add(c));
-    const key = server.app.ctx.secrets.codeKeys.byId.get(live[0].key_id)!;
+    const key = server.app.secrets.codeKeys.byId.get(live[0].key_id)!;
     const matching = codes.filter((c) => codeHash(key, live[0].id, c).equals(Buffer.from(live[0].code_hash)));
     expect(matching.length).toBeGreaterThanOrEqual(1);
     expect((await verify("burst@example.com", matching[0])).status).toBe(200);
@@ -201,7 +200,7 @@ describe("verifying", () => {
     const wrong = code === "000000" ? "111111" : "000000";
     for (let i = 0; i < 5; i++) expect((await verify("guess@example.com", wrong)).status).toBe(401);
     expect((await verify("guess@example.com", code)).status).toBe(401);
-    const rows = await server.app.ctx.em().getConnection().execute("select attempts, dead_at from code where identity_id = ?", [who.id]);
+    const rows = await server.app.orm.em.getConnection().execute("select attempts, dead_at from code where identity_id = ?", [who.id]);
     expect(rows[0].attempts).toBe(5);
     expect(rows[0].dead_at).not.toBeNull();
   });
@@ -251,11 +250,11 @@ describe("storage of codes and mails", () => {
   it("keeps only a keyed hash of the code, with its key id", async () => {
     const who = await fx.identity(orgId, "stored@example.com");
     const code = await mailedCode("stored@example.com");
-    const [row] = await server.app.ctx.em().getConnection().execute("select * from code where identity_id = ? and dead_at is null", [who.id]);
+    const [row] = await server.app.orm.em.getConnection().execute("select * from code where identity_id = ? and dead_at is null", [who.id]);
     const asText = JSON.stringify(row);
     expect(asText).not.toContain(code);
     expect(Buffer.from(row.code_hash)).toHaveLength(32);
-    expect(row.key_id).toBe(server.app.ctx.secrets.codeKeys.current.id);
+    expect(row.key_id).toBe(server.app.secrets.codeKeys.current.id);
   });
 
   it("wipes the mail body once it is sent", async () => {
@@ -264,7 +263,7 @@ describe("storage of codes and mails", () => {
     // The SMTP server has it; the courier records that right after.
     await vi.waitFor(
       async () => {
-        const rows = await server.app.ctx.em().getConnection().execute("select status, body from courier_message where recipient = 'wiped@example.com'");
+        const rows = await server.app.orm.em.getConnection().execute("select status, body from courier_message where recipient = 'wiped@example.com'");
         expect(rows).toEqual([{ status: "sent", body: null }]);
       },
       { timeout: 5_000, interval: 20 },

@@ -2,7 +2,7 @@
 // a token, a secret or a mail body.
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { randomBytes } from "node:crypto";
-import { createAdminToken } from "../src/admin/tokens.ts";
+import { createAdminToken } from "../src/rules/admin-tokens.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -38,9 +38,9 @@ describe("logs at debug level", () => {
     keep(ADMIN_TOKEN);
     keep(CODE_KEYS.split(":")[1]);
     keep(MAIL_KEYS.split(":")[1]);
-    const pem = server.app.ctx.secrets.signingKeyPem;
+    const pem = server.app.secrets.signingKeyPem;
     keep(pem.split("\n").find((l) => l.length > 20 && !l.startsWith("-----"))!);
-    const stored = await createAdminToken(server.app.ctx.em(), "logged", new Date());
+    const stored = await createAdminToken(server.app.orm, "logged", new Date());
     keep(stored.token);
     keep(stored.token.slice("cga_".length + 12 + 1));
 
@@ -88,7 +88,7 @@ describe("logs at debug level", () => {
     // Every mail has gone out (so the courier has logged its sends)...
     await vi.waitFor(
       async () => {
-        const [row] = await server.app.ctx.em().getConnection().execute("select count(*) filter (where status <> 'sent')::int as unsent, count(*)::int as mails from courier_message");
+        const [row] = await server.app.orm.em.getConnection().execute("select count(*) filter (where status <> 'sent')::int as unsent, count(*)::int as mails from courier_message");
         expect(row).toEqual({ unsent: 0, mails: smtp.mails.length });
       },
       { timeout: 10_000, interval: 20 },

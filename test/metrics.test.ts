@@ -2,8 +2,8 @@ import { randomUUID } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
-import { ManualClock } from "../src/clock.ts";
-import type { Purpose } from "../src/config/config.ts";
+import { ManualClock } from "../src/domain/clock.ts";
+import type { Purpose } from "../src/domain/purpose.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { serverStream } from "./support/grpc-streams.ts";
@@ -42,7 +42,7 @@ let gaugeSkewMs = 0;
 
 /**
  * A scrape whose gauges read the database afresh. They share one query per second,
- * timed on performance.now() (src/metrics.ts), not on the server's clock: instead of
+ * timed on performance.now() (src/server/ops/metrics.ts), not on the server's clock: instead of
  * sleeping through that second, performance.now() is faked for the scrape, a second
  * further ahead each time (the window of the last scrape then lies in the future for
  * real time: a plain scrape() within the next seconds sees the same database values).
@@ -115,7 +115,7 @@ describe("GET /metrics", () => {
       expect(before.value(`codegate_codes_locked_total{purpose="${purpose}"}`)).toBe(0);
       expect(before.value(`codegate_courier_abandoned_total{purpose="${purpose}"}`)).toBe(0);
     }
-    const { codes, courier } = server.app.ctx.metrics;
+    const { codes, courier } = server.app.metrics;
     codes.issued("login", true);
     codes.issued("login", false);
     codes.verified("registration");
@@ -155,7 +155,7 @@ describe("GET /metrics", () => {
     expect(empty.value("codegate_courier_queue_depth")).toBe(0);
     expect(empty.value("codegate_courier_oldest_queued_age_seconds")).toBe(0);
 
-    const conn = server.app.ctx.orm.em.getConnection();
+    const conn = server.app.orm.em.getConnection();
     const now = clock.now().getTime();
     const insert = (status: string, createdAgoMs: number) =>
       conn.execute(

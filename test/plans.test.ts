@@ -6,8 +6,8 @@
 // statistics say: this is checked on the generic plans PostgreSQL makes for them.
 import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { CodeEngine } from "../src/codes/engine.ts";
-import type { Sql } from "../src/storage/sql.ts";
+import { CodeEngine } from "../src/rules/codes/engine.ts";
+import type { Sql } from "../src/store/sql.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 
@@ -68,25 +68,25 @@ describe("hot-path statements", () => {
       transaction: (work) => sql.transaction((tx) => work(recording(tx))),
     });
     const engine = new CodeEngine({
-      sql: recording(app.flows.sql),
-      config: app.ctx.config,
-      secrets: app.ctx.secrets,
-      clock: app.ctx.clock,
-      events: app.ctx.metrics.codes,
+      sql: recording(app.sql),
+      config: app.config,
+      secrets: app.secrets,
+      clock: app.clock,
+      events: app.metrics.codes,
       onQueued: () => {},
     });
-    const org = (await app.flows.orgs.resolve(created.id, ""))!;
+    const org = (await app.orgs.resolve(created.id, ""))!;
     const limits = (username: string) => [{ key: `send:${username}`, limits: [{ max: 1000, windowMs: 60_000 }] }];
     const failureLimits = (username: string) => [{ key: `fail:${username}`, limits: [{ max: 100, windowMs: 3_600_000 }] }];
     const codes = new Map<string, string>();
     for (let i = 1; i <= 2000; i++) {
       const username = `user${i}@example.com`;
-      const issued = await engine.issue({ org, purpose: "login", target: { username }, state: "active", mail: "login", limits: limits(username) });
-      expect(issued.issued).toBe(true);
+      const issued = await engine.issue({ org, purpose: "login", target: { username }, requiredState: "active", mail: "login", limits: limits(username) });
+      expect(issued.written).toBe(true);
       codes.set(username, issued.code);
     }
     const verify = (username: string, code: string) =>
-      engine.verify({ org, purpose: "login", target: { username }, state: "active", code, failureLimits: failureLimits(username) });
+      engine.verify({ org, purpose: "login", target: { username }, requiredState: "active", code, failureLimits: failureLimits(username) });
     const wrong = (code: string) => (code === "000000" ? "000001" : "000000");
     // Every statement of a verification: right code, wrong code, and a code locked by wrong ones.
     await expect(verify("user1@example.com", codes.get("user1@example.com")!)).resolves.toMatchObject({ username: "user1@example.com" });
@@ -94,14 +94,14 @@ describe("hot-path statements", () => {
     for (let i = 0; i < 5; i++) await expect(verify("user3@example.com", wrong(codes.get("user3@example.com")!))).rejects.toThrow();
     // A code bound to an application's flow, and its verification with the binding.
     const binding = "flow-binding-of-the-application";
-    const bound = await engine.issue({ org, purpose: "login", target: { username: "user5@example.com" }, state: "active", mail: "login", limits: limits("user5@example.com"), binding });
-    await expect(engine.verify({ org, purpose: "login", target: { username: "user5@example.com" }, state: "active", code: bound.code, binding })).resolves.toMatchObject({
+    const bound = await engine.issue({ org, purpose: "login", target: { username: "user5@example.com" }, requiredState: "active", mail: "login", limits: limits("user5@example.com"), binding });
+    await expect(engine.verify({ org, purpose: "login", target: { username: "user5@example.com" }, requiredState: "active", code: bound.code, binding })).resolves.toMatchObject({
       username: "user5@example.com",
     });
     // An admin recovery link, verified by its flow id.
     const [{ id: identityId }] = (await client.query(`select id from identity where username_normalized = 'user4@example.com'`)).rows;
-    const link = await engine.issue({ org, purpose: "recovery", target: { identityId }, state: "active", adminIssued: true });
-    await expect(engine.verify({ purpose: "recovery", target: { flowId: link.id }, state: "active", code: link.code })).resolves.toMatchObject({ id: identityId });
+    const link = await engine.issue({ org, purpose: "recovery", target: { identityId }, requiredState: "active", adminIssued: true });
+    await expect(engine.verify({ purpose: "recovery", target: { flowId: link.id }, requiredState: "active", code: link.code })).resolves.toMatchObject({ id: identityId });
 
     expect(texts.size).toBeGreaterThanOrEqual(6);
     const findings: string[] = [];

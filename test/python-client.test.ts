@@ -146,7 +146,7 @@ describe.skipIf(reason !== undefined)(`the Python client over gRPC${reason ? ` (
     const verified = JSON.parse(await p.line(2));
     expect(verified.identity).toMatchObject({ id: alice.id, org_id: org.id, username: "py-alice@example.com", state: "IDENTITY_STATE_ACTIVE" });
     const jwks = createRemoteJWKSet(new URL(`${server.url}/.well-known/jwks.json`));
-    const { payload } = await jwtVerify(verified.token, jwks, { issuer: server.app.ctx.config.token.issuer, audience: "codegate" });
+    const { payload } = await jwtVerify(verified.token, jwks, { issuer: server.app.config.token.issuer, audience: "codegate" });
     expect(payload).toMatchObject({ sub: alice.id, org: org.id, purpose: "login" });
     expect(Date.parse(verified.token_expires_at) / 1000).toBe(payload.exp);
 

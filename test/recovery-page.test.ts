@@ -7,7 +7,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
-import { recoveryPageRoutes } from "../src/transport/recovery-page.ts";
+import { recoveryPageRoutes } from "../src/server/recovery-page.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -227,6 +227,6 @@ describe("the recovery page over plain HTTP", () => {
   });
 
   it("refuses to start without the bundle, saying how to build it", () => {
-    expect(() => recoveryPageRoutes(server.app.ctx.config, "/nonexistent/dist/web/")).toThrow(/recovery\.js is missing: run `npm run build`/);
+    expect(() => recoveryPageRoutes(server.app.config, "/nonexistent/dist/web/")).toThrow(/recovery\.js is missing: run `npm run build`/);
   });
 });

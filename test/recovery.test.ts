@@ -4,7 +4,7 @@ import { status } from "@grpc/grpc-js";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
 import { RecoveryService } from "../gen/codegate/v1/recovery_pb.ts";
 import { CodePurpose } from "../gen/codegate/v1/types_pb.ts";
-import { ManualClock } from "../src/clock.ts";
+import { ManualClock } from "../src/domain/clock.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";

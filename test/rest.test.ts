@@ -16,9 +16,9 @@ import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { IdentityState } from "../gen/codegate/v1/types_pb.ts";
 import { ConfigError } from "../src/config/env.ts";
 import { loadConfig } from "../src/config/config.ts";
-import { apiError, errorInfo, Reason } from "../src/transport/errors.ts";
-import { DEFAULT_RETRY_AFTER_SECONDS, renderRestError } from "../src/transport/rest.ts";
-import { bindRequest, compileRule, matchRoute, restRoutes } from "../src/transport/rest-routes.ts";
+import { apiError, errorInfo, Reason } from "../src/services/errors.ts";
+import { DEFAULT_RETRY_AFTER_SECONDS, renderRestError } from "../src/server/rest/handler.ts";
+import { bindRequest, compileRule, matchRoute, restRoutes } from "../src/server/rest/routes.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, grpcClient } from "./support/clients.ts";
 
@@ -322,7 +322,7 @@ describe("errors in the documented shape", () => {
   });
 
   it("413 for a body over MAX_REQUEST_BYTES, announced or streamed, and the server stays up", async () => {
-    const max = server.app.ctx.config.maxRequestBytes;
+    const max = server.app.config.maxRequestBytes;
     const announced = await rawHttp(
       `POST /auth/login/code HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${max + 1}\r\n\r\n`,
     );
@@ -342,7 +342,7 @@ describe("errors in the documented shape", () => {
   });
 
   it("413 over h2c too, and the connection goes on serving", async () => {
-    const max = server.app.ctx.config.maxRequestBytes;
+    const max = server.app.config.maxRequestBytes;
     const session = http2.connect(server.url);
     const post = (headers: http2.OutgoingHttpHeaders, body: string) =>
       new Promise<{ status: number; body: string }>((resolve, reject) => {

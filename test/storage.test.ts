@@ -3,10 +3,10 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startApp } from "../src/app.ts";
+import { startApp } from "../src/server/app.ts";
 import { loadConfig } from "../src/config/config.ts";
-import { createLogger } from "../src/log.ts";
-import { migrate, openOrm, pendingMigrations } from "../src/storage/orm.ts";
+import { createLogger } from "../src/lib/log.ts";
+import { migrate, openOrm, pendingMigrations } from "../src/store/orm.ts";
 import { freshDatabase } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 

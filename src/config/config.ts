@@ -1,23 +1,10 @@
 import { resolve } from "node:path";
-import { parseTrustedProxies } from "../abuse/client-address.ts";
-import { oneIn, worstDailyGuessChance } from "../codes/guess-chance.ts";
+import { oneIn, worstDailyGuessChance } from "../domain/guess-chance.ts";
+import type { CodePolicy, Limit } from "../domain/policy.ts";
+import type { Purpose } from "../domain/purpose.ts";
+import { parseTrustedProxies } from "../lib/address.ts";
 import { ConfigError, EnvReader } from "./env.ts";
 
-export type Purpose = "login" | "registration" | "recovery";
-export const purposes: readonly Purpose[] = ["login", "registration", "recovery"];
-
-export interface CodePolicy {
-  length: number;
-  alphabet: string;
-  lifespanMs: number;
-  maxAttempts: number;
-}
-
-/** At most `max` events per `windowMs`. */
-export interface Limit {
-  max: number;
-  windowMs: number;
-}
 
 export interface RateLimitConfig {
   sendPerUsername: Limit[];

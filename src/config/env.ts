@@ -1,6 +1,8 @@
 // Reads the server's configuration from environment variables. Every variable is
 // checked at start; all problems are reported together, each naming the variable
 // and what was expected, so that a bad deployment fails before it serves anything.
+import type { Limit } from "../domain/policy.ts";
+import { formatMs, parseDuration } from "../lib/duration.ts";
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -74,10 +76,10 @@ export class EnvReader {
   }
 
   /** Rate limits like `1/30s,5/1h` (at most 1 per 30 seconds and 5 per hour); `off` for none. */
-  limits(name: string, fallback: string): { max: number; windowMs: number }[] {
+  limits(name: string, fallback: string): Limit[] {
     const text = this.raw(name) ?? fallback;
     if (text === "off") return [];
-    const out: { max: number; windowMs: number }[] = [];
+    const out: Limit[] = [];
     for (const part of text.split(",").map((p) => p.trim())) {
       const m = /^(\d+)\/(.+)$/.exec(part);
       const windowMs = m ? parseDuration(m[2]) : undefined;
@@ -120,24 +122,4 @@ export class EnvReader {
   problem(message: string): void {
     this.problems.push(message);
   }
-}
-
-const unitMs: Record<string, number> = { ns: 1e-6, us: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/**
- * Parses a Go-style duration (`1h30m`, `90s`, `1500ms`) into milliseconds;
- * undefined when it does not follow `^([0-9]+(ns|us|ms|s|m|h))+$`.
- */
-export function parseDuration(text: string): number | undefined {
-  if (!/^([0-9]+(ns|us|ms|s|m|h))+$/.test(text)) return undefined;
-  let ms = 0;
-  for (const [, n, unit] of text.matchAll(/([0-9]+)(ns|us|ms|s|m|h)/g)) ms += Number(n) * unitMs[unit];
-  return Number.isFinite(ms) ? ms : undefined;
-}
-
-export function formatMs(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  if (ms % 1000 === 0) return `${ms / 1000}s`;
-  return `${ms}ms`;
 }

@@ -5,8 +5,7 @@ import type { TestServer } from "./server.ts";
 
 /** How many mails (any status) the outbox holds for each address, case-insensitively. */
 export async function outboxCounts(server: TestServer, addresses: string[]): Promise<Record<string, number>> {
-  const rows: { recipient: string; n: number }[] = await server.app.ctx
-    .em()
+  const rows: { recipient: string; n: number }[] = await server.app.orm.em
     .getConnection()
     .execute("select lower(recipient) as recipient, count(*)::int as n from courier_message group by lower(recipient)");
   const counts = new Map(rows.map((r) => [r.recipient, r.n]));

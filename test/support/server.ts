@@ -7,11 +7,11 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import pg from "pg";
 import { inject } from "vitest";
-import { startApp, type App, type StartOptions } from "../../src/app.ts";
-import type { Clock } from "../../src/clock.ts";
+import { startApp, type App, type StartOptions } from "../../src/server/app.ts";
+import type { Clock } from "../../src/domain/clock.ts";
 import { loadConfig } from "../../src/config/config.ts";
-import { createLogger } from "../../src/log.ts";
-import type { HealthOptions } from "../../src/transport/health.ts";
+import { createLogger } from "../../src/lib/log.ts";
+import type { HealthOptions } from "../../src/server/ops/health.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-" + randomBytes(8).toString("hex");
 

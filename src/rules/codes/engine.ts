@@ -1,0 +1,242 @@
+// The rules for codes, done once for every flow: issuing (one live code per
+// identity, purpose and binding, replaced atomically, with its mail queued in the
+// same statement) and verifying (attempts counted atomically, consumed exactly once).
+// The statements are in store/codes.ts.
+//
+// Codes and mails get time-ordered ids (UUIDv7, 74 random bits): a new row lands at the
+// right edge of its primary key, which stays in memory and dirty, instead of on a random
+// leaf of an index that grows with history.
+//
+// Bindings. An application may bind a code to its own flow (a binding value on
+// send, required on verify): the code is then found only with that binding, so
+// guesses without it never touch the code nor its attempts. Bound codes of one
+// identity and purpose take one of `boundCodesPerIdentity` slots: a flow's new send
+// replaces its own code, never another flow's, and a send finding no free slot
+// issues nothing. An administrator's recovery code is bound to "admin": it is
+// redeemed through its flow id only, and nothing public replaces it.
+//
+// Wrong guesses against live codes count per username (a guess with no live code
+// to try costs the account nothing); past that limit a code takes only its first
+// attempt, so an owner's fresh code still works. Blocked or wrong, the answer is
+// the same InvalidCode: the limit never tells that an account exists.
+//
+// Every public call runs the same statements, in number and text, whatever the
+// state of the account: a send is one statement; a verification is an attempt
+// and then one settling statement (consume, kill, or count only).
+import { createHash, randomUUIDv7 } from "node:crypto";
+import type { Config } from "../../config/config.ts";
+import type { Secrets } from "../../config/secrets.ts";
+import type { Clock } from "../../domain/clock.ts";
+import { InvalidCode, RateLimited } from "../../domain/errors.ts";
+import { normalizeUsername, type Identity, type IdentityState } from "../../domain/identity.ts";
+import type { Org } from "../../domain/organization.ts";
+import type { Purpose } from "../../domain/purpose.ts";
+import { windows, type LimitedKey } from "../../domain/rate-limits.ts";
+import { attemptCode, invalidateCodes, issueCode, settleAttempt, type SealedMail } from "../../store/codes.ts";
+import type { Sql } from "../../store/sql.ts";
+import type { CodeEvents } from "../events.ts";
+import { seal } from "../mail/seal.ts";
+import { renderMail, type MailKind } from "../mail/templates.ts";
+import { codeHash, codeMatches } from "./hash.ts";
+import { effectivePolicy } from "./policy.ts";
+import { randomString } from "./random.ts";
+
+/** Who a code is for: a username as typed (public calls) or an identity id (admin calls). */
+export type IssueTarget = { username: string } | { identityId: string };
+/** A username as typed, or the flow id of an admin recovery link (with, optionally, the username it must belong to). */
+export type VerifyTarget = { username: string } | { flowId: string; username?: string };
+
+const UNBOUND = "";
+const ADMIN = "admin";
+/** How a binding value is kept: its SHA-256, never the value (it guards the owner's flow). */
+const storedBinding = (value: string) => `b:${createHash("sha256").update(value).digest("base64url")}`;
+
+export interface IssueRequest {
+  org: Org;
+  purpose: Purpose;
+  target: IssueTarget;
+  /** Only an identity in this state gets a code. */
+  requiredState: IdentityState;
+  /** The mail that carries the code; none for codes handed to an administrator. */
+  mail?: MailKind;
+  lifespanMs?: number;
+  /** Rate limits counted in the same statement; over any, nothing is issued. */
+  limits?: LimitedKey[];
+  /** The application's flow binding: verification must present it. */
+  binding?: string;
+  /** An administrator's recovery code: redeemed through its flow id only. */
+  adminIssued?: boolean;
+  /**
+   * A notice to the username itself, queued in the same statement when the
+   * username has no identity (`unknown`) or an active one (`active`).
+   */
+  notice?: { kind: MailKind; when: "unknown" | "active" };
+  /** Creates a pending identity for the username when it has none (self-service sign-up). */
+  createPending?: boolean;
+  /** The call's signal: once it aborts, no statement is started. */
+  signal?: AbortSignal;
+}
+
+export interface IssuedCode {
+  /** False when no identity matched, a limit was hit or no slot was free; no code was written. */
+  written: boolean;
+  /** Over a rate limit: how long until the send would be allowed; else 0. */
+  retryAfterMs: number;
+  /** The code's id: the flow id of an admin recovery link. */
+  id: string;
+  code: string;
+  expiresAt: Date;
+}
+
+export interface VerifyRequest {
+  /** Required with a username target; a flow id names its organization itself. */
+  org?: Org;
+  purpose: Purpose;
+  target: VerifyTarget;
+  /** Only an identity in this state gets through. */
+  requiredState: IdentityState;
+  code: string;
+  /** The binding the code was sent with, if it was. */
+  binding?: string;
+  /** Make a pending identity active when its code is consumed (registration). */
+  activate?: boolean;
+  /** Limits of wrong codes per username: counted against live codes only. */
+  failureLimits?: LimitedKey[];
+  /** Limits of wrong codes per client address: checked first, counted for every failure. */
+  addressLimits?: LimitedKey[];
+  /** The call's signal: once it aborts, no statement is started (a counted attempt is not followed by a consume). */
+  signal?: AbortSignal;
+}
+
+export class CodeEngine {
+  private readonly sql: Sql;
+  private readonly config: Config;
+  private readonly secrets: Secrets;
+  private readonly clock: Clock;
+  private readonly events: CodeEvents;
+  private readonly onQueued: () => void;
+
+  constructor(deps: { sql: Sql; config: Config; secrets: Secrets; clock: Clock; events: CodeEvents; onQueued: () => void }) {
+    this.sql = deps.sql;
+    this.config = deps.config;
+    this.secrets = deps.secrets;
+    this.clock = deps.clock;
+    this.events = deps.events;
+    this.onQueued = deps.onQueued;
+  }
+
+  /**
+   * Issues a new code for the target if it is an identity in the wanted state,
+   * replacing its live code of the purpose and binding, and queues its mail in
+   * the same statement. The work before the statement is the same whether or not
+   * the identity exists, so the answer time does not tell.
+   */
+  async issue(req: IssueRequest, sql: Sql = this.sql): Promise<IssuedCode> {
+    const policy = effectivePolicy(this.config, req.org.settings, req.purpose);
+    const lifespanMs = req.lifespanMs ?? policy.lifespanMs;
+    const code = randomString(policy.alphabet, policy.length);
+    const id = randomUUIDv7();
+    const now = this.clock.now();
+    const expiresAt = new Date(now.getTime() + lifespanMs);
+    const key = this.secrets.codeKeys.current;
+    const from = this.sender(req.org);
+    const username = "username" in req.target ? req.target.username.trim() : "";
+    const mail = req.mail ? this.sealed(randomUUIDv7(), renderMail(req.mail, { orgName: req.org.name, code, lifespanMs }), from) : undefined;
+    // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
+    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), renderMail(req.notice.kind, { orgName: req.org.name }), from), when: req.notice.when } : undefined;
+    const result = await issueCode(
+      sql,
+      {
+        orgId: req.org.id,
+        target: "username" in req.target ? { usernameNormalized: normalizeUsername(username), username } : { identityId: req.target.identityId },
+        requiredState: req.requiredState,
+        id,
+        purpose: req.purpose,
+        hash: codeHash(key.key, id, code),
+        keyId: key.id,
+        now,
+        expiresAt,
+        maxAttempts: policy.maxAttempts,
+        binding: req.adminIssued ? ADMIN : req.binding ? storedBinding(req.binding) : UNBOUND,
+        slots: this.config.boundCodesPerIdentity,
+        limits: windows(req.limits ?? [], now.getTime()),
+        mail,
+        notice,
+        createPendingId: req.createPending ? randomUUIDv7() : undefined,
+        mailKeyId: this.secrets.mailKeys.current.id,
+      },
+      req.signal,
+    );
+    if (result.issued) this.events.issued(req.purpose, mail !== undefined);
+    if (result.queued > 0) this.onQueued();
+    const retryAfterMs = result.retryAt ? Math.max(1, result.retryAt.getTime() - now.getTime()) : 0;
+    return { written: result.issued, id, code, expiresAt, retryAfterMs };
+  }
+
+  /**
+   * Consumes the code if it is right, live and unexpired, and answers its
+   * identity. Every other case, whatever the cause, is the one InvalidCode; a
+   * client address over its limit of wrong codes is RateLimited.
+   */
+  async verify(req: VerifyRequest): Promise<Identity> {
+    const now = this.clock.now();
+    const target = req.target;
+    if (!("flowId" in target) && !req.org) throw new InvalidCode();
+    const orgId = req.org?.id ?? "";
+    const addressWindows = windows(req.addressLimits ?? [], now.getTime());
+    const usernameWindows = windows(req.failureLimits ?? [], now.getTime());
+    const attempt = await attemptCode(
+      this.sql,
+      {
+        orgId,
+        purpose: req.purpose,
+        requiredState: req.requiredState,
+        target:
+          "flowId" in target
+            ? { flowId: target.flowId, usernameNormalized: normalizeUsername(target.username ?? "") }
+            : { usernameNormalized: normalizeUsername(target.username), binding: req.binding ? storedBinding(req.binding) : UNBOUND },
+        now,
+        addressWindows,
+        usernameWindows,
+      },
+      req.signal,
+    );
+    if (attempt.blockedUntil) throw new RateLimited(Math.max(1, attempt.blockedUntil.getTime() - now.getTime()));
+
+    const live = attempt.code;
+    let outcome: "consume" | "kill" | "fail" | "none" = "none";
+    if (live) {
+      const right = codeMatches(this.secrets.codeKeys, live.keyId, live.id, req.code, live.hash);
+      outcome = right ? "consume" : live.attempts >= live.maxAttempts ? "kill" : "fail";
+    }
+    // A wrong code counts against the client address always, against the username only when a live code took the guess.
+    const counted = outcome === "consume" ? [] : outcome === "none" ? addressWindows : [...addressWindows, ...usernameWindows];
+    const identity = await settleAttempt(
+      this.sql,
+      { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted },
+      req.signal,
+    );
+    if (outcome === "kill") this.events.locked(req.purpose);
+    // Undefined also when another request consumed it first.
+    if (outcome !== "consume" || !identity) {
+      this.events.failed(req.purpose);
+      throw new InvalidCode();
+    }
+    this.events.verified(req.purpose);
+    return identity;
+  }
+
+  /** Kills the live codes of an identity (of one purpose, or all); answers how many. */
+  invalidate(orgId: string, identityId: string, purpose: Purpose | undefined): Promise<number> {
+    return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now());
+  }
+
+  private sealed(id: string, content: { subject: string; text: string; html: string }, from: string): SealedMail {
+    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, JSON.stringify({ ...content, from })).sealed };
+  }
+
+  private sender(org: Org): string {
+    const name = (org.settings.senderName || org.name).replace(/["\\\r\n]/g, "");
+    return `"${name}" <${org.settings.senderAddress || this.config.mailFrom}>`;
+  }
+}

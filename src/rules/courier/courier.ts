@@ -1,0 +1,201 @@
+// The courier: claims queued mails in batches (FOR UPDATE SKIP LOCKED, then a
+// lease, so several couriers never send one mail twice and a crashed one's batch
+// is taken over when its lease runs out), sends them, and records the outcome.
+// Failures are retried with exponential backoff up to a limit, then abandoned.
+// A sent or abandoned mail's body is wiped: it held a live code.
+import type { Config } from "../../config/config.ts";
+import type { Secrets } from "../../config/secrets.ts";
+import type { Clock } from "../../domain/clock.ts";
+import type { Purpose } from "../../domain/purpose.ts";
+import type { Logger } from "../../lib/log.ts";
+import { claimMails, markFailed, markSent, renewClaims } from "../../store/outbox.ts";
+import type { Sql } from "../../store/sql.ts";
+import type { CourierEvents } from "../events.ts";
+import { unseal } from "../mail/seal.ts";
+import type { MailTransport } from "../mail/transport.ts";
+
+/**
+ * How long a claim holds without renewal. A courier renews the claim of its
+ * batch while it works on it, so a crashed one's batch is taken over within
+ * this; a short lease is what lets a restarted server deliver the mails its
+ * predecessor had claimed.
+ */
+const LEASE_MS = 20_000;
+
+export class Courier {
+  private readonly deps: {
+    sql: Sql;
+    config: Config["courier"];
+    secrets: Secrets;
+    clock: Clock;
+    log: Logger;
+    transport: MailTransport;
+    events: CourierEvents;
+  };
+  private running: Promise<void> | undefined;
+  private stopping = false;
+  private wakeUp: (() => void) | undefined;
+  private woken = false;
+
+  constructor(deps: Courier["deps"]) {
+    this.deps = deps;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.stopping = false;
+    this.deps.log.info({ destination: this.deps.transport.destination }, "courier started");
+    this.running = this.loop();
+  }
+
+  /** Asks the loop to look for work now (a mail was just queued). */
+  wake(): void {
+    this.woken = true;
+    this.wakeUp?.();
+  }
+
+  /** Finishes the batch in hand, then stops. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.wakeUp?.();
+    await this.running;
+    this.running = undefined;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopping) {
+      let handled = 0;
+      try {
+        this.woken = false;
+        handled = await this.runOnce();
+      } catch (err) {
+        this.deps.log.error({ err }, "courier batch failed");
+      }
+      if (handled === 0 && !this.woken && !this.stopping) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.deps.config.pollMs);
+          this.wakeUp = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wakeUp = undefined;
+      }
+    }
+  }
+
+  /** Claims one batch and delivers it; answers how many mails it handled. */
+  async runOnce(): Promise<number> {
+    const { sql, config, clock, transport, secrets, log } = this.deps;
+    const now = clock.now();
+    const batch = await claimMails(sql, now, new Date(now.getTime() + LEASE_MS), config.batchSize);
+    if (batch.length === 0) return 0;
+    const renewal = setInterval(() => {
+      const at = clock.now();
+      renewClaims(sql, at, new Date(at.getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
+    }, LEASE_MS / 3);
+    // Each outcome is recorded as soon as it is known, not when the whole batch is done: a
+    // crash then sends again only the mails that were in flight, not every mail of the batch.
+    const outcomes = new OutcomeRecorder((sent, failed) => this.record(sent, failed));
+    try {
+      await Promise.all(
+        batch.map(async (m) => {
+          try {
+            const mail = JSON.parse(unseal(secrets.mailKeys, m.keyId, m.id, m.body));
+            await transport.send({ messageId: m.id, to: m.recipient, from: mail.from, subject: mail.subject, text: mail.text, html: mail.html });
+            outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
+          } catch (err) {
+            const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
+            outcomes.add(undefined, { orgId: m.orgId, id: m.id, nextAt, error: describe(err) });
+          }
+        }),
+      );
+      await outcomes.flushed();
+    } finally {
+      clearInterval(renewal);
+    }
+    return batch.length;
+  }
+
+  private async record(sent: SentMail[], failed: FailedMail[]): Promise<void> {
+    const { sql, config, clock, log, events } = this.deps;
+    const done = clock.now();
+    if (sent.length) {
+      await markSent(sql, done, sent);
+      for (const m of sent) events.sent(m.purpose);
+    }
+    if (failed.length) {
+      const rows = await markFailed(sql, done, config.maxAttempts, failed);
+      for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
+      const abandoned = rows.filter((r) => r.status === "abandoned").length;
+      log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
+    }
+  }
+
+  /** Exponential, capped, with jitter so that retries of a failed batch spread out. */
+  private backoff(attempt: number): number {
+    const { backoffBaseMs, backoffMaxMs } = this.deps.config;
+    const ms = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (attempt - 1));
+    return Math.round(ms * (0.75 + Math.random() * 0.5));
+  }
+}
+
+interface SentMail {
+  orgId: string;
+  id: string;
+  purpose: Purpose;
+}
+
+interface FailedMail {
+  orgId: string;
+  id: string;
+  nextAt: Date;
+  error: string;
+}
+
+/**
+ * Records outcomes as they come, gathering those that come together into one
+ * statement: one write at a time, the next one with whatever came meanwhile.
+ */
+class OutcomeRecorder {
+  #sent: SentMail[] = [];
+  #failed: FailedMail[] = [];
+  #writing: Promise<void> = Promise.resolve();
+  #error: unknown;
+  readonly #write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>;
+
+  constructor(write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>) {
+    this.#write = write;
+  }
+
+  add(sent: SentMail | undefined, failed: FailedMail | undefined): void {
+    const first = this.#sent.length + this.#failed.length === 0;
+    if (sent) this.#sent.push(sent);
+    if (failed) this.#failed.push(failed);
+    if (first) this.#writing = this.#writing.then(() => this.#drain());
+  }
+
+  async #drain(): Promise<void> {
+    // Outcomes settled in the same turn go together.
+    await new Promise((resolve) => setImmediate(resolve));
+    const sent = this.#sent.splice(0);
+    const failed = this.#failed.splice(0);
+    if (sent.length + failed.length === 0) return;
+    await this.#write(sent, failed).catch((err: unknown) => {
+      this.#error ??= err;
+    });
+  }
+
+  /** Resolves once every outcome added so far is written; rejects with the first failed write. */
+  async flushed(): Promise<void> {
+    await this.#writing;
+    if (this.#error !== undefined) throw this.#error;
+  }
+}
+
+/** A delivery error as stored and logged: its code and first line, nothing more. */
+function describe(err: unknown): string {
+  const e = err as { code?: string; responseCode?: number; message?: string };
+  const first = String(e?.message ?? err).split("\n")[0].slice(0, 200);
+  return [e?.code, e?.responseCode, first].filter(Boolean).join(" ");
+}

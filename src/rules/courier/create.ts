@@ -1,0 +1,41 @@
+// A courier and its mail transport, as both the API server and the courier
+// worker run it.
+import type { Clock } from "../../domain/clock.ts";
+import type { Config } from "../../config/config.ts";
+import type { Secrets } from "../../config/secrets.ts";
+import type { Logger } from "../../lib/log.ts";
+import type { Sql } from "../../store/sql.ts";
+import type { CourierEvents } from "../events.ts";
+import { Courier } from "./courier.ts";
+import { createMailTransport } from "../mail/transport.ts";
+
+export interface CourierDeps {
+  config: Config;
+  secrets: Secrets;
+  sql: Sql;
+  clock: Clock;
+  log: Logger;
+  events: CourierEvents;
+}
+
+/** A courier and its mail transport; stopping it also closes the transport. */
+export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(): Promise<void> } {
+  const transport = createMailTransport(deps.config);
+  const courier = new Courier({
+    sql: deps.sql,
+    config: deps.config.courier,
+    secrets: deps.secrets,
+    clock: deps.clock,
+    log: deps.log.child({ component: "courier" }),
+    transport,
+    events: deps.events,
+  });
+  return {
+    courier,
+    destination: transport.destination,
+    async stop() {
+      await courier.stop();
+      transport.close();
+    },
+  };
+}

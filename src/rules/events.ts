@@ -1,0 +1,21 @@
+// What the rules report as they work, for whoever counts it (the server's
+// metrics, server/ops/metrics.ts): the rules know nothing of Prometheus.
+import type { Purpose } from "../domain/purpose.ts";
+
+export interface CodeEvents {
+  issued(purpose: Purpose, mailed: boolean): void;
+  verified(purpose: Purpose): void;
+  /** A wrong guess, or a verification of an expired, used or unknown code. */
+  failed(purpose: Purpose): void;
+  /** A code that died of too many wrong guesses. */
+  locked(purpose: Purpose): void;
+}
+
+/** Once per mail and attempt. */
+export interface CourierEvents {
+  sent(purpose: Purpose): void;
+  /** A failed attempt that will be tried again. */
+  retried(purpose: Purpose): void;
+  /** A mail given up on after its last attempt. */
+  abandoned(purpose: Purpose): void;
+}

@@ -1,0 +1,164 @@
+// The public flows, in the domain's terms: send a code (login, registration,
+// recovery, self-service sign-up) and verify one, with the limits of each; and
+// the identities an administrator creates. The services (services/) map the
+// protobuf requests onto these and the answers back.
+import { randomUUID } from "node:crypto";
+import type { Clock } from "../domain/clock.ts";
+import { AlreadyExists, InvalidCode, RateLimited } from "../domain/errors.ts";
+import type { Identity, IdentityState } from "../domain/identity.ts";
+import type { Org } from "../domain/organization.ts";
+import type { Purpose } from "../domain/purpose.ts";
+import { insertPendingIdentity } from "../store/identities.ts";
+import type { Sql } from "../store/sql.ts";
+import type { CodeEngine, IssueRequest, IssuedCode } from "./codes/engine.ts";
+import type { FlowLimits } from "./limits/limits.ts";
+import type { MailKind } from "./mail/templates.ts";
+import type { OrgDirectory } from "./organizations.ts";
+import type { ProofTokens } from "./tokens.ts";
+
+/** What the flows work with. */
+export interface FlowDeps {
+  sql: Sql;
+  clock: Clock;
+  orgs: OrgDirectory;
+  codes: CodeEngine;
+  limits: FlowLimits;
+  tokens: ProofTokens;
+}
+
+/** The organization a public request names: org_id, else tenant_id. */
+export interface OrgRef {
+  orgId: string;
+  tenantId: string;
+}
+
+export interface SendRequest extends OrgRef {
+  username: string;
+  /** The application's flow binding ("" for none). */
+  binding: string;
+  /** The caller's client address, for the per-address limits. */
+  address: string;
+  purpose: Purpose;
+  /** Only an identity in this state gets the code. */
+  requiredState: IdentityState;
+  mail: MailKind;
+  /** A notice for the username itself, decided inside the same statement (see IssueRequest). */
+  notice?: (org: Org) => IssueRequest["notice"];
+  /** Self-service sign-up: a pending identity is created for a new username. */
+  createPending?: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * A public "send me a code" call: counts its rate limits and, within them,
+ * issues and queues the code, in one statement whether or not the account
+ * exists. Throws RateLimited over a limit; answers nothing that depends on the account.
+ */
+export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org?: Org; sent?: IssuedCode }> {
+  const org = await deps.orgs.resolve(send.orgId, send.tenantId);
+  const keys = deps.limits.sendKeys(org, send.purpose, send.username, send.address);
+  if (!org) {
+    await deps.limits.enforce(send.orgId || send.tenantId, keys);
+    return {};
+  }
+  const sent = await deps.codes.issue({
+    org,
+    purpose: send.purpose,
+    target: { username: send.username },
+    requiredState: send.requiredState,
+    mail: send.mail,
+    limits: keys,
+    binding: send.binding || undefined,
+    notice: send.notice?.(org),
+    createPending: send.createPending,
+    signal: send.signal,
+  });
+  if (sent.retryAfterMs > 0) throw new RateLimited(sent.retryAfterMs);
+  return { org, sent };
+}
+
+/** The answer of every successful verification: the identity and a proof token. */
+export interface Proof {
+  identity: Identity;
+  token: string;
+  expiresAt: Date;
+}
+
+async function proofFor(deps: FlowDeps, identity: Identity, purpose: Purpose): Promise<Proof> {
+  const proof = await deps.tokens.issue(identity, purpose, deps.clock.now());
+  return { identity, token: proof.token, expiresAt: proof.expiresAt };
+}
+
+export interface VerifyRequest extends OrgRef {
+  username: string;
+  code: string;
+  /** The binding the code was sent with ("" for none). */
+  binding: string;
+  address: string;
+  purpose: Purpose;
+  requiredState: IdentityState;
+  /** Make a pending identity active (registration). */
+  activate?: boolean;
+  signal?: AbortSignal;
+}
+
+/** Verifies a code named by username and organization (and its binding), within the limits of wrong codes. */
+export async function verifyCode(deps: FlowDeps, req: VerifyRequest): Promise<Proof> {
+  const org = await deps.orgs.resolve(req.orgId, req.tenantId);
+  if (!org) throw new InvalidCode();
+  const identity = await deps.codes.verify({
+    org,
+    purpose: req.purpose,
+    target: { username: req.username },
+    requiredState: req.requiredState,
+    code: req.code,
+    binding: req.binding || undefined,
+    activate: req.activate,
+    failureLimits: deps.limits.verifyKeys(org, req.username),
+    addressLimits: deps.limits.verifyAddressKeys(org, req.address),
+    signal: req.signal,
+  });
+  return proofFor(deps, identity, req.purpose);
+}
+
+export interface AdminRecoveryRequest extends OrgRef {
+  /** The flow id of the administrator's link. */
+  flowId: string;
+  /** When given, the code must belong to this username. */
+  username: string;
+  code: string;
+  address: string;
+  signal?: AbortSignal;
+}
+
+/** Redeems an administrator's recovery code through its link's flow id; an organization or username given beside it must agree. */
+export async function verifyAdminRecovery(deps: FlowDeps, req: AdminRecoveryRequest): Promise<Proof> {
+  const named = req.orgId !== "" || req.tenantId !== "";
+  const org = named ? await deps.orgs.resolve(req.orgId, req.tenantId) : undefined;
+  if (named && !org) throw new InvalidCode();
+  const identity = await deps.codes.verify({
+    org,
+    purpose: "recovery",
+    target: { flowId: req.flowId, username: req.username },
+    requiredState: "active",
+    code: req.code,
+    addressLimits: deps.limits.verifyAddressKeys(org, req.address),
+    signal: req.signal,
+  });
+  return proofFor(deps, identity, "recovery");
+}
+
+/**
+ * An administrator's new identity: pending, with its registration code mailed
+ * unless skipped, in one transaction. Throws AlreadyExists for a taken username.
+ */
+export async function createPendingIdentity(deps: FlowDeps, org: Org, username: string, sendCode: boolean): Promise<Identity> {
+  const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null };
+  const created = await deps.sql.transaction(async (tx) => {
+    if (!(await insertPendingIdentity(tx, identity))) return false;
+    if (sendCode) await deps.codes.issue({ org, purpose: "registration", target: { identityId: identity.id }, requiredState: "pending", mail: "registration" }, tx);
+    return true;
+  });
+  if (!created) throw new AlreadyExists("username", `username: ${username} already exists in organization ${org.id}`);
+  return identity;
+}

@@ -1,0 +1,195 @@
+// Wires one server process: configuration, secrets, database, services, and the
+// single listening address.
+import type { AddressInfo } from "node:net";
+import type { Config } from "../config/config.ts";
+import { loadSecrets, type Secrets } from "../config/secrets.ts";
+import { systemClock, type Clock } from "../domain/clock.ts";
+import { oneIn, worstDailyGuessChance } from "../domain/guess-chance.ts";
+import { parseTrustedProxies } from "../lib/address.ts";
+import { createLogger, type Logger } from "../lib/log.ts";
+import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "../rules/admin-tokens.ts";
+import { CodeEngine } from "../rules/codes/engine.ts";
+import type { Courier } from "../rules/courier/courier.ts";
+import { createCourier } from "../rules/courier/create.ts";
+import { FlowLimits } from "../rules/limits/limits.ts";
+import { RateLimiter } from "../rules/limits/rate-limiter.ts";
+import { OrgDirectory } from "../rules/organizations.ts";
+import { startRetention } from "../rules/retention.ts";
+import { ProofTokens } from "../rules/tokens.ts";
+import { apiServices, type ServiceDeps } from "../services/index.ts";
+import { openMigrated, type Orm } from "../store/orm.ts";
+import { pendingMigrations, ping } from "../store/probes.ts";
+import { sqlOf, type Sql } from "../store/sql.ts";
+import type { CallBounds } from "./call.ts";
+import { withCors } from "./cors.ts";
+import { httpRouter, sendJson } from "./http-routes.ts";
+import { createListener } from "./listener.ts";
+import type { HealthOptions, HealthState } from "./ops/health.ts";
+import { createMetrics, databaseSources, type Metrics } from "./ops/metrics.ts";
+import { operations, startOpsListener } from "./ops/ops.ts";
+import { recoveryPageRoutes } from "./recovery-page.ts";
+import { restHandler } from "./rest/handler.ts";
+import { createRpcAdapter } from "./rpc-adapter.ts";
+import { requestIdKey } from "../services/context-keys.ts";
+import { rpcPipeline } from "./rpc.ts";
+
+/** How long an answer gets to leave once its call's bound has passed. */
+const ANSWER_GRACE_MS = 5_000;
+
+export interface App {
+  config: Config;
+  secrets: Secrets;
+  clock: Clock;
+  metrics: Metrics;
+  orm: Orm;
+  /** The statements of the hot paths (as StartOptions.instrumentSql wrapped them). */
+  sql: Sql;
+  codes: CodeEngine;
+  orgs: OrgDirectory;
+  /** Present when this process runs the courier. */
+  courier: Courier | undefined;
+  /** http://host:port of the listening address. */
+  url: string;
+  port: number;
+  /** http://host:port of the operations listener (/metrics, /readyz). */
+  opsUrl: string;
+  /** Set when this start created the first admin token (shown once). */
+  firstAdminToken: string | undefined;
+  /** gRPC health and /readyz; NOT_SERVING from the start of close(). */
+  health: HealthState;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  clock?: Clock;
+  health?: HealthOptions;
+  /** Wraps the statements of the hot paths, e.g. to trace or record them. */
+  instrumentSql?: (sql: Sql) => Sql;
+}
+
+export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  const secrets = loadSecrets(config, (msg) => log.warn(msg));
+  const { orm, applied } = await openMigrated(config);
+  if (applied.length) log.info({ migrations: applied }, "applied migrations");
+
+  const clock = opts.clock ?? systemClock;
+  const sql = (opts.instrumentSql ?? ((s: Sql) => s))(await sqlOf(orm));
+  const metrics = createMetrics(databaseSources(sql, orm, clock));
+  const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
+
+  // The embedded default gets a first admin token, printed once, so that it can
+  // be tried right away. Production servers create theirs explicitly.
+  let firstAdminToken: string | undefined;
+  if (!config.production && !config.secretsEnv.adminToken && (await countAdminTokens(orm)) === 0) {
+    firstAdminToken = (await createAdminToken(orm, "first admin token", clock.now())).token;
+  }
+
+  const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
+  const courier = mail?.courier;
+  const codes = new CodeEngine({
+    sql,
+    config,
+    secrets,
+    clock,
+    events: metrics.codes,
+    // After the answer has gone out: a known user's send must not answer later.
+    onQueued: () => setImmediate(() => courier?.wake()),
+  });
+  const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
+  const limits = new FlowLimits(new RateLimiter(sql, clock), config);
+  const orgs = new OrgDirectory(sql);
+  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits };
+
+  const shutdown = new AbortController();
+  const api = apiServices(deps);
+  const pipeline = rpcPipeline({
+    log,
+    metrics,
+    trustedProxies: parseTrustedProxies(config.trustedProxies).proxies,
+    adminTokens: new AdminTokenVerifier(orm, config.secretsEnv.adminToken),
+    adminAuthFailed: (address) => limits.adminAuthFailed(address),
+    maxStreams: config.streams.max,
+  });
+  // Every call ends within its bound; its answer then has the grace to leave.
+  const bounds: CallBounds = { unaryMs: config.rpcTimeoutMs, streamMs: config.streams.maxLifetimeMs, graceMs: ANSWER_GRACE_MS };
+  const rpc = createRpcAdapter({
+    services: [...api, ...ops.services(api.map((s) => s.service))],
+    requestGate: pipeline.requestGate,
+    interceptors: pipeline.interceptors,
+    contextValues: pipeline.contextValues,
+    requestIdOf: (values) => values.get(requestIdKey),
+    bounds,
+    log,
+    readMaxBytes: config.maxRequestBytes,
+    writeMaxBytes: 4 * 1024 * 1024,
+    shutdownSignal: shutdown.signal,
+    jsonOptions: { ignoreUnknownFields: false },
+    fallback: httpRouter(
+      {
+        "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
+        "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
+        ...recoveryPageRoutes(config),
+      },
+      log,
+    ),
+  });
+  const rest = restHandler(api, pipeline, { maxRequestBytes: config.maxRequestBytes, shutdownSignal: shutdown.signal, bounds, log }, rpc);
+  const listener = createListener(withCors(config.corsOrigins, rest), {
+    headersTimeoutMs: config.headersTimeoutMs,
+    requestTimeoutMs: Math.max(config.headersTimeoutMs, config.rpcTimeoutMs + ANSWER_GRACE_MS),
+    idleTimeoutMs: config.idleTimeoutMs,
+    maxConnections: config.maxConnections,
+    maxConcurrentStreams: config.http2MaxConcurrentStreams,
+    log,
+  });
+  await new Promise<void>((resolve, reject) => {
+    listener.server.once("error", reject);
+    listener.server.listen(config.port, config.host, () => resolve());
+  });
+  const port = (listener.server.address() as AddressInfo).port;
+  const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
+  const opsListener = await startOpsListener(ops.httpRoutes, { host: config.opsHost, port: config.opsPort, headersTimeoutMs: config.headersTimeoutMs, log });
+  log.info(
+    { port, opsPort: opsListener.port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mail?.destination ?? "courier off" },
+    "listening",
+  );
+  const guess = worstDailyGuessChance({ policies: config.codes, ...config.rateLimits });
+  log.info(
+    { guessChance: oneIn(guess.chance), maxGuessChance: oneIn(config.maxGuessChance), codesPerDay: guess.sendsPerDay, wrongGuessesPerDay: guess.failuresPerDay },
+    `worst-case chance of guessing an account's code within a day: ${oneIn(guess.chance)} (MAX_GUESS_CHANCE ${oneIn(config.maxGuessChance)})`,
+  );
+  courier?.start();
+  const retention = startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
+
+  return {
+    config,
+    secrets,
+    clock,
+    metrics,
+    orm,
+    sql,
+    codes,
+    orgs,
+    url: `http://${host}:${port}`,
+    port,
+    opsUrl: opsListener.url,
+    firstAdminToken,
+    courier,
+    health: ops.health,
+    async close() {
+      // Load balancers see NOT_SERVING; new connections are refused; requests in
+      // flight finish within the grace period; only then is anything cancelled.
+      await ops.health.beginShutdown();
+      pipeline.endStreams();
+      await listener.close(config.shutdownGraceMs);
+      await opsListener.close();
+      shutdown.abort();
+      // The courier finishes (or gives back) the batch in hand.
+      await mail?.stop();
+      await retention.stop();
+      await orm.close();
+    },
+  };
+}

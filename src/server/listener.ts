@@ -1,0 +1,148 @@
+// One listening address for every protocol: gRPC needs HTTP/2 (here h2c, HTTP/2
+// without TLS), while curl and browsers speak HTTP/1.1. Node's cleartext HTTP/2
+// server cannot take HTTP/1.1, so each new connection is routed by its first
+// bytes: the HTTP/2 connection preface, or anything else for HTTP/1.1.
+import { randomUUID } from "node:crypto";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { Logger } from "../lib/log.ts";
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+/** A Node.js server response of node:http or node:http2, with write() and writeHead() typed alike (as connect-node does). */
+export type HttpResponse = (Omit<http.ServerResponse, "write"> | Omit<http2.Http2ServerResponse, "write">) & {
+  write(chunk: string | Uint8Array, callback?: (err: Error | null | undefined) => void): boolean;
+  writeHead(status: number, headers?: http.OutgoingHttpHeaders): unknown;
+};
+
+/** A request handler that both node:http and node:http2 accept. */
+export type RequestHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: HttpResponse) => void;
+
+export interface ListenerOptions {
+  /** A connection that has not sent its request head by then is closed. */
+  headersTimeoutMs: number;
+  /** A request whose body has not arrived by then is answered 408. */
+  requestTimeoutMs: number;
+  /** Idle keep-alive connections and HTTP/2 sessions are closed after this. */
+  idleTimeoutMs: number;
+  /** Open connections at most; more are refused. */
+  maxConnections: number;
+  /** Streams one HTTP/2 connection may have open at once. */
+  maxConcurrentStreams: number;
+  log: Logger;
+}
+
+export interface Listener {
+  server: net.Server;
+  http1: http.Server;
+  http2: http2.Http2Server;
+  /** Stops accepting, lets open requests finish, then closes every connection. */
+  close(graceMs: number): Promise<void>;
+}
+
+/**
+ * The last line: a handler that throws synchronously (out of the request
+ * event) would otherwise be an uncaught exception. Logged, and answered 500.
+ */
+function guarded(handler: RequestHandler, log: Logger): RequestHandler {
+  return (req, res) => {
+    try {
+      handler(req, res);
+    } catch (err) {
+      const requestId = randomUUID();
+      log.error({ requestId, err }, "request handler threw");
+      if (res.headersSent) return void res.destroy();
+      const body = JSON.stringify({ error: { code: 500, status: "Internal Server Error", reason: "INTERNAL", message: `internal error; quote request ${requestId} when reporting it`, request: requestId } });
+      res.writeHead(500, { "content-type": "application/json", "content-length": Buffer.byteLength(body), "x-request-id": requestId });
+      res.end(body);
+    }
+  };
+}
+
+export function createListener(unguarded: RequestHandler, opts: ListenerOptions): Listener {
+  const handler = guarded(unguarded, opts.log);
+  const http1 = http.createServer(
+    {
+      headersTimeout: opts.headersTimeoutMs,
+      // How often the two timeouts are checked (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1000, opts.headersTimeoutMs),
+      requestTimeout: opts.requestTimeoutMs,
+      keepAliveTimeout: opts.idleTimeoutMs,
+    },
+    handler,
+  );
+  // This server never listens itself (connections come from the sniffer), but its
+  // head and request timeouts are enforced by a timer that starts on "listening".
+  http1.emit("listening");
+  const h2 = http2.createServer({ settings: { maxConcurrentStreams: opts.maxConcurrentStreams } }, handler);
+  const sockets = new Set<net.Socket>();
+  let closing = false;
+  // While closing, every answer ends its connection.
+  http1.on("request", (_req, res) => {
+    if (closing) res.setHeader("connection", "close");
+  });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+    // A session without traffic is closed (GOAWAY), and destroyed if it does not go.
+    session.setTimeout(opts.idleTimeoutMs, () => {
+      const kill = setTimeout(() => session.destroy(), 1_000);
+      session.close(() => clearTimeout(kill));
+    });
+    session.on("error", (err) => opts.log.debug({ err: err.message }, "http2 session error"));
+  });
+  h2.on("stream", (stream) => stream.on("error", (err) => opts.log.debug({ err: err.message }, "http2 stream error")));
+
+  // No Nagle: small RPC answers must leave at once.
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    // A peer that connects and says nothing must not hold the socket forever.
+    socket.setTimeout(opts.headersTimeoutMs, () => socket.destroy());
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
+      socket.off("data", onData);
+      socket.setTimeout(0);
+      // The bytes read to decide go back into the socket's buffer: the HTTP/1.1
+      // parser reads them from there, and an HTTP/2 session takes what is
+      // buffered before it reads the native handle itself (no JS stream between).
+      socket.pause();
+      socket.unshift(head);
+      if (isH2) {
+        h2.emit("connection", socket);
+      } else {
+        http1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+    socket.on("error", () => socket.destroy());
+  });
+
+  server.maxConnections = opts.maxConnections;
+
+  return {
+    server,
+    http1,
+    http2: h2,
+    async close(graceMs) {
+      closing = true;
+      server.close(); // no new connections
+      http1.close(); // closes idle keep-alive connections, stops its timers
+      for (const session of sessions) session.close(); // GOAWAY: open streams finish
+      const deadline = Date.now() + graceMs;
+      // Connections that were busy become idle as their answers go out.
+      while (sockets.size > 0 && Date.now() < deadline) {
+        http1.closeIdleConnections();
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      for (const socket of sockets) socket.destroy();
+    },
+  };
+}

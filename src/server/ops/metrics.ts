@@ -1,0 +1,183 @@
+// Prometheus metrics of one server process, served at GET /metrics. Each app has
+// a registry of its own (not prom-client's global one), so several servers can
+// run in one process, as the tests do.
+//
+// Labels only ever take values from small fixed sets (service and method names
+// of the registered services, status codes, code purposes): never a username, a
+// code, a token or anything else a caller chooses.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Clock } from "../../domain/clock.ts";
+import { purposes, type Purpose } from "../../domain/purpose.ts";
+import { attempt, withTimeout } from "../../lib/abort.ts";
+import type { CodeEvents, CourierEvents } from "../../rules/events.ts";
+import { queueStats } from "../../store/outbox.ts";
+import type { Orm } from "../../store/orm.ts";
+import { poolStats, type PoolStats } from "../../store/probes.ts";
+import type { Sql } from "../../store/sql.ts";
+
+export interface MetricsSources {
+  /** Queued courier mail: how many, and when the oldest was queued (null when none). */
+  courierQueue(): Promise<{ depth: number; oldestQueuedAt: Date | null }>;
+  /** The connection pool; undefined when the driver has none (PGlite). */
+  pool(): Promise<PoolStats | undefined>;
+  now(): Date;
+}
+
+export type ProcessErrorKind = "unhandled_rejection" | "uncaught_exception";
+
+export interface Metrics {
+  registry: Registry;
+  /** The rules' events, counted. */
+  codes: CodeEvents;
+  courier: CourierEvents;
+  /** Counts an error nobody handled (see process-guard.ts). */
+  processError(kind: ProcessErrorKind): void;
+  /** Counts one finished RPC; `code` is a gRPC status name ("OK", "NotFound", …). */
+  observeRpc(service: string, method: string, code: string, seconds: number): void;
+  /** The Prometheus text exposition of every metric. */
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+/** A database that has not answered a scrape's question by then is skipped. */
+const SOURCE_TIMEOUT_MS = 2_000;
+
+/**
+ * Anything but a known purpose becomes "other": a caller that passes the wrong
+ * string by mistake cannot turn a label into a leak or a cardinality bomb.
+ */
+function purposeLabel(purpose: string): string {
+  return (purposes as readonly string[]).includes(purpose) ? purpose : "other";
+}
+
+
+/** One call shared by every gauge of a scrape, rather than one query per gauge. */
+function sharedPerScrape<T>(source: () => Promise<T>, ttlMs = 1_000): () => Promise<T> {
+  let last: { at: number; value: Promise<T> } | undefined;
+  return () => {
+    const now = performance.now();
+    if (!last || now - last.at > ttlMs) last = { at: now, value: withTimeout(attempt(source), SOURCE_TIMEOUT_MS) };
+    return last.value;
+  };
+}
+
+export function createMetrics(sources: MetricsSources): Metrics {
+  const registry = new Registry();
+  const registers = [registry];
+  collectDefaultMetrics({ register: registry });
+
+  const rpcLabels = ["service", "method", "code"] as const;
+  const rpcHandled = new Counter({
+    name: "codegate_rpc_handled_total",
+    help: "RPCs completed, by service, method and gRPC status code.",
+    labelNames: rpcLabels,
+    registers,
+  });
+  const rpcDuration = new Histogram({
+    name: "codegate_rpc_duration_seconds",
+    help: "Time from the start of an RPC to its last response message, by service, method and status code.",
+    labelNames: rpcLabels,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+
+  const processErrors = new Counter({
+    name: "codegate_process_errors_total",
+    help: "Errors nobody handled: promise rejections nobody awaited, and exceptions thrown out of a callback.",
+    labelNames: ["kind"] as const,
+    registers,
+  });
+  for (const kind of ["unhandled_rejection", "uncaught_exception"] as const) processErrors.inc({ kind }, 0);
+
+  const perPurpose = (name: string, help: string) => {
+    const counter = new Counter({ name, help, labelNames: ["purpose"] as const, registers });
+    // Every series exists from the start, so rate() sees the first increment.
+    for (const purpose of purposes) counter.inc({ purpose }, 0);
+    return (purpose: Purpose) => counter.inc({ purpose: purposeLabel(purpose) });
+  };
+  const codes: CodeEvents = {
+    issued: perPurpose("codegate_codes_issued_total", "Codes issued, by purpose."),
+    verified: perPurpose("codegate_codes_verified_total", "Codes verified and consumed, by purpose."),
+    failed: perPurpose("codegate_codes_failed_total", "Failed verifications (wrong, expired, used or unknown code), by purpose."),
+    locked: perPurpose("codegate_codes_locked_total", "Codes that died of too many wrong guesses, by purpose."),
+  };
+  const courier: CourierEvents = {
+    sent: perPurpose("codegate_courier_sent_total", "Mails handed to the mail server, by purpose."),
+    retried: perPurpose("codegate_courier_retries_total", "Failed send attempts that will be retried, by purpose."),
+    abandoned: perPurpose("codegate_courier_abandoned_total", "Mails given up on after their last attempt, by purpose."),
+  };
+
+  // Gauges read at scrape time. A source that fails reports NaN rather than a
+  // stale or zero value, and never fails the whole scrape.
+  const queue = sharedPerScrape(sources.courierQueue);
+  const pool = sharedPerScrape(sources.pool);
+  new Gauge({
+    name: "codegate_courier_queue_depth",
+    help: "Mails queued for sending (in every organization).",
+    registers,
+    async collect() {
+      this.set(await queue().then((q) => q.depth, () => NaN));
+    },
+  });
+  new Gauge({
+    name: "codegate_courier_oldest_queued_age_seconds",
+    help: "Age of the oldest queued mail; 0 when the queue is empty.",
+    registers,
+    async collect() {
+      const age = await queue().then(
+        (q) => (q.oldestQueuedAt ? Math.max(0, (sources.now().getTime() - q.oldestQueuedAt.getTime()) / 1000) : 0),
+        () => NaN,
+      );
+      this.set(age);
+    },
+  });
+  new Gauge({
+    name: "codegate_db_pool_connections",
+    help: "Database connections of this process, by state (in_use, idle).",
+    labelNames: ["state"] as const,
+    registers,
+    async collect() {
+      const stats = await pool().catch(() => undefined);
+      this.set({ state: "in_use" }, stats ? stats.total - stats.idle : NaN);
+      this.set({ state: "idle" }, stats ? stats.idle : NaN);
+    },
+  });
+  new Gauge({
+    name: "codegate_db_pool_waiting",
+    help: "Queries waiting for a free database connection.",
+    registers,
+    async collect() {
+      this.set(await pool().then((s) => (s ? s.waiting : NaN), () => NaN));
+    },
+  });
+  new Gauge({
+    name: "codegate_db_pool_max_connections",
+    help: "Largest number of database connections this process opens.",
+    registers,
+    async collect() {
+      this.set(await pool().then((s) => (s ? s.max : NaN), () => NaN));
+    },
+  });
+
+  return {
+    registry,
+    codes,
+    courier,
+    processError: (kind) => processErrors.inc({ kind }),
+    observeRpc(service, method, code, seconds) {
+      rpcHandled.inc({ service, method, code });
+      rpcDuration.observe({ service, method, code }, seconds);
+    },
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
+
+/** The sources as the server reads them: its database and its clock. */
+export function databaseSources(sql: Sql, orm: Orm, clock: Clock): MetricsSources {
+  return {
+    courierQueue: () => queueStats(sql),
+    pool: () => poolStats(orm),
+    now: () => clock.now(),
+  };
+}

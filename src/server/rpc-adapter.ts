@@ -1,0 +1,186 @@
+// Serves the Connect router's RPCs (gRPC, gRPC-Web and Connect) from node:http
+// and node:http2, in place of connect-node's adapter, which we cannot bound:
+// it builds the request URL from the Host header (and throws, out of the
+// request listener, when an HTTP/1.0 request has none), has no deadline of its
+// own, and its response writer never resolves (it waits for an "end" event that
+// a ServerResponse does not emit). Here every call is opened by openCall()
+// (call.ts), which owns its bound, its signal and its body, and runs inside
+// requestContext so that anything it leaves behind is reported with its id.
+import type http from "node:http";
+import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues, type ServiceImplSpec } from "@connectrpc/connect";
+import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { attempt } from "../lib/abort.ts";
+import type { Logger } from "../lib/log.ts";
+import { requestContext } from "../lib/request-context.ts";
+import { deadlineExceeded, openCall, streamExpired, type CallBounds } from "./call.ts";
+import type { HttpRequest, HttpResponse } from "./http-routes.ts";
+import type { RequestHandler } from "./listener.ts";
+
+export interface RpcAdapterOptions extends ConnectRouterOptions {
+  services: readonly ServiceImplSpec[];
+  /** The values a call starts with; must hold the request id under `requestIdOf`. */
+  contextValues: (req: HttpRequest) => ContextValues;
+  requestIdOf: (values: ContextValues) => string;
+  bounds: CallBounds;
+  /** Requests for anything but an RPC. */
+  fallback: RequestHandler;
+  log: Logger;
+}
+
+/** Serves the RPCs of `opts.services`; any other request goes to `opts.fallback`. */
+export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
+  const router = createConnectRouter(opts);
+  for (const spec of opts.services) register(router, spec);
+  const byPath = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const { bounds, log } = opts;
+
+  function serve(handler: UniversalHandler, req: HttpRequest, res: HttpResponse, values: ContextValues): void {
+    if (handler.method.methodKind === "bidi_streaming" && req.httpVersionMajor === 1) {
+      // connect-es answers 505, a server error, for what is the client's choice of protocol.
+      const body = JSON.stringify({ code: "invalid_argument", message: `${handler.method.name} streams both ways, which needs HTTP/2` });
+      res.writeHead(400, { "content-type": "application/json", "content-length": Buffer.byteLength(body), connection: "close" });
+      res.end(body);
+      return;
+    }
+    const streaming = handler.method.methodKind !== "unary";
+    const header = requestHeaders(req);
+    const bound = streaming ? bounds.streamMs : bounds.unaryMs;
+    const asked = clientDeadlineMs(header);
+    const call =
+      asked !== undefined && asked < bound
+        ? openCall(req, res, asked, deadlineExceeded(asked), bounds.graceMs)
+        : openCall(req, res, bound, streaming ? streamExpired(bound) : deadlineExceeded(bound), bounds.graceMs);
+    attempt(() =>
+      handler({
+        httpVersion: req.httpVersion,
+        method: req.method ?? "",
+        // The authority plays no part in routing; the path was matched above.
+        url: `http://localhost${req.url}`,
+        header,
+        body: call.body,
+        signal: call.signal,
+        contextValues: values,
+      }),
+    )
+      .then((answer) => writeResponse(answer, res, call.closeAfterAnswer))
+      .catch((err: unknown) => {
+        log.error({ requestId: opts.requestIdOf(values), rpc: handler.requestPath, err }, "rpc could not be answered");
+        res.destroy();
+      });
+  }
+
+  return (req, res) => {
+    const url = req.url ?? "";
+    const q = url.indexOf("?");
+    const handler = byPath.get(q < 0 ? url : url.slice(0, q));
+    if (!handler) return opts.fallback(req, res);
+    const values = opts.contextValues(req);
+    requestContext.run({ requestId: opts.requestIdOf(values) }, () => serve(handler, req, res, values));
+  };
+}
+
+/** Registers each method of a service spec on the router. */
+function register(router: ConnectRouter, spec: ServiceImplSpec): void {
+  for (const m of Object.values(spec.methods)) {
+    // One case per kind: each narrows the method and its implementation together.
+    switch (m.kind) {
+      case "unary":
+        router.rpc(m.method, m.impl);
+        break;
+      case "server_streaming":
+        router.rpc(m.method, m.impl);
+        break;
+      case "client_streaming":
+        router.rpc(m.method, m.impl);
+        break;
+      case "bidi_streaming":
+        router.rpc(m.method, m.impl);
+        break;
+    }
+  }
+}
+
+/** The request's headers as a Headers object, without HTTP/2 pseudo-headers. */
+function requestHeaders(req: HttpRequest): Headers {
+  const header = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name.startsWith(":")) continue;
+    for (const v of Array.isArray(value) ? value : [value]) {
+      try {
+        header.append(name, v);
+      } catch {
+        // A value the Headers class refuses: no RPC reads it.
+      }
+    }
+  }
+  return header;
+}
+
+const grpcTimeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+
+/**
+ * The deadline a client asked for (grpc-timeout, connect-timeout-ms), taken
+ * out of the headers: the call's own bound enforces it, so that the one signal
+ * of a call is its only deadline (Connect would arm a timer of any length a
+ * client names, and Node cuts timers past 2^31 ms to 1 ms). A malformed value
+ * is left for Connect to refuse.
+ */
+function clientDeadlineMs(header: Headers): number | undefined {
+  const grpc = /^(\d{1,8})([HMSmun])$/.exec(header.get("grpc-timeout") ?? "");
+  if (grpc) {
+    header.delete("grpc-timeout");
+    return Number(grpc[1]) * grpcTimeoutUnitMs[grpc[2]];
+  }
+  const connect = /^\d{1,10}$/.exec(header.get("connect-timeout-ms") ?? "");
+  if (connect) {
+    header.delete("connect-timeout-ms");
+    return Number(connect[0]);
+  }
+  return undefined;
+}
+
+function nodeHeaders(header: Headers | undefined): http.OutgoingHttpHeaders {
+  const out: http.OutgoingHttpHeaders = {};
+  header?.forEach((value, name) => {
+    out[name] = value;
+  });
+  return out;
+}
+
+/** Resolves once `res` can take more, rejects if it closes first. */
+function drained(res: HttpResponse): Promise<void> {
+  if (res.destroyed) return Promise.reject(new ConnectError("the client went away", Code.Canceled));
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error) => {
+      res.off("drain", onDrain);
+      res.off("close", onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => settle();
+    const onClose = () => settle(new ConnectError("the client went away", Code.Canceled));
+    res.once("drain", onDrain);
+    res.once("close", onClose);
+  });
+}
+
+/** Writes a universal response: its head after the first chunk (handlers may set headers until then), its body, its trailers. */
+async function writeResponse(answer: UniversalServerResponse, res: HttpResponse, beforeEnd: () => void): Promise<void> {
+  // Write errors surface through write() and "close"; an "error" event must not become an uncaught exception.
+  res.on("error", () => {});
+  const it = answer.body?.[Symbol.asyncIterator]();
+  try {
+    let chunk = it ? await it.next() : undefined;
+    if (res.destroyed) return;
+    (res as http.ServerResponse).writeHead(answer.status, nodeHeaders(answer.header));
+    while (chunk && !chunk.done) {
+      if (!res.write(chunk.value)) await drained(res);
+      chunk = await it!.next();
+    }
+    if (answer.trailer) res.addTrailers(nodeHeaders(answer.trailer));
+    beforeEnd();
+    res.end();
+  } finally {
+    it?.return?.().catch(() => {});
+  }
+}

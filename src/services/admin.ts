@@ -1,0 +1,108 @@
+// AdminService: organizations, identities, codes and the mail queue, over the
+// rules of rules/admin.ts and the reads of the store.
+import type { ServiceImpl } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import type { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
+import { CodePurpose, CourierMessageSchema, CourierMessageStatus } from "../../gen/codegate/v1/types_pb.ts";
+import { InvalidArgument, NotFound } from "../domain/errors.ts";
+import type { MailStatus } from "../domain/outbox.ts";
+import { mailStatuses } from "../domain/outbox.ts";
+import type { Purpose } from "../domain/purpose.ts";
+import { parseDuration } from "../lib/duration.ts";
+import { createOrganization, createRecoveryCode, identityById, invalidateCodes, setIdentityState } from "../rules/admin.ts";
+import { createPendingIdentity } from "../rules/flows.ts";
+import { listIdentities } from "../store/identities.ts";
+import { getOrganization, listOrganizations } from "../store/organizations.ts";
+import { listMails } from "../store/outbox.ts";
+import type { ServiceDeps } from "./deps.ts";
+import { answeringDomainErrors } from "./errors.ts";
+import { identityStateOf, identityToProto, organizationToProto, settingsOf } from "./mapping.ts";
+import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
+
+const purposeOf: Partial<Record<CodePurpose, Purpose>> = {
+  [CodePurpose.LOGIN]: "login",
+  [CodePurpose.REGISTRATION]: "registration",
+  [CodePurpose.RECOVERY]: "recovery",
+};
+const purposeProto = Object.fromEntries(Object.entries(purposeOf).map(([k, v]) => [v, Number(k)])) as Record<string, CodePurpose>;
+const statusProto: Record<MailStatus, CourierMessageStatus> = {
+  queued: CourierMessageStatus.QUEUED,
+  sent: CourierMessageStatus.SENT,
+  abandoned: CourierMessageStatus.ABANDONED,
+};
+
+export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService> {
+  return answeringDomainErrors<ServiceImpl<typeof AdminService>>({
+    async createOrganization(req) {
+      const org = await createOrganization(deps, { name: req.name, tenantId: req.tenantId, settings: settingsOf(req.settings) });
+      return { organization: organizationToProto(org) };
+    },
+
+    async getOrganization(req) {
+      const org = await getOrganization(deps.orm, req.orgId);
+      if (!org) throw new NotFound(`organization ${req.orgId}`);
+      return { organization: organizationToProto(org) };
+    },
+
+    async listOrganizations(req) {
+      const size = req.pageSize || DEFAULT_PAGE_SIZE;
+      const page = pageOf(await listOrganizations(deps.orm, decodePageToken(req.pageToken), size), size);
+      return { organizations: page.items.map(organizationToProto), nextPageToken: page.next };
+    },
+
+    async createIdentity(req) {
+      const org = await deps.orgs.resolve(req.orgId, "");
+      if (!org) throw new NotFound(`organization ${req.orgId}`);
+      return { identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode)) };
+    },
+
+    async getIdentity(req) {
+      return { identity: identityToProto(await identityById(deps, req.identityId)) };
+    },
+
+    async listIdentities(req) {
+      const size = req.pageSize || DEFAULT_PAGE_SIZE;
+      const page = pageOf(await listIdentities(deps.orm, req.orgId, decodePageToken(req.pageToken), size), size);
+      return { identities: page.items.map(identityToProto), nextPageToken: page.next };
+    },
+
+    async setIdentityState(req) {
+      return { identity: identityToProto(await setIdentityState(deps, req.identityId, identityStateOf(req.state)!)) };
+    },
+
+    async createRecoveryCode(req) {
+      const lifespanMs = req.expiresIn === "" ? undefined : parseDuration(req.expiresIn);
+      if (lifespanMs === undefined && req.expiresIn !== "") throw new InvalidArgument("expires_in", "expected a positive duration of at most 720h (30 days), like 1h30m or 90s");
+      const issued = await createRecoveryCode(deps, req.identityId, lifespanMs);
+      return { expiresAt: timestampFromDate(issued.expiresAt), recoveryCode: issued.code, recoveryLink: issued.link };
+    },
+
+    async invalidateCodes(req) {
+      return { invalidatedCount: await invalidateCodes(deps, req.identityId, purposeOf[req.purpose]) };
+    },
+
+    async listCourierMessages(req) {
+      const size = req.pageSize || DEFAULT_PAGE_SIZE;
+      const status = mailStatuses.find((s) => statusProto[s] === req.status) ?? "";
+      const page = pageOf(await listMails(deps.sql, req.orgId, status, decodePageToken(req.pageToken), size), size);
+      return {
+        messages: page.items.map((m) =>
+          create(CourierMessageSchema, {
+            id: m.id,
+            orgId: m.orgId,
+            recipient: m.recipient,
+            subject: m.subject,
+            purpose: purposeProto[m.purpose] ?? CodePurpose.UNSPECIFIED,
+            status: statusProto[m.status],
+            sendCount: m.sendCount,
+            lastError: m.lastError ?? "",
+            createdAt: timestampFromDate(m.createdAt),
+            updatedAt: timestampFromDate(m.updatedAt),
+          }),
+        ),
+        nextPageToken: page.next,
+      };
+    },
+  });
+}

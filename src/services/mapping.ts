@@ -1,0 +1,52 @@
+// The domain as protobuf messages, and back: the services are the only place
+// where the two meet.
+import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import {
+  IdentitySchema,
+  IdentityState as IdentityStateProto,
+  OrganizationSchema,
+  OrganizationSettingsSchema,
+  type Identity as IdentityMessage,
+  type Organization,
+  type OrganizationSettings,
+} from "../../gen/codegate/v1/types_pb.ts";
+import type { Identity, IdentityState } from "../domain/identity.ts";
+import type { Org, OrgSettings } from "../domain/organization.ts";
+
+const stateToProto: Record<IdentityState, IdentityStateProto> = {
+  pending: IdentityStateProto.PENDING,
+  active: IdentityStateProto.ACTIVE,
+  disabled: IdentityStateProto.DISABLED,
+};
+
+export const identityStateOf = (s: IdentityStateProto): IdentityState | undefined =>
+  (Object.keys(stateToProto) as IdentityState[]).find((k) => stateToProto[k] === s);
+
+export function identityToProto(identity: Identity): IdentityMessage {
+  return create(IdentitySchema, {
+    id: identity.id,
+    orgId: identity.orgId,
+    username: identity.username,
+    state: stateToProto[identity.state],
+    createdAt: timestampFromDate(identity.createdAt),
+    registeredAt: identity.registeredAt ? timestampFromDate(identity.registeredAt) : undefined,
+  });
+}
+
+/** Settings as the domain keeps them: their JSON encoding (see domain/organization.ts). */
+export const settingsOf = (s: OrganizationSettings | undefined): OrgSettings =>
+  toJson(OrganizationSettingsSchema, s ?? create(OrganizationSettingsSchema)) as OrgSettings;
+
+export const settingsToProto = (s: OrgSettings): OrganizationSettings =>
+  fromJson(OrganizationSettingsSchema, s as JsonValue, { ignoreUnknownFields: true });
+
+export function organizationToProto(org: Org): Organization {
+  return create(OrganizationSchema, {
+    id: org.id,
+    name: org.name,
+    tenantId: org.tenantId,
+    createdAt: timestampFromDate(org.createdAt),
+    settings: settingsToProto(org.settings),
+  });
+}

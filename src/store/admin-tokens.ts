@@ -1,0 +1,24 @@
+// Admin bearer tokens: a row per token, its secret kept as a SHA-256 only.
+import { AdminTokenEntity } from "./entities.ts";
+import type { Orm } from "./orm.ts";
+
+export async function insertAdminToken(orm: Orm, token: { id: string; secretHash: Buffer; name: string; createdAt: Date }): Promise<void> {
+  const em = orm.em.fork();
+  em.create(AdminTokenEntity, { ...token, revokedAt: null });
+  await em.flush();
+}
+
+/** Revokes a live token; false when there is none of that id. */
+export async function revokeAdminToken(orm: Orm, id: string, now: Date): Promise<boolean> {
+  return (await orm.em.fork().nativeUpdate(AdminTokenEntity, { id, revokedAt: null }, { revokedAt: now })) > 0;
+}
+
+export function countLiveAdminTokens(orm: Orm): Promise<number> {
+  return orm.em.fork().count(AdminTokenEntity, { revokedAt: null });
+}
+
+/** The secret hash of a live token, or undefined. */
+export async function liveAdminTokenHash(orm: Orm, id: string): Promise<Buffer | undefined> {
+  const row = await orm.em.fork().findOne(AdminTokenEntity, { id, revokedAt: null });
+  return row ? Buffer.from(row.secretHash) : undefined;
+}

@@ -1,0 +1,344 @@
+// The statements of codes: issuing (with the mail or notice and the limits of the
+// send, in one statement), the attempt of a verification and what settles it,
+// and invalidation. Hand-tuned SQL on the hot paths, each behind a function that
+// takes a typed object; the rules for codes are in rules/codes/engine.ts.
+import type { Identity, IdentityState } from "../domain/identity.ts";
+import type { Purpose } from "../domain/purpose.ts";
+import type { Window } from "../domain/rate-limits.ts";
+import { countHitsSql, windowsJson } from "./rate-limits.ts";
+import { bytes, isUniqueViolation, type Sql } from "./sql.ts";
+
+/** A sealed mail, ready for the outbox (sealed under the key `mailKeyId` names). */
+export interface SealedMail {
+  id: string;
+  subject: string;
+  body: Buffer;
+}
+
+export interface NewCode {
+  orgId: string;
+  /** The identity: by normalized username, or by id. */
+  target: { usernameNormalized: string; username: string } | { identityId: string };
+  /** Only an identity in this state gets the code. */
+  requiredState: IdentityState;
+  id: string;
+  purpose: Purpose;
+  hash: Buffer;
+  keyId: string;
+  now: Date;
+  expiresAt: Date;
+  maxAttempts: number;
+  /** '' (unbound), 'admin', or 'b:' and the SHA-256 of the application's binding. */
+  binding: string;
+  /** Bound codes live at once per identity and purpose, at most (slots). */
+  slots: number;
+  /** The send's rate-limit windows, counted in the same statement: over any, nothing is issued. */
+  limits: readonly Window[];
+  /** The mail that carries the code, queued when the code is. */
+  mail?: SealedMail;
+  /** A notice to the username itself, when it has no identity (`unknown`) or an active one (`active`). */
+  notice?: SealedMail & { when: "unknown" | "active" };
+  /** Creates a pending identity with this id when the username has none. */
+  createPendingId?: string;
+  /** The MAIL_ENCRYPTION_KEYS key the mails are sealed with. */
+  mailKeyId: string;
+}
+
+export interface IssueResult {
+  issued: boolean;
+  /** Mails (the code's or a notice) queued. */
+  queued: number;
+  /** Over a limit: when the send would be allowed. */
+  retryAt: Date | null;
+}
+
+// The rate-limit counters are part of the statement, so that every send, for a
+// known username or not, is one statement with one commit.
+const ISSUE_SQL = (by: "username" | "id", bound: boolean) => `
+with counted as (${countHitsSql(16)}
+), verdict as (
+  select coalesce(bool_and(c.hits <= w.max), true) as allowed,
+    max(case when c.hits > w.max then w.end_at end) as retry_at
+  from counted c join jsonb_to_recordset($16::jsonb) as w(key text, end_at timestamptz, max int) on w.key = c.key
+), created as (
+  insert into identity (org_id, id, username, username_normalized, state, created_at)
+  select $1, $19::uuid, $20, $2, 'pending', $8
+  where $21::boolean and (select allowed from verdict)
+  on conflict (org_id, username_normalized) do nothing
+  returning org_id, id, username, state
+), found as (
+  select org_id, id, username, state from identity
+  where org_id = $1 and ${by === "username" ? "username_normalized = $2" : "id = $2::uuid"}
+    and (select allowed from verdict)
+  union all
+  select org_id, id, username, state from created
+), ident as (
+  select org_id, id, username from found where state = $3
+), ${bound ? BOUND_INSERT : UNBOUND_INSERT}, queued as (
+  insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+  select ident.org_id, $11::uuid, $5, ident.username, $12, $13, $14, 'queued', 0, $8, $8, $8
+  from ident join issued on issued.identity_id = ident.id
+  where $15::boolean
+  returning id
+), noticed as (
+  insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+  select $1, $22::uuid, $5, $23, $24, $25, $14, 'queued', 0, $8, $8, $8
+  where (select allowed from verdict) and (
+    ($26 = 'unknown' and not exists (select 1 from found)) or
+    ($26 = 'active' and exists (select 1 from found where state = 'active')))
+  returning id
+)
+select (select count(*) from issued)::int as issued,
+  ((select count(*) from queued) + (select count(*) from noticed))::int as queued,
+  (select retry_at from verdict) as retry_at`;
+
+// One live code per identity, purpose and binding: a new one takes its place.
+const UNBOUND_INSERT = `issued as (
+  insert into code (org_id, id, identity_id, purpose, binding, code_hash, key_id, created_at, expires_at, attempts, max_attempts)
+  select org_id, $4::uuid, id, $5, $17, $6, $7, $8, $9, 0, $10 from ident
+  where $18::int > 0 -- (the slots of bound codes: always true, named so that every parameter has a type)
+  on conflict (org_id, identity_id, purpose, binding) where dead_at is null do update set
+    id = excluded.id, code_hash = excluded.code_hash, key_id = excluded.key_id, created_at = excluded.created_at,
+    expires_at = excluded.expires_at, attempts = 0, max_attempts = excluded.max_attempts
+  returning identity_id
+)`;
+
+// A flow's new send replaces its own code; another flow's code takes a free
+// slot, or the slot of an expired code; with none free nothing is issued.
+const BOUND_INSERT = `same as (
+  update code c set id = $4::uuid, code_hash = $6, key_id = $7, created_at = $8, expires_at = $9, attempts = 0, max_attempts = $10
+  from ident i
+  where c.org_id = i.org_id and c.identity_id = i.id and c.purpose = $5 and c.binding = $17 and c.dead_at is null
+  returning c.identity_id
+), free as (
+  select s.slot from ident i, generate_series(0, $18::int - 1) as s(slot)
+  where not exists (select 1 from same)
+    and not exists (select 1 from code c where c.org_id = i.org_id and c.identity_id = i.id and c.purpose = $5
+                    and c.slot = s.slot and c.dead_at is null and c.expires_at > $8)
+  order by s.slot limit 1
+), inserted as (
+  insert into code (org_id, id, identity_id, purpose, binding, slot, code_hash, key_id, created_at, expires_at, attempts, max_attempts)
+  select i.org_id, $4::uuid, i.id, $5, $17, f.slot, $6, $7, $8, $9, 0, $10 from ident i, free f
+  on conflict (org_id, identity_id, purpose, slot) where dead_at is null and slot is not null do update set
+    id = excluded.id, binding = excluded.binding, code_hash = excluded.code_hash, key_id = excluded.key_id,
+    created_at = excluded.created_at, expires_at = excluded.expires_at, attempts = 0, max_attempts = excluded.max_attempts
+    where code.expires_at <= $8
+  returning identity_id
+), issued as (
+  select identity_id from same union all select identity_id from inserted
+)`;
+
+/**
+ * Issues a code, with its mail or notice, in one statement. A concurrent send of
+ * the same flow that takes its place first makes this one issue nothing.
+ */
+export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): Promise<IssueResult> {
+  const byUsername = "usernameNormalized" in code.target;
+  try {
+    const [row] = await sql.query<{ issued: number; queued: number; retry_at: string | Date | null }>(
+      ISSUE_SQL(byUsername ? "username" : "id", code.binding.startsWith("b:")),
+      [
+        code.orgId,
+        "usernameNormalized" in code.target ? code.target.usernameNormalized : code.target.identityId,
+        code.requiredState,
+        code.id,
+        code.purpose,
+        code.hash,
+        code.keyId,
+        code.now,
+        code.expiresAt,
+        code.maxAttempts,
+        code.mail?.id ?? code.id,
+        code.mail?.subject ?? "",
+        code.mail?.body ?? null,
+        code.mailKeyId,
+        code.mail !== undefined,
+        windowsJson(code.limits),
+        code.binding,
+        code.slots,
+        code.createPendingId ?? code.id,
+        "username" in code.target ? code.target.username : "",
+        code.createPendingId !== undefined,
+        code.notice?.id ?? code.id,
+        "username" in code.target ? code.target.username : "",
+        code.notice?.subject ?? "",
+        code.notice?.body ?? null,
+        code.notice?.when ?? "",
+      ],
+      signal,
+    );
+    return { issued: row.issued > 0, queued: row.queued, retryAt: row.retry_at ? new Date(row.retry_at) : null };
+  } catch (err) {
+    if (isUniqueViolation(err)) return { issued: false, queued: 0, retryAt: null };
+    throw err;
+  }
+}
+
+// Counts the attempt before comparing, so that concurrent guesses can never
+// exceed the limit; the right code also counts as an attempt. A client address
+// over its limit of wrong codes gets no attempt at all (blocked_until says till
+// when); a username over its limit only gets the first attempt of a fresh code.
+// Each statement finds its rows by key (the identity by username, then its live
+// code through the partial index), so that a generic prepared plan cannot fall
+// back to scanning the organization's codes.
+//
+// Its commit does not wait for the disk (synchronous_commit off for this
+// transaction only): a live code's attempt writes and a missing one does not, and
+// a flush to disk would tell them apart by a millisecond. A crash of PostgreSQL
+// could forget the attempts of its last moments.
+const ATTEMPT_SQL = (by: "username" | "flow") => {
+  const target =
+    by === "username"
+      ? `c.org_id = $1 and c.purpose = $3 and c.binding = $6 and c.dead_at is null and c.identity_id = (
+           select id from identity where org_id = $1 and username_normalized = $2 and state = $4)`
+      : // A flow id names an admin-issued recovery code (its index holds live recovery codes only).
+        `c.id = $2::uuid and c.purpose = 'recovery' and c.binding = 'admin' and c.dead_at is null and ($1 = '' or c.org_id = $1) and $3 = 'recovery'
+         and exists (select 1 from identity i where i.org_id = c.org_id and i.id = c.identity_id and i.state = $4
+                     and ($6 = '' or i.username_normalized = $6))`;
+  // One primary-key probe per window: a join would let a generic plan scan the
+  // organization's counters, as it did on stale statistics.
+  const over = (param: string) => `
+  select max(w.end_at) as until
+  from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
+  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max`;
+  return `
+with address_blocked as (${over("$7")}
+), username_over as (${over("$8")}
+), attempted as (
+  update code c set attempts = c.attempts + 1
+  where ${target}
+    and c.expires_at > $5 and c.attempts < c.max_attempts
+    and ((select until from username_over) is null or c.attempts = 0)
+    and (select until from address_blocked) is null
+  returning c.org_id, c.id, c.identity_id, c.purpose, c.code_hash, c.key_id, c.attempts, c.max_attempts
+)
+select (select until from address_blocked) as blocked_until, a.*
+from (select set_config('synchronous_commit', 'off', true)) as async_commit, (select 1) as one left join attempted a on true`;
+};
+
+export interface AttemptRequest {
+  orgId: string;
+  purpose: Purpose;
+  /** Only an identity in this state. */
+  requiredState: IdentityState;
+  /** By username and binding, or an administrator's code by its flow id (and, optionally, the username it must belong to). */
+  target: { usernameNormalized: string; binding: string } | { flowId: string; usernameNormalized: string };
+  now: Date;
+  /** Wrong codes per client address: over, no attempt at all. */
+  addressWindows: readonly Window[];
+  /** Wrong codes per username: over, a code takes only its first attempt. */
+  usernameWindows: readonly Window[];
+}
+
+/** The live code an attempt was counted on. */
+export interface LiveCode {
+  orgId: string;
+  id: string;
+  identityId: string;
+  purpose: Purpose;
+  hash: Buffer;
+  keyId: string;
+  attempts: number;
+  maxAttempts: number;
+}
+
+/** Counts an attempt on the live code the request names; answers it, or that the client address is blocked. */
+export async function attemptCode(sql: Sql, req: AttemptRequest, signal?: AbortSignal): Promise<{ blockedUntil: Date | null; code: LiveCode | undefined }> {
+  const byFlow = "flowId" in req.target;
+  const [row] = await sql.query(
+    ATTEMPT_SQL(byFlow ? "flow" : "username"),
+    "flowId" in req.target
+      ? [req.orgId, req.target.flowId, req.purpose, req.requiredState, req.now, req.target.usernameNormalized, windowsJson(req.addressWindows), "[]"]
+      : [req.orgId, req.target.usernameNormalized, req.purpose, req.requiredState, req.now, req.target.binding, windowsJson(req.addressWindows), windowsJson(req.usernameWindows)],
+    signal,
+  );
+  const code: LiveCode | undefined = row.id
+    ? {
+        orgId: row.org_id,
+        id: row.id,
+        identityId: row.identity_id,
+        purpose: row.purpose,
+        hash: bytes(row.code_hash),
+        keyId: row.key_id,
+        attempts: row.attempts,
+        maxAttempts: row.max_attempts,
+      }
+    : undefined;
+  return { blockedUntil: row.blocked_until ? new Date(row.blocked_until) : null, code };
+}
+
+// The live code found by the attempt ($1 organization, $2 id), named also by the whole
+// key of the live-code index ($3 identity, $4 purpose): with the id alone, a generic
+// plan made on stale statistics took that partial index by organization and
+// filtered every live code of it.
+const LIVE_CODE = `org_id = $1 and id = $2::uuid and identity_id = $3::uuid and purpose = $4 and dead_at is null`;
+
+/**
+ * What follows every attempt, in one statement of one shape whatever happened:
+ * `consume` the right code (activating a pending identity for registration),
+ * `kill` a code out of attempts, or nothing; and count the failure windows given.
+ * Only a consume waits for the disk: it is what a code's single use rests on
+ * (through a crash of PostgreSQL too). Counting a failure does not: its cost
+ * would otherwise tell a live code from none, and an account from none.
+ */
+const SETTLE_SQL = `
+with durability as (
+  select set_config('synchronous_commit', case when $6 = 'consume' then 'on' else 'off' end, true)
+), consumed as (
+  -- "dead_at is null" belongs to the update itself: a concurrent consume that
+  -- committed first is seen by the re-check of these conditions, and this one finds nothing.
+  update code set consumed_at = $5, dead_at = $5
+  where $6 = 'consume' and ${LIVE_CODE}
+  returning identity_id
+), killed as (
+  update code set dead_at = $5
+  where $6 = 'kill' and ${LIVE_CODE}
+  returning id
+), counted as (${countHitsSql(8)}
+), activated as (
+  update identity set state = 'active', registered_at = $5
+  where org_id = $1 and id = (select identity_id from consumed) and $7::boolean and state = 'pending'
+  returning id
+)
+select i.org_id, i.id, i.username, i.created_at,
+  case when exists (select 1 from activated) then 'active' else i.state end as state,
+  case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
+from (select 1 from durability) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
+
+/** Placeholders of SETTLE_SQL when there was no code to settle. */
+const NO_CODE = "00000000-0000-0000-0000-000000000000";
+
+export interface Settlement {
+  /** The code the attempt was counted on, if any; else the organization and purpose of the request. */
+  code: LiveCode | { orgId: string; purpose: Purpose };
+  outcome: "consume" | "kill" | "none";
+  now: Date;
+  /** Make a pending identity active when its code is consumed (registration). */
+  activate: boolean;
+  /** Failure windows to count. */
+  counted: readonly Window[];
+}
+
+/** Settles an attempt; answers the identity of a consumed code, undefined otherwise (or when another consumed it first). */
+export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSignal): Promise<Identity | undefined> {
+  const code = "id" in s.code ? [s.code.orgId, s.code.id, s.code.identityId, s.code.purpose] : [s.code.orgId, NO_CODE, NO_CODE, s.code.purpose];
+  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted)], signal);
+  if (!row?.id) return undefined;
+  return {
+    id: row.id,
+    orgId: row.org_id,
+    username: row.username,
+    state: row.state,
+    createdAt: new Date(row.created_at),
+    registeredAt: row.registered_at ? new Date(row.registered_at) : null,
+  };
+}
+
+/** Kills the live codes of an identity (of one purpose, or all); answers how many. */
+export async function invalidateCodes(sql: Sql, orgId: string, identityId: string, purpose: Purpose | undefined, now: Date): Promise<number> {
+  const rows = await sql.query(
+    `update code set dead_at = $3 where org_id = $1 and identity_id = $2::uuid and dead_at is null and ($4 = '' or purpose = $4) returning id`,
+    [orgId, identityId, now, purpose ?? ""],
+  );
+  return rows.length;
+}

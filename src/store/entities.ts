@@ -1,0 +1,143 @@
+// The tables, as MikroORM entities. Every row carries its organization id and
+// every key starts with it, so the data can be distributed by organization
+// (Citus) when one database is not enough. Hot paths use the SQL in the
+// repositories; these entities drive the admin reads and the schema checks.
+import { defineEntity, p } from "@mikro-orm/core";
+import { identityStates } from "../domain/identity.ts";
+import { mailStatuses } from "../domain/outbox.ts";
+
+export const OrganizationEntity = defineEntity({
+  name: "Organization",
+  tableName: "organization",
+  properties: {
+    id: p.text().primary(),
+    tenantId: p.text().index("organization_tenant_id_idx"),
+    name: p.text(),
+    settings: p.json<Record<string, unknown>>(),
+    createdAt: p.datetime(),
+  },
+});
+
+export const IdentityEntity = defineEntity({
+  name: "Identity",
+  tableName: "identity",
+  properties: {
+    orgId: p.text().primary(),
+    id: p.uuid().primary(),
+    username: p.text(),
+    /** Lower-cased and trimmed: usernames are unique and matched case-insensitively. */
+    usernameNormalized: p.text(),
+    state: p.enum(identityStates),
+    createdAt: p.datetime(),
+    registeredAt: p.datetime().nullable(),
+  },
+  uniques: [{ name: "identity_org_username_key", properties: ["orgId", "usernameNormalized"] }],
+  // GetIdentity and the admin calls find an identity by its id alone.
+  indexes: [{ name: "identity_id_idx", properties: ["id"] }],
+});
+
+export const CodeEntity = defineEntity({
+  name: "Code",
+  tableName: "code",
+  properties: {
+    orgId: p.text().primary(),
+    id: p.uuid().primary(),
+    identityId: p.uuid(),
+    purpose: p.text(),
+    /** '' (unbound), 'admin' (redeemed through its flow id only), or 'b:' and the SHA-256 of the application's binding. */
+    binding: p.text().default(""),
+    /** A bound code's place among the few an identity may have live per purpose. */
+    slot: p.smallint().nullable(),
+    /** HMAC-SHA-256 of the code under the key named by keyId; never the code. */
+    codeHash: p.type("blob"),
+    keyId: p.text(),
+    createdAt: p.datetime(),
+    expiresAt: p.datetime(),
+    attempts: p.integer().default(0),
+    maxAttempts: p.integer(),
+    consumedAt: p.datetime().nullable(),
+    /** Set when the code can never verify again (consumed, replaced, invalidated). */
+    deadAt: p.datetime().nullable(),
+  },
+  indexes: [
+    {
+      // "At most one live code per identity, purpose and binding", kept by the database.
+      // Partial, so that it holds live rows only: history never slows it.
+      name: "code_live_key",
+      expression: "create unique index code_live_key on code (org_id, identity_id, purpose, binding) where dead_at is null",
+    },
+    {
+      // Bound codes take slots: at most as many live per identity and purpose as there are slots.
+      name: "code_live_slot_key",
+      expression: "create unique index code_live_slot_key on code (org_id, identity_id, purpose, slot) where dead_at is null and slot is not null",
+    },
+    {
+      // An admin's recovery link names its code by id alone (the flow id).
+      name: "code_recovery_flow_idx",
+      expression: "create index code_recovery_flow_idx on code (id) where purpose = 'recovery' and dead_at is null",
+    },
+  ],
+});
+
+export const CourierMessageEntity = defineEntity({
+  name: "CourierMessage",
+  tableName: "courier_message",
+  properties: {
+    orgId: p.text().primary(),
+    id: p.uuid().primary(),
+    purpose: p.text(),
+    recipient: p.text(),
+    subject: p.text(),
+    /** AES-256-GCM of the rendered mail; null once sent (it holds a live code). */
+    body: p.type("blob").nullable(),
+    keyId: p.text(),
+    status: p.enum(mailStatuses),
+    sendCount: p.integer().default(0),
+    lastError: p.text().nullable(),
+    nextAttemptAt: p.datetime(),
+    /** A courier owns the message until then; another may take it over after. */
+    claimedUntil: p.datetime().nullable(),
+    createdAt: p.datetime(),
+    updatedAt: p.datetime(),
+  },
+  indexes: [
+    // What the courier claims from: queued messages only.
+    {
+      name: "courier_message_queued_idx",
+      expression: "create index courier_message_queued_idx on courier_message (next_attempt_at) where status = 'queued'",
+    },
+    {
+      name: "courier_message_org_created_idx",
+      expression: "create index courier_message_org_created_idx on courier_message (org_id, created_at desc, id desc)",
+    },
+  ],
+});
+
+/** Admin bearer tokens, global rather than per organization. */
+export const AdminTokenEntity = defineEntity({
+  name: "AdminToken",
+  tableName: "admin_token",
+  properties: {
+    id: p.text().primary(),
+    /** SHA-256 of the token's secret part. */
+    secretHash: p.type("blob"),
+    name: p.text(),
+    createdAt: p.datetime(),
+    revokedAt: p.datetime().nullable(),
+  },
+});
+
+/** Fixed-window rate-limit counters; the key names what is limited. */
+export const RateLimitEntity = defineEntity({
+  name: "RateLimit",
+  tableName: "rate_limit",
+  properties: {
+    orgId: p.text().primary(),
+    key: p.text().primary(),
+    windowStart: p.datetime().primary(),
+    hits: p.integer(),
+    expiresAt: p.datetime().index("rate_limit_expires_idx"),
+  },
+});
+
+export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity];

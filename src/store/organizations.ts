@@ -1,0 +1,43 @@
+// Organizations: found by id or tenant on the hot path (one prepared statement),
+// created and listed by the admin API (MikroORM).
+import type { Org, OrgSettings } from "../domain/organization.ts";
+import { OrganizationEntity } from "./entities.ts";
+import type { Orm } from "./orm.ts";
+import { afterCursor, type Cursor } from "./paging.ts";
+import type { Sql } from "./sql.ts";
+
+const orgOf = (row: { id: string; tenantId: string; name: string; settings: unknown; createdAt: Date }): Org => ({
+  id: row.id,
+  tenantId: row.tenantId,
+  name: row.name,
+  settings: (row.settings ?? {}) as OrgSettings,
+  createdAt: new Date(row.createdAt),
+});
+
+/** The organization `orgId` names, else the first of `tenantId`; undefined if none (or they disagree). */
+export async function findOrganization(sql: Sql, orgId: string, tenantId: string): Promise<Org | undefined> {
+  const rows = orgId
+    ? await sql.query(`select id, tenant_id, name, settings, created_at from organization where id = $1`, [orgId])
+    : await sql.query(`select id, tenant_id, name, settings, created_at from organization where tenant_id = $1 order by created_at, id limit 1`, [tenantId]);
+  const row = rows[0];
+  if (!row || (tenantId && row.tenant_id !== tenantId)) return undefined;
+  return orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at });
+}
+
+export async function createOrganization(orm: Orm, org: Org): Promise<Org> {
+  const em = orm.em.fork();
+  em.create(OrganizationEntity, { id: org.id, tenantId: org.tenantId, name: org.name, settings: org.settings as Record<string, unknown>, createdAt: org.createdAt });
+  await em.flush();
+  return org;
+}
+
+export async function getOrganization(orm: Orm, id: string): Promise<Org | undefined> {
+  const row = await orm.em.fork().findOne(OrganizationEntity, { id });
+  return row ? orgOf(row) : undefined;
+}
+
+/** A page in creation order, after `cursor`; one more than `size` tells that another page follows. */
+export async function listOrganizations(orm: Orm, cursor: Cursor | undefined, size: number): Promise<Org[]> {
+  const rows = await orm.em.fork().find(OrganizationEntity, afterCursor(cursor), { orderBy: { createdAt: "asc", id: "asc" }, limit: size + 1 });
+  return rows.map(orgOf);
+}

@@ -1,0 +1,129 @@
+// The outbox: mails queued with their codes (store/codes.ts), claimed by couriers
+// with FOR UPDATE SKIP LOCKED and a lease, marked sent or failed, listed by the
+// admin API, and counted for the metrics.
+import type { MailStatus } from "../domain/outbox.ts";
+import type { Purpose } from "../domain/purpose.ts";
+import type { Cursor } from "./paging.ts";
+import { bytes, type Sql } from "./sql.ts";
+
+const CLAIM_SQL = `
+update courier_message m set claimed_until = $2, updated_at = $1
+from (
+  select org_id, id from courier_message
+  where status = 'queued' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  order by next_attempt_at
+  limit $3
+  for update skip locked
+) c
+where m.org_id = c.org_id and m.id = c.id
+returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
+
+const RENEW_SQL = `
+update courier_message m set claimed_until = $2
+from jsonb_to_recordset($3::jsonb) as r(org_id text, id uuid)
+where m.org_id = r.org_id and m.id = r.id and m.status = 'queued' and m.claimed_until > $1`;
+
+const SENT_SQL = `
+update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
+  send_count = m.send_count + 1, updated_at = $1
+from jsonb_to_recordset($2::jsonb) as s(org_id text, id uuid)
+where m.org_id = s.org_id and m.id = s.id`;
+
+const FAILED_SQL = `
+update courier_message m set
+  send_count = m.send_count + 1, last_error = f.error, claimed_until = null, updated_at = $1,
+  next_attempt_at = f.next_at,
+  status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
+  body = case when m.send_count + 1 >= $2 then null else m.body end
+from jsonb_to_recordset($3::jsonb) as f(org_id text, id uuid, next_at timestamptz, error text)
+where m.org_id = f.org_id and m.id = f.id
+returning m.status, m.purpose`;
+
+/** A claimed mail: its sealed body and what the courier needs to send and record it. */
+export interface ClaimedMail {
+  orgId: string;
+  id: string;
+  purpose: Purpose;
+  recipient: string;
+  body: Buffer;
+  keyId: string;
+  sendCount: number;
+}
+
+/** A mail's key in the outbox. */
+export interface MailKey {
+  orgId: string;
+  id: string;
+}
+
+const keysJson = (keys: readonly MailKey[]) => JSON.stringify(keys.map((k) => ({ org_id: k.orgId, id: k.id })));
+
+/** Claims up to `size` mails due at `now`, for a lease that ends at `until`. */
+export async function claimMails(sql: Sql, now: Date, until: Date, size: number): Promise<ClaimedMail[]> {
+  const rows = await sql.query(CLAIM_SQL, [now, until, size]);
+  return rows.map((m) => ({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: bytes(m.body), keyId: m.key_id, sendCount: m.send_count }));
+}
+
+/** Extends the lease of mails still claimed and queued. */
+export async function renewClaims(sql: Sql, now: Date, until: Date, keys: readonly MailKey[]): Promise<void> {
+  await sql.query(RENEW_SQL, [now, until, keysJson(keys)]);
+}
+
+/** Marks mails sent, wiping their bodies. */
+export async function markSent(sql: Sql, now: Date, keys: readonly MailKey[]): Promise<void> {
+  await sql.query(SENT_SQL, [now, keysJson(keys)]);
+}
+
+/** Records failed attempts: retried at `nextAt`, or abandoned (body wiped) at the last attempt. Answers each one's status. */
+export async function markFailed(
+  sql: Sql,
+  now: Date,
+  maxAttempts: number,
+  failed: readonly (MailKey & { nextAt: Date; error: string })[],
+): Promise<{ status: MailStatus; purpose: Purpose }[]> {
+  const json = JSON.stringify(failed.map((f) => ({ org_id: f.orgId, id: f.id, next_at: f.nextAt.toISOString(), error: f.error })));
+  return sql.query(FAILED_SQL, [now, maxAttempts, json]);
+}
+
+/** A mail as the admin API lists it: everything but its body. */
+export interface MailRecord extends Cursor {
+  orgId: string;
+  recipient: string;
+  subject: string;
+  purpose: string;
+  status: MailStatus;
+  sendCount: number;
+  lastError: string | null;
+  updatedAt: Date;
+}
+
+/** A page of an organization's mails, newest first, after `cursor`; one more than `size` tells that another page follows. */
+export async function listMails(sql: Sql, orgId: string, status: MailStatus | "", cursor: Cursor | undefined, size: number): Promise<MailRecord[]> {
+  const rows = await sql.query(
+    `select org_id, id, recipient, subject, purpose, status, send_count, last_error, created_at, updated_at
+     from courier_message
+     where org_id = $1 and ($2 = '' or status = $2)
+       and ($3::timestamptz is null or (created_at, id) < ($3::timestamptz, $4::uuid))
+     order by created_at desc, id desc
+     limit $5`,
+    [orgId, status, cursor?.createdAt ?? null, cursor?.id ?? null, size + 1],
+  );
+  return rows.map((r) => ({
+    orgId: r.org_id,
+    id: r.id,
+    recipient: r.recipient,
+    subject: r.subject,
+    purpose: r.purpose,
+    status: r.status,
+    sendCount: r.send_count,
+    lastError: r.last_error,
+    createdAt: new Date(r.created_at),
+    updatedAt: new Date(r.updated_at),
+  }));
+}
+
+/** Queued mails of every organization: how many, and when the oldest was queued. */
+export async function queueStats(sql: Sql): Promise<{ depth: number; oldestQueuedAt: Date | null }> {
+  const [row] = await sql.query("select count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued'");
+  return { depth: Number(row?.depth ?? 0), oldestQueuedAt: row?.oldest ? new Date(row.oldest) : null };
+}

@@ -1,0 +1,23 @@
+// The rate-limit counters, in PostgreSQL so that they hold across server
+// instances. The code sends and verifications count theirs inside their own
+// statements (store/codes.ts); this counts a request of any other kind.
+import type { Window } from "../domain/rate-limits.ts";
+import type { Sql } from "./sql.ts";
+
+/** Windows as the JSON that the counting statements read with jsonb_to_recordset. */
+export const windowsJson = (rows: readonly Window[]) =>
+  JSON.stringify(rows.map((r) => ({ key: r.key, start: new Date(r.start).toISOString(), end_at: new Date(r.end).toISOString(), max: r.max })));
+
+/** Counts one hit per window; `$1` is the organization, `$n` the windows JSON. */
+export const countHitsSql = (n: number) => `
+  insert into rate_limit (org_id, key, window_start, hits, expires_at)
+  select $1, r.key, r.start, 1, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz)
+  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + 1
+  returning key, hits`;
+
+/** Counts one hit in every window and answers the hits of each, by window key. */
+export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<Map<string, number>> {
+  if (rows.length === 0) return new Map();
+  const counted = await sql.query<{ key: string; hits: number }>(countHitsSql(2), [orgId, windowsJson(rows)]);
+  return new Map(counted.map((c) => [c.key, Number(c.hits)]));
+}
