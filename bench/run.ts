@@ -104,6 +104,16 @@ const selfChildTicks = () => {
   return Number(f[13]) + Number(f[14]); // cutime + cstime: waited-for children (the load generators)
 };
 
+// ---- The load generators come from Debian; without them nothing below can run.
+for (const [tool, pkg] of [["wrk", "wrk"], ["h2load", "nghttp2-client"]]) {
+  try {
+    execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
+  } catch {
+    console.error(`[bench] ${tool} is missing: apt-get install ${pkg}`);
+    process.exit(2);
+  }
+}
+
 // ---- PostgreSQL
 let stopping = false;
 let cleaned = false;
@@ -244,6 +254,10 @@ try {
       p.stdout.on("data", (d) => (out += d));
       p.stderr.on("data", (d) => (err += d));
       const timer = setTimeout(() => p.kill("SIGKILL"), timeoutS * 1000);
+      p.once("error", (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
       p.on("exit", () => {
         clearTimeout(timer);
         if (err.trim()) log(`${cmd} stderr: ${err.trim().slice(0, 400)}`);
