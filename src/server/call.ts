@@ -33,24 +33,25 @@ export interface Call {
   closeAfterAnswer(): void;
 }
 
-export const deadlineExceeded = (ms: number) =>
+// Made only when a bound passes: an error captures a stack trace, which every call would pay for.
+export const deadlineExceeded = (ms: number) => () =>
   apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request took longer than ${ms} ms`);
 
-export const streamExpired = (ms: number) =>
+export const streamExpired = (ms: number) => () =>
   apiError(Code.Unavailable, Reason.unavailable, `the stream reached its maximum lifetime of ${ms} ms; open a new one`);
 
 const clientGone = () => new ConnectError("the client went away", Code.Canceled);
 
 /**
  * Opens a call bounded by `limitMs`. When the bound passes, the signal aborts
- * with `expired`, an HTTP/1.1 connection will close after the answer, and the
+ * with the error `expired` makes, an HTTP/1.1 connection will close after the answer, and the
  * answer gets `graceMs` to leave before the response is destroyed.
  */
-export function openCall(req: HttpRequest, res: HttpResponse, limitMs: number, expired: ConnectError, graceMs: number): Call {
+export function openCall(req: HttpRequest, res: HttpResponse, limitMs: number, expired: () => ConnectError, graceMs: number): Call {
   const controller = new AbortController();
   let cut: NodeJS.Timeout | undefined;
   const bound = setTimeout(() => {
-    controller.abort(expired);
+    controller.abort(expired());
     // The rest of a body that did not arrive in time must not hold the connection.
     if ("shouldKeepAlive" in res && !res.headersSent) res.shouldKeepAlive = false;
     cut = setTimeout(() => res.destroy(), graceMs);
