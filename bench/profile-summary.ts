@@ -1,6 +1,6 @@
 // Summarises a V8 .cpuprofile (node --cpu-prof): self time by function and by
 // package, to find where a hot path spends its CPU.
-//   node bench/profile-summary.ts <file.cpuprofile> [top=30]
+//   [INCLUSIVE=all] node bench/profile-summary.ts <file.cpuprofile> [top=30]
 import { readFileSync } from "node:fs";
 
 interface Node {
@@ -40,3 +40,24 @@ const show = (title: string, m: Map<string, number>) => {
 };
 show("self time by package", pkgs);
 show("self time by function", fns);
+
+// Inclusive time: a function's own time plus its callees', counted once per
+// sample even when the function recurses, for the functions of src/ (where a
+// request's time goes, by the code that spends it), or of every package with
+// INCLUSIVE=all. Stacks end at an await: what runs after one counts under the
+// microtask that resumed it.
+const parent = new Map<number, number>();
+for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const inclusive = new Map<string, number>();
+for (const [id, us] of self) {
+  const seen = new Set<string>();
+  for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+    const f = byId.get(at)!.callFrame;
+    if (process.env.INCLUSIVE !== "all" && !/\/src\//.test(f.url)) continue;
+    const key = `${f.functionName || "(anonymous)"} ${where(f.url)}:${f.lineNumber + 1}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    add(inclusive, key, us);
+  }
+}
+show(`inclusive time by function${process.env.INCLUSIVE === "all" ? "" : " of src/"}`, inclusive);

@@ -14,8 +14,8 @@
 // Server settings can be overridden by their own variables (RATE_LIMIT_*, COURIER_BATCH_SIZE,
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
-// ("ceilings,send,verify,courier,history"), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
-// BENCH_SERVER_NODE_ARGS adds flags to the server's node (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// ("ceilings,raw,send,verify,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
+// BENCH_SERVER_NODE_ARGS adds flags to the server's node and the raw ceiling's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 // BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
 // one, and `codegate courier` beside it; its CPU counts as the server's).
 // Results: a table on stdout and bench/results/<timestamp>.json.
@@ -36,7 +36,7 @@ const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
 const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
-const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,send,verify,courier,history").split(","));
+const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,courier,history").split(","));
 const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c").split(","));
 const PG_FLAGS = [
   "-c", `shared_buffers=${env.BENCH_SHARED_BUFFERS ?? "256MB"}`,
@@ -97,6 +97,12 @@ function treeTicks(t: ProcTable, root: number, field: "ticks" | "sys" = "ticks")
     for (const [pid, v] of t) if (v.ppid === p) stack.push(pid);
   }
   return sum;
+}
+/** The machine's CPU time in ticks (all CPUs) and the part the hypervisor gave to others (steal). */
+function machineTicks(): { total: number; steal: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  return { total: f.slice(0, 8).reduce((a, b) => a + b, 0), steal: f[7] ?? 0 };
 }
 const selfChildTicks = () => {
   const s = readFileSync("/proc/self/stat", "utf8");
@@ -243,7 +249,20 @@ try {
 
   // ---- One measured run of a load generator.
   type Raw = { requests: number; duration_us: number; p50_us: number; p99_us: number; s200: number; s401: number; s429: number; sother: number; extra: number; sock_errors: number };
-  interface Row { phase: string; flow: string; proto: string; conns: number; rps: number; p50_ms: number; p99_ms: number; ok: number; errors: number; s401: number; s429: number; seconds: number; cpu_server: number; cpu_server_sys: number; cpu_pg: number; cpu_loadgen: number; ratio_pg?: number; ratio_rpc?: number; note?: string }
+  interface Row {
+    phase: string; flow: string; proto: string; conns: number; rps: number; p50_ms: number; p99_ms: number; ok: number; errors: number; s401: number; s429: number; seconds: number;
+    cpu_server: number; cpu_server_sys: number; cpu_pg: number; cpu_loadgen: number;
+    /** CPU µs per request of each process: the server (with a separate courier's, BENCH_COURIER=process), PostgreSQL, the SMTP sink. */
+    us_server: number; us_pg: number; us_sink: number;
+    /** The server's µs per request counted until the mails of the run were all delivered (sends only). */
+    us_server_delivered?: number;
+    /** Of the machine's CPU time during the run, the share the hypervisor gave to other guests. */
+    steal_pct: number;
+    ratio_pg?: number; ratio_rpc?: number;
+    /** The server's CPU per request over the raw ceiling's (one statement), at the same connections: the cost of everything but the database work. */
+    ratio_raw_cpu?: number;
+    note?: string;
+  }
   const rows: Row[] = [];
   type HistoryRow = { db: string; round: number; flow: string; proto: string; rps: number; p99_ms: number; cpu_pg: number; calls: number; blks: number; dirtied: number; wal_bytes: number; fpi: number };
   function runTool(cmd: string, args: string[], extraEnv: Record<string, string> = {}, timeoutS = SECONDS + 120): Promise<Raw> {
@@ -280,35 +299,54 @@ try {
     const l = readFileSync(file, "utf8").split("\n").filter(Boolean).map((x) => Number(x.split("\t")[2])).sort((a, b) => a - b);
     return { p50: l[Math.floor(l.length * 0.5)] ?? 0, p99: l[Math.floor(l.length * 0.99)] ?? 0 };
   }
+  interface MeasureOptions {
+    /** Also count the server's CPU until the mails of the run are delivered. */
+    untilDelivered?: boolean;
+    /** The processes whose CPU is the server's, when not the Codegate server's (a raw ceiling). */
+    serverPids?: number[];
+  }
   /** One measured run. */
-  function measure(phase: string, flow: string, proto: string, conns: number, go: () => Promise<Raw>, note?: string): Promise<Row> {
+  function measure(phase: string, flow: string, proto: string, conns: number, go: () => Promise<Raw>, note?: string, opts: MeasureOptions = {}): Promise<Row> {
     let done = false;
-    return measurePasses(phase, flow, proto, conns, async () => (done ? undefined : ((done = true), go)), note);
+    return measurePasses(phase, flow, proto, conns, async () => (done ? undefined : ((done = true), go)), note, opts);
   }
   /**
    * Several measured runs reported as one row: `next` prepares a pass (untimed, no CPU
    * counted) and answers its run, or undefined when there are enough. Counts and times
    * add up; p50 is the request-weighted median of the passes' p50s, p99 the worst pass's.
    */
-  async function measurePasses(phase: string, flow: string, proto: string, conns: number, next: () => Promise<(() => Promise<Raw>) | undefined>, note?: string): Promise<Row> {
-    const cpu = { server: 0, sys: 0, pg: 0, loadgen: 0 };
+  async function measurePasses(
+    phase: string, flow: string, proto: string, conns: number, next: () => Promise<(() => Promise<Raw>) | undefined>, note?: string, opts: MeasureOptions = {},
+  ): Promise<Row> {
+    const cpu = { server: 0, sys: 0, pg: 0, sink: 0, loadgen: 0, delivered: 0 };
+    const machine = { total: 0, steal: 0 };
     let busy = 0;
     const raws: Raw[] = [];
+    // The server's CPU includes a separate courier's (BENCH_COURIER=process).
+    const serverPids = opts.serverPids ?? [server.pid!, ...(courierProc ? [courierProc.pid!] : [])];
+    const serverTicks = (t: ProcTable, field: "ticks" | "sys" = "ticks") => serverPids.reduce((a, p) => a + treeTicks(t, p, field), 0);
     for (let run = await next(); run; run = await next()) {
       const t0 = procTable();
+      const m0 = machineTicks();
       const c0 = selfChildTicks();
       const w0 = performance.now();
       const r = await run();
       const wall = (performance.now() - w0) / 1000;
       const t1 = procTable();
+      const m1 = machineTicks();
       const c1 = selfChildTicks();
-      // The server's CPU includes a separate courier's (BENCH_COURIER=process).
-      for (const p of [server.pid!, ...(courierProc ? [courierProc.pid!] : [])]) {
-        cpu.server += treeTicks(t1, p) - treeTicks(t0, p);
-        cpu.sys += treeTicks(t1, p, "sys") - treeTicks(t0, p, "sys");
-      }
+      cpu.server += serverTicks(t1) - serverTicks(t0);
+      cpu.sys += serverTicks(t1, "sys") - serverTicks(t0, "sys");
       cpu.pg += treeTicks(t1, pgPid) - treeTicks(t0, pgPid);
+      cpu.sink += treeTicks(t1, sink.pid!) - treeTicks(t0, sink.pid!);
       cpu.loadgen += c1 - c0;
+      machine.total += m1.total - m0.total;
+      machine.steal += m1.steal - m0.steal;
+      if (opts.untilDelivered) {
+        // What delivering the run's mails cost after the run: the queue drains with nothing else running.
+        await waitDrain();
+        cpu.delivered += serverTicks(procTable()) - serverTicks(t0);
+      }
       // A one-pass run (verify over wrk) ends its work before wrk's -d is up: its CPU
       // is spread over the time it worked, not over the idle rest.
       busy += Math.min(wall, r.duration_us / 1e6);
@@ -322,10 +360,15 @@ try {
     };
     const sec = r.duration_us / 1e6;
     const share = (ticks: number) => Math.round((ticks / HZ / busy) * 100);
+    const served = Math.max(1, r.requests - r.extra);
+    const perRequest = (ticks: number) => Math.round(((ticks / HZ) * 1e6) / served);
     const row: Row = {
       phase, flow, proto, conns, rps: Math.round((r.requests - r.extra) / sec), p50_ms: r.p50_us / 1000, p99_ms: r.p99_us / 1000,
       ok: r.s200, errors: r.requests - r.extra - r.s200 + r.sock_errors, s401: r.s401, s429: r.s429, seconds: Math.round(sec * 10) / 10,
       cpu_server: share(cpu.server), cpu_server_sys: share(cpu.sys), cpu_pg: share(cpu.pg), cpu_loadgen: share(cpu.loadgen),
+      us_server: perRequest(cpu.server), us_pg: perRequest(cpu.pg), us_sink: perRequest(cpu.sink),
+      us_server_delivered: opts.untilDelivered ? perRequest(cpu.delivered) : undefined,
+      steal_pct: machine.total ? Math.round((1000 * machine.steal) / machine.total) / 10 : 0,
       note: raws.length > 1 ? `${note ?? ""}; ${raws.length} passes` : note,
     };
     rows.push(row);
@@ -333,9 +376,31 @@ try {
     return row;
   }
   const threads = (c: number) => String(Math.min(2, c));
-  const wrk = (script: string, c: number, secs: number, e: Record<string, string> = {}, path = "/") =>
-    runTool("wrk", ["-t", threads(c), "-c", String(c), "-d", `${secs}s`, "--timeout", "5s", "-s", join(import.meta.dirname, script), base + path], { BENCH_THREADS: threads(c), ...e });
-  const sendConnect = (c: number, secs: number, pairs = sendPairs) => wrk("connect.lua", c, secs, { BENCH_PAIRS: pairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" });
+  const wrk = (script: string, c: number, secs: number, e: Record<string, string> = {}, path = "/", at = base) =>
+    runTool("wrk", ["-t", threads(c), "-c", String(c), "-d", `${secs}s`, "--timeout", "5s", "-s", join(import.meta.dirname, script), at + path], { BENCH_THREADS: threads(c), ...e });
+  const sendConnect = (c: number, secs: number, pairs = sendPairs, at = base) =>
+    wrk("connect.lua", c, secs, { BENCH_PAIRS: pairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" }, "/", at);
+  /** The raw ceiling of a send (bench/raw-ceiling.ts): the stock Connect stack doing only the issuance's database work. */
+  async function rawCeiling(mode: "cte" | "tx", c: number) {
+    const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+    const raw = spawn(NODE, [...nodeArgs, join(import.meta.dirname, "raw-ceiling.ts"), databaseUrl, mode], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const rawPort = await new Promise<number>((resolve, reject) => {
+      raw.once("message", (m) => resolve(Number(m)));
+      raw.once("exit", (code) => reject(new Error(`raw-ceiling.ts exited with ${code}`)));
+    });
+    try {
+      const at = `http://127.0.0.1:${rawPort}`;
+      await sendConnect(c, WARMUP, sendPairs, at);
+      await measure("fresh", `ceiling:raw-send-${mode}`, "connect-json", c, () => sendConnect(c, SECONDS, sendPairs, at), mode === "cte" ? "connect-node + 1 statement" : "connect-node + a transaction of 4 round trips", { serverPids: [raw.pid!] });
+    } finally {
+      // Disconnecting lets it exit on its own (and write a --cpu-prof profile); a kill is the fallback.
+      const exited = new Promise((r) => raw.once("exit", r));
+      raw.disconnect();
+      const kill = setTimeout(() => raw.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(kill);
+    }
+  }
   const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean) =>
     runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0"]);
   const pgCeiling = (c: number, secs: number, url = databaseUrl, ids = idFile) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), url, ids, String(c), String(secs)]);
@@ -376,6 +441,11 @@ try {
     await pgCeiling(c, WARMUP);
     await measure("fresh", "ceiling:pg-issue-tx", "pg", c, () => pgCeiling(c, SECONDS), "1 statement");
   }
+  // The raw ceilings of a send, as their own phase so that a profile of one can leave the others out.
+  if (FLOWS.has("raw") && PROTOS.has("connect-json")) for (const c of CONNS) {
+    await rawCeiling("cte", c);
+    await rawCeiling("tx", c);
+  }
   // Remove what the ceiling wrote, so that the server's runs start on a small table.
   await sql.query("delete from courier_message where key_id = 'k1'");
   await sql.query("delete from code where key_id = 'k1'");
@@ -391,12 +461,12 @@ try {
       if (PROTOS.has("connect-json")) {
         await waitDrain();
         await sendConnect(c, WARMUP);
-        await measure(phase, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk");
+        await measure(phase, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk", { untilDelivered: true });
       }
       if (PROTOS.has("grpc-h2c")) {
         await waitDrain();
         await grpcLoad("send", sendPairs, c, WARMUP, false);
-        await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts");
+        await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts", { untilDelivered: true });
       }
     }
   }
@@ -563,17 +633,23 @@ try {
       if (p) r.ratio_pg = Math.round((r.rps / p) * 100) / 100;
       if (t) r.ratio_rpc = Math.round((r.rps / t) * 100) / 100;
     }
+    const raw = rows.find((x) => x.flow === "ceiling:raw-send-cte" && x.conns === r.conns);
+    if (r.flow === "SendLoginCode" && raw) r.ratio_raw_cpu = Math.round((r.us_server / raw.us_server) * 100) / 100;
   }
   const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, loadavg: loadavg().map((x) => x.toFixed(2)).join(" "), node: process.version,
     uptime: execFileSync("uptime").toString().trim() };
-  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "÷pg ceil", "÷rpc ceil", "secs"];
-  const data = rows.map((r) => [r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.cpu_server, r.cpu_server_sys, r.cpu_pg, r.cpu_loadgen, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.seconds].map(String));
+  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "µs/req srv", "+delivery", "µs/req pg", "µs/req sink", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "steal%", "÷pg ceil", "÷rpc ceil", "cpu ÷raw", "secs"];
+  const data = rows.map((r) => [
+    r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.us_server, r.us_server_delivered ?? "", r.us_pg, r.us_sink,
+    r.cpu_server, r.cpu_server_sys, r.cpu_pg, r.cpu_loadgen, r.steal_pct, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.ratio_raw_cpu ?? "", r.seconds,
+  ].map(String));
   const widths = cols.map((c, i) => Math.max(c.length, ...data.map((d) => d[i].length)));
   const line = (cells: string[]) => "| " + cells.map((c, i) => c.padEnd(widths[i])).join(" | ") + " |";
   console.log(`\nmachine: ${machine.nproc} CPUs (${machine.cpu}), ${machine.uptime}, node ${machine.node}`);
   console.log(`postgres: ${PG_FLAGS.filter((_, i) => i % 2).join(" ")}`);
   console.log(`server: ${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(" ")}, courier ${COURIER_MODE === "process" ? "in a process of its own (codegate courier)" : "on, in the server"}, mail to the SMTP sink process`);
-  console.log(`runs: ${SECONDS} s after ${WARMUP} s warm-up (verify: passes over ${IDENTITIES} fresh codes each until ${SECONDS} s add up, no warm-up; p50 the passes' weighted median, p99 the worst pass); cpu in % of one core (${machine.nproc * 100} % = all)\n`);
+  console.log(`runs: ${SECONDS} s after ${WARMUP} s warm-up (verify: passes over ${IDENTITIES} fresh codes each until ${SECONDS} s add up, no warm-up; p50 the passes' weighted median, p99 the worst pass); cpu in % of one core (${machine.nproc * 100} % = all)`);
+  console.log("µs/req: CPU time per request of the server (with a separate courier), PostgreSQL and the SMTP sink; +delivery: the server's, counted until the run's mails were all delivered; steal%: of the machine's CPU time, what the hypervisor gave to other guests\n");
   console.log(line(cols));
   console.log(line(widths.map((w) => "-".repeat(w))));
   for (const d of data) console.log(line(d));
