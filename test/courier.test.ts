@@ -1,11 +1,12 @@
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink } from "./support/smtp.ts";
+import { seal } from "../src/rules/mail/seal.ts";
 
 const servers: TestServer[] = [];
 const sinks: SmtpSink[] = [];
@@ -145,3 +146,88 @@ describe("the courier", () => {
     expect(s.logs.some((l) => l.includes(".eml files in"))).toBe(true);
   });
 });
+
+describe("the courier's SMTP connections", () => {
+  it("carry many mails each, and are opened again after the SMTP server restarts", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Pooled");
+    const users = Array.from({ length: 40 }, (_, i) => `pooled${i}@example.com`);
+    await Promise.all(users.map((u) => fx.identity(org.id, u)));
+    fx.close();
+    const send = (u: string) => postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: u, orgId: org.id });
+    for (const r of await Promise.all(users.map(send))) expect(r.status).toBe(200);
+    await smtp.waitFor((m) => m.length >= 40);
+    // At most one connection per lane of the transport (8), whatever the number of mails.
+    expect(smtp.connections).toBeLessThanOrEqual(8);
+
+    // The server goes away with the connections open, and comes back.
+    await smtp.stop();
+    await smtp.start();
+    expect((await send(users[0])).status).toBe(200);
+    await smtp.waitFor((m) => m.length >= 41);
+    // Sent at its first attempt: the dropped connection was replaced, not tried and failed.
+    const row = await latestMailSent(s, users[0]);
+    expect(row.send_count).toBe(1);
+    expect(row.last_error).toBeNull();
+  });
+
+  it("fails a mail whose recipient is not a mail address, without stopping the others", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Addressless");
+    await fx.identity(org.id, "fine@example.com");
+    fx.close();
+    // The API takes only mail addresses as usernames; a row from before that rule, or written by hand, may not be one.
+    await s.app.orm.em.getConnection().execute(
+      "insert into identity (org_id, id, username, username_normalized, state, created_at) values (?, ?, 'not an address', 'not an address', 'active', now())",
+      [org.id, randomUUID()],
+    );
+    for (const u of ["not an address", "fine@example.com"]) {
+      expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: u, orgId: org.id })).status).toBe(200);
+    }
+    const bad = await mailOnceIt(s, "not an address", "abandoned");
+    expect(bad.last_error).toBe("the recipient is not a mail address");
+    await smtp.waitFor((m) => m.some((x) => x.to === "fine@example.com"));
+  });
+
+  it("delivers a mail queued by the version before (its parts sealed as JSON)", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
+    servers.push(s);
+    const id = randomUUID();
+    const content = { subject: "Your Legacy login code", text: "Use this code to log in:\n\n    765432\n", html: "<p>765432</p>\n" };
+    const { keyId, sealed } = seal(s.app.secrets.mailKeys, id, JSON.stringify({ ...content, from: '"Legacy" <legacy@example.com>' }));
+    await s.app.orm.em.getConnection().execute(
+      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       values ('or-legacy', ?, 'login', 'old@example.com', ?, ?, ?, 'queued', 0, now(), now(), now())`,
+      [id, content.subject, sealed, keyId],
+    );
+    const mail = await smtp.nextMailTo("old@example.com");
+    expect(mail.subject).toBe(content.subject);
+    expect(mail.text).toBe(content.text);
+    expect(mail.from).toBe('"Legacy" <legacy@example.com>');
+  });
+});
+
+/** The newest outbox row to `recipient`, once it is sent. */
+async function latestMailSent(s: TestServer, recipient: string) {
+  return vi.waitFor(
+    async () => {
+      const [row] = await s.app.orm.em.getConnection().execute(
+        "select status, send_count, last_error from courier_message where recipient = ? order by created_at desc limit 1",
+        [recipient],
+      );
+      expect(row.status).toBe("sent");
+      return row;
+    },
+    { timeout: 10_000, interval: 20 },
+  );
+}

@@ -162,7 +162,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl,
     dbPoolSize: r.int("DATABASE_POOL_SIZE", 10, 1, 200),
     smtpUrl: r.url("SMTP_URL", ["smtp:", "smtps:"]),
-    mailFrom: r.string("MAIL_FROM", "no-reply@codegate.localhost"),
+    mailFrom: r.address("MAIL_FROM", "no-reply@codegate.localhost"),
     logLevel: r.oneOf("LOG_LEVEL", "info", ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const),
     maxRequestBytes: r.int("MAX_REQUEST_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
     rpcTimeoutMs,

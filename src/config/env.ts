@@ -3,6 +3,7 @@
 // and what was expected, so that a bad deployment fails before it serves anything.
 import type { Limit } from "../domain/policy.ts";
 import { formatMs, parseDuration } from "../lib/duration.ts";
+import { mailAddress } from "../lib/mail-address.ts";
 
 export class ConfigError extends Error {
   readonly problems: string[];
@@ -30,6 +31,19 @@ export class EnvReader {
 
   string(name: string, fallback: string): string {
     return this.raw(name) ?? fallback;
+  }
+
+  /** A plain mail address (local@domain). */
+  address(name: string, fallback: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return fallback;
+    try {
+      mailAddress(v);
+    } catch {
+      this.problems.push(`${name}=${JSON.stringify(v)}: expected a mail address such as no-reply@example.com`);
+      return fallback;
+    }
+    return v;
   }
 
   int(name: string, fallback: number, min: number, max: number): number {

@@ -16,6 +16,8 @@ export interface ReceivedMail {
 
 export class SmtpSink {
   readonly mails: ReceivedMail[] = [];
+  /** SMTP connections accepted so far. */
+  connections = 0;
   readonly port: number;
   private server: SMTPServer | undefined;
   /** Checks to run on each mail that arrives (see waitFor). */
@@ -41,6 +43,12 @@ export class SmtpSink {
       authOptional: true,
       disabledCommands: ["STARTTLS"],
       logger: false,
+      // stop() ends open connections (421) after this, as a restarting server does.
+      closeTimeout: 100,
+      onConnect: (_session, cb) => {
+        this.connections++;
+        cb();
+      },
       onData: (stream, _session, cb) => {
         simpleParser(stream)
           .then((parsed) => {

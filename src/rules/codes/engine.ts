@@ -35,8 +35,10 @@ import { windows, type LimitedKey } from "../../domain/rate-limits.ts";
 import { attemptCode, invalidateCodes, issueCode, settleAttempt, type SealedMail } from "../../store/codes.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CodeEvents } from "../events.ts";
+import { buildMessage } from "../mail/mime.ts";
+import { encodeMail } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
-import { renderMail, type MailKind } from "../mail/templates.ts";
+import { renderMail, type MailContent, type MailKind } from "../mail/templates.ts";
 import { codeHash, codeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
 import { randomString } from "./random.ts";
@@ -141,9 +143,9 @@ export class CodeEngine {
     const key = this.secrets.codeKeys.current;
     const from = this.sender(req.org);
     const username = "username" in req.target ? req.target.username.trim() : "";
-    const mail = req.mail ? this.sealed(randomUUIDv7(), renderMail(req.mail, { orgName: req.org.name, code, lifespanMs }), from) : undefined;
+    const mail = req.mail ? this.sealed(randomUUIDv7(), now, renderMail(req.mail, { orgName: req.org.name, code, lifespanMs }), from) : undefined;
     // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
-    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), renderMail(req.notice.kind, { orgName: req.org.name }), from), when: req.notice.when } : undefined;
+    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, renderMail(req.notice.kind, { orgName: req.org.name }), from), when: req.notice.when } : undefined;
     const result = await issueCode(
       sql,
       {
@@ -231,12 +233,13 @@ export class CodeEngine {
     return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now());
   }
 
-  private sealed(id: string, content: { subject: string; text: string; html: string }, from: string): SealedMail {
-    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, JSON.stringify({ ...content, from })).sealed };
+  /** The mail as its message (built now, once) sealed for the outbox. */
+  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }): SealedMail {
+    const message = buildMessage({ id, date: now, from, ...content });
+    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message })).sealed };
   }
 
-  private sender(org: Org): string {
-    const name = (org.settings.senderName || org.name).replace(/["\\\r\n]/g, "");
-    return `"${name}" <${org.settings.senderAddress || this.config.mailFrom}>`;
+  private sender(org: Org): { name: string; address: string } {
+    return { name: org.settings.senderName || org.name, address: org.settings.senderAddress || this.config.mailFrom };
   }
 }

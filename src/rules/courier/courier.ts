@@ -11,6 +11,8 @@ import type { Logger } from "../../lib/log.ts";
 import { claimMails, markFailed, markSent, renewClaims } from "../../store/outbox.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
+import { withRecipient } from "../mail/mime.ts";
+import { decodeMail } from "../mail/payload.ts";
 import { unseal } from "../mail/seal.ts";
 import type { MailTransport } from "../mail/transport.ts";
 
@@ -101,8 +103,8 @@ export class Courier {
       await Promise.all(
         batch.map(async (m) => {
           try {
-            const mail = JSON.parse(unseal(secrets.mailKeys, m.keyId, m.id, m.body));
-            await transport.send({ messageId: m.id, to: m.recipient, from: mail.from, subject: mail.subject, text: mail.text, html: mail.html });
+            const { from, message } = decodeMail(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, clock.now());
+            await transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) });
             outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
           } catch (err) {
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));

@@ -1,63 +1,173 @@
-// Where mails go: an SMTP server (pooled connections) when SMTP_URL is set,
-// otherwise .eml files under DATA_DIR/mail, so the embedded default works offline.
+// Where mails go: an SMTP server when SMTP_URL is set, otherwise .eml files under
+// DATA_DIR/mail, so that the embedded default works offline.
+//
+// SMTP goes over a few long-lived connections of nodemailer's SMTPConnection,
+// each sending one message after another. Messages arrive built (mime.ts), so
+// nothing is composed here: nodemailer's pooled sendMail cost about 1 ms of CPU
+// per mail, of which 0.8 ms was composing; a message over SMTPConnection costs
+// about 0.12 ms (bench/micro-mail.ts).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import nodemailer from "nodemailer";
+import SMTPConnection from "nodemailer/lib/smtp-connection";
 import type { Config } from "../../config/config.ts";
 
-export interface OutgoingMail {
-  messageId: string;
+export interface OutgoingMessage {
+  /** The outbox row's id. */
+  id: string;
+  /** SMTP's MAIL FROM. */
   from: string;
   to: string;
-  subject: string;
-  text: string;
-  html: string;
+  /** The whole message, headers included. */
+  message: Buffer;
 }
 
 export interface MailTransport {
   /** Resolves once the mail is accepted; rejects with a reason safe to store. */
-  send(mail: OutgoingMail): Promise<void>;
+  send(mail: OutgoingMessage): Promise<void>;
   close(): void;
   /** Where mail goes, for the log; never with credentials. */
   readonly destination: string;
 }
 
+/** SMTP connections open at once, at most. */
+const CONNECTIONS = 8;
+/** A connection without a message for this long is closed (servers drop idle ones after a few minutes). */
+const IDLE_MS = 30_000;
+
 export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir">): MailTransport {
   const url = config.smtpUrl;
   if (!url) return emlTransport(join(config.dataDir, "mail"));
-  const transporter = nodemailer.createTransport({
-    pool: true,
-    maxConnections: 8,
-    maxMessages: Infinity,
+  const port = url.port ? Number(url.port) : url.protocol === "smtps:" ? 465 : 587;
+  const options: SMTPConnection.Options = {
     host: url.hostname,
-    port: url.port ? Number(url.port) : url.protocol === "smtps:" ? 465 : 587,
+    port,
     secure: url.protocol === "smtps:",
-    auth: url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : undefined,
     connectionTimeout: 10_000,
     greetingTimeout: 10_000,
     socketTimeout: 30_000,
-  });
+  };
+  const auth = url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : undefined;
+  const lanes = Array.from({ length: CONNECTIONS }, () => new Lane(options, auth));
   return {
-    destination: `smtp ${url.hostname}:${url.port || (url.protocol === "smtps:" ? 465 : 587)}`,
-    async send(mail) {
-      await transporter.sendMail({ ...mail, messageId: `<${mail.messageId}@codegate>` });
+    destination: `smtp ${url.hostname}:${port}`,
+    send(mail) {
+      // The lane with the fewest messages waiting: each sends one at a time.
+      let lane = lanes[0];
+      for (const l of lanes) if (l.waiting < lane.waiting) lane = l;
+      return lane.send(mail);
     },
-    close: () => transporter.close(),
+    close() {
+      for (const lane of lanes) lane.close();
+    },
   };
 }
 
+/** One SMTP connection, opened when needed, sending its messages one after another. */
+class Lane {
+  waiting = 0;
+  readonly #options: SMTPConnection.Options;
+  readonly #auth: SMTPConnection.Credentials | undefined;
+  #connection: Promise<SMTPConnection> | undefined;
+  #tail: Promise<unknown> = Promise.resolve();
+  #idle: NodeJS.Timeout | undefined;
+  #closed = false;
+
+  constructor(options: SMTPConnection.Options, auth: SMTPConnection.Credentials | undefined) {
+    this.#options = options;
+    this.#auth = auth;
+  }
+
+  send(mail: OutgoingMessage): Promise<void> {
+    this.waiting++;
+    const sent = this.#tail.then(() => this.#deliver(mail));
+    this.#tail = sent.catch(() => {});
+    return sent.finally(() => {
+      this.waiting--;
+      if (this.waiting === 0) this.#armIdle();
+    });
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#idle);
+    this.#drop();
+  }
+
+  async #deliver(mail: OutgoingMessage): Promise<void> {
+    if (this.#closed) throw new Error("the mail transport is closed");
+    clearTimeout(this.#idle);
+    const reused = this.#connection !== undefined;
+    try {
+      await this.#sendOn(await (this.#connection ??= this.#connect()), mail);
+    } catch (err) {
+      // After a failed transaction the connection's state is unknown: the next message gets a new one.
+      this.#drop();
+      // A connection that sat idle may have been closed by the server meanwhile: that is
+      // no reason to fail the mail, which gets one more try on a new connection.
+      if (!reused || !isConnectionLoss(err)) throw err;
+      await this.#sendOn(await (this.#connection = this.#connect()), mail).catch((retryErr: unknown) => {
+        this.#drop();
+        throw retryErr;
+      });
+    }
+  }
+
+  #sendOn(connection: SMTPConnection, mail: OutgoingMessage): Promise<void> {
+    return new Promise<void>((resolve, reject) =>
+      connection.send({ from: mail.from, to: [mail.to] }, mail.message, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  #connect(): Promise<SMTPConnection> {
+    const connection = new SMTPConnection(this.#options);
+    const opened = new Promise<SMTPConnection>((resolve, reject) => {
+      // An error with no message in flight (the server closing an idle connection)
+      // must not become an uncaught exception; a send in flight gets it in its callback.
+      connection.on("error", (err) => {
+        reject(err);
+        if (this.#connection === opened) this.#connection = undefined;
+      });
+      connection.once("end", () => {
+        reject(new Error("the SMTP server closed the connection"));
+        if (this.#connection === opened) this.#connection = undefined;
+      });
+      connection.connect(() => {
+        if (!this.#auth) return resolve(connection);
+        connection.login(this.#auth, (err) => (err ? reject(err) : resolve(connection)));
+      });
+    });
+    opened.catch(() => connection.close());
+    return opened;
+  }
+
+  #drop(): void {
+    const connection = this.#connection;
+    this.#connection = undefined;
+    connection?.then((c) => c.quit(), () => {});
+  }
+
+  #armIdle(): void {
+    clearTimeout(this.#idle);
+    if (!this.#connection || this.#closed) return;
+    this.#idle = setTimeout(() => this.#drop(), IDLE_MS);
+    this.#idle.unref();
+  }
+}
+
+/** The connection went away (closed, reset, timed out, or the server said 421), not the mail refused. */
+function isConnectionLoss(err: unknown): boolean {
+  const e = err as { code?: string; responseCode?: number };
+  return e?.responseCode === 421 || e?.code === "ECONNECTION" || e?.code === "ESOCKET" || e?.code === "ETIMEDOUT";
+}
+
 function emlTransport(dir: string): MailTransport {
-  const transporter = nodemailer.createTransport({ streamTransport: true, buffer: true, newline: "unix" });
   let made = false;
   return {
     destination: `.eml files in ${dir}`,
     async send(mail) {
-      const info = await transporter.sendMail({ ...mail, messageId: `<${mail.messageId}@codegate>` });
       if (!made) mkdirSync(dir, { recursive: true, mode: 0o700 }), (made = true);
-      writeFileSync(join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${mail.messageId}.eml`), info.message as Buffer, {
-        mode: 0o600,
-      });
+      writeFileSync(join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${mail.id}.eml`), mail.message, { mode: 0o600 });
     },
-    close: () => transporter.close(),
+    close() {},
   };
 }
