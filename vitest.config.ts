@@ -3,7 +3,15 @@ import { defineConfig } from "vitest/config";
 
 const jsonReport = process.env.VITEST_JSON_REPORT;
 
+/**
+ * The workspace's own packages (clients/ts) from their TypeScript sources, as in
+ * tsconfig.json; then Vite's own server conditions (its defaultServerConditions).
+ */
+const conditions = ["codegate-source", "module", "node", "development|production"];
+
 export default defineConfig({
+  resolve: { conditions },
+  ssr: { resolve: { conditions } },
   test: {
     include: ["test/**/*.test.ts"],
     globalSetup: ["test/support/global-setup.ts"],

@@ -18,6 +18,8 @@ const result = await build({
   bundle: true,
   format: "esm",
   platform: "browser",
+  // The client package (clients/ts) from its TypeScript sources, not its build.
+  conditions: ["codegate-source"],
   // Browsers of the last few years; protobuf-es needs BigInt.
   target: ["es2022", "chrome109", "firefox115", "safari16"],
   minify: true,

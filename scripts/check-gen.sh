@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Fails when gen/ is not exactly what `buf generate` makes from proto/.
+# Fails when the generated code is not exactly what `npm run generate` makes from
+# proto/: gen/ (the server's code and the OpenAPI document, buf.gen.yaml, with the
+# document's TypeScript types from openapi-typescript) and clients/ts/src/gen/
+# (the TypeScript client's, buf.gen.client.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-buf generate
-if ! git diff --quiet -- gen || [ -n "$(git status --porcelain -- gen)" ]; then
-  echo "gen/ is out of date with proto/: run 'npm run generate' and commit the result" >&2
-  git status --short -- gen >&2
+npm run -s generate
+generated=(gen clients/ts/src/gen)
+if ! git diff --quiet -- "${generated[@]}" || [ -n "$(git status --porcelain -- "${generated[@]}")" ]; then
+  echo "generated code is out of date with proto/: run 'npm run generate' and commit the result" >&2
+  git status --short -- "${generated[@]}" >&2
   exit 1
 fi
-echo "gen/ is up to date"
+echo "gen/ and clients/ts/src/gen/ are up to date"

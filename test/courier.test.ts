@@ -3,6 +3,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { startTestServer, freshDatabase, type TestServer } from "./support/server.ts";
+import { createCodegateWebClients } from "@codegate/client/web";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink } from "./support/smtp.ts";
@@ -119,7 +120,7 @@ describe("the courier", () => {
     const org = await fx.org("Doomed");
     await fx.identity(org.id, "doomed@example.com");
     fx.close();
-    await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "doomed@example.com", orgId: org.id });
+    await createCodegateWebClients({ baseUrl: s.url }).login.sendLoginCode({ username: "doomed@example.com", orgId: org.id });
     const row = await mailOnceIt(s, "doomed@example.com", "abandoned");
     expect(row.send_count).toBe(3);
     expect(row.last_error).toMatch(/ECONNREFUSED/);
@@ -133,7 +134,7 @@ describe("the courier", () => {
     const org = await fx.org("Offline");
     await fx.identity(org.id, "offline@example.com");
     fx.close();
-    await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "offline@example.com", orgId: org.id });
+    await createCodegateWebClients({ baseUrl: s.url }).login.sendLoginCode({ username: "offline@example.com", orgId: org.id });
     // The courier writes the file, then marks the mail sent.
     await mailOnceIt(s, "offline@example.com", "sent");
     const files = readdirSync(join(s.dataDir, "mail")).filter((f) => f.endsWith(".eml"));

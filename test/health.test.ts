@@ -63,7 +63,7 @@ describe("a server whose database answers", () => {
   });
 
   it("answers SERVING overall and for each of its services over gRPC", async () => {
-    for (const service of ["", "codegate.v1.AdminService", "codegate.v1.LoginService", "codegate.v1.RegistrationService", "codegate.v1.RecoveryService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
+    for (const service of ["", "codegate.v1.AdminService", "codegate.v1.LoginService", "codegate.v1.RegistrationService", "codegate.v1.RecoveryService", "codegate.v1.CodeService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"]) {
       const r = await health.call("check", { service });
       expect(r.ok && r.value.status, service).toBe(Serving.SERVING);
     }

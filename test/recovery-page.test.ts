@@ -2,14 +2,15 @@
 // headless Chromium of the npm package @sparticuz/chromium (or CHROMIUM_PATH), driven
 // by playwright-core; see ./support/chromium.ts. The page's script is the esbuild
 // bundle of web/recovery/, built by `pretest`, calling
-// RecoveryService.VerifyRecoveryCode through @connectrpc/connect-web.
+// RecoveryService.VerifyRecoveryCode through the client package (clients/ts, over
+// @connectrpc/connect-web).
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { recoveryPageRoutes } from "../src/server/recovery-page.ts";
-import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
-import { bearer, postJson } from "./support/clients.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
+import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { launchChromium } from "./support/chromium.ts";
 
@@ -41,13 +42,12 @@ afterAll(async () => {
 /** An admin-issued recovery code for a new active identity, and its link on this test server. */
 async function adminRecoveryCode(username: string) {
   const identity = await fx.identity(orgId, username, "active");
-  const r = await fx.admin.call("createRecoveryCode", { identityId: identity.id, expiresIn: "15m" }, bearer(ADMIN_TOKEN));
-  if (!r.ok) throw r.error;
-  const link = new URL(r.value.recoveryLink);
+  const r = await fx.clients.admin.createRecoveryCode({ identityId: identity.id, expiresIn: "15m" });
+  const link = new URL(r.recoveryLink);
   expect(link.pathname).toBe("/recovery");
   const flowId = link.searchParams.get("flow")!;
   // PUBLIC_URL names no real port in tests: the same path and query on the server.
-  return { identity, code: r.value.recoveryCode, flowId, url: `${server.url}${link.pathname}${link.search}` };
+  return { identity, code: r.recoveryCode, flowId, url: `${server.url}${link.pathname}${link.search}` };
 }
 
 /** A fresh page that records what the page itself complains about. */

@@ -8,7 +8,6 @@ import { CodePurpose, CourierMessageSchema, CourierMessageStatus } from "../../g
 import { InvalidArgument, NotFound } from "../domain/errors.ts";
 import type { MailStatus } from "../domain/outbox.ts";
 import { mailStatuses } from "../domain/outbox.ts";
-import type { Purpose } from "../domain/purpose.ts";
 import { parseDuration } from "../lib/duration.ts";
 import { createOrganization, createRecoveryCode, identityById, invalidateCodes, setIdentityState } from "../rules/admin.ts";
 import { createPendingIdentity } from "../rules/flows.ts";
@@ -17,15 +16,9 @@ import { getOrganization, listOrganizations } from "../store/organizations.ts";
 import { listMails } from "../store/outbox.ts";
 import type { ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
-import { identityStateOf, identityToProto, organizationToProto, settingsOf } from "./mapping.ts";
+import { identityStateOf, identityToProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
 import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
 
-const purposeOf: Partial<Record<CodePurpose, Purpose>> = {
-  [CodePurpose.LOGIN]: "login",
-  [CodePurpose.REGISTRATION]: "registration",
-  [CodePurpose.RECOVERY]: "recovery",
-};
-const purposeProto = Object.fromEntries(Object.entries(purposeOf).map(([k, v]) => [v, Number(k)])) as Record<string, CodePurpose>;
 const statusProto: Record<MailStatus, CourierMessageStatus> = {
   queued: CourierMessageStatus.QUEUED,
   sent: CourierMessageStatus.SENT,

@@ -3,6 +3,7 @@
 import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
+  CodePurpose,
   IdentitySchema,
   IdentityState as IdentityStateProto,
   OrganizationSchema,
@@ -13,6 +14,18 @@ import {
 } from "../../gen/codegate/v1/types_pb.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
+import type { Purpose } from "../domain/purpose.ts";
+
+export const purposeOf: Partial<Record<CodePurpose, Purpose>> = {
+  [CodePurpose.LOGIN]: "login",
+  [CodePurpose.REGISTRATION]: "registration",
+  [CodePurpose.RECOVERY]: "recovery",
+};
+export const purposeProto: Readonly<Record<string, CodePurpose | undefined>> = {
+  login: CodePurpose.LOGIN,
+  registration: CodePurpose.REGISTRATION,
+  recovery: CodePurpose.RECOVERY,
+};
 
 const stateToProto: Record<IdentityState, IdentityStateProto> = {
   pending: IdentityStateProto.PENDING,

@@ -1,5 +1,7 @@
 // Clients as real callers use them: grpc-js (internal services) and HTTP/1.1
-// JSON POSTs in the Connect protocol (curl, browsers).
+// JSON POSTs in the Connect protocol (curl), for the tests that check what
+// those callers see on the wire. Everywhere else the tests call the server
+// through the client package, @codegate/client (clients/ts).
 import { fromBinary, toBinary, type DescMessage, type MessageInitShape, type MessageShape, create } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import * as grpc from "@grpc/grpc-js";

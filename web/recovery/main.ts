@@ -1,17 +1,13 @@
 // The recovery page in the browser: sends the code the user types, with the flow
 // id of the administrator's link, to RecoveryService.VerifyRecoveryCode over
-// Connect JSON, and says what happened. The server renders the page (and the
-// message for a link without a flow); this only drives the form.
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-web";
-import { RecoveryService } from "../../gen/codegate/v1/recovery_pb.ts";
+// Connect JSON (the client package, clients/ts), and says what happened. The
+// server renders the page (and the message for a link without a flow); this only
+// drives the form.
+import { Code, codegateError, createCodegateWebClients, type CodegateError } from "@codegate/client/web";
 
 const MAX_CODE_LENGTH = 64; // VerifyRecoveryCodeRequest.code max_len
 
-const client = createClient(
-  RecoveryService,
-  createConnectTransport({ baseUrl: location.origin, useBinaryFormat: false }),
-);
+const client = createCodegateWebClients({ baseUrl: location.origin, useBinaryFormat: false }).recovery;
 
 function byId<T extends HTMLElement>(id: string, type: { new (): T }): T | undefined {
   const el = document.getElementById(id);
@@ -74,7 +70,7 @@ if (form && input && button && status && done && doneHeading) {
       say("Your account is recovered.", "success");
       doneHeading.focus();
     } catch (err) {
-      fail(messageFor(ConnectError.from(err)));
+      fail(messageFor(codegateError(err)));
     } finally {
       busy = false;
       button.disabled = false;
@@ -86,7 +82,7 @@ if (form && input && button && status && done && doneHeading) {
   button.disabled = false;
 }
 
-function messageFor(err: ConnectError): string {
+function messageFor(err: CodegateError): string {
   switch (err.code) {
     case Code.Unauthenticated:
       return "That code did not work: it is wrong, expired or already used. Check it and try again, or ask your administrator for a new recovery code.";

@@ -153,9 +153,14 @@ function isQueryable(field: DescField): boolean {
   return field.fieldKind === "list" && field.listKind !== "message";
 }
 
-/** Protobuf JSON takes numbers, enums and bytes as strings too; only bools need converting. */
+/**
+ * Protobuf JSON takes numbers and bytes as strings too, and enums by name; bools
+ * and enums by number (`purpose=1`, as gRPC transcoding allows) need converting.
+ */
 function queryValue(field: DescField, value: string): JsonValue {
   const isBool = (field.fieldKind === "scalar" || (field.fieldKind === "list" && field.listKind === "scalar")) && field.scalar === ScalarType.BOOL;
   if (isBool && (value === "true" || value === "false")) return value === "true";
+  const isEnum = field.fieldKind === "enum" || (field.fieldKind === "list" && field.listKind === "enum");
+  if (isEnum && /^-?[0-9]{1,10}$/.test(value)) return Number(value);
   return value;
 }
