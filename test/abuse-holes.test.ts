@@ -273,6 +273,8 @@ describe("every public call", () => {
         seen.push([...recorded]);
       }
       expect(seen[0].length, path).toBeGreaterThan(0);
+      // A send is one statement, and so is a verification by username.
+      expect(seen[0], path).toHaveLength(1);
       for (const [i, statements] of seen.entries()) expect(statements, `${path} for ${usernames[i]}`).toEqual(seen[0]);
     }
     // Register: for a new username (a new pending identity), a pending, an active and a disabled one.

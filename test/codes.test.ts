@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { randomString } from "../src/rules/codes/random.ts";
+import { rowCodeHash } from "../src/rules/codes/hash.ts";
 import { parseKeyRing } from "../src/config/secrets.ts";
 import { seal, unseal } from "../src/rules/mail/seal.ts";
 import { decodeMail } from "../src/rules/mail/payload.ts";
@@ -56,8 +57,8 @@ describe("key rotation", () => {
     fx.close();
     // Issue directly through the engine to hold the codes without a mail server.
     const orgRow = (await before.app.orgs.resolve(org.id, ""))!;
-    const oldCode = await before.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id }, requiredState: "active" });
-    const bobCode = await before.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: bob.id }, requiredState: "active" });
+    const oldCode = await before.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id, username: alice.username }, requiredState: "active" });
+    const bobCode = await before.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: bob.id, username: bob.username }, requiredState: "active" });
     await before.close();
     servers.pop();
 
@@ -67,7 +68,7 @@ describe("key rotation", () => {
       postJson(s.url, "/codegate.v1.LoginService/VerifyLoginCode", { username, orgId: org.id, code });
     expect((await verify(after, "alice@example.com", oldCode.code)).status).toBe(200);
     const orgAfter = (await after.app.orgs.resolve(org.id, ""))!;
-    const newCode = await after.app.codes.issue({ org: orgAfter, purpose: "login", target: { identityId: alice.id }, requiredState: "active" });
+    const newCode = await after.app.codes.issue({ org: orgAfter, purpose: "login", target: { identityId: alice.id, username: alice.username }, requiredState: "active" });
     const rows = await after.app.orm.em.getConnection().execute("select key_id from code where identity_id = ? and dead_at is null", [alice.id]);
     expect(rows[0].key_id).toBe("k2");
     await after.close();
@@ -170,5 +171,37 @@ describe("single use", () => {
       wins.push(outcomes.filter((o) => o.status === "fulfilled").length);
     }
     expect(wins).toEqual(Array(10).fill(1));
+  });
+
+  it("holds for a code written by the version before (hashed over its row id, verified in two statements), which still verifies once", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Upgraded");
+    const who = await fx.identity(org.id, "upgraded@example.com");
+    fx.close();
+    const key = s.app.secrets.codeKeys.current;
+    const legacy = async (code: string) => {
+      const id = randomUUID();
+      await s.app.orm.em.getConnection().execute(
+        `insert into code (org_id, id, identity_id, purpose, binding, code_hash, hash_input, key_id, created_at, expires_at, attempts, max_attempts)
+         values (?, ?, ?, 'login', '', ?, 1, ?, now(), now() + interval '10 minutes', 0, 5)`,
+        [org.id, id, who.id, rowCodeHash(key.key, id, code), key.id],
+      );
+    };
+    const verify = (code: string) => postJson(s.url, "/codegate.v1.LoginService/VerifyLoginCode", { username: "upgraded@example.com", orgId: org.id, code });
+    await legacy("314159");
+    expect((await verify("271828")).status).toBe(401);
+    expect((await verify("314159")).status).toBe(200);
+    expect((await verify("314159")).status).toBe(401);
+
+    await legacy("161803");
+    const resolved = (await s.app.orgs.resolve(org.id, ""))!;
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 30 }, () =>
+        s.app.codes.verify({ org: resolved, purpose: "login", target: { username: "upgraded@example.com" }, requiredState: "active", code: "161803" }),
+      ),
+    );
+    expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
   });
 });

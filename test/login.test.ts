@@ -4,7 +4,7 @@ import { createRemoteJWKSet, jwtVerify } from "jose";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { IdentityState } from "../gen/codegate/v1/types_pb.ts";
 import { ManualClock } from "../src/domain/clock.ts";
-import { codeHash } from "../src/rules/codes/hash.ts";
+import { ownerCodeHash } from "../src/rules/codes/hash.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
 import { grpcClient, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -157,7 +157,8 @@ describe("sending", () => {
     const codes = smtp.mailsTo("burst@example.com").map(codeFrom);
     codes.forEach((c) => secretsSeen.add(c));
     const key = server.app.secrets.codeKeys.byId.get(live[0].key_id)!;
-    const matching = codes.filter((c) => codeHash(key, live[0].id, c).equals(Buffer.from(live[0].code_hash)));
+    const owner = { orgId, usernameNormalized: "burst@example.com", purpose: "login", binding: "" };
+    const matching = codes.filter((c) => ownerCodeHash(key, owner, c).equals(Buffer.from(live[0].code_hash)));
     expect(matching.length).toBeGreaterThanOrEqual(1);
     expect((await verify("burst@example.com", matching[0])).status).toBe(200);
   });

@@ -100,7 +100,7 @@ describe("hot-path statements", () => {
     });
     // An admin recovery link, verified by its flow id.
     const [{ id: identityId }] = (await client.query(`select id from identity where username_normalized = 'user4@example.com'`)).rows;
-    const link = await engine.issue({ org, purpose: "recovery", target: { identityId }, requiredState: "active", adminIssued: true });
+    const link = await engine.issue({ org, purpose: "recovery", target: { identityId, username: "user4@example.com" }, requiredState: "active", adminIssued: true });
     await expect(engine.verify({ purpose: "recovery", target: { flowId: link.id }, requiredState: "active", code: link.code })).resolves.toMatchObject({ id: identityId });
 
     expect(texts.size).toBeGreaterThanOrEqual(6);

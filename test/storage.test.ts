@@ -1,6 +1,6 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startApp } from "../src/server/app.ts";
@@ -61,6 +61,27 @@ describe("the embedded default", () => {
     const got = await postJson(second.url, "/codegate.v1.AdminService/GetOrganization", { orgId: created.body.organization.id }, bearer(token));
     expect(got.status).toBe(200);
     expect(got.body.organization.name).toBe("Embedded");
+
+    // A login round trip on PGlite: the send's statement, the courier's (.eml files), the verification's.
+    const orgId = created.body.organization.id;
+    const identity = await postJson(second.url, "/codegate.v1.AdminService/CreateIdentity", { orgId, username: "embedded@example.com", skipRegistrationCode: true }, bearer(token));
+    expect(identity.status).toBe(200);
+    const activated = await postJson(second.url, "/codegate.v1.AdminService/SetIdentityState", { identityId: identity.body.identity.id, state: "IDENTITY_STATE_ACTIVE" }, bearer(token));
+    expect(activated.status).toBe(200);
+    expect((await postJson(second.url, "/codegate.v1.LoginService/SendLoginCode", { orgId, username: "embedded@example.com" })).status).toBe(200);
+    const mailDir = join(dataDir, "mail");
+    const eml = await vi.waitFor(
+      () => {
+        const files = existsSync(mailDir) ? readdirSync(mailDir).filter((f) => f.endsWith(".eml")) : [];
+        expect(files).toHaveLength(1);
+        return readFileSync(join(mailDir, files[0]), "utf8");
+      },
+      { timeout: 10_000, interval: 20 },
+    );
+    const code = /^ {4}(\S+)\r?$/m.exec(eml)![1];
+    const verify = () => postJson(second.url, "/codegate.v1.LoginService/VerifyLoginCode", { orgId, username: "embedded@example.com", code });
+    expect((await verify()).status).toBe(200);
+    expect((await verify()).status).toBe(401);
     await second.close();
   });
 });

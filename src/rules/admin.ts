@@ -65,7 +65,7 @@ export async function createRecoveryCode(deps: AdminDeps, identityId: string, li
   if (identity.state !== "active") throw new FailedPrecondition(`identity ${identity.id} is ${identity.state}; only an active identity can recover`);
   const org = await deps.orgs.resolve(identity.orgId, "");
   if (!org) throw new NotFound(`organization ${identity.orgId}`);
-  const issued = await deps.codes.issue({ org, purpose: "recovery", target: { identityId: identity.id }, requiredState: "active", lifespanMs: lifespan, adminIssued: true });
+  const issued = await deps.codes.issue({ org, purpose: "recovery", target: { identityId: identity.id, username: identity.username }, requiredState: "active", lifespanMs: lifespan, adminIssued: true });
   if (!issued.written) throw new NotFound(`identity ${identity.id}`);
   return { code: issued.code, expiresAt: issued.expiresAt, link: `${deps.config.publicUrl}/recovery?flow=${issued.id}` };
 }

@@ -156,7 +156,7 @@ export async function createPendingIdentity(deps: FlowDeps, org: Org, username: 
   const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null };
   const created = await deps.sql.transaction(async (tx) => {
     if (!(await insertPendingIdentity(tx, identity))) return false;
-    if (sendCode) await deps.codes.issue({ org, purpose: "registration", target: { identityId: identity.id }, requiredState: "pending", mail: "registration" }, tx);
+    if (sendCode) await deps.codes.issue({ org, purpose: "registration", target: { identityId: identity.id, username: identity.username }, requiredState: "pending", mail: "registration" }, tx);
     return true;
   });
   if (!created) throw new AlreadyExists("username", `username: ${username} already exists in organization ${org.id}`);

@@ -1,6 +1,6 @@
 // The statements of codes: issuing (with the mail or notice and the limits of the
-// send, in one statement), the attempt of a verification and what settles it,
-// and invalidation. Hand-tuned SQL on the hot paths, each behind a function that
+// send, in one statement), verifying by username (in one statement), the attempt
+// of a verification by flow id and what settles it, and invalidation. Hand-tuned SQL on the hot paths, each behind a function that
 // takes a typed object; the rules for codes are in rules/codes/engine.ts.
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Purpose } from "../domain/purpose.ts";
@@ -24,6 +24,8 @@ export interface NewCode {
   id: string;
   purpose: Purpose;
   hash: Buffer;
+  /** What the hash was taken over besides the code: 1, the row id; 2, the code's owner (rules/codes/hash.ts). */
+  hashInput: 1 | 2;
   keyId: string;
   now: Date;
   expiresAt: Date;
@@ -94,19 +96,19 @@ select (select count(*) from issued)::int as issued,
 
 // One live code per identity, purpose and binding: a new one takes its place.
 const UNBOUND_INSERT = `issued as (
-  insert into code (org_id, id, identity_id, purpose, binding, code_hash, key_id, created_at, expires_at, attempts, max_attempts)
-  select org_id, $4::uuid, id, $5, $17, $6, $7, $8, $9, 0, $10 from ident
+  insert into code (org_id, id, identity_id, purpose, binding, code_hash, hash_input, key_id, created_at, expires_at, attempts, max_attempts)
+  select org_id, $4::uuid, id, $5, $17, $6, $27::smallint, $7, $8, $9, 0, $10 from ident
   where $18::int > 0 -- (the slots of bound codes: always true, named so that every parameter has a type)
   on conflict (org_id, identity_id, purpose, binding) where dead_at is null do update set
-    id = excluded.id, code_hash = excluded.code_hash, key_id = excluded.key_id, created_at = excluded.created_at,
-    expires_at = excluded.expires_at, attempts = 0, max_attempts = excluded.max_attempts
+    id = excluded.id, code_hash = excluded.code_hash, hash_input = excluded.hash_input, key_id = excluded.key_id,
+    created_at = excluded.created_at, expires_at = excluded.expires_at, attempts = 0, max_attempts = excluded.max_attempts
   returning identity_id
 )`;
 
 // A flow's new send replaces its own code; another flow's code takes a free
 // slot, or the slot of an expired code; with none free nothing is issued.
 const BOUND_INSERT = `same as (
-  update code c set id = $4::uuid, code_hash = $6, key_id = $7, created_at = $8, expires_at = $9, attempts = 0, max_attempts = $10
+  update code c set id = $4::uuid, code_hash = $6, hash_input = $27::smallint, key_id = $7, created_at = $8, expires_at = $9, attempts = 0, max_attempts = $10
   from ident i
   where c.org_id = i.org_id and c.identity_id = i.id and c.purpose = $5 and c.binding = $17 and c.dead_at is null
   returning c.identity_id
@@ -117,10 +119,10 @@ const BOUND_INSERT = `same as (
                     and c.slot = s.slot and c.dead_at is null and c.expires_at > $8)
   order by s.slot limit 1
 ), inserted as (
-  insert into code (org_id, id, identity_id, purpose, binding, slot, code_hash, key_id, created_at, expires_at, attempts, max_attempts)
-  select i.org_id, $4::uuid, i.id, $5, $17, f.slot, $6, $7, $8, $9, 0, $10 from ident i, free f
+  insert into code (org_id, id, identity_id, purpose, binding, slot, code_hash, hash_input, key_id, created_at, expires_at, attempts, max_attempts)
+  select i.org_id, $4::uuid, i.id, $5, $17, f.slot, $6, $27::smallint, $7, $8, $9, 0, $10 from ident i, free f
   on conflict (org_id, identity_id, purpose, slot) where dead_at is null and slot is not null do update set
-    id = excluded.id, binding = excluded.binding, code_hash = excluded.code_hash, key_id = excluded.key_id,
+    id = excluded.id, binding = excluded.binding, code_hash = excluded.code_hash, hash_input = excluded.hash_input, key_id = excluded.key_id,
     created_at = excluded.created_at, expires_at = excluded.expires_at, attempts = 0, max_attempts = excluded.max_attempts
     where code.expires_at <= $8
   returning identity_id
@@ -164,6 +166,7 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
         code.notice?.subject ?? "",
         code.notice?.body ?? null,
         code.notice?.when ?? "",
+        code.hashInput,
       ],
       signal,
     );
@@ -332,6 +335,144 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
     createdAt: new Date(row.created_at),
     registeredAt: row.registered_at ? new Date(row.registered_at) : null,
   };
+}
+
+// A verification by username, in one statement: the live code of the username,
+// purpose and binding is found, its attempt counted and, when the guess's hash
+// under the row's key ($9, one per key of $10, hex) is its own, consumed (activating a pending identity
+// for registration), or killed on its last wrong attempt; the failure windows
+// are counted; a live row hashed over its id (written before hash_input 2, see
+// rules/codes/hash.ts) is only reported, for the two-statement path.
+//
+// Counts the attempt in the same update that compares, so that concurrent
+// guesses can never exceed the limit, and a concurrent consume that committed
+// first is seen by the re-check of "dead_at is null": a code is consumed once.
+// A client address over its limit of wrong codes gets no attempt at all
+// (blocked_until says till when); a username over its limit only gets the first
+// attempt of a fresh code. Only a consume waits for the disk: it is what a
+// code's single use rests on; a failure's flush would tell a live code from none.
+const VERIFY_SQL = `
+with address_blocked as (
+  select max(w.end_at) as until
+  from jsonb_to_recordset($7::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
+  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max
+), username_over as (
+  select max(w.end_at) as until
+  from jsonb_to_recordset($8::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
+  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max
+), owner as (
+  select id from identity where org_id = $1 and username_normalized = $2 and state = $4
+), guess as (
+  select k.key_id, decode(k.hash, 'hex') as hash from unnest($10::text[], $9::text[]) as k(key_id, hash)
+), attempted as (
+  -- The guess is compared with the row being updated (after a re-check, the row as
+  -- a concurrent send left it), never with an earlier version of it.
+  update code c set
+    attempts = c.attempts + 1,
+    consumed_at = case when exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash) then $5::timestamptz end,
+    dead_at = case when exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash)
+                     or c.attempts + 1 >= c.max_attempts then $5::timestamptz end
+  where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6 and c.dead_at is null
+    and c.hash_input = 2
+    and c.expires_at > $5 and c.attempts < c.max_attempts
+    and ((select until from username_over) is null or c.attempts = 0)
+    and (select until from address_blocked) is null
+  returning c.identity_id, c.consumed_at is not null as consumed, c.dead_at is not null as dead
+), consumed as (
+  select identity_id from attempted where consumed
+), counted as (
+  insert into rate_limit (org_id, key, window_start, hits, expires_at)
+  select $1, w.key, w.start, 1, w.end_at
+  from (select * from jsonb_to_recordset($7::jsonb) as a(key text, start timestamptz, end_at timestamptz)
+        union all
+        select * from jsonb_to_recordset($8::jsonb) as u(key text, start timestamptz, end_at timestamptz)
+        where exists (select 1 from attempted)) as w
+  where (select until from address_blocked) is null and not exists (select 1 from consumed)
+  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + 1
+  returning 1
+), activated as (
+  update identity set state = 'active', registered_at = $5
+  where org_id = $1 and id = (select identity_id from consumed) and $11::boolean and state = 'pending'
+  returning id
+), durability as (
+  select set_config('synchronous_commit', case when exists (select 1 from consumed) then 'on' else 'off' end, true)
+)
+select (select until from address_blocked) as blocked_until,
+  (select count(*) from counted)::int as counted,
+  exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
+          and c.dead_at is null and c.hash_input = 1) as by_row_id,
+  a.dead, a.consumed is not null as attempted,
+  i.org_id, i.id, i.username, i.created_at,
+  case when exists (select 1 from activated) then 'active' else i.state end as state,
+  case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
+from (select 1 from durability) as one
+left join attempted a on true
+left join identity i on a.consumed and i.org_id = $1 and i.id = a.identity_id`;
+
+export interface OwnerVerification {
+  orgId: string;
+  usernameNormalized: string;
+  purpose: Purpose;
+  /** Only an identity in this state. */
+  requiredState: IdentityState;
+  /** The binding as stored ('' for none). */
+  binding: string;
+  /** The guess hashed under each key a row may name (rules/codes/hash.ts ownerCodeHashes). */
+  guess: { keyIds: readonly string[]; hashes: readonly Buffer[] };
+  now: Date;
+  /** Make a pending identity active when its code is consumed (registration). */
+  activate: boolean;
+  /** Wrong codes per client address: over, no attempt at all; counted for every failure. */
+  addressWindows: readonly Window[];
+  /** Wrong codes per username: over, a code takes only its first attempt; counted when a live code took the guess. */
+  usernameWindows: readonly Window[];
+}
+
+export type OwnerVerdict =
+  /** The client address is over its limit: nothing was tried. */
+  | { kind: "blocked"; until: Date }
+  /** The code was consumed: its identity. */
+  | { kind: "consumed"; identity: Identity }
+  /** No live code took the guess, or a wrong one did (`killed` when that was its last attempt). */
+  | { kind: "failed"; attempted: boolean; killed: boolean }
+  /** The live code is hashed over its row id: to be verified in two statements (attemptCode, settleAttempt). */
+  | { kind: "by-row-id" };
+
+/** Verifies a guess for a username's live code in one statement (see VERIFY_SQL). */
+export async function verifyByOwner(sql: Sql, v: OwnerVerification, signal?: AbortSignal): Promise<OwnerVerdict> {
+  const [row] = await sql.query(
+    VERIFY_SQL,
+    [
+      v.orgId,
+      v.usernameNormalized,
+      v.purpose,
+      v.requiredState,
+      v.now,
+      v.binding,
+      windowsJson(v.addressWindows),
+      windowsJson(v.usernameWindows),
+      v.guess.hashes.map((h) => h.toString("hex")),
+      v.guess.keyIds,
+      v.activate,
+    ],
+    signal,
+  );
+  if (row.blocked_until) return { kind: "blocked", until: new Date(row.blocked_until) };
+  if (row.id) {
+    return {
+      kind: "consumed",
+      identity: {
+        id: row.id,
+        orgId: row.org_id,
+        username: row.username,
+        state: row.state,
+        createdAt: new Date(row.created_at),
+        registeredAt: row.registered_at ? new Date(row.registered_at) : null,
+      },
+    };
+  }
+  if (!row.attempted && row.by_row_id) return { kind: "by-row-id" };
+  return { kind: "failed", attempted: row.attempted === true, killed: row.dead === true };
 }
 
 /** Kills the live codes of an identity (of one purpose, or all); answers how many. */

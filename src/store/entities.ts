@@ -50,6 +50,8 @@ export const CodeEntity = defineEntity({
     slot: p.smallint().nullable(),
     /** HMAC-SHA-256 of the code under the key named by keyId; never the code. */
     codeHash: p.type("blob"),
+    /** What the hash was taken over besides the code: 1, the row id; 2, the organization, username, purpose and binding. */
+    hashInput: p.smallint().default(1),
     keyId: p.text(),
     createdAt: p.datetime(),
     expiresAt: p.datetime(),

@@ -31,20 +31,23 @@ import { InvalidCode, RateLimited } from "../../domain/errors.ts";
 import { normalizeUsername, type Identity, type IdentityState } from "../../domain/identity.ts";
 import type { Org } from "../../domain/organization.ts";
 import type { Purpose } from "../../domain/purpose.ts";
-import { windows, type LimitedKey } from "../../domain/rate-limits.ts";
-import { attemptCode, invalidateCodes, issueCode, settleAttempt, type SealedMail } from "../../store/codes.ts";
+import { windows, type LimitedKey, type Window } from "../../domain/rate-limits.ts";
+import { attemptCode, invalidateCodes, issueCode, settleAttempt, verifyByOwner, type SealedMail } from "../../store/codes.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CodeEvents } from "../events.ts";
 import { buildMessage } from "../mail/mime.ts";
 import { encodeMail } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
 import { renderMail, type MailContent, type MailKind } from "../mail/templates.ts";
-import { codeHash, codeMatches } from "./hash.ts";
+import { ownerCodeHash, ownerCodeHashes, rowCodeHash, rowCodeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
 import { randomString } from "./random.ts";
 
-/** Who a code is for: a username as typed (public calls) or an identity id (admin calls). */
-export type IssueTarget = { username: string } | { identityId: string };
+/**
+ * Who a code is for: a username as typed (public calls), or an identity by id
+ * (admin calls) with its username, over which the code is hashed.
+ */
+export type IssueTarget = { username: string } | { identityId: string; username: string };
 /** A username as typed, or the flow id of an admin recovery link (with, optionally, the username it must belong to). */
 export type VerifyTarget = { username: string } | { flowId: string; username?: string };
 
@@ -142,7 +145,12 @@ export class CodeEngine {
     const expiresAt = new Date(now.getTime() + lifespanMs);
     const key = this.secrets.codeKeys.current;
     const from = this.sender(req.org);
-    const username = "username" in req.target ? req.target.username.trim() : "";
+    const username = req.target.username.trim();
+    const binding = req.adminIssued ? ADMIN : req.binding ? storedBinding(req.binding) : UNBOUND;
+    // An administrator's code is verified by its flow id, before its owner is known: hashed over its id.
+    const hash = req.adminIssued
+      ? rowCodeHash(key.key, id, code)
+      : ownerCodeHash(key.key, { orgId: req.org.id, usernameNormalized: normalizeUsername(username), purpose: req.purpose, binding }, code);
     const mail = req.mail ? this.sealed(randomUUIDv7(), now, renderMail(req.mail, { orgName: req.org.name, code, lifespanMs }), from) : undefined;
     // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
     const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, renderMail(req.notice.kind, { orgName: req.org.name }), from), when: req.notice.when } : undefined;
@@ -150,16 +158,17 @@ export class CodeEngine {
       sql,
       {
         orgId: req.org.id,
-        target: "username" in req.target ? { usernameNormalized: normalizeUsername(username), username } : { identityId: req.target.identityId },
+        target: "identityId" in req.target ? { identityId: req.target.identityId } : { usernameNormalized: normalizeUsername(username), username },
         requiredState: req.requiredState,
         id,
         purpose: req.purpose,
-        hash: codeHash(key.key, id, code),
+        hash,
+        hashInput: req.adminIssued ? 1 : 2,
         keyId: key.id,
         now,
         expiresAt,
         maxAttempts: policy.maxAttempts,
-        binding: req.adminIssued ? ADMIN : req.binding ? storedBinding(req.binding) : UNBOUND,
+        binding,
         slots: this.config.boundCodesPerIdentity,
         limits: windows(req.limits ?? [], now.getTime()),
         mail,
@@ -184,9 +193,48 @@ export class CodeEngine {
     const now = this.clock.now();
     const target = req.target;
     if (!("flowId" in target) && !req.org) throw new InvalidCode();
-    const orgId = req.org?.id ?? "";
     const addressWindows = windows(req.addressLimits ?? [], now.getTime());
     const usernameWindows = windows(req.failureLimits ?? [], now.getTime());
+    if ("flowId" in target) return this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+    const org = req.org!;
+    const owner = { orgId: org.id, usernameNormalized: normalizeUsername(target.username), purpose: req.purpose, binding: req.binding ? storedBinding(req.binding) : UNBOUND };
+    const verdict = await verifyByOwner(
+      this.sql,
+      {
+        ...owner,
+        requiredState: req.requiredState,
+        guess: ownerCodeHashes(this.secrets.codeKeys, owner, req.code),
+        now,
+        activate: req.activate === true,
+        addressWindows,
+        usernameWindows,
+      },
+      req.signal,
+    );
+    switch (verdict.kind) {
+      case "blocked":
+        throw new RateLimited(Math.max(1, verdict.until.getTime() - now.getTime()));
+      case "consumed":
+        this.events.verified(req.purpose);
+        return verdict.identity;
+      case "failed":
+        if (verdict.killed) this.events.locked(req.purpose);
+        this.events.failed(req.purpose);
+        throw new InvalidCode();
+      case "by-row-id":
+        // A code written before codes were hashed over their owner: until such codes have expired.
+        return this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+    }
+  }
+
+  /**
+   * The attempt, the comparison here, and the settling statement: for an
+   * administrator's code (named by its flow id, hashed over its row id), and a
+   * live code hashed over its row id by an earlier version.
+   */
+  private async verifyInTwoStatements(req: VerifyRequest, now: Date, addressWindows: Window[], usernameWindows: Window[]): Promise<Identity> {
+    const target = req.target;
+    const orgId = req.org?.id ?? "";
     const attempt = await attemptCode(
       this.sql,
       {
@@ -208,7 +256,7 @@ export class CodeEngine {
     const live = attempt.code;
     let outcome: "consume" | "kill" | "fail" | "none" = "none";
     if (live) {
-      const right = codeMatches(this.secrets.codeKeys, live.keyId, live.id, req.code, live.hash);
+      const right = rowCodeMatches(this.secrets.codeKeys, live.keyId, live.id, req.code, live.hash);
       outcome = right ? "consume" : live.attempts >= live.maxAttempts ? "kill" : "fail";
     }
     // A wrong code counts against the client address always, against the username only when a live code took the guess.
