@@ -1,9 +1,11 @@
 // The command line: `serve` (default), `migrate`, `admin-token create|revoke`.
 import { createAdminToken, revokeAdminToken } from "./rules/admin-tokens.ts";
-import { loadConfig } from "./config/config.ts";
+import { loadConfig, type Config } from "./config/config.ts";
 import { ConfigError } from "./config/env.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
+import cluster from "node:cluster";
 import { startApp, type App } from "./server/app.ts";
+import { reportMetricsToPrimary, runPrimary, workerChannel, workerRole } from "./server/cluster.ts";
 import type { Metrics } from "./server/ops/metrics.ts";
 import { guardProcess } from "./server/process-guard.ts";
 import { runCourierWorker } from "./server/worker.ts";
@@ -12,7 +14,7 @@ import { prune } from "./store/retention.ts";
 import { sqlOf } from "./store/sql.ts";
 
 const usage = `usage: codegate [serve | courier | migrate | prune | admin-token create [name] | admin-token revoke <id>]
-  serve     the API (and the courier unless COURIER_ENABLED=false)
+  serve     the API (and the courier unless COURIER_ENABLED=false), in WORKERS processes
   courier   the mail courier alone; run as many as needed
   migrate   apply the database migrations
   prune     delete dead codes, sent mail metadata and ended rate-limit windows now`;
@@ -52,7 +54,7 @@ async function main(args: string[]): Promise<number> {
       const { crashed } = guard(log, () => metrics);
       let failed = false;
       const stopped = Promise.race([stopSignal(log), crashed.then(() => void (failed = true))]);
-      await runCourierWorker(config, log, stopped, (m) => (metrics = m));
+      await runCourierWorker(config, log, stopped, { onMetrics: (m) => (metrics = m) });
       log.info("stopped");
       return failed ? 1 : 0;
     }
@@ -101,6 +103,59 @@ async function main(args: string[]): Promise<number> {
 }
 
 async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
+  const role = workerRole();
+  if (role === "api") return serveApiWorker(config);
+  if (role === "courier") return serveCourierWorker(config);
+  if (config.workers > 1) return servePrimary(config);
+  return serveAlone(config);
+}
+
+/** `serve` with WORKERS > 1: the primary of server/cluster.ts. */
+async function servePrimary(config: Config): Promise<number> {
+  const log = createLogger(config.logLevel).child({ role: "primary" });
+  const { crashed } = guard(log, () => undefined);
+  let failed = false;
+  const stopped = Promise.race([stopSignal(log), crashed.then(() => void (failed = true))]);
+  const { code } = await runPrimary(config, log, stopped);
+  log.info("stopped");
+  return failed ? 1 : code;
+}
+
+/** An API worker of `serve`: the API without the courier, its metrics summed by the primary. */
+async function serveApiWorker(config: Config): Promise<number> {
+  const log = createLogger(config.logLevel).child({ role: "api", worker: cluster.worker!.id });
+  let app: App | undefined;
+  const { crashed } = guard(log, () => app?.metrics);
+  app = await startApp({ ...config, courier: { ...config.courier, enabled: false } }, { log, worker: true, retention: !config.courier.enabled });
+  reportMetricsToPrimary(app.metrics.registry);
+  const { stopped } = workerChannel({ port: app.port, readiness: () => app!.health.readiness() });
+  const failed = await Promise.race([stopped.then(() => false), stopSignal(log).then(() => false), crashed.then(() => true)]);
+  await app.close();
+  log.info("stopped");
+  return failed ? 1 : 0;
+}
+
+/** The courier worker of `serve`. */
+async function serveCourierWorker(config: Config): Promise<number> {
+  const log = createLogger(config.logLevel).child({ role: "courier", worker: cluster.worker!.id });
+  let metrics: Metrics | undefined;
+  const { crashed } = guard(log, () => metrics);
+  let failed = false;
+  const { stopped } = workerChannel({});
+  const stop = Promise.race([stopped, stopSignal(log), crashed.then(() => void (failed = true))]);
+  await runCourierWorker(config, log, stop, {
+    worker: true,
+    onMetrics: (m) => {
+      metrics = m;
+      reportMetricsToPrimary(m.registry);
+    },
+  });
+  log.info("stopped");
+  return failed ? 1 : 0;
+}
+
+/** `serve` in one process: the API, the courier and the operations listener. */
+async function serveAlone(config: Config): Promise<number> {
   const log = createLogger(config.logLevel);
   let app: App | undefined;
   const { crashed } = guard(log, () => app?.metrics);

@@ -70,7 +70,7 @@ describe("operations endpoints", () => {
       expect((await fetch(server.url + path)).status, path).toBe(404);
       expect((await fetch(server.app.opsUrl + path)).status, path).toBe(200);
     }
-    expect(new URL(server.app.opsUrl).hostname).toBe("127.0.0.1");
+    expect(new URL(server.app.opsUrl!).hostname).toBe("127.0.0.1");
     expect(loadConfig({}).opsHost).toBe("127.0.0.1");
     // The counter that rises only for a known username is on the operations listener only.
     expect(await (await fetch(server.app.opsUrl + "/metrics")).text()).toContain("codegate_codes_issued_total");

@@ -55,13 +55,13 @@ async function waitHealthy(url: string, child: ChildProcess): Promise<void> {
 }
 
 describe("processes", () => {
-  it("serve exits 0 on SIGTERM under load; every answered send is kept and no claimed mail stays stuck; a courier worker delivers the rest", async () => {
+  it("serve (two API workers and a courier worker) exits 0 on SIGTERM under load; every answered send is kept and no claimed mail stays stuck; a courier worker delivers the rest", async () => {
     const smtp = await SmtpSink.create();
     cleanups.push(() => smtp.stop());
     const databaseUrl = await freshDatabase();
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const serverEnv = baseEnv(databaseUrl, { PORT: String(port), SMTP_URL: smtp.url, SHUTDOWN_GRACE: "5s" });
+    const serverEnv = baseEnv(databaseUrl, { PORT: String(port), SMTP_URL: smtp.url, SHUTDOWN_GRACE: "5s", WORKERS: "2" });
     const server = start("serve", serverEnv);
     await waitHealthy(url, server.child);
     const fx = adminFixtures(url);

@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import { oneIn, worstDailyGuessChance } from "../domain/guess-chance.ts";
 import type { CodePolicy, Limit } from "../domain/policy.ts";
@@ -26,6 +27,12 @@ export interface Config {
   dataDir: string;
   /** PostgreSQL; PGlite in dataDir when unset. */
   databaseUrl: string | undefined;
+  /**
+   * API worker processes of `serve`, sharing its port, beside one courier worker;
+   * 1: one process serving and delivering. Several need DATABASE_URL (PGlite
+   * serves one process).
+   */
+  workers: number;
   dbPoolSize: number;
   /** SMTP server; mails go to .eml files in dataDir/mail when unset. */
   smtpUrl: URL | undefined;
@@ -160,6 +167,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     publicUrl,
     dataDir: resolve(r.string("DATA_DIR", "./data")),
     databaseUrl,
+    workers: r.int("WORKERS", databaseUrl ? availableParallelism() : 1, 1, 256),
     dbPoolSize: r.int("DATABASE_POOL_SIZE", 10, 1, 200),
     smtpUrl: r.url("SMTP_URL", ["smtp:", "smtps:"]),
     mailFrom: r.address("MAIL_FROM", "no-reply@codegate.localhost"),
@@ -224,6 +232,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         `${guess.sendsPerDay} codes per purpose and ${guess.failuresPerDay} wrong guesses per username a day at most ` +
         `(RATE_LIMIT_SEND_PER_USERNAME, RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME); lengthen the codes (CODE_<PURPOSE>_LENGTH), widen their alphabets, or tighten those limits`,
     );
+  }
+  if (config.workers > 1 && !config.databaseUrl) {
+    r.problem(`WORKERS=${config.workers}: the embedded database (PGlite) serves one process; set DATABASE_URL to run several workers`);
   }
   const adminToken = config.secretsEnv.adminToken;
   if (adminToken !== undefined && weakToken(adminToken)) {

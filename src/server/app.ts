@@ -17,7 +17,7 @@ import { OrgDirectory } from "../rules/organizations.ts";
 import { startRetention } from "../rules/retention.ts";
 import { ProofTokens } from "../rules/tokens.ts";
 import { apiServices, type ServiceDeps } from "../services/index.ts";
-import { openMigrated, type Orm } from "../store/orm.ts";
+import { openMigrated, openOrm, type Orm } from "../store/orm.ts";
 import { pendingMigrations, ping } from "../store/probes.ts";
 import { sqlOf, type Sql } from "../store/sql.ts";
 import type { CallBounds } from "./call.ts";
@@ -52,8 +52,8 @@ export interface App {
   /** http://host:port of the listening address. */
   url: string;
   port: number;
-  /** http://host:port of the operations listener (/metrics, /readyz). */
-  opsUrl: string;
+  /** http://host:port of the operations listener (/metrics, /readyz); undefined in a worker of `serve`, whose primary serves it. */
+  opsUrl: string | undefined;
   /** Set when this start created the first admin token (shown once). */
   firstAdminToken: string | undefined;
   /** gRPC health and /readyz; NOT_SERVING from the start of close(). */
@@ -67,12 +67,19 @@ export interface StartOptions {
   health?: HealthOptions;
   /** Wraps the statements of the hot paths, e.g. to trace or record them. */
   instrumentSql?: (sql: Sql) => Sql;
+  /**
+   * An API worker of `serve` (server/cluster.ts): the primary has run the
+   * migrations and serves the operations listener.
+   */
+  worker?: boolean;
+  /** Run the retention job (default); `serve`'s API workers leave it to the courier worker. */
+  retention?: boolean;
 }
 
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel);
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
-  const { orm, applied } = await openMigrated(config);
+  const { orm, applied } = opts.worker ? { orm: await openOrm(config), applied: [] } : await openMigrated(config);
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
   const clock = opts.clock ?? systemClock;
@@ -152,10 +159,12 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const port = (listener.server.address() as AddressInfo).port;
   const host = config.host === "0.0.0.0" || config.host === "::" ? "127.0.0.1" : config.host;
-  const opsListener = await startOpsListener(ops.httpRoutes, { host: config.opsHost, port: config.opsPort, headersTimeoutMs: config.headersTimeoutMs, log });
+  const opsListener = opts.worker
+    ? undefined
+    : await startOpsListener(ops.httpRoutes, { host: config.opsHost, port: config.opsPort, headersTimeoutMs: config.headersTimeoutMs, log });
   log.info(
-    { port, opsPort: opsListener.port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mail?.destination ?? "courier off" },
-    "listening",
+    { port, opsPort: opsListener?.port, database: config.databaseUrl ? "postgresql" : "pglite", mail: mail?.destination ?? "courier off" },
+    opts.worker ? "worker listening" : "listening",
   );
   const guess = worstDailyGuessChance({ policies: config.codes, ...config.rateLimits });
   log.info(
@@ -163,7 +172,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     `worst-case chance of guessing an account's code within a day: ${oneIn(guess.chance)} (MAX_GUESS_CHANCE ${oneIn(config.maxGuessChance)})`,
   );
   courier?.start();
-  const retention = startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
+  const retention = opts.retention === false ? undefined : startRetention({ sql, clock, log, keepMs: config.retention.keepMs, intervalMs: config.retention.intervalMs });
 
   return {
     config,
@@ -176,7 +185,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     orgs,
     url: `http://${host}:${port}`,
     port,
-    opsUrl: opsListener.url,
+    opsUrl: opsListener?.url,
     firstAdminToken,
     courier,
     health: ops.health,
@@ -186,11 +195,11 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await ops.health.beginShutdown();
       pipeline.endStreams();
       await listener.close(config.shutdownGraceMs);
-      await opsListener.close();
+      await opsListener?.close();
       shutdown.abort();
       // The courier finishes (or gives back) the batch in hand.
       await mail?.stop();
-      await retention.stop();
+      await retention?.stop();
       await orm.close();
     },
   };

@@ -37,6 +37,9 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
       OPS_PORT: "0",
       DATA_DIR: dataDir,
       DATABASE_URL: databaseUrl,
+      // One process unless a test asks for more: the hostile tests count per
+      // process (MAX_CONNECTIONS, MAX_STREAMS), and test/cluster.test.ts runs WORKERS=2.
+      WORKERS: "1",
       ADMIN_TOKEN,
       LOG_LEVEL: "info",
       ...DEPLOYMENT_ENV,

@@ -114,6 +114,8 @@ export function createMetrics(sources: MetricsSources): Metrics {
     name: "codegate_courier_queue_depth",
     help: "Mails queued for sending (in every organization).",
     registers,
+    // Every worker of serve reads the same table: summed over them it would count each mail several times.
+    aggregator: "max",
     async collect() {
       this.set(await queue().then((q) => q.depth, () => NaN));
     },
@@ -122,6 +124,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
     name: "codegate_courier_oldest_queued_age_seconds",
     help: "Age of the oldest queued mail; 0 when the queue is empty.",
     registers,
+    aggregator: "max",
     async collect() {
       const age = await queue().then(
         (q) => (q.oldestQueuedAt ? Math.max(0, (sources.now().getTime() - q.oldestQueuedAt.getTime()) / 1000) : 0),

@@ -1,0 +1,129 @@
+// `serve` on every core (WORKERS, server/cluster.ts), as an operator runs it:
+// `node src/main.ts serve` with API workers sharing the port and a courier
+// worker, the primary's operations listener over all of them, a worker killed
+// and replaced, and a graceful stop that leaves no process behind.
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import { startServerProcess, type ServerProcess } from "./support/process.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+import { SmtpSink, codeFrom } from "./support/smtp.ts";
+
+const started: ServerProcess[] = [];
+const sinks: SmtpSink[] = [];
+afterAll(async () => {
+  for (const s of started) await s.stop();
+  for (const s of sinks) await s.stop();
+});
+
+/** One request on a connection of its own: the cluster hands connections, not requests, to workers. */
+function postOnNewConnection(url: string, path: string, body: unknown): Promise<{ status: number; body: any }> {
+  const payload = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = http.request(url + path, { method: "POST", agent: false, headers: { "content-type": "application/json", "content-length": payload.length } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c: Buffer) => chunks.push(c));
+      res.on("end", () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString("utf8") || "{}") }));
+    });
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+/** The processes `pid` forked, with the role each was given. */
+function workersOf(pid: number): { pid: number; role: string }[] {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  return children.map((child) => {
+    const environ = readFileSync(`/proc/${child}/environ`, "utf8").split("\0");
+    return { pid: child, role: environ.find((e) => e.startsWith("CODEGATE_WORKER="))?.slice("CODEGATE_WORKER=".length) ?? "" };
+  });
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const metric = (text: string, line: RegExp) => Number(text.split("\n").find((l) => line.test(l))?.split(" ").at(-1));
+
+describe("serve with WORKERS=2", () => {
+  it("serves from both API workers, delivers through the courier worker, and sums their metrics on the primary's operations listener", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    const server = await startServerProcess({ WORKERS: "2", SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms" });
+    started.push(server);
+    expect(workersOf(server.child.pid!).map((w) => w.role).sort()).toEqual(["api", "api", "courier"]);
+
+    const fx = adminFixtures(server.url);
+    const org = await fx.org("Clustered");
+    const users = Array.from({ length: 24 }, (_, i) => `clustered${i}@example.com`);
+    await Promise.all(users.map((u) => fx.identity(org.id, u)));
+    fx.close();
+    for (const u of users) expect((await postOnNewConnection(server.url, "/codegate.v1.LoginService/SendLoginCode", { username: u, orgId: org.id })).status).toBe(200);
+    // Both API workers answered some of the sends.
+    const servedBy = new Set(server.logs.filter((l) => l.msg === "rpc" && l.rpc === "LoginService/SendLoginCode").map((l) => l.worker));
+    expect(servedBy.size).toBe(2);
+
+    // The courier worker mails the codes; they verify on whichever worker takes the call.
+    await smtp.waitFor((m) => m.length >= users.length);
+    const code = codeFrom(smtp.mailsTo(users[0])[0]);
+    expect((await postOnNewConnection(server.url, "/codegate.v1.LoginService/VerifyLoginCode", { username: users[0], orgId: org.id, code })).status).toBe(200);
+
+    const metrics = await (await fetch(`${server.opsUrl}/metrics`)).text();
+    expect(metric(metrics, /^codegate_rpc_handled_total\{service="codegate.v1.LoginService",method="SendLoginCode",code="OK"\}/)).toBe(users.length);
+    expect(metric(metrics, /^codegate_codes_issued_total\{purpose="login"\}/)).toBe(users.length);
+    expect(metric(metrics, /^codegate_courier_sent_total\{purpose="login"\}/)).toBe(users.length);
+    expect(metric(metrics, /^codegate_worker_restarts_total\{role="api"\}/)).toBe(0);
+    const ready = await fetch(`${server.opsUrl}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: "ready", workers: 2 });
+  });
+
+  it("replaces a worker that dies, and keeps serving meanwhile", async () => {
+    const server = await startServerProcess({ WORKERS: "2" });
+    started.push(server);
+    const victim = workersOf(server.child.pid!).find((w) => w.role === "api")!;
+    process.kill(victim.pid, "SIGKILL");
+    await vi.waitFor(() => expect(server.logs.some((l) => l.msg === "worker died; starting another" && l.pid === victim.pid)).toBe(true), { timeout: 10_000 });
+    // Meanwhile the other worker answers every call.
+    for (let i = 0; i < 5; i++) expect((await postOnNewConnection(server.url, "/codegate.v1.LoginService/SendLoginCode", { username: "x@example.com", orgId: "or-aaaaa-aaaaa-aaaaaaaaaaaaaa" })).status).toBe(200);
+    await vi.waitFor(
+      async () => {
+        const workers = workersOf(server.child.pid!);
+        expect(workers.filter((w) => w.role === "api")).toHaveLength(2);
+        expect(workers.some((w) => w.pid === victim.pid)).toBe(false);
+        expect((await fetch(`${server.opsUrl}/readyz`)).status).toBe(200);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    const metrics = await (await fetch(`${server.opsUrl}/metrics`)).text();
+    expect(metric(metrics, /^codegate_worker_restarts_total\{role="api"\}/)).toBe(1);
+  });
+
+  it("stops every worker on SIGTERM and exits 0; a primary killed outright takes its workers with it", async () => {
+    const graceful = await startServerProcess({ WORKERS: "2" });
+    const workers = workersOf(graceful.child.pid!);
+    expect(workers).toHaveLength(3);
+    expect(await graceful.stop()).toBe(0);
+    for (const w of workers) expect(alive(w.pid), `${w.role} ${w.pid}`).toBe(false);
+
+    const killed = await startServerProcess({ WORKERS: "2" });
+    started.push(killed);
+    const orphans = workersOf(killed.child.pid!);
+    killed.child.kill("SIGKILL");
+    await killed.exited;
+    await vi.waitFor(() => {
+      for (const w of orphans) expect(alive(w.pid), `${w.role} ${w.pid}`).toBe(false);
+    }, { timeout: 20_000, interval: 100 });
+  });
+
+  it("is refused on the embedded database, which serves one process", async () => {
+    const { loadConfig } = await import("../src/config/config.ts");
+    expect(() => loadConfig({ WORKERS: "2" })).toThrow(/WORKERS=2: the embedded database \(PGlite\) serves one process; set DATABASE_URL/);
+    expect(loadConfig({}).workers).toBe(1);
+  });
+});
