@@ -62,7 +62,7 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
         contextValues: values,
       }),
     )
-      .then((answer) => writeResponse(answer, res, call.closeAfterAnswer))
+      .then((answer) => (streaming && handler.method.methodKind !== "client_streaming" ? writeStream(answer, res, call.closeAfterAnswer) : writeWhole(answer, res, call.closeAfterAnswer)))
       .catch((err: unknown) => {
         log.error({ requestId: opts.requestIdOf(values), rpc: handler.requestPath, err }, "rpc could not be answered");
         res.destroy();
@@ -164,8 +164,27 @@ function drained(res: HttpResponse): Promise<void> {
   });
 }
 
-/** Writes a universal response: its head after the first chunk (handlers may set headers until then), its body, its trailers. */
-async function writeResponse(answer: UniversalServerResponse, res: HttpResponse, beforeEnd: () => void): Promise<void> {
+/**
+ * Writes the answer of a call with one response message: all of it in one go,
+ * so that its head, body and trailers leave together (over HTTP/2 they went out
+ * in two writes, each waking the client: a third of a gRPC call's CPU).
+ */
+async function writeWhole(answer: UniversalServerResponse, res: HttpResponse, beforeEnd: () => void): Promise<void> {
+  res.on("error", () => {});
+  const chunks: Uint8Array[] = [];
+  if (answer.body) for await (const chunk of answer.body) chunks.push(chunk);
+  if (res.destroyed) return;
+  const body = Buffer.concat(chunks);
+  const headers = nodeHeaders(answer.header);
+  if (!answer.trailer) headers["content-length"] = body.byteLength;
+  (res as http.ServerResponse).writeHead(answer.status, headers);
+  if (answer.trailer) res.addTrailers(nodeHeaders(answer.trailer));
+  beforeEnd();
+  res.end(body);
+}
+
+/** Writes a streamed answer: its head after the first message (handlers may set headers until then), each message as it comes, its trailers. */
+async function writeStream(answer: UniversalServerResponse, res: HttpResponse, beforeEnd: () => void): Promise<void> {
   // Write errors surface through write() and "close"; an "error" event must not become an uncaught exception.
   res.on("error", () => {});
   const it = answer.body?.[Symbol.asyncIterator]();
