@@ -21,13 +21,19 @@ interface PlanNode {
   Plans?: PlanNode[];
 }
 
-/** Scans of our tables that are not a key lookup: sequential, bitmap, or an index scan by organization alone. */
+/**
+ * Scans of our tables that are not a key lookup: sequential, bitmap, an index scan
+ * by organization alone, or one that leaves out the organization (a skip scan over
+ * every organization's rows, which PostgreSQL 18 can make of a later index column).
+ */
 function unkeyedScans(node: PlanNode, out: string[] = []): string[] {
   const table = node["Relation Name"];
   const type = node["Node Type"];
   if (table && TABLES.has(table) && type.endsWith("Scan")) {
     const cond = node["Index Cond"] ?? "";
-    const keyed = (type === "Index Scan" || type === "Index Only Scan") && cond !== "" && !/^\(org_id = \$\d+\)$/.test(cond);
+    // By organization and more, or by a row's own id (an admin's recovery code, named by its flow id).
+    const byKey = (/\borg_id = /.test(cond) && !/^\(org_id = \$\d+\)$/.test(cond)) || /^\(id = \$\d+\)$/.test(cond);
+    const keyed = (type === "Index Scan" || type === "Index Only Scan") && byKey;
     if (!keyed) out.push(`${type} on ${table}${node["Index Name"] ? ` using ${node["Index Name"]}` : ""}${cond ? ` (${cond})` : ""}`);
   }
   for (const child of node.Plans ?? []) unkeyedScans(child, out);

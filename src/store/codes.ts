@@ -107,15 +107,17 @@ const UNBOUND_INSERT = `issued as (
 
 // A flow's new send replaces its own code; another flow's code takes a free
 // slot, or the slot of an expired code; with none free nothing is issued.
+// Each names the identity by its whole key (organization and id), so that no plan
+// can reach codes through an index by purpose alone (a skip scan over every
+// organization's codes), and Citus routes it to the organization's node.
 const BOUND_INSERT = `same as (
   update code c set id = $4::uuid, code_hash = $6, hash_input = $27::smallint, key_id = $7, created_at = $8, expires_at = $9, attempts = 0, max_attempts = $10
-  from ident i
-  where c.org_id = i.org_id and c.identity_id = i.id and c.purpose = $5 and c.binding = $17 and c.dead_at is null
+  where c.org_id = $1 and c.identity_id = (select id from ident) and c.purpose = $5 and c.binding = $17 and c.dead_at is null
   returning c.identity_id
 ), free as (
   select s.slot from ident i, generate_series(0, $18::int - 1) as s(slot)
   where not exists (select 1 from same)
-    and not exists (select 1 from code c where c.org_id = i.org_id and c.identity_id = i.id and c.purpose = $5
+    and not exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from ident) and c.purpose = $5
                     and c.slot = s.slot and c.dead_at is null and c.expires_at > $8)
   order by s.slot limit 1
 ), inserted as (

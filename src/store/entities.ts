@@ -103,10 +103,15 @@ export const CourierMessageEntity = defineEntity({
     updatedAt: p.datetime(),
   },
   indexes: [
-    // What the courier claims from: queued messages only.
+    // What the courier claims from: queued messages only, the oldest due first (across
+    // organizations, to find whose mail is due), and an organization's.
     {
       name: "courier_message_queued_idx",
       expression: "create index courier_message_queued_idx on courier_message (next_attempt_at) where status = 'queued'",
+    },
+    {
+      name: "courier_message_queued_org_idx",
+      expression: "create index courier_message_queued_org_idx on courier_message (org_id, next_attempt_at) where status = 'queued'",
     },
     {
       name: "courier_message_org_created_idx",

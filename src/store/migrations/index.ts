@@ -5,10 +5,12 @@ import { InitialSchema } from "./20261123-initial.ts";
 import { RateLimits } from "./20261123-rate-limits.ts";
 import { CodeBindings } from "./20261130-code-bindings.ts";
 import { CodeHashInput } from "./20261201-code-hash-input.ts";
+import { OutboxByOrganization } from "./20261201-outbox-by-organization.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
   { name: "20261123-rate-limits", class: RateLimits },
   { name: "20261130-code-bindings", class: CodeBindings },
   { name: "20261201-code-hash-input", class: CodeHashInput },
+  { name: "20261201-outbox-by-organization", class: OutboxByOrganization },
 ];
