@@ -4,9 +4,11 @@ import type { MigrationObject } from "@mikro-orm/core";
 import { InitialSchema } from "./20261123-initial.ts";
 import { RateLimits } from "./20261123-rate-limits.ts";
 import { CodeBindings } from "./20261130-code-bindings.ts";
+import { MailTemplates } from "./20261201-mail-templates.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
   { name: "20261123-rate-limits", class: RateLimits },
   { name: "20261130-code-bindings", class: CodeBindings },
+  { name: "20261201-mail-templates", class: MailTemplates },
 ];
