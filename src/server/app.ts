@@ -30,6 +30,7 @@ import type { HealthOptions, HealthState } from "./ops/health.ts";
 import { createMetrics, databaseSources, type Metrics } from "./ops/metrics.ts";
 import { operations, startOpsListener } from "./ops/ops.ts";
 import { recoveryPageRoutes } from "./recovery-page.ts";
+import { verifyPageRoutes } from "./verify-page.ts";
 import { openApiRoutes } from "./openapi.ts";
 import { restHandler } from "./rest/handler.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
@@ -140,6 +141,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
         "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
         "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
         ...recoveryPageRoutes(config),
+        ...verifyPageRoutes(),
         ...openApiRoutes(config.publicUrl),
       },
       log,
