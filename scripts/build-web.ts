@@ -1,5 +1,5 @@
-// Bundles the browser code of the pages the server serves (today: the recovery
-// page) into dist/web/. Runs before `npm start` and `npm test` (prestart,
+// Bundles the browser code of the pages the server serves (the recovery page,
+// and the page of the links mailed beside codes) into dist/web/. Runs before `npm start` and `npm test` (prestart,
 // pretest), so a fresh clone needs nothing but `npm install`; the server refuses
 // to start without the bundle rather than serve a page that cannot work.
 import { build } from "esbuild";
@@ -13,6 +13,8 @@ const result = await build({
   entryPoints: [
     { in: "web/recovery/main.ts", out: "recovery" },
     { in: "web/recovery/style.css", out: "recovery" },
+    { in: "web/verify/main.ts", out: "verify" },
+    { in: "web/verify/style.css", out: "verify" },
   ],
   outdir: "dist/web",
   bundle: true,

@@ -80,6 +80,17 @@ describe("logs at debug level", () => {
     const byFlow = await call("/codegate.v1.RecoveryService/VerifyRecoveryCode", { flowId, code: adminCode.body.recovery_code });
     keep(byFlow.body.token);
 
+    // An organization's template in its locale, with the link beside the code (which holds the code), and a state.
+    const linked = await fx.org("Linkco", { mailLinks: { login: true }, returnUrl: "https://app.example/back", defaultLocale: "de" });
+    const template = { subject: "Anmelden", text: "{{link}}\n    {{code}}\n", html: '<a href="{{link}}">{{code}}</a>' };
+    expect((await call("/codegate.v1.AdminService/SetMailTemplate", { orgId: linked.id, kind: "MAIL_KIND_LOGIN", locale: "de", ...template }, auth)).status).toBe(200);
+    expect((await call("/codegate.v1.AdminService/PreviewMailTemplate", { orgId: linked.id, kind: "MAIL_KIND_LOGIN", locale: "de" }, auth)).status).toBe(200);
+    await fx.identity(linked.id, "linked@example.com");
+    await call("/auth/login/code", { username: "linked@example.com", orgId: linked.id, state: keep("state-of-the-application") });
+    const linkedMail = await smtp.nextMailTo("linked@example.com");
+    keep(codeFrom(linkedMail));
+    keep(linkedMail.text.split("\n")[0]);
+
     // Errors with secrets in the request must not echo them into the logs either.
     await call("/codegate.v1.AdminService/ListOrganizations", {}, bearer("cga_aaaaaaaaaaaa_" + "s".repeat(43)));
     keep("s".repeat(43));

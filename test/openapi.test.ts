@@ -131,7 +131,8 @@ describe("every documented route", () => {
 
 describe("the request schemas", () => {
   /** Bodies the server must take (true) or refuse (false); the document must say the same. */
-  const bodyCases = (): [string, string, Json, boolean][] => {
+  /** [method, path, body, accepted, the path's template when it has variables]. */
+  const bodyCases = (): [string, string, Json, boolean, string?][] => {
     const user = () => `rules-${Math.random().toString(36).slice(2)}@example.com`;
     const sendCases = (method: string, path: string): [string, string, Json, boolean][] => [
       [method, path, { username: user(), orgId }, true],
@@ -148,7 +149,14 @@ describe("the request schemas", () => {
       [method, path, { username: user(), orgId, binding: "too-short" }, false],
       [method, path, { username: user(), orgId, colour: "red" }, false],
       [method, path, { username: 42, orgId }, false],
+      [method, path, { username: user(), orgId, locale: "de-CH", state: "st.1~x_y-z" }, true],
+      [method, path, { username: user(), orgId, locale: "en_US" }, false],
+      [method, path, { username: user(), orgId, locale: "x".repeat(36) }, false],
+      [method, path, { username: user(), orgId, state: "has space" }, false],
+      [method, path, { username: user(), orgId, state: "s".repeat(257) }, false],
     ];
+    const templates = "/admin/organizations/{org_id}/mail-templates/{kind}/{locale}";
+    const template = { subject: "Hi {{org_name}}", text: "{{code}}", html: "<p>{{code}}</p>" };
     return [
       ...sendCases("POST", "/auth/login/code"),
       ...sendCases("PUT", "/auth/registration/code"),
@@ -160,13 +168,24 @@ describe("the request schemas", () => {
       ["POST", "/admin/recovery/code", { identity_id: identityId, expires_in: "1 hour" }, false],
       ["POST", "/admin/recovery/code", { identity_id: identityId, expires_in: "1".repeat(64) + "s" }, false],
       ["POST", "/admin/recovery/code", { identityId }, false],
+      ["PUT", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de`, template, true, templates],
+      ["PUT", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de`, { ...template, subject: "" }, false, templates],
+      ["PUT", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de`, { ...template, html: "x".repeat(32769) }, false, templates],
+      ["PUT", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de`, { ...template, kind: "MAIL_KIND_RECOVERY" }, false, templates],
+      ["POST", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de/preview`, {}, true, `${templates}/preview`],
+      ["POST", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de/preview`, { draft: template }, true, `${templates}/preview`],
+      ["POST", `/admin/organizations/${orgId}/mail-templates/MAIL_KIND_LOGIN/de/preview`, { draft: { ...template, text: "" } }, false, `${templates}/preview`],
+      ["PUT", `/admin/organizations/${orgId}/settings`, { settings: { defaultLocale: "de", returnUrl: "https://app.example/back" } }, true, "/admin/organizations/{org_id}/settings"],
+      ["PUT", `/admin/organizations/${orgId}/settings`, { settings: { returnUrl: "not a uri" } }, false, "/admin/organizations/{org_id}/settings"],
+      ["PUT", `/admin/organizations/${orgId}/settings`, { settings: { defaultLocale: "english!" } }, false, "/admin/organizations/{org_id}/settings"],
+      ["PUT", `/admin/organizations/${orgId}/settings`, { settings: {} }, true, "/admin/organizations/{org_id}/settings"],
     ];
   };
 
   it("accept what the server accepts and refuse what it refuses, for every body route", async () => {
     const compile = schemaValidator(committed);
-    for (const [method, path, body, accepted] of bodyCases()) {
-      const op = committed.paths[path][method.toLowerCase()];
+    for (const [method, path, body, accepted, template] of bodyCases()) {
+      const op = committed.paths[template ?? path][method.toLowerCase()];
       const check = compile(op.requestBody.content["application/json"].schema);
       const what = `${method} ${path} ${JSON.stringify(body)}`;
       expect(check(body), `${what}: the document says ${JSON.stringify(check.errors)}`).toBe(accepted);
@@ -217,6 +236,29 @@ describe("a REST client generated from the document (openapi-typescript, openapi
     expect(created.response.status).toBe(201);
     expect(created.data?.recovery_code).toMatch(/^\d{6}$/);
     expect(created.data?.recovery_link).toMatch(/\/recovery\?flow=[0-9a-f-]{36}$/);
+
+    // A seed script setting up an organization's mails.
+    const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const settings = await rest.PUT("/admin/organizations/{org_id}/settings", {
+      params: { path: { org_id: orgId } },
+      body: { settings: { defaultLocale: "fr", mailLinks: { login: true }, returnUrl: "https://app.example/back" } },
+      headers: auth,
+    });
+    expect(settings.data?.organization?.settings?.defaultLocale).toBe("fr");
+    const saved = await rest.PUT("/admin/organizations/{org_id}/mail-templates/{kind}/{locale}", {
+      params: { path: { org_id: orgId, kind: "MAIL_KIND_LOGIN", locale: "fr" } },
+      body: { subject: "Connexion à {{org_name}}", text: "{{code}}{{#link}} {{link}}{{/link}}", html: "<p>{{code}}</p>" },
+      headers: auth,
+    });
+    expect(saved.data?.template).toMatchObject({ kind: "MAIL_KIND_LOGIN", locale: "fr" });
+    const preview = await rest.POST("/admin/organizations/{org_id}/mail-templates/{kind}/{locale}/preview", {
+      params: { path: { org_id: orgId, kind: "MAIL_KIND_LOGIN", locale: "fr-CA" } },
+      body: {},
+      headers: auth,
+    });
+    expect(preview.data).toMatchObject({ subject: "Connexion à OpenAPI Org", locale: "fr", source: "MAIL_TEMPLATE_SOURCE_ORGANIZATION" });
+    expect(preview.data?.text).toMatch(/^123456 http:\/\/codegate\.test\/verify#/);
+    await rest.PUT("/admin/organizations/{org_id}/settings", { params: { path: { org_id: orgId } }, body: { settings: {} }, headers: auth });
 
     const refused = await rest.PUT("/auth/recover/user/code", { body: { username: "openapi@example.com", orgId: "org-123" } });
     expect(refused.response.status).toBe(400);

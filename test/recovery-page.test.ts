@@ -3,9 +3,13 @@
 // by playwright-core; see ./support/chromium.ts. The page's script is the esbuild
 // bundle of web/recovery/, built by `pretest`, calling
 // RecoveryService.VerifyRecoveryCode through the client package (clients/ts, over
-// @connectrpc/connect-web).
+// @connectrpc/connect-web), and, for an organization with a return URL, handing
+// the proof token to it (a real HTTP server of the test) in its fragment.
 import { mkdirSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { createRemoteJWKSet, jwtVerify } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { recoveryPageRoutes } from "../src/server/recovery-page.ts";
@@ -152,6 +156,43 @@ describe("the recovery page in Chromium", () => {
     await submit.click();
     await page.getByRole("heading", { name: "Your account is recovered" }).waitFor({ state: "visible" });
     expect(problems).toEqual([]);
+  });
+
+  it("hands the proof token to the organization's return URL, in its fragment, and to no URL the link names", async () => {
+    const seen: { url: string; headers: http.IncomingHttpHeaders }[] = [];
+    const app = http.createServer((req, res) => {
+      seen.push({ url: req.url ?? "", headers: req.headers });
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end("<!doctype html><title>App</title>");
+    });
+    await new Promise<void>((resolve) => app.listen(0, "127.0.0.1", resolve));
+    try {
+      const appUrl = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
+      const org = await fx.org("Recovery Hand-off", { returnUrl: `${appUrl}/recovered?step=2` });
+      const identity = await fx.identity(org.id, "page-handoff@example.com", "active");
+      const r = await fx.clients.admin.createRecoveryCode({ identityId: identity.id, expiresIn: "15m" });
+      const link = new URL(r.recoveryLink);
+      // Someone adds a return URL of their own to the link: the page does not read it.
+      const { page, problems } = await openPage(`${server.url}${link.pathname}${link.search}&return_url=https%3A%2F%2Fevil.example%2F#return_url=https://evil.example/`);
+      await page.getByLabel("Recovery code").fill(r.recoveryCode);
+      const landed = page.waitForURL((u) => u.origin === appUrl);
+      await page.getByRole("button", { name: "Recover account" }).click();
+      await landed;
+
+      const url = new URL(page.url());
+      expect(url.pathname + url.search).toBe("/recovered?step=2");
+      const handed = Object.fromEntries(new URLSearchParams(url.hash.slice(1)));
+      expect(Object.keys(handed).sort()).toEqual(["purpose", "token"]);
+      expect(handed.purpose).toBe("recovery");
+      const { payload } = await jwtVerify(handed.token, createRemoteJWKSet(new URL(`${server.url}/.well-known/jwks.json`)));
+      expect(payload).toMatchObject({ sub: identity.id, org: org.id, purpose: "recovery" });
+      // The application's server never got the token: it stays in the fragment.
+      expect(seen.filter((s) => s.url.startsWith("/recovered")).length).toBeGreaterThan(0);
+      for (const s of seen) expect(JSON.stringify(s)).not.toContain(handed.token);
+      expect(problems).toEqual([]);
+    } finally {
+      await new Promise((resolve) => app.close(resolve));
+    }
   });
 
   it("explains a link without a flow instead of showing a form that cannot work", async () => {

@@ -86,7 +86,7 @@ describe("grpc.reflection.v1 over grpc-js", () => {
     const login = registry.getService("codegate.v1.LoginService")!;
     expect(login.methods.map((m) => m.name)).toEqual(["SendLoginCode", "VerifyLoginCode"]);
     const send = login.methods[0];
-    expect(send.input.fields.map((f) => f.name)).toEqual(["username", "org_id", "tenant_id", "binding"]);
+    expect(send.input.fields.map((f) => f.name)).toEqual(["username", "org_id", "tenant_id", "binding", "locale", "state"]);
     // The REST annotation travels with the descriptor.
     const options = send.proto.options!;
     expect(hasExtension(options, http)).toBe(true);

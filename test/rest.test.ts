@@ -109,10 +109,15 @@ describe("routes from the google.api.http annotations", () => {
     const routes = restRoutes([AdminService, LoginService, RegistrationService, RecoveryService].flatMap((s) => s.methods));
     const table = routes.map((r) => `${r.verb} ${r.template} ${r.method.parent.name}.${r.method.name} ${r.successStatus}`).sort();
     expect(table).toEqual([
+      "DELETE /admin/organizations/{org_id}/mail-templates/{kind}/{locale} AdminService.DeleteMailTemplate 200",
+      "GET /admin/organizations/{org_id}/mail-templates AdminService.ListMailTemplates 200",
+      "POST /admin/organizations/{org_id}/mail-templates/{kind}/{locale}/preview AdminService.PreviewMailTemplate 200",
       "POST /admin/recovery/code AdminService.CreateRecoveryCode 201",
       "POST /auth/login/code LoginService.SendLoginCode 200",
       "POST /auth/recover/user/code RecoveryService.SendRecoveryCode 200",
       "POST /iam/recovery/code AdminService.CreateRecoveryCode 201",
+      "PUT /admin/organizations/{org_id}/mail-templates/{kind}/{locale} AdminService.SetMailTemplate 200",
+      "PUT /admin/organizations/{org_id}/settings AdminService.UpdateOrganizationSettings 200",
       "PUT /auth/recover/user/code RecoveryService.SendRecoveryCode 200",
       "PUT /auth/registration/code RegistrationService.ResendRegistrationCode 200",
     ]);

@@ -151,10 +151,117 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/organizations/{org_id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Replaces an organization's settings with these (a field left out takes its default), held to the same rules as at creation.
+         * @description Replaces an organization's settings with these (a field left out takes its
+         *     default), held to the same rules as at creation. Every server uses them
+         *     from its next call on.
+         */
+        put: operations["AdminService_UpdateOrganizationSettings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/organizations/{org_id}/mail-templates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The organization's own templates, and the locales of the built-in ones.
+         * @description The organization's own templates, and the locales of the built-in ones.
+         */
+        get: operations["AdminService_ListMailTemplates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/organizations/{org_id}/mail-templates/{kind}/{locale}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Saves the organization's own template of a mail kind in a locale, replacing the built-in one (and any earlier one of that kind and locale).
+         * @description Saves the organization's own template of a mail kind in a locale, replacing
+         *     the built-in one (and any earlier one of that kind and locale). Checked now:
+         *     a template that uses anything but its kind's variables, or that would not
+         *     show the code, is refused naming the part and the line. At most 50 per
+         *     organization. Every server uses it from its next send on.
+         */
+        put: operations["AdminService_SetMailTemplate"];
+        post?: never;
+        /**
+         * Deletes one of the organization's templates: the built-in one is used again.
+         * @description Deletes one of the organization's templates: the built-in one is used again.
+         */
+        delete: operations["AdminService_DeleteMailTemplate"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/organizations/{org_id}/mail-templates/{kind}/{locale}/preview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Renders the template a send in `locale` would use (the organization's, else the built-in one, by the fallbacks of a send), or an unsaved `draft`, with sample values: a code of the organization's format, its lifespan, and a link if the organization mails links for the purpose.
+         * @description Renders the template a send in `locale` would use (the organization's, else
+         *     the built-in one, by the fallbacks of a send), or an unsaved `draft`, with
+         *     sample values: a code of the organization's format, its lifespan, and a
+         *     link if the organization mails links for the purpose. Nothing is saved or sent.
+         */
+        post: operations["AdminService_PreviewMailTemplate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description Overrides of the server's code policy for one purpose. Unset fields keep the
+         *     server's defaults.
+         */
+        "codegate.v1.CodePolicy": {
+            /** @description Number of characters of a code. */
+            length: number;
+            /** @description The characters a code is drawn from, each at most once. */
+            alphabet: string;
+            /** @description How long a code stays valid. */
+            lifespan?: string;
+            /** @description Wrong guesses after which a code is dead. */
+            maxAttempts: number;
+        };
         /**
          * @description What a code proves. Each purpose has its own code policy and at most one live
          *     code per identity.
@@ -186,6 +293,10 @@ export interface components {
             /** @description The recovery page where the user types the code. */
             recovery_link?: string;
         };
+        "codegate.v1.DeleteMailTemplateResponse": {
+            /** @description Whether there was such a template. */
+            deleted?: boolean;
+        };
         "codegate.v1.GetCodeFormatResponse": {
             /** @description The purpose asked for. */
             purpose?: components["schemas"]["codegate.v1.CodePurpose"];
@@ -195,6 +306,161 @@ export interface components {
             alphabet?: string;
             /** @description How long a new code stays valid. */
             lifespan?: string;
+        };
+        "codegate.v1.ListMailTemplatesResponse": {
+            /** @description The organization's own templates, by kind and locale. */
+            templates?: components["schemas"]["codegate.v1.MailTemplate"][];
+            /** @description The locales of the built-in templates (every kind in each). */
+            builtInLocales?: string[];
+        };
+        /**
+         * @description The mails Codegate writes, each with a subject, a text and an HTML part.
+         *
+         *     - `MAIL_KIND_UNSPECIFIED`
+         *     - `MAIL_KIND_LOGIN`: A login code. Variables: org_name, code, lifespan, link.
+         *     - `MAIL_KIND_REGISTRATION`: A registration code. Variables: org_name, code, lifespan, link.
+         *     - `MAIL_KIND_RECOVERY`: A recovery code (SendRecoveryCode). Variables: org_name, code, lifespan, link.
+         *     - `MAIL_KIND_ALREADY_REGISTERED`: The notice to an active account's address when someone signs up with it (Register). Variables: org_name.
+         *     - `MAIL_KIND_UNKNOWN_RECOVERY`: The notice to an address without an account when someone asks to recover it (settings.notify_unknown_recovery). Variables: org_name.
+         *
+         *     Requests may also give the number of a value.
+         * @enum {string}
+         */
+        "codegate.v1.MailKind": "MAIL_KIND_UNSPECIFIED" | "MAIL_KIND_LOGIN" | "MAIL_KIND_REGISTRATION" | "MAIL_KIND_RECOVERY" | "MAIL_KIND_ALREADY_REGISTERED" | "MAIL_KIND_UNKNOWN_RECOVERY";
+        /** @description The purposes whose mails carry a link beside the code. */
+        "codegate.v1.MailLinks": {
+            login?: boolean;
+            registration?: boolean;
+            recovery?: boolean;
+        };
+        /**
+         * @description An organization's own template of one mail kind in one locale, replacing the
+         *     built-in one. Written in a logic-less language: `{{name}}` inserts a
+         *     variable, `{{#name}}…{{/name}}` keeps its part only when the variable is not
+         *     empty, `{{^name}}…{{/name}}` only when it is. The variables are those of the
+         *     kind (see MailKind): `org_name`; for a code's mail `code`, `lifespan` (how long
+         *     it lives, in words of the template's locale) and `link` (the link beside the
+         *     code, empty when there is none). Nothing else can be read, and nothing runs.
+         *     Variables are HTML-escaped in the HTML part.
+         */
+        "codegate.v1.MailTemplate": {
+            orgId?: string;
+            kind?: components["schemas"]["codegate.v1.MailKind"];
+            /** @description Canonical BCP 47 tag. */
+            locale?: string;
+            /**
+             * @description One line; may not use `code` or `link` (the subject is kept in plain text
+             *     beside the sealed mail, and listed by ListCourierMessages).
+             */
+            subject?: string;
+            /** @description The text part; a code's mail shows `{{code}}` outside any section. */
+            text?: string;
+            /** @description The HTML part; a code's mail shows `{{code}}` outside any section. */
+            html?: string;
+            /** Format: date-time */
+            updatedAt?: string;
+        };
+        /** @description A template's three parts, as written. */
+        "codegate.v1.MailTemplateContent": {
+            subject: string;
+            text: string;
+            html: string;
+        };
+        /**
+         * @description Where a rendered template came from.
+         *
+         *     - `MAIL_TEMPLATE_SOURCE_UNSPECIFIED`
+         *     - `MAIL_TEMPLATE_SOURCE_BUILT_IN`: Codegate's own template.
+         *     - `MAIL_TEMPLATE_SOURCE_ORGANIZATION`: The organization's (SetMailTemplate).
+         *     - `MAIL_TEMPLATE_SOURCE_DRAFT`: The draft of the request.
+         *
+         *     Requests may also give the number of a value.
+         * @enum {string}
+         */
+        "codegate.v1.MailTemplateSource": "MAIL_TEMPLATE_SOURCE_UNSPECIFIED" | "MAIL_TEMPLATE_SOURCE_BUILT_IN" | "MAIL_TEMPLATE_SOURCE_ORGANIZATION" | "MAIL_TEMPLATE_SOURCE_DRAFT";
+        /** @description A tenant of the service: identities, codes and mails belong to one. */
+        "codegate.v1.Organization": {
+            /** @description `or-xxxxx-xxxxx-xxxxxxxxxxxxxxxx`. */
+            id?: string;
+            name?: string;
+            /** @description `acct-xxxxx-xxxxx-xxxxxxxxxxxxxxxx`: the account the organization belongs to. */
+            tenantId?: string;
+            /** Format: date-time */
+            createdAt?: string;
+            settings?: components["schemas"]["codegate.v1.OrganizationSettings"];
+        };
+        /**
+         * @description Per-organization settings.
+         *
+         *     Rules: mail_links need a return_url, where the link's page hands the proof token.
+         */
+        "codegate.v1.OrganizationSettings": {
+            /** @description Whether anyone may sign up through RegistrationService.Register. */
+            selfServiceSignup?: boolean;
+            /** @description The display name mails are sent under; defaults to the organization's name. */
+            senderName?: string;
+            /**
+             * Format: email
+             * @description The address mails are sent from; defaults to the server's.
+             */
+            senderAddress?: string;
+            loginCode?: components["schemas"]["codegate.v1.CodePolicy"];
+            registrationCode?: components["schemas"]["codegate.v1.CodePolicy"];
+            recoveryCode?: components["schemas"]["codegate.v1.CodePolicy"];
+            /**
+             * @description Mail an "account access attempted" notice when recovery is asked for an
+             *     address that has no account.
+             */
+            notifyUnknownRecovery?: boolean;
+            rateLimits?: components["schemas"]["codegate.v1.RateLimits"];
+            /**
+             * @description The language of the organization's mails (a BCP 47 tag such as `de` or
+             *     `pt-BR`) when a send asks for none that a template exists for; English when
+             *     empty. Kept in its canonical form.
+             */
+            defaultLocale?: string;
+            /**
+             * @description Mail a link beside the code, for these purposes: it opens this service's
+             *     page `/verify`, which verifies the code and hands the proof token to
+             *     `return_url`. Needs `return_url`. A code sent with a `binding` gets no link
+             *     (the page cannot present the application's binding).
+             */
+            mailLinks?: components["schemas"]["codegate.v1.MailLinks"];
+            /**
+             * Format: uri
+             * @description Where this service's pages (the `/verify` page of the mailed links and the
+             *     recovery page of CreateRecoveryCode) hand the proof token after a successful
+             *     verification, in the URL's fragment (`#token=…&purpose=…`, and `state` when
+             *     the send gave one), never in its query. An absolute `https` URL (`http` only
+             *     for localhost) without user information or fragment. Empty: the pages say
+             *     "done" and keep the token to themselves.
+             */
+            returnUrl?: string;
+        };
+        "codegate.v1.PreviewMailTemplateResponse": {
+            subject?: string;
+            text?: string;
+            html?: string;
+            /** @description The locale of the template that was rendered. */
+            locale?: string;
+            source?: components["schemas"]["codegate.v1.MailTemplateSource"];
+        };
+        /** @description At most `max` events per `window`. */
+        "codegate.v1.RateLimit": {
+            max: number;
+            /** @description Seconds, with up to nine decimals, and an `s`: `600s`, `1.5s` */
+            window: string;
+        };
+        /** @description Overrides of the server's rate limits; an empty list keeps the server's. */
+        "codegate.v1.RateLimits": {
+            /** @description Code sends per (organization, username as typed, purpose). */
+            sendPerUsername?: components["schemas"]["codegate.v1.RateLimit"][];
+            /** @description Code sends per (organization, client address). */
+            sendPerAddress?: components["schemas"]["codegate.v1.RateLimit"][];
+            /** @description Wrong codes per (organization, username as typed), against its live codes. */
+            verifyFailuresPerUsername?: components["schemas"]["codegate.v1.RateLimit"][];
+            /** @description Wrong codes per (organization, client address). */
+            verifyFailuresPerAddress?: components["schemas"]["codegate.v1.RateLimit"][];
         };
         /** @description Rules: org_id or tenant_id is required. */
         "codegate.v1.ResendRegistrationCodeRequest": {
@@ -208,6 +474,20 @@ export interface components {
              *     touch the code, so nobody can lock its owner out.
              */
             binding?: string;
+            /**
+             * @description The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+             *     falls back to its language). When empty, the request's Accept-Language
+             *     header is read (REST routes, and browsers calling over Connect); then the
+             *     organization's default locale; then English.
+             */
+            locale?: string;
+            /**
+             * @description Handed back unchanged beside the proof token when the user opens the
+             *     mailed link (settings.mail_links): keep it in the user's session and
+             *     compare it when the token arrives at the return URL, so that nobody can hand
+             *     your user a token of their own account. Not stored: it travels in the mail.
+             */
+            state?: string;
         } & (unknown | unknown);
         "codegate.v1.ResendRegistrationCodeResponse": {
             /** @description Always "success". */
@@ -231,6 +511,20 @@ export interface components {
              *     touch the code, so nobody can lock its owner out.
              */
             binding?: string;
+            /**
+             * @description The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+             *     falls back to its language). When empty, the request's Accept-Language
+             *     header is read (REST routes, and browsers calling over Connect); then the
+             *     organization's default locale; then English.
+             */
+            locale?: string;
+            /**
+             * @description Handed back unchanged beside the proof token when the user opens the
+             *     mailed link (settings.mail_links): keep it in the user's session and
+             *     compare it when the token arrives at the return URL, so that nobody can hand
+             *     your user a token of their own account. Not stored: it travels in the mail.
+             */
+            state?: string;
         } & (unknown | unknown);
         "codegate.v1.SendLoginCodeResponse": {
             /** @description Always "success". */
@@ -248,10 +542,30 @@ export interface components {
              *     touch the code, so nobody can lock its owner out.
              */
             binding?: string;
+            /**
+             * @description The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+             *     falls back to its language). When empty, the request's Accept-Language
+             *     header is read (REST routes, and browsers calling over Connect); then the
+             *     organization's default locale; then English.
+             */
+            locale?: string;
+            /**
+             * @description Handed back unchanged beside the proof token when the user opens the
+             *     mailed link (settings.mail_links): keep it in the user's session and
+             *     compare it when the token arrives at the return URL, so that nobody can hand
+             *     your user a token of their own account. Not stored: it travels in the mail.
+             */
+            state?: string;
         } & (unknown | unknown);
         "codegate.v1.SendRecoveryCodeResponse": {
             /** @description Always "success". */
             message?: string;
+        };
+        "codegate.v1.SetMailTemplateResponse": {
+            template?: components["schemas"]["codegate.v1.MailTemplate"];
+        };
+        "codegate.v1.UpdateOrganizationSettingsResponse": {
+            organization?: components["schemas"]["codegate.v1.Organization"];
         };
         /** @description Every REST error */
         ErrorBody: {
@@ -627,6 +941,201 @@ export interface operations {
                 };
             };
             400: components["responses"]["Error400"];
+            413: components["responses"]["Error413"];
+            415: components["responses"]["Error415"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    AdminService_UpdateOrganizationSettings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The new settings, all of them. */
+                    settings?: components["schemas"]["codegate.v1.OrganizationSettings"];
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["codegate.v1.UpdateOrganizationSettingsResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            404: components["responses"]["Error404"];
+            413: components["responses"]["Error413"];
+            415: components["responses"]["Error415"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    AdminService_ListMailTemplates: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["codegate.v1.ListMailTemplatesResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            404: components["responses"]["Error404"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    AdminService_SetMailTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+                kind: components["schemas"]["codegate.v1.MailKind"];
+                /** @description A BCP 47 tag such as `en`, `de` or `pt-BR`; kept in its canonical form. */
+                locale: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description One line; may not use `code` or `link`. */
+                    subject: string;
+                    text: string;
+                    html: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["codegate.v1.SetMailTemplateResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            404: components["responses"]["Error404"];
+            413: components["responses"]["Error413"];
+            415: components["responses"]["Error415"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    AdminService_DeleteMailTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+                kind: components["schemas"]["codegate.v1.MailKind"];
+                locale: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["codegate.v1.DeleteMailTemplateResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            404: components["responses"]["Error404"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    AdminService_PreviewMailTemplate: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+                kind: components["schemas"]["codegate.v1.MailKind"];
+                /** @description The locale of the send to preview (with a draft: the draft's locale). */
+                locale: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /**
+                     * @description A template to render instead of the saved ones, checked as SetMailTemplate
+                     *     checks it; not saved.
+                     */
+                    draft?: components["schemas"]["codegate.v1.MailTemplateContent"];
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["codegate.v1.PreviewMailTemplateResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            404: components["responses"]["Error404"];
             413: components["responses"]["Error413"];
             415: components["responses"]["Error415"];
             429: components["responses"]["Error429"];

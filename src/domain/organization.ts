@@ -34,6 +34,12 @@ export interface OrgSettings {
   recoveryCode?: CodePolicySettings;
   notifyUnknownRecovery?: boolean;
   rateLimits?: RateLimitSettings;
+  /** BCP 47: the mails' language when the caller's has no template; English when unset. */
+  defaultLocale?: string;
+  /** Mail a link beside the code, per purpose. */
+  mailLinks?: { login?: boolean; registration?: boolean; recovery?: boolean };
+  /** Where this service's pages hand the proof token (in the URL's fragment). */
+  returnUrl?: string;
 }
 
 export interface Org {

@@ -9,15 +9,62 @@ import type { Org, OrgSettings } from "../domain/organization.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { formatMs } from "../lib/duration.ts";
 import { getIdentity, setIdentityState as storeIdentityState } from "../store/identities.ts";
-import { createOrganization as storeOrganization } from "../store/organizations.ts";
+import { notifyOrgChanged } from "../store/org-changes.ts";
+import { createOrganization as storeOrganization, updateOrganizationSettings as storeSettings } from "../store/organizations.ts";
 import type { Orm } from "../store/orm.ts";
 import { organizationGuessChance } from "./codes/policy.ts";
 import { newOrgId, newTenantId } from "./codes/random.ts";
 import type { FlowDeps } from "./flows.ts";
+import { canonicalLocale } from "./mail/locales.ts";
+import type { OrgChanges } from "./org-changes.ts";
 
 export interface AdminDeps extends FlowDeps {
   config: Config;
   orm: Orm;
+  /** Told of every change of an organization (its caches forget it). */
+  changes: OrgChanges;
+}
+
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$|\.localhost$/i;
+
+/** What is wrong with a return URL, or undefined: where the pages hand a proof token, so https (http for localhost only), no user info, no fragment. */
+export function returnUrlProblem(text: string): string | undefined {
+  const url = URL.parse(text);
+  if (!url) return "an absolute URL, like https://app.example.com/codegate/return";
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && LOOPBACK.test(url.hostname))) {
+    return "an https URL (http only for localhost): proof tokens never travel in clear text";
+  }
+  if (url.username || url.password) return "a URL without user name or password";
+  if (text.includes("#")) return "a URL without a fragment: the token is handed in the fragment";
+  return undefined;
+}
+
+/**
+ * An organization's settings held to the rules: codes and limits within
+ * MAX_GUESS_CHANCE, a default locale that is a language tag (kept canonical), a
+ * safe return URL. Answers the settings to keep.
+ */
+export function checkedSettings(config: Config, settings: OrgSettings): OrgSettings {
+  const guess = organizationGuessChance(config, settings);
+  if (guess.chance > config.maxGuessChance) {
+    throw new InvalidArgument(
+      "settings",
+      `codes and limits that keep the worst-case chance of guessing an account's code within a day at most ${oneIn(config.maxGuessChance)} ` +
+        `(these allow ${oneIn(guess.chance)}: ${guess.sendsPerDay} codes per purpose and ${guess.failuresPerDay} wrong guesses per username a day); ` +
+        `lengthen the codes, widen their alphabets, or tighten send_per_username or verify_failures_per_username`,
+    );
+  }
+  const out = { ...settings };
+  if (settings.defaultLocale) {
+    const locale = canonicalLocale(settings.defaultLocale);
+    if (!locale) throw new InvalidArgument("settings.default_locale", "a BCP 47 language tag such as en, de or pt-BR");
+    out.defaultLocale = locale;
+  }
+  if (settings.returnUrl) {
+    const problem = returnUrlProblem(settings.returnUrl);
+    if (problem) throw new InvalidArgument("settings.return_url", problem);
+  }
+  return out;
 }
 
 const DEFAULT_RECOVERY_MS = 3_600_000;
@@ -25,16 +72,21 @@ const MAX_RECOVERY_MS = 30 * 24 * 3_600_000;
 
 /** A new organization, refused when its settings would let codes be guessed above MAX_GUESS_CHANCE. */
 export async function createOrganization(deps: AdminDeps, req: { name: string; tenantId: string; settings: OrgSettings }): Promise<Org> {
-  const guess = organizationGuessChance(deps.config, req.settings);
-  if (guess.chance > deps.config.maxGuessChance) {
-    throw new InvalidArgument(
-      "settings",
-      `codes and limits that keep the worst-case chance of guessing an account's code within a day at most ${oneIn(deps.config.maxGuessChance)} ` +
-        `(these allow ${oneIn(guess.chance)}: ${guess.sendsPerDay} codes per purpose and ${guess.failuresPerDay} wrong guesses per username a day); ` +
-        `lengthen the codes, widen their alphabets, or tighten send_per_username or verify_failures_per_username`,
-    );
-  }
-  return storeOrganization(deps.orm, { id: newOrgId(), tenantId: req.tenantId || newTenantId(), name: req.name, settings: req.settings, createdAt: deps.clock.now() });
+  const settings = checkedSettings(deps.config, req.settings);
+  return storeOrganization(deps.orm, { id: newOrgId(), tenantId: req.tenantId || newTenantId(), name: req.name, settings, createdAt: deps.clock.now() });
+}
+
+/** Replaces an organization's settings, by the rules of creation; every process forgets its cached copy. */
+export async function updateOrganizationSettings(deps: AdminDeps, orgId: string, settings: OrgSettings): Promise<Org> {
+  const checked = checkedSettings(deps.config, settings);
+  const org = await deps.sql.transaction(async (tx) => {
+    const updated = await storeSettings(tx, orgId, checked);
+    if (updated) await notifyOrgChanged(tx, orgId);
+    return updated;
+  });
+  if (!org) throw new NotFound(`organization ${orgId}`);
+  deps.changes.changed(orgId);
+  return org;
 }
 
 export async function identityById(deps: AdminDeps, identityId: string): Promise<Identity> {

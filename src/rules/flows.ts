@@ -12,6 +12,8 @@ import { insertPendingIdentity } from "../store/identities.ts";
 import type { Sql } from "../store/sql.ts";
 import type { CodeEngine, IssueRequest, IssuedCode } from "./codes/engine.ts";
 import type { FlowLimits } from "./limits/limits.ts";
+import { linkTarget } from "./mail/links.ts";
+import type { MailTemplates } from "./mail/org-templates.ts";
 import type { MailKind } from "./mail/templates.ts";
 import type { OrgDirectory } from "./organizations.ts";
 import type { ProofTokens } from "./tokens.ts";
@@ -24,6 +26,8 @@ export interface FlowDeps {
   codes: CodeEngine;
   limits: FlowLimits;
   tokens: ProofTokens;
+  /** The organizations' mail templates (cached). */
+  mail: MailTemplates;
 }
 
 /** The organization a public request names: org_id, else tenant_id. */
@@ -42,6 +46,10 @@ export interface SendRequest extends OrgRef {
   /** Only an identity in this state gets the code. */
   requiredState: IdentityState;
   mail: MailKind;
+  /** The caller's locales, most preferred first (the request's `locale`, else its Accept-Language); may be empty. */
+  locales: readonly string[];
+  /** The application's value handed back beside the proof token by the mailed link's page ("" for none). */
+  state?: string;
   /** A notice for the username itself, decided inside the same statement (see IssueRequest). */
   notice?: (org: Org) => IssueRequest["notice"];
   /** Self-service sign-up: a pending identity is created for a new username. */
@@ -61,12 +69,15 @@ export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org
     await deps.limits.enforce(send.orgId || send.tenantId, keys);
     return {};
   }
+  // From memory once cached; chosen by organization, locale and request alone, never by the account.
+  const mailer = await deps.mail.mailer(org, { locales: send.locales, link: linkTarget(org, send.purpose, send) });
   const sent = await deps.codes.issue({
     org,
     purpose: send.purpose,
     target: { username: send.username },
     requiredState: send.requiredState,
     mail: send.mail,
+    mailer,
     limits: keys,
     binding: send.binding || undefined,
     notice: send.notice?.(org),
@@ -82,11 +93,15 @@ export interface Proof {
   identity: Identity;
   token: string;
   expiresAt: Date;
+  /** The organization's return URL, where this service's pages hand the token ("" for none). */
+  returnUrl: string;
 }
 
-async function proofFor(deps: FlowDeps, identity: Identity, purpose: Purpose): Promise<Proof> {
+async function proofFor(deps: FlowDeps, identity: Identity, purpose: Purpose, org: Org | undefined): Promise<Proof> {
   const proof = await deps.tokens.issue(identity, purpose, deps.clock.now());
-  return { identity, token: proof.token, expiresAt: proof.expiresAt };
+  // A flow id names no organization in the request: the identity's (cached), read after the code was consumed.
+  const returnUrl = (org ?? (await deps.orgs.resolve(identity.orgId, "")))?.settings.returnUrl ?? "";
+  return { identity, token: proof.token, expiresAt: proof.expiresAt, returnUrl };
 }
 
 export interface VerifyRequest extends OrgRef {
@@ -118,7 +133,7 @@ export async function verifyCode(deps: FlowDeps, req: VerifyRequest): Promise<Pr
     addressLimits: deps.limits.verifyAddressKeys(org, req.address),
     signal: req.signal,
   });
-  return proofFor(deps, identity, req.purpose);
+  return proofFor(deps, identity, req.purpose, org);
 }
 
 export interface AdminRecoveryRequest extends OrgRef {
@@ -145,18 +160,19 @@ export async function verifyAdminRecovery(deps: FlowDeps, req: AdminRecoveryRequ
     addressLimits: deps.limits.verifyAddressKeys(org, req.address),
     signal: req.signal,
   });
-  return proofFor(deps, identity, "recovery");
+  return proofFor(deps, identity, "recovery", org);
 }
 
 /**
  * An administrator's new identity: pending, with its registration code mailed
  * unless skipped, in one transaction. Throws AlreadyExists for a taken username.
  */
-export async function createPendingIdentity(deps: FlowDeps, org: Org, username: string, sendCode: boolean): Promise<Identity> {
+export async function createPendingIdentity(deps: FlowDeps, org: Org, username: string, sendCode: boolean, locales: readonly string[] = []): Promise<Identity> {
   const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null };
+  const mailer = sendCode ? await deps.mail.mailer(org, { locales, link: linkTarget(org, "registration", { username: identity.username }) }) : undefined;
   const created = await deps.sql.transaction(async (tx) => {
     if (!(await insertPendingIdentity(tx, identity))) return false;
-    if (sendCode) await deps.codes.issue({ org, purpose: "registration", target: { identityId: identity.id, username: identity.username }, requiredState: "pending", mail: "registration" }, tx);
+    if (sendCode) await deps.codes.issue({ org, purpose: "registration", target: { identityId: identity.id, username: identity.username }, requiredState: "pending", mail: "registration", mailer }, tx);
     return true;
   });
   if (!created) throw new AlreadyExists("username", `username: ${username} already exists in organization ${org.id}`);

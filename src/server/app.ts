@@ -13,6 +13,8 @@ import type { Courier } from "../rules/courier/courier.ts";
 import { createCourier } from "../rules/courier/create.ts";
 import { FlowLimits } from "../rules/limits/limits.ts";
 import { RateLimiter } from "../rules/limits/rate-limiter.ts";
+import { MailTemplates } from "../rules/mail/org-templates.ts";
+import { followOrgChanges, OrgChanges } from "../rules/org-changes.ts";
 import { OrgDirectory } from "../rules/organizations.ts";
 import { startRetention } from "../rules/retention.ts";
 import { ProofTokens } from "../rules/tokens.ts";
@@ -28,6 +30,7 @@ import type { HealthOptions, HealthState } from "./ops/health.ts";
 import { createMetrics, databaseSources, type Metrics } from "./ops/metrics.ts";
 import { operations, startOpsListener } from "./ops/ops.ts";
 import { recoveryPageRoutes } from "./recovery-page.ts";
+import { verifyPageRoutes } from "./verify-page.ts";
 import { openApiRoutes } from "./openapi.ts";
 import { restHandler } from "./rest/handler.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
@@ -47,6 +50,8 @@ export interface App {
   sql: Sql;
   codes: CodeEngine;
   orgs: OrgDirectory;
+  /** Changes of organizations and their templates, made here or heard from the database. */
+  orgChanges: OrgChanges;
   /** Present when this process runs the courier. */
   courier: Courier | undefined;
   /** http://host:port of the listening address. */
@@ -107,8 +112,12 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
   const limits = new FlowLimits(new RateLimiter(sql, clock), config);
-  const orgs = new OrgDirectory(sql);
-  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits };
+  // Organizations and their templates are cached; an admin change anywhere is heard here (NOTIFY) and forgets them.
+  const orgChanges = new OrgChanges();
+  const orgFeed = await followOrgChanges(orm, orgChanges, log);
+  const orgs = new OrgDirectory(sql, orgChanges);
+  const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
+  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges };
 
   const shutdown = new AbortController();
   const api = apiServices(deps);
@@ -139,6 +148,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
         "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),
         "GET /.well-known/jwks.json": (_req, res) => sendJson(res, 200, tokens.jwks(), { "cache-control": "public, max-age=300" }),
         ...recoveryPageRoutes(config),
+        ...verifyPageRoutes(),
         ...openApiRoutes(config.publicUrl),
       },
       log,
@@ -183,6 +193,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     sql,
     codes,
     orgs,
+    orgChanges,
     url: `http://${host}:${port}`,
     port,
     opsUrl: opsListener?.url,
@@ -200,6 +211,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       // The courier finishes (or gives back) the batch in hand.
       await mail?.stop();
       await retention?.stop();
+      await orgFeed.close();
       await orm.close();
     },
   };

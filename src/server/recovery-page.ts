@@ -30,7 +30,7 @@ export const PAGE_HEADERS: Readonly<Record<string, string>> = {
   "cross-origin-opener-policy": "same-origin",
 };
 
-interface Asset {
+export interface Asset {
   body: Buffer;
   /** Compressed once at start: the script is mostly protobuf descriptors, ~4x smaller gzipped. */
   gzip: Buffer;
@@ -38,13 +38,13 @@ interface Asset {
   type: string;
 }
 
-function loadAsset(dir: string, name: string, type: string): Asset {
+export function loadAsset(dir: string, name: string, type: string): Asset {
   let body: Buffer;
   try {
     body = readFileSync(dir + name);
   } catch {
     throw new Error(
-      `the recovery page's browser bundle ${dir}${name} is missing: run \`npm run build\` ` +
+      `the pages' browser bundle ${dir}${name} is missing: run \`npm run build\` ` +
         "(npm start and npm test run it first)",
     );
   }
@@ -52,7 +52,7 @@ function loadAsset(dir: string, name: string, type: string): Asset {
   return { body, gzip: gzipSync(body, { level: 9 }), etag, type };
 }
 
-function sendAsset(req: HttpRequest, res: HttpResponse, asset: Asset): void {
+export function sendAsset(req: HttpRequest, res: HttpResponse, asset: Asset): void {
   const headers = {
     "content-type": asset.type,
     etag: asset.etag,

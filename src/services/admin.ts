@@ -4,19 +4,23 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
-import { CodePurpose, CourierMessageSchema, CourierMessageStatus } from "../../gen/codegate/v1/types_pb.ts";
+import { CodePurpose, CourierMessageSchema, CourierMessageStatus, MailTemplateSchema, MailTemplateSource } from "../../gen/codegate/v1/types_pb.ts";
 import { InvalidArgument, NotFound } from "../domain/errors.ts";
 import type { MailStatus } from "../domain/outbox.ts";
 import { mailStatuses } from "../domain/outbox.ts";
 import { parseDuration } from "../lib/duration.ts";
-import { createOrganization, createRecoveryCode, identityById, invalidateCodes, setIdentityState } from "../rules/admin.ts";
+import { createOrganization, createRecoveryCode, identityById, invalidateCodes, setIdentityState, updateOrganizationSettings } from "../rules/admin.ts";
 import { createPendingIdentity } from "../rules/flows.ts";
+import { deleteMailTemplate, listMailTemplates, previewMailTemplate, setMailTemplate } from "../rules/mail-templates.ts";
+import type { TemplateOrigin } from "../rules/mail/templates.ts";
+import type { StoredTemplate } from "../store/mail-templates.ts";
 import { listIdentities } from "../store/identities.ts";
 import { getOrganization, listOrganizations } from "../store/organizations.ts";
 import { listMails } from "../store/outbox.ts";
 import type { ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
-import { identityStateOf, identityToProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
+import { localesOf } from "./calls.ts";
+import { identityStateOf, identityToProto, mailKindOf, mailKindProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
 import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
 
 const statusProto: Record<MailStatus, CourierMessageStatus> = {
@@ -24,6 +28,23 @@ const statusProto: Record<MailStatus, CourierMessageStatus> = {
   sent: CourierMessageStatus.SENT,
   abandoned: CourierMessageStatus.ABANDONED,
 };
+
+const sourceProto: Record<TemplateOrigin, MailTemplateSource> = {
+  "built-in": MailTemplateSource.BUILT_IN,
+  organization: MailTemplateSource.ORGANIZATION,
+  draft: MailTemplateSource.DRAFT,
+};
+
+const templateToProto = (t: StoredTemplate) =>
+  create(MailTemplateSchema, {
+    orgId: t.orgId,
+    kind: mailKindProto[t.kind],
+    locale: t.locale,
+    subject: t.subject,
+    text: t.text,
+    html: t.html,
+    updatedAt: timestampFromDate(t.updatedAt),
+  });
 
 export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService> {
   return answeringDomainErrors<ServiceImpl<typeof AdminService>>({
@@ -44,10 +65,10 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       return { organizations: page.items.map(organizationToProto), nextPageToken: page.next };
     },
 
-    async createIdentity(req) {
+    async createIdentity(req, ctx) {
       const org = await deps.orgs.resolve(req.orgId, "");
       if (!org) throw new NotFound(`organization ${req.orgId}`);
-      return { identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode)) };
+      return { identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode, localesOf(req.locale, ctx))) };
     },
 
     async getIdentity(req) {
@@ -96,6 +117,31 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
         ),
         nextPageToken: page.next,
       };
+    },
+
+    async updateOrganizationSettings(req) {
+      return { organization: organizationToProto(await updateOrganizationSettings(deps, req.orgId, settingsOf(req.settings))) };
+    },
+
+    // The proto's rules refuse an unspecified kind before these run.
+    async setMailTemplate(req) {
+      const source = { subject: req.subject, text: req.text, html: req.html };
+      return { template: templateToProto(await setMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale, source })) };
+    },
+
+    async listMailTemplates(req) {
+      const { templates, builtinLocales } = await listMailTemplates(deps, req.orgId);
+      return { templates: templates.map(templateToProto), builtInLocales: [...builtinLocales] };
+    },
+
+    async deleteMailTemplate(req) {
+      return { deleted: await deleteMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale }) };
+    },
+
+    async previewMailTemplate(req) {
+      const draft = req.draft ? { subject: req.draft.subject, text: req.draft.text, html: req.draft.html } : undefined;
+      const preview = await previewMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale, draft });
+      return { ...preview.content, locale: preview.locale, source: sourceProto[preview.origin] };
     },
   });
 }

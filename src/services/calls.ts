@@ -3,8 +3,22 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Proof } from "../rules/flows.ts";
+import { canonicalLocale, parseAcceptLanguage } from "../rules/mail/locales.ts";
 import { clientAddressKey } from "./context-keys.ts";
+import { invalidArgument } from "./errors.ts";
 import { identityToProto } from "./mapping.ts";
+
+/**
+ * The caller's locales, most preferred first: the request's `locale`, else the
+ * tags of its Accept-Language header (sent by browsers, and by REST callers
+ * that set it). An empty list lets the organization's default decide.
+ */
+export function localesOf(locale: string, ctx: HandlerContext): readonly string[] {
+  if (!locale) return parseAcceptLanguage(ctx.requestHeader.get("accept-language"));
+  const canonical = canonicalLocale(locale);
+  if (!canonical) throw invalidArgument("locale", "a BCP 47 language tag such as en, de-CH or pt-BR");
+  return [canonical];
+}
 
 /** The caller, as the rules need it: its address and its call's signal. */
 export const callerOf = (ctx: HandlerContext) => ({ address: ctx.values.get(clientAddressKey), signal: ctx.signal });
@@ -14,4 +28,5 @@ export const proofMessage = (proof: Proof) => ({
   identity: identityToProto(proof.identity),
   token: proof.token,
   tokenExpiresAt: timestampFromDate(proof.expiresAt),
+  returnUrl: proof.returnUrl,
 });

@@ -1,11 +1,13 @@
 import type { Config } from "../config/config.ts";
 import type { FlowDeps } from "../rules/flows.ts";
+import type { OrgChanges } from "../rules/org-changes.ts";
 import type { Orm } from "../store/orm.ts";
 
-/** What the services work with: the flows' dependencies, the configuration, and the ORM of the admin reads and writes. */
+/** What the services work with: the flows' dependencies, the configuration, the ORM of the admin reads and writes, and where admin changes are told. */
 export interface ServiceDeps extends FlowDeps {
   config: Config;
   orm: Orm;
+  changes: OrgChanges;
 }
 
 export const SUCCESS = { message: "success" } as const;

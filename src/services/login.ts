@@ -3,7 +3,7 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { LoginService } from "../../gen/codegate/v1/login_pb.ts";
 import { sendCode, verifyCode } from "../rules/flows.ts";
-import { callerOf, proofMessage } from "./calls.ts";
+import { callerOf, localesOf, proofMessage } from "./calls.ts";
 import { SUCCESS, type ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
 
@@ -11,7 +11,7 @@ export function loginService(deps: ServiceDeps): ServiceImpl<typeof LoginService
   return answeringDomainErrors<ServiceImpl<typeof LoginService>>({
     // The same answer for every username: nobody learns whether an account exists.
     async sendLoginCode(req, ctx) {
-      await sendCode(deps, { ...req, ...callerOf(ctx), purpose: "login", requiredState: "active", mail: "login" });
+      await sendCode(deps, { ...req, ...callerOf(ctx), locales: localesOf(req.locale, ctx), purpose: "login", requiredState: "active", mail: "login" });
       return SUCCESS;
     },
 

@@ -4,6 +4,7 @@ import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   CodePurpose,
+  MailKind as MailKindProto,
   IdentitySchema,
   IdentityState as IdentityStateProto,
   OrganizationSchema,
@@ -15,6 +16,22 @@ import {
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
 import type { Purpose } from "../domain/purpose.ts";
+import type { MailKind } from "../rules/mail/kinds.ts";
+
+export const mailKindOf: Partial<Record<MailKindProto, MailKind>> = {
+  [MailKindProto.LOGIN]: "login",
+  [MailKindProto.REGISTRATION]: "registration",
+  [MailKindProto.RECOVERY]: "recovery",
+  [MailKindProto.ALREADY_REGISTERED]: "already_registered",
+  [MailKindProto.UNKNOWN_RECOVERY]: "unknown_recovery",
+};
+export const mailKindProto: Readonly<Record<string, MailKindProto | undefined>> = {
+  login: MailKindProto.LOGIN,
+  registration: MailKindProto.REGISTRATION,
+  recovery: MailKindProto.RECOVERY,
+  already_registered: MailKindProto.ALREADY_REGISTERED,
+  unknown_recovery: MailKindProto.UNKNOWN_RECOVERY,
+};
 
 export const purposeOf: Partial<Record<CodePurpose, Purpose>> = {
   [CodePurpose.LOGIN]: "login",

@@ -7,7 +7,7 @@ import type { RecoveryService } from "../../gen/codegate/v1/recovery_pb.ts";
 import { sendCode, verifyAdminRecovery, verifyCode } from "../rules/flows.ts";
 import { SUCCESS, type ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
-import { callerOf, proofMessage } from "./calls.ts";
+import { callerOf, localesOf, proofMessage } from "./calls.ts";
 
 const EMAIL = /^[^\s@]+@[^\s@]+\.[^\s@]+$/;
 
@@ -19,6 +19,7 @@ export function recoveryService(deps: ServiceDeps): ServiceImpl<typeof RecoveryS
       await sendCode(deps, {
         ...req,
         ...callerOf(ctx),
+        locales: localesOf(req.locale, ctx),
         purpose: "recovery",
         requiredState: "active",
         mail: "recovery",

@@ -7,7 +7,7 @@ import { PermissionDenied } from "../domain/errors.ts";
 import { sendCode, verifyCode } from "../rules/flows.ts";
 import { SUCCESS, type ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
-import { callerOf, proofMessage } from "./calls.ts";
+import { callerOf, localesOf, proofMessage } from "./calls.ts";
 
 export function registrationService(deps: ServiceDeps): ServiceImpl<typeof RegistrationService> {
   return answeringDomainErrors<ServiceImpl<typeof RegistrationService>>({
@@ -16,6 +16,7 @@ export function registrationService(deps: ServiceDeps): ServiceImpl<typeof Regis
     // pending one a fresh code, an active one a notice.
     async register(req, ctx) {
       const caller = callerOf(ctx);
+      const locales = localesOf(req.locale, ctx);
       const org = await deps.orgs.resolve(req.orgId, req.tenantId);
       if (!org?.settings.selfServiceSignup) {
         await deps.limits.enforce(org?.id ?? (req.orgId || req.tenantId), deps.limits.sendKeys(org, "registration", req.username, caller.address));
@@ -24,6 +25,7 @@ export function registrationService(deps: ServiceDeps): ServiceImpl<typeof Regis
       await sendCode(deps, {
         ...req,
         ...caller,
+        locales,
         purpose: "registration",
         requiredState: "pending",
         mail: "registration",
@@ -34,7 +36,7 @@ export function registrationService(deps: ServiceDeps): ServiceImpl<typeof Regis
     },
 
     async resendRegistrationCode(req, ctx) {
-      await sendCode(deps, { ...req, ...callerOf(ctx), purpose: "registration", requiredState: "pending", mail: "registration" });
+      await sendCode(deps, { ...req, ...callerOf(ctx), locales: localesOf(req.locale, ctx), purpose: "registration", requiredState: "pending", mail: "registration" });
       return SUCCESS;
     },
 

@@ -147,4 +147,25 @@ export const RateLimitEntity = defineEntity({
   },
 });
 
-export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity];
+/**
+ * An organization's own mail template for one kind and locale, overriding the
+ * built-in one (checked when saved: rules/mail/templates.ts). Read per
+ * organization into each server's cache (rules/mail/org-templates.ts).
+ */
+export const MailTemplateEntity = defineEntity({
+  name: "MailTemplate",
+  tableName: "mail_template",
+  properties: {
+    orgId: p.text().primary(),
+    /** login, registration, recovery, already_registered, unknown_recovery. */
+    kind: p.text().primary(),
+    /** Canonical BCP 47 tag ("de", "pt-BR"). */
+    locale: p.text().primary(),
+    subject: p.text(),
+    text: p.text(),
+    html: p.text(),
+    updatedAt: p.datetime(),
+  },
+});
+
+export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity, MailTemplateEntity];

@@ -41,3 +41,9 @@ export async function listOrganizations(orm: Orm, cursor: Cursor | undefined, si
   const rows = await orm.em.fork().find(OrganizationEntity, afterCursor(cursor), { orderBy: { createdAt: "asc", id: "asc" }, limit: size + 1 });
   return rows.map(orgOf);
 }
+
+/** Replaces an organization's settings; undefined if there is no such organization. */
+export async function updateOrganizationSettings(sql: Sql, orgId: string, settings: OrgSettings): Promise<Org | undefined> {
+  const [row] = await sql.query(`update organization set settings = $2::jsonb where id = $1 returning id, tenant_id, name, settings, created_at`, [orgId, JSON.stringify(settings)]);
+  return row ? orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at }) : undefined;
+}

@@ -1,9 +1,11 @@
 // The recovery page in the browser: sends the code the user types, with the flow
 // id of the administrator's link, to RecoveryService.VerifyRecoveryCode over
-// Connect JSON (the client package, clients/ts), and says what happened. The
-// server renders the page (and the message for a link without a flow); this only
-// drives the form.
+// Connect JSON (the client package, clients/ts), and says what happened; when the
+// organization has a return URL, hands it the proof token (../shared/hand-off.ts).
+// The server renders the page (and the message for a link without a flow); this
+// only drives the form.
 import { Code, codegateError, createCodegateWebClients, type CodegateError } from "@codegate/client/web";
+import { handOff } from "../shared/hand-off.ts";
 
 const MAX_CODE_LENGTH = 64; // VerifyRecoveryCodeRequest.code max_len
 
@@ -61,10 +63,15 @@ if (form && input && button && status && done && doneHeading) {
     try {
       // The server bounds the call itself (RPC_TIMEOUT); this only keeps the page
       // from waiting forever on a dead connection.
-      await client.verifyRecoveryCode({ flowId, code }, { signal: AbortSignal.timeout(30_000) });
-      // The proof token stays in this page: nothing here needs it yet, and it
-      // must not land in a URL, a log or storage.
+      const answer = await client.verifyRecoveryCode({ flowId, code }, { signal: AbortSignal.timeout(30_000) });
       form.hidden = true;
+      // To the organization's return URL, in its fragment; without one the token
+      // stays in this page (not in a URL, a log or storage).
+      if (answer.returnUrl && handOff(answer.returnUrl, { token: answer.token, purpose: "recovery" })) {
+        if (lead) lead.hidden = true;
+        say("Your account is recovered. Taking you back to the application…", "info");
+        return;
+      }
       if (lead) lead.hidden = true;
       done.hidden = false;
       say("Your account is recovered.", "success");

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/recovery.proto.
  */
 export const file_codegate_v1_recovery: GenFile = /*@__PURE__*/
-  fileDesc("Chpjb2RlZ2F0ZS92MS9yZWNvdmVyeS5wcm90bxILY29kZWdhdGUudjEi+QIKF1NlbmRSZWNvdmVyeUNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLgoHYmluZGluZxgEIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyIrChhTZW5kUmVjb3ZlcnlDb2RlUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSKUBAoZVmVyaWZ5UmVjb3ZlcnlDb2RlUmVxdWVzdBIvCgh1c2VybmFtZRgBIAEoCUIdukgachgY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIcCgdmbG93X2lkGAQgASgJQgu6SAjYAQFyA7ABARIsCgRjb2RlGAUgASgJQh66SBtyGRABGEAyE15bXlx4MDAtXHgxZlx4N2ZdKiQSLgoHYmluZGluZxgGIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQ6tAG6SLABGq0BChNmbG93X2lkX29yX3VzZXJuYW1lEjpmbG93X2lkLCBvciB1c2VybmFtZSB3aXRoIG9yZ19pZCBvciB0ZW5hbnRfaWQsIGlzIHJlcXVpcmVkGlp0aGlzLmZsb3dfaWQgIT0gJycgfHwgKHRoaXMudXNlcm5hbWUgIT0gJycgJiYgKHRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnKSkiigEKGlZlcmlmeVJlY292ZXJ5Q29kZVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkSDQoFdG9rZW4YAiABKAkSNAoQdG9rZW5fZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAynAIKD1JlY292ZXJ5U2VydmljZRKhAQoQU2VuZFJlY292ZXJ5Q29kZRIkLmNvZGVnYXRlLnYxLlNlbmRSZWNvdmVyeUNvZGVSZXF1ZXN0GiUuY29kZWdhdGUudjEuU2VuZFJlY292ZXJ5Q29kZVJlc3BvbnNlIkCC0+STAjo6ASpaHDoBKiIXL2F1dGgvcmVjb3Zlci91c2VyL2NvZGUaFy9hdXRoL3JlY292ZXIvdXNlci9jb2RlEmUKElZlcmlmeVJlY292ZXJ5Q29kZRImLmNvZGVnYXRlLnYxLlZlcmlmeVJlY292ZXJ5Q29kZVJlcXVlc3QaJy5jb2RlZ2F0ZS52MS5WZXJpZnlSZWNvdmVyeUNvZGVSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chpjb2RlZ2F0ZS92MS9yZWNvdmVyeS5wcm90bxILY29kZWdhdGUudjEi6gMKF1NlbmRSZWNvdmVyeUNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLgoHYmluZGluZxgEIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQSPwoGbG9jYWxlGAUgASgJQi+6SCzYAQFyJxgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJBIuCgVzdGF0ZRgGIAEoCUIfukgc2AEBchcYgAIyEl5bQS1aYS16MC05Ll9+LV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIisKGFNlbmRSZWNvdmVyeUNvZGVSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJIpQEChlWZXJpZnlSZWNvdmVyeUNvZGVSZXF1ZXN0Ei8KCHVzZXJuYW1lGAEgASgJQh26SBpyGBj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJBJGCgZvcmdfaWQYAiABKAlCNrpIM9gBAXIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBJLCgl0ZW5hbnRfaWQYAyABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEhwKB2Zsb3dfaWQYBCABKAlCC7pICNgBAXIDsAEBEiwKBGNvZGUYBSABKAlCHrpIG3IZEAEYQDITXlteXHgwMC1ceDFmXHg3Zl0qJBIuCgdiaW5kaW5nGAYgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDq0AbpIsAEarQEKE2Zsb3dfaWRfb3JfdXNlcm5hbWUSOmZsb3dfaWQsIG9yIHVzZXJuYW1lIHdpdGggb3JnX2lkIG9yIHRlbmFudF9pZCwgaXMgcmVxdWlyZWQaWnRoaXMuZmxvd19pZCAhPSAnJyB8fCAodGhpcy51c2VybmFtZSAhPSAnJyAmJiAodGhpcy5vcmdfaWQgIT0gJycgfHwgdGhpcy50ZW5hbnRfaWQgIT0gJycpKSKeAQoaVmVyaWZ5UmVjb3ZlcnlDb2RlUmVzcG9uc2USJwoIaWRlbnRpdHkYASABKAsyFS5jb2RlZ2F0ZS52MS5JZGVudGl0eRINCgV0b2tlbhgCIAEoCRI0ChB0b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXR1cm5fdXJsGAQgASgJMpwCCg9SZWNvdmVyeVNlcnZpY2USoQEKEFNlbmRSZWNvdmVyeUNvZGUSJC5jb2RlZ2F0ZS52MS5TZW5kUmVjb3ZlcnlDb2RlUmVxdWVzdBolLmNvZGVnYXRlLnYxLlNlbmRSZWNvdmVyeUNvZGVSZXNwb25zZSJAgtPkkwI6OgEqWhw6ASoiFy9hdXRoL3JlY292ZXIvdXNlci9jb2RlGhcvYXV0aC9yZWNvdmVyL3VzZXIvY29kZRJlChJWZXJpZnlSZWNvdmVyeUNvZGUSJi5jb2RlZ2F0ZS52MS5WZXJpZnlSZWNvdmVyeUNvZGVSZXF1ZXN0GicuY29kZWdhdGUudjEuVmVyaWZ5UmVjb3ZlcnlDb2RlUmVzcG9uc2ViBnByb3RvMw", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.SendRecoveryCodeRequest
@@ -46,6 +46,26 @@ export type SendRecoveryCodeRequest = Message<"codegate.v1.SendRecoveryCodeReque
    * @generated from field: string binding = 4;
    */
   binding: string;
+
+  /**
+   * The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+   * falls back to its language). When empty, the request's Accept-Language
+   * header is read (REST routes, and browsers calling over Connect); then the
+   * organization's default locale; then English.
+   *
+   * @generated from field: string locale = 5;
+   */
+  locale: string;
+
+  /**
+   * Handed back unchanged beside the proof token when the user opens the
+   * mailed link (settings.mail_links): keep it in the user's session and
+   * compare it when the token arrives at the return URL, so that nobody can hand
+   * your user a token of their own account. Not stored: it travels in the mail.
+   *
+   * @generated from field: string state = 6;
+   */
+  state: string;
 };
 
 /**
@@ -143,6 +163,15 @@ export type VerifyRecoveryCodeResponse = Message<"codegate.v1.VerifyRecoveryCode
    * @generated from field: google.protobuf.Timestamp token_expires_at = 3;
    */
   tokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The organization's return URL (settings.return_url), where this service's
+   * pages hand the token; empty when it has none. An application that verifies
+   * codes itself can ignore it.
+   *
+   * @generated from field: string return_url = 4;
+   */
+  returnUrl: string;
 };
 
 /**

@@ -13,7 +13,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/types.proto.
  */
 export const file_codegate_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS90eXBlcy5wcm90bxILY29kZWdhdGUudjEixgEKCElkZW50aXR5EgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIQCgh1c2VybmFtZRgDIAEoCRIpCgVzdGF0ZRgEIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNcmVnaXN0ZXJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi8gEKCkNvZGVQb2xpY3kSHgoGbGVuZ3RoGAEgASgNQgm6SAYqBBggKARIAIgBARI1CghhbHBoYWJldBgCIAEoCUIeukgbchkQAhhAMhNeW15ceDAwLVx4MWZceDdmXSokSAGIAQESPgoIbGlmZXNwYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCICangEyAggeEiQKDG1heF9hdHRlbXB0cxgEIAEoDUIJukgGKgQYZCgBSAKIAQFCCQoHX2xlbmd0aEILCglfYWxwaGFiZXRCDwoNX21heF9hdHRlbXB0cyJiCglSYXRlTGltaXQSFAoDbWF4GAEgASgNQge6SAQqAigBEj8KBndpbmRvdxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIUukgRyAEBqgELIgUIgJqeATICCAEilAIKClJhdGVMaW1pdHMSOwoRc2VuZF9wZXJfdXNlcm5hbWUYASADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEjoKEHNlbmRfcGVyX2FkZHJlc3MYAiADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkYKHHZlcmlmeV9mYWlsdXJlc19wZXJfdXNlcm5hbWUYAyADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkUKG3ZlcmlmeV9mYWlsdXJlc19wZXJfYWRkcmVzcxgEIAMoCzIWLmNvZGVnYXRlLnYxLlJhdGVMaW1pdEIIukgFkgECEAUi7QIKFE9yZ2FuaXphdGlvblNldHRpbmdzEhsKE3NlbGZfc2VydmljZV9zaWdudXAYASABKAgSMQoLc2VuZGVyX25hbWUYAiABKAlCHLpIGXIXGGQyE15bXlx4MDAtXHgxZlx4N2ZdKiQSJQoOc2VuZGVyX2FkZHJlc3MYAyABKAlCDbpICtgBAXIFGP4BYAESKwoKbG9naW5fY29kZRgEIAEoCzIXLmNvZGVnYXRlLnYxLkNvZGVQb2xpY3kSMgoRcmVnaXN0cmF0aW9uX2NvZGUYBSABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5Ei4KDXJlY292ZXJ5X2NvZGUYBiABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5Eh8KF25vdGlmeV91bmtub3duX3JlY292ZXJ5GAcgASgIEiwKC3JhdGVfbGltaXRzGAggASgLMhcuY29kZWdhdGUudjEuUmF0ZUxpbWl0cyKgAQoMT3JnYW5pemF0aW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEQoJdGVuYW50X2lkGAMgASgJEi4KCmNyZWF0ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjMKCHNldHRpbmdzGAUgASgLMiEuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MitgIKDkNvdXJpZXJNZXNzYWdlEgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIRCglyZWNpcGllbnQYAyABKAkSDwoHc3ViamVjdBgEIAEoCRIpCgdwdXJwb3NlGAUgASgOMhguY29kZWdhdGUudjEuQ29kZVB1cnBvc2USMQoGc3RhdHVzGAYgASgOMiEuY29kZWdhdGUudjEuQ291cmllck1lc3NhZ2VTdGF0dXMSEgoKc2VuZF9jb3VudBgHIAEoDRISCgpsYXN0X2Vycm9yGAggASgJEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKoMBCg1JZGVudGl0eVN0YXRlEh4KGklERU5USVRZX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWSURFTlRJVFlfU1RBVEVfUEVORElORxABEhkKFUlERU5USVRZX1NUQVRFX0FDVElWRRACEhsKF0lERU5USVRZX1NUQVRFX0RJU0FCTEVEEAMqfQoLQ29kZVB1cnBvc2USHAoYQ09ERV9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASFgoSQ09ERV9QVVJQT1NFX0xPR0lOEAESHQoZQ09ERV9QVVJQT1NFX1JFR0lTVFJBVElPThACEhkKFUNPREVfUFVSUE9TRV9SRUNPVkVSWRADKqgBChRDb3VyaWVyTWVzc2FnZVN0YXR1cxImCiJDT1VSSUVSX01FU1NBR0VfU1RBVFVTX1VOU1BFQ0lGSUVEEAASIQodQ09VUklFUl9NRVNTQUdFX1NUQVRVU19RVUVVRUQQARIfChtDT1VSSUVSX01FU1NBR0VfU1RBVFVTX1NFTlQQAhIkCiBDT1VSSUVSX01FU1NBR0VfU1RBVFVTX0FCQU5ET05FRBADYgZwcm90bzM", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS90eXBlcy5wcm90bxILY29kZWdhdGUudjEixgEKCElkZW50aXR5EgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIQCgh1c2VybmFtZRgDIAEoCRIpCgVzdGF0ZRgEIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNcmVnaXN0ZXJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi8gEKCkNvZGVQb2xpY3kSHgoGbGVuZ3RoGAEgASgNQgm6SAYqBBggKARIAIgBARI1CghhbHBoYWJldBgCIAEoCUIeukgbchkQAhhAMhNeW15ceDAwLVx4MWZceDdmXSokSAGIAQESPgoIbGlmZXNwYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCICangEyAggeEiQKDG1heF9hdHRlbXB0cxgEIAEoDUIJukgGKgQYZCgBSAKIAQFCCQoHX2xlbmd0aEILCglfYWxwaGFiZXRCDwoNX21heF9hdHRlbXB0cyJiCglSYXRlTGltaXQSFAoDbWF4GAEgASgNQge6SAQqAigBEj8KBndpbmRvdxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIUukgRyAEBqgELIgUIgJqeATICCAEilAIKClJhdGVMaW1pdHMSOwoRc2VuZF9wZXJfdXNlcm5hbWUYASADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEjoKEHNlbmRfcGVyX2FkZHJlc3MYAiADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkYKHHZlcmlmeV9mYWlsdXJlc19wZXJfdXNlcm5hbWUYAyADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkUKG3ZlcmlmeV9mYWlsdXJlc19wZXJfYWRkcmVzcxgEIAMoCzIWLmNvZGVnYXRlLnYxLlJhdGVMaW1pdEIIukgFkgECEAUi5gUKFE9yZ2FuaXphdGlvblNldHRpbmdzEhsKE3NlbGZfc2VydmljZV9zaWdudXAYASABKAgSMQoLc2VuZGVyX25hbWUYAiABKAlCHLpIGXIXGGQyE15bXlx4MDAtXHgxZlx4N2ZdKiQSJQoOc2VuZGVyX2FkZHJlc3MYAyABKAlCDbpICtgBAXIFGP4BYAESKwoKbG9naW5fY29kZRgEIAEoCzIXLmNvZGVnYXRlLnYxLkNvZGVQb2xpY3kSMgoRcmVnaXN0cmF0aW9uX2NvZGUYBSABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5Ei4KDXJlY292ZXJ5X2NvZGUYBiABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5Eh8KF25vdGlmeV91bmtub3duX3JlY292ZXJ5GAcgASgIEiwKC3JhdGVfbGltaXRzGAggASgLMhcuY29kZWdhdGUudjEuUmF0ZUxpbWl0cxJHCg5kZWZhdWx0X2xvY2FsZRgJIAEoCUIvukgs2AEBcicYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSKgoKbWFpbF9saW5rcxgKIAEoCzIWLmNvZGVnYXRlLnYxLk1haWxMaW5rcxIiCgpyZXR1cm5fdXJsGAsgASgJQg66SAvYAQFyBhiAEIgBATrdAbpI2QEa1gEKGm1haWxfbGlua3NfbmVlZF9yZXR1cm5fdXJsEkltYWlsX2xpbmtzIG5lZWQgYSByZXR1cm5fdXJsLCB3aGVyZSB0aGUgbGluaydzIHBhZ2UgaGFuZHMgdGhlIHByb29mIHRva2VuGm0hKHRoaXMubWFpbF9saW5rcy5sb2dpbiB8fCB0aGlzLm1haWxfbGlua3MucmVnaXN0cmF0aW9uIHx8IHRoaXMubWFpbF9saW5rcy5yZWNvdmVyeSkgfHwgdGhpcy5yZXR1cm5fdXJsICE9ICcnIkIKCU1haWxMaW5rcxINCgVsb2dpbhgBIAEoCBIUCgxyZWdpc3RyYXRpb24YAiABKAgSEAoIcmVjb3ZlcnkYAyABKAgisAEKDE1haWxUZW1wbGF0ZRIOCgZvcmdfaWQYASABKAkSIwoEa2luZBgCIAEoDjIVLmNvZGVnYXRlLnYxLk1haWxLaW5kEg4KBmxvY2FsZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRleHQYBSABKAkSDAoEaHRtbBgGIAEoCRIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ9ChNNYWlsVGVtcGxhdGVDb250ZW50EjAKB3N1YmplY3QYASABKAlCH7pIHHIaEAEYyAEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSGQoEdGV4dBgCIAEoCUILukgIcgYQARiAgAESGQoEaHRtbBgDIAEoCUILukgIcgYQARiAgAIioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghzZXR0aW5ncxgFIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIrYCCg5Db3VyaWVyTWVzc2FnZRIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEg8KB3N1YmplY3QYBCABKAkSKQoHcHVycG9zZRgFIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlEjEKBnN0YXR1cxgGIAEoDjIhLmNvZGVnYXRlLnYxLkNvdXJpZXJNZXNzYWdlU3RhdHVzEhIKCnNlbmRfY291bnQYByABKA0SEgoKbGFzdF9lcnJvchgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqDAQoNSWRlbnRpdHlTdGF0ZRIeChpJREVOVElUWV9TVEFURV9VTlNQRUNJRklFRBAAEhoKFklERU5USVRZX1NUQVRFX1BFTkRJTkcQARIZChVJREVOVElUWV9TVEFURV9BQ1RJVkUQAhIbChdJREVOVElUWV9TVEFURV9ESVNBQkxFRBADKn0KC0NvZGVQdXJwb3NlEhwKGENPREVfUFVSUE9TRV9VTlNQRUNJRklFRBAAEhYKEkNPREVfUFVSUE9TRV9MT0dJThABEh0KGUNPREVfUFVSUE9TRV9SRUdJU1RSQVRJT04QAhIZChVDT0RFX1BVUlBPU0VfUkVDT1ZFUlkQAyqwAQoITWFpbEtpbmQSGQoVTUFJTF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPTUFJTF9LSU5EX0xPR0lOEAESGgoWTUFJTF9LSU5EX1JFR0lTVFJBVElPThACEhYKEk1BSUxfS0lORF9SRUNPVkVSWRADEiAKHE1BSUxfS0lORF9BTFJFQURZX1JFR0lTVEVSRUQQBBIeChpNQUlMX0tJTkRfVU5LTk9XTl9SRUNPVkVSWRAFKqQBChJNYWlsVGVtcGxhdGVTb3VyY2USJAogTUFJTF9URU1QTEFURV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIhCh1NQUlMX1RFTVBMQVRFX1NPVVJDRV9CVUlMVF9JThABEiUKIU1BSUxfVEVNUExBVEVfU09VUkNFX09SR0FOSVpBVElPThACEh4KGk1BSUxfVEVNUExBVEVfU09VUkNFX0RSQUZUEAMqqAEKFENvdXJpZXJNZXNzYWdlU3RhdHVzEiYKIkNPVVJJRVJfTUVTU0FHRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIhCh1DT1VSSUVSX01FU1NBR0VfU1RBVFVTX1FVRVVFRBABEh8KG0NPVVJJRVJfTUVTU0FHRV9TVEFUVVNfU0VOVBACEiQKIENPVVJJRVJfTUVTU0FHRV9TVEFUVVNfQUJBTkRPTkVEEANiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user account of an organization.
@@ -230,6 +230,37 @@ export type OrganizationSettings = Message<"codegate.v1.OrganizationSettings"> &
    * @generated from field: codegate.v1.RateLimits rate_limits = 8;
    */
   rateLimits?: RateLimits | undefined;
+
+  /**
+   * The language of the organization's mails (a BCP 47 tag such as `de` or
+   * `pt-BR`) when a send asks for none that a template exists for; English when
+   * empty. Kept in its canonical form.
+   *
+   * @generated from field: string default_locale = 9;
+   */
+  defaultLocale: string;
+
+  /**
+   * Mail a link beside the code, for these purposes: it opens this service's
+   * page `/verify`, which verifies the code and hands the proof token to
+   * `return_url`. Needs `return_url`. A code sent with a `binding` gets no link
+   * (the page cannot present the application's binding).
+   *
+   * @generated from field: codegate.v1.MailLinks mail_links = 10;
+   */
+  mailLinks?: MailLinks | undefined;
+
+  /**
+   * Where this service's pages (the `/verify` page of the mailed links and the
+   * recovery page of CreateRecoveryCode) hand the proof token after a successful
+   * verification, in the URL's fragment (`#token=…&purpose=…`, and `state` when
+   * the send gave one), never in its query. An absolute `https` URL (`http` only
+   * for localhost) without user information or fragment. Empty: the pages say
+   * "done" and keep the token to themselves.
+   *
+   * @generated from field: string return_url = 11;
+   */
+  returnUrl: string;
 };
 
 /**
@@ -238,6 +269,129 @@ export type OrganizationSettings = Message<"codegate.v1.OrganizationSettings"> &
  */
 export const OrganizationSettingsSchema: GenMessage<OrganizationSettings> = /*@__PURE__*/
   messageDesc(file_codegate_v1_types, 4);
+
+/**
+ * The purposes whose mails carry a link beside the code.
+ *
+ * @generated from message codegate.v1.MailLinks
+ */
+export type MailLinks = Message<"codegate.v1.MailLinks"> & {
+  /**
+   * @generated from field: bool login = 1;
+   */
+  login: boolean;
+
+  /**
+   * @generated from field: bool registration = 2;
+   */
+  registration: boolean;
+
+  /**
+   * @generated from field: bool recovery = 3;
+   */
+  recovery: boolean;
+};
+
+/**
+ * Describes the message codegate.v1.MailLinks.
+ * Use `create(MailLinksSchema)` to create a new message.
+ */
+export const MailLinksSchema: GenMessage<MailLinks> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_types, 5);
+
+/**
+ * An organization's own template of one mail kind in one locale, replacing the
+ * built-in one. Written in a logic-less language: `{{name}}` inserts a
+ * variable, `{{#name}}…{{/name}}` keeps its part only when the variable is not
+ * empty, `{{^name}}…{{/name}}` only when it is. The variables are those of the
+ * kind (see MailKind): `org_name`; for a code's mail `code`, `lifespan` (how long
+ * it lives, in words of the template's locale) and `link` (the link beside the
+ * code, empty when there is none). Nothing else can be read, and nothing runs.
+ * Variables are HTML-escaped in the HTML part.
+ *
+ * @generated from message codegate.v1.MailTemplate
+ */
+export type MailTemplate = Message<"codegate.v1.MailTemplate"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: codegate.v1.MailKind kind = 2;
+   */
+  kind: MailKind;
+
+  /**
+   * Canonical BCP 47 tag.
+   *
+   * @generated from field: string locale = 3;
+   */
+  locale: string;
+
+  /**
+   * One line; may not use `code` or `link` (the subject is kept in plain text
+   * beside the sealed mail, and listed by ListCourierMessages).
+   *
+   * @generated from field: string subject = 4;
+   */
+  subject: string;
+
+  /**
+   * The text part; a code's mail shows `{{code}}` outside any section.
+   *
+   * @generated from field: string text = 5;
+   */
+  text: string;
+
+  /**
+   * The HTML part; a code's mail shows `{{code}}` outside any section.
+   *
+   * @generated from field: string html = 6;
+   */
+  html: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp updated_at = 7;
+   */
+  updatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.MailTemplate.
+ * Use `create(MailTemplateSchema)` to create a new message.
+ */
+export const MailTemplateSchema: GenMessage<MailTemplate> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_types, 6);
+
+/**
+ * A template's three parts, as written.
+ *
+ * @generated from message codegate.v1.MailTemplateContent
+ */
+export type MailTemplateContent = Message<"codegate.v1.MailTemplateContent"> & {
+  /**
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string html = 3;
+   */
+  html: string;
+};
+
+/**
+ * Describes the message codegate.v1.MailTemplateContent.
+ * Use `create(MailTemplateContentSchema)` to create a new message.
+ */
+export const MailTemplateContentSchema: GenMessage<MailTemplateContent> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_types, 7);
 
 /**
  * A tenant of the service: identities, codes and mails belong to one.
@@ -280,7 +434,7 @@ export type Organization = Message<"codegate.v1.Organization"> & {
  * Use `create(OrganizationSchema)` to create a new message.
  */
 export const OrganizationSchema: GenMessage<Organization> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 5);
+  messageDesc(file_codegate_v1_types, 8);
 
 /**
  * A mail in the outbox. The body is never exposed: it holds a live code.
@@ -346,7 +500,7 @@ export type CourierMessage = Message<"codegate.v1.CourierMessage"> & {
  * Use `create(CourierMessageSchema)` to create a new message.
  */
 export const CourierMessageSchema: GenMessage<CourierMessage> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 6);
+  messageDesc(file_codegate_v1_types, 9);
 
 /**
  * The lifecycle state of an identity.
@@ -437,6 +591,114 @@ export const CodePurposeSchema: GenEnum<CodePurpose> = /*@__PURE__*/
   enumDesc(file_codegate_v1_types, 1);
 
 /**
+ * The mails Codegate writes, each with a subject, a text and an HTML part.
+ *
+ * @generated from enum codegate.v1.MailKind
+ */
+export const MailKind = {
+  /**
+   * @generated from enum value: MAIL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * A login code. Variables: org_name, code, lifespan, link.
+   *
+   * @generated from enum value: MAIL_KIND_LOGIN = 1;
+   */
+  LOGIN: 1,
+
+  /**
+   * A registration code. Variables: org_name, code, lifespan, link.
+   *
+   * @generated from enum value: MAIL_KIND_REGISTRATION = 2;
+   */
+  REGISTRATION: 2,
+
+  /**
+   * A recovery code (SendRecoveryCode). Variables: org_name, code, lifespan, link.
+   *
+   * @generated from enum value: MAIL_KIND_RECOVERY = 3;
+   */
+  RECOVERY: 3,
+
+  /**
+   * The notice to an active account's address when someone signs up with it
+   * (Register). Variables: org_name.
+   *
+   * @generated from enum value: MAIL_KIND_ALREADY_REGISTERED = 4;
+   */
+  ALREADY_REGISTERED: 4,
+
+  /**
+   * The notice to an address without an account when someone asks to recover
+   * it (settings.notify_unknown_recovery). Variables: org_name.
+   *
+   * @generated from enum value: MAIL_KIND_UNKNOWN_RECOVERY = 5;
+   */
+  UNKNOWN_RECOVERY: 5,
+} as const;
+
+/**
+ * The mails Codegate writes, each with a subject, a text and an HTML part.
+ *
+ * @generated from enum codegate.v1.MailKind
+ */
+export type MailKind = (typeof MailKind)[keyof typeof MailKind] | UnknownEnum;
+
+/**
+ * Describes the enum codegate.v1.MailKind.
+ */
+export const MailKindSchema: GenEnum<MailKind> = /*@__PURE__*/
+  enumDesc(file_codegate_v1_types, 2);
+
+/**
+ * Where a rendered template came from.
+ *
+ * @generated from enum codegate.v1.MailTemplateSource
+ */
+export const MailTemplateSource = {
+  /**
+   * @generated from enum value: MAIL_TEMPLATE_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * Codegate's own template.
+   *
+   * @generated from enum value: MAIL_TEMPLATE_SOURCE_BUILT_IN = 1;
+   */
+  BUILT_IN: 1,
+
+  /**
+   * The organization's (SetMailTemplate).
+   *
+   * @generated from enum value: MAIL_TEMPLATE_SOURCE_ORGANIZATION = 2;
+   */
+  ORGANIZATION: 2,
+
+  /**
+   * The draft of the request.
+   *
+   * @generated from enum value: MAIL_TEMPLATE_SOURCE_DRAFT = 3;
+   */
+  DRAFT: 3,
+} as const;
+
+/**
+ * Where a rendered template came from.
+ *
+ * @generated from enum codegate.v1.MailTemplateSource
+ */
+export type MailTemplateSource = (typeof MailTemplateSource)[keyof typeof MailTemplateSource] | UnknownEnum;
+
+/**
+ * Describes the enum codegate.v1.MailTemplateSource.
+ */
+export const MailTemplateSourceSchema: GenEnum<MailTemplateSource> = /*@__PURE__*/
+  enumDesc(file_codegate_v1_types, 3);
+
+/**
  * Delivery state of a queued mail.
  *
  * @generated from enum codegate.v1.CourierMessageStatus
@@ -480,5 +742,5 @@ export type CourierMessageStatus = (typeof CourierMessageStatus)[keyof typeof Co
  * Describes the enum codegate.v1.CourierMessageStatus.
  */
 export const CourierMessageStatusSchema: GenEnum<CourierMessageStatus> = /*@__PURE__*/
-  enumDesc(file_codegate_v1_types, 2);
+  enumDesc(file_codegate_v1_types, 4);
 

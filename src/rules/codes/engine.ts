@@ -38,7 +38,7 @@ import type { CodeEvents } from "../events.ts";
 import { buildMessage } from "../mail/mime.ts";
 import { encodeMail } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
-import { renderMail, type MailContent, type MailKind } from "../mail/templates.ts";
+import { builtinMailer, type MailContent, type MailKind, type Mailer } from "../mail/templates.ts";
 import { ownerCodeHash, ownerCodeHashes, rowCodeHash, rowCodeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
 import { randomString } from "./random.ts";
@@ -64,6 +64,8 @@ export interface IssueRequest {
   requiredState: IdentityState;
   /** The mail that carries the code; none for codes handed to an administrator. */
   mail?: MailKind;
+  /** How the mail and the notice are written (the organization's templates, in the caller's locale, with a link if any); the built-in English ones when absent. */
+  mailer?: Mailer;
   lifespanMs?: number;
   /** Rate limits counted in the same statement; over any, nothing is issued. */
   limits?: LimitedKey[];
@@ -151,9 +153,10 @@ export class CodeEngine {
     const hash = req.adminIssued
       ? rowCodeHash(key.key, id, code)
       : ownerCodeHash(key.key, { orgId: req.org.id, usernameNormalized: normalizeUsername(username), purpose: req.purpose, binding }, code);
-    const mail = req.mail ? this.sealed(randomUUIDv7(), now, renderMail(req.mail, { orgName: req.org.name, code, lifespanMs }), from) : undefined;
+    const mailer = req.mailer ?? builtinMailer(req.org.name);
+    const mail = req.mail ? this.sealed(randomUUIDv7(), now, mailer.render(req.mail, { code, lifespanMs }), from) : undefined;
     // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
-    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, renderMail(req.notice.kind, { orgName: req.org.name }), from), when: req.notice.when } : undefined;
+    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from), when: req.notice.when } : undefined;
     const result = await issueCode(
       sql,
       {

@@ -6,6 +6,7 @@ import { RateLimits } from "./20261123-rate-limits.ts";
 import { CodeBindings } from "./20261130-code-bindings.ts";
 import { CodeHashInput } from "./20261201-code-hash-input.ts";
 import { OutboxByOrganization } from "./20261201-outbox-by-organization.ts";
+import { MailTemplates } from "./20261201-mail-templates.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -13,4 +14,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261130-code-bindings", class: CodeBindings },
   { name: "20261201-code-hash-input", class: CodeHashInput },
   { name: "20261201-outbox-by-organization", class: OutboxByOrganization },
+  { name: "20261201-mail-templates", class: MailTemplates },
 ];

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../buf/validate/validate_pb.ts";
 import { file_codegate_v1_http } from "./http_pb.ts";
-import type { CodePurpose, CourierMessage, CourierMessageStatus, Identity, IdentityState, Organization, OrganizationSettings } from "./types_pb.ts";
+import type { CodePurpose, CourierMessage, CourierMessageStatus, Identity, IdentityState, MailKind, MailTemplate, MailTemplateContent, MailTemplateSource, Organization, OrganizationSettings } from "./types_pb.ts";
 import { file_codegate_v1_types } from "./types_pb.ts";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/admin.proto.
  */
 export const file_codegate_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS9hZG1pbi5wcm90bxILY29kZWdhdGUudjEizAEKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSLQoEbmFtZRgBIAEoCUIfukgcchoQARjIATITXlteXHgwMC1ceDFmXHg3Zl0qJBJLCgl0ZW5hbnRfaWQYAiABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjMKCHNldHRpbmdzGAMgASgLMiEuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MiTQoaQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uIl0KFkdldE9yZ2FuaXphdGlvblJlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQiSgoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uImkKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgCIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiZgoZTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRIwCg1vcmdhbml6YXRpb25zGAEgAygLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKvAQoVQ3JlYXRlSWRlbnRpdHlSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjEKCHVzZXJuYW1lGAIgASgJQh+6SBxyGhj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJGABEh4KFnNraXBfcmVnaXN0cmF0aW9uX2NvZGUYAyABKAgiQQoWQ3JlYXRlSWRlbnRpdHlSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5IjMKEkdldElkZW50aXR5UmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQEiPgoTR2V0SWRlbnRpdHlSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5IqsBChVMaXN0SWRlbnRpdGllc1JlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSHQoJcGFnZV9zaXplGAIgASgFQgq6SAcaBRj0AygAEi4KCnBhZ2VfdG9rZW4YAyABKAlCGrpIF3IVGIACMhBeW0EtWmEtejAtOV8tXSokIlwKFkxpc3RJZGVudGl0aWVzUmVzcG9uc2USKQoKaWRlbnRpdGllcxgBIAMoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJvChdTZXRJZGVudGl0eVN0YXRlUmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQESNQoFc3RhdGUYAiABKA4yGi5jb2RlZ2F0ZS52MS5JZGVudGl0eVN0YXRlQgq6SAeCAQQYAhgDIkMKGFNldElkZW50aXR5U3RhdGVSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Io0BChlDcmVhdGVSZWNvdmVyeUNvZGVSZXF1ZXN0EioKC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABAVILaWRlbnRpdHlfaWQSRAoKZXhwaXJlc19pbhgCIAEoCUIkukghch8YQDIbXihbMC05XSsobnN8dXN8bXN8c3xtfGgpKSokUgpleHBpcmVzX2luIqQBChpDcmVhdGVSZWNvdmVyeUNvZGVSZXNwb25zZRI6CgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKZXhwaXJlc19hdBIkCg1yZWNvdmVyeV9jb2RlGAIgASgJUg1yZWNvdmVyeV9jb2RlEiQKDXJlY292ZXJ5X2xpbmsYAyABKAlSDXJlY292ZXJ5X2xpbmsibAoWSW52YWxpZGF0ZUNvZGVzUmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQESMwoHcHVycG9zZRgCIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlQgi6SAWCAQIQASI0ChdJbnZhbGlkYXRlQ29kZXNSZXNwb25zZRIZChFpbnZhbGlkYXRlZF9jb3VudBgBIAEoDSLtAQoaTGlzdENvdXJpZXJNZXNzYWdlc1JlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSOwoGc3RhdHVzGAIgASgOMiEuY29kZWdhdGUudjEuQ291cmllck1lc3NhZ2VTdGF0dXNCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY9AMoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRiAAjIQXltBLVphLXowLTlfLV0qJCJlChtMaXN0Q291cmllck1lc3NhZ2VzUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy5jb2RlZ2F0ZS52MS5Db3VyaWVyTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyjwgKDEFkbWluU2VydmljZRJlChJDcmVhdGVPcmdhbml6YXRpb24SJi5jb2RlZ2F0ZS52MS5DcmVhdGVPcmdhbml6YXRpb25SZXF1ZXN0GicuY29kZWdhdGUudjEuQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USXAoPR2V0T3JnYW5pemF0aW9uEiMuY29kZWdhdGUudjEuR2V0T3JnYW5pemF0aW9uUmVxdWVzdBokLmNvZGVnYXRlLnYxLkdldE9yZ2FuaXphdGlvblJlc3BvbnNlEmIKEUxpc3RPcmdhbml6YXRpb25zEiUuY29kZWdhdGUudjEuTGlzdE9yZ2FuaXphdGlvbnNSZXF1ZXN0GiYuY29kZWdhdGUudjEuTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRJZCg5DcmVhdGVJZGVudGl0eRIiLmNvZGVnYXRlLnYxLkNyZWF0ZUlkZW50aXR5UmVxdWVzdBojLmNvZGVnYXRlLnYxLkNyZWF0ZUlkZW50aXR5UmVzcG9uc2USUAoLR2V0SWRlbnRpdHkSHy5jb2RlZ2F0ZS52MS5HZXRJZGVudGl0eVJlcXVlc3QaIC5jb2RlZ2F0ZS52MS5HZXRJZGVudGl0eVJlc3BvbnNlElkKDkxpc3RJZGVudGl0aWVzEiIuY29kZWdhdGUudjEuTGlzdElkZW50aXRpZXNSZXF1ZXN0GiMuY29kZWdhdGUudjEuTGlzdElkZW50aXRpZXNSZXNwb25zZRJfChBTZXRJZGVudGl0eVN0YXRlEiQuY29kZWdhdGUudjEuU2V0SWRlbnRpdHlTdGF0ZVJlcXVlc3QaJS5jb2RlZ2F0ZS52MS5TZXRJZGVudGl0eVN0YXRlUmVzcG9uc2USpAEKEkNyZWF0ZVJlY292ZXJ5Q29kZRImLmNvZGVnYXRlLnYxLkNyZWF0ZVJlY292ZXJ5Q29kZVJlcXVlc3QaJy5jb2RlZ2F0ZS52MS5DcmVhdGVSZWNvdmVyeUNvZGVSZXNwb25zZSI9gIAZyQGC0+STAjI6ASpaFzoBKiISL2lhbS9yZWNvdmVyeS9jb2RlIhQvYWRtaW4vcmVjb3ZlcnkvY29kZRJcCg9JbnZhbGlkYXRlQ29kZXMSIy5jb2RlZ2F0ZS52MS5JbnZhbGlkYXRlQ29kZXNSZXF1ZXN0GiQuY29kZWdhdGUudjEuSW52YWxpZGF0ZUNvZGVzUmVzcG9uc2USaAoTTGlzdENvdXJpZXJNZXNzYWdlcxInLmNvZGVnYXRlLnYxLkxpc3RDb3VyaWVyTWVzc2FnZXNSZXF1ZXN0GiguY29kZWdhdGUudjEuTGlzdENvdXJpZXJNZXNzYWdlc1Jlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_codegate_v1_http, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS9hZG1pbi5wcm90bxILY29kZWdhdGUudjEizAEKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSLQoEbmFtZRgBIAEoCUIfukgcchoQARjIATITXlteXHgwMC1ceDFmXHg3Zl0qJBJLCgl0ZW5hbnRfaWQYAiABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjMKCHNldHRpbmdzGAMgASgLMiEuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MiTQoaQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uIl0KFkdldE9yZ2FuaXphdGlvblJlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQiSgoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uImkKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgCIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiZgoZTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRIwCg1vcmdhbml6YXRpb25zGAEgAygLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLwAQoVQ3JlYXRlSWRlbnRpdHlSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjEKCHVzZXJuYW1lGAIgASgJQh+6SBxyGhj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJGABEh4KFnNraXBfcmVnaXN0cmF0aW9uX2NvZGUYAyABKAgSPwoGbG9jYWxlGAQgASgJQi+6SCzYAQFyJxgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJCJBChZDcmVhdGVJZGVudGl0eVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkiMwoSR2V0SWRlbnRpdHlSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABASI+ChNHZXRJZGVudGl0eVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkiqwEKFUxpc3RJZGVudGl0aWVzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgDIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiXAoWTGlzdElkZW50aXRpZXNSZXNwb25zZRIpCgppZGVudGl0aWVzGAEgAygLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIm8KF1NldElkZW50aXR5U3RhdGVSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABARI1CgVzdGF0ZRgCIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGVCCrpIB4IBBBgCGAMiQwoYU2V0SWRlbnRpdHlTdGF0ZVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkijQEKGUNyZWF0ZVJlY292ZXJ5Q29kZVJlcXVlc3QSKgoLaWRlbnRpdHlfaWQYASABKAlCCLpIBXIDsAEBUgtpZGVudGl0eV9pZBJECgpleHBpcmVzX2luGAIgASgJQiS6SCFyHxhAMhteKFswLTldKyhuc3x1c3xtc3xzfG18aCkpKiRSCmV4cGlyZXNfaW4ipAEKGkNyZWF0ZVJlY292ZXJ5Q29kZVJlc3BvbnNlEjoKCmV4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wUgpleHBpcmVzX2F0EiQKDXJlY292ZXJ5X2NvZGUYAiABKAlSDXJlY292ZXJ5X2NvZGUSJAoNcmVjb3ZlcnlfbGluaxgDIAEoCVINcmVjb3ZlcnlfbGluayJsChZJbnZhbGlkYXRlQ29kZXNSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABARIzCgdwdXJwb3NlGAIgASgOMhguY29kZWdhdGUudjEuQ29kZVB1cnBvc2VCCLpIBYIBAhABIjQKF0ludmFsaWRhdGVDb2Rlc1Jlc3BvbnNlEhkKEWludmFsaWRhdGVkX2NvdW50GAEgASgNIu0BChpMaXN0Q291cmllck1lc3NhZ2VzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBI7CgZzdGF0dXMYAiABKA4yIS5jb2RlZ2F0ZS52MS5Db3VyaWVyTWVzc2FnZVN0YXR1c0IIukgFggECEAESHQoJcGFnZV9zaXplGAMgASgFQgq6SAcaBRj0AygAEi4KCnBhZ2VfdG9rZW4YBCABKAlCGrpIF3IVGIACMhBeW0EtWmEtejAtOV8tXSokImUKG0xpc3RDb3VyaWVyTWVzc2FnZXNSZXNwb25zZRItCghtZXNzYWdlcxgBIAMoCzIbLmNvZGVnYXRlLnYxLkNvdXJpZXJNZXNzYWdlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKdAQohVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjMKCHNldHRpbmdzGAIgASgLMiEuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MiVQoiVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXNwb25zZRIvCgxvcmdhbml6YXRpb24YASABKAsyGS5jb2RlZ2F0ZS52MS5Pcmdhbml6YXRpb24itgIKFlNldE1haWxUZW1wbGF0ZVJlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLwoEa2luZBgCIAEoDjIVLmNvZGVnYXRlLnYxLk1haWxLaW5kQgq6SAeCAQQQASAAEj4KBmxvY2FsZRgDIAEoCUIuukgrcikQAhgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJBIwCgdzdWJqZWN0GAQgASgJQh+6SBxyGhABGMgBMhNeW15ceDAwLVx4MWZceDdmXSokEhkKBHRleHQYBSABKAlCC7pICHIGEAEYgIABEhkKBGh0bWwYBiABKAlCC7pICHIGEAEYgIACIkYKF1NldE1haWxUZW1wbGF0ZVJlc3BvbnNlEisKCHRlbXBsYXRlGAEgASgLMhkuY29kZWdhdGUudjEuTWFpbFRlbXBsYXRlIl8KGExpc3RNYWlsVGVtcGxhdGVzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JCJjChlMaXN0TWFpbFRlbXBsYXRlc1Jlc3BvbnNlEiwKCXRlbXBsYXRlcxgBIAMoCzIZLmNvZGVnYXRlLnYxLk1haWxUZW1wbGF0ZRIYChBidWlsdF9pbl9sb2NhbGVzGAIgAygJItEBChlEZWxldGVNYWlsVGVtcGxhdGVSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEi8KBGtpbmQYAiABKA4yFS5jb2RlZ2F0ZS52MS5NYWlsS2luZEIKukgHggEEEAEgABI+CgZsb2NhbGUYAyABKAlCLrpIK3IpEAIYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQiLQoaRGVsZXRlTWFpbFRlbXBsYXRlUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoCCKDAgoaUHJldmlld01haWxUZW1wbGF0ZVJlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLwoEa2luZBgCIAEoDjIVLmNvZGVnYXRlLnYxLk1haWxLaW5kQgq6SAeCAQQQASAAEj4KBmxvY2FsZRgDIAEoCUIuukgrcikQAhgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJBIvCgVkcmFmdBgEIAEoCzIgLmNvZGVnYXRlLnYxLk1haWxUZW1wbGF0ZUNvbnRlbnQiiwEKG1ByZXZpZXdNYWlsVGVtcGxhdGVSZXNwb25zZRIPCgdzdWJqZWN0GAEgASgJEgwKBHRleHQYAiABKAkSDAoEaHRtbBgDIAEoCRIOCgZsb2NhbGUYBCABKAkSLwoGc291cmNlGAUgASgOMh8uY29kZWdhdGUudjEuTWFpbFRlbXBsYXRlU291cmNlMu8OCgxBZG1pblNlcnZpY2USZQoSQ3JlYXRlT3JnYW5pemF0aW9uEiYuY29kZWdhdGUudjEuQ3JlYXRlT3JnYW5pemF0aW9uUmVxdWVzdBonLmNvZGVnYXRlLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlc3BvbnNlElwKD0dldE9yZ2FuaXphdGlvbhIjLmNvZGVnYXRlLnYxLkdldE9yZ2FuaXphdGlvblJlcXVlc3QaJC5jb2RlZ2F0ZS52MS5HZXRPcmdhbml6YXRpb25SZXNwb25zZRJiChFMaXN0T3JnYW5pemF0aW9ucxIlLmNvZGVnYXRlLnYxLkxpc3RPcmdhbml6YXRpb25zUmVxdWVzdBomLmNvZGVnYXRlLnYxLkxpc3RPcmdhbml6YXRpb25zUmVzcG9uc2USWQoOQ3JlYXRlSWRlbnRpdHkSIi5jb2RlZ2F0ZS52MS5DcmVhdGVJZGVudGl0eVJlcXVlc3QaIy5jb2RlZ2F0ZS52MS5DcmVhdGVJZGVudGl0eVJlc3BvbnNlElAKC0dldElkZW50aXR5Eh8uY29kZWdhdGUudjEuR2V0SWRlbnRpdHlSZXF1ZXN0GiAuY29kZWdhdGUudjEuR2V0SWRlbnRpdHlSZXNwb25zZRJZCg5MaXN0SWRlbnRpdGllcxIiLmNvZGVnYXRlLnYxLkxpc3RJZGVudGl0aWVzUmVxdWVzdBojLmNvZGVnYXRlLnYxLkxpc3RJZGVudGl0aWVzUmVzcG9uc2USXwoQU2V0SWRlbnRpdHlTdGF0ZRIkLmNvZGVnYXRlLnYxLlNldElkZW50aXR5U3RhdGVSZXF1ZXN0GiUuY29kZWdhdGUudjEuU2V0SWRlbnRpdHlTdGF0ZVJlc3BvbnNlEqQBChJDcmVhdGVSZWNvdmVyeUNvZGUSJi5jb2RlZ2F0ZS52MS5DcmVhdGVSZWNvdmVyeUNvZGVSZXF1ZXN0GicuY29kZWdhdGUudjEuQ3JlYXRlUmVjb3ZlcnlDb2RlUmVzcG9uc2UiPYCAGckBgtPkkwIyOgEqWhc6ASoiEi9pYW0vcmVjb3ZlcnkvY29kZSIUL2FkbWluL3JlY292ZXJ5L2NvZGUSXAoPSW52YWxpZGF0ZUNvZGVzEiMuY29kZWdhdGUudjEuSW52YWxpZGF0ZUNvZGVzUmVxdWVzdBokLmNvZGVnYXRlLnYxLkludmFsaWRhdGVDb2Rlc1Jlc3BvbnNlEmgKE0xpc3RDb3VyaWVyTWVzc2FnZXMSJy5jb2RlZ2F0ZS52MS5MaXN0Q291cmllck1lc3NhZ2VzUmVxdWVzdBooLmNvZGVnYXRlLnYxLkxpc3RDb3VyaWVyTWVzc2FnZXNSZXNwb25zZRKwAQoaVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3MSLi5jb2RlZ2F0ZS52MS5VcGRhdGVPcmdhbml6YXRpb25TZXR0aW5nc1JlcXVlc3QaLy5jb2RlZ2F0ZS52MS5VcGRhdGVPcmdhbml6YXRpb25TZXR0aW5nc1Jlc3BvbnNlIjGC0+STAis6ASoaJi9hZG1pbi9vcmdhbml6YXRpb25zL3tvcmdfaWR9L3NldHRpbmdzEqUBCg9TZXRNYWlsVGVtcGxhdGUSIy5jb2RlZ2F0ZS52MS5TZXRNYWlsVGVtcGxhdGVSZXF1ZXN0GiQuY29kZWdhdGUudjEuU2V0TWFpbFRlbXBsYXRlUmVzcG9uc2UiR4LT5JMCQToBKho8L2FkbWluL29yZ2FuaXphdGlvbnMve29yZ19pZH0vbWFpbC10ZW1wbGF0ZXMve2tpbmR9L3tsb2NhbGV9EpgBChFMaXN0TWFpbFRlbXBsYXRlcxIlLmNvZGVnYXRlLnYxLkxpc3RNYWlsVGVtcGxhdGVzUmVxdWVzdBomLmNvZGVnYXRlLnYxLkxpc3RNYWlsVGVtcGxhdGVzUmVzcG9uc2UiNILT5JMCLhIsL2FkbWluL29yZ2FuaXphdGlvbnMve29yZ19pZH0vbWFpbC10ZW1wbGF0ZXMSqwEKEkRlbGV0ZU1haWxUZW1wbGF0ZRImLmNvZGVnYXRlLnYxLkRlbGV0ZU1haWxUZW1wbGF0ZVJlcXVlc3QaJy5jb2RlZ2F0ZS52MS5EZWxldGVNYWlsVGVtcGxhdGVSZXNwb25zZSJEgtPkkwI+KjwvYWRtaW4vb3JnYW5pemF0aW9ucy97b3JnX2lkfS9tYWlsLXRlbXBsYXRlcy97a2luZH0ve2xvY2FsZX0SuQEKE1ByZXZpZXdNYWlsVGVtcGxhdGUSJy5jb2RlZ2F0ZS52MS5QcmV2aWV3TWFpbFRlbXBsYXRlUmVxdWVzdBooLmNvZGVnYXRlLnYxLlByZXZpZXdNYWlsVGVtcGxhdGVSZXNwb25zZSJPgtPkkwJJOgEqIkQvYWRtaW4vb3JnYW5pemF0aW9ucy97b3JnX2lkfS9tYWlsLXRlbXBsYXRlcy97a2luZH0ve2xvY2FsZX0vcHJldmlld2IGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_http, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.CreateOrganizationRequest
@@ -171,6 +171,16 @@ export type CreateIdentityRequest = Message<"codegate.v1.CreateIdentityRequest">
    * @generated from field: bool skip_registration_code = 3;
    */
   skipRegistrationCode: boolean;
+
+  /**
+   * The language of the registration mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+   * falls back to its language). When empty, the request's Accept-Language
+   * header is read (REST routes, and browsers calling over Connect); then the
+   * organization's default locale; then English.
+   *
+   * @generated from field: string locale = 4;
+   */
+  locale: string;
 };
 
 /**
@@ -479,6 +489,275 @@ export const ListCourierMessagesResponseSchema: GenMessage<ListCourierMessagesRe
   messageDesc(file_codegate_v1_admin, 19);
 
 /**
+ * @generated from message codegate.v1.UpdateOrganizationSettingsRequest
+ */
+export type UpdateOrganizationSettingsRequest = Message<"codegate.v1.UpdateOrganizationSettingsRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * The new settings, all of them.
+   *
+   * @generated from field: codegate.v1.OrganizationSettings settings = 2;
+   */
+  settings?: OrganizationSettings | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.UpdateOrganizationSettingsRequest.
+ * Use `create(UpdateOrganizationSettingsRequestSchema)` to create a new message.
+ */
+export const UpdateOrganizationSettingsRequestSchema: GenMessage<UpdateOrganizationSettingsRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 20);
+
+/**
+ * @generated from message codegate.v1.UpdateOrganizationSettingsResponse
+ */
+export type UpdateOrganizationSettingsResponse = Message<"codegate.v1.UpdateOrganizationSettingsResponse"> & {
+  /**
+   * @generated from field: codegate.v1.Organization organization = 1;
+   */
+  organization?: Organization | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.UpdateOrganizationSettingsResponse.
+ * Use `create(UpdateOrganizationSettingsResponseSchema)` to create a new message.
+ */
+export const UpdateOrganizationSettingsResponseSchema: GenMessage<UpdateOrganizationSettingsResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 21);
+
+/**
+ * @generated from message codegate.v1.SetMailTemplateRequest
+ */
+export type SetMailTemplateRequest = Message<"codegate.v1.SetMailTemplateRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: codegate.v1.MailKind kind = 2;
+   */
+  kind: MailKind;
+
+  /**
+   * A BCP 47 tag such as `en`, `de` or `pt-BR`; kept in its canonical form.
+   *
+   * @generated from field: string locale = 3;
+   */
+  locale: string;
+
+  /**
+   * One line; may not use `code` or `link`.
+   *
+   * @generated from field: string subject = 4;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string text = 5;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string html = 6;
+   */
+  html: string;
+};
+
+/**
+ * Describes the message codegate.v1.SetMailTemplateRequest.
+ * Use `create(SetMailTemplateRequestSchema)` to create a new message.
+ */
+export const SetMailTemplateRequestSchema: GenMessage<SetMailTemplateRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 22);
+
+/**
+ * @generated from message codegate.v1.SetMailTemplateResponse
+ */
+export type SetMailTemplateResponse = Message<"codegate.v1.SetMailTemplateResponse"> & {
+  /**
+   * @generated from field: codegate.v1.MailTemplate template = 1;
+   */
+  template?: MailTemplate | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.SetMailTemplateResponse.
+ * Use `create(SetMailTemplateResponseSchema)` to create a new message.
+ */
+export const SetMailTemplateResponseSchema: GenMessage<SetMailTemplateResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 23);
+
+/**
+ * @generated from message codegate.v1.ListMailTemplatesRequest
+ */
+export type ListMailTemplatesRequest = Message<"codegate.v1.ListMailTemplatesRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+};
+
+/**
+ * Describes the message codegate.v1.ListMailTemplatesRequest.
+ * Use `create(ListMailTemplatesRequestSchema)` to create a new message.
+ */
+export const ListMailTemplatesRequestSchema: GenMessage<ListMailTemplatesRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 24);
+
+/**
+ * @generated from message codegate.v1.ListMailTemplatesResponse
+ */
+export type ListMailTemplatesResponse = Message<"codegate.v1.ListMailTemplatesResponse"> & {
+  /**
+   * The organization's own templates, by kind and locale.
+   *
+   * @generated from field: repeated codegate.v1.MailTemplate templates = 1;
+   */
+  templates: MailTemplate[];
+
+  /**
+   * The locales of the built-in templates (every kind in each).
+   *
+   * @generated from field: repeated string built_in_locales = 2;
+   */
+  builtInLocales: string[];
+};
+
+/**
+ * Describes the message codegate.v1.ListMailTemplatesResponse.
+ * Use `create(ListMailTemplatesResponseSchema)` to create a new message.
+ */
+export const ListMailTemplatesResponseSchema: GenMessage<ListMailTemplatesResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 25);
+
+/**
+ * @generated from message codegate.v1.DeleteMailTemplateRequest
+ */
+export type DeleteMailTemplateRequest = Message<"codegate.v1.DeleteMailTemplateRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: codegate.v1.MailKind kind = 2;
+   */
+  kind: MailKind;
+
+  /**
+   * @generated from field: string locale = 3;
+   */
+  locale: string;
+};
+
+/**
+ * Describes the message codegate.v1.DeleteMailTemplateRequest.
+ * Use `create(DeleteMailTemplateRequestSchema)` to create a new message.
+ */
+export const DeleteMailTemplateRequestSchema: GenMessage<DeleteMailTemplateRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 26);
+
+/**
+ * @generated from message codegate.v1.DeleteMailTemplateResponse
+ */
+export type DeleteMailTemplateResponse = Message<"codegate.v1.DeleteMailTemplateResponse"> & {
+  /**
+   * Whether there was such a template.
+   *
+   * @generated from field: bool deleted = 1;
+   */
+  deleted: boolean;
+};
+
+/**
+ * Describes the message codegate.v1.DeleteMailTemplateResponse.
+ * Use `create(DeleteMailTemplateResponseSchema)` to create a new message.
+ */
+export const DeleteMailTemplateResponseSchema: GenMessage<DeleteMailTemplateResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 27);
+
+/**
+ * @generated from message codegate.v1.PreviewMailTemplateRequest
+ */
+export type PreviewMailTemplateRequest = Message<"codegate.v1.PreviewMailTemplateRequest"> & {
+  /**
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: codegate.v1.MailKind kind = 2;
+   */
+  kind: MailKind;
+
+  /**
+   * The locale of the send to preview (with a draft: the draft's locale).
+   *
+   * @generated from field: string locale = 3;
+   */
+  locale: string;
+
+  /**
+   * A template to render instead of the saved ones, checked as SetMailTemplate
+   * checks it; not saved.
+   *
+   * @generated from field: codegate.v1.MailTemplateContent draft = 4;
+   */
+  draft?: MailTemplateContent | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.PreviewMailTemplateRequest.
+ * Use `create(PreviewMailTemplateRequestSchema)` to create a new message.
+ */
+export const PreviewMailTemplateRequestSchema: GenMessage<PreviewMailTemplateRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 28);
+
+/**
+ * @generated from message codegate.v1.PreviewMailTemplateResponse
+ */
+export type PreviewMailTemplateResponse = Message<"codegate.v1.PreviewMailTemplateResponse"> & {
+  /**
+   * @generated from field: string subject = 1;
+   */
+  subject: string;
+
+  /**
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * @generated from field: string html = 3;
+   */
+  html: string;
+
+  /**
+   * The locale of the template that was rendered.
+   *
+   * @generated from field: string locale = 4;
+   */
+  locale: string;
+
+  /**
+   * @generated from field: codegate.v1.MailTemplateSource source = 5;
+   */
+  source: MailTemplateSource;
+};
+
+/**
+ * Describes the message codegate.v1.PreviewMailTemplateResponse.
+ * Use `create(PreviewMailTemplateResponseSchema)` to create a new message.
+ */
+export const PreviewMailTemplateResponseSchema: GenMessage<PreviewMailTemplateResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 29);
+
+/**
  * Administration of organizations, identities, codes and the mail queue.
  * Every call needs `Authorization: Bearer <admin token>`.
  *
@@ -584,6 +863,65 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListCourierMessagesRequestSchema;
     output: typeof ListCourierMessagesResponseSchema;
+  },
+  /**
+   * Replaces an organization's settings with these (a field left out takes its
+   * default), held to the same rules as at creation. Every server uses them
+   * from its next call on.
+   *
+   * @generated from rpc codegate.v1.AdminService.UpdateOrganizationSettings
+   */
+  updateOrganizationSettings: {
+    methodKind: "unary";
+    input: typeof UpdateOrganizationSettingsRequestSchema;
+    output: typeof UpdateOrganizationSettingsResponseSchema;
+  },
+  /**
+   * Saves the organization's own template of a mail kind in a locale, replacing
+   * the built-in one (and any earlier one of that kind and locale). Checked now:
+   * a template that uses anything but its kind's variables, or that would not
+   * show the code, is refused naming the part and the line. At most 50 per
+   * organization. Every server uses it from its next send on.
+   *
+   * @generated from rpc codegate.v1.AdminService.SetMailTemplate
+   */
+  setMailTemplate: {
+    methodKind: "unary";
+    input: typeof SetMailTemplateRequestSchema;
+    output: typeof SetMailTemplateResponseSchema;
+  },
+  /**
+   * The organization's own templates, and the locales of the built-in ones.
+   *
+   * @generated from rpc codegate.v1.AdminService.ListMailTemplates
+   */
+  listMailTemplates: {
+    methodKind: "unary";
+    input: typeof ListMailTemplatesRequestSchema;
+    output: typeof ListMailTemplatesResponseSchema;
+  },
+  /**
+   * Deletes one of the organization's templates: the built-in one is used again.
+   *
+   * @generated from rpc codegate.v1.AdminService.DeleteMailTemplate
+   */
+  deleteMailTemplate: {
+    methodKind: "unary";
+    input: typeof DeleteMailTemplateRequestSchema;
+    output: typeof DeleteMailTemplateResponseSchema;
+  },
+  /**
+   * Renders the template a send in `locale` would use (the organization's, else
+   * the built-in one, by the fallbacks of a send), or an unsaved `draft`, with
+   * sample values: a code of the organization's format, its lifespan, and a
+   * link if the organization mails links for the purpose. Nothing is saved or sent.
+   *
+   * @generated from rpc codegate.v1.AdminService.PreviewMailTemplate
+   */
+  previewMailTemplate: {
+    methodKind: "unary";
+    input: typeof PreviewMailTemplateRequestSchema;
+    output: typeof PreviewMailTemplateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_codegate_v1_admin, 0);

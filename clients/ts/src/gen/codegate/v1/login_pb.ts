@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/login.proto.
  */
 export const file_codegate_v1_login: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS9sb2dpbi5wcm90bxILY29kZWdhdGUudjEi9gIKFFNlbmRMb2dpbkNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLgoHYmluZGluZxgEIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyIoChVTZW5kTG9naW5Db2RlUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSKmAwoWVmVyaWZ5TG9naW5Db2RlUmVxdWVzdBIxCgh1c2VybmFtZRgBIAEoCUIfukgcchoQARj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJBJGCgZvcmdfaWQYAiABKAlCNrpIM9gBAXIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBJLCgl0ZW5hbnRfaWQYAyABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEiwKBGNvZGUYBCABKAlCHrpIG3IZEAEYQDITXlteXHgwMC1ceDFmXHg3Zl0qJBIuCgdiaW5kaW5nGAUgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIocBChdWZXJpZnlMb2dpbkNvZGVSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Eg0KBXRva2VuGAIgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuEBCgxMb2dpblNlcnZpY2UScwoNU2VuZExvZ2luQ29kZRIhLmNvZGVnYXRlLnYxLlNlbmRMb2dpbkNvZGVSZXF1ZXN0GiIuY29kZWdhdGUudjEuU2VuZExvZ2luQ29kZVJlc3BvbnNlIhuC0+STAhU6ASoiEC9hdXRoL2xvZ2luL2NvZGUSXAoPVmVyaWZ5TG9naW5Db2RlEiMuY29kZWdhdGUudjEuVmVyaWZ5TG9naW5Db2RlUmVxdWVzdBokLmNvZGVnYXRlLnYxLlZlcmlmeUxvZ2luQ29kZVJlc3BvbnNlYgZwcm90bzM", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS9sb2dpbi5wcm90bxILY29kZWdhdGUudjEi5wMKFFNlbmRMb2dpbkNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLgoHYmluZGluZxgEIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQSPwoGbG9jYWxlGAUgASgJQi+6SCzYAQFyJxgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJBIuCgVzdGF0ZRgGIAEoCUIfukgc2AEBchcYgAIyEl5bQS1aYS16MC05Ll9+LV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIigKFVNlbmRMb2dpbkNvZGVSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJIqYDChZWZXJpZnlMb2dpbkNvZGVSZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLAoEY29kZRgEIAEoCUIeukgbchkQARhAMhNeW15ceDAwLVx4MWZceDdmXSokEi4KB2JpbmRpbmcYBSABKAlCHbpIGtgBAXIVEBAYgAIyDl5bXHgyMS1ceDdlXSokOma6SGMaYQoTb3JnX2lkX29yX3RlbmFudF9pZBIfb3JnX2lkIG9yIHRlbmFudF9pZCBpcyByZXF1aXJlZBopdGhpcy5vcmdfaWQgIT0gJycgfHwgdGhpcy50ZW5hbnRfaWQgIT0gJycimwEKF1ZlcmlmeUxvZ2luQ29kZVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkSDQoFdG9rZW4YAiABKAkSNAoQdG9rZW5fZXhwaXJlc19hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcmV0dXJuX3VybBgEIAEoCTLhAQoMTG9naW5TZXJ2aWNlEnMKDVNlbmRMb2dpbkNvZGUSIS5jb2RlZ2F0ZS52MS5TZW5kTG9naW5Db2RlUmVxdWVzdBoiLmNvZGVnYXRlLnYxLlNlbmRMb2dpbkNvZGVSZXNwb25zZSIbgtPkkwIVOgEqIhAvYXV0aC9sb2dpbi9jb2RlElwKD1ZlcmlmeUxvZ2luQ29kZRIjLmNvZGVnYXRlLnYxLlZlcmlmeUxvZ2luQ29kZVJlcXVlc3QaJC5jb2RlZ2F0ZS52MS5WZXJpZnlMb2dpbkNvZGVSZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.SendLoginCodeRequest
@@ -53,6 +53,26 @@ export type SendLoginCodeRequest = Message<"codegate.v1.SendLoginCodeRequest"> &
    * @generated from field: string binding = 4;
    */
   binding: string;
+
+  /**
+   * The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+   * falls back to its language). When empty, the request's Accept-Language
+   * header is read (REST routes, and browsers calling over Connect); then the
+   * organization's default locale; then English.
+   *
+   * @generated from field: string locale = 5;
+   */
+  locale: string;
+
+  /**
+   * Handed back unchanged beside the proof token when the user opens the
+   * mailed link (settings.mail_links): keep it in the user's session and
+   * compare it when the token arrives at the return URL, so that nobody can hand
+   * your user a token of their own account. Not stored: it travels in the mail.
+   *
+   * @generated from field: string state = 6;
+   */
+  state: string;
 };
 
 /**
@@ -145,6 +165,15 @@ export type VerifyLoginCodeResponse = Message<"codegate.v1.VerifyLoginCodeRespon
    * @generated from field: google.protobuf.Timestamp token_expires_at = 3;
    */
   tokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The organization's return URL (settings.return_url), where this service's
+   * pages hand the token; empty when it has none. An application that verifies
+   * codes itself can ignore it.
+   *
+   * @generated from field: string return_url = 4;
+   */
+  returnUrl: string;
 };
 
 /**

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/registration.proto.
  */
 export const file_codegate_v1_registration: GenFile = /*@__PURE__*/
-  fileDesc("Ch5jb2RlZ2F0ZS92MS9yZWdpc3RyYXRpb24ucHJvdG8SC2NvZGVnYXRlLnYxIvECCg9SZWdpc3RlclJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaGP4BMhNeW15ceDAwLVx4MWZceDdmXSokYAESRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIuCgdiaW5kaW5nGAQgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIiMKEFJlZ2lzdGVyUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSL/AgodUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaEAEY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIuCgdiaW5kaW5nGAQgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJDpmukhjGmEKE29yZ19pZF9vcl90ZW5hbnRfaWQSH29yZ19pZCBvciB0ZW5hbnRfaWQgaXMgcmVxdWlyZWQaKXRoaXMub3JnX2lkICE9ICcnIHx8IHRoaXMudGVuYW50X2lkICE9ICcnIjEKHlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJIqsDChtDb21wbGV0ZVJlZ2lzdHJhdGlvblJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaEAEY/gEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIsCgRjb2RlGAQgASgJQh66SBtyGRABGEAyE15bXlx4MDAtXHgxZlx4N2ZdKiQSLgoHYmluZGluZxgFIAEoCUIdukga2AEBchUQEBiAAjIOXltceDIxLVx4N2VdKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyKMAQocQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Eg0KBXRva2VuGAIgASgJEjQKEHRva2VuX2V4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMuMCChNSZWdpc3RyYXRpb25TZXJ2aWNlEkcKCFJlZ2lzdGVyEhwuY29kZWdhdGUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uY29kZWdhdGUudjEuUmVnaXN0ZXJSZXNwb25zZRKVAQoWUmVzZW5kUmVnaXN0cmF0aW9uQ29kZRIqLmNvZGVnYXRlLnYxLlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXF1ZXN0GisuY29kZWdhdGUudjEuUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlc3BvbnNlIiKC0+STAhw6ASoaFy9hdXRoL3JlZ2lzdHJhdGlvbi9jb2RlEmsKFENvbXBsZXRlUmVnaXN0cmF0aW9uEiguY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXF1ZXN0GikuY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Ch5jb2RlZ2F0ZS92MS9yZWdpc3RyYXRpb24ucHJvdG8SC2NvZGVnYXRlLnYxIuIDCg9SZWdpc3RlclJlcXVlc3QSMQoIdXNlcm5hbWUYASABKAlCH7pIHHIaGP4BMhNeW15ceDAwLVx4MWZceDdmXSokYAESRgoGb3JnX2lkGAIgASgJQja6SDPYAQFyLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSSwoJdGVuYW50X2lkGAMgASgJQji6SDXYAQFyMDIuXmFjY3QtW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIuCgdiaW5kaW5nGAQgASgJQh26SBrYAQFyFRAQGIACMg5eW1x4MjEtXHg3ZV0qJBI/CgZsb2NhbGUYBSABKAlCL7pILNgBAXInGCMyI15bQS1aYS16XXsyLDh9KC1bQS1aYS16MC05XXsxLDh9KSokEi4KBXN0YXRlGAYgASgJQh+6SBzYAQFyFxiAAjISXltBLVphLXowLTkuX34tXSokOma6SGMaYQoTb3JnX2lkX29yX3RlbmFudF9pZBIfb3JnX2lkIG9yIHRlbmFudF9pZCBpcyByZXF1aXJlZBopdGhpcy5vcmdfaWQgIT0gJycgfHwgdGhpcy50ZW5hbnRfaWQgIT0gJyciIwoQUmVnaXN0ZXJSZXNwb25zZRIPCgdtZXNzYWdlGAEgASgJIvADCh1SZXNlbmRSZWdpc3RyYXRpb25Db2RlUmVxdWVzdBIxCgh1c2VybmFtZRgBIAEoCUIfukgcchoQARj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJBJGCgZvcmdfaWQYAiABKAlCNrpIM9gBAXIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBJLCgl0ZW5hbnRfaWQYAyABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEi4KB2JpbmRpbmcYBCABKAlCHbpIGtgBAXIVEBAYgAIyDl5bXHgyMS1ceDdlXSokEj8KBmxvY2FsZRgFIAEoCUIvukgs2AEBcicYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSLgoFc3RhdGUYBiABKAlCH7pIHNgBAXIXGIACMhJeW0EtWmEtejAtOS5ffi1dKiQ6ZrpIYxphChNvcmdfaWRfb3JfdGVuYW50X2lkEh9vcmdfaWQgb3IgdGVuYW50X2lkIGlzIHJlcXVpcmVkGil0aGlzLm9yZ19pZCAhPSAnJyB8fCB0aGlzLnRlbmFudF9pZCAhPSAnJyIxCh5SZXNlbmRSZWdpc3RyYXRpb25Db2RlUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCSKrAwobQ29tcGxldGVSZWdpc3RyYXRpb25SZXF1ZXN0EjEKCHVzZXJuYW1lGAEgASgJQh+6SBxyGhABGP4BMhNeW15ceDAwLVx4MWZceDdmXSokEkYKBm9yZ19pZBgCIAEoCUI2ukgz2AEBci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEksKCXRlbmFudF9pZBgDIAEoCUI4ukg12AEBcjAyLl5hY2N0LVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSLAoEY29kZRgEIAEoCUIeukgbchkQARhAMhNeW15ceDAwLVx4MWZceDdmXSokEi4KB2JpbmRpbmcYBSABKAlCHbpIGtgBAXIVEBAYgAIyDl5bXHgyMS1ceDdlXSokOma6SGMaYQoTb3JnX2lkX29yX3RlbmFudF9pZBIfb3JnX2lkIG9yIHRlbmFudF9pZCBpcyByZXF1aXJlZBopdGhpcy5vcmdfaWQgIT0gJycgfHwgdGhpcy50ZW5hbnRfaWQgIT0gJycioAEKHENvbXBsZXRlUmVnaXN0cmF0aW9uUmVzcG9uc2USJwoIaWRlbnRpdHkYASABKAsyFS5jb2RlZ2F0ZS52MS5JZGVudGl0eRINCgV0b2tlbhgCIAEoCRI0ChB0b2tlbl9leHBpcmVzX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXR1cm5fdXJsGAQgASgJMuMCChNSZWdpc3RyYXRpb25TZXJ2aWNlEkcKCFJlZ2lzdGVyEhwuY29kZWdhdGUudjEuUmVnaXN0ZXJSZXF1ZXN0Gh0uY29kZWdhdGUudjEuUmVnaXN0ZXJSZXNwb25zZRKVAQoWUmVzZW5kUmVnaXN0cmF0aW9uQ29kZRIqLmNvZGVnYXRlLnYxLlJlc2VuZFJlZ2lzdHJhdGlvbkNvZGVSZXF1ZXN0GisuY29kZWdhdGUudjEuUmVzZW5kUmVnaXN0cmF0aW9uQ29kZVJlc3BvbnNlIiKC0+STAhw6ASoaFy9hdXRoL3JlZ2lzdHJhdGlvbi9jb2RlEmsKFENvbXBsZXRlUmVnaXN0cmF0aW9uEiguY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXF1ZXN0GikuY29kZWdhdGUudjEuQ29tcGxldGVSZWdpc3RyYXRpb25SZXNwb25zZWIGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.RegisterRequest
@@ -48,6 +48,26 @@ export type RegisterRequest = Message<"codegate.v1.RegisterRequest"> & {
    * @generated from field: string binding = 4;
    */
   binding: string;
+
+  /**
+   * The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+   * falls back to its language). When empty, the request's Accept-Language
+   * header is read (REST routes, and browsers calling over Connect); then the
+   * organization's default locale; then English.
+   *
+   * @generated from field: string locale = 5;
+   */
+  locale: string;
+
+  /**
+   * Handed back unchanged beside the proof token when the user opens the
+   * mailed link (settings.mail_links): keep it in the user's session and
+   * compare it when the token arrives at the return URL, so that nobody can hand
+   * your user a token of their own account. Not stored: it travels in the mail.
+   *
+   * @generated from field: string state = 6;
+   */
+  state: string;
 };
 
 /**
@@ -104,6 +124,26 @@ export type ResendRegistrationCodeRequest = Message<"codegate.v1.ResendRegistrat
    * @generated from field: string binding = 4;
    */
   binding: string;
+
+  /**
+   * The language of the mail, a BCP 47 tag such as `de` or `pt-BR` (a region
+   * falls back to its language). When empty, the request's Accept-Language
+   * header is read (REST routes, and browsers calling over Connect); then the
+   * organization's default locale; then English.
+   *
+   * @generated from field: string locale = 5;
+   */
+  locale: string;
+
+  /**
+   * Handed back unchanged beside the proof token when the user opens the
+   * mailed link (settings.mail_links): keep it in the user's session and
+   * compare it when the token arrives at the return URL, so that nobody can hand
+   * your user a token of their own account. Not stored: it travels in the mail.
+   *
+   * @generated from field: string state = 6;
+   */
+  state: string;
 };
 
 /**
@@ -196,6 +236,15 @@ export type CompleteRegistrationResponse = Message<"codegate.v1.CompleteRegistra
    * @generated from field: google.protobuf.Timestamp token_expires_at = 3;
    */
   tokenExpiresAt?: Timestamp | undefined;
+
+  /**
+   * The organization's return URL (settings.return_url), where this service's
+   * pages hand the token; empty when it has none. An application that verifies
+   * codes itself can ignore it.
+   *
+   * @generated from field: string return_url = 4;
+   */
+  returnUrl: string;
 };
 
 /**

@@ -1,0 +1,66 @@
+// The page of the link mailed beside a code (settings.mail_links):
+// `/verify#purpose=…&org=…&username=…&code=…[&state=…]`. Everything is in the
+// fragment, which the browser never sends here, so the HTML is the same for
+// every link and the code reaches no access log. The page's script
+// (web/verify/, bundled into dist/web/ by scripts/build-web.ts) reads the
+// fragment, takes it out of the address bar, and verifies the code through the
+// purpose's RPC (VerifyLoginCode, CompleteRegistration, VerifyRecoveryCode) over
+// Connect JSON only when the user clicks: a mail scanner that opens links spends
+// nothing. It then hands the proof token to the return URL that the answer names
+// (the organization's settings.return_url), in that URL's fragment.
+import type http from "node:http";
+import type { HttpRoute } from "./http-routes.ts";
+import { loadAsset, PAGE_HEADERS, sendAsset, WEB_DIST } from "./recovery-page.ts";
+
+function page(): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <meta name="referrer" content="no-referrer">
+  <meta name="robots" content="noindex, nofollow">
+  <title>Confirm with your code</title>
+  <link rel="stylesheet" href="/verify/app.css">
+  <script type="module" src="/verify/app.js"></script>
+</head>
+<body>
+  <main class="card">
+    <h1 id="title">Confirm with your code</h1>
+    <p class="lead" id="lead">Checking your link…</p>
+    <form id="verify-form" method="post" action="/verify" hidden aria-labelledby="title">
+      <p class="who">For <strong id="username"></strong></p>
+      <button id="submit" type="submit" disabled>Continue</button>
+      <p class="help" id="help">The code in your mail works once, typed or through this link.</p>
+    </form>
+    <section id="done" class="done" hidden aria-labelledby="done-title">
+      <h2 id="done-title" tabindex="-1">Done</h2>
+      <p id="done-text">You can close this page and go back to the application.</p>
+    </section>
+    <div id="broken" class="notice" role="alert" hidden>
+      <p><strong>This link is incomplete.</strong></p>
+      <p>Open the link from your mail again, exactly as it was sent. If it still does not work,
+        ask the application for a new code.</p>
+    </div>
+    <p id="status" class="status" role="status" aria-live="polite" aria-atomic="true"></p>
+    <noscript><p class="notice">This page needs JavaScript to check your code. Turn it on and open the link again.</p></noscript>
+  </main>
+</body>
+</html>
+`;
+}
+
+/** The page's routes, for httpRouter; reads the built bundle once, at start. */
+export function verifyPageRoutes(distDir: string = WEB_DIST): Record<string, HttpRoute> {
+  const script = loadAsset(distDir, "verify.js", "text/javascript; charset=utf-8");
+  const style = loadAsset(distDir, "verify.css", "text/css; charset=utf-8");
+  const html = page();
+  return {
+    "GET /verify": (_req, res) => {
+      (res as http.ServerResponse).writeHead(200, { ...PAGE_HEADERS, "content-length": Buffer.byteLength(html) });
+      res.end(html);
+    },
+    "GET /verify/app.js": (req, res) => sendAsset(req, res, script),
+    "GET /verify/app.css": (req, res) => sendAsset(req, res, style),
+  };
+}
