@@ -92,6 +92,19 @@ describe("errors before the handler", () => {
     await stillServes();
   });
 
+  it("an error quoting the caller's lone surrogate is answered over gRPC and gRPC-Web (its trailer is percent-encoded), not a dropped connection", async () => {
+    // JSON.parse makes "\ud800" a lone surrogate; the decoder's message quotes the unknown key.
+    const body = envelope(Buffer.from('{"\\ud800": 1}'));
+    const web = await fetch(server.url + LOGIN, { method: "POST", headers: { "content-type": "application/grpc-web+json" }, body: new Uint8Array(body) });
+    const trailer = Buffer.from(await web.arrayBuffer()).toString("latin1");
+    expect(web.headers.get("grpc-status") ?? trailer).toMatch(/^3$|grpc-status:\s*3/);
+    const grpc = await h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc+json", te: "trailers" }, body, { waitMs: 10_000 });
+    expect(grpc.rstCode).toBe(0);
+    expect(grpc.trailers["grpc-status"] ?? grpc.headers["grpc-status"]).toBe(String(status.INVALID_ARGUMENT));
+    expect(server.logs.filter((l) => l.level === "error" || l.level === "fatal")).toEqual([]);
+    await stillServes();
+  });
+
   it("a 500 is logged at error level with the request id it hands out, and says nothing internal", async () => {
     const { server: s, orgId: org } = await serverWith();
     const db = new pg.Client({ connectionString: s.databaseUrl });

@@ -74,7 +74,7 @@ function outcomeInterceptor(app: { log: Logger; metrics: Metrics }): Interceptor
       app.metrics.observeRpc(req.service.typeName, req.method.name, grpcCode, ms / 1000);
       const fields = { requestId, rpc, grpcCode, ms: +ms.toFixed(2), admin: req.contextValues.get(adminTokenIdKey) || undefined };
       logOutcome(app.log, fields, err, fault, answer, "rpc");
-      return answer;
+      return wellFormed(answer);
     };
     let res;
     try {
@@ -205,6 +205,19 @@ function asCallerFault(err: unknown): unknown {
 }
 
 /**
+ * An error whose message is not well-formed UTF-16 (a parser quoting the
+ * caller's lone surrogates) made connect-es's gRPC trailer (percent-encoded)
+ * throw and the connection drop: its message is made well-formed, in place for
+ * the same reason as above.
+ */
+function wellFormed<T>(err: T): T {
+  if (err instanceof ConnectError && !err.rawMessage.isWellFormed()) {
+    Object.assign(err as { -readonly [K in keyof ConnectError]: ConnectError[K] }, { rawMessage: err.rawMessage.toWellFormed(), message: err.message.toWellFormed() });
+  }
+  return err;
+}
+
+/**
  * Reports a call answered before its handler ran: refused by the gate, or its
  * request not decodable (then blamed on the caller) or not received in time.
  * connect-es aborts the call's context with the error it then sends.
@@ -215,7 +228,7 @@ function reportEarlyAnswers(app: { log: Logger; metrics: Metrics }, ctx: Handler
     "abort",
     () => {
       if (state.phase === "handler") return;
-      let reason: unknown = ctx.signal.reason;
+      let reason: unknown = wellFormed(ctx.signal.reason);
       if (state.phase === "decode") reason = asCallerFault(reason);
       const requestId = ctx.values.get(requestIdKey);
       const { answer, fault } = answerFor(reason, requestId);
