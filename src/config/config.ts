@@ -85,6 +85,8 @@ export interface Config {
     backoffBaseMs: number;
     backoffMaxMs: number;
     pollMs: number;
+    /** SMTP connections a courier keeps open at once, at most, each sending one mail at a time. */
+    smtpConnections: number;
   };
 }
 
@@ -223,6 +225,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       backoffBaseMs: r.duration("COURIER_BACKOFF_BASE", 1000, 10, 3_600_000),
       backoffMaxMs: r.duration("COURIER_BACKOFF_MAX", 30_000, 10, 24 * 3_600_000),
       pollMs: r.duration("COURIER_POLL_INTERVAL", 1000, 10, 60_000),
+      smtpConnections: r.int("COURIER_SMTP_CONNECTIONS", 8, 1, 100),
     },
   };
   const guess = worstDailyGuessChance({ policies: config.codes, ...config.rateLimits });

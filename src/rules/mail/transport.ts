@@ -29,12 +29,10 @@ export interface MailTransport {
   readonly destination: string;
 }
 
-/** SMTP connections open at once, at most. */
-const CONNECTIONS = 8;
 /** A connection without a message for this long is closed (servers drop idle ones after a few minutes). */
 const IDLE_MS = 30_000;
 
-export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir">): MailTransport {
+export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" | "courier">): MailTransport {
   const url = config.smtpUrl;
   if (!url) return emlTransport(join(config.dataDir, "mail"));
   const port = url.port ? Number(url.port) : url.protocol === "smtps:" ? 465 : 587;
@@ -47,7 +45,7 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir">)
     socketTimeout: 30_000,
   };
   const auth = url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : undefined;
-  const lanes = Array.from({ length: CONNECTIONS }, () => new Lane(options, auth));
+  const lanes = Array.from({ length: config.courier.smtpConnections }, () => new Lane(options, auth));
   return {
     destination: `smtp ${url.hostname}:${port}`,
     send(mail) {
