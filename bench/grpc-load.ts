@@ -1,14 +1,17 @@
 // gRPC (h2c) load generator for requests whose body must change per call, which
 // h2load cannot do (it sends one body, and cannot see grpc-status in trailers).
 // One HTTP/2 session per connection, one call in flight per connection (like h2load -m 1).
-//   node bench/grpc-load.ts <baseUrl> <send|verify> <pairsFile> <connections> <seconds> <once:0|1>
+// With a rate, calls start on a fixed schedule (open loop, as many a second), as long
+// as a connection is free.
+//   node bench/grpc-load.ts <baseUrl> <send|verify> <pairsFile> <connections> <seconds> <once:0|1> [rate]
 // Prints one line "BENCHJSON {...}".
 import http2 from "node:http2";
 import { readFileSync } from "node:fs";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { SendLoginCodeRequestSchema, VerifyLoginCodeRequestSchema } from "../gen/codegate/v1/login_pb.ts";
 
-const [base, kind, file, connsArg, secondsArg, onceArg] = process.argv.slice(2);
+const [base, kind, file, connsArg, secondsArg, onceArg, rateArg] = process.argv.slice(2);
+const rate = rateArg ? Number(rateArg) : undefined;
 const conns = Number(connsArg);
 const seconds = Number(secondsArg);
 const once = onceArg === "1";
@@ -53,6 +56,12 @@ async function worker() {
   while (performance.now() < deadline) {
     const i = next++;
     if (once && i >= bodies.length) break;
+    if (rate) {
+      const at = start + (i * 1000) / rate;
+      if (at >= deadline) break;
+      const wait = at - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
     const t0 = performance.now();
     const s = await call(session, bodies[i % bodies.length]);
     lat.push(performance.now() - t0);

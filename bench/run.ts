@@ -7,14 +7,16 @@
 //   npm run bench                                  (20 s per run at 8, 32, 64 connections)
 //   BENCH_SECONDS=10 BENCH_CONNS=32 npm run bench  (a quick run)
 //
-// Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_IDENTITIES (10000),
+// Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_WORKERS ("1,2": the server's
+// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_IDENTITIES (10000),
 // BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also the history A/B, sends
 // on a database with 1,000,000 old dead codes and on one without, in turn; 0: skip),
 // BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
 // Server settings can be overridden by their own variables (RATE_LIMIT_*, COURIER_BATCH_SIZE,
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
-// ("ceilings,raw,send,verify,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
+// ("ceilings,raw,send,verify,lag,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts;
+// lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
 // BENCH_SERVER_NODE_ARGS adds flags to the server's node and the raw ceiling's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 // BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
 // one, and `codegate courier` beside it; its CPU counts as the server's).
@@ -31,12 +33,16 @@ const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 20);
 const WARMUP = Number(env.BENCH_WARMUP ?? 3);
 const CONNS = (env.BENCH_CONNS ?? "8,32,64").split(",").map(Number);
+/** The server's API workers (WORKERS) for the send, verify and lag phases, each in turn. */
+const WORKER_COUNTS = (env.BENCH_WORKERS ?? "1,2").split(",").map(Number);
+const LAG_SECONDS = Number(env.BENCH_LAG_SECONDS ?? 60);
+const LAG_SHARE = Number(env.BENCH_LAG_SHARE ?? 0.8);
 const IDENTITIES = Number(env.BENCH_IDENTITIES ?? 10_000);
 const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
 const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
-const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,courier,history").split(","));
+const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,lag,courier,history").split(","));
 const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c").split(","));
 const PG_FLAGS = [
   "-c", `shared_buffers=${env.BENCH_SHARED_BUFFERS ?? "256MB"}`,
@@ -175,9 +181,11 @@ function spawnNode(args: string[], extraEnv: Record<string, string>, label: stri
   });
   return child;
 }
+/** API workers of the server (WORKERS); the send, verify and lag phases run for each of BENCH_WORKERS. */
+let workers = 1;
 async function startServer(courier: boolean, url = databaseUrl) {
   const separate = courier && COURIER_MODE === "process";
-  server = spawnNode(["serve"], { PORT: String(port), DATABASE_URL: url, COURIER_ENABLED: String(courier && !separate) }, "server");
+  server = spawnNode(["serve"], { PORT: String(port), DATABASE_URL: url, COURIER_ENABLED: String(courier && !separate), WORKERS: String(workers) }, "server");
   for (let i = 0; ; i++) {
     try {
       if ((await fetch(`${base}/healthz`)).ok) break;
@@ -256,6 +264,8 @@ try {
     us_server: number; us_pg: number; us_sink: number;
     /** The server's µs per request counted until the mails of the run were all delivered (sends only). */
     us_server_delivered?: number;
+    /** Sends per second counted until their mails were all delivered: the rate the API and the courier sustain together (sends only). */
+    sustained_rps?: number;
     /** Of the machine's CPU time during the run, the share the hypervisor gave to other guests. */
     steal_pct: number;
     ratio_pg?: number; ratio_rpc?: number;
@@ -321,6 +331,7 @@ try {
     const cpu = { server: 0, sys: 0, pg: 0, sink: 0, loadgen: 0, delivered: 0 };
     const machine = { total: 0, steal: 0 };
     let busy = 0;
+    let untilDeliveredSec = 0;
     const raws: Raw[] = [];
     // The server's CPU includes a separate courier's (BENCH_COURIER=process).
     const serverPids = opts.serverPids ?? [server.pid!, ...(courierProc ? [courierProc.pid!] : [])];
@@ -346,6 +357,7 @@ try {
         // What delivering the run's mails cost after the run: the queue drains with nothing else running.
         await waitDrain();
         cpu.delivered += serverTicks(procTable()) - serverTicks(t0);
+        untilDeliveredSec += (performance.now() - w0) / 1000;
       }
       // A one-pass run (verify over wrk) ends its work before wrk's -d is up: its CPU
       // is spread over the time it worked, not over the idle rest.
@@ -368,6 +380,7 @@ try {
       cpu_server: share(cpu.server), cpu_server_sys: share(cpu.sys), cpu_pg: share(cpu.pg), cpu_loadgen: share(cpu.loadgen),
       us_server: perRequest(cpu.server), us_pg: perRequest(cpu.pg), us_sink: perRequest(cpu.sink),
       us_server_delivered: opts.untilDelivered ? perRequest(cpu.delivered) : undefined,
+      sustained_rps: opts.untilDelivered ? Math.round((r.requests - r.extra) / untilDeliveredSec) : undefined,
       steal_pct: machine.total ? Math.round((1000 * machine.steal) / machine.total) / 10 : 0,
       note: raws.length > 1 ? `${note ?? ""}; ${raws.length} passes` : note,
     };
@@ -401,8 +414,8 @@ try {
       clearTimeout(kill);
     }
   }
-  const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean) =>
-    runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0"]);
+  const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean, rate?: number) =>
+    runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0", ...(rate ? [String(rate)] : [])]);
   const pgCeiling = (c: number, secs: number, url = databaseUrl, ids = idFile) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), url, ids, String(c), String(secs)]);
   // The RPC ceiling: grpc.health.v1.Health/Check, a Connect RPC on the same stack and
   // router that touches no table (its database answer is cached for a second).
@@ -479,10 +492,6 @@ try {
        from pg_stat_statements where query not like '%pg_stat_statements%' order by total_exec_time desc limit 6`)).rows;
     await sql.query("select pg_stat_statements_reset()");
   };
-  await sql.query("select pg_stat_statements_reset()");
-  if (FLOWS.has("send")) await sends("fresh");
-  await statements("send (fresh)");
-
   // ---- 3. VerifyLoginCode with the codes the sink received: one fresh code per identity, each verified once.
   async function issueCodes(): Promise<string> {
     await waitDrain();
@@ -514,14 +523,73 @@ try {
       };
     };
   };
-  if (FLOWS.has("verify")) for (const c of CONNS) {
-    if (PROTOS.has("connect-json")) {
-      await measurePasses("fresh", "VerifyLoginCode", "connect-json", c, verifyPasses((f) => wrk("connect.lua", c, SECONDS, { BENCH_PAIRS: f, BENCH_PATH: "/codegate.v1.LoginService/VerifyLoginCode", BENCH_ONCE: "1" })), "wrk, each code once");
-      await statements(`verify connect-json ${c} (last pass)`);
+  // ---- 5. Mail that keeps up: sends held at a share of the rate the server sustained
+  // with its mail delivered (BENCH_LAG_SHARE, 0.8; the send run's sustained_rps) for BENCH_LAG_SECONDS (60); the lag of each mail
+  // from its send (the outbox row's created_at, written by the send's statement)
+  // to the SMTP server's acceptance (the sink's clock; one machine, one clock), and
+  // the queue sampled every second.
+  const lagRows: Record<string, unknown>[] = [];
+  async function lag(phase: string, c: number) {
+    const best = rows.find((r) => r.phase === phase && r.flow === "SendLoginCode" && r.proto === "grpc-h2c" && r.conns === c);
+    if (!best) return;
+    const target = Math.round((best.sustained_rps ?? best.rps) * LAG_SHARE);
+    await waitDrain();
+    const { count: mark } = await sinkGet<{ count: number }>("/count");
+    const backlog: number[] = [];
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const { rows: [q] } = await sql.query<{ n: number }>("select count(*)::int n from courier_message where status = 'queued' and next_attempt_at < now() + interval '1 day'");
+        backlog.push(q.n);
+        await sleep(1000);
+      }
+    })();
+    const row = await measure(phase, `lag at ${Math.round(LAG_SHARE * 100)} %`, "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, LAG_SECONDS, false, target),
+      `grpc-load.ts at ${target}/s`, { untilDelivered: true },
+    );
+    sampling = false;
+    await sampler;
+    const mails = await sinkGet<{ id: string; at: number }[]>(`/received?since=${mark}`);
+    const { rows: sent } = await sql.query<{ id: string; created: number }>(
+      "select id::text, extract(epoch from created_at) * 1000 as created from courier_message where id = any($1::uuid[])",
+      [mails.map((m) => m.id)],
+    );
+    const createdAt = new Map(sent.map((r) => [r.id, Number(r.created)]));
+    const lags = mails.filter((m) => createdAt.has(m.id)).map((m) => m.at - createdAt.get(m.id)!).sort((x, y) => x - y);
+    const pct = (q: number) => Math.round(lags[Math.min(lags.length - 1, Math.floor(q * lags.length))] ?? NaN);
+    lagRows.push({
+      phase, conns: c, "target /s": target, "sent /s": row.rps, mails: lags.length, "lag p50 ms": pct(0.5), "lag p99 ms": pct(0.99), "lag max ms": Math.round(lags.at(-1) ?? NaN),
+      "queued, each second": backlog.join(" "),
+    });
+  }
+
+  for (const w of WORKER_COUNTS) {
+    const phase = w === 1 ? "fresh" : `fresh, ${w} workers`;
+    if (w !== workers) {
+      await waitDrain();
+      await stopServer();
+      workers = w;
+      await startServer(true);
     }
-    if (PROTOS.has("grpc-h2c")) {
-      await measurePasses("fresh", "VerifyLoginCode", "grpc-h2c", c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true)), "grpc-load.ts, each code once");
+    await sql.query("select pg_stat_statements_reset()");
+    if (FLOWS.has("send")) await sends(phase);
+    await statements(`send (${phase})`);
+    if (FLOWS.has("verify")) for (const c of CONNS) {
+      if (PROTOS.has("connect-json")) {
+        await measurePasses(phase, "VerifyLoginCode", "connect-json", c, verifyPasses((f) => wrk("connect.lua", c, SECONDS, { BENCH_PAIRS: f, BENCH_PATH: "/codegate.v1.LoginService/VerifyLoginCode", BENCH_ONCE: "1" })), "wrk, each code once");
+        await statements(`verify connect-json ${c}, ${phase} (last pass)`);
+      }
+      if (PROTOS.has("grpc-h2c")) {
+        await measurePasses(phase, "VerifyLoginCode", "grpc-h2c", c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true)), "grpc-load.ts, each code once");
+      }
     }
+    if (FLOWS.has("lag") && PROTOS.has("grpc-h2c")) for (const c of CONNS) await lag(phase, c);
+  }
+  if (workers !== 1) {
+    await waitDrain();
+    await stopServer();
+    workers = 1;
+    await startServer(true);
   }
 
   // ---- 4. Courier: a backlog queued with the courier off, then delivered.
@@ -638,9 +706,9 @@ try {
   }
   const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, loadavg: loadavg().map((x) => x.toFixed(2)).join(" "), node: process.version,
     uptime: execFileSync("uptime").toString().trim() };
-  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "µs/req srv", "+delivery", "µs/req pg", "µs/req sink", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "steal%", "÷pg ceil", "÷rpc ceil", "cpu ÷raw", "secs"];
+  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "µs/req srv", "+delivery", "sustained/s", "µs/req pg", "µs/req sink", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "steal%", "÷pg ceil", "÷rpc ceil", "cpu ÷raw", "secs"];
   const data = rows.map((r) => [
-    r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.us_server, r.us_server_delivered ?? "", r.us_pg, r.us_sink,
+    r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.us_server, r.us_server_delivered ?? "", r.sustained_rps ?? "", r.us_pg, r.us_sink,
     r.cpu_server, r.cpu_server_sys, r.cpu_pg, r.cpu_loadgen, r.steal_pct, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.ratio_raw_cpu ?? "", r.seconds,
   ].map(String));
   const widths = cols.map((c, i) => Math.max(c.length, ...data.map((d) => d[i].length)));
@@ -676,13 +744,17 @@ try {
     console.log("history A/B, medians (f: fresh, h: with 1,000,000 dead codes):");
     console.table(historySummary);
   }
+  if (lagRows.length) {
+    console.log(`\nmail lag: sends paced to ${Math.round(LAG_SHARE * 100)} % of the rate the server sustained, for ${LAG_SECONDS} s; lag from the send's statement to the SMTP server's acceptance:`);
+    console.table(lagRows);
+  }
   for (const [label, st] of Object.entries(topStatements)) {
     console.log(`\ntop statements, ${label} (pg_stat_statements):`);
     console.table(st);
   }
   mkdirSync(join(import.meta.dirname, "results"), { recursive: true });
   const out = join(import.meta.dirname, "results", `${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
-  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS, COURIER_MODE }, rows, sizesFresh, sizesHistory, history, historySummary, topStatements }, null, 2));
+  writeFileSync(out, JSON.stringify({ machine, settings: { SECONDS, WARMUP, CONNS, WORKER_COUNTS, LAG_SECONDS, LAG_SHARE, IDENTITIES, BACKLOG, PG_FLAGS, SERVER_SETTINGS, COURIER_MODE }, rows, lagRows, sizesFresh, sizesHistory, history, historySummary, topStatements }, null, 2));
   console.log(`\nwritten: ${out}`);
 } finally {
   await cleanup();

@@ -1,12 +1,16 @@
 // SMTP sink for the benchmark, in its own process: accepts every mail, counts it,
-// keeps the code of each (the line indented by 4 spaces) and hands them out over
-// HTTP on loopback:  GET /count -> {"count","first","last"}   GET /codes?since=N -> [[seq, to, code], ...]
+// keeps the code of each (the line indented by 4 spaces) and when it arrived, and
+// hands them out over HTTP on loopback:  GET /count -> {"count","first","last"}
+// GET /codes?since=N -> [[seq, to, code], ...]   GET /received?since=N -> [{id, at}, ...]
+// (id: the Message-ID's local part, the outbox row's id; at: ms since the epoch).
 //   node bench/smtp-sink.ts <smtpPort> <httpPort>
 import { createServer } from "node:http";
 import { SMTPServer } from "smtp-server";
 
 const [smtpPort, httpPort] = process.argv.slice(2).map(Number);
 const mails: [number, string, string][] = [];
+const received: { seq: number; id: string; at: number }[] = [];
+const MESSAGE_ID = /^Message-ID: <([^@>]+)@/im;
 let count = 0;
 let first = 0;
 let last = 0;
@@ -25,9 +29,12 @@ const smtp = new SMTPServer({
       if (!first) first = now;
       last = now;
       count++;
-      const m = CODE.exec(Buffer.concat(chunks).toString("utf8"));
+      const text = Buffer.concat(chunks).toString("utf8");
+      const m = CODE.exec(text);
       const to = session.envelope.rcptTo[0]?.address ?? "";
       if (m) mails.push([count, to, m[1]]);
+      const id = MESSAGE_ID.exec(text);
+      if (id) received.push({ seq: count, id: id[1], at: now });
       cb();
     });
   },
@@ -40,6 +47,10 @@ createServer((req, res) => {
   const url = new URL(req.url ?? "/", "http://x");
   res.setHeader("content-type", "application/json");
   if (url.pathname === "/count") return res.end(JSON.stringify({ count, first, last }));
+  if (url.pathname === "/received") {
+    const since = Number(url.searchParams.get("since") ?? 0);
+    return res.end(JSON.stringify(received.filter((m) => m.seq > since).map(({ id, at }) => ({ id, at }))));
+  }
   if (url.pathname === "/codes") {
     const since = Number(url.searchParams.get("since") ?? 0);
     return res.end(JSON.stringify(mails.filter((m) => m[0] > since)));
