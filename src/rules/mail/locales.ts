@@ -96,6 +96,18 @@ function unitFormat(locale: string, unit: string): Intl.NumberFormat {
 
 /** A lifespan in words of `locale`: the largest unit that divides it ("1 day", "10 Minuten"), else whole minutes or seconds. */
 export function formatLifespan(ms: number, locale: string): string {
+  // A lifespan is one of a few settings: ICU's formatting, on every mail, showed in profiles.
+  const key = `${locale}|${ms}`;
+  let words = lifespans.get(key);
+  if (words === undefined) {
+    words = lifespanInWords(ms, locale);
+    if (lifespans.size < 1000) lifespans.set(key, words);
+  }
+  return words;
+}
+const lifespans = new Map<string, string>();
+
+function lifespanInWords(ms: number, locale: string): string {
   for (const [size, unit] of units) if (ms >= size && ms % size === 0) return unitFormat(locale, unit!).format(ms / size);
   const minutes = Math.round(ms / 60_000);
   return minutes >= 1 ? unitFormat(locale, "minute").format(minutes) : unitFormat(locale, "second").format(Math.round(ms / 1000));
