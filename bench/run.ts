@@ -8,7 +8,7 @@
 //   BENCH_SECONDS=10 BENCH_CONNS=32 npm run bench  (a quick run)
 //
 // Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_WORKERS ("1,2": the server's
-// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_IDENTITIES (10000),
+// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_LAG_RATE (a fixed rate instead), BENCH_IDENTITIES (10000),
 // BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also the history A/B, sends
 // on a database with 1,000,000 old dead codes and on one without, in turn; 0: skip),
 // BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
@@ -37,6 +37,8 @@ const CONNS = (env.BENCH_CONNS ?? "8,32,64").split(",").map(Number);
 const WORKER_COUNTS = (env.BENCH_WORKERS ?? "1,2").split(",").map(Number);
 const LAG_SECONDS = Number(env.BENCH_LAG_SECONDS ?? 60);
 const LAG_SHARE = Number(env.BENCH_LAG_SHARE ?? 0.8);
+/** A fixed rate for the lag phase instead (to compare builds at one rate). */
+const LAG_RATE = env.BENCH_LAG_RATE ? Number(env.BENCH_LAG_RATE) : undefined;
 const IDENTITIES = Number(env.BENCH_IDENTITIES ?? 10_000);
 const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
@@ -63,7 +65,7 @@ const SERVER_SETTINGS: Record<string, string> = {
   // Limits this loose would let codes be guessed; the server refuses them unless told this is a bench.
   MAX_GUESS_CHANCE: "1",
 };
-for (const k of ["COURIER_BATCH_SIZE", "COURIER_POLL_INTERVAL", "DATABASE_POOL_SIZE"]) if (env[k]) SERVER_SETTINGS[k] = env[k]!;
+for (const k of ["COURIER_BATCH_SIZE", "COURIER_POLL_INTERVAL", "COURIER_SMTP_CONNECTIONS", "DATABASE_POOL_SIZE", "WORKERS"]) if (env[k]) SERVER_SETTINGS[k] = env[k]!;
 const NODE = process.execPath;
 const HZ = 100; // USER_HZ on Linux
 const log = (...a: unknown[]) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
@@ -532,7 +534,7 @@ try {
   async function lag(phase: string, c: number) {
     const best = rows.find((r) => r.phase === phase && r.flow === "SendLoginCode" && r.proto === "grpc-h2c" && r.conns === c);
     if (!best) return;
-    const target = Math.round((best.sustained_rps ?? best.rps) * LAG_SHARE);
+    const target = LAG_RATE ?? Math.round((best.sustained_rps ?? best.rps) * LAG_SHARE);
     await waitDrain();
     const { count: mark } = await sinkGet<{ count: number }>("/count");
     const backlog: number[] = [];
