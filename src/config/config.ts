@@ -78,6 +78,11 @@ export interface Config {
     keepMs: number;
     intervalMs: number;
   };
+  tracing: {
+    /** Where OTLP/HTTP spans go (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT); unset: tracing is off. */
+    endpoint: URL | undefined;
+    serviceName: string;
+  };
   courier: {
     enabled: boolean;
     batchSize: number;
@@ -217,6 +222,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retention: {
       keepMs: r.duration("RETENTION_PERIOD", 7 * 24 * 3_600_000, 60_000, 3650 * 24 * 3_600_000),
       intervalMs: r.duration("RETENTION_INTERVAL", 10 * 60_000, 1000, 24 * 3_600_000),
+    },
+    tracing: {
+      // The exporter reads these itself (with OTEL_EXPORTER_OTLP_HEADERS and the rest); here they are checked and turn tracing on.
+      endpoint: r.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ["http:", "https:"]) ?? r.url("OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
+      serviceName: r.string("OTEL_SERVICE_NAME", "codegate"),
     },
     courier: {
       enabled: r.bool("COURIER_ENABLED", true),

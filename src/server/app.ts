@@ -36,6 +36,9 @@ import { restHandler } from "./rest/handler.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
 import { requestIdKey } from "../services/context-keys.ts";
 import { rpcPipeline } from "./rpc.ts";
+import { startTracing } from "./tracing.ts";
+import { tracedSql } from "../store/traced-sql.ts";
+import type { SpanExporter } from "@opentelemetry/sdk-trace";
 
 /** How long an answer gets to leave once its call's bound has passed. */
 const ANSWER_GRACE_MS = 5_000;
@@ -72,6 +75,8 @@ export interface StartOptions {
   health?: HealthOptions;
   /** Wraps the statements of the hot paths, e.g. to trace or record them. */
   instrumentSql?: (sql: Sql) => Sql;
+  /** Turns tracing on with this exporter (a test's), whatever the configuration says. */
+  spanExporter?: SpanExporter;
   /**
    * An API worker of `serve` (server/cluster.ts): the primary has run the
    * migrations and serves the operations listener.
@@ -88,7 +93,10 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
   const clock = opts.clock ?? systemClock;
-  const sql = (opts.instrumentSql ?? ((s: Sql) => s))(await sqlOf(orm));
+  // Before the pipeline and the statements are made: off, neither is traced at all.
+  const tracing = startTracing(config, opts.worker ? "api" : "serve", opts.spanExporter);
+  const instrumented = (opts.instrumentSql ?? ((s: Sql) => s))(await sqlOf(orm));
+  const sql = tracing ? tracedSql(instrumented) : instrumented;
   const metrics = createMetrics(databaseSources(sql, orm, clock));
   const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
 
@@ -213,6 +221,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await retention?.stop();
       await orgFeed.close();
       await orm.close();
+      await tracing?.stop();
     },
   };
 }

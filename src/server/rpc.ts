@@ -14,6 +14,7 @@ import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { attempt, raceAbort } from "../lib/abort.ts";
 import { addressKey, clientAddress, type TrustedProxies } from "../lib/address.ts";
 import type { Logger } from "../lib/log.ts";
+import { contextOf, inSpan, SpanKind, tracingEnabled } from "../lib/tracing.ts";
 import type { AdminTokenVerifier } from "../rules/admin-tokens.ts";
 import { adminTokenIdKey, clientAddressKey, requestIdKey } from "../services/context-keys.ts";
 import { apiError, rateLimited, Reason, reasonOf } from "../services/errors.ts";
@@ -59,6 +60,31 @@ function logOutcome(log: Logger, fields: Record<string, unknown>, err: unknown, 
   if (fault === "server") log.error({ ...fields, err }, `${msg}: failed`);
   else if (fault === "database") log.warn({ ...fields, cause: err instanceof Error ? err.message : String(err), errno: (err as { code?: unknown })?.code }, `${msg}: database unavailable`);
   else log.info({ ...fields, reason: answer ? reasonOf(answer) : undefined }, msg);
+}
+
+/**
+ * A span per call, continuing the caller's trace (`traceparent` in the HTTP
+ * headers or gRPC metadata): the statements and the delivery of its mail are
+ * its children. A stream's span covers its start, not its whole life.
+ */
+function tracingInterceptor(): Interceptor {
+  return (next) => (req) =>
+    inSpan(
+      `${req.service.typeName}/${req.method.name}`,
+      {
+        kind: SpanKind.SERVER,
+        parent: contextOf(req.header),
+        attributes: { "rpc.system.name": "connectrpc", "rpc.method": `${req.service.typeName}/${req.method.name}`, "codegate.request_id": req.contextValues.get(requestIdKey) },
+      },
+      async (span) => {
+        try {
+          return await next(req);
+        } catch (err) {
+          span?.setAttribute("rpc.response.status_code", Code[err instanceof ConnectError ? err.code : Code.Internal]);
+          throw err;
+        }
+      },
+    );
 }
 
 /** Counts, times and logs every RPC by the code its caller gets; a stream counts when it ends. */
@@ -298,7 +324,8 @@ export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
       }
       ctx.values.get(callStateKey)!.phase = "decode";
     },
-    interceptors: [outcomeInterceptor(opts), boundsInterceptor(streams), createValidateInterceptor()],
+    // Tracing off (the default), the call does not even pass through its interceptor.
+    interceptors: [...(tracingEnabled() ? [tracingInterceptor()] : []), outcomeInterceptor(opts), boundsInterceptor(streams), createValidateInterceptor()],
     endStreams: () => streams.endAll(),
   };
 }

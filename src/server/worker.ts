@@ -11,6 +11,8 @@ import { openMigrated, openOrm } from "../store/orm.ts";
 import { sqlOf } from "../store/sql.ts";
 import { createMetrics, databaseSources, type Metrics } from "./ops/metrics.ts";
 import { metricsRoute, startOpsListener } from "./ops/ops.ts";
+import { startTracing } from "./tracing.ts";
+import { tracedSql } from "../store/traced-sql.ts";
 
 export interface CourierWorkerOptions {
   onMetrics?: (metrics: Metrics) => void;
@@ -21,7 +23,8 @@ export interface CourierWorkerOptions {
 export async function runCourierWorker(config: Config, log: Logger, stopped: Promise<unknown>, opts: CourierWorkerOptions = {}): Promise<void> {
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
   const orm = opts.worker ? await openOrm(config) : (await openMigrated(config)).orm;
-  const sql = await sqlOf(orm);
+  const tracing = startTracing(config, "courier");
+  const sql = tracing ? tracedSql(await sqlOf(orm)) : await sqlOf(orm);
   const clock = systemClock;
   const metrics = createMetrics(databaseSources(sql, orm, clock));
   opts.onMetrics?.(metrics);
@@ -38,4 +41,5 @@ export async function runCourierWorker(config: Config, log: Logger, stopped: Pro
   await stop();
   await retention.stop();
   await orm.close();
+  await tracing?.stop();
 }

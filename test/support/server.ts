@@ -65,7 +65,7 @@ export interface TestServer {
 
 export async function startTestServer(
   env: Record<string, string> = {},
-  opts: { clock?: Clock; health?: HealthOptions; instrumentSql?: StartOptions["instrumentSql"] } = {},
+  opts: { clock?: Clock; health?: HealthOptions; instrumentSql?: StartOptions["instrumentSql"]; spanExporter?: StartOptions["spanExporter"] } = {},
 ): Promise<TestServer> {
   const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
   const dataDir = mkdtempSync(join(tmpdir(), "codegate-test-"));
@@ -88,7 +88,7 @@ export async function startTestServer(
       cb();
     },
   });
-  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql });
+  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql, spanExporter: opts.spanExporter });
   return {
     app,
     url: app.url,

@@ -38,6 +38,7 @@ import type { CodeEvents } from "../events.ts";
 import { buildMessage } from "../mail/mime.ts";
 import { encodeMail } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
+import { currentTraceparent } from "../../lib/tracing.ts";
 import { builtinMailer, type MailContent, type MailKind, type Mailer } from "../mail/templates.ts";
 import { ownerCodeHash, ownerCodeHashes, rowCodeHash, rowCodeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
@@ -287,7 +288,7 @@ export class CodeEngine {
   /** The mail as its message (built now, once) sealed for the outbox. */
   private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }): SealedMail {
     const message = buildMessage({ id, date: now, from, ...content });
-    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message })).sealed };
+    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message, trace: currentTraceparent() })).sealed };
   }
 
   private sender(org: Org): { name: string; address: string } {

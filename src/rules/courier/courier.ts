@@ -11,6 +11,7 @@ import type { Logger } from "../../lib/log.ts";
 import { claimMails, markFailed, markSent, renewClaims } from "../../store/outbox.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
+import { contextOfTraceparent, inSpan, SpanKind } from "../../lib/tracing.ts";
 import { withRecipient } from "../mail/mime.ts";
 import { decodeMail } from "../mail/payload.ts";
 import { unseal } from "../mail/seal.ts";
@@ -103,8 +104,11 @@ export class Courier {
       await Promise.all(
         batch.map(async (m) => {
           try {
-            const { from, message } = decodeMail(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, clock.now());
-            await transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) });
+            const { from, message, trace } = decodeMail(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, clock.now());
+            const send = () => transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) });
+            // The delivery of a traced call's mail continues its trace.
+            const parent = contextOfTraceparent(trace);
+            await (parent ? inSpan("deliver mail", { kind: SpanKind.CLIENT, parent, attributes: { "codegate.mail_id": m.id, "codegate.purpose": m.purpose, "codegate.attempt": m.sendCount + 1 } }, send) : send());
             outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
           } catch (err) {
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));

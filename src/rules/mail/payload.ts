@@ -8,10 +8,12 @@ import { buildMessage } from "./mime.ts";
 export interface OutboxMail {
   from: string;
   message: Buffer;
+  /** The W3C traceparent of the call that queued it, when that call was traced: its delivery continues the trace. */
+  trace?: string;
 }
 
 export function encodeMail(mail: OutboxMail): string {
-  return `${JSON.stringify({ v: 2, from: mail.from })}\n${mail.message.toString("utf8")}`;
+  return `${JSON.stringify({ v: 2, from: mail.from, ...(mail.trace ? { trace: mail.trace } : {}) })}\n${mail.message.toString("utf8")}`;
 }
 
 interface LegacyMail {
@@ -25,9 +27,9 @@ interface LegacyMail {
 export function decodeMail(plain: string, id: string, now: Date): OutboxMail {
   const newline = plain.indexOf("\n");
   if (newline >= 0) {
-    const meta = JSON.parse(plain.slice(0, newline)) as { v: number; from: string };
+    const meta = JSON.parse(plain.slice(0, newline)) as { v: number; from: string; trace?: string };
     if (meta.v !== 2) throw new Error(`unknown outbox mail format ${meta.v}`);
-    return { from: meta.from, message: Buffer.from(plain.slice(newline + 1), "utf8") };
+    return { from: meta.from, message: Buffer.from(plain.slice(newline + 1), "utf8"), trace: meta.trace };
   }
   const legacy = JSON.parse(plain) as LegacyMail;
   // Written as `"name" <address>` by the versions that queued it.
