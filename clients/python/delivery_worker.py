@@ -46,6 +46,7 @@ from google.protobuf import duration_pb2
 from codegate.v1 import delivery_pb2, delivery_pb2_grpc, types_pb2
 
 CHANNELS = {"sms": types_pb2.DELIVERY_CHANNEL_SMS, "mail-api": types_pb2.DELIVERY_CHANNEL_MAIL_API}
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 def log(*parts):
@@ -111,7 +112,16 @@ def run(args):
             lease=duration_pb2.Duration(seconds=args.lease),
         )
         while not stopping:
-            messages = stub.Claim(claim, metadata=metadata, timeout=args.timeout).messages
+            try:
+                messages = stub.Claim(claim, metadata=metadata, timeout=args.timeout).messages
+            except grpc.RpcError as err:
+                # A server restarting or out of reach: claim again in a moment (what was
+                # claimed and not acked comes back when its lease ends). Anything else ends the worker.
+                if args.until_idle or err.code() not in TRANSIENT:
+                    raise
+                log(f"claim failed: {err.code().name}; trying again")
+                time.sleep(args.poll)
+                continue
             if not messages:
                 if args.until_idle:
                     log("idle")
@@ -137,12 +147,19 @@ def run(args):
             if args.exit_before_ack:
                 log("exiting before the ack")
                 return
-            if done:
-                acked = stub.Ack(delivery_pb2.AckRequest(messages=done), metadata=metadata, timeout=args.timeout).acked_ids
-                log(f"acked {len(acked)} of {len(done)}")
-            if failed:
-                for r in stub.Fail(delivery_pb2.FailRequest(failures=failed), metadata=metadata, timeout=args.timeout).messages:
-                    log(f"failed {r.id}: {types_pb2.CourierMessageStatus.Name(r.status)}")
+            try:
+                if done:
+                    acked = stub.Ack(delivery_pb2.AckRequest(messages=done), metadata=metadata, timeout=args.timeout).acked_ids
+                    log(f"acked {len(acked)} of {len(done)}")
+                if failed:
+                    for r in stub.Fail(delivery_pb2.FailRequest(failures=failed), metadata=metadata, timeout=args.timeout).messages:
+                        log(f"failed {r.id}: {types_pb2.CourierMessageStatus.Name(r.status)}")
+            except grpc.RpcError as err:
+                # Unanswered, the messages come back when their leases end, with the same ids
+                # (the delivered ones are then acked without a second delivery).
+                if args.until_idle or err.code() not in TRANSIENT:
+                    raise
+                log(f"ack or fail failed: {err.code().name}; the messages come back after their lease")
 
 
 def parser():
