@@ -111,10 +111,14 @@ export const CourierMessageEntity = defineEntity({
   indexes: [
     // What the courier and the delivery API claim from: queued messages of their
     // channels only, the oldest due first (across organizations, to find whose
-    // message is due), and an organization's.
+    // message is due: the courier's, the API's), and an organization's.
     {
       name: "courier_message_queued_idx",
-      expression: "create index courier_message_queued_idx on courier_message (channel, next_attempt_at) where status = 'queued'",
+      expression: "create index courier_message_queued_idx on courier_message (next_attempt_at) where status = 'queued' and channel = 'smtp'",
+    },
+    {
+      name: "courier_message_queued_api_idx",
+      expression: "create index courier_message_queued_api_idx on courier_message (next_attempt_at) where status = 'queued' and channel <> 'smtp'",
     },
     {
       name: "courier_message_queued_org_idx",
