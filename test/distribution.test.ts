@@ -8,9 +8,10 @@
 import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import type { Sql } from "../src/store/sql.ts";
-import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
+import { ADMIN_TOKEN, freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
-import { postJson } from "./support/clients.ts";
+import { DeliveryChannel, IdentityState } from "@codegate/client/node";
+import { bearer, postJson } from "./support/clients.ts";
 import { SmtpSink, codeFrom } from "./support/smtp.ts";
 
 /** Copied to every node: few rows, read by everything. */
@@ -98,6 +99,10 @@ describe("distribution by organization", () => {
     const fx = adminFixtures(s.url);
     const org = await fx.org("Distributed", { selfServiceSignup: true, notifyUnknownRecovery: true });
     await fx.identity(org.id, "jdoe@example.com");
+    // An organization whose login codes go to the delivery API as texts.
+    const smsOrg = await fx.org("Distributed SMS", { delivery: { login: DeliveryChannel.SMS } });
+    const texted = await fx.clients.admin.createIdentity({ orgId: smsOrg.id, username: "sms@example.com", phoneNumber: "+41791234567", skipRegistrationCode: true });
+    await fx.clients.admin.setIdentityState({ identityId: texted.identity!.id, state: IdentityState.ACTIVE });
     fx.close();
     const call = (path: string, body: Record<string, string>) => postJson(s.url, path, { orgId: org.id, ...body });
     // Sends of every kind (bound and not, a known and an unknown username), a
@@ -109,6 +114,12 @@ describe("distribution by organization", () => {
     expect((await call("/codegate.v1.RecoveryService/SendRecoveryCode", { username: "ghost@example.com" })).status).toBe(200);
     expect((await call("/codegate.v1.LoginService/VerifyLoginCode", { username: "jdoe@example.com", code: "000000" })).status).toBe(401);
     await smtp.waitFor((m) => m.length >= 4);
+    // The delivery API's claims, ack and failure.
+    for (let i = 0; i < 2; i++) expect((await call("/codegate.v1.LoginService/SendLoginCode", { username: "sms@example.com", orgId: smsOrg.id })).status).toBe(200);
+    const claimed = await postJson(s.url, "/codegate.v1.DeliveryService/Claim", { channels: ["DELIVERY_CHANNEL_SMS"] }, bearer(ADMIN_TOKEN));
+    const [sent, failed] = claimed.body.messages.map((m: { id: string; orgId: string; leaseToken: string }) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }));
+    expect((await postJson(s.url, "/codegate.v1.DeliveryService/Ack", { messages: [sent] }, bearer(ADMIN_TOKEN))).body.ackedIds).toEqual([sent.id]);
+    expect((await postJson(s.url, "/codegate.v1.DeliveryService/Fail", { failures: [{ message: failed, error: "x" }] }, bearer(ADMIN_TOKEN))).status).toBe(200);
     const code = codeFrom(smtp.mailsTo("jdoe@example.com")[0]);
     const verified = await call("/codegate.v1.LoginService/VerifyLoginCode", { username: "jdoe@example.com", code });
     expect([200, 401]).toContain(verified.status); // the unbound code, or the bound one's mail came first

@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { randomBytes } from "node:crypto";
 import { createAdminToken } from "../src/rules/admin-tokens.ts";
+import { DeliveryChannel } from "@codegate/client/node";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -91,6 +92,17 @@ describe("logs at debug level", () => {
     keep(codeFrom(linkedMail));
     keep(linkedMail.text.split("\n")[0]);
 
+    // A code handed to the delivery API as a text, claimed (its body decrypted) and acked.
+    const texting = await fx.org("Textco", { delivery: { login: DeliveryChannel.SMS } });
+    const texted = await call("/codegate.v1.AdminService/CreateIdentity", { orgId: texting.id, username: "text@example.com", phoneNumber: "+41791234567", skipRegistrationCode: true }, auth);
+    await call("/codegate.v1.AdminService/SetIdentityState", { identityId: texted.body.identity.id, state: "IDENTITY_STATE_ACTIVE" }, auth);
+    await call("/auth/login/code", { username: "text@example.com", orgId: texting.id });
+    const claimed = await call("/codegate.v1.DeliveryService/Claim", { channels: ["DELIVERY_CHANNEL_SMS"] }, auth);
+    expect(claimed.body.messages).toHaveLength(1);
+    const [text] = claimed.body.messages;
+    keep(text.text.body);
+    expect((await call("/codegate.v1.DeliveryService/Ack", { messages: [{ id: text.id, orgId: text.orgId, leaseToken: text.leaseToken }] }, auth)).status).toBe(200);
+
     // Errors with secrets in the request must not echo them into the logs either.
     await call("/codegate.v1.AdminService/ListOrganizations", {}, bearer("cga_aaaaaaaaaaaa_" + "s".repeat(43)));
     keep("s".repeat(43));
@@ -99,7 +111,7 @@ describe("logs at debug level", () => {
     // Every mail has gone out (so the courier has logged its sends)...
     await vi.waitFor(
       async () => {
-        const [row] = await server.app.orm.em.getConnection().execute("select count(*) filter (where status <> 'sent')::int as unsent, count(*)::int as mails from courier_message");
+        const [row] = await server.app.orm.em.getConnection().execute("select count(*) filter (where status <> 'sent')::int as unsent, count(*) filter (where channel = 'smtp')::int as mails from courier_message");
         expect(row).toEqual({ unsent: 0, mails: smtp.mails.length });
       },
       { timeout: 10_000, interval: 20 },

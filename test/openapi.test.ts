@@ -179,6 +179,11 @@ describe("the request schemas", () => {
       ["PUT", `/admin/organizations/${orgId}/settings`, { settings: { returnUrl: "not a uri" } }, false, "/admin/organizations/{org_id}/settings"],
       ["PUT", `/admin/organizations/${orgId}/settings`, { settings: { defaultLocale: "english!" } }, false, "/admin/organizations/{org_id}/settings"],
       ["PUT", `/admin/organizations/${orgId}/settings`, { settings: {} }, true, "/admin/organizations/{org_id}/settings"],
+      ["PUT", `/admin/identities/${identityId}/phone-number`, { phoneNumber: "+41446681800" }, true, "/admin/identities/{identity_id}/phone-number"],
+      ["PUT", `/admin/identities/${identityId}/phone-number`, {}, true, "/admin/identities/{identity_id}/phone-number"],
+      ["PUT", `/admin/identities/${identityId}/phone-number`, { phoneNumber: "0041446681800" }, false, "/admin/identities/{identity_id}/phone-number"],
+      ["PUT", `/admin/identities/${identityId}/phone-number`, { phoneNumber: "+41 44 668 18 00" }, false, "/admin/identities/{identity_id}/phone-number"],
+      ["PUT", `/admin/identities/${identityId}/phone-number`, { phoneNumber: 41446681800 }, false, "/admin/identities/{identity_id}/phone-number"],
     ];
   };
 

@@ -1,9 +1,8 @@
 // The Python client (clients/python) against the live server over gRPC: stubs
 // generated from proto/ with protoc and Debian's grpc_python_plugin, run with
-// Debian's python3-grpcio. Debian's python, not whatever python3 is first on the
-// PATH (a pyenv one does not see Debian's packages).
+// Debian's python3-grpcio (test/support/python.ts).
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,26 +10,10 @@ import { createRemoteJWKSet, jwtVerify } from "jose";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
-import { inCi } from "./support/ci.ts";
+import { PYTHON, PYTHON_CLIENT, pythonSkipReason } from "./support/python.ts";
 
-const PYTHON = "/usr/bin/python3";
-const CLIENT = join(import.meta.dirname, "../clients/python");
-
-/** Why the client cannot run here, if it cannot. */
-function missing(): string | undefined {
-  if (!existsSync(PYTHON)) return `no ${PYTHON}`;
-  if (spawnSync(PYTHON, ["-c", "import grpc, google.protobuf"]).status !== 0) return "python3-grpcio is not installed";
-  if (spawnSync("protoc", ["--version"]).status !== 0) return "protoc is not installed (protobuf-compiler)";
-  if (spawnSync("sh", ["-c", "command -v grpc_python_plugin"]).status !== 0) return "grpc_python_plugin is not installed (protobuf-compiler-grpc)";
-  if (!existsSync("/usr/include/google/protobuf/descriptor.proto")) return "the well-known .proto files are not installed (libprotobuf-dev)";
-  return undefined;
-}
-const reason = missing();
-// CI installs the packages (.ci/run): there a missing one is a failure, not a skip
-// (and test/support/skip-reporter.ts fails a CI run with any skipped test, whatever the file).
-if (reason && inCi()) throw new Error(`python client: ${reason}`);
-// The npm registry has no Python packages: locally the tests are skipped, saying why.
-if (reason) console.warn(`python client tests skipped: ${reason}; apt-get install python3-grpcio protobuf-compiler protobuf-compiler-grpc libprotobuf-dev`);
+const CLIENT = PYTHON_CLIENT;
+const reason = pythonSkipReason("python client");
 
 interface Python {
   /** Resolves with the n-th line (1-based) the program printed on stdout. */

@@ -19,6 +19,7 @@ afterAll(async () => {
 const SERVICES = [
   "codegate.v1.AdminService",
   "codegate.v1.CodeService",
+  "codegate.v1.DeliveryService",
   "codegate.v1.LoginService",
   "codegate.v1.RecoveryService",
   "codegate.v1.RegistrationService",

@@ -116,6 +116,7 @@ describe("routes from the google.api.http annotations", () => {
       "POST /auth/login/code LoginService.SendLoginCode 200",
       "POST /auth/recover/user/code RecoveryService.SendRecoveryCode 200",
       "POST /iam/recovery/code AdminService.CreateRecoveryCode 201",
+      "PUT /admin/identities/{identity_id}/phone-number AdminService.SetIdentityPhoneNumber 200",
       "PUT /admin/organizations/{org_id}/mail-templates/{kind}/{locale} AdminService.SetMailTemplate 200",
       "PUT /admin/organizations/{org_id}/settings AdminService.UpdateOrganizationSettings 200",
       "PUT /auth/recover/user/code RecoveryService.SendRecoveryCode 200",

@@ -10,10 +10,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Code, CodePurpose, codegateError, IdentityState, type CodegateClients } from "@codegate/client";
+import { Code, CodePurpose, codegateError, DeliveryChannel, IdentityState, type CodegateClients } from "@codegate/client";
 import { createCodegateNodeClients, type NodeClientOptions } from "@codegate/client/node";
 import { createCodegateWebClients, type WebClientOptions } from "@codegate/client/web";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { oneof } from "./support/results.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
 const run = promisify(execFile);
@@ -96,6 +97,26 @@ describe.each(TRANSPORTS)("over $name", ({ clients }) => {
     expect(recovered.identity?.id).toBe(created.id);
 
     expect((await c.admin.getIdentity({ identityId: created.id })).identity?.state).toBe(IdentityState.ACTIVE);
+
+    // The delivery API, with the token: a text and a mail claimed, the text's code verified, both acked.
+    const relay = (await c.admin.createOrganization({ name: "Relay Co", settings: { delivery: { login: DeliveryChannel.SMS, recovery: DeliveryChannel.MAIL_API } } })).organization!;
+    const texted = newUser("texted");
+    const phoneNumber = `+4179${1_000_000 + users}`;
+    const withPhone = (await c.admin.createIdentity({ orgId: relay.id, username: texted, phoneNumber, skipRegistrationCode: true })).identity!;
+    await c.admin.setIdentityState({ identityId: withPhone.id, state: IdentityState.ACTIVE });
+    await c.login.sendLoginCode({ username: texted, orgId: relay.id });
+    await c.recovery.sendRecoveryCode({ username: texted, orgId: relay.id });
+    const claimed = (await c.delivery.claim({ channels: [DeliveryChannel.SMS, DeliveryChannel.MAIL_API] })).messages;
+    expect(claimed.map((m) => [m.channel, m.recipient]).sort()).toEqual([
+      [DeliveryChannel.MAIL_API, texted],
+      [DeliveryChannel.SMS, phoneNumber],
+    ]);
+    const [mail, text] = claimed.sort((a, b) => a.channel - b.channel);
+    expect(new TextDecoder().decode(oneof(mail.content, "mail").rfc822)).toContain(`To: ${texted}\r\n`);
+    const texting = await c.login.verifyLoginCode({ username: texted, orgId: relay.id, code: oneof(text.content, "text").body });
+    expect(texting.identity?.phoneNumber).toBe(phoneNumber);
+    const receipts = claimed.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }));
+    expect((await c.delivery.ack({ messages: receipts })).ackedIds.sort()).toEqual(receipts.map((r) => r.id).sort());
   });
 
   it("decodes the errors: validation violations, the field of ErrorInfo, reasons, retry-after and the request id", async () => {
@@ -135,6 +156,7 @@ describe.each(TRANSPORTS)("over $name", ({ clients }) => {
     const anonymous = clients({});
     const refused = await failure(anonymous.admin.listOrganizations({}));
     expect(refused).toMatchObject({ code: Code.Unauthenticated, reason: "UNAUTHENTICATED" });
+    expect(await failure(anonymous.delivery.claim({ channels: [DeliveryChannel.SMS] }))).toMatchObject({ code: Code.Unauthenticated, reason: "UNAUTHENTICATED" });
   });
 });
 

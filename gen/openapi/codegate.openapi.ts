@@ -151,6 +151,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/identities/{identity_id}/phone-number": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Sets (or, empty, removes) an identity's phone number, where the codes of purposes an organization hands to DELIVERY_CHANNEL_SMS go.
+         * @description Sets (or, empty, removes) an identity's phone number, where the codes of
+         *     purposes an organization hands to DELIVERY_CHANNEL_SMS go.
+         */
+        put: operations["AdminService_SetIdentityPhoneNumber"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/admin/organizations/{org_id}/settings": {
         parameters: {
             query?: never;
@@ -297,6 +318,28 @@ export interface components {
             /** @description Whether there was such a template. */
             deleted?: boolean;
         };
+        /**
+         * @description How a message leaves Codegate.
+         *
+         *     - `DELIVERY_CHANNEL_UNSPECIFIED`: In settings: DELIVERY_CHANNEL_SMTP.
+         *     - `DELIVERY_CHANNEL_SMTP`: Mailed by the server's courier over SMTP (SMTP_URL).
+         *     - `DELIVERY_CHANNEL_MAIL_API`: The mail, handed to the delivery API (a corporate mail relay, …).
+         *     - `DELIVERY_CHANNEL_SMS`: A short text carrying the code only, to the identity's phone number, handed to the delivery API (the operator's service sends it by SMS, WhatsApp, …). An identity without a phone number is mailed over SMTP.
+         *
+         *     Requests may also give the number of a value.
+         * @enum {string}
+         */
+        "codegate.v1.DeliveryChannel": "DELIVERY_CHANNEL_UNSPECIFIED" | "DELIVERY_CHANNEL_SMTP" | "DELIVERY_CHANNEL_MAIL_API" | "DELIVERY_CHANNEL_SMS";
+        /**
+         * @description The channel of each purpose's codes. The notices (MAIL_KIND_ALREADY_REGISTERED,
+         *     MAIL_KIND_UNKNOWN_RECOVERY) are mails: they take the purpose's channel when it
+         *     is DELIVERY_CHANNEL_MAIL_API, else SMTP.
+         */
+        "codegate.v1.DeliveryChannels": {
+            login?: components["schemas"]["codegate.v1.DeliveryChannel"];
+            registration?: components["schemas"]["codegate.v1.DeliveryChannel"];
+            recovery?: components["schemas"]["codegate.v1.DeliveryChannel"];
+        };
         "codegate.v1.GetCodeFormatResponse": {
             /** @description The purpose asked for. */
             purpose?: components["schemas"]["codegate.v1.CodePurpose"];
@@ -307,6 +350,40 @@ export interface components {
             /** @description How long a new code stays valid. */
             lifespan?: string;
         };
+        /** @description A user account of an organization. */
+        "codegate.v1.Identity": {
+            /** @description UUID of the identity. */
+            id?: string;
+            /** @description The organization the identity belongs to. */
+            orgId?: string;
+            /** @description The username as it was given at creation (usually an email address). */
+            username?: string;
+            state?: components["schemas"]["codegate.v1.IdentityState"];
+            /** Format: date-time */
+            createdAt?: string;
+            /**
+             * Format: date-time
+             * @description When registration was completed; unset while pending.
+             */
+            registeredAt?: string;
+            /**
+             * @description E.164 (`+41446681800`), where codes of the purposes an organization hands
+             *     to DELIVERY_CHANNEL_SMS go; empty when none.
+             */
+            phoneNumber?: string;
+        };
+        /**
+         * @description The lifecycle state of an identity.
+         *
+         *     - `IDENTITY_STATE_UNSPECIFIED`
+         *     - `IDENTITY_STATE_PENDING`: Created by an administrator, registration not yet completed.
+         *     - `IDENTITY_STATE_ACTIVE`: Registered; may log in and recover.
+         *     - `IDENTITY_STATE_DISABLED`: Switched off by an administrator; receives no codes.
+         *
+         *     Requests may also give the number of a value.
+         * @enum {string}
+         */
+        "codegate.v1.IdentityState": "IDENTITY_STATE_UNSPECIFIED" | "IDENTITY_STATE_PENDING" | "IDENTITY_STATE_ACTIVE" | "IDENTITY_STATE_DISABLED";
         "codegate.v1.ListMailTemplatesResponse": {
             /** @description The organization's own templates, by kind and locale. */
             templates?: components["schemas"]["codegate.v1.MailTemplate"][];
@@ -436,6 +513,12 @@ export interface components {
              *     "done" and keep the token to themselves.
              */
             returnUrl?: string;
+            /**
+             * @description How the codes of each purpose leave: by the server's SMTP courier (the
+             *     default), or handed to the delivery API (DeliveryService) as a mail or as
+             *     a short text to the identity's phone number.
+             */
+            delivery?: components["schemas"]["codegate.v1.DeliveryChannels"];
         };
         "codegate.v1.PreviewMailTemplateResponse": {
             subject?: string;
@@ -560,6 +643,9 @@ export interface components {
         "codegate.v1.SendRecoveryCodeResponse": {
             /** @description Always "success". */
             message?: string;
+        };
+        "codegate.v1.SetIdentityPhoneNumberResponse": {
+            identity?: components["schemas"]["codegate.v1.Identity"];
         };
         "codegate.v1.SetMailTemplateResponse": {
             template?: components["schemas"]["codegate.v1.MailTemplate"];
@@ -941,6 +1027,46 @@ export interface operations {
                 };
             };
             400: components["responses"]["Error400"];
+            413: components["responses"]["Error413"];
+            415: components["responses"]["Error415"];
+            429: components["responses"]["Error429"];
+            500: components["responses"]["Error500"];
+            503: components["responses"]["Error503"];
+            504: components["responses"]["Error504"];
+            default: components["responses"]["Error"];
+        };
+    };
+    AdminService_SetIdentityPhoneNumber: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                identity_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description E.164 (`+`, the country code and the number, 7 to 15 digits in all); empty removes it. */
+                    phoneNumber?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["RequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["codegate.v1.SetIdentityPhoneNumberResponse"];
+                };
+            };
+            400: components["responses"]["Error400"];
+            401: components["responses"]["Error401"];
+            404: components["responses"]["Error404"];
             413: components["responses"]["Error413"];
             415: components["responses"]["Error415"];
             429: components["responses"]["Error429"];

@@ -11,6 +11,8 @@ export interface Identity {
   state: IdentityState;
   createdAt: Date;
   registeredAt: Date | null;
+  /** E.164, where codes handed to the SMS channel go; null when none. */
+  phoneNumber: string | null;
 }
 
 /** How usernames are compared: trimmed and lower-cased. */

@@ -40,6 +40,8 @@ export interface OrgSettings {
   mailLinks?: { login?: boolean; registration?: boolean; recovery?: boolean };
   /** Where this service's pages hand the proof token (in the URL's fragment). */
   returnUrl?: string;
+  /** The channel of each purpose's codes, by the names of codegate.v1.DeliveryChannel; SMTP when unset. */
+  delivery?: { login?: string; registration?: string; recovery?: string };
 }
 
 export interface Org {

@@ -8,7 +8,7 @@ import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { formatMs } from "../lib/duration.ts";
-import { getIdentity, setIdentityState as storeIdentityState } from "../store/identities.ts";
+import { getIdentity, setIdentityPhoneNumber as storePhoneNumber, setIdentityState as storeIdentityState } from "../store/identities.ts";
 import { notifyOrgChanged } from "../store/org-changes.ts";
 import { createOrganization as storeOrganization, updateOrganizationSettings as storeSettings } from "../store/organizations.ts";
 import type { Orm } from "../store/orm.ts";
@@ -91,6 +91,13 @@ export async function updateOrganizationSettings(deps: AdminDeps, orgId: string,
 
 export async function identityById(deps: AdminDeps, identityId: string): Promise<Identity> {
   const identity = await getIdentity(deps.orm, identityId);
+  if (!identity) throw new NotFound(`identity ${identityId}`);
+  return identity;
+}
+
+/** Sets (empty: removes) an identity's phone number, E.164 as the API checked it. */
+export async function setIdentityPhoneNumber(deps: AdminDeps, identityId: string, phoneNumber: string): Promise<Identity> {
+  const identity = await storePhoneNumber(deps.orm, identityId, phoneNumber || null);
   if (!identity) throw new NotFound(`identity ${identityId}`);
   return identity;
 }

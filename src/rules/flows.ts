@@ -167,8 +167,15 @@ export async function verifyAdminRecovery(deps: FlowDeps, req: AdminRecoveryRequ
  * An administrator's new identity: pending, with its registration code mailed
  * unless skipped, in one transaction. Throws AlreadyExists for a taken username.
  */
-export async function createPendingIdentity(deps: FlowDeps, org: Org, username: string, sendCode: boolean, locales: readonly string[] = []): Promise<Identity> {
-  const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null };
+export async function createPendingIdentity(
+  deps: FlowDeps,
+  org: Org,
+  username: string,
+  sendCode: boolean,
+  locales: readonly string[] = [],
+  phoneNumber: string | null = null,
+): Promise<Identity> {
+  const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null, phoneNumber };
   const mailer = sendCode ? await deps.mail.mailer(org, { locales, link: linkTarget(org, "registration", { username: identity.username }) }) : undefined;
   const created = await deps.sql.transaction(async (tx) => {
     if (!(await insertPendingIdentity(tx, identity))) return false;

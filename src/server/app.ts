@@ -11,6 +11,7 @@ import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "../rules
 import { CodeEngine } from "../rules/codes/engine.ts";
 import type { Courier } from "../rules/courier/courier.ts";
 import { createCourier } from "../rules/courier/create.ts";
+import { DeliveryDesk } from "../rules/delivery/delivery.ts";
 import { FlowLimits } from "../rules/limits/limits.ts";
 import { RateLimiter } from "../rules/limits/rate-limiter.ts";
 import { MailTemplates } from "../rules/mail/org-templates.ts";
@@ -125,7 +126,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const orgFeed = await followOrgChanges(orm, orgChanges, log);
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
-  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges };
+  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier });
+  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges, delivery };
 
   const shutdown = new AbortController();
   const api = apiServices(deps);

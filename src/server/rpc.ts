@@ -10,6 +10,7 @@ import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createContextKey, createContextValues, type ContextValues, type HandlerContext, type Interceptor } from "@connectrpc/connect";
 import { createValidateInterceptor } from "@connectrpc/validate";
 import { AdminService } from "../../gen/codegate/v1/admin_pb.ts";
+import { DeliveryService } from "../../gen/codegate/v1/delivery_pb.ts";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { attempt, raceAbort } from "../lib/abort.ts";
 import { addressKey, clientAddress, type TrustedProxies } from "../lib/address.ts";
@@ -26,6 +27,9 @@ import type { Metrics } from "./ops/metrics.ts";
 interface CallState {
   phase: "gate" | "decode" | "handler";
 }
+
+/** The services that need an admin bearer token. */
+const ADMIN_SERVICES = new Set([AdminService.typeName, DeliveryService.typeName]);
 
 const callStateKey = createContextKey<CallState | undefined>(undefined, { description: "call state" });
 
@@ -308,7 +312,7 @@ export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
       const requestId = ctx.values.get(requestIdKey);
       ctx.responseHeader.set("x-request-id", requestId);
       reportEarlyAnswers(opts, ctx, performance.now());
-      if (ctx.service.typeName === AdminService.typeName) {
+      if (ADMIN_SERVICES.has(ctx.service.typeName)) {
         const principal = await opts.adminTokens.verify(ctx.requestHeader.get("authorization")).catch((err: unknown) => {
           log.error({ requestId, err }, "admin token check failed");
           throw answerFor(err, requestId).answer;

@@ -9,7 +9,7 @@ import { InvalidArgument, NotFound } from "../domain/errors.ts";
 import type { MailStatus } from "../domain/outbox.ts";
 import { mailStatuses } from "../domain/outbox.ts";
 import { parseDuration } from "../lib/duration.ts";
-import { createOrganization, createRecoveryCode, identityById, invalidateCodes, setIdentityState, updateOrganizationSettings } from "../rules/admin.ts";
+import { createOrganization, createRecoveryCode, identityById, invalidateCodes, setIdentityPhoneNumber, setIdentityState, updateOrganizationSettings } from "../rules/admin.ts";
 import { createPendingIdentity } from "../rules/flows.ts";
 import { deleteMailTemplate, listMailTemplates, previewMailTemplate, setMailTemplate } from "../rules/mail-templates.ts";
 import type { TemplateOrigin } from "../rules/mail/templates.ts";
@@ -20,7 +20,7 @@ import { listMails } from "../store/outbox.ts";
 import type { ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
 import { localesOf } from "./calls.ts";
-import { identityStateOf, identityToProto, mailKindOf, mailKindProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
+import { channelProto, identityStateOf, identityToProto, mailKindOf, mailKindProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
 import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
 
 const statusProto: Record<MailStatus, CourierMessageStatus> = {
@@ -68,7 +68,9 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
     async createIdentity(req, ctx) {
       const org = await deps.orgs.resolve(req.orgId, "");
       if (!org) throw new NotFound(`organization ${req.orgId}`);
-      return { identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode, localesOf(req.locale, ctx))) };
+      return {
+        identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode, localesOf(req.locale, ctx), req.phoneNumber || null)),
+      };
     },
 
     async getIdentity(req) {
@@ -79,6 +81,10 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
       const page = pageOf(await listIdentities(deps.orm, req.orgId, decodePageToken(req.pageToken), size), size);
       return { identities: page.items.map(identityToProto), nextPageToken: page.next };
+    },
+
+    async setIdentityPhoneNumber(req) {
+      return { identity: identityToProto(await setIdentityPhoneNumber(deps, req.identityId, req.phoneNumber)) };
     },
 
     async setIdentityState(req) {
@@ -108,6 +114,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
             recipient: m.recipient,
             subject: m.subject,
             purpose: purposeProto[m.purpose] ?? CodePurpose.UNSPECIFIED,
+            channel: channelProto[m.channel],
             status: statusProto[m.status],
             sendCount: m.sendCount,
             lastError: m.lastError ?? "",

@@ -4,6 +4,7 @@ import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import {
   CodePurpose,
+  DeliveryChannel,
   MailKind as MailKindProto,
   IdentitySchema,
   IdentityState as IdentityStateProto,
@@ -15,6 +16,7 @@ import {
 } from "../../gen/codegate/v1/types_pb.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
+import type { ApiChannel, Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { MailKind } from "../rules/mail/kinds.ts";
 
@@ -44,6 +46,16 @@ export const purposeProto: Readonly<Record<string, CodePurpose | undefined>> = {
   recovery: CodePurpose.RECOVERY,
 };
 
+export const channelProto: Record<Channel, DeliveryChannel> = {
+  smtp: DeliveryChannel.SMTP,
+  mail_api: DeliveryChannel.MAIL_API,
+  sms: DeliveryChannel.SMS,
+};
+export const channelOf: Partial<Record<DeliveryChannel, ApiChannel>> = {
+  [DeliveryChannel.MAIL_API]: "mail_api",
+  [DeliveryChannel.SMS]: "sms",
+};
+
 const stateToProto: Record<IdentityState, IdentityStateProto> = {
   pending: IdentityStateProto.PENDING,
   active: IdentityStateProto.ACTIVE,
@@ -61,6 +73,7 @@ export function identityToProto(identity: Identity): IdentityMessage {
     state: stateToProto[identity.state],
     createdAt: timestampFromDate(identity.createdAt),
     registeredAt: identity.registeredAt ? timestampFromDate(identity.registeredAt) : undefined,
+    phoneNumber: identity.phoneNumber ?? "",
   });
 }
 

@@ -3,6 +3,7 @@
 // of a verification by flow id and what settles it, and invalidation. Hand-tuned SQL on the hot paths, each behind a function that
 // takes a typed object; the rules for codes are in rules/codes/engine.ts.
 import type { Identity, IdentityState } from "../domain/identity.ts";
+import type { Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Window } from "../domain/rate-limits.ts";
 import { countHitsSql, windowsJson } from "./rate-limits.ts";
@@ -13,6 +14,8 @@ export interface SealedMail {
   id: string;
   subject: string;
   body: Buffer;
+  /** How it leaves: by the courier (`smtp`) or through the delivery API (`mail_api`). */
+  channel: Channel;
 }
 
 export interface NewCode {
@@ -37,7 +40,10 @@ export interface NewCode {
   /** The send's rate-limit windows, counted in the same statement: over any, nothing is issued. */
   limits: readonly Window[];
   /** The mail that carries the code, queued when the code is. */
-  mail?: SealedMail;
+  mail?: SealedMail & {
+    /** The code as a short text for the `sms` channel (sealed for the mail's row): queued instead of the mail when the identity has a phone number. */
+    text?: Buffer;
+  };
   /** A notice to the username itself, when it has no identity (`unknown`) or an active one (`active`). */
   notice?: SealedMail & { when: "unknown" | "active" };
   /** Creates a pending identity with this id when the username has none. */
@@ -67,24 +73,29 @@ with counted as (${countHitsSql(16)}
   select $1, $19::uuid, $20, $2, 'pending', $8
   where $21::boolean and (select allowed from verdict)
   on conflict (org_id, username_normalized) do nothing
-  returning org_id, id, username, state
+  returning org_id, id, username, state, phone_number
 ), found as (
-  select org_id, id, username, state from identity
+  select org_id, id, username, state, phone_number from identity
   where org_id = $1 and ${by === "username" ? "username_normalized = $2" : "id = $2::uuid"}
     and (select allowed from verdict)
   union all
-  select org_id, id, username, state from created
+  select org_id, id, username, state, phone_number from created
 ), ident as (
-  select org_id, id, username from found where state = $3
+  select org_id, id, username, phone_number from found where state = $3
 ), ${bound ? BOUND_INSERT : UNBOUND_INSERT}, queued as (
-  insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-  select ident.org_id, $11::uuid, $5, ident.username, $12, $13, $14, 'queued', 0, $8, $8, $8
+  -- The code's text to the identity's phone number when the purpose's channel is
+  -- 'sms' ($30) and it has one; else the mail, on its channel ($28), to the username.
+  insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+  select ident.org_id, $11::uuid, case when d.sms then 'sms' else $28::text end, $5,
+    case when d.sms then ident.phone_number else ident.username end, $12,
+    case when d.sms then $29::bytea else $13::bytea end, $14, 'queued', 0, $8, $8, $8
   from ident join issued on issued.identity_id = ident.id
+    cross join lateral (select $30::boolean and ident.phone_number is not null as sms) d
   where $15::boolean
   returning id
 ), noticed as (
-  insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-  select $1, $22::uuid, $5, $23, $24, $25, $14, 'queued', 0, $8, $8, $8
+  insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+  select $1, $22::uuid, $31::text, $5, $23, $24, $25, $14, 'queued', 0, $8, $8, $8
   where (select allowed from verdict) and (
     ($26 = 'unknown' and not exists (select 1 from found)) or
     ($26 = 'active' and exists (select 1 from found where state = 'active')))
@@ -169,6 +180,10 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
         code.notice?.body ?? null,
         code.notice?.when ?? "",
         code.hashInput,
+        code.mail?.channel ?? "smtp",
+        code.mail?.text ?? null,
+        code.mail?.text !== undefined,
+        code.notice?.channel ?? "smtp",
       ],
       signal,
     );
@@ -305,7 +320,7 @@ with durability as (
   where org_id = $1 and id = (select identity_id from consumed) and $7::boolean and state = 'pending'
   returning id
 )
-select i.org_id, i.id, i.username, i.created_at,
+select i.org_id, i.id, i.username, i.created_at, i.phone_number,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
 from (select 1 from durability) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
@@ -336,6 +351,7 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
     state: row.state,
     createdAt: new Date(row.created_at),
     registeredAt: row.registered_at ? new Date(row.registered_at) : null,
+    phoneNumber: row.phone_number ?? null,
   };
 }
 
@@ -404,7 +420,7 @@ select (select until from address_blocked) as blocked_until,
   exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
           and c.dead_at is null and c.hash_input = 1) as by_row_id,
   a.dead, a.consumed is not null as attempted,
-  i.org_id, i.id, i.username, i.created_at,
+  i.org_id, i.id, i.username, i.created_at, i.phone_number,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
 from (select 1 from durability) as one
@@ -470,6 +486,7 @@ export async function verifyByOwner(sql: Sql, v: OwnerVerification, signal?: Abo
         state: row.state,
         createdAt: new Date(row.created_at),
         registeredAt: row.registered_at ? new Date(row.registered_at) : null,
+        phoneNumber: row.phone_number ?? null,
       },
     };
   }

@@ -30,6 +30,8 @@ export const IdentityEntity = defineEntity({
     state: p.enum(identityStates),
     createdAt: p.datetime(),
     registeredAt: p.datetime().nullable(),
+    /** E.164; where codes handed to the SMS channel go. */
+    phoneNumber: p.text().nullable(),
   },
   uniques: [{ name: "identity_org_username_key", properties: ["orgId", "usernameNormalized"] }],
   // GetIdentity and the admin calls find an identity by its id alone.
@@ -99,19 +101,28 @@ export const CourierMessageEntity = defineEntity({
     nextAttemptAt: p.datetime(),
     /** A courier owns the message until then; another may take it over after. */
     claimedUntil: p.datetime().nullable(),
+    /** 'smtp' (the courier's), 'mail_api' or 'sms' (the delivery API's). */
+    channel: p.text().default("smtp"),
+    /** The delivery API's claim that holds the message: only it acks or fails it. */
+    leaseToken: p.uuid().nullable(),
     createdAt: p.datetime(),
     updatedAt: p.datetime(),
   },
   indexes: [
-    // What the courier claims from: queued messages only, the oldest due first (across
-    // organizations, to find whose mail is due), and an organization's.
+    // What the courier and the delivery API claim from: queued messages of their
+    // channels only, the oldest due first (across organizations, to find whose
+    // message is due: the courier's, the API's), and an organization's.
     {
       name: "courier_message_queued_idx",
-      expression: "create index courier_message_queued_idx on courier_message (next_attempt_at) where status = 'queued'",
+      expression: "create index courier_message_queued_idx on courier_message (next_attempt_at) where status = 'queued' and channel = 'smtp'",
+    },
+    {
+      name: "courier_message_queued_api_idx",
+      expression: "create index courier_message_queued_api_idx on courier_message (next_attempt_at) where status = 'queued' and channel <> 'smtp'",
     },
     {
       name: "courier_message_queued_org_idx",
-      expression: "create index courier_message_queued_org_idx on courier_message (org_id, next_attempt_at) where status = 'queued'",
+      expression: "create index courier_message_queued_org_idx on courier_message (org_id, channel, next_attempt_at) where status = 'queued'",
     },
     {
       name: "courier_message_org_created_idx",

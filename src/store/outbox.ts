@@ -1,7 +1,7 @@
 // The outbox: mails queued with their codes (store/codes.ts), claimed by couriers
 // with FOR UPDATE SKIP LOCKED and a lease, marked sent or failed, listed by the
 // admin API, and counted for the metrics.
-import type { MailStatus } from "../domain/outbox.ts";
+import type { Channel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Cursor } from "./paging.ts";
 import { bytes, type Sql } from "./sql.ts";
@@ -11,9 +11,10 @@ import { bytes, type Sql } from "./sql.ts";
 // by organization (Citus) without change.
 // The organizations of the oldest due mails, as many rows as a batch takes (a
 // grouping would read the whole backlog).
+// The courier takes the 'smtp' channel only; the delivery API (store/delivery.ts) the others.
 const DUE_SQL = `
 select org_id from courier_message
-where status = 'queued' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+where status = 'queued' and channel = 'smtp' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
 limit $2`;
 
@@ -21,7 +22,7 @@ const CLAIM_SQL = `
 update courier_message m set claimed_until = $2, updated_at = $1
 from (
   select org_id, id from courier_message
-  where org_id = $4 and status = 'queued' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  where org_id = $4 and status = 'queued' and channel = 'smtp' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
   order by next_attempt_at
   limit $3
   for update skip locked
@@ -142,6 +143,7 @@ export interface MailRecord extends Cursor {
   subject: string;
   purpose: string;
   status: MailStatus;
+  channel: Channel;
   sendCount: number;
   lastError: string | null;
   updatedAt: Date;
@@ -150,7 +152,7 @@ export interface MailRecord extends Cursor {
 /** A page of an organization's mails, newest first, after `cursor`; one more than `size` tells that another page follows. */
 export async function listMails(sql: Sql, orgId: string, status: MailStatus | "", cursor: Cursor | undefined, size: number): Promise<MailRecord[]> {
   const rows = await sql.query(
-    `select org_id, id, recipient, subject, purpose, status, send_count, last_error, created_at, updated_at
+    `select org_id, id, recipient, subject, purpose, status, channel, send_count, last_error, created_at, updated_at
      from courier_message
      where org_id = $1 and ($2 = '' or status = $2)
        and ($3::timestamptz is null or (created_at, id) < ($3::timestamptz, $4::uuid))
@@ -165,6 +167,7 @@ export async function listMails(sql: Sql, orgId: string, status: MailStatus | ""
     subject: r.subject,
     purpose: r.purpose,
     status: r.status,
+    channel: r.channel,
     sendCount: r.send_count,
     lastError: r.last_error,
     createdAt: new Date(r.created_at),

@@ -7,6 +7,7 @@ export { codegateError, ERROR_DOMAIN, type CodegateError, type FieldViolation } 
 export { Code, ConnectError } from "@connectrpc/connect";
 export * from "./gen/codegate/v1/admin_pb.ts";
 export * from "./gen/codegate/v1/code_pb.ts";
+export * from "./gen/codegate/v1/delivery_pb.ts";
 export * from "./gen/codegate/v1/login_pb.ts";
 export * from "./gen/codegate/v1/recovery_pb.ts";
 export * from "./gen/codegate/v1/registration_pb.ts";

@@ -13,7 +13,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file codegate/v1/types.proto.
  */
 export const file_codegate_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS90eXBlcy5wcm90bxILY29kZWdhdGUudjEixgEKCElkZW50aXR5EgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIQCgh1c2VybmFtZRgDIAEoCRIpCgVzdGF0ZRgEIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNcmVnaXN0ZXJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi8gEKCkNvZGVQb2xpY3kSHgoGbGVuZ3RoGAEgASgNQgm6SAYqBBggKARIAIgBARI1CghhbHBoYWJldBgCIAEoCUIeukgbchkQAhhAMhNeW15ceDAwLVx4MWZceDdmXSokSAGIAQESPgoIbGlmZXNwYW4YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEbpIDqoBCyIFCICangEyAggeEiQKDG1heF9hdHRlbXB0cxgEIAEoDUIJukgGKgQYZCgBSAKIAQFCCQoHX2xlbmd0aEILCglfYWxwaGFiZXRCDwoNX21heF9hdHRlbXB0cyJiCglSYXRlTGltaXQSFAoDbWF4GAEgASgNQge6SAQqAigBEj8KBndpbmRvdxgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbkIUukgRyAEBqgELIgUIgJqeATICCAEilAIKClJhdGVMaW1pdHMSOwoRc2VuZF9wZXJfdXNlcm5hbWUYASADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEjoKEHNlbmRfcGVyX2FkZHJlc3MYAiADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkYKHHZlcmlmeV9mYWlsdXJlc19wZXJfdXNlcm5hbWUYAyADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFEkUKG3ZlcmlmeV9mYWlsdXJlc19wZXJfYWRkcmVzcxgEIAMoCzIWLmNvZGVnYXRlLnYxLlJhdGVMaW1pdEIIukgFkgECEAUi5gUKFE9yZ2FuaXphdGlvblNldHRpbmdzEhsKE3NlbGZfc2VydmljZV9zaWdudXAYASABKAgSMQoLc2VuZGVyX25hbWUYAiABKAlCHLpIGXIXGGQyE15bXlx4MDAtXHgxZlx4N2ZdKiQSJQoOc2VuZGVyX2FkZHJlc3MYAyABKAlCDbpICtgBAXIFGP4BYAESKwoKbG9naW5fY29kZRgEIAEoCzIXLmNvZGVnYXRlLnYxLkNvZGVQb2xpY3kSMgoRcmVnaXN0cmF0aW9uX2NvZGUYBSABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5Ei4KDXJlY292ZXJ5X2NvZGUYBiABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5Eh8KF25vdGlmeV91bmtub3duX3JlY292ZXJ5GAcgASgIEiwKC3JhdGVfbGltaXRzGAggASgLMhcuY29kZWdhdGUudjEuUmF0ZUxpbWl0cxJHCg5kZWZhdWx0X2xvY2FsZRgJIAEoCUIvukgs2AEBcicYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSKgoKbWFpbF9saW5rcxgKIAEoCzIWLmNvZGVnYXRlLnYxLk1haWxMaW5rcxIiCgpyZXR1cm5fdXJsGAsgASgJQg66SAvYAQFyBhiAEIgBATrdAbpI2QEa1gEKGm1haWxfbGlua3NfbmVlZF9yZXR1cm5fdXJsEkltYWlsX2xpbmtzIG5lZWQgYSByZXR1cm5fdXJsLCB3aGVyZSB0aGUgbGluaydzIHBhZ2UgaGFuZHMgdGhlIHByb29mIHRva2VuGm0hKHRoaXMubWFpbF9saW5rcy5sb2dpbiB8fCB0aGlzLm1haWxfbGlua3MucmVnaXN0cmF0aW9uIHx8IHRoaXMubWFpbF9saW5rcy5yZWNvdmVyeSkgfHwgdGhpcy5yZXR1cm5fdXJsICE9ICcnIkIKCU1haWxMaW5rcxINCgVsb2dpbhgBIAEoCBIUCgxyZWdpc3RyYXRpb24YAiABKAgSEAoIcmVjb3ZlcnkYAyABKAgisAEKDE1haWxUZW1wbGF0ZRIOCgZvcmdfaWQYASABKAkSIwoEa2luZBgCIAEoDjIVLmNvZGVnYXRlLnYxLk1haWxLaW5kEg4KBmxvY2FsZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRleHQYBSABKAkSDAoEaHRtbBgGIAEoCRIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ9ChNNYWlsVGVtcGxhdGVDb250ZW50EjAKB3N1YmplY3QYASABKAlCH7pIHHIaEAEYyAEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSGQoEdGV4dBgCIAEoCUILukgIcgYQARiAgAESGQoEaHRtbBgDIAEoCUILukgIcgYQARiAgAIioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghzZXR0aW5ncxgFIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIrYCCg5Db3VyaWVyTWVzc2FnZRIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEg8KB3N1YmplY3QYBCABKAkSKQoHcHVycG9zZRgFIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlEjEKBnN0YXR1cxgGIAEoDjIhLmNvZGVnYXRlLnYxLkNvdXJpZXJNZXNzYWdlU3RhdHVzEhIKCnNlbmRfY291bnQYByABKA0SEgoKbGFzdF9lcnJvchgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqDAQoNSWRlbnRpdHlTdGF0ZRIeChpJREVOVElUWV9TVEFURV9VTlNQRUNJRklFRBAAEhoKFklERU5USVRZX1NUQVRFX1BFTkRJTkcQARIZChVJREVOVElUWV9TVEFURV9BQ1RJVkUQAhIbChdJREVOVElUWV9TVEFURV9ESVNBQkxFRBADKn0KC0NvZGVQdXJwb3NlEhwKGENPREVfUFVSUE9TRV9VTlNQRUNJRklFRBAAEhYKEkNPREVfUFVSUE9TRV9MT0dJThABEh0KGUNPREVfUFVSUE9TRV9SRUdJU1RSQVRJT04QAhIZChVDT0RFX1BVUlBPU0VfUkVDT1ZFUlkQAyqwAQoITWFpbEtpbmQSGQoVTUFJTF9LSU5EX1VOU1BFQ0lGSUVEEAASEwoPTUFJTF9LSU5EX0xPR0lOEAESGgoWTUFJTF9LSU5EX1JFR0lTVFJBVElPThACEhYKEk1BSUxfS0lORF9SRUNPVkVSWRADEiAKHE1BSUxfS0lORF9BTFJFQURZX1JFR0lTVEVSRUQQBBIeChpNQUlMX0tJTkRfVU5LTk9XTl9SRUNPVkVSWRAFKqQBChJNYWlsVGVtcGxhdGVTb3VyY2USJAogTUFJTF9URU1QTEFURV9TT1VSQ0VfVU5TUEVDSUZJRUQQABIhCh1NQUlMX1RFTVBMQVRFX1NPVVJDRV9CVUlMVF9JThABEiUKIU1BSUxfVEVNUExBVEVfU09VUkNFX09SR0FOSVpBVElPThACEh4KGk1BSUxfVEVNUExBVEVfU09VUkNFX0RSQUZUEAMqqAEKFENvdXJpZXJNZXNzYWdlU3RhdHVzEiYKIkNPVVJJRVJfTUVTU0FHRV9TVEFUVVNfVU5TUEVDSUZJRUQQABIhCh1DT1VSSUVSX01FU1NBR0VfU1RBVFVTX1FVRVVFRBABEh8KG0NPVVJJRVJfTUVTU0FHRV9TVEFUVVNfU0VOVBACEiQKIENPVVJJRVJfTUVTU0FHRV9TVEFUVVNfQUJBTkRPTkVEEANiBnByb3RvMw", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS90eXBlcy5wcm90bxILY29kZWdhdGUudjEi3AEKCElkZW50aXR5EgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRIQCgh1c2VybmFtZRgDIAEoCRIpCgVzdGF0ZRgEIAEoDjIaLmNvZGVnYXRlLnYxLklkZW50aXR5U3RhdGUSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMQoNcmVnaXN0ZXJlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMcGhvbmVfbnVtYmVyGAcgASgJIvIBCgpDb2RlUG9saWN5Eh4KBmxlbmd0aBgBIAEoDUIJukgGKgQYICgESACIAQESNQoIYWxwaGFiZXQYAiABKAlCHrpIG3IZEAIYQDITXlteXHgwMC1ceDFmXHg3Zl0qJEgBiAEBEj4KCGxpZmVzcGFuGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQhG6SA6qAQsiBQiAmp4BMgIIHhIkCgxtYXhfYXR0ZW1wdHMYBCABKA1CCbpIBioEGGQoAUgCiAEBQgkKB19sZW5ndGhCCwoJX2FscGhhYmV0Qg8KDV9tYXhfYXR0ZW1wdHMiYgoJUmF0ZUxpbWl0EhQKA21heBgBIAEoDUIHukgEKgIoARI/CgZ3aW5kb3cYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CFLpIEcgBAaoBCyIFCICangEyAggBIpQCCgpSYXRlTGltaXRzEjsKEXNlbmRfcGVyX3VzZXJuYW1lGAEgAygLMhYuY29kZWdhdGUudjEuUmF0ZUxpbWl0Qgi6SAWSAQIQBRI6ChBzZW5kX3Blcl9hZGRyZXNzGAIgAygLMhYuY29kZWdhdGUudjEuUmF0ZUxpbWl0Qgi6SAWSAQIQBRJGChx2ZXJpZnlfZmFpbHVyZXNfcGVyX3VzZXJuYW1lGAMgAygLMhYuY29kZWdhdGUudjEuUmF0ZUxpbWl0Qgi6SAWSAQIQBRJFCht2ZXJpZnlfZmFpbHVyZXNfcGVyX2FkZHJlc3MYBCADKAsyFi5jb2RlZ2F0ZS52MS5SYXRlTGltaXRCCLpIBZIBAhAFIpcGChRPcmdhbml6YXRpb25TZXR0aW5ncxIbChNzZWxmX3NlcnZpY2Vfc2lnbnVwGAEgASgIEjEKC3NlbmRlcl9uYW1lGAIgASgJQhy6SBlyFxhkMhNeW15ceDAwLVx4MWZceDdmXSokEiUKDnNlbmRlcl9hZGRyZXNzGAMgASgJQg26SArYAQFyBRj+AWABEisKCmxvZ2luX2NvZGUYBCABKAsyFy5jb2RlZ2F0ZS52MS5Db2RlUG9saWN5EjIKEXJlZ2lzdHJhdGlvbl9jb2RlGAUgASgLMhcuY29kZWdhdGUudjEuQ29kZVBvbGljeRIuCg1yZWNvdmVyeV9jb2RlGAYgASgLMhcuY29kZWdhdGUudjEuQ29kZVBvbGljeRIfChdub3RpZnlfdW5rbm93bl9yZWNvdmVyeRgHIAEoCBIsCgtyYXRlX2xpbWl0cxgIIAEoCzIXLmNvZGVnYXRlLnYxLlJhdGVMaW1pdHMSRwoOZGVmYXVsdF9sb2NhbGUYCSABKAlCL7pILNgBAXInGCMyI15bQS1aYS16XXsyLDh9KC1bQS1aYS16MC05XXsxLDh9KSokEioKCm1haWxfbGlua3MYCiABKAsyFi5jb2RlZ2F0ZS52MS5NYWlsTGlua3MSIgoKcmV0dXJuX3VybBgLIAEoCUIOukgL2AEBcgYYgBCIAQESLwoIZGVsaXZlcnkYDCABKAsyHS5jb2RlZ2F0ZS52MS5EZWxpdmVyeUNoYW5uZWxzOt0BukjZARrWAQoabWFpbF9saW5rc19uZWVkX3JldHVybl91cmwSSW1haWxfbGlua3MgbmVlZCBhIHJldHVybl91cmwsIHdoZXJlIHRoZSBsaW5rJ3MgcGFnZSBoYW5kcyB0aGUgcHJvb2YgdG9rZW4abSEodGhpcy5tYWlsX2xpbmtzLmxvZ2luIHx8IHRoaXMubWFpbF9saW5rcy5yZWdpc3RyYXRpb24gfHwgdGhpcy5tYWlsX2xpbmtzLnJlY292ZXJ5KSB8fCB0aGlzLnJldHVybl91cmwgIT0gJyciwQEKEERlbGl2ZXJ5Q2hhbm5lbHMSNQoFbG9naW4YASABKA4yHC5jb2RlZ2F0ZS52MS5EZWxpdmVyeUNoYW5uZWxCCLpIBYIBAhABEjwKDHJlZ2lzdHJhdGlvbhgCIAEoDjIcLmNvZGVnYXRlLnYxLkRlbGl2ZXJ5Q2hhbm5lbEIIukgFggECEAESOAoIcmVjb3ZlcnkYAyABKA4yHC5jb2RlZ2F0ZS52MS5EZWxpdmVyeUNoYW5uZWxCCLpIBYIBAhABIkIKCU1haWxMaW5rcxINCgVsb2dpbhgBIAEoCBIUCgxyZWdpc3RyYXRpb24YAiABKAgSEAoIcmVjb3ZlcnkYAyABKAgisAEKDE1haWxUZW1wbGF0ZRIOCgZvcmdfaWQYASABKAkSIwoEa2luZBgCIAEoDjIVLmNvZGVnYXRlLnYxLk1haWxLaW5kEg4KBmxvY2FsZRgDIAEoCRIPCgdzdWJqZWN0GAQgASgJEgwKBHRleHQYBSABKAkSDAoEaHRtbBgGIAEoCRIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJ9ChNNYWlsVGVtcGxhdGVDb250ZW50EjAKB3N1YmplY3QYASABKAlCH7pIHHIaEAEYyAEyE15bXlx4MDAtXHgxZlx4N2ZdKiQSGQoEdGV4dBgCIAEoCUILukgIcgYQARiAgAESGQoEaHRtbBgDIAEoCUILukgIcgYQARiAgAIioAEKDE9yZ2FuaXphdGlvbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCXRlbmFudF9pZBgDIAEoCRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCghzZXR0aW5ncxgFIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIuUCCg5Db3VyaWVyTWVzc2FnZRIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEg8KB3N1YmplY3QYBCABKAkSKQoHcHVycG9zZRgFIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlEjEKBnN0YXR1cxgGIAEoDjIhLmNvZGVnYXRlLnYxLkNvdXJpZXJNZXNzYWdlU3RhdHVzEhIKCnNlbmRfY291bnQYByABKA0SEgoKbGFzdF9lcnJvchgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgdjaGFubmVsGAsgASgOMhwuY29kZWdhdGUudjEuRGVsaXZlcnlDaGFubmVsKoMBCg1JZGVudGl0eVN0YXRlEh4KGklERU5USVRZX1NUQVRFX1VOU1BFQ0lGSUVEEAASGgoWSURFTlRJVFlfU1RBVEVfUEVORElORxABEhkKFUlERU5USVRZX1NUQVRFX0FDVElWRRACEhsKF0lERU5USVRZX1NUQVRFX0RJU0FCTEVEEAMqfQoLQ29kZVB1cnBvc2USHAoYQ09ERV9QVVJQT1NFX1VOU1BFQ0lGSUVEEAASFgoSQ09ERV9QVVJQT1NFX0xPR0lOEAESHQoZQ09ERV9QVVJQT1NFX1JFR0lTVFJBVElPThACEhkKFUNPREVfUFVSUE9TRV9SRUNPVkVSWRADKocBCg9EZWxpdmVyeUNoYW5uZWwSIAocREVMSVZFUllfQ0hBTk5FTF9VTlNQRUNJRklFRBAAEhkKFURFTElWRVJZX0NIQU5ORUxfU01UUBABEh0KGURFTElWRVJZX0NIQU5ORUxfTUFJTF9BUEkQAhIYChRERUxJVkVSWV9DSEFOTkVMX1NNUxADKrABCghNYWlsS2luZBIZChVNQUlMX0tJTkRfVU5TUEVDSUZJRUQQABITCg9NQUlMX0tJTkRfTE9HSU4QARIaChZNQUlMX0tJTkRfUkVHSVNUUkFUSU9OEAISFgoSTUFJTF9LSU5EX1JFQ09WRVJZEAMSIAocTUFJTF9LSU5EX0FMUkVBRFlfUkVHSVNURVJFRBAEEh4KGk1BSUxfS0lORF9VTktOT1dOX1JFQ09WRVJZEAUqpAEKEk1haWxUZW1wbGF0ZVNvdXJjZRIkCiBNQUlMX1RFTVBMQVRFX1NPVVJDRV9VTlNQRUNJRklFRBAAEiEKHU1BSUxfVEVNUExBVEVfU09VUkNFX0JVSUxUX0lOEAESJQohTUFJTF9URU1QTEFURV9TT1VSQ0VfT1JHQU5JWkFUSU9OEAISHgoaTUFJTF9URU1QTEFURV9TT1VSQ0VfRFJBRlQQAyqoAQoUQ291cmllck1lc3NhZ2VTdGF0dXMSJgoiQ09VUklFUl9NRVNTQUdFX1NUQVRVU19VTlNQRUNJRklFRBAAEiEKHUNPVVJJRVJfTUVTU0FHRV9TVEFUVVNfUVVFVUVEEAESHwobQ09VUklFUl9NRVNTQUdFX1NUQVRVU19TRU5UEAISJAogQ09VUklFUl9NRVNTQUdFX1NUQVRVU19BQkFORE9ORUQQA2IGcHJvdG8z", [file_buf_validate_validate, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * A user account of an organization.
@@ -58,6 +58,14 @@ export type Identity = Message<"codegate.v1.Identity"> & {
    * @generated from field: google.protobuf.Timestamp registered_at = 6;
    */
   registeredAt?: Timestamp | undefined;
+
+  /**
+   * E.164 (`+41446681800`), where codes of the purposes an organization hands
+   * to DELIVERY_CHANNEL_SMS go; empty when none.
+   *
+   * @generated from field: string phone_number = 7;
+   */
+  phoneNumber: string;
 };
 
 /**
@@ -261,6 +269,15 @@ export type OrganizationSettings = Message<"codegate.v1.OrganizationSettings"> &
    * @generated from field: string return_url = 11;
    */
   returnUrl: string;
+
+  /**
+   * How the codes of each purpose leave: by the server's SMTP courier (the
+   * default), or handed to the delivery API (DeliveryService) as a mail or as
+   * a short text to the identity's phone number.
+   *
+   * @generated from field: codegate.v1.DeliveryChannels delivery = 12;
+   */
+  delivery?: DeliveryChannels | undefined;
 };
 
 /**
@@ -269,6 +286,37 @@ export type OrganizationSettings = Message<"codegate.v1.OrganizationSettings"> &
  */
 export const OrganizationSettingsSchema: GenMessage<OrganizationSettings> = /*@__PURE__*/
   messageDesc(file_codegate_v1_types, 4);
+
+/**
+ * The channel of each purpose's codes. The notices (MAIL_KIND_ALREADY_REGISTERED,
+ * MAIL_KIND_UNKNOWN_RECOVERY) are mails: they take the purpose's channel when it
+ * is DELIVERY_CHANNEL_MAIL_API, else SMTP.
+ *
+ * @generated from message codegate.v1.DeliveryChannels
+ */
+export type DeliveryChannels = Message<"codegate.v1.DeliveryChannels"> & {
+  /**
+   * @generated from field: codegate.v1.DeliveryChannel login = 1;
+   */
+  login: DeliveryChannel;
+
+  /**
+   * @generated from field: codegate.v1.DeliveryChannel registration = 2;
+   */
+  registration: DeliveryChannel;
+
+  /**
+   * @generated from field: codegate.v1.DeliveryChannel recovery = 3;
+   */
+  recovery: DeliveryChannel;
+};
+
+/**
+ * Describes the message codegate.v1.DeliveryChannels.
+ * Use `create(DeliveryChannelsSchema)` to create a new message.
+ */
+export const DeliveryChannelsSchema: GenMessage<DeliveryChannels> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_types, 5);
 
 /**
  * The purposes whose mails carry a link beside the code.
@@ -297,7 +345,7 @@ export type MailLinks = Message<"codegate.v1.MailLinks"> & {
  * Use `create(MailLinksSchema)` to create a new message.
  */
 export const MailLinksSchema: GenMessage<MailLinks> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 5);
+  messageDesc(file_codegate_v1_types, 6);
 
 /**
  * An organization's own template of one mail kind in one locale, replacing the
@@ -362,7 +410,7 @@ export type MailTemplate = Message<"codegate.v1.MailTemplate"> & {
  * Use `create(MailTemplateSchema)` to create a new message.
  */
 export const MailTemplateSchema: GenMessage<MailTemplate> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 6);
+  messageDesc(file_codegate_v1_types, 7);
 
 /**
  * A template's three parts, as written.
@@ -391,7 +439,7 @@ export type MailTemplateContent = Message<"codegate.v1.MailTemplateContent"> & {
  * Use `create(MailTemplateContentSchema)` to create a new message.
  */
 export const MailTemplateContentSchema: GenMessage<MailTemplateContent> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 7);
+  messageDesc(file_codegate_v1_types, 8);
 
 /**
  * A tenant of the service: identities, codes and mails belong to one.
@@ -434,10 +482,11 @@ export type Organization = Message<"codegate.v1.Organization"> & {
  * Use `create(OrganizationSchema)` to create a new message.
  */
 export const OrganizationSchema: GenMessage<Organization> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 8);
+  messageDesc(file_codegate_v1_types, 9);
 
 /**
- * A mail in the outbox. The body is never exposed: it holds a live code.
+ * A message in the outbox (a mail, or a text for the delivery API). The body is
+ * never exposed here: it holds a live code.
  *
  * @generated from message codegate.v1.CourierMessage
  */
@@ -493,6 +542,13 @@ export type CourierMessage = Message<"codegate.v1.CourierMessage"> & {
    * @generated from field: google.protobuf.Timestamp updated_at = 10;
    */
   updatedAt?: Timestamp | undefined;
+
+  /**
+   * How it leaves: by the SMTP courier, or through the delivery API.
+   *
+   * @generated from field: codegate.v1.DeliveryChannel channel = 11;
+   */
+  channel: DeliveryChannel;
 };
 
 /**
@@ -500,7 +556,7 @@ export type CourierMessage = Message<"codegate.v1.CourierMessage"> & {
  * Use `create(CourierMessageSchema)` to create a new message.
  */
 export const CourierMessageSchema: GenMessage<CourierMessage> = /*@__PURE__*/
-  messageDesc(file_codegate_v1_types, 9);
+  messageDesc(file_codegate_v1_types, 10);
 
 /**
  * The lifecycle state of an identity.
@@ -591,6 +647,56 @@ export const CodePurposeSchema: GenEnum<CodePurpose> = /*@__PURE__*/
   enumDesc(file_codegate_v1_types, 1);
 
 /**
+ * How a message leaves Codegate.
+ *
+ * @generated from enum codegate.v1.DeliveryChannel
+ */
+export const DeliveryChannel = {
+  /**
+   * In settings: DELIVERY_CHANNEL_SMTP.
+   *
+   * @generated from enum value: DELIVERY_CHANNEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * Mailed by the server's courier over SMTP (SMTP_URL).
+   *
+   * @generated from enum value: DELIVERY_CHANNEL_SMTP = 1;
+   */
+  SMTP: 1,
+
+  /**
+   * The mail, handed to the delivery API (a corporate mail relay, …).
+   *
+   * @generated from enum value: DELIVERY_CHANNEL_MAIL_API = 2;
+   */
+  MAIL_API: 2,
+
+  /**
+   * A short text carrying the code only, to the identity's phone number,
+   * handed to the delivery API (the operator's service sends it by SMS,
+   * WhatsApp, …). An identity without a phone number is mailed over SMTP.
+   *
+   * @generated from enum value: DELIVERY_CHANNEL_SMS = 3;
+   */
+  SMS: 3,
+} as const;
+
+/**
+ * How a message leaves Codegate.
+ *
+ * @generated from enum codegate.v1.DeliveryChannel
+ */
+export type DeliveryChannel = (typeof DeliveryChannel)[keyof typeof DeliveryChannel] | UnknownEnum;
+
+/**
+ * Describes the enum codegate.v1.DeliveryChannel.
+ */
+export const DeliveryChannelSchema: GenEnum<DeliveryChannel> = /*@__PURE__*/
+  enumDesc(file_codegate_v1_types, 2);
+
+/**
  * The mails Codegate writes, each with a subject, a text and an HTML part.
  *
  * @generated from enum codegate.v1.MailKind
@@ -650,7 +756,7 @@ export type MailKind = (typeof MailKind)[keyof typeof MailKind] | UnknownEnum;
  * Describes the enum codegate.v1.MailKind.
  */
 export const MailKindSchema: GenEnum<MailKind> = /*@__PURE__*/
-  enumDesc(file_codegate_v1_types, 2);
+  enumDesc(file_codegate_v1_types, 3);
 
 /**
  * Where a rendered template came from.
@@ -696,7 +802,7 @@ export type MailTemplateSource = (typeof MailTemplateSource)[keyof typeof MailTe
  * Describes the enum codegate.v1.MailTemplateSource.
  */
 export const MailTemplateSourceSchema: GenEnum<MailTemplateSource> = /*@__PURE__*/
-  enumDesc(file_codegate_v1_types, 3);
+  enumDesc(file_codegate_v1_types, 4);
 
 /**
  * Delivery state of a queued mail.
@@ -742,5 +848,5 @@ export type CourierMessageStatus = (typeof CourierMessageStatus)[keyof typeof Co
  * Describes the enum codegate.v1.CourierMessageStatus.
  */
 export const CourierMessageStatusSchema: GenEnum<CourierMessageStatus> = /*@__PURE__*/
-  enumDesc(file_codegate_v1_types, 4);
+  enumDesc(file_codegate_v1_types, 5);
 

@@ -30,13 +30,15 @@ import type { Clock } from "../../domain/clock.ts";
 import { InvalidCode, RateLimited } from "../../domain/errors.ts";
 import { normalizeUsername, type Identity, type IdentityState } from "../../domain/identity.ts";
 import type { Org } from "../../domain/organization.ts";
+import type { Channel } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import { windows, type LimitedKey, type Window } from "../../domain/rate-limits.ts";
 import { attemptCode, invalidateCodes, issueCode, settleAttempt, verifyByOwner, type SealedMail } from "../../store/codes.ts";
 import type { Sql } from "../../store/sql.ts";
+import { channelOf, mailChannelOf } from "../delivery/channels.ts";
 import type { CodeEvents } from "../events.ts";
 import { buildMessage } from "../mail/mime.ts";
-import { encodeMail } from "../mail/payload.ts";
+import { encodeMail, encodeText } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
 import { currentTraceparent } from "../../lib/tracing.ts";
 import { builtinMailer, type MailContent, type MailKind, type Mailer } from "../mail/templates.ts";
@@ -155,9 +157,19 @@ export class CodeEngine {
       ? rowCodeHash(key.key, id, code)
       : ownerCodeHash(key.key, { orgId: req.org.id, usernameNormalized: normalizeUsername(username), purpose: req.purpose, binding }, code);
     const mailer = req.mailer ?? builtinMailer(req.org.name);
-    const mail = req.mail ? this.sealed(randomUUIDv7(), now, mailer.render(req.mail, { code, lifespanMs }), from) : undefined;
+    // A purpose handed to the SMS channel gets the code as a short text too, sealed
+    // for the same row: the statement queues it when the identity has a phone
+    // number, else the mail (the work does not depend on the account).
+    const mailChannel = mailChannelOf(req.org, req.purpose);
+    const mailId = randomUUIDv7();
+    const mail = req.mail
+      ? {
+          ...this.sealed(mailId, now, mailer.render(req.mail, { code, lifespanMs }), from, mailChannel),
+          text: channelOf(req.org, req.purpose) === "sms" ? seal(this.secrets.mailKeys, mailId, encodeText(code)).sealed : undefined,
+        }
+      : undefined;
     // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
-    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from), when: req.notice.when } : undefined;
+    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from, mailChannel), when: req.notice.when } : undefined;
     const result = await issueCode(
       sql,
       {
@@ -286,9 +298,9 @@ export class CodeEngine {
   }
 
   /** The mail as its message (built now, once) sealed for the outbox. */
-  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }): SealedMail {
+  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }, channel: Channel): SealedMail {
     const message = buildMessage({ id, date: now, from, ...content });
-    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message, trace: currentTraceparent() })).sealed };
+    return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message, trace: currentTraceparent() })).sealed, channel };
   }
 
   private sender(org: Org): { name: string; address: string } {

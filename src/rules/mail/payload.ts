@@ -16,6 +16,20 @@ export function encodeMail(mail: OutboxMail): string {
   return `${JSON.stringify({ v: 2, from: mail.from, ...(mail.trace ? { trace: mail.trace } : {}) })}\n${mail.message.toString("utf8")}`;
 }
 
+/** A short text (the `sms` channel's: the code only), as the outbox holds it. */
+export function encodeText(text: string): string {
+  return `${JSON.stringify({ v: 3, kind: "text" })}\n${text}`;
+}
+
+/** What the delivery API hands out: a mail, or a text. */
+export type OutboxContent = { kind: "mail"; mail: OutboxMail } | { kind: "text"; text: string };
+
+export function decodeContent(plain: string, id: string, now: Date): OutboxContent {
+  const newline = plain.indexOf("\n");
+  if (newline >= 0 && (JSON.parse(plain.slice(0, newline)) as { v: number }).v === 3) return { kind: "text", text: plain.slice(newline + 1) };
+  return { kind: "mail", mail: decodeMail(plain, id, now) };
+}
+
 interface LegacyMail {
   from: string;
   subject: string;
@@ -28,7 +42,7 @@ export function decodeMail(plain: string, id: string, now: Date): OutboxMail {
   const newline = plain.indexOf("\n");
   if (newline >= 0) {
     const meta = JSON.parse(plain.slice(0, newline)) as { v: number; from: string; trace?: string };
-    if (meta.v !== 2) throw new Error(`unknown outbox mail format ${meta.v}`);
+    if (meta.v !== 2) throw new Error(`outbox format ${meta.v} is not a mail`);
     return { from: meta.from, message: Buffer.from(plain.slice(newline + 1), "utf8"), trace: meta.trace };
   }
   const legacy = JSON.parse(plain) as LegacyMail;

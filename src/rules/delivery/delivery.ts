@@ -1,0 +1,87 @@
+// The delivery API, by the rules of the courier: the operator's own delivery
+// service claims due messages of its channels under a lease, gets their bodies
+// decrypted (for the claimant only: the outbox keeps them sealed), and acks each
+// one delivered (marked sent, body wiped) or fails it (retried with the
+// courier's backoff, abandoned after COURIER_MAX_ATTEMPTS, body wiped). At least
+// once: a lease that ends unanswered lets the message be claimed again, with the
+// same id.
+import { randomUUID } from "node:crypto";
+import type { Config } from "../../config/config.ts";
+import type { Secrets } from "../../config/secrets.ts";
+import type { Clock } from "../../domain/clock.ts";
+import type { ApiChannel, MailStatus } from "../../domain/outbox.ts";
+import type { Purpose } from "../../domain/purpose.ts";
+import type { Logger } from "../../lib/log.ts";
+import { ackMessages, claimMessages, failMessages, type LeasedKey } from "../../store/delivery.ts";
+import type { Sql } from "../../store/sql.ts";
+import type { CourierEvents } from "../events.ts";
+import { withRecipient } from "../mail/mime.ts";
+import { decodeContent } from "../mail/payload.ts";
+import { unseal } from "../mail/seal.ts";
+
+/** A claimed message as the worker gets it. */
+export interface Delivery {
+  orgId: string;
+  id: string;
+  channel: ApiChannel;
+  purpose: Purpose;
+  recipient: string;
+  leaseToken: string;
+  leaseExpiresAt: Date;
+  /** 1 for the first attempt. */
+  attempt: number;
+  content: { kind: "text"; body: string } | { kind: "mail"; from: string; rfc822: Buffer };
+}
+
+export const DEFAULT_LEASE_MS = 60_000;
+export const DEFAULT_CLAIM_SIZE = 10;
+
+export class DeliveryDesk {
+  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents };
+
+  constructor(deps: DeliveryDesk["deps"]) {
+    this.deps = deps;
+  }
+
+  /** Leases up to `size` due messages of these channels for `leaseMs`. */
+  async claim(channels: readonly ApiChannel[], size: number, leaseMs: number): Promise<Delivery[]> {
+    const { sql, clock, secrets } = this.deps;
+    const now = clock.now();
+    const leaseToken = randomUUID();
+    const leaseExpiresAt = new Date(now.getTime() + leaseMs);
+    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken);
+    const deliveries: Delivery[] = [];
+    const broken: (LeasedKey & { error: string })[] = [];
+    for (const m of claimed) {
+      try {
+        const content = decodeContent(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, now);
+        const base = { orgId: m.orgId, id: m.id, channel: m.channel, purpose: m.purpose, recipient: m.recipient, leaseToken, leaseExpiresAt, attempt: m.sendCount + 1 };
+        if (content.kind === "text") deliveries.push({ ...base, content: { kind: "text", body: content.text } });
+        else deliveries.push({ ...base, content: { kind: "mail", from: content.mail.from, rfc822: withRecipient(content.mail.message, m.recipient) } });
+      } catch (err) {
+        // A body this server cannot open (a key no longer configured) or a recipient that is no mail address: failed here, never handed out.
+        broken.push({ orgId: m.orgId, id: m.id, leaseToken, error: String((err as Error)?.message ?? err).split("\n")[0].slice(0, 200) });
+      }
+    }
+    if (broken.length) {
+      await this.fail(broken);
+      this.deps.log.warn({ failed: broken.length, error: broken[0].error }, "delivery API: messages that could not be handed out");
+    }
+    return deliveries;
+  }
+
+  /** Marks delivered messages sent (their bodies wiped); answers the ids their leases still held. */
+  async ack(keys: readonly LeasedKey[]): Promise<string[]> {
+    const acked = await ackMessages(this.deps.sql, this.deps.clock.now(), keys);
+    for (const m of acked) this.deps.events.sent(m.purpose);
+    return acked.map((m) => m.id);
+  }
+
+  /** Records failed deliveries of the messages their leases still hold: retried later, or abandoned at the retry limit. */
+  async fail(failures: readonly (LeasedKey & { error: string })[]): Promise<{ id: string; status: MailStatus; nextAttemptAt: Date }[]> {
+    const { sql, clock, config, events } = this.deps;
+    const rows = await failMessages(sql, clock.now(), config, failures);
+    for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
+    return rows.map((r) => ({ id: r.id, status: r.status, nextAttemptAt: r.nextAttemptAt }));
+  }
+}

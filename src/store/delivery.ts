@@ -1,0 +1,154 @@
+// The delivery API's statements on the outbox (store/outbox.ts): messages of the
+// channels the operator's own services deliver ('mail_api', 'sms') are claimed
+// with FOR UPDATE SKIP LOCKED and a lease named by a token, as the courier claims
+// its 'smtp' ones, and only that lease acks or fails them. Every statement that
+// takes locks names its organization (Citus), as the courier's do.
+import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
+import type { Purpose } from "../domain/purpose.ts";
+import { bytes, type Sql } from "./sql.ts";
+
+// The organizations of the oldest due messages of these channels (reads across
+// organizations without locking, as the courier's DUE_SQL), by the index of the
+// API's due messages ("channel <> 'smtp'" names it).
+const DUE_SQL = `
+select org_id from courier_message
+where status = 'queued' and channel <> 'smtp' and channel = any($3::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+order by next_attempt_at
+limit $2`;
+
+// By the organization's index of due messages: "channel = any($6)" alone does not
+// name the partial index of every organization's, so no generic plan takes it.
+const CLAIM_SQL = `
+update courier_message m set claimed_until = $2, lease_token = $5::uuid, updated_at = $1
+from (
+  select org_id, id from courier_message
+  where org_id = $4 and status = 'queued' and channel = any($6::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  order by next_attempt_at
+  limit $3
+  for update skip locked
+) c
+where m.org_id = $4 and m.org_id = c.org_id and m.id = c.id
+returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
+
+// Outcomes commit without waiting for the disk, as the courier's: one a crash of
+// PostgreSQL forgets leaves the message queued, claimed again when its lease ends.
+const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', true)) as async_commit`;
+
+// Held: still claimed by this lease (its time may have run out, but no other claim
+// has taken it). A lease token is set only while a claim holds a queued message
+// (every outcome clears it), so it alone says so; a "status = 'queued'" here would
+// let a generic plan take the partial index of the organization's due messages
+// instead of the primary key. The messages are joined by id from their arrays, which
+// the primary key finds one by one: with "id = any($3)" beside the organization, a
+// generic plan on empty statistics read the organization's index by creation time
+// and filtered its ids.
+const ACK_SQL = `
+update courier_message m set status = 'sent', body = null, claimed_until = null, lease_token = null, last_error = null,
+  send_count = m.send_count + 1, updated_at = $1
+from unnest($3::uuid[], $4::uuid[]) as a(id, token), ${ASYNC_COMMIT}
+where m.org_id = $2 and m.id = a.id and m.lease_token = a.token
+returning m.id, m.purpose`;
+
+// Retried after the courier's backoff (exponential from $7 ms, capped at $8 ms,
+// with jitter), or abandoned, its body wiped, at the last attempt.
+const FAIL_SQL = `
+update courier_message m set
+  send_count = m.send_count + 1, last_error = f.error, claimed_until = null, lease_token = null, updated_at = $1,
+  next_attempt_at = $1::timestamptz + make_interval(secs => least($8::float8, $7::float8 * power(2, least(m.send_count, 40))) * (0.75 + random() * 0.5) / 1000),
+  status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
+  body = case when m.send_count + 1 >= $2 then null else m.body end
+from unnest($4::uuid[], $5::uuid[], $6::text[]) as f(id, token, error), ${ASYNC_COMMIT}
+where m.org_id = $3 and m.id = f.id and m.lease_token = f.token
+returning m.id, m.status, m.purpose, m.next_attempt_at`;
+
+/** A claimed message: its sealed body and what the worker needs. */
+export interface ClaimedMessage {
+  orgId: string;
+  id: string;
+  channel: ApiChannel;
+  purpose: Purpose;
+  recipient: string;
+  body: Buffer;
+  keyId: string;
+  sendCount: number;
+}
+
+/** A message as a lease holds it. */
+export interface LeasedKey {
+  orgId: string;
+  id: string;
+  leaseToken: string;
+}
+
+function byOrganization<T extends { orgId: string }>(items: readonly T[]): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const m of items) {
+    const group = groups.get(m.orgId);
+    if (group) group.push(m);
+    else groups.set(m.orgId, [m]);
+  }
+  return groups;
+}
+
+/** Claims up to `size` due messages of these channels under the lease `token`, until `until`. */
+export async function claimMessages(
+  sql: Sql,
+  now: Date,
+  until: Date,
+  size: number,
+  channels: readonly ApiChannel[],
+  token: string,
+): Promise<ClaimedMessage[]> {
+  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels])).map((r) => r.org_id));
+  const claimed: ClaimedMessage[] = [];
+  for (const orgId of due) {
+    if (claimed.length >= size) break;
+    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels]);
+    for (const m of rows) {
+      claimed.push({
+        orgId: m.org_id,
+        id: m.id,
+        channel: m.channel,
+        purpose: m.purpose,
+        recipient: m.recipient,
+        body: bytes(m.body),
+        keyId: m.key_id,
+        sendCount: m.send_count,
+      });
+    }
+  }
+  return claimed;
+}
+
+/** Marks the messages their leases still hold sent, wiping their bodies; answers those. */
+export async function ackMessages(sql: Sql, now: Date, keys: readonly LeasedKey[]): Promise<{ id: string; purpose: Purpose }[]> {
+  const acked: { id: string; purpose: Purpose }[] = [];
+  for (const [orgId, items] of byOrganization(keys)) {
+    acked.push(...(await sql.query<{ id: string; purpose: Purpose }>(ACK_SQL, [now, orgId, items.map((m) => m.id), items.map((m) => m.leaseToken)])));
+  }
+  return acked;
+}
+
+/** Records failed deliveries of messages their leases still hold: retried after the backoff, or abandoned (body wiped) at the last attempt. */
+export async function failMessages(
+  sql: Sql,
+  now: Date,
+  retry: { maxAttempts: number; backoffBaseMs: number; backoffMaxMs: number },
+  failed: readonly (LeasedKey & { error: string })[],
+): Promise<{ id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[]> {
+  const out: { id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[] = [];
+  for (const [orgId, items] of byOrganization(failed)) {
+    const rows = await sql.query<{ id: string; status: MailStatus; purpose: Purpose; next_attempt_at: string | Date }>(FAIL_SQL, [
+      now,
+      retry.maxAttempts,
+      orgId,
+      items.map((m) => m.id),
+      items.map((m) => m.leaseToken),
+      items.map((m) => m.error),
+      retry.backoffBaseMs,
+      retry.backoffMaxMs,
+    ]);
+    out.push(...rows.map((r) => ({ id: r.id, status: r.status, purpose: r.purpose, nextAttemptAt: new Date(r.next_attempt_at) })));
+  }
+  return out;
+}
