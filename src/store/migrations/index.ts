@@ -7,6 +7,7 @@ import { CodeBindings } from "./20261130-code-bindings.ts";
 import { CodeHashInput } from "./20261201-code-hash-input.ts";
 import { OutboxByOrganization } from "./20261201-outbox-by-organization.ts";
 import { MailTemplates } from "./20261201-mail-templates.ts";
+import { Events } from "./20261202-events.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -15,4 +16,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261201-code-hash-input", class: CodeHashInput },
   { name: "20261201-outbox-by-organization", class: OutboxByOrganization },
   { name: "20261201-mail-templates", class: MailTemplates },
+  { name: "20261202-events", class: Events },
 ];
