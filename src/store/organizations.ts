@@ -24,10 +24,15 @@ export async function findOrganization(sql: Sql, orgId: string, tenantId: string
   return orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at });
 }
 
-export async function createOrganization(orm: Orm, org: Org): Promise<Org> {
-  const em = orm.em.fork();
-  em.create(OrganizationEntity, { id: org.id, tenantId: org.tenantId, name: org.name, settings: org.settings as Record<string, unknown>, createdAt: org.createdAt });
-  await em.flush();
+/** Inserts an organization; run it in the transaction that records its event. */
+export async function createOrganization(sql: Sql, org: Org): Promise<Org> {
+  await sql.query(`insert into organization (id, tenant_id, name, settings, created_at) values ($1, $2, $3, $4::jsonb, $5)`, [
+    org.id,
+    org.tenantId,
+    org.name,
+    JSON.stringify(org.settings),
+    org.createdAt,
+  ]);
   return org;
 }
 
