@@ -77,7 +77,11 @@ export interface Config {
     /** Dead codes and sent mail metadata are kept this long, then deleted. */
     keepMs: number;
     intervalMs: number;
+    /** Events of the trail are kept this long, then deleted. */
+    eventsKeepMs: number;
   };
+  /** How often an open WatchEvents looks for new events. */
+  eventsPollMs: number;
   courier: {
     enabled: boolean;
     batchSize: number;
@@ -215,7 +219,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retention: {
       keepMs: r.duration("RETENTION_PERIOD", 7 * 24 * 3_600_000, 60_000, 3650 * 24 * 3_600_000),
       intervalMs: r.duration("RETENTION_INTERVAL", 10 * 60_000, 1000, 24 * 3_600_000),
+      eventsKeepMs: r.duration("EVENT_RETENTION_PERIOD", 30 * 24 * 3_600_000, 60_000, 3650 * 24 * 3_600_000),
     },
+    eventsPollMs: r.duration("EVENTS_POLL_INTERVAL", 1000, 10, 60_000),
     courier: {
       enabled: r.bool("COURIER_ENABLED", true),
       batchSize: r.int("COURIER_BATCH_SIZE", 50, 1, 1000),
