@@ -394,6 +394,42 @@ describe("WatchEvents", () => {
   });
 });
 
+describe("a WatchEvents stream", () => {
+  /** Reads a stream to its end; answers the code it ended with (undefined: ended cleanly). */
+  async function endOf(it: AsyncIterator<unknown>): Promise<Code | undefined> {
+    try {
+      while (!(await it.next()).done);
+      return undefined;
+    } catch (err) {
+      return ConnectError.from(err).code;
+    }
+  }
+
+  it("takes one of MAX_STREAMS, and ends at STREAM_MAX_LIFETIME and at shutdown, its slot given back", async () => {
+    const s = await startTestServer({ MAX_STREAMS: "1", STREAM_MAX_LIFETIME: "1s", EVENTS_POLL_INTERVAL: "20ms", COURIER_ENABLED: "false" });
+    const c = createCodegateNodeClients({ baseUrl: s.url, adminToken: ADMIN_TOKEN });
+    try {
+      const org = (await c.admin.createOrganization({ name: "Bounded" })).organization!;
+      const open = async () => {
+        const it = c.admin.watchEvents({ orgId: org.id })[Symbol.asyncIterator]();
+        const first = await it.next();
+        expect(first.done).toBe(false);
+        return it;
+      };
+      const first = await open();
+      expect(await endOf(c.admin.watchEvents({ orgId: org.id })[Symbol.asyncIterator]())).toBe(Code.ResourceExhausted);
+      expect(await endOf(first)).toBe(Code.Unavailable);
+      // Its slot is free again; the next one ends when the server stops.
+      const second = await open();
+      const ended = endOf(second);
+      await s.close();
+      expect(await ended).toBeDefined();
+    } finally {
+      c.close();
+    }
+  });
+});
+
 describe("retention", () => {
   it("deletes events older than EVENT_RETENTION_PERIOD and keeps the rest", async () => {
     const org = await fx.org("Kept");
