@@ -1,7 +1,9 @@
 // The statements of codes: issuing (with the mail or notice and the limits of the
 // send, in one statement), verifying by username (in one statement), the attempt
 // of a verification by flow id and what settles it, and invalidation. Hand-tuned SQL on the hot paths, each behind a function that
-// takes a typed object; the rules for codes are in rules/codes/engine.ts.
+// takes a typed object; the rules for codes are in rules/codes/engine.ts. Each
+// statement that changes a code also writes its event of the trail (store/events.ts),
+// as one more data-modifying CTE: it commits with the change, or not at all.
 import type { Audit } from "../domain/events.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Purpose } from "../domain/purpose.ts";
@@ -284,13 +286,13 @@ export async function attemptCode(sql: Sql, req: AttemptRequest, signal?: AbortS
   return { blockedUntil: row.blocked_until ? new Date(row.blocked_until) : null, code };
 }
 
+/** Placeholders of SETTLE_SQL when there was no code to settle. */
+const NO_CODE = "00000000-0000-0000-0000-000000000000";
+
 // The live code found by the attempt ($1 organization, $2 id), named also by the whole
 // key of the live-code index ($3 identity, $4 purpose): with the id alone, a generic
 // plan made on stale statistics took that partial index by organization and
 // filtered every live code of it.
-/** Placeholders of SETTLE_SQL when there was no code to settle. */
-const NO_CODE = "00000000-0000-0000-0000-000000000000";
-
 const LIVE_CODE = `org_id = $1 and id = $2::uuid and identity_id = $3::uuid and purpose = $4 and dead_at is null`;
 
 /**
@@ -340,7 +342,6 @@ select i.org_id, i.id, i.username, i.created_at,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
 from (select 1 from durability) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
-
 
 export interface Settlement {
   /** The code the attempt was counted on, if any; else the organization and purpose of the request. */
