@@ -76,11 +76,7 @@ const MAX_RECOVERY_MS = 30 * 24 * 3_600_000;
 export async function createOrganization(deps: AdminDeps, req: { name: string; tenantId: string; settings: OrgSettings }, audit: Audit = {}): Promise<Org> {
   const settings = checkedSettings(deps.config, req.settings);
   const org: Org = { id: newOrgId(), tenantId: req.tenantId || newTenantId(), name: req.name, settings, createdAt: deps.clock.now() };
-  return deps.sql.transaction(async (tx) => {
-    await storeOrganization(tx, org);
-    await recordEvent(tx, { orgId: org.id, type: "organization.created", occurredAt: org.createdAt }, audit);
-    return org;
-  });
+  return storeOrganization(deps.sql, org, audit);
 }
 
 /** Replaces an organization's settings, by the rules of creation; every process forgets its cached copy. */
