@@ -62,8 +62,8 @@ async function main(args: string[]): Promise<number> {
       const orm = await openOrm(config);
       try {
         await migrate(orm);
-        const pruned = await prune(await sqlOf(orm), new Date(), config.retention.keepMs);
-        console.log(`pruned ${pruned.codes} codes, ${pruned.mails} mails, ${pruned.rateLimits} rate-limit windows`);
+        const pruned = await prune(await sqlOf(orm), new Date(), config.retention.keepMs, config.retention.eventsKeepMs);
+        console.log(`pruned ${pruned.codes} codes, ${pruned.mails} mails, ${pruned.rateLimits} rate-limit windows, ${pruned.events} events`);
         return 0;
       } finally {
         await orm.close();

@@ -54,6 +54,9 @@ const outbox = (where: string, params: unknown[]): Promise<OutboxRow[]> =>
     .execute(`select id, org_id, channel, recipient, status, send_count, last_error, body, claimed_until, lease_token from courier_message where ${where} order by created_at`, params);
 const rowsTo = (recipient: string) => outbox("recipient = ?", [recipient]);
 const rowById = async (id: string) => (await outbox("id = ?", [id]))[0];
+/** The event trail's entries about one message: written in the statement of its ack or failure. */
+const mailEvents = (id: string): Promise<{ type: string; details: Record<string, string> | null }[]> =>
+  server.app.orm.em.getConnection().execute("select type, details from event where mail_id = ? and type like 'mail.%' order by id", [id]);
 
 let n = 0;
 /** A phone number no other test uses. */
@@ -152,6 +155,8 @@ describe("the SMS channel", () => {
     expect((await fx.clients.delivery.ack({ messages: [receipt(m)] })).ackedIds).toEqual([m.id]);
     expect(await rowById(m.id)).toMatchObject({ status: "sent", body: null, send_count: 1, claimed_until: null, lease_token: null });
     expect((await fx.clients.delivery.ack({ messages: [receipt(m)] })).ackedIds).toEqual([]);
+    // One event for the one ack that took: the second changed nothing and recorded nothing.
+    expect(await mailEvents(m.id)).toEqual([{ type: "mail.sent", details: { channel: "sms" } }]);
     const listed = (await fx.clients.admin.listCourierMessages({ orgId: org.id })).messages;
     expect(listed.map((l) => ({ id: l.id, channel: l.channel, status: l.status }))).toEqual([{ id: m.id, channel: DeliveryChannel.SMS, status: CourierMessageStatus.SENT }]);
 
@@ -242,6 +247,8 @@ describe("failures and leases", () => {
     }
     expect(ids.size).toBe(1);
     expect(await claimFor([number])).toEqual([]);
+    // Retries are not in the trail; the abandonment is, without the worker's error.
+    expect(await mailEvents([...ids][0])).toEqual([{ type: "mail.abandoned", details: { attempts: "3", channel: "sms" } }]);
   });
 
   it("claims a message again, with the same id, once its lease has lapsed; the lapsed lease can neither ack nor fail it", async () => {

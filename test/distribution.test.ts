@@ -20,7 +20,7 @@ const REFERENCE_TABLES: Record<string, string> = {
   admin_token: "a handful of administrators' tokens",
   codegate_migrations: "the applied migrations",
 };
-const DISTRIBUTED = new Set(["identity", "code", "courier_message", "rate_limit", "mail_template"]);
+const DISTRIBUTED = new Set(["identity", "code", "courier_message", "rate_limit", "mail_template", "event"]);
 
 /**
  * Statements that may read across organizations: none takes a lock, and Citus runs

@@ -77,12 +77,16 @@ export interface Config {
     /** Dead codes and sent mail metadata are kept this long, then deleted. */
     keepMs: number;
     intervalMs: number;
+    /** Events of the trail are kept this long, then deleted. */
+    eventsKeepMs: number;
   };
   tracing: {
     /** Where OTLP/HTTP spans go (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT); unset: tracing is off. */
     endpoint: URL | undefined;
     serviceName: string;
   };
+  /** How often an open WatchEvents looks for new events. */
+  eventsPollMs: number;
   courier: {
     enabled: boolean;
     batchSize: number;
@@ -222,12 +226,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     retention: {
       keepMs: r.duration("RETENTION_PERIOD", 7 * 24 * 3_600_000, 60_000, 3650 * 24 * 3_600_000),
       intervalMs: r.duration("RETENTION_INTERVAL", 10 * 60_000, 1000, 24 * 3_600_000),
+      eventsKeepMs: r.duration("EVENT_RETENTION_PERIOD", 30 * 24 * 3_600_000, 60_000, 3650 * 24 * 3_600_000),
     },
     tracing: {
       // The exporter reads these itself (with OTEL_EXPORTER_OTLP_HEADERS and the rest); here they are checked and turn tracing on.
       endpoint: r.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ["http:", "https:"]) ?? r.url("OTEL_EXPORTER_OTLP_ENDPOINT", ["http:", "https:"]),
       serviceName: r.string("OTEL_SERVICE_NAME", "codegate"),
     },
+    eventsPollMs: r.duration("EVENTS_POLL_INTERVAL", 1000, 10, 60_000),
     courier: {
       enabled: r.bool("COURIER_ENABLED", true),
       batchSize: r.int("COURIER_BATCH_SIZE", 50, 1, 1000),

@@ -3,11 +3,13 @@
 // recovery codes handed over in person, and codes invalidated.
 import type { Config } from "../config/config.ts";
 import { FailedPrecondition, InvalidArgument, NotFound } from "../domain/errors.ts";
+import type { Audit } from "../domain/events.ts";
 import { oneIn } from "../domain/guess-chance.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { formatMs } from "../lib/duration.ts";
+import { recordEvent } from "../store/events.ts";
 import { getIdentity, setIdentityPhoneNumber as storePhoneNumber, setIdentityState as storeIdentityState } from "../store/identities.ts";
 import { notifyOrgChanged } from "../store/org-changes.ts";
 import { createOrganization as storeOrganization, updateOrganizationSettings as storeSettings } from "../store/organizations.ts";
@@ -70,18 +72,22 @@ export function checkedSettings(config: Config, settings: OrgSettings): OrgSetti
 const DEFAULT_RECOVERY_MS = 3_600_000;
 const MAX_RECOVERY_MS = 30 * 24 * 3_600_000;
 
-/** A new organization, refused when its settings would let codes be guessed above MAX_GUESS_CHANCE. */
-export async function createOrganization(deps: AdminDeps, req: { name: string; tenantId: string; settings: OrgSettings }): Promise<Org> {
+/** A new organization, refused when its settings would let codes be guessed above MAX_GUESS_CHANCE; recorded in the event trail. */
+export async function createOrganization(deps: AdminDeps, req: { name: string; tenantId: string; settings: OrgSettings }, audit: Audit = {}): Promise<Org> {
   const settings = checkedSettings(deps.config, req.settings);
-  return storeOrganization(deps.orm, { id: newOrgId(), tenantId: req.tenantId || newTenantId(), name: req.name, settings, createdAt: deps.clock.now() });
+  const org: Org = { id: newOrgId(), tenantId: req.tenantId || newTenantId(), name: req.name, settings, createdAt: deps.clock.now() };
+  return storeOrganization(deps.sql, org, audit);
 }
 
 /** Replaces an organization's settings, by the rules of creation; every process forgets its cached copy. */
-export async function updateOrganizationSettings(deps: AdminDeps, orgId: string, settings: OrgSettings): Promise<Org> {
+export async function updateOrganizationSettings(deps: AdminDeps, orgId: string, settings: OrgSettings, audit: Audit = {}): Promise<Org> {
   const checked = checkedSettings(deps.config, settings);
   const org = await deps.sql.transaction(async (tx) => {
     const updated = await storeSettings(tx, orgId, checked);
-    if (updated) await notifyOrgChanged(tx, orgId);
+    if (updated) {
+      await recordEvent(tx, { orgId, type: "organization.settings_updated", occurredAt: deps.clock.now() }, audit);
+      await notifyOrgChanged(tx, orgId);
+    }
     return updated;
   });
   if (!org) throw new NotFound(`organization ${orgId}`);
@@ -96,17 +102,18 @@ export async function identityById(deps: AdminDeps, identityId: string): Promise
 }
 
 /** Sets (empty: removes) an identity's phone number, E.164 as the API checked it. */
-export async function setIdentityPhoneNumber(deps: AdminDeps, identityId: string, phoneNumber: string): Promise<Identity> {
-  const identity = await storePhoneNumber(deps.orm, identityId, phoneNumber || null);
+export async function setIdentityPhoneNumber(deps: AdminDeps, identityId: string, phoneNumber: string, audit: Audit = {}): Promise<Identity> {
+  const found = await identityById(deps, identityId);
+  const identity = await storePhoneNumber(deps.sql, found.orgId, identityId, phoneNumber || null, deps.clock.now(), audit);
   if (!identity) throw new NotFound(`identity ${identityId}`);
   return identity;
 }
 
-/** Sets an identity's state; a disabled identity's codes die with it. */
-export async function setIdentityState(deps: AdminDeps, identityId: string, state: IdentityState): Promise<Identity> {
-  const identity = await storeIdentityState(deps.orm, identityId, state);
+/** Sets an identity's state; a disabled identity's codes die with it, in the same statement, which records it in the event trail. */
+export async function setIdentityState(deps: AdminDeps, identityId: string, state: IdentityState, audit: Audit = {}): Promise<Identity> {
+  const found = await identityById(deps, identityId);
+  const identity = await storeIdentityState(deps.sql, found.orgId, identityId, state, deps.clock.now(), audit);
   if (!identity) throw new NotFound(`identity ${identityId}`);
-  if (state === "disabled") await deps.codes.invalidate(identity.orgId, identity.id, undefined);
   return identity;
 }
 
@@ -115,7 +122,7 @@ export async function setIdentityState(deps: AdminDeps, identityId: string, stat
  * recovery page; bound to "admin": redeemed through the link's flow id only, and
  * nothing public replaces it. `lifespanMs` undefined: the default hour.
  */
-export async function createRecoveryCode(deps: AdminDeps, identityId: string, lifespanMs: number | undefined) {
+export async function createRecoveryCode(deps: AdminDeps, identityId: string, lifespanMs: number | undefined, audit: Audit = {}) {
   const lifespan = lifespanMs ?? DEFAULT_RECOVERY_MS;
   if (lifespan <= 0 || lifespan > MAX_RECOVERY_MS) {
     throw new InvalidArgument("expires_in", `expected a positive duration of at most ${formatMs(MAX_RECOVERY_MS)} (30 days), like 1h30m or 90s`);
@@ -124,13 +131,13 @@ export async function createRecoveryCode(deps: AdminDeps, identityId: string, li
   if (identity.state !== "active") throw new FailedPrecondition(`identity ${identity.id} is ${identity.state}; only an active identity can recover`);
   const org = await deps.orgs.resolve(identity.orgId, "");
   if (!org) throw new NotFound(`organization ${identity.orgId}`);
-  const issued = await deps.codes.issue({ org, purpose: "recovery", target: { identityId: identity.id, username: identity.username }, requiredState: "active", lifespanMs: lifespan, adminIssued: true });
+  const issued = await deps.codes.issue({ org, purpose: "recovery", target: { identityId: identity.id, username: identity.username }, requiredState: "active", lifespanMs: lifespan, adminIssued: true, audit });
   if (!issued.written) throw new NotFound(`identity ${identity.id}`);
   return { code: issued.code, expiresAt: issued.expiresAt, link: `${deps.config.publicUrl}/recovery?flow=${issued.id}` };
 }
 
 /** Kills an identity's live codes (of one purpose, or all); answers how many. */
-export async function invalidateCodes(deps: AdminDeps, identityId: string, purpose: Purpose | undefined): Promise<number> {
+export async function invalidateCodes(deps: AdminDeps, identityId: string, purpose: Purpose | undefined, audit: Audit = {}): Promise<number> {
   const identity = await identityById(deps, identityId);
-  return deps.codes.invalidate(identity.orgId, identity.id, purpose);
+  return deps.codes.invalidate(identity.orgId, identity.id, purpose, audit);
 }

@@ -5,9 +5,11 @@
 import { randomUUID } from "node:crypto";
 import type { Clock } from "../domain/clock.ts";
 import { AlreadyExists, InvalidCode, RateLimited } from "../domain/errors.ts";
+import type { Audit } from "../domain/events.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org } from "../domain/organization.ts";
 import type { Purpose } from "../domain/purpose.ts";
+import { recordEvent } from "../store/events.ts";
 import { insertPendingIdentity } from "../store/identities.ts";
 import type { Sql } from "../store/sql.ts";
 import type { CodeEngine, IssueRequest, IssuedCode } from "./codes/engine.ts";
@@ -54,6 +56,8 @@ export interface SendRequest extends OrgRef {
   notice?: (org: Org) => IssueRequest["notice"];
   /** Self-service sign-up: a pending identity is created for a new username. */
   createPending?: boolean;
+  /** The call's request id, for the event trail. */
+  requestId?: string;
   signal?: AbortSignal;
 }
 
@@ -82,6 +86,7 @@ export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org
     binding: send.binding || undefined,
     notice: send.notice?.(org),
     createPending: send.createPending,
+    audit: { requestId: send.requestId },
     signal: send.signal,
   });
   if (sent.retryAfterMs > 0) throw new RateLimited(sent.retryAfterMs);
@@ -114,6 +119,8 @@ export interface VerifyRequest extends OrgRef {
   requiredState: IdentityState;
   /** Make a pending identity active (registration). */
   activate?: boolean;
+  /** The call's request id, for the event trail. */
+  requestId?: string;
   signal?: AbortSignal;
 }
 
@@ -131,6 +138,7 @@ export async function verifyCode(deps: FlowDeps, req: VerifyRequest): Promise<Pr
     activate: req.activate,
     failureLimits: deps.limits.verifyKeys(org, req.username),
     addressLimits: deps.limits.verifyAddressKeys(org, req.address),
+    audit: { requestId: req.requestId },
     signal: req.signal,
   });
   return proofFor(deps, identity, req.purpose, org);
@@ -143,6 +151,8 @@ export interface AdminRecoveryRequest extends OrgRef {
   username: string;
   code: string;
   address: string;
+  /** The call's request id, for the event trail. */
+  requestId?: string;
   signal?: AbortSignal;
 }
 
@@ -158,6 +168,7 @@ export async function verifyAdminRecovery(deps: FlowDeps, req: AdminRecoveryRequ
     requiredState: "active",
     code: req.code,
     addressLimits: deps.limits.verifyAddressKeys(org, req.address),
+    audit: { requestId: req.requestId },
     signal: req.signal,
   });
   return proofFor(deps, identity, "recovery", org);
@@ -165,7 +176,8 @@ export async function verifyAdminRecovery(deps: FlowDeps, req: AdminRecoveryRequ
 
 /**
  * An administrator's new identity: pending, with its registration code mailed
- * unless skipped, in one transaction. Throws AlreadyExists for a taken username.
+ * unless skipped, and both recorded in the event trail, in one transaction.
+ * Throws AlreadyExists for a taken username.
  */
 export async function createPendingIdentity(
   deps: FlowDeps,
@@ -174,12 +186,17 @@ export async function createPendingIdentity(
   sendCode: boolean,
   locales: readonly string[] = [],
   phoneNumber: string | null = null,
+  audit: Audit = {},
 ): Promise<Identity> {
   const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null, phoneNumber };
   const mailer = sendCode ? await deps.mail.mailer(org, { locales, link: linkTarget(org, "registration", { username: identity.username }) }) : undefined;
   const created = await deps.sql.transaction(async (tx) => {
     if (!(await insertPendingIdentity(tx, identity))) return false;
-    if (sendCode) await deps.codes.issue({ org, purpose: "registration", target: { identityId: identity.id, username: identity.username }, requiredState: "pending", mail: "registration", mailer }, tx);
+    await recordEvent(tx, { orgId: org.id, type: "identity.created", identityId: identity.id, occurredAt: identity.createdAt }, audit);
+    if (sendCode) {
+      const target = { identityId: identity.id, username: identity.username };
+      await deps.codes.issue({ org, purpose: "registration", target, requiredState: "pending", mail: "registration", mailer, audit }, tx);
+    }
     return true;
   });
   if (!created) throw new AlreadyExists("username", `username: ${username} already exists in organization ${org.id}`);

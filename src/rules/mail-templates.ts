@@ -3,8 +3,10 @@
 // part and line that is wrong), list, delete, and preview what a send would
 // write. Every change is announced to every server's cache (org-changes.ts).
 import { FailedPrecondition, InvalidArgument, NotFound } from "../domain/errors.ts";
+import type { Audit } from "../domain/events.ts";
 import type { Org } from "../domain/organization.ts";
 import type { Purpose } from "../domain/purpose.ts";
+import { recordEvent } from "../store/events.ts";
 import { deleteTemplate, organizationTemplates, saveTemplate, type StoredTemplate } from "../store/mail-templates.ts";
 import { notifyOrgChanged } from "../store/org-changes.ts";
 import type { AdminDeps } from "./admin.ts";
@@ -31,12 +33,19 @@ async function organization(deps: AdminDeps, orgId: string): Promise<Org> {
 }
 
 /** Saves the organization's template of `kind` in `locale` (canonical), once it compiles. */
-export async function setMailTemplate(deps: AdminDeps, req: { orgId: string; kind: MailKind; locale: string; source: TemplateSource }): Promise<StoredTemplate> {
+export async function setMailTemplate(
+  deps: AdminDeps,
+  req: { orgId: string; kind: MailKind; locale: string; source: TemplateSource },
+  audit: Audit = {},
+): Promise<StoredTemplate> {
   const locale = localeOf(req.locale);
   compileMailTemplate(req.kind, locale, req.source, "organization");
   const saved = await deps.sql.transaction(async (tx) => {
     const row = await saveTemplate(tx, { orgId: req.orgId, kind: req.kind, locale, ...req.source, updatedAt: deps.clock.now() }, MAX_TEMPLATES_PER_ORG);
-    if (typeof row !== "string") await notifyOrgChanged(tx, req.orgId);
+    if (typeof row !== "string") {
+      await recordEvent(tx, { orgId: req.orgId, type: "mail_template.set", details: { kind: req.kind, locale }, occurredAt: row.updatedAt }, audit);
+      await notifyOrgChanged(tx, req.orgId);
+    }
     return row;
   });
   if (saved === "no-organization") throw new NotFound(`organization ${req.orgId}`);
@@ -50,12 +59,15 @@ export async function listMailTemplates(deps: AdminDeps, orgId: string): Promise
   return { templates: await organizationTemplates(deps.sql, orgId), builtinLocales };
 }
 
-export async function deleteMailTemplate(deps: AdminDeps, req: { orgId: string; kind: MailKind; locale: string }): Promise<boolean> {
+export async function deleteMailTemplate(deps: AdminDeps, req: { orgId: string; kind: MailKind; locale: string }, audit: Audit = {}): Promise<boolean> {
   const locale = localeOf(req.locale);
   await organization(deps, req.orgId);
   const deleted = await deps.sql.transaction(async (tx) => {
     const gone = await deleteTemplate(tx, req.orgId, req.kind, locale);
-    if (gone) await notifyOrgChanged(tx, req.orgId);
+    if (gone) {
+      await recordEvent(tx, { orgId: req.orgId, type: "mail_template.deleted", details: { kind: req.kind, locale }, occurredAt: deps.clock.now() }, audit);
+      await notifyOrgChanged(tx, req.orgId);
+    }
     return gone;
   });
   if (deleted) deps.changes.changed(req.orgId);

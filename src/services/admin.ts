@@ -19,7 +19,8 @@ import { getOrganization, listOrganizations } from "../store/organizations.ts";
 import { listMails } from "../store/outbox.ts";
 import type { ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
-import { localesOf } from "./calls.ts";
+import { auditOf, localesOf } from "./calls.ts";
+import { eventHandlers } from "./events.ts";
 import { channelProto, identityStateOf, identityToProto, mailKindOf, mailKindProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
 import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
 
@@ -47,9 +48,10 @@ const templateToProto = (t: StoredTemplate) =>
   });
 
 export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService> {
-  return answeringDomainErrors<ServiceImpl<typeof AdminService>>({
-    async createOrganization(req) {
-      const org = await createOrganization(deps, { name: req.name, tenantId: req.tenantId, settings: settingsOf(req.settings) });
+  const events = eventHandlers(deps);
+  const unary = answeringDomainErrors<Omit<ServiceImpl<typeof AdminService>, "watchEvents">>({
+    async createOrganization(req, ctx) {
+      const org = await createOrganization(deps, { name: req.name, tenantId: req.tenantId, settings: settingsOf(req.settings) }, auditOf(ctx));
       return { organization: organizationToProto(org) };
     },
 
@@ -69,7 +71,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       const org = await deps.orgs.resolve(req.orgId, "");
       if (!org) throw new NotFound(`organization ${req.orgId}`);
       return {
-        identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode, localesOf(req.locale, ctx), req.phoneNumber || null)),
+        identity: identityToProto(await createPendingIdentity(deps, org, req.username, !req.skipRegistrationCode, localesOf(req.locale, ctx), req.phoneNumber || null, auditOf(ctx))),
       };
     },
 
@@ -83,23 +85,23 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       return { identities: page.items.map(identityToProto), nextPageToken: page.next };
     },
 
-    async setIdentityPhoneNumber(req) {
-      return { identity: identityToProto(await setIdentityPhoneNumber(deps, req.identityId, req.phoneNumber)) };
+    async setIdentityPhoneNumber(req, ctx) {
+      return { identity: identityToProto(await setIdentityPhoneNumber(deps, req.identityId, req.phoneNumber, auditOf(ctx))) };
     },
 
-    async setIdentityState(req) {
-      return { identity: identityToProto(await setIdentityState(deps, req.identityId, identityStateOf(req.state)!)) };
+    async setIdentityState(req, ctx) {
+      return { identity: identityToProto(await setIdentityState(deps, req.identityId, identityStateOf(req.state)!, auditOf(ctx))) };
     },
 
-    async createRecoveryCode(req) {
+    async createRecoveryCode(req, ctx) {
       const lifespanMs = req.expiresIn === "" ? undefined : parseDuration(req.expiresIn);
       if (lifespanMs === undefined && req.expiresIn !== "") throw new InvalidArgument("expires_in", "expected a positive duration of at most 720h (30 days), like 1h30m or 90s");
-      const issued = await createRecoveryCode(deps, req.identityId, lifespanMs);
+      const issued = await createRecoveryCode(deps, req.identityId, lifespanMs, auditOf(ctx));
       return { expiresAt: timestampFromDate(issued.expiresAt), recoveryCode: issued.code, recoveryLink: issued.link };
     },
 
-    async invalidateCodes(req) {
-      return { invalidatedCount: await invalidateCodes(deps, req.identityId, purposeOf[req.purpose]) };
+    async invalidateCodes(req, ctx) {
+      return { invalidatedCount: await invalidateCodes(deps, req.identityId, purposeOf[req.purpose], auditOf(ctx)) };
     },
 
     async listCourierMessages(req) {
@@ -126,14 +128,14 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       };
     },
 
-    async updateOrganizationSettings(req) {
-      return { organization: organizationToProto(await updateOrganizationSettings(deps, req.orgId, settingsOf(req.settings))) };
+    async updateOrganizationSettings(req, ctx) {
+      return { organization: organizationToProto(await updateOrganizationSettings(deps, req.orgId, settingsOf(req.settings), auditOf(ctx))) };
     },
 
     // The proto's rules refuse an unspecified kind before these run.
-    async setMailTemplate(req) {
+    async setMailTemplate(req, ctx) {
       const source = { subject: req.subject, text: req.text, html: req.html };
-      return { template: templateToProto(await setMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale, source })) };
+      return { template: templateToProto(await setMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale, source }, auditOf(ctx))) };
     },
 
     async listMailTemplates(req) {
@@ -141,8 +143,8 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       return { templates: templates.map(templateToProto), builtInLocales: [...builtinLocales] };
     },
 
-    async deleteMailTemplate(req) {
-      return { deleted: await deleteMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale }) };
+    async deleteMailTemplate(req, ctx) {
+      return { deleted: await deleteMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale }, auditOf(ctx)) };
     },
 
     async previewMailTemplate(req) {
@@ -150,5 +152,9 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
       const preview = await previewMailTemplate(deps, { orgId: req.orgId, kind: mailKindOf[req.kind]!, locale: req.locale, draft });
       return { ...preview.content, locale: preview.locale, source: sourceProto[preview.origin] };
     },
+
+    listEvents: (req) => events.listEvents(req),
   });
+  // A stream is not wrapped by answeringDomainErrors (which awaits a unary answer): its errors are Connect errors already.
+  return { ...unary, watchEvents: (req, ctx) => events.watchEvents(req, ctx) };
 }

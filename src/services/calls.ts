@@ -4,7 +4,7 @@ import type { HandlerContext } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Proof } from "../rules/flows.ts";
 import { canonicalLocale, parseAcceptLanguage } from "../rules/mail/locales.ts";
-import { clientAddressKey } from "./context-keys.ts";
+import { adminTokenIdKey, clientAddressKey, requestIdKey } from "./context-keys.ts";
 import { invalidArgument } from "./errors.ts";
 import { identityToProto } from "./mapping.ts";
 
@@ -20,8 +20,11 @@ export function localesOf(locale: string, ctx: HandlerContext): readonly string[
   return [canonical];
 }
 
-/** The caller, as the rules need it: its address and its call's signal. */
-export const callerOf = (ctx: HandlerContext) => ({ address: ctx.values.get(clientAddressKey), signal: ctx.signal });
+/** The caller, as the rules need it: its address, its request id (for the event trail) and its call's signal. */
+export const callerOf = (ctx: HandlerContext) => ({ address: ctx.values.get(clientAddressKey), requestId: ctx.values.get(requestIdKey), signal: ctx.signal });
+
+/** Who made an admin call, for the event trail: its request id and admin token id. */
+export const auditOf = (ctx: HandlerContext) => ({ requestId: ctx.values.get(requestIdKey), actor: ctx.values.get(adminTokenIdKey) });
 
 /** A proof as the Verify RPCs answer it. */
 export const proofMessage = (proof: Proof) => ({

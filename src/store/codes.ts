@@ -1,7 +1,10 @@
 // The statements of codes: issuing (with the mail or notice and the limits of the
 // send, in one statement), verifying by username (in one statement), the attempt
 // of a verification by flow id and what settles it, and invalidation. Hand-tuned SQL on the hot paths, each behind a function that
-// takes a typed object; the rules for codes are in rules/codes/engine.ts.
+// takes a typed object; the rules for codes are in rules/codes/engine.ts. Each
+// statement that changes a code also writes its event of the trail (store/events.ts),
+// as one more data-modifying CTE: it commits with the change, or not at all.
+import type { Audit } from "../domain/events.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
@@ -50,6 +53,8 @@ export interface NewCode {
   createPendingId?: string;
   /** The MAIL_ENCRYPTION_KEYS key the mails are sealed with. */
   mailKeyId: string;
+  /** Recorded with the code.issued event (and identity.created) the statement writes. */
+  audit?: Audit;
 }
 
 export interface IssueResult {
@@ -100,6 +105,13 @@ with counted as (${countHitsSql(16)}
     ($26 = 'unknown' and not exists (select 1 from found)) or
     ($26 = 'active' and exists (select 1 from found where state = 'active')))
   returning id
+), logged as (
+  -- The trail, in the statement of the change: an issued code (with the mail
+  -- that carries it), and a self-service sign-up's new identity.
+  insert into event (org_id, type, purpose, identity_id, code_id, mail_id, actor, request_id, occurred_at)
+  select $1, 'code.issued', $5, identity_id, $4::uuid, (select id from queued), nullif($32::text, ''), nullif($33::text, ''), $8 from issued
+  union all
+  select org_id, 'identity.created', null, id, null, null, nullif($32::text, ''), nullif($33::text, ''), $8 from created
 )
 select (select count(*) from issued)::int as issued,
   ((select count(*) from queued) + (select count(*) from noticed))::int as queued,
@@ -184,6 +196,8 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
         code.mail?.text ?? null,
         code.mail?.text !== undefined,
         code.notice?.channel ?? "smtp",
+        code.audit?.actor ?? "",
+        code.audit?.requestId ?? "",
       ],
       signal,
     );
@@ -287,6 +301,9 @@ export async function attemptCode(sql: Sql, req: AttemptRequest, signal?: AbortS
   return { blockedUntil: row.blocked_until ? new Date(row.blocked_until) : null, code };
 }
 
+/** Placeholders of SETTLE_SQL when there was no code to settle. */
+const NO_CODE = "00000000-0000-0000-0000-000000000000";
+
 // The live code found by the attempt ($1 organization, $2 id), named also by the whole
 // key of the live-code index ($3 identity, $4 purpose): with the id alone, a generic
 // plan made on stale statistics took that partial index by organization and
@@ -319,14 +336,27 @@ with durability as (
   update identity set state = 'active', registered_at = $5
   where org_id = $1 and id = (select identity_id from consumed) and $7::boolean and state = 'pending'
   returning id
+), logged as (
+  -- The trail: the consumed code; a code that was not consumed (a wrong guess, or
+  -- a consume another request made first), and its lock-out; a guess no live code
+  -- took (not recorded without an organization: a flow id that named none).
+  insert into event (org_id, type, purpose, identity_id, code_id, request_id, details, occurred_at)
+  select $1, e.type, $4, e.identity_id, e.code_id, nullif($9::text, ''), e.details, $5
+  from (
+    select 'code.verified' as type, identity_id, $2::uuid as code_id, null::jsonb as details from consumed
+    union all
+    select 'code.failed', $3::uuid, $2::uuid, jsonb_build_object('reason', case when $6 = 'consume' then 'already_used' else 'wrong_code' end)
+    where $2::uuid <> '${NO_CODE}'::uuid and not exists (select 1 from consumed)
+    union all
+    select 'code.locked', $3::uuid, $2::uuid, null from killed
+    union all
+    select 'code.failed', null, null, '{"reason":"no_attempt"}'::jsonb where $2::uuid = '${NO_CODE}'::uuid and $1 <> ''
+  ) e
 )
 select i.org_id, i.id, i.username, i.created_at, i.phone_number,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
 from (select 1 from durability) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
-
-/** Placeholders of SETTLE_SQL when there was no code to settle. */
-const NO_CODE = "00000000-0000-0000-0000-000000000000";
 
 export interface Settlement {
   /** The code the attempt was counted on, if any; else the organization and purpose of the request. */
@@ -337,12 +367,14 @@ export interface Settlement {
   activate: boolean;
   /** Failure windows to count. */
   counted: readonly Window[];
+  /** Recorded with the events the statement writes. */
+  audit?: Audit;
 }
 
 /** Settles an attempt; answers the identity of a consumed code, undefined otherwise (or when another consumed it first). */
 export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSignal): Promise<Identity | undefined> {
   const code = "id" in s.code ? [s.code.orgId, s.code.id, s.code.identityId, s.code.purpose] : [s.code.orgId, NO_CODE, NO_CODE, s.code.purpose];
-  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted)], signal);
+  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted), s.audit?.requestId ?? ""], signal);
   if (!row?.id) return undefined;
   return {
     id: row.id,
@@ -395,7 +427,7 @@ with address_blocked as (
     and c.expires_at > $5 and c.attempts < c.max_attempts
     and ((select until from username_over) is null or c.attempts = 0)
     and (select until from address_blocked) is null
-  returning c.identity_id, c.consumed_at is not null as consumed, c.dead_at is not null as dead
+  returning c.id, c.identity_id, c.consumed_at is not null as consumed, c.dead_at is not null as dead
 ), consumed as (
   select identity_id from attempted where consumed
 ), counted as (
@@ -412,13 +444,32 @@ with address_blocked as (
   update identity set state = 'active', registered_at = $5
   where org_id = $1 and id = (select identity_id from consumed) and $11::boolean and state = 'pending'
   returning id
+), by_row_id as (
+  select exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
+                 and c.dead_at is null and c.hash_input = 1) as live
+), logged as (
+  -- The trail: a consumed code, a wrong guess (and the lock-out it caused), or a
+  -- guess no live code took. A blocked address changed nothing and records
+  -- nothing; neither does a guess handed on to the two-statement path (by_row_id),
+  -- which records its own.
+  insert into event (org_id, type, purpose, identity_id, code_id, request_id, details, occurred_at)
+  select $1, e.type, $3, e.identity_id, e.code_id, nullif($12::text, ''), e.details, $5::timestamptz
+  from (
+    select case when a.consumed then 'code.verified' else 'code.failed' end as type, a.identity_id, a.id as code_id,
+      case when a.consumed then null else '{"reason":"wrong_code"}'::jsonb end as details
+    from attempted a
+    union all
+    select 'code.locked', a.identity_id, a.id, null from attempted a where a.dead and not a.consumed
+    union all
+    select 'code.failed', (select id from owner), null, '{"reason":"no_attempt"}'::jsonb
+    where not exists (select 1 from attempted) and (select until from address_blocked) is null and not (select live from by_row_id)
+  ) e
 ), durability as (
   select set_config('synchronous_commit', case when exists (select 1 from consumed) then 'on' else 'off' end, true)
 )
 select (select until from address_blocked) as blocked_until,
   (select count(*) from counted)::int as counted,
-  exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
-          and c.dead_at is null and c.hash_input = 1) as by_row_id,
+  (select live from by_row_id) as by_row_id,
   a.dead, a.consumed is not null as attempted,
   i.org_id, i.id, i.username, i.created_at, i.phone_number,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
@@ -444,6 +495,8 @@ export interface OwnerVerification {
   addressWindows: readonly Window[];
   /** Wrong codes per username: over, a code takes only its first attempt; counted when a live code took the guess. */
   usernameWindows: readonly Window[];
+  /** Recorded with the event the statement writes. */
+  audit?: Audit;
 }
 
 export type OwnerVerdict =
@@ -472,6 +525,7 @@ export async function verifyByOwner(sql: Sql, v: OwnerVerification, signal?: Abo
       v.guess.hashes.map((h) => h.toString("hex")),
       v.guess.keyIds,
       v.activate,
+      v.audit?.requestId ?? "",
     ],
     signal,
   );
@@ -494,11 +548,18 @@ export async function verifyByOwner(sql: Sql, v: OwnerVerification, signal?: Abo
   return { kind: "failed", attempted: row.attempted === true, killed: row.dead === true };
 }
 
-/** Kills the live codes of an identity (of one purpose, or all); answers how many. */
-export async function invalidateCodes(sql: Sql, orgId: string, identityId: string, purpose: Purpose | undefined, now: Date): Promise<number> {
-  const rows = await sql.query(
-    `update code set dead_at = $3 where org_id = $1 and identity_id = $2::uuid and dead_at is null and ($4 = '' or purpose = $4) returning id`,
-    [orgId, identityId, now, purpose ?? ""],
+/** Kills the live codes of an identity (of one purpose, or all), recording it; answers how many. */
+export async function invalidateCodes(sql: Sql, orgId: string, identityId: string, purpose: Purpose | undefined, now: Date, audit: Audit = {}): Promise<number> {
+  const [row] = await sql.query(
+    `with killed as (
+       update code set dead_at = $3 where org_id = $1 and identity_id = $2::uuid and dead_at is null and ($4 = '' or purpose = $4) returning id
+     ), logged as (
+       insert into event (org_id, type, purpose, identity_id, actor, request_id, details, occurred_at)
+       select $1, 'codes.invalidated', nullif($4::text, ''), $2::uuid, nullif($5::text, ''), nullif($6::text, ''),
+         jsonb_build_object('count', (select count(*) from killed)::text), $3
+     )
+     select (select count(*) from killed)::int as n`,
+    [orgId, identityId, now, purpose ?? "", audit.actor ?? "", audit.requestId ?? ""],
   );
-  return rows.length;
+  return row.n;
 }

@@ -6,6 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, type Sql } from "./sql.ts";
+import { ASYNC_COMMIT } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -32,7 +33,6 @@ returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m
 
 // Outcomes commit without waiting for the disk, as the courier's: one a crash of
 // PostgreSQL forgets leaves the message queued, claimed again when its lease ends.
-const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', true)) as async_commit`;
 
 // Held: still claimed by this lease (its time may have run out, but no other claim
 // has taken it). A lease token is set only while a claim holds a queued message
@@ -43,23 +43,37 @@ const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', true)) as 
 // generic plan on empty statistics read the organization's index by creation time
 // and filtered its ids.
 const ACK_SQL = `
-update courier_message m set status = 'sent', body = null, claimed_until = null, lease_token = null, last_error = null,
-  send_count = m.send_count + 1, updated_at = $1
-from unnest($3::uuid[], $4::uuid[]) as a(id, token), ${ASYNC_COMMIT}
-where m.org_id = $2 and m.id = a.id and m.lease_token = a.token
-returning m.id, m.purpose`;
+with acked as (
+  update courier_message m set status = 'sent', body = null, claimed_until = null, lease_token = null, last_error = null,
+    send_count = m.send_count + 1, updated_at = $1
+  from unnest($3::uuid[], $4::uuid[]) as a(id, token), ${ASYNC_COMMIT}
+  where m.org_id = $2 and m.id = a.id and m.lease_token = a.token
+  returning m.org_id, m.id, m.purpose, m.channel
+), logged as (
+  -- The trail, as for the courier's mails: in the statement of the change.
+  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
+  select org_id, 'mail.sent', purpose, id, jsonb_build_object('channel', channel), $1 from acked
+)
+select id, purpose from acked`;
 
 // Retried after the courier's backoff (exponential from $7 ms, capped at $8 ms,
 // with jitter), or abandoned, its body wiped, at the last attempt.
 const FAIL_SQL = `
-update courier_message m set
-  send_count = m.send_count + 1, last_error = f.error, claimed_until = null, lease_token = null, updated_at = $1,
-  next_attempt_at = $1::timestamptz + make_interval(secs => least($8::float8, $7::float8 * power(2, least(m.send_count, 40))) * (0.75 + random() * 0.5) / 1000),
-  status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
-  body = case when m.send_count + 1 >= $2 then null else m.body end
-from unnest($4::uuid[], $5::uuid[], $6::text[]) as f(id, token, error), ${ASYNC_COMMIT}
-where m.org_id = $3 and m.id = f.id and m.lease_token = f.token
-returning m.id, m.status, m.purpose, m.next_attempt_at`;
+with failed as (
+  update courier_message m set
+    send_count = m.send_count + 1, last_error = f.error, claimed_until = null, lease_token = null, updated_at = $1,
+    next_attempt_at = $1::timestamptz + make_interval(secs => least($8::float8, $7::float8 * power(2, least(m.send_count, 40))) * (0.75 + random() * 0.5) / 1000),
+    status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
+    body = case when m.send_count + 1 >= $2 then null else m.body end
+  from unnest($4::uuid[], $5::uuid[], $6::text[]) as f(id, token, error), ${ASYNC_COMMIT}
+  where m.org_id = $3 and m.id = f.id and m.lease_token = f.token
+  returning m.org_id, m.id, m.status, m.purpose, m.channel, m.send_count, m.next_attempt_at
+), logged as (
+  -- The worker's error is not recorded: it may quote the recipient.
+  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
+  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text, 'channel', channel), $1 from failed where status = 'abandoned'
+)
+select id, status, purpose, next_attempt_at from failed`;
 
 /** A claimed message: its sealed body and what the worker needs. */
 export interface ClaimedMessage {

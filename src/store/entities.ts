@@ -179,4 +179,36 @@ export const MailTemplateEntity = defineEntity({
   },
 });
 
-export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity, MailTemplateEntity];
+
+
+/**
+ * The event trail: what was done to codes, mails, identities and organizations,
+ * written in the transaction of the change (store/events.ts). No code, token or
+ * address: ids, a type, a purpose, the admin token id and request id.
+ */
+export const EventEntity = defineEntity({
+  name: "Event",
+  tableName: "event",
+  properties: {
+    orgId: p.text().primary(),
+    id: p.bigint().primary().autoincrement(),
+    /** The writing transaction's id (xid8): events are followed in (tx, id) order. */
+    tx: p.bigint().defaultRaw("((pg_current_xact_id())::text)::bigint"),
+    type: p.text(),
+    purpose: p.text().nullable(),
+    identityId: p.uuid().nullable(),
+    codeId: p.uuid().nullable(),
+    mailId: p.uuid().nullable(),
+    /** The admin token id of an admin action. */
+    actor: p.text().nullable(),
+    requestId: p.text().nullable(),
+    details: p.json<Record<string, string>>().nullable(),
+    occurredAt: p.datetime(),
+  },
+  indexes: [
+    { name: "event_org_position_idx", expression: "create index event_org_position_idx on event (org_id, tx, id)" },
+    { name: "event_position_idx", expression: "create index event_position_idx on event (tx, id)" },
+    { name: "event_occurred_at_idx", expression: "create index event_occurred_at_idx on event using brin (occurred_at)" },
+  ],
+});
+export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity, MailTemplateEntity, EventEntity];

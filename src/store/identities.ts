@@ -1,5 +1,6 @@
 // Identities: created pending (with their registration code, in the caller's
 // transaction), read, listed and switched on or off by the admin API.
+import type { Audit } from "../domain/events.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import { normalizeUsername } from "../domain/identity.ts";
 import { IdentityEntity } from "./entities.ts";
@@ -42,22 +43,52 @@ export async function listIdentities(orm: Orm, orgId: string, cursor: Cursor | u
   return rows.map(identityOf);
 }
 
-/** Sets (null: removes) an identity's phone number; answers it, or undefined when there is none. */
-export async function setIdentityPhoneNumber(orm: Orm, id: string, phoneNumber: string | null): Promise<Identity | undefined> {
-  const em = orm.em.fork();
-  const row = await em.findOne(IdentityEntity, { id });
-  if (!row) return undefined;
-  row.phoneNumber = phoneNumber;
-  await em.flush();
-  return identityOf(row);
+/**
+ * Sets (null: removes) an identity's phone number and records that in the event
+ * trail (whether one is set, never the number), in one statement. Answers the
+ * identity, or undefined when there is none.
+ */
+export async function setIdentityPhoneNumber(sql: Sql, orgId: string, id: string, phoneNumber: string | null, now: Date, audit: Audit = {}): Promise<Identity | undefined> {
+  const [row] = await sql.query(
+    `with changed as (
+       update identity set phone_number = $3 where org_id = $1 and id = $2::uuid
+       returning org_id, id, username, state, created_at, registered_at, phone_number
+     ), logged as (
+       insert into event (org_id, type, identity_id, actor, request_id, details, occurred_at)
+       select org_id, 'identity.phone_number_set', id, nullif($5::text, ''), nullif($6::text, ''),
+         jsonb_build_object('set', (phone_number is not null)::text), $4
+       from changed
+     )
+     select org_id, id, username, state, created_at, registered_at, phone_number from changed`,
+    [orgId, id, phoneNumber, now, audit.actor ?? "", audit.requestId ?? ""],
+  );
+  return row ? identityOf({ id: row.id, orgId: row.org_id, username: row.username, state: row.state, createdAt: row.created_at, registeredAt: row.registered_at, phoneNumber: row.phone_number }) : undefined;
 }
 
-/** Sets an identity's state; answers it, or undefined when there is none. */
-export async function setIdentityState(orm: Orm, id: string, state: IdentityState): Promise<Identity | undefined> {
-  const em = orm.em.fork();
-  const row = await em.findOne(IdentityEntity, { id });
-  if (!row) return undefined;
-  row.state = state;
-  await em.flush();
-  return identityOf(row);
+/**
+ * Sets an identity's state, in one statement with what goes with it: a disabled
+ * identity's live codes die, and the change is recorded in the event trail
+ * (from, to, codes invalidated). Answers the identity, or undefined when there is none.
+ * Named by its organization too: every statement that writes names it.
+ */
+export async function setIdentityState(sql: Sql, orgId: string, id: string, state: IdentityState, now: Date, audit: Audit = {}): Promise<Identity | undefined> {
+  const [row] = await sql.query(
+    `with changed as (
+       update identity i set state = $2 from identity old
+       where i.org_id = $6 and i.id = $1::uuid and old.org_id = $6 and old.id = i.id
+       returning i.org_id, i.id, i.username, i.state, i.created_at, i.registered_at, i.phone_number, old.state as previous
+     ), killed as (
+       update code c set dead_at = $3 from changed
+       where $2 = 'disabled' and c.org_id = changed.org_id and c.identity_id = changed.id and c.dead_at is null
+       returning c.id
+     ), logged as (
+       insert into event (org_id, type, identity_id, actor, request_id, details, occurred_at)
+       select org_id, 'identity.state_changed', id, nullif($4::text, ''), nullif($5::text, ''),
+         jsonb_build_object('from', previous, 'to', state, 'invalidated', (select count(*) from killed)::text), $3
+       from changed
+     )
+     select org_id, id, username, state, created_at, registered_at, phone_number from changed`,
+    [id, state, now, audit.actor ?? "", audit.requestId ?? "", orgId],
+  );
+  return row ? identityOf({ id: row.id, orgId: row.org_id, username: row.username, state: row.state, createdAt: row.created_at, registeredAt: row.registered_at, phoneNumber: row.phone_number }) : undefined;
 }

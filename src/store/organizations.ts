@@ -1,5 +1,6 @@
 // Organizations: found by id or tenant on the hot path (one prepared statement),
 // created and listed by the admin API (MikroORM).
+import type { Audit } from "../domain/events.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
 import { OrganizationEntity } from "./entities.ts";
 import type { Orm } from "./orm.ts";
@@ -24,10 +25,16 @@ export async function findOrganization(sql: Sql, orgId: string, tenantId: string
   return orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at });
 }
 
-export async function createOrganization(orm: Orm, org: Org): Promise<Org> {
-  const em = orm.em.fork();
-  em.create(OrganizationEntity, { id: org.id, tenantId: org.tenantId, name: org.name, settings: org.settings as Record<string, unknown>, createdAt: org.createdAt });
-  await em.flush();
+/** Inserts an organization and its event of the trail, in one statement. */
+export async function createOrganization(sql: Sql, org: Org, audit: Audit = {}): Promise<Org> {
+  await sql.query(
+    `with created as (
+       insert into organization (id, tenant_id, name, settings, created_at) values ($1, $2, $3, $4::jsonb, $5) returning id
+     )
+     insert into event (org_id, type, actor, request_id, occurred_at)
+     select id, 'organization.created', nullif($6::text, ''), nullif($7::text, ''), $5 from created`,
+    [org.id, org.tenantId, org.name, JSON.stringify(org.settings), org.createdAt, audit.actor ?? "", audit.requestId ?? ""],
+  );
   return org;
 }
 

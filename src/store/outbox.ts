@@ -39,28 +39,43 @@ returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count
 // The outcomes commit without waiting for the disk: a crash of PostgreSQL that
 // forgets one leaves the mail queued, and it goes out again when its lease ends
 // (at least once, as any courier crash already allows).
-const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', true)) as async_commit`;
+export const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', true)) as async_commit`;
 
 const RENEW_SQL = `
 update courier_message m set claimed_until = $2
 from ${ASYNC_COMMIT}
 where m.org_id = $3 and m.id = any($4::uuid[]) and m.status = 'queued' and m.claimed_until > $1`;
 
+// Each outcome that ends a mail is recorded in the trail by the same statement.
 const SENT_SQL = `
-update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
-  send_count = m.send_count + 1, updated_at = $1
-from ${ASYNC_COMMIT}
-where m.org_id = $2 and m.id = any($3::uuid[])`;
+with sent as (
+  update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
+    send_count = m.send_count + 1, updated_at = $1
+  from ${ASYNC_COMMIT}
+  where m.org_id = $2 and m.id = any($3::uuid[])
+  returning m.org_id, m.id, m.purpose
+), logged as (
+  insert into event (org_id, type, purpose, mail_id, occurred_at)
+  select org_id, 'mail.sent', purpose, id, $1 from sent
+)
+select count(*)::int as sent from sent`;
 
 const FAILED_SQL = `
-update courier_message m set
-  send_count = m.send_count + 1, last_error = f.error, claimed_until = null, updated_at = $1,
-  next_attempt_at = f.next_at,
-  status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
-  body = case when m.send_count + 1 >= $2 then null else m.body end
-from unnest($4::uuid[], $5::timestamptz[], $6::text[]) as f(id, next_at, error), ${ASYNC_COMMIT}
-where m.org_id = $3 and m.id = any($4::uuid[]) and m.id = f.id
-returning m.status, m.purpose`;
+with failed as (
+  update courier_message m set
+    send_count = m.send_count + 1, last_error = f.error, claimed_until = null, updated_at = $1,
+    next_attempt_at = f.next_at,
+    status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
+    body = case when m.send_count + 1 >= $2 then null else m.body end
+  from unnest($4::uuid[], $5::timestamptz[], $6::text[]) as f(id, next_at, error), ${ASYNC_COMMIT}
+  where m.org_id = $3 and m.id = any($4::uuid[]) and m.id = f.id
+  returning m.org_id, m.id, m.status, m.purpose, m.send_count
+), logged as (
+  -- The error is not recorded: a mail server's answer may quote the address.
+  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
+  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text), $1 from failed where status = 'abandoned'
+)
+select status, purpose from failed`;
 
 /** A claimed mail: its sealed body and what the courier needs to send and record it. */
 export interface ClaimedMail {

@@ -2,8 +2,8 @@
 // @generated from file codegate/v1/admin.proto (package codegate.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { file_codegate_v1_http } from "./http_pb.ts";
 import type { CodePurpose, CourierMessage, CourierMessageStatus, Identity, IdentityState, MailKind, MailTemplate, MailTemplateContent, MailTemplateSource, Organization, OrganizationSettings } from "./types_pb.ts";
@@ -11,13 +11,13 @@ import { file_codegate_v1_types } from "./types_pb.ts";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.ts";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import type { Message, UnknownEnum } from "@bufbuild/protobuf";
 
 /**
  * Describes the file codegate/v1/admin.proto.
  */
 export const file_codegate_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chdjb2RlZ2F0ZS92MS9hZG1pbi5wcm90bxILY29kZWdhdGUudjEizAEKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSLQoEbmFtZRgBIAEoCUIfukgcchoQARjIATITXlteXHgwMC1ceDFmXHg3Zl0qJBJLCgl0ZW5hbnRfaWQYAiABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjMKCHNldHRpbmdzGAMgASgLMiEuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MiTQoaQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uIl0KFkdldE9yZ2FuaXphdGlvblJlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQiSgoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uImkKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgCIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiZgoZTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRIwCg1vcmdhbml6YXRpb25zGAEgAygLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKmAgoVQ3JlYXRlSWRlbnRpdHlSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjEKCHVzZXJuYW1lGAIgASgJQh+6SBxyGhj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJGABEh4KFnNraXBfcmVnaXN0cmF0aW9uX2NvZGUYAyABKAgSPwoGbG9jYWxlGAQgASgJQi+6SCzYAQFyJxgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJBI0CgxwaG9uZV9udW1iZXIYBSABKAlCHrpIG9gBAXIWMhReXCtbMS05XVswLTldezYsMTR9JCJBChZDcmVhdGVJZGVudGl0eVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkiMwoSR2V0SWRlbnRpdHlSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABASI+ChNHZXRJZGVudGl0eVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkiqwEKFUxpc3RJZGVudGl0aWVzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgDIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiXAoWTGlzdElkZW50aXRpZXNSZXNwb25zZRIpCgppZGVudGl0aWVzGAEgAygLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInQKHVNldElkZW50aXR5UGhvbmVOdW1iZXJSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABARI0CgxwaG9uZV9udW1iZXIYAiABKAlCHrpIG9gBAXIWMhReXCtbMS05XVswLTldezYsMTR9JCJJCh5TZXRJZGVudGl0eVBob25lTnVtYmVyUmVzcG9uc2USJwoIaWRlbnRpdHkYASABKAsyFS5jb2RlZ2F0ZS52MS5JZGVudGl0eSJvChdTZXRJZGVudGl0eVN0YXRlUmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQESNQoFc3RhdGUYAiABKA4yGi5jb2RlZ2F0ZS52MS5JZGVudGl0eVN0YXRlQgq6SAeCAQQYAhgDIkMKGFNldElkZW50aXR5U3RhdGVSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Io0BChlDcmVhdGVSZWNvdmVyeUNvZGVSZXF1ZXN0EioKC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABAVILaWRlbnRpdHlfaWQSRAoKZXhwaXJlc19pbhgCIAEoCUIkukghch8YQDIbXihbMC05XSsobnN8dXN8bXN8c3xtfGgpKSokUgpleHBpcmVzX2luIqQBChpDcmVhdGVSZWNvdmVyeUNvZGVSZXNwb25zZRI6CgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKZXhwaXJlc19hdBIkCg1yZWNvdmVyeV9jb2RlGAIgASgJUg1yZWNvdmVyeV9jb2RlEiQKDXJlY292ZXJ5X2xpbmsYAyABKAlSDXJlY292ZXJ5X2xpbmsibAoWSW52YWxpZGF0ZUNvZGVzUmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQESMwoHcHVycG9zZRgCIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlQgi6SAWCAQIQASI0ChdJbnZhbGlkYXRlQ29kZXNSZXNwb25zZRIZChFpbnZhbGlkYXRlZF9jb3VudBgBIAEoDSLtAQoaTGlzdENvdXJpZXJNZXNzYWdlc1JlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSOwoGc3RhdHVzGAIgASgOMiEuY29kZWdhdGUudjEuQ291cmllck1lc3NhZ2VTdGF0dXNCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY9AMoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRiAAjIQXltBLVphLXowLTlfLV0qJCJlChtMaXN0Q291cmllck1lc3NhZ2VzUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy5jb2RlZ2F0ZS52MS5Db3VyaWVyTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkinQEKIVVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIzCghzZXR0aW5ncxgCIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIlUKIlVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uIrYCChZTZXRNYWlsVGVtcGxhdGVSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEi8KBGtpbmQYAiABKA4yFS5jb2RlZ2F0ZS52MS5NYWlsS2luZEIKukgHggEEEAEgABI+CgZsb2NhbGUYAyABKAlCLrpIK3IpEAIYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSMAoHc3ViamVjdBgEIAEoCUIfukgcchoQARjIATITXlteXHgwMC1ceDFmXHg3Zl0qJBIZCgR0ZXh0GAUgASgJQgu6SAhyBhABGICAARIZCgRodG1sGAYgASgJQgu6SAhyBhABGICAAiJGChdTZXRNYWlsVGVtcGxhdGVSZXNwb25zZRIrCgh0ZW1wbGF0ZRgBIAEoCzIZLmNvZGVnYXRlLnYxLk1haWxUZW1wbGF0ZSJfChhMaXN0TWFpbFRlbXBsYXRlc1JlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQiYwoZTGlzdE1haWxUZW1wbGF0ZXNSZXNwb25zZRIsCgl0ZW1wbGF0ZXMYASADKAsyGS5jb2RlZ2F0ZS52MS5NYWlsVGVtcGxhdGUSGAoQYnVpbHRfaW5fbG9jYWxlcxgCIAMoCSLRAQoZRGVsZXRlTWFpbFRlbXBsYXRlUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIvCgRraW5kGAIgASgOMhUuY29kZWdhdGUudjEuTWFpbEtpbmRCCrpIB4IBBBABIAASPgoGbG9jYWxlGAMgASgJQi66SCtyKRACGCMyI15bQS1aYS16XXsyLDh9KC1bQS1aYS16MC05XXsxLDh9KSokIi0KGkRlbGV0ZU1haWxUZW1wbGF0ZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgigwIKGlByZXZpZXdNYWlsVGVtcGxhdGVSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEi8KBGtpbmQYAiABKA4yFS5jb2RlZ2F0ZS52MS5NYWlsS2luZEIKukgHggEEEAEgABI+CgZsb2NhbGUYAyABKAlCLrpIK3IpEAIYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSLwoFZHJhZnQYBCABKAsyIC5jb2RlZ2F0ZS52MS5NYWlsVGVtcGxhdGVDb250ZW50IosBChtQcmV2aWV3TWFpbFRlbXBsYXRlUmVzcG9uc2USDwoHc3ViamVjdBgBIAEoCRIMCgR0ZXh0GAIgASgJEgwKBGh0bWwYAyABKAkSDgoGbG9jYWxlGAQgASgJEi8KBnNvdXJjZRgFIAEoDjIfLmNvZGVnYXRlLnYxLk1haWxUZW1wbGF0ZVNvdXJjZTKcEAoMQWRtaW5TZXJ2aWNlEmUKEkNyZWF0ZU9yZ2FuaXphdGlvbhImLmNvZGVnYXRlLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaJy5jb2RlZ2F0ZS52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJcCg9HZXRPcmdhbml6YXRpb24SIy5jb2RlZ2F0ZS52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GiQuY29kZWdhdGUudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USYgoRTGlzdE9yZ2FuaXphdGlvbnMSJS5jb2RlZ2F0ZS52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaJi5jb2RlZ2F0ZS52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlElkKDkNyZWF0ZUlkZW50aXR5EiIuY29kZWdhdGUudjEuQ3JlYXRlSWRlbnRpdHlSZXF1ZXN0GiMuY29kZWdhdGUudjEuQ3JlYXRlSWRlbnRpdHlSZXNwb25zZRJQCgtHZXRJZGVudGl0eRIfLmNvZGVnYXRlLnYxLkdldElkZW50aXR5UmVxdWVzdBogLmNvZGVnYXRlLnYxLkdldElkZW50aXR5UmVzcG9uc2USWQoOTGlzdElkZW50aXRpZXMSIi5jb2RlZ2F0ZS52MS5MaXN0SWRlbnRpdGllc1JlcXVlc3QaIy5jb2RlZ2F0ZS52MS5MaXN0SWRlbnRpdGllc1Jlc3BvbnNlEqoBChZTZXRJZGVudGl0eVBob25lTnVtYmVyEiouY29kZWdhdGUudjEuU2V0SWRlbnRpdHlQaG9uZU51bWJlclJlcXVlc3QaKy5jb2RlZ2F0ZS52MS5TZXRJZGVudGl0eVBob25lTnVtYmVyUmVzcG9uc2UiN4LT5JMCMToBKhosL2FkbWluL2lkZW50aXRpZXMve2lkZW50aXR5X2lkfS9waG9uZS1udW1iZXISXwoQU2V0SWRlbnRpdHlTdGF0ZRIkLmNvZGVnYXRlLnYxLlNldElkZW50aXR5U3RhdGVSZXF1ZXN0GiUuY29kZWdhdGUudjEuU2V0SWRlbnRpdHlTdGF0ZVJlc3BvbnNlEqQBChJDcmVhdGVSZWNvdmVyeUNvZGUSJi5jb2RlZ2F0ZS52MS5DcmVhdGVSZWNvdmVyeUNvZGVSZXF1ZXN0GicuY29kZWdhdGUudjEuQ3JlYXRlUmVjb3ZlcnlDb2RlUmVzcG9uc2UiPYCAGckBgtPkkwIyOgEqWhc6ASoiEi9pYW0vcmVjb3ZlcnkvY29kZSIUL2FkbWluL3JlY292ZXJ5L2NvZGUSXAoPSW52YWxpZGF0ZUNvZGVzEiMuY29kZWdhdGUudjEuSW52YWxpZGF0ZUNvZGVzUmVxdWVzdBokLmNvZGVnYXRlLnYxLkludmFsaWRhdGVDb2Rlc1Jlc3BvbnNlEmgKE0xpc3RDb3VyaWVyTWVzc2FnZXMSJy5jb2RlZ2F0ZS52MS5MaXN0Q291cmllck1lc3NhZ2VzUmVxdWVzdBooLmNvZGVnYXRlLnYxLkxpc3RDb3VyaWVyTWVzc2FnZXNSZXNwb25zZRKwAQoaVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3MSLi5jb2RlZ2F0ZS52MS5VcGRhdGVPcmdhbml6YXRpb25TZXR0aW5nc1JlcXVlc3QaLy5jb2RlZ2F0ZS52MS5VcGRhdGVPcmdhbml6YXRpb25TZXR0aW5nc1Jlc3BvbnNlIjGC0+STAis6ASoaJi9hZG1pbi9vcmdhbml6YXRpb25zL3tvcmdfaWR9L3NldHRpbmdzEqUBCg9TZXRNYWlsVGVtcGxhdGUSIy5jb2RlZ2F0ZS52MS5TZXRNYWlsVGVtcGxhdGVSZXF1ZXN0GiQuY29kZWdhdGUudjEuU2V0TWFpbFRlbXBsYXRlUmVzcG9uc2UiR4LT5JMCQToBKho8L2FkbWluL29yZ2FuaXphdGlvbnMve29yZ19pZH0vbWFpbC10ZW1wbGF0ZXMve2tpbmR9L3tsb2NhbGV9EpgBChFMaXN0TWFpbFRlbXBsYXRlcxIlLmNvZGVnYXRlLnYxLkxpc3RNYWlsVGVtcGxhdGVzUmVxdWVzdBomLmNvZGVnYXRlLnYxLkxpc3RNYWlsVGVtcGxhdGVzUmVzcG9uc2UiNILT5JMCLhIsL2FkbWluL29yZ2FuaXphdGlvbnMve29yZ19pZH0vbWFpbC10ZW1wbGF0ZXMSqwEKEkRlbGV0ZU1haWxUZW1wbGF0ZRImLmNvZGVnYXRlLnYxLkRlbGV0ZU1haWxUZW1wbGF0ZVJlcXVlc3QaJy5jb2RlZ2F0ZS52MS5EZWxldGVNYWlsVGVtcGxhdGVSZXNwb25zZSJEgtPkkwI+KjwvYWRtaW4vb3JnYW5pemF0aW9ucy97b3JnX2lkfS9tYWlsLXRlbXBsYXRlcy97a2luZH0ve2xvY2FsZX0SuQEKE1ByZXZpZXdNYWlsVGVtcGxhdGUSJy5jb2RlZ2F0ZS52MS5QcmV2aWV3TWFpbFRlbXBsYXRlUmVxdWVzdBooLmNvZGVnYXRlLnYxLlByZXZpZXdNYWlsVGVtcGxhdGVSZXNwb25zZSJPgtPkkwJJOgEqIkQvYWRtaW4vb3JnYW5pemF0aW9ucy97b3JnX2lkfS9tYWlsLXRlbXBsYXRlcy97a2luZH0ve2xvY2FsZX0vcHJldmlld2IGcHJvdG8z", [file_buf_validate_validate, file_codegate_v1_http, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("Chdjb2RlZ2F0ZS92MS9hZG1pbi5wcm90bxILY29kZWdhdGUudjEizAEKGUNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QSLQoEbmFtZRgBIAEoCUIfukgcchoQARjIATITXlteXHgwMC1ceDFmXHg3Zl0qJBJLCgl0ZW5hbnRfaWQYAiABKAlCOLpINdgBAXIwMi5eYWNjdC1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjMKCHNldHRpbmdzGAMgASgLMiEuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MiTQoaQ3JlYXRlT3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uIl0KFkdldE9yZ2FuaXphdGlvblJlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQiSgoXR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uImkKGExpc3RPcmdhbml6YXRpb25zUmVxdWVzdBIdCglwYWdlX3NpemUYASABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgCIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiZgoZTGlzdE9yZ2FuaXphdGlvbnNSZXNwb25zZRIwCg1vcmdhbml6YXRpb25zGAEgAygLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKmAgoVQ3JlYXRlSWRlbnRpdHlSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEjEKCHVzZXJuYW1lGAIgASgJQh+6SBxyGhj+ATITXlteXHgwMC1ceDFmXHg3Zl0qJGABEh4KFnNraXBfcmVnaXN0cmF0aW9uX2NvZGUYAyABKAgSPwoGbG9jYWxlGAQgASgJQi+6SCzYAQFyJxgjMiNeW0EtWmEtel17Miw4fSgtW0EtWmEtejAtOV17MSw4fSkqJBI0CgxwaG9uZV9udW1iZXIYBSABKAlCHrpIG9gBAXIWMhReXCtbMS05XVswLTldezYsMTR9JCJBChZDcmVhdGVJZGVudGl0eVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkiMwoSR2V0SWRlbnRpdHlSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABASI+ChNHZXRJZGVudGl0eVJlc3BvbnNlEicKCGlkZW50aXR5GAEgASgLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkiqwEKFUxpc3RJZGVudGl0aWVzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIdCglwYWdlX3NpemUYAiABKAVCCrpIBxoFGPQDKAASLgoKcGFnZV90b2tlbhgDIAEoCUIaukgXchUYgAIyEF5bQS1aYS16MC05Xy1dKiQiXAoWTGlzdElkZW50aXRpZXNSZXNwb25zZRIpCgppZGVudGl0aWVzGAEgAygLMhUuY29kZWdhdGUudjEuSWRlbnRpdHkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInQKHVNldElkZW50aXR5UGhvbmVOdW1iZXJSZXF1ZXN0Eh0KC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABARI0CgxwaG9uZV9udW1iZXIYAiABKAlCHrpIG9gBAXIWMhReXCtbMS05XVswLTldezYsMTR9JCJJCh5TZXRJZGVudGl0eVBob25lTnVtYmVyUmVzcG9uc2USJwoIaWRlbnRpdHkYASABKAsyFS5jb2RlZ2F0ZS52MS5JZGVudGl0eSJvChdTZXRJZGVudGl0eVN0YXRlUmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQESNQoFc3RhdGUYAiABKA4yGi5jb2RlZ2F0ZS52MS5JZGVudGl0eVN0YXRlQgq6SAeCAQQYAhgDIkMKGFNldElkZW50aXR5U3RhdGVSZXNwb25zZRInCghpZGVudGl0eRgBIAEoCzIVLmNvZGVnYXRlLnYxLklkZW50aXR5Io0BChlDcmVhdGVSZWNvdmVyeUNvZGVSZXF1ZXN0EioKC2lkZW50aXR5X2lkGAEgASgJQgi6SAVyA7ABAVILaWRlbnRpdHlfaWQSRAoKZXhwaXJlc19pbhgCIAEoCUIkukghch8YQDIbXihbMC05XSsobnN8dXN8bXN8c3xtfGgpKSokUgpleHBpcmVzX2luIqQBChpDcmVhdGVSZWNvdmVyeUNvZGVSZXNwb25zZRI6CgpleHBpcmVzX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcFIKZXhwaXJlc19hdBIkCg1yZWNvdmVyeV9jb2RlGAIgASgJUg1yZWNvdmVyeV9jb2RlEiQKDXJlY292ZXJ5X2xpbmsYAyABKAlSDXJlY292ZXJ5X2xpbmsibAoWSW52YWxpZGF0ZUNvZGVzUmVxdWVzdBIdCgtpZGVudGl0eV9pZBgBIAEoCUIIukgFcgOwAQESMwoHcHVycG9zZRgCIAEoDjIYLmNvZGVnYXRlLnYxLkNvZGVQdXJwb3NlQgi6SAWCAQIQASI0ChdJbnZhbGlkYXRlQ29kZXNSZXNwb25zZRIZChFpbnZhbGlkYXRlZF9jb3VudBgBIAEoDSLtAQoaTGlzdENvdXJpZXJNZXNzYWdlc1JlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQSOwoGc3RhdHVzGAIgASgOMiEuY29kZWdhdGUudjEuQ291cmllck1lc3NhZ2VTdGF0dXNCCLpIBYIBAhABEh0KCXBhZ2Vfc2l6ZRgDIAEoBUIKukgHGgUY9AMoABIuCgpwYWdlX3Rva2VuGAQgASgJQhq6SBdyFRiAAjIQXltBLVphLXowLTlfLV0qJCJlChtMaXN0Q291cmllck1lc3NhZ2VzUmVzcG9uc2USLQoIbWVzc2FnZXMYASADKAsyGy5jb2RlZ2F0ZS52MS5Db3VyaWVyTWVzc2FnZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkinQEKIVVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIzCghzZXR0aW5ncxgCIAEoCzIhLmNvZGVnYXRlLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIlUKIlVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzUmVzcG9uc2USLwoMb3JnYW5pemF0aW9uGAEgASgLMhkuY29kZWdhdGUudjEuT3JnYW5pemF0aW9uIrYCChZTZXRNYWlsVGVtcGxhdGVSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEi8KBGtpbmQYAiABKA4yFS5jb2RlZ2F0ZS52MS5NYWlsS2luZEIKukgHggEEEAEgABI+CgZsb2NhbGUYAyABKAlCLrpIK3IpEAIYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSMAoHc3ViamVjdBgEIAEoCUIfukgcchoQARjIATITXlteXHgwMC1ceDFmXHg3Zl0qJBIZCgR0ZXh0GAUgASgJQgu6SAhyBhABGICAARIZCgRodG1sGAYgASgJQgu6SAhyBhABGICAAiJGChdTZXRNYWlsVGVtcGxhdGVSZXNwb25zZRIrCgh0ZW1wbGF0ZRgBIAEoCzIZLmNvZGVnYXRlLnYxLk1haWxUZW1wbGF0ZSJfChhMaXN0TWFpbFRlbXBsYXRlc1JlcXVlc3QSQwoGb3JnX2lkGAEgASgJQjO6SDByLjIsXm9yLVthLXowLTldezV9LVthLXowLTldezV9LVthLXowLTldezE0LDE3fSQiYwoZTGlzdE1haWxUZW1wbGF0ZXNSZXNwb25zZRIsCgl0ZW1wbGF0ZXMYASADKAsyGS5jb2RlZ2F0ZS52MS5NYWlsVGVtcGxhdGUSGAoQYnVpbHRfaW5fbG9jYWxlcxgCIAMoCSLRAQoZRGVsZXRlTWFpbFRlbXBsYXRlUmVxdWVzdBJDCgZvcmdfaWQYASABKAlCM7pIMHIuMixeb3ItW2EtejAtOV17NX0tW2EtejAtOV17NX0tW2EtejAtOV17MTQsMTd9JBIvCgRraW5kGAIgASgOMhUuY29kZWdhdGUudjEuTWFpbEtpbmRCCrpIB4IBBBABIAASPgoGbG9jYWxlGAMgASgJQi66SCtyKRACGCMyI15bQS1aYS16XXsyLDh9KC1bQS1aYS16MC05XXsxLDh9KSokIi0KGkRlbGV0ZU1haWxUZW1wbGF0ZVJlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAgigwIKGlByZXZpZXdNYWlsVGVtcGxhdGVSZXF1ZXN0EkMKBm9yZ19pZBgBIAEoCUIzukgwci4yLF5vci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30kEi8KBGtpbmQYAiABKA4yFS5jb2RlZ2F0ZS52MS5NYWlsS2luZEIKukgHggEEEAEgABI+CgZsb2NhbGUYAyABKAlCLrpIK3IpEAIYIzIjXltBLVphLXpdezIsOH0oLVtBLVphLXowLTldezEsOH0pKiQSLwoFZHJhZnQYBCABKAsyIC5jb2RlZ2F0ZS52MS5NYWlsVGVtcGxhdGVDb250ZW50IosBChtQcmV2aWV3TWFpbFRlbXBsYXRlUmVzcG9uc2USDwoHc3ViamVjdBgBIAEoCRIMCgR0ZXh0GAIgASgJEgwKBGh0bWwYAyABKAkSDgoGbG9jYWxlGAQgASgJEi8KBnNvdXJjZRgFIAEoDjIfLmNvZGVnYXRlLnYxLk1haWxUZW1wbGF0ZVNvdXJjZSLxAgoFRXZlbnQSDgoGY3Vyc29yGAEgASgJEgoKAmlkGAIgASgDEg4KBm9yZ19pZBgDIAEoCRIkCgR0eXBlGAQgASgOMhYuY29kZWdhdGUudjEuRXZlbnRUeXBlEikKB3B1cnBvc2UYBSABKA4yGC5jb2RlZ2F0ZS52MS5Db2RlUHVycG9zZRITCgtpZGVudGl0eV9pZBgGIAEoCRIPCgdjb2RlX2lkGAcgASgJEg8KB21haWxfaWQYCCABKAkSDQoFYWN0b3IYCSABKAkSEgoKcmVxdWVzdF9pZBgKIAEoCRIwCgdkZXRhaWxzGAsgAygLMh8uY29kZWdhdGUudjEuRXZlbnQuRGV0YWlsc0VudHJ5Ei8KC29jY3VycmVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLKAgoRTGlzdEV2ZW50c1JlcXVlc3QSRgoGb3JnX2lkGAEgASgJQja6SDNyMTIvXihvci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30pPyQSLgoEdHlwZRgCIAEoDjIWLmNvZGVnYXRlLnYxLkV2ZW50VHlwZUIIukgFggECEAESbgoLaWRlbnRpdHlfaWQYAyABKAlCWbpIVnJUGCQyUF4oWzAtOWEtZkEtRl17OH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17NH0tWzAtOWEtZkEtRl17MTJ9KT8kEh0KCXBhZ2Vfc2l6ZRgEIAEoBUIKukgHGgUY9AMoABIuCgpwYWdlX3Rva2VuGAUgASgJQhq6SBdyFRiAAjIQXltBLVphLXowLTlfLV0qJCJRChJMaXN0RXZlbnRzUmVzcG9uc2USIgoGZXZlbnRzGAEgAygLMhIuY29kZWdhdGUudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpIBChJXYXRjaEV2ZW50c1JlcXVlc3QSRgoGb3JnX2lkGAEgASgJQja6SDNyMTIvXihvci1bYS16MC05XXs1fS1bYS16MC05XXs1fS1bYS16MC05XXsxNCwxN30pPyQSNAoFYWZ0ZXIYAiABKAlCJbpIInIgGEAyHF4oWzAtOV17MSwxOX0tWzAtOV17MSwxOX0pPyQiOQoTV2F0Y2hFdmVudHNSZXNwb25zZRIiCgZldmVudHMYASADKAsyEi5jb2RlZ2F0ZS52MS5FdmVudCqBBAoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIaChZFVkVOVF9UWVBFX0NPREVfSVNTVUVEEAESHAoYRVZFTlRfVFlQRV9DT0RFX1ZFUklGSUVEEAISGgoWRVZFTlRfVFlQRV9DT0RFX0ZBSUxFRBADEhoKFkVWRU5UX1RZUEVfQ09ERV9MT0NLRUQQBBIYChRFVkVOVF9UWVBFX01BSUxfU0VOVBAFEh0KGUVWRU5UX1RZUEVfTUFJTF9BQkFORE9ORUQQBhIjCh9FVkVOVF9UWVBFX09SR0FOSVpBVElPTl9DUkVBVEVEEAcSLAooRVZFTlRfVFlQRV9PUkdBTklaQVRJT05fU0VUVElOR1NfVVBEQVRFRBAIEh8KG0VWRU5UX1RZUEVfSURFTlRJVFlfQ1JFQVRFRBAJEiUKIUVWRU5UX1RZUEVfSURFTlRJVFlfU1RBVEVfQ0hBTkdFRBAKEiAKHEVWRU5UX1RZUEVfQ09ERVNfSU5WQUxJREFURUQQCxIgChxFVkVOVF9UWVBFX01BSUxfVEVNUExBVEVfU0VUEAwSJAogRVZFTlRfVFlQRV9NQUlMX1RFTVBMQVRFX0RFTEVURUQQDRIoCiRFVkVOVF9UWVBFX0lERU5USVRZX1BIT05FX05VTUJFUl9TRVQQDjK/EQoMQWRtaW5TZXJ2aWNlEmUKEkNyZWF0ZU9yZ2FuaXphdGlvbhImLmNvZGVnYXRlLnYxLkNyZWF0ZU9yZ2FuaXphdGlvblJlcXVlc3QaJy5jb2RlZ2F0ZS52MS5DcmVhdGVPcmdhbml6YXRpb25SZXNwb25zZRJcCg9HZXRPcmdhbml6YXRpb24SIy5jb2RlZ2F0ZS52MS5HZXRPcmdhbml6YXRpb25SZXF1ZXN0GiQuY29kZWdhdGUudjEuR2V0T3JnYW5pemF0aW9uUmVzcG9uc2USYgoRTGlzdE9yZ2FuaXphdGlvbnMSJS5jb2RlZ2F0ZS52MS5MaXN0T3JnYW5pemF0aW9uc1JlcXVlc3QaJi5jb2RlZ2F0ZS52MS5MaXN0T3JnYW5pemF0aW9uc1Jlc3BvbnNlElkKDkNyZWF0ZUlkZW50aXR5EiIuY29kZWdhdGUudjEuQ3JlYXRlSWRlbnRpdHlSZXF1ZXN0GiMuY29kZWdhdGUudjEuQ3JlYXRlSWRlbnRpdHlSZXNwb25zZRJQCgtHZXRJZGVudGl0eRIfLmNvZGVnYXRlLnYxLkdldElkZW50aXR5UmVxdWVzdBogLmNvZGVnYXRlLnYxLkdldElkZW50aXR5UmVzcG9uc2USWQoOTGlzdElkZW50aXRpZXMSIi5jb2RlZ2F0ZS52MS5MaXN0SWRlbnRpdGllc1JlcXVlc3QaIy5jb2RlZ2F0ZS52MS5MaXN0SWRlbnRpdGllc1Jlc3BvbnNlEqoBChZTZXRJZGVudGl0eVBob25lTnVtYmVyEiouY29kZWdhdGUudjEuU2V0SWRlbnRpdHlQaG9uZU51bWJlclJlcXVlc3QaKy5jb2RlZ2F0ZS52MS5TZXRJZGVudGl0eVBob25lTnVtYmVyUmVzcG9uc2UiN4LT5JMCMToBKhosL2FkbWluL2lkZW50aXRpZXMve2lkZW50aXR5X2lkfS9waG9uZS1udW1iZXISXwoQU2V0SWRlbnRpdHlTdGF0ZRIkLmNvZGVnYXRlLnYxLlNldElkZW50aXR5U3RhdGVSZXF1ZXN0GiUuY29kZWdhdGUudjEuU2V0SWRlbnRpdHlTdGF0ZVJlc3BvbnNlEqQBChJDcmVhdGVSZWNvdmVyeUNvZGUSJi5jb2RlZ2F0ZS52MS5DcmVhdGVSZWNvdmVyeUNvZGVSZXF1ZXN0GicuY29kZWdhdGUudjEuQ3JlYXRlUmVjb3ZlcnlDb2RlUmVzcG9uc2UiPYCAGckBgtPkkwIyOgEqWhc6ASoiEi9pYW0vcmVjb3ZlcnkvY29kZSIUL2FkbWluL3JlY292ZXJ5L2NvZGUSXAoPSW52YWxpZGF0ZUNvZGVzEiMuY29kZWdhdGUudjEuSW52YWxpZGF0ZUNvZGVzUmVxdWVzdBokLmNvZGVnYXRlLnYxLkludmFsaWRhdGVDb2Rlc1Jlc3BvbnNlEmgKE0xpc3RDb3VyaWVyTWVzc2FnZXMSJy5jb2RlZ2F0ZS52MS5MaXN0Q291cmllck1lc3NhZ2VzUmVxdWVzdBooLmNvZGVnYXRlLnYxLkxpc3RDb3VyaWVyTWVzc2FnZXNSZXNwb25zZRJNCgpMaXN0RXZlbnRzEh4uY29kZWdhdGUudjEuTGlzdEV2ZW50c1JlcXVlc3QaHy5jb2RlZ2F0ZS52MS5MaXN0RXZlbnRzUmVzcG9uc2USUgoLV2F0Y2hFdmVudHMSHy5jb2RlZ2F0ZS52MS5XYXRjaEV2ZW50c1JlcXVlc3QaIC5jb2RlZ2F0ZS52MS5XYXRjaEV2ZW50c1Jlc3BvbnNlMAESsAEKGlVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzEi4uY29kZWdhdGUudjEuVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXF1ZXN0Gi8uY29kZWdhdGUudjEuVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXNwb25zZSIxgtPkkwIrOgEqGiYvYWRtaW4vb3JnYW5pemF0aW9ucy97b3JnX2lkfS9zZXR0aW5ncxKlAQoPU2V0TWFpbFRlbXBsYXRlEiMuY29kZWdhdGUudjEuU2V0TWFpbFRlbXBsYXRlUmVxdWVzdBokLmNvZGVnYXRlLnYxLlNldE1haWxUZW1wbGF0ZVJlc3BvbnNlIkeC0+STAkE6ASoaPC9hZG1pbi9vcmdhbml6YXRpb25zL3tvcmdfaWR9L21haWwtdGVtcGxhdGVzL3traW5kfS97bG9jYWxlfRKYAQoRTGlzdE1haWxUZW1wbGF0ZXMSJS5jb2RlZ2F0ZS52MS5MaXN0TWFpbFRlbXBsYXRlc1JlcXVlc3QaJi5jb2RlZ2F0ZS52MS5MaXN0TWFpbFRlbXBsYXRlc1Jlc3BvbnNlIjSC0+STAi4SLC9hZG1pbi9vcmdhbml6YXRpb25zL3tvcmdfaWR9L21haWwtdGVtcGxhdGVzEqsBChJEZWxldGVNYWlsVGVtcGxhdGUSJi5jb2RlZ2F0ZS52MS5EZWxldGVNYWlsVGVtcGxhdGVSZXF1ZXN0GicuY29kZWdhdGUudjEuRGVsZXRlTWFpbFRlbXBsYXRlUmVzcG9uc2UiRILT5JMCPio8L2FkbWluL29yZ2FuaXphdGlvbnMve29yZ19pZH0vbWFpbC10ZW1wbGF0ZXMve2tpbmR9L3tsb2NhbGV9ErkBChNQcmV2aWV3TWFpbFRlbXBsYXRlEicuY29kZWdhdGUudjEuUHJldmlld01haWxUZW1wbGF0ZVJlcXVlc3QaKC5jb2RlZ2F0ZS52MS5QcmV2aWV3TWFpbFRlbXBsYXRlUmVzcG9uc2UiT4LT5JMCSToBKiJEL2FkbWluL29yZ2FuaXphdGlvbnMve29yZ19pZH0vbWFpbC10ZW1wbGF0ZXMve2tpbmR9L3tsb2NhbGV9L3ByZXZpZXdiBnByb3RvMw", [file_buf_validate_validate, file_codegate_v1_http, file_codegate_v1_types, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message codegate.v1.CreateOrganizationRequest
@@ -808,6 +808,323 @@ export const PreviewMailTemplateResponseSchema: GenMessage<PreviewMailTemplateRe
   messageDesc(file_codegate_v1_admin, 31);
 
 /**
+ * One entry of the event trail. It names what changed by ids only: no code,
+ * token, username or address.
+ *
+ * @generated from message codegate.v1.Event
+ */
+export type Event = Message<"codegate.v1.Event"> & {
+  /**
+   * Its place in the trail (opaque): WatchEventsRequest.after resumes after it.
+   *
+   * @generated from field: string cursor = 1;
+   */
+  cursor: string;
+
+  /**
+   * @generated from field: int64 id = 2;
+   */
+  id: bigint;
+
+  /**
+   * @generated from field: string org_id = 3;
+   */
+  orgId: string;
+
+  /**
+   * @generated from field: codegate.v1.EventType type = 4;
+   */
+  type: EventType;
+
+  /**
+   * @generated from field: codegate.v1.CodePurpose purpose = 5;
+   */
+  purpose: CodePurpose;
+
+  /**
+   * The identity concerned, when known.
+   *
+   * @generated from field: string identity_id = 6;
+   */
+  identityId: string;
+
+  /**
+   * The code concerned (an administrator's recovery code: its flow id).
+   *
+   * @generated from field: string code_id = 7;
+   */
+  codeId: string;
+
+  /**
+   * The mail concerned (ListCourierMessages lists it).
+   *
+   * @generated from field: string mail_id = 8;
+   */
+  mailId: string;
+
+  /**
+   * The admin token of an administrator's action ("env" for ADMIN_TOKEN).
+   *
+   * @generated from field: string actor = 9;
+   */
+  actor: string;
+
+  /**
+   * The X-Request-Id of the call that made the change, if a call did.
+   *
+   * @generated from field: string request_id = 10;
+   */
+  requestId: string;
+
+  /**
+   * @generated from field: map<string, string> details = 11;
+   */
+  details: { [key: string]: string };
+
+  /**
+   * @generated from field: google.protobuf.Timestamp occurred_at = 12;
+   */
+  occurredAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message codegate.v1.Event.
+ * Use `create(EventSchema)` to create a new message.
+ */
+export const EventSchema: GenMessage<Event> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 32);
+
+/**
+ * @generated from message codegate.v1.ListEventsRequest
+ */
+export type ListEventsRequest = Message<"codegate.v1.ListEventsRequest"> & {
+  /**
+   * One organization's events; every organization's when empty.
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * Only events of this type; all when unspecified.
+   *
+   * @generated from field: codegate.v1.EventType type = 2;
+   */
+  type: EventType;
+
+  /**
+   * Only events of this identity; all when empty.
+   *
+   * @generated from field: string identity_id = 3;
+   */
+  identityId: string;
+
+  /**
+   * @generated from field: int32 page_size = 4;
+   */
+  pageSize: number;
+
+  /**
+   * @generated from field: string page_token = 5;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message codegate.v1.ListEventsRequest.
+ * Use `create(ListEventsRequestSchema)` to create a new message.
+ */
+export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 33);
+
+/**
+ * @generated from message codegate.v1.ListEventsResponse
+ */
+export type ListEventsResponse = Message<"codegate.v1.ListEventsResponse"> & {
+  /**
+   * @generated from field: repeated codegate.v1.Event events = 1;
+   */
+  events: Event[];
+
+  /**
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message codegate.v1.ListEventsResponse.
+ * Use `create(ListEventsResponseSchema)` to create a new message.
+ */
+export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 34);
+
+/**
+ * @generated from message codegate.v1.WatchEventsRequest
+ */
+export type WatchEventsRequest = Message<"codegate.v1.WatchEventsRequest"> & {
+  /**
+   * One organization's events; every organization's when empty.
+   *
+   * @generated from field: string org_id = 1;
+   */
+  orgId: string;
+
+  /**
+   * The cursor of the last event received: the stream starts after it. Empty:
+   * from the oldest retained event.
+   *
+   * @generated from field: string after = 2;
+   */
+  after: string;
+};
+
+/**
+ * Describes the message codegate.v1.WatchEventsRequest.
+ * Use `create(WatchEventsRequestSchema)` to create a new message.
+ */
+export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 35);
+
+/**
+ * @generated from message codegate.v1.WatchEventsResponse
+ */
+export type WatchEventsResponse = Message<"codegate.v1.WatchEventsResponse"> & {
+  /**
+   * The next events, oldest first; the last one's cursor resumes after them all.
+   *
+   * @generated from field: repeated codegate.v1.Event events = 1;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message codegate.v1.WatchEventsResponse.
+ * Use `create(WatchEventsResponseSchema)` to create a new message.
+ */
+export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__PURE__*/
+  messageDesc(file_codegate_v1_admin, 36);
+
+/**
+ * What an event records.
+ *
+ * @generated from enum codegate.v1.EventType
+ */
+export const EventType = {
+  /**
+   * @generated from enum value: EVENT_TYPE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED: 0,
+
+  /**
+   * A code was issued (sent, or created by an administrator).
+   *
+   * @generated from enum value: EVENT_TYPE_CODE_ISSUED = 1;
+   */
+  CODE_ISSUED: 1,
+
+  /**
+   * A code was consumed by a right guess.
+   *
+   * @generated from enum value: EVENT_TYPE_CODE_VERIFIED = 2;
+   */
+  CODE_VERIFIED: 2,
+
+  /**
+   * A verification failed (details: reason wrong_code, no_attempt or already_used).
+   *
+   * @generated from enum value: EVENT_TYPE_CODE_FAILED = 3;
+   */
+  CODE_FAILED: 3,
+
+  /**
+   * A code died of too many wrong guesses.
+   *
+   * @generated from enum value: EVENT_TYPE_CODE_LOCKED = 4;
+   */
+  CODE_LOCKED: 4,
+
+  /**
+   * A mail was handed to the mail server.
+   *
+   * @generated from enum value: EVENT_TYPE_MAIL_SENT = 5;
+   */
+  MAIL_SENT: 5,
+
+  /**
+   * A mail was given up on after its last attempt.
+   *
+   * @generated from enum value: EVENT_TYPE_MAIL_ABANDONED = 6;
+   */
+  MAIL_ABANDONED: 6,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_ORGANIZATION_CREATED = 7;
+   */
+  ORGANIZATION_CREATED: 7,
+
+  /**
+   * @generated from enum value: EVENT_TYPE_ORGANIZATION_SETTINGS_UPDATED = 8;
+   */
+  ORGANIZATION_SETTINGS_UPDATED: 8,
+
+  /**
+   * An identity was created (by an administrator, or by a self-service sign-up).
+   *
+   * @generated from enum value: EVENT_TYPE_IDENTITY_CREATED = 9;
+   */
+  IDENTITY_CREATED: 9,
+
+  /**
+   * An administrator set an identity's state (details: from, to, invalidated).
+   *
+   * @generated from enum value: EVENT_TYPE_IDENTITY_STATE_CHANGED = 10;
+   */
+  IDENTITY_STATE_CHANGED: 10,
+
+  /**
+   * An administrator invalidated an identity's codes (details: purpose, count).
+   *
+   * @generated from enum value: EVENT_TYPE_CODES_INVALIDATED = 11;
+   */
+  CODES_INVALIDATED: 11,
+
+  /**
+   * An administrator saved a mail template (details: kind, locale).
+   *
+   * @generated from enum value: EVENT_TYPE_MAIL_TEMPLATE_SET = 12;
+   */
+  MAIL_TEMPLATE_SET: 12,
+
+  /**
+   * An administrator deleted a mail template (details: kind, locale).
+   *
+   * @generated from enum value: EVENT_TYPE_MAIL_TEMPLATE_DELETED = 13;
+   */
+  MAIL_TEMPLATE_DELETED: 13,
+
+  /**
+   * An administrator set or removed an identity's phone number (details: set; never the number).
+   *
+   * @generated from enum value: EVENT_TYPE_IDENTITY_PHONE_NUMBER_SET = 14;
+   */
+  IDENTITY_PHONE_NUMBER_SET: 14,
+} as const;
+
+/**
+ * What an event records.
+ *
+ * @generated from enum codegate.v1.EventType
+ */
+export type EventType = (typeof EventType)[keyof typeof EventType] | UnknownEnum;
+
+/**
+ * Describes the enum codegate.v1.EventType.
+ */
+export const EventTypeSchema: GenEnum<EventType> = /*@__PURE__*/
+  enumDesc(file_codegate_v1_admin, 0);
+
+/**
  * Administration of organizations, identities, codes and the mail queue.
  * Every call needs `Authorization: Bearer <admin token>`.
  *
@@ -924,6 +1241,32 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListCourierMessagesRequestSchema;
     output: typeof ListCourierMessagesResponseSchema;
+  },
+  /**
+   * Lists the event trail (of one organization, or of all), newest first, a
+   * page at a time: codes issued, verified, failed and locked out, mails
+   * delivered and abandoned, and administrators' actions, each written in the
+   * transaction of its change. Events hold ids, never a code, token or address.
+   *
+   * @generated from rpc codegate.v1.AdminService.ListEvents
+   */
+  listEvents: {
+    methodKind: "unary";
+    input: typeof ListEventsRequestSchema;
+    output: typeof ListEventsResponseSchema;
+  },
+  /**
+   * Follows the event trail: the events after `after` (every retained one when
+   * empty), oldest first, then each new one as it commits. To resume, open it
+   * again with the cursor of the last event received: nothing is lost or sent
+   * twice. The stream ends at STREAM_MAX_LIFETIME and at shutdown; open it again.
+   *
+   * @generated from rpc codegate.v1.AdminService.WatchEvents
+   */
+  watchEvents: {
+    methodKind: "server_streaming";
+    input: typeof WatchEventsRequestSchema;
+    output: typeof WatchEventsResponseSchema;
   },
   /**
    * Replaces an organization's settings with these (a field left out takes its

@@ -28,6 +28,7 @@ import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
 import { InvalidCode, RateLimited } from "../../domain/errors.ts";
+import type { Audit } from "../../domain/events.ts";
 import { normalizeUsername, type Identity, type IdentityState } from "../../domain/identity.ts";
 import type { Org } from "../../domain/organization.ts";
 import type { Channel } from "../../domain/outbox.ts";
@@ -83,6 +84,8 @@ export interface IssueRequest {
   notice?: { kind: MailKind; when: "unknown" | "active" };
   /** Creates a pending identity for the username when it has none (self-service sign-up). */
   createPending?: boolean;
+  /** Who asked, for the event trail (written by the same statement). */
+  audit?: Audit;
   /** The call's signal: once it aborts, no statement is started. */
   signal?: AbortSignal;
 }
@@ -114,6 +117,8 @@ export interface VerifyRequest {
   failureLimits?: LimitedKey[];
   /** Limits of wrong codes per client address: checked first, counted for every failure. */
   addressLimits?: LimitedKey[];
+  /** Who asked, for the event trail (written by the settling statement). */
+  audit?: Audit;
   /** The call's signal: once it aborts, no statement is started (a counted attempt is not followed by a consume). */
   signal?: AbortSignal;
 }
@@ -191,6 +196,7 @@ export class CodeEngine {
         notice,
         createPendingId: req.createPending ? randomUUIDv7() : undefined,
         mailKeyId: this.secrets.mailKeys.current.id,
+        audit: req.audit,
       },
       req.signal,
     );
@@ -224,6 +230,7 @@ export class CodeEngine {
         activate: req.activate === true,
         addressWindows,
         usernameWindows,
+        audit: req.audit,
       },
       req.signal,
     );
@@ -279,7 +286,7 @@ export class CodeEngine {
     const counted = outcome === "consume" ? [] : outcome === "none" ? addressWindows : [...addressWindows, ...usernameWindows];
     const identity = await settleAttempt(
       this.sql,
-      { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted },
+      { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted, audit: req.audit },
       req.signal,
     );
     if (outcome === "kill") this.events.locked(req.purpose);
@@ -292,9 +299,9 @@ export class CodeEngine {
     return identity;
   }
 
-  /** Kills the live codes of an identity (of one purpose, or all); answers how many. */
-  invalidate(orgId: string, identityId: string, purpose: Purpose | undefined): Promise<number> {
-    return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now());
+  /** Kills the live codes of an identity (of one purpose, or all), recording it in the trail; answers how many. */
+  invalidate(orgId: string, identityId: string, purpose: Purpose | undefined, audit?: Audit): Promise<number> {
+    return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now(), audit);
   }
 
   /** The mail as its message (built now, once) sealed for the outbox. */

@@ -8,6 +8,7 @@ import { CodeHashInput } from "./20261201-code-hash-input.ts";
 import { OutboxByOrganization } from "./20261201-outbox-by-organization.ts";
 import { MailTemplates } from "./20261201-mail-templates.ts";
 import { DeliveryChannels } from "./20261202-delivery-channels.ts";
+import { Events } from "./20261202-events.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -17,4 +18,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261201-outbox-by-organization", class: OutboxByOrganization },
   { name: "20261201-mail-templates", class: MailTemplates },
   { name: "20261202-delivery-channels", class: DeliveryChannels },
+  { name: "20261202-events", class: Events },
 ];
