@@ -336,8 +336,9 @@ try {
     let untilDeliveredSec = 0;
     const raws: Raw[] = [];
     // The server's CPU includes a separate courier's (BENCH_COURIER=process).
-    const serverPids = opts.serverPids ?? [server.pid!, ...(courierProc ? [courierProc.pid!] : [])];
-    const serverTicks = (t: ProcTable, field: "ticks" | "sys" = "ticks") => serverPids.reduce((a, p) => a + treeTicks(t, p, field), 0);
+    // Looked up at each reading: a run may start the server it measures (the courier's), which the table before it lacks (0 ticks).
+    const serverPids = () => opts.serverPids ?? [server.pid!, ...(courierProc ? [courierProc.pid!] : [])];
+    const serverTicks = (t: ProcTable, field: "ticks" | "sys" = "ticks") => serverPids().reduce((a, p) => a + treeTicks(t, p, field), 0);
     for (let run = await next(); run; run = await next()) {
       const t0 = procTable();
       const m0 = machineTicks();
