@@ -8,6 +8,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
 import { DeliveryDesk } from "../src/rules/delivery/delivery.ts";
+import { createCourier } from "../src/rules/courier/create.ts";
+import { renewClaims } from "../src/store/outbox.ts";
 import { createLogger } from "../src/lib/log.ts";
 import type { Sql } from "../src/store/sql.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
@@ -123,6 +125,23 @@ describe("hot-path statements", () => {
     expect(claimed).toHaveLength(10);
     expect(await desk.ack(claimed.slice(0, 5))).toHaveLength(5);
     expect(await desk.fail(claimed.slice(5).map((m) => ({ ...m, error: "refused" })))).toHaveLength(5);
+    // The courier's claim, lease renewal, and outcomes: sent, and failed (a recipient that is
+    // not a mail address, as a row from before that rule may hold), over the embedded
+    // transport (.eml files in the data directory).
+    await client.query(
+      `insert into identity (org_id, id, username, username_normalized, state, created_at) values ($1, gen_random_uuid(), 'not an address', 'not an address', 'active', now())`,
+      [created.id],
+    );
+    expect((await engine.issue({ org, purpose: "login", target: { username: "not an address" }, requiredState: "active", mail: "login" })).written).toBe(true);
+    const mail = createCourier({ config: app.config, secrets: app.secrets, sql: recording(app.sql), clock: app.clock, log: createLogger("silent"), events: app.metrics.courier });
+    // Oldest first, a batch at a time, until nothing is due: the failing mail waits for its retry.
+    while ((await mail.courier.runOnce()) > 0);
+    await mail.stop();
+    const { rows: left } = await client.query(`select recipient, send_count, last_error from courier_message where channel = 'smtp' and status <> 'sent'`);
+    expect(left).toEqual([{ recipient: "not an address", send_count: 1, last_error: "the recipient is not a mail address" }]);
+    const renewal = (await client.query(`select org_id, id from courier_message where channel = 'smtp' limit 3`)).rows.map((r) => ({ orgId: r.org_id, id: r.id }));
+    await renewClaims(recording(app.sql), new Date(), new Date(Date.now() + 60_000), renewal);
+
     // Whose messages are due is read across organizations, by the index of due messages, as the courier reads it (test/distribution.test.ts).
     for (const text of texts) if (text.replace(/\s+/g, " ").trim().startsWith("select org_id from courier_message where status = 'queued'")) texts.delete(text);
 
