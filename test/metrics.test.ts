@@ -150,28 +150,37 @@ describe("GET /metrics", () => {
     expect(m.text).not.toContain(ADMIN_TOKEN);
   });
 
-  it("reports the courier queue from the database: depth and the age of the oldest mail", async () => {
+  it("reports the queue from the database per channel: depth and the age of the oldest message", async () => {
+    const depth = (m: Awaited<ReturnType<typeof scrape>>, channel: string) => m.value(`codegate_courier_queue_depth{channel="${channel}"}`);
+    const age = (m: Awaited<ReturnType<typeof scrape>>, channel: string) => m.value(`codegate_courier_oldest_queued_age_seconds{channel="${channel}"}`);
     const empty = await scrape();
-    expect(empty.value("codegate_courier_queue_depth")).toBe(0);
-    expect(empty.value("codegate_courier_oldest_queued_age_seconds")).toBe(0);
+    for (const channel of ["smtp", "mail_api", "sms"]) {
+      expect(depth(empty, channel)).toBe(0);
+      expect(age(empty, channel)).toBe(0);
+    }
 
     const conn = server.app.orm.em.getConnection();
     const now = clock.now().getTime();
-    const insert = (status: string, createdAgoMs: number) =>
+    const insert = (status: string, createdAgoMs: number, channel = "smtp") =>
       conn.execute(
-        `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-         values ('or-aaaaa-bbbbb-cccccccccccccccc', ?, 'login', 'x@example.com', 's', null, 'k', ?, 0, ?, ?, ?)`,
-        [randomUUID(), status, new Date(now + 3_600_000), new Date(now - createdAgoMs), new Date(now - createdAgoMs)],
+        `insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+         values ('or-aaaaa-bbbbb-cccccccccccccccc', ?, ?, 'login', 'x@example.com', 's', null, 'k', ?, 0, ?, ?, ?)`,
+        [randomUUID(), channel, status, new Date(now + 3_600_000), new Date(now - createdAgoMs), new Date(now - createdAgoMs)],
       );
     await insert("queued", 90_000);
     await insert("queued", 5_000);
     await insert("sent", 600_000);
+    // A text the operator's delivery worker has not claimed: its own series, apart from the courier's.
+    await insert("queued", 300_000, "sms");
     const m = await scrapeAfterGaugeWindow();
-    expect(m.value("codegate_courier_queue_depth")).toBe(2);
-    // Measured on the server's clock, which has not moved: exactly the age given above.
-    expect(m.value("codegate_courier_oldest_queued_age_seconds")).toBe(90);
+    expect(depth(m, "smtp")).toBe(2);
+    expect(depth(m, "sms")).toBe(1);
+    expect(depth(m, "mail_api")).toBe(0);
+    // Measured on the server's clock, which has not moved: exactly the ages given above.
+    expect(age(m, "smtp")).toBe(90);
+    expect(age(m, "sms")).toBe(300);
     clock.advance(30_000);
-    expect((await scrapeAfterGaugeWindow()).value("codegate_courier_oldest_queued_age_seconds")).toBe(120);
+    expect(age(await scrapeAfterGaugeWindow(), "smtp")).toBe(120);
   });
 
   it("reports the database pool of this process", async () => {

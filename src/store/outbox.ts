@@ -1,7 +1,7 @@
 // The outbox: mails queued with their codes (store/codes.ts), claimed by couriers
 // with FOR UPDATE SKIP LOCKED and a lease, marked sent or failed, listed by the
 // admin API, and counted for the metrics.
-import type { Channel, MailStatus } from "../domain/outbox.ts";
+import { channels, type Channel, type MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Cursor } from "./paging.ts";
 import { bytes, type Sql } from "./sql.ts";
@@ -196,8 +196,15 @@ export async function listMails(sql: Sql, orgId: string, status: MailStatus | ""
   }));
 }
 
-/** Queued mails of every organization: how many, and when the oldest was queued. */
-export async function queueStats(sql: Sql): Promise<{ depth: number; oldestQueuedAt: Date | null }> {
-  const [row] = await sql.query("select count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued'");
-  return { depth: Number(row?.depth ?? 0), oldestQueuedAt: row?.oldest ? new Date(row.oldest) : null };
+export interface QueueStats {
+  depth: number;
+  oldestQueuedAt: Date | null;
+}
+
+/** Queued messages of every organization, per channel (each one there, empty or not): how many, and when the oldest was queued. */
+export async function queueStats(sql: Sql): Promise<Record<Channel, QueueStats>> {
+  const rows = await sql.query("select channel, count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued' group by channel");
+  const stats = Object.fromEntries(channels.map((c) => [c, { depth: 0, oldestQueuedAt: null }])) as Record<Channel, QueueStats>;
+  for (const r of rows) if (r.channel in stats) stats[r.channel as Channel] = { depth: Number(r.depth), oldestQueuedAt: r.oldest ? new Date(r.oldest) : null };
+  return stats;
 }

@@ -10,14 +10,15 @@ import type { Clock } from "../../domain/clock.ts";
 import { purposes, type Purpose } from "../../domain/purpose.ts";
 import { attempt, withTimeout } from "../../lib/abort.ts";
 import type { CodeEvents, CourierEvents } from "../../rules/events.ts";
-import { queueStats } from "../../store/outbox.ts";
+import { queueStats, type QueueStats } from "../../store/outbox.ts";
+import { channels, type Channel } from "../../domain/outbox.ts";
 import type { Orm } from "../../store/orm.ts";
 import { poolStats, type PoolStats } from "../../store/probes.ts";
 import type { Sql } from "../../store/sql.ts";
 
 export interface MetricsSources {
   /** Queued courier mail: how many, and when the oldest was queued (null when none). */
-  courierQueue(): Promise<{ depth: number; oldestQueuedAt: Date | null }>;
+  courierQueue(): Promise<Record<Channel, QueueStats>>;
   /** The connection pool; undefined when the driver has none (PGlite). */
   pool(): Promise<PoolStats | undefined>;
   now(): Date;
@@ -110,27 +111,31 @@ export function createMetrics(sources: MetricsSources): Metrics {
   // stale or zero value, and never fails the whole scrape.
   const queue = sharedPerScrape(sources.courierQueue);
   const pool = sharedPerScrape(sources.pool);
+  // Per channel: the courier's SMTP queue, and the delivery API's, whose worker is the operator's own.
   new Gauge({
     name: "codegate_courier_queue_depth",
-    help: "Mails queued for sending (in every organization).",
+    help: "Messages queued for delivery (in every organization), by channel (smtp: the courier's; mail_api, sms: the delivery API's).",
+    labelNames: ["channel"] as const,
     registers,
     // Every worker of serve reads the same table: summed over them it would count each mail several times.
     aggregator: "max",
     async collect() {
-      this.set(await queue().then((q) => q.depth, () => NaN));
+      const stats = await queue().catch(() => undefined);
+      for (const c of channels) this.set({ channel: c }, stats ? stats[c].depth : NaN);
     },
   });
   new Gauge({
     name: "codegate_courier_oldest_queued_age_seconds",
-    help: "Age of the oldest queued mail; 0 when the queue is empty.",
+    help: "Age of the oldest queued message, by channel; 0 when none is queued.",
+    labelNames: ["channel"] as const,
     registers,
     aggregator: "max",
     async collect() {
-      const age = await queue().then(
-        (q) => (q.oldestQueuedAt ? Math.max(0, (sources.now().getTime() - q.oldestQueuedAt.getTime()) / 1000) : 0),
-        () => NaN,
-      );
-      this.set(age);
+      const stats = await queue().catch(() => undefined);
+      for (const c of channels) {
+        const oldest = stats?.[c].oldestQueuedAt;
+        this.set({ channel: c }, !stats ? NaN : oldest ? Math.max(0, (sources.now().getTime() - oldest.getTime()) / 1000) : 0);
+      }
     },
   });
   new Gauge({
