@@ -251,6 +251,20 @@ describe("failures and leases", () => {
     expect(await mailEvents([...ids][0])).toEqual([{ type: "mail.abandoned", details: { attempts: "3", channel: "sms" } }]);
   });
 
+  it("abandons a message at once, its body wiped, when the worker says the failure is permanent", async () => {
+    const org = await smsOrg("SMS Nowhere");
+    const number = phone();
+    await identityWithPhone(org.id, "sms-nowhere@example.com", number);
+    await fx.clients.login.sendLoginCode({ orgId: org.id, username: "sms-nowhere@example.com" });
+    const [m] = await claimFor([number]);
+    const failed = await fx.clients.delivery.fail({ failures: [{ message: receipt(m), error: "no such number", permanent: true }] });
+    expect(failed.messages.map((f) => ({ id: f.id, status: f.status }))).toEqual([{ id: m.id, status: CourierMessageStatus.ABANDONED }]);
+    expect(await rowById(m.id)).toMatchObject({ status: "abandoned", send_count: 1, last_error: "no such number", body: null, lease_token: null });
+    expect(await mailEvents(m.id)).toEqual([{ type: "mail.abandoned", details: { attempts: "1", channel: "sms" } }]);
+    clock.advance(3_600_000);
+    expect(await claimFor([number])).toEqual([]);
+  });
+
   it("claims a message again, with the same id, once its lease has lapsed; the lapsed lease can neither ack nor fail it", async () => {
     const org = await smsOrg("SMS Leases");
     const number = phone();

@@ -1,7 +1,7 @@
 // The example delivery worker (clients/python/delivery_worker.py) against the live
 // server over gRPC, end to end: an SMS-channel organization's login send is
 // claimed by the worker, "delivered" into a file this test reads, and acked; a
-// refused delivery is failed, retried and abandoned; a worker that dies before its
+// refused delivery is failed, retried and abandoned, one that can never succeed at once; a worker that dies before its
 // ack sees the message again, with the same id, once the lease has lapsed, and does
 // not deliver it twice. Stubs generated from proto/ with protoc and Debian's
 // grpc_python_plugin (test/support/python.ts). The server runs on a ManualClock:
@@ -132,6 +132,20 @@ describe.skipIf(reason !== undefined)(`the Python delivery worker over gRPC${rea
     // Abandoned: never claimed again.
     const after = await worker(["--channel", "sms", "--deliver-to", file]);
     expect(after.stderr).toBe("idle\n");
+  });
+
+  it("fails a delivery for good: abandoned at once, its body wiped, never claimed again", async () => {
+    const orgId = await smsIdentity("Py Unknown", "py-unknown@example.com", "+41791110004");
+    await fx.clients.login.sendLoginCode({ orgId, username: "py-unknown@example.com" });
+    const file = join(dir, "unknown.jsonl");
+    const run = await worker(["--channel", "sms", "--deliver-to", file, "--unknown", "+41791110004"]);
+    expect(run.code, run.stderr).toBe(0);
+    const row = await rowTo("+41791110004");
+    expect(run.stderr).toContain(`failed ${row.id}: COURIER_MESSAGE_STATUS_ABANDONED`);
+    expect(row).toMatchObject({ status: "abandoned", send_count: 1, last_error: "no such number (simulated)", body: null, lease_token: null });
+    clock.advance(3_600_000);
+    expect((await worker(["--channel", "sms", "--deliver-to", file])).stderr).toBe("idle\n");
+    expect(delivered(file)).toEqual([]);
   });
 
   it("gets a message again, with the same id, when its lease lapses after a crash before the ack, and does not deliver it twice", async () => {

@@ -137,6 +137,9 @@ def run(args):
                     done.append(receipt(m))
                 elif any(m.recipient.startswith(p) for p in args.refuse or []):
                     failed.append(delivery_pb2.DeliveryFailure(message=receipt(m), error="refused by the provider (simulated)"))
+                elif any(m.recipient.startswith(p) for p in args.unknown or []):
+                    # Retrying cannot help: the message is abandoned at once.
+                    failed.append(delivery_pb2.DeliveryFailure(message=receipt(m), error="no such number (simulated)", permanent=True))
                 else:
                     try:
                         outbox.deliver(m)
@@ -175,6 +178,7 @@ def parser():
     p.add_argument("--poll", type=float, default=1.0, help="seconds between claims while none is due")
     p.add_argument("--until-idle", action="store_true", help="exit once nothing is due")
     p.add_argument("--refuse", action="append", metavar="PREFIX", help="fail recipients starting with PREFIX (for trying it out)")
+    p.add_argument("--unknown", action="append", metavar="PREFIX", help="fail recipients starting with PREFIX for good (for trying it out)")
     p.add_argument("--exit-before-ack", action="store_true", help="exit after delivering, without acking (for trying it out)")
     return p
 

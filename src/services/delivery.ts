@@ -42,7 +42,7 @@ export function deliveryService(deps: ServiceDeps): ServiceImpl<typeof DeliveryS
     },
 
     async fail(req) {
-      const failures = req.failures.map((f) => ({ orgId: f.message!.orgId, id: f.message!.id, leaseToken: f.message!.leaseToken, error: f.error || "delivery failed" }));
+      const failures = req.failures.map((f) => ({ orgId: f.message!.orgId, id: f.message!.id, leaseToken: f.message!.leaseToken, error: f.error || "delivery failed", permanent: f.permanent }));
       const rows = await deps.delivery.fail(failures);
       return {
         messages: rows.map((r) => ({

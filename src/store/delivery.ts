@@ -57,15 +57,16 @@ with acked as (
 select id, purpose from acked`;
 
 // Retried after the courier's backoff (exponential from $7 ms, capped at $8 ms,
-// with jitter), or abandoned, its body wiped, at the last attempt.
+// with jitter), or abandoned, its body wiped, at the last attempt or when the
+// worker says it can never be delivered.
 const FAIL_SQL = `
 with failed as (
   update courier_message m set
     send_count = m.send_count + 1, last_error = f.error, claimed_until = null, lease_token = null, updated_at = $1,
     next_attempt_at = $1::timestamptz + make_interval(secs => least($8::float8, $7::float8 * power(2, least(m.send_count, 40))) * (0.75 + random() * 0.5) / 1000),
-    status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
-    body = case when m.send_count + 1 >= $2 then null else m.body end
-  from unnest($4::uuid[], $5::uuid[], $6::text[]) as f(id, token, error), ${ASYNC_COMMIT}
+    status = case when m.send_count + 1 >= $2 or f.permanent then 'abandoned' else 'queued' end,
+    body = case when m.send_count + 1 >= $2 or f.permanent then null else m.body end
+  from unnest($4::uuid[], $5::uuid[], $6::text[], $9::boolean[]) as f(id, token, error, permanent), ${ASYNC_COMMIT}
   where m.org_id = $3 and m.id = f.id and m.lease_token = f.token
   returning m.org_id, m.id, m.status, m.purpose, m.channel, m.send_count, m.next_attempt_at
 ), logged as (
@@ -143,12 +144,12 @@ export async function ackMessages(sql: Sql, now: Date, keys: readonly LeasedKey[
   return acked;
 }
 
-/** Records failed deliveries of messages their leases still hold: retried after the backoff, or abandoned (body wiped) at the last attempt. */
+/** Records failed deliveries of messages their leases still hold: retried after the backoff, or abandoned (body wiped) at the last attempt or when permanent. */
 export async function failMessages(
   sql: Sql,
   now: Date,
   retry: { maxAttempts: number; backoffBaseMs: number; backoffMaxMs: number },
-  failed: readonly (LeasedKey & { error: string })[],
+  failed: readonly (LeasedKey & { error: string; permanent?: boolean })[],
 ): Promise<{ id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[]> {
   const out: { id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[] = [];
   for (const [orgId, items] of byOrganization(failed)) {
@@ -161,6 +162,7 @@ export async function failMessages(
       items.map((m) => m.error),
       retry.backoffBaseMs,
       retry.backoffMaxMs,
+      items.map((m) => m.permanent === true),
     ]);
     out.push(...rows.map((r) => ({ id: r.id, status: r.status, purpose: r.purpose, nextAttemptAt: new Date(r.next_attempt_at) })));
   }

@@ -77,8 +77,8 @@ export class DeliveryDesk {
     return acked.map((m) => m.id);
   }
 
-  /** Records failed deliveries of the messages their leases still hold: retried later, or abandoned at the retry limit. */
-  async fail(failures: readonly (LeasedKey & { error: string })[]): Promise<{ id: string; status: MailStatus; nextAttemptAt: Date }[]> {
+  /** Records failed deliveries of the messages their leases still hold: retried later, or abandoned at the retry limit or at once when permanent. */
+  async fail(failures: readonly (LeasedKey & { error: string; permanent?: boolean })[]): Promise<{ id: string; status: MailStatus; nextAttemptAt: Date }[]> {
     const { sql, clock, config, events } = this.deps;
     const rows = await failMessages(sql, clock.now(), config, failures);
     for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
