@@ -24,7 +24,8 @@ export async function runCourierWorker(config: Config, log: Logger, stopped: Pro
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
   const orm = opts.worker ? await openOrm(config) : (await openMigrated(config)).orm;
   const tracing = startTracing(config, "courier");
-  const sql = tracing ? tracedSql(await sqlOf(orm)) : await sqlOf(orm);
+  const untraced = await sqlOf(orm);
+  const sql = tracing ? tracedSql(untraced) : untraced;
   const clock = systemClock;
   const metrics = createMetrics(databaseSources(sql, orm, clock));
   opts.onMetrics?.(metrics);

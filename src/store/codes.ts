@@ -9,6 +9,7 @@ import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Window } from "../domain/rate-limits.ts";
+import { identityOfRow } from "./identities.ts";
 import { countHitsSql, windowsJson } from "./rate-limits.ts";
 import { bytes, isUniqueViolation, type Sql } from "./sql.ts";
 
@@ -376,15 +377,7 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
   const code = "id" in s.code ? [s.code.orgId, s.code.id, s.code.identityId, s.code.purpose] : [s.code.orgId, NO_CODE, NO_CODE, s.code.purpose];
   const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted), s.audit?.requestId ?? ""], signal);
   if (!row?.id) return undefined;
-  return {
-    id: row.id,
-    orgId: row.org_id,
-    username: row.username,
-    state: row.state,
-    createdAt: new Date(row.created_at),
-    registeredAt: row.registered_at ? new Date(row.registered_at) : null,
-    phoneNumber: row.phone_number ?? null,
-  };
+  return identityOfRow(row);
 }
 
 // A verification by username, in one statement: the live code of the username,
@@ -531,18 +524,7 @@ export async function verifyByOwner(sql: Sql, v: OwnerVerification, signal?: Abo
   );
   if (row.blocked_until) return { kind: "blocked", until: new Date(row.blocked_until) };
   if (row.id) {
-    return {
-      kind: "consumed",
-      identity: {
-        id: row.id,
-        orgId: row.org_id,
-        username: row.username,
-        state: row.state,
-        createdAt: new Date(row.created_at),
-        registeredAt: row.registered_at ? new Date(row.registered_at) : null,
-        phoneNumber: row.phone_number ?? null,
-      },
-    };
+    return { kind: "consumed", identity: identityOfRow(row) };
   }
   if (!row.attempted && row.by_row_id) return { kind: "by-row-id" };
   return { kind: "failed", attempted: row.attempted === true, killed: row.dead === true };

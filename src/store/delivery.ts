@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, type Sql } from "./sql.ts";
-import { ASYNC_COMMIT } from "./outbox.ts";
+import { ASYNC_COMMIT, byOrganization } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -93,16 +93,6 @@ export interface LeasedKey {
   orgId: string;
   id: string;
   leaseToken: string;
-}
-
-function byOrganization<T extends { orgId: string }>(items: readonly T[]): Map<string, T[]> {
-  const groups = new Map<string, T[]>();
-  for (const m of items) {
-    const group = groups.get(m.orgId);
-    if (group) group.push(m);
-    else groups.set(m.orgId, [m]);
-  }
-  return groups;
 }
 
 /** Claims up to `size` due messages of these channels under the lease `token`, until `until`. */

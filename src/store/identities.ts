@@ -6,7 +6,7 @@ import { normalizeUsername } from "../domain/identity.ts";
 import { IdentityEntity } from "./entities.ts";
 import type { Orm } from "./orm.ts";
 import { afterCursor, type Cursor } from "./paging.ts";
-import { isUniqueViolation, type Sql } from "./sql.ts";
+import { isUniqueViolation, type Row, type Sql } from "./sql.ts";
 
 const identityOf = (row: { id: string; orgId: string; username: string; state: IdentityState; createdAt: Date; registeredAt?: Date | null; phoneNumber?: string | null }): Identity => ({
   id: row.id,
@@ -17,6 +17,10 @@ const identityOf = (row: { id: string; orgId: string; username: string; state: I
   registeredAt: row.registeredAt ? new Date(row.registeredAt) : null,
   phoneNumber: row.phoneNumber ?? null,
 });
+
+/** An identity as a statement's row names it (identity's own columns). */
+export const identityOfRow = (row: Row): Identity =>
+  identityOf({ id: row.id, orgId: row.org_id, username: row.username, state: row.state, createdAt: row.created_at, registeredAt: row.registered_at, phoneNumber: row.phone_number });
 
 /** Inserts a pending identity; false when the username is taken in the organization. */
 export async function insertPendingIdentity(sql: Sql, identity: Identity): Promise<boolean> {
@@ -62,7 +66,7 @@ export async function setIdentityPhoneNumber(sql: Sql, orgId: string, id: string
      select org_id, id, username, state, created_at, registered_at, phone_number from changed`,
     [orgId, id, phoneNumber, now, audit.actor ?? "", audit.requestId ?? ""],
   );
-  return row ? identityOf({ id: row.id, orgId: row.org_id, username: row.username, state: row.state, createdAt: row.created_at, registeredAt: row.registered_at, phoneNumber: row.phone_number }) : undefined;
+  return row ? identityOfRow(row) : undefined;
 }
 
 /**
@@ -90,5 +94,5 @@ export async function setIdentityState(sql: Sql, orgId: string, id: string, stat
      select org_id, id, username, state, created_at, registered_at, phone_number from changed`,
     [id, state, now, audit.actor ?? "", audit.requestId ?? "", orgId],
   );
-  return row ? identityOf({ id: row.id, orgId: row.org_id, username: row.username, state: row.state, createdAt: row.created_at, registeredAt: row.registered_at, phoneNumber: row.phone_number }) : undefined;
+  return row ? identityOfRow(row) : undefined;
 }

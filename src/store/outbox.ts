@@ -100,10 +100,10 @@ export interface MailKey {
   id: string;
 }
 
-/** Mails grouped by organization. */
-function byOrganization<T extends MailKey>(mails: readonly T[]): Map<string, T[]> {
+/** Messages grouped by organization: each statement that changes them names one (Citus routes it to that organization's node). */
+export function byOrganization<T extends { orgId: string }>(messages: readonly T[]): Map<string, T[]> {
   const groups = new Map<string, T[]>();
-  for (const m of mails) {
+  for (const m of messages) {
     const group = groups.get(m.orgId);
     if (group) group.push(m);
     else groups.set(m.orgId, [m]);
