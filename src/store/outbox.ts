@@ -18,11 +18,14 @@ where status = 'queued' and channel = 'smtp' and next_attempt_at <= $1 and (clai
 order by next_attempt_at
 limit $2`;
 
+// The channel is a parameter ($5, always 'smtp') so that a generic plan cannot take
+// DUE_SQL's index of every organization's due SMTP mail (its predicate names the
+// literal): it finds the organization's mails by the index that leads with org_id.
 const CLAIM_SQL = `
 update courier_message m set claimed_until = $2, updated_at = $1
 from (
   select org_id, id from courier_message
-  where org_id = $4 and status = 'queued' and channel = 'smtp' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  where org_id = $4 and status = 'queued' and channel = $5 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
   order by next_attempt_at
   limit $3
   for update skip locked
@@ -117,7 +120,7 @@ export async function claimMails(sql: Sql, now: Date, until: Date, size: number)
   const claimed: ClaimedMail[] = [];
   for (const org_id of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id]);
+    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp"]);
     for (const m of rows) {
       claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
     }
