@@ -232,8 +232,17 @@ describe("every change that matters is an event", () => {
       { timeout: 10_000, interval: 20 },
     );
 
+    // Every mail settled (sent or abandoned, each with its event), so that the courier writes no more events.
+    await vi.waitFor(
+      async () => {
+        clock.advance(100);
+        expect((await db.query("select id from courier_message where org_id = $1 and status = 'queued'", [orgId])).rows).toEqual([]);
+      },
+      { timeout: 10_000, interval: 20 },
+    );
     // All of them through ListEvents, as the raw rows have them, newest first.
     const raw = await rows("org_id = $1", [orgId]);
+    // (The trail lists a transaction's events once no older transaction is still open.)
     await vi.waitFor(async () => expect((await listAll(orgId, 500)).events.map((e) => e.id)).toEqual(raw.map((r) => BigInt(r.id)).reverse()), { timeout: 5000, interval: 20 });
     const listed = (await listAll(orgId, 500)).events;
     // Every type of event, each as its enum value.
