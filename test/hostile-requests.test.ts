@@ -89,6 +89,19 @@ describe("errors before the handler", () => {
     const grpc = await h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc", te: "trailers" }, envelope(garbage), { waitMs: 10_000 });
     expect(grpc.trailers["grpc-status"] ?? grpc.headers["grpc-status"]).toBe(String(status.INVALID_ARGUMENT));
     expect(String(grpc.trailers["grpc-message"] ?? grpc.headers["grpc-message"])).not.toMatch(/premature|EOF|parse binary/i);
+    // Found by the fuzz suite: a deadline already over (a timeout header of each protocol,
+    // one of them 0) while the body was decoded made the decoder's error a 500 `internal`.
+    const timeouts: Record<string, string>[] = [{ "connect-timeout-ms": "0", "grpc-timeout": "1n" }, { "connect-timeout-ms": "0" }, { "grpc-timeout": "1n" }, { "grpc-timeout": "1n", "connect-timeout-ms": "60000" }];
+    for (const headers of timeouts) {
+      const late = await fetch(server.url + "/codegate.v1.RegistrationService/CompleteRegistration", {
+        method: "POST",
+        headers: { "content-type": "application/proto", ...headers },
+        body: new Uint8Array([154]),
+      });
+      const text = await late.text();
+      expect(late.status, `${JSON.stringify(headers)}: ${text}`).toBeLessThan(500);
+      expect(text).not.toMatch(/internal|premature|EOF|parse binary/i);
+    }
     await stillServes();
   });
 

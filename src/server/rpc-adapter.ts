@@ -119,24 +119,26 @@ function requestHeaders(req: HttpRequest): Headers {
 const grpcTimeoutUnitMs: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 
 /**
- * The deadline a client asked for (grpc-timeout, connect-timeout-ms), taken
- * out of the headers: the call's own bound enforces it, so that the one signal
- * of a call is its only deadline (Connect would arm a timer of any length a
- * client names, and Node cuts timers past 2^31 ms to 1 ms). A malformed value
- * is left for Connect to refuse.
+ * The deadline a client asked for (grpc-timeout, connect-timeout-ms; the shorter
+ * when it names both), taken out of the headers: the call's own bound enforces it,
+ * so that the one signal of a call is its only deadline (Connect would arm a timer
+ * of any length a client names, and Node cuts timers past 2^31 ms to 1 ms; a timer
+ * of Connect's that fired while it decoded the body made the decoder's error an
+ * `internal` answer). A malformed value is left for Connect to refuse.
  */
 function clientDeadlineMs(header: Headers): number | undefined {
+  let deadline: number | undefined;
   const grpc = /^(\d{1,8})([HMSmun])$/.exec(header.get("grpc-timeout") ?? "");
   if (grpc) {
     header.delete("grpc-timeout");
-    return Number(grpc[1]) * grpcTimeoutUnitMs[grpc[2]];
+    deadline = Number(grpc[1]) * grpcTimeoutUnitMs[grpc[2]];
   }
   const connect = /^\d{1,10}$/.exec(header.get("connect-timeout-ms") ?? "");
   if (connect) {
     header.delete("connect-timeout-ms");
-    return Number(connect[0]);
+    deadline = Math.min(deadline ?? Infinity, Number(connect[0]));
   }
-  return undefined;
+  return deadline;
 }
 
 function nodeHeaders(header: Headers | undefined): http.OutgoingHttpHeaders {
