@@ -1,7 +1,13 @@
 import { availableParallelism } from "node:os";
+import { join } from "node:path";
 import { defineConfig } from "vitest/config";
 
 const jsonReport = process.env.VITEST_JSON_REPORT;
+
+// Node's compile cache for every process of the run (the test workers, and the servers,
+// workers and CLIs the tests start, which inherit the environment): each module is
+// compiled once, not once per process (a server starts in about half the CPU).
+process.env.NODE_COMPILE_CACHE ??= join(import.meta.dirname, "node_modules", ".cache", "node-compile");
 
 /**
  * The workspace's own packages (clients/ts) from their TypeScript sources, as in
@@ -17,6 +23,9 @@ export default defineConfig({
     globalSetup: ["test/support/global-setup.ts"],
     // Each test file gets its own databases on the one PostgreSQL server.
     pool: "forks",
+    // A worker keeps its modules from one file to the next (each file still builds its own
+    // servers and databases): importing the app once per file cost a third of the run.
+    isolate: false,
     // Much of a file's time is spent waiting on its server, PostgreSQL, child processes
     // or the browser: one file per core, at least two (vitest's default is one less than
     // the cores: a single file at a time on 2, which doubles the run). More than the

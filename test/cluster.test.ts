@@ -2,7 +2,7 @@
 // `node src/main.ts serve` with API workers sharing the port and a courier
 // worker, the primary's operations listener over all of them, a worker killed
 // and replaced, and a graceful stop that leaves no process behind.
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import { startServerProcess, type ServerProcess } from "./support/process.ts";
@@ -51,11 +51,18 @@ const alive = (pid: number) => {
 const metric = (text: string, line: RegExp) => Number(text.split("\n").find((l) => line.test(l))?.split(" ").at(-1));
 
 describe("serve with WORKERS=2", () => {
-  it("serves from both API workers, delivers through the courier worker, and sums their metrics on the primary's operations listener", async () => {
-    const smtp = await SmtpSink.create();
+  // One cluster for the file (each costs four processes' start): it serves, loses a worker,
+  // and is stopped by the last test.
+  let server: ServerProcess;
+  let smtp: SmtpSink;
+  beforeAll(async () => {
+    smtp = await SmtpSink.create();
     sinks.push(smtp);
-    const server = await startServerProcess({ WORKERS: "2", SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms" });
+    server = await startServerProcess({ WORKERS: "2", SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms" });
     started.push(server);
+  });
+
+  it("serves from both API workers, delivers through the courier worker, and sums their metrics on the primary's operations listener", async () => {
     expect(workersOf(server.child.pid!).map((w) => w.role).sort()).toEqual(["api", "api", "courier"]);
 
     const fx = adminFixtures(server.url);
@@ -84,8 +91,6 @@ describe("serve with WORKERS=2", () => {
   });
 
   it("replaces a worker that dies, and keeps serving meanwhile", async () => {
-    const server = await startServerProcess({ WORKERS: "2" });
-    started.push(server);
     const victim = workersOf(server.child.pid!).find((w) => w.role === "api")!;
     process.kill(victim.pid, "SIGKILL");
     await vi.waitFor(() => expect(server.logs.some((l) => l.msg === "worker died; starting another" && l.pid === victim.pid)).toBe(true), { timeout: 10_000 });
@@ -105,10 +110,9 @@ describe("serve with WORKERS=2", () => {
   });
 
   it("stops every worker on SIGTERM and exits 0; a primary killed outright takes its workers with it", async () => {
-    const graceful = await startServerProcess({ WORKERS: "2" });
-    const workers = workersOf(graceful.child.pid!);
+    const workers = workersOf(server.child.pid!);
     expect(workers).toHaveLength(3);
-    expect(await graceful.stop()).toBe(0);
+    expect(await server.stop()).toBe(0);
     for (const w of workers) expect(alive(w.pid), `${w.role} ${w.pid}`).toBe(false);
 
     const killed = await startServerProcess({ WORKERS: "2" });

@@ -95,23 +95,23 @@ describe("HTTP/2 and slow clients", () => {
   it("answers a body that never finishes with deadline_exceeded and ends the stream, over every protocol", async () => {
     const wait = RPC_TIMEOUT_MS + 8_000;
     const partialJson = '{"username":';
-    // HTTP/1.1, Connect and REST: a Content-Length the body never reaches.
-    for (const path of [LOGIN, "/auth/login/code"]) {
-      const answer = await rawExchange(server.url, `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n${partialJson}`, wait);
-      expect(answer.status, path).toBe(504);
-      expect(answer.bytes.toString(), path).toMatch(/deadline/i);
-      expect(answer.closedByServer, path).toBe(true);
+    // All at once (each waits out RPC_TIMEOUT on its own): HTTP/1.1, Connect and REST with a
+    // Content-Length the body never reaches; HTTP/2 Connect JSON and REST streams left open,
+    // and a gRPC envelope shorter than it says.
+    const [h1, h2, grpc] = await Promise.all([
+      Promise.all([LOGIN, "/auth/login/code"].map((path) => rawExchange(server.url, `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n${partialJson}`, wait))),
+      Promise.all([LOGIN, "/auth/login/code"].map((path) => h2Request(server.url, { ":path": path, "content-type": "application/json" }, partialJson, { end: false, waitMs: wait }))),
+      h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc", te: "trailers" }, envelope(Buffer.from([0x0a]), 0, 100), { end: false, waitMs: wait }),
+    ]);
+    for (const [i, answer] of h1.entries()) {
+      expect(answer.status, `HTTP/1.1 #${i}`).toBe(504);
+      expect(answer.bytes.toString(), `HTTP/1.1 #${i}`).toMatch(/deadline/i);
+      expect(answer.closedByServer, `HTTP/1.1 #${i}`).toBe(true);
     }
-    // HTTP/2: Connect JSON and REST streams left open, and a gRPC envelope shorter than it says.
-    for (const path of [LOGIN, "/auth/login/code"]) {
-      const answer = await h2Request(server.url, { ":path": path, "content-type": "application/json" }, partialJson, { end: false, waitMs: wait });
-      expect(answer.status, path).toBe(504);
-      expect(answer.closed, path).toBe(true);
+    for (const [i, answer] of h2.entries()) {
+      expect(answer.status, `HTTP/2 #${i}`).toBe(504);
+      expect(answer.closed, `HTTP/2 #${i}`).toBe(true);
     }
-    const grpc = await h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc", te: "trailers" }, envelope(Buffer.from([0x0a]), 0, 100), {
-      end: false,
-      waitMs: wait,
-    });
     expect(grpc.trailers["grpc-status"] ?? grpc.headers["grpc-status"]).toBe(String(status.DEADLINE_EXCEEDED));
     expect(grpc.closed).toBe(true);
     await stillServes();

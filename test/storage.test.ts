@@ -20,7 +20,7 @@ afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })))
 
 describe("migrations on PostgreSQL", () => {
   it("bring an empty database exactly to the entities' schema", async () => {
-    const orm = await openOrm({ databaseUrl: await freshDatabase(), dataDir: tempDir(), dbPoolSize: 2 });
+    const orm = await openOrm({ databaseUrl: await freshDatabase({ empty: true }), dataDir: tempDir(), dbPoolSize: 2 });
     try {
       expect(await pendingMigrations(orm)).not.toHaveLength(0);
       await migrate(orm);
@@ -33,7 +33,7 @@ describe("migrations on PostgreSQL", () => {
   });
 
   it("run from the migrate command, and a second run has nothing to do", async () => {
-    const env = { ...process.env, DATABASE_URL: await freshDatabase(), DATA_DIR: tempDir() };
+    const env = { ...process.env, DATABASE_URL: await freshDatabase({ empty: true }), DATA_DIR: tempDir() };
     const node = process.execPath;
     const first = execFileSync(node, ["src/main.ts", "migrate"], { env, encoding: "utf8" });
     expect(first).toContain("applied: 20261123-initial");

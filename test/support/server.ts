@@ -42,13 +42,20 @@ export const TEST_LIMITS: Readonly<Record<string, string>> = {
 };
 
 /** Creates an empty database on the suite's PostgreSQL server; answers its URL. */
-export async function freshDatabase(): Promise<string> {
+/**
+ * A new database on the suite's PostgreSQL server: a copy of the migrated template,
+ * or with `empty`, one without any table (for tests of the migrations).
+ */
+export async function freshDatabase(opts: { empty?: boolean } = {}): Promise<string> {
   const base = new URL(inject("databaseUrl"));
   const name = `codegate_${randomBytes(6).toString("hex")}`;
   const client = new pg.Client({ connectionString: base.toString() });
   await client.connect();
-  await client.query(`create database ${name}`);
-  await client.end();
+  try {
+    await client.query(opts.empty ? `create database ${name}` : `create database ${name} template ${inject("templateDatabase")}`);
+  } finally {
+    await client.end();
+  }
   base.pathname = `/${name}`;
   return base.toString();
 }
