@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { defineConfig } from "vitest/config";
+import SlowFirstSequencer from "./test/support/sequencer.ts";
 
 const jsonReport = process.env.VITEST_JSON_REPORT;
 
@@ -31,6 +32,7 @@ export default defineConfig({
     // the cores: a single file at a time on 2, which doubles the run). More than the
     // cores starves the tests that bound a call in real time (RPC_TIMEOUT of 300 ms).
     maxWorkers: Math.max(2, availableParallelism()),
+    sequence: { sequencer: SlowFirstSequencer },
     testTimeout: 60_000,
     hookTimeout: 120_000,
     reporters: [
