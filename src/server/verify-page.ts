@@ -8,24 +8,10 @@
 // Connect JSON only when the user clicks: a mail scanner that opens links spends
 // nothing. It then hands the proof token to the return URL that the answer names
 // (the organization's settings.return_url), in that URL's fragment.
-import type http from "node:http";
 import type { HttpRoute } from "./http-routes.ts";
-import { loadAsset, PAGE_HEADERS, sendAsset, WEB_DIST } from "./recovery-page.ts";
+import { bundleRoutes, pageDocument, sendPage, WEB_DIST } from "./pages.ts";
 
-function page(): string {
-  return `<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <meta name="referrer" content="no-referrer">
-  <meta name="robots" content="noindex, nofollow">
-  <title>Confirm with your code</title>
-  <link rel="stylesheet" href="/verify/app.css">
-  <script type="module" src="/verify/app.js"></script>
-</head>
-<body>
-  <main class="card">
+const PAGE = pageDocument("Confirm with your code", "verify", `
     <h1 id="title">Confirm with your code</h1>
     <p class="lead" id="lead">Checking your link…</p>
     <form id="verify-form" method="post" action="/verify" hidden aria-labelledby="title">
@@ -43,24 +29,12 @@ function page(): string {
         ask the application for a new code.</p>
     </div>
     <p id="status" class="status" role="status" aria-live="polite" aria-atomic="true"></p>
-    <noscript><p class="notice">This page needs JavaScript to check your code. Turn it on and open the link again.</p></noscript>
-  </main>
-</body>
-</html>
-`;
-}
+    <noscript><p class="notice">This page needs JavaScript to check your code. Turn it on and open the link again.</p></noscript>`);
 
 /** The page's routes, for httpRouter; reads the built bundle once, at start. */
 export function verifyPageRoutes(distDir: string = WEB_DIST): Record<string, HttpRoute> {
-  const script = loadAsset(distDir, "verify.js", "text/javascript; charset=utf-8");
-  const style = loadAsset(distDir, "verify.css", "text/css; charset=utf-8");
-  const html = page();
   return {
-    "GET /verify": (_req, res) => {
-      (res as http.ServerResponse).writeHead(200, { ...PAGE_HEADERS, "content-length": Buffer.byteLength(html) });
-      res.end(html);
-    },
-    "GET /verify/app.js": (req, res) => sendAsset(req, res, script),
-    "GET /verify/app.css": (req, res) => sendAsset(req, res, style),
+    ...bundleRoutes("verify", distDir),
+    "GET /verify": (_req, res) => sendPage(res, 200, PAGE),
   };
 }

@@ -6,15 +6,11 @@
 // only drives the form.
 import { Code, codegateError, createCodegateWebClients, type CodegateError } from "@codegate/client/web";
 import { handOff } from "../shared/hand-off.ts";
+import { byId, commonMessage, statusLine } from "../shared/page.ts";
 
 const MAX_CODE_LENGTH = 64; // VerifyRecoveryCodeRequest.code max_len
 
 const client = createCodegateWebClients({ baseUrl: location.origin, useBinaryFormat: false }).recovery;
-
-function byId<T extends HTMLElement>(id: string, type: { new (): T }): T | undefined {
-  const el = document.getElementById(id);
-  return el instanceof type ? el : undefined;
-}
 
 const form = byId("recovery-form", HTMLFormElement);
 const input = byId("code", HTMLInputElement);
@@ -29,10 +25,7 @@ if (form && input && button && status && done && doneHeading) {
   const idle = button.textContent ?? "Recover account";
   let busy = false;
 
-  const say = (message: string, kind: "error" | "info" | "success") => {
-    status.textContent = message;
-    status.dataset.kind = kind;
-  };
+  const say = statusLine(status);
   const fail = (message: string) => {
     say(message, "error");
     input.setAttribute("aria-invalid", "true");
@@ -95,13 +88,7 @@ function messageFor(err: CodegateError): string {
       return "That code did not work: it is wrong, expired or already used. Check it and try again, or ask your administrator for a new recovery code.";
     case Code.InvalidArgument:
       return `That does not look like a recovery code. Type the code exactly as your administrator gave it to you (letters and digits, at most ${MAX_CODE_LENGTH}).`;
-    case Code.ResourceExhausted:
-      return "Too many attempts. Wait a few minutes, then try again.";
-    case Code.Unavailable:
-    case Code.DeadlineExceeded:
-    case Code.Canceled:
-      return "The server could not be reached. Check your connection and try again.";
     default:
-      return "Something went wrong on our side. Try again in a moment; if it keeps failing, contact your administrator.";
+      return commonMessage(err) ?? "Something went wrong on our side. Try again in a moment; if it keeps failing, contact your administrator.";
   }
 }

@@ -7,6 +7,7 @@
 // runs before the click: a mail scanner that opens the link spends no code.
 import { Code, codegateError, createCodegateWebClients, type CodegateError } from "@codegate/client/web";
 import { handOff } from "../shared/hand-off.ts";
+import { byId, commonMessage, statusLine } from "../shared/page.ts";
 
 const MAX_CODE_LENGTH = 64; // the verify requests' code max_len
 const ORG_ID = /^or-[a-z0-9]{5}-[a-z0-9]{5}-[a-z0-9]{14,17}$/;
@@ -38,11 +39,6 @@ const words: Record<Purpose, { title: string; lead: string; button: string; done
     doneText: "You can close this page and go back to the application.",
     handing: "Your account is recovered. Taking you back to the application…",
   },
-};
-
-const byId = <T extends HTMLElement>(id: string, type: { new (): T }): T | undefined => {
-  const el = document.getElementById(id);
-  return el instanceof type ? el : undefined;
 };
 
 const link = new URLSearchParams(location.hash.slice(1));
@@ -82,10 +78,7 @@ if (title && lead && form && who && button && status && done && doneTitle && don
       if (purpose === "registration") return clients.registration.completeRegistration(req, { signal });
       return clients.recovery.verifyRecoveryCode(req, { signal });
     };
-    const say = (message: string, kind: "error" | "info" | "success") => {
-      status.textContent = message;
-      status.dataset.kind = kind;
-    };
+    const say = statusLine(status);
 
     document.title = w.title;
     title.textContent = w.title;
@@ -138,13 +131,7 @@ function messageFor(err: CodegateError): string {
       return "This link did not work: its code has expired or was already used (a code works once, typed or through its link). Ask the application for a new code.";
     case Code.InvalidArgument:
       return "This link is damaged. Open it again from your mail, exactly as it was sent, or ask the application for a new code.";
-    case Code.ResourceExhausted:
-      return "Too many attempts. Wait a few minutes, then try again.";
-    case Code.Unavailable:
-    case Code.DeadlineExceeded:
-    case Code.Canceled:
-      return "The server could not be reached. Check your connection and try again.";
     default:
-      return "Something went wrong on our side. Try again in a moment.";
+      return commonMessage(err) ?? "Something went wrong on our side. Try again in a moment.";
   }
 }
