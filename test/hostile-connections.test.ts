@@ -25,19 +25,8 @@ const stillServes = (s: ServerProcess = server, org = orgId) => h.stillServes(s,
 const serverWith = (env: Record<string, string> = {}) => h.serverWith(env);
 const cleanups: (() => unknown)[] = [];
 
-/** The servers of the tests that need settings of their own, started together (each start is a process's). */
-let own: Record<"deadline" | "idle" | "capped" | "streams", Promise<{ server: ServerProcess; orgId: string }>>;
-
 beforeAll(async () => {
   h = await hostileSetup();
-  own = {
-    deadline: serverWith(),
-    idle: serverWith({ IDLE_TIMEOUT: "1s" }),
-    capped: serverWith({ MAX_CONNECTIONS: "3", HEADERS_TIMEOUT: "60s" }),
-    streams: serverWith({ MAX_STREAMS: "2", STREAM_MAX_LIFETIME: "2s" }),
-  };
-  // Each is awaited by its test; a failed start fails that test, not the run.
-  for (const started of Object.values(own)) started.catch(() => {});
   ({ server, orgId } = await serverWith());
 });
 afterAll(async () => {
@@ -47,7 +36,7 @@ afterAll(async () => {
 
 describe("the deadline", () => {
   it("answers deadline_exceeded at RPC_TIMEOUT and cancels the statement still running behind the answer", async () => {
-    const { server: s, orgId: org } = await own.deadline;
+    const { server: s, orgId: org } = await serverWith();
     const db = new pg.Client({ connectionString: s.databaseUrl });
     await db.connect();
     cleanups.push(() => db.end());
@@ -85,7 +74,7 @@ describe("the deadline", () => {
 
 describe("HTTP/2 and slow clients", () => {
   it("closes an idle HTTP/2 session (GOAWAY) after IDLE_TIMEOUT", async () => {
-    const { server: s, orgId: org } = await own.idle;
+    const { server: s, orgId: org } = await serverWith({ IDLE_TIMEOUT: "1s" });
     const session = http2.connect(s.url);
     session.on("error", () => {});
     const goaway = new Promise<number>((resolve) => session.once("goaway", (code) => resolve(code)));
@@ -129,7 +118,7 @@ describe("HTTP/2 and slow clients", () => {
   });
 
   it("refuses connections past MAX_CONNECTIONS, and serves again once they go", async () => {
-    const { server: s, orgId: org } = await own.capped;
+    const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", HEADERS_TIMEOUT: "60s" });
     const { port } = new URL(s.url);
     const open = async () => {
       const socket = net.connect(Number(port), "127.0.0.1");
@@ -146,7 +135,7 @@ describe("HTTP/2 and slow clients", () => {
   });
 
   it("caps streaming RPCs (MAX_STREAMS) and ends each at STREAM_MAX_LIFETIME", async () => {
-    const { server: s, orgId: org } = await own.streams;
+    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "2", STREAM_MAX_LIFETIME: "2s" });
     const watch = () => serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" });
     const first = watch();
     const second = watch();
