@@ -29,7 +29,7 @@ afterAll(async () => {
   await h?.close();
 });
 
-describe("a refused request leaves nothing behind", () => {
+describe.concurrent("a refused request leaves nothing behind", () => {
   it("the curl of the issue: 400, and the server is still up past RPC_TIMEOUT", async () => {
     const res = await fetch(`${server.url}/auth/login/code`, {
       method: "POST",
@@ -69,7 +69,7 @@ describe("a refused request leaves nothing behind", () => {
   });
 });
 
-describe("errors before the handler", () => {
+describe.concurrent("errors before the handler", () => {
   it("a body nested 30,000 levels deep is a 400 over REST and over Connect", async () => {
     const deep = '{"username":' + "[".repeat(30_000) + "]".repeat(30_000) + "}";
     for (const path of ["/auth/login/code", LOGIN]) {

@@ -41,7 +41,6 @@ export const TEST_LIMITS: Readonly<Record<string, string>> = {
   MAX_GUESS_CHANCE: "1",
 };
 
-/** Creates an empty database on the suite's PostgreSQL server; answers its URL. */
 /**
  * A new database on the suite's PostgreSQL server: a copy of the migrated template,
  * or with `empty`, one without any table (for tests of the migrations).
