@@ -12,7 +12,7 @@ import type { HttpRequest, HttpResponse, HttpRoute } from "./http-routes.ts";
 /** Where scripts/build-web.ts writes the bundles. */
 export const WEB_DIST = fileURLToPath(new URL("../../dist/web/", import.meta.url));
 
-export const PAGE_HEADERS: Readonly<Record<string, string>> = {
+const PAGE_HEADERS: Readonly<Record<string, string>> = {
   "content-type": "text/html; charset=utf-8",
   // Scripts and styles only from this origin, calls only to it, no framing.
   "content-security-policy":
