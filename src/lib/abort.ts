@@ -27,6 +27,20 @@ export function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> 
   });
 }
 
+/** Resolves after `ms`, or at once when `signal` aborts; leaves no timer or listener behind. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
 /** Calls `fn` and turns a synchronous throw into a rejected promise. */
 export function attempt<T>(fn: () => Promise<T>): Promise<T> {
   try {

@@ -1,16 +1,14 @@
-// The event trail as administrators read it: a page of it, or followed live.
+// The event trail followed live (a page of it is store/events.ts's listEvents).
 // What is recorded, and when, is decided where each change is made (store/codes.ts,
 // store/outbox.ts, the admin rules); the order in which events are handed out,
 // and why no event that commits late is ever skipped, in store/events.ts.
 import type { EventPosition, TrailEvent } from "../domain/events.ts";
-import { eventsAfter, listEvents, type EventFilter } from "../store/events.ts";
+import { sleep } from "../lib/abort.ts";
+import { eventsAfter } from "../store/events.ts";
 import type { Sql } from "../store/sql.ts";
 
 /** Events read at once while following. */
 const BATCH = 500;
-
-export const eventPage = (sql: Sql, filter: EventFilter, before: EventPosition | undefined, size: number): Promise<TrailEvent[]> =>
-  listEvents(sql, filter, before, size);
 
 /**
  * The events after `after` (from the oldest retained when undefined), oldest
@@ -28,20 +26,6 @@ export async function* followEvents(sql: Sql, opts: { orgId: string; after?: Eve
       const last = events[events.length - 1];
       after = { tx: last.tx, id: last.id };
     }
-    if (events.length < BATCH) await pause(opts.pollMs, opts.signal);
+    if (events.length < BATCH) await sleep(opts.pollMs, opts.signal);
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts; leaves no timer or listener behind. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -1,5 +1,5 @@
 // AdminService's event trail: ListEvents (a page, newest first) and WatchEvents
-// (followed live from a cursor), over rules/event-trail.ts.
+// (followed live from a cursor, rules/event-trail.ts).
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext } from "@connectrpc/connect";
@@ -16,7 +16,8 @@ import {
 } from "../../gen/codegate/v1/admin_pb.ts";
 import { CodePurpose } from "../../gen/codegate/v1/types_pb.ts";
 import { cursorOf, positionOf, type EventType, type TrailEvent } from "../domain/events.ts";
-import { eventPage, followEvents } from "../rules/event-trail.ts";
+import { followEvents } from "../rules/event-trail.ts";
+import { listEvents } from "../store/events.ts";
 import type { ServiceDeps } from "./deps.ts";
 import { invalidArgument } from "./errors.ts";
 import { purposeProto } from "./mapping.ts";
@@ -63,7 +64,7 @@ export function eventHandlers(deps: ServiceDeps) {
       const before = req.pageToken ? positionOf(req.pageToken) : undefined;
       if (req.pageToken && !before) throw invalidArgument("page_token", "the next_page_token of an earlier answer, or empty for the first page");
       const filter = { orgId: req.orgId, type: typeOf.get(req.type), identityId: req.identityId || undefined };
-      const rows = await eventPage(deps.sql, filter, before, size);
+      const rows = await listEvents(deps.sql, filter, before, size);
       const events = rows.slice(0, size);
       // The next page starts before the last event of this one.
       return create(ListEventsResponseSchema, { events: events.map(eventToProto), nextPageToken: rows.length > size ? cursorOf(events[events.length - 1]) : "" });
