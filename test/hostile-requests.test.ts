@@ -105,6 +105,38 @@ describe.concurrent("errors before the handler", () => {
     await stillServes();
   });
 
+  it("gRPC unary framing faults get the same status as the same bytes over gRPC-Web (served by connect-es)", async () => {
+    // gRPC unary calls take server/grpc-unary.ts, not connect-es: each fault must still be answered as connect-es answers it.
+    const message = (username: string) => Buffer.from(toBinary(SendLoginCodeRequestSchema, create(SendLoginCodeRequestSchema, { username, orgId })));
+    const cases: [string, Buffer, number][] = [
+      ["a well-formed request", envelope(message("framing-ok@example.com")), status.OK],
+      ["no message", Buffer.alloc(0), status.INVALID_ARGUMENT],
+      ["a cut envelope head", envelope(message("a@example.com")).subarray(0, 3), status.INVALID_ARGUMENT],
+      ["a message shorter than declared", envelope(message("a@example.com"), 0, 200), status.INVALID_ARGUMENT],
+      ["two messages", Buffer.concat([envelope(message("a@example.com")), envelope(message("b@example.com"))]), status.INVALID_ARGUMENT],
+      ["a second envelope cut short", Buffer.concat([envelope(message("a@example.com")), Buffer.from([0, 0])]), status.INVALID_ARGUMENT],
+      ["the compressed flag without an encoding", envelope(message("a@example.com"), 1), status.INVALID_ARGUMENT],
+      ["a declared size over the limit", envelope(message("a@example.com"), 0, 0x7fffffff), status.RESOURCE_EXHAUSTED],
+    ];
+    for (const [name, body, expected] of cases) {
+      const grpc = await h2Request(server.url, { ":path": LOGIN, "content-type": "application/grpc", te: "trailers" }, body, { waitMs: 10_000 });
+      expect(grpc.trailers["grpc-status"] ?? grpc.headers["grpc-status"], `gRPC: ${name}`).toBe(String(expected));
+      expect(grpc.headers["x-request-id"], `gRPC: ${name}`).toBeTruthy();
+      const web = await fetch(server.url + LOGIN, { method: "POST", headers: { "content-type": "application/grpc-web+proto" }, body: new Uint8Array(body) });
+      const webTrailer = Buffer.from(await web.arrayBuffer()).toString("latin1");
+      expect(web.headers.get("grpc-status") ?? /grpc-status:\s*(\d+)/.exec(webTrailer)?.[1], `gRPC-Web: ${name}`).toBe(String(expected));
+      const webMessage = web.headers.get("grpc-message") ?? /grpc-message:\s*([^\r\n]*)/.exec(webTrailer)?.[1];
+      const grpcMessage = grpc.trailers["grpc-message"] ?? grpc.headers["grpc-message"];
+      expect(decodeURIComponent(String(grpcMessage ?? "")), `the same message: ${name}`).toBe(decodeURIComponent(webMessage ?? ""));
+      if (expected === status.OK) {
+        expect(grpc.headers["content-type"]).toBe("application/grpc+proto");
+        expect(grpc.body[0], "an uncompressed message").toBe(0);
+        expect(grpc.body.readUInt32BE(1)).toBe(grpc.body.length - 5);
+      }
+    }
+    await stillServes();
+  });
+
   it("an error quoting the caller's lone surrogate is answered over gRPC and gRPC-Web (its trailer is percent-encoded), not a dropped connection", async () => {
     // JSON.parse makes "\ud800" a lone surrogate; the decoder's message quotes the unknown key.
     const body = envelope(Buffer.from('{"\\ud800": 1}'));

@@ -6,6 +6,8 @@
 // a ServerResponse does not emit). Here every call is opened by openCall()
 // (call.ts), which owns its bound, its signal and its body, and runs inside
 // requestContext so that anything it leaves behind is reported with its id.
+// A unary gRPC call in the common case is served by grpc-unary.ts instead of
+// connect-es's stream machinery, through the same gate and interceptors.
 import type http from "node:http";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues, type ServiceImplSpec } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
@@ -13,6 +15,7 @@ import { attempt } from "../lib/abort.ts";
 import type { Logger } from "../lib/log.ts";
 import { requestContext } from "../lib/request-context.ts";
 import { deadlineExceeded, openCall, streamExpired, type CallBounds } from "./call.ts";
+import { grpcUnaryHandler, type GrpcUnaryHandler, type WholeAnswer } from "./grpc-unary.ts";
 import type { HttpRequest, HttpResponse } from "./http-routes.ts";
 import type { RequestHandler } from "./listener.ts";
 
@@ -32,6 +35,12 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
   const router = createConnectRouter(opts);
   for (const spec of opts.services) register(router, spec);
   const byPath = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  const grpcUnary = new Map<string, GrpcUnaryHandler>();
+  for (const spec of opts.services) {
+    for (const m of Object.values(spec.methods)) {
+      if (m.kind === "unary") grpcUnary.set(`/${spec.service.typeName}/${m.method.name}`, grpcUnaryHandler(m, opts));
+    }
+  }
   const { bounds, log } = opts;
 
   function serve(handler: UniversalHandler, req: HttpRequest, res: HttpResponse, values: ContextValues): void {
@@ -50,23 +59,26 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
       asked !== undefined && asked < bound
         ? openCall(req, res, asked, deadlineExceeded(asked), bounds.graceMs)
         : openCall(req, res, bound, streaming ? streamExpired(bound) : deadlineExceeded(bound), bounds.graceMs);
-    attempt(() =>
-      handler({
-        httpVersion: req.httpVersion,
-        method: req.method ?? "",
-        // The authority plays no part in routing; the path was matched above.
-        url: `http://localhost${req.url}`,
-        header,
-        body: call.body,
-        signal: call.signal,
-        contextValues: values,
-      }),
-    )
-      .then((answer) => (streaming && handler.method.methodKind !== "client_streaming" ? writeStream(answer, res, call.closeAfterAnswer) : writeWhole(answer, res, call.closeAfterAnswer)))
-      .catch((err: unknown) => {
-        log.error({ requestId: opts.requestIdOf(values), rpc: handler.requestPath, err }, "rpc could not be answered");
-        res.destroy();
-      });
+    const request = {
+      httpVersion: req.httpVersion,
+      method: req.method ?? "",
+      // The authority plays no part in routing; the path was matched above.
+      url: `http://localhost${req.url}`,
+      header,
+      body: call.body,
+      signal: call.signal,
+      contextValues: values,
+    };
+    const grpcAnswer = grpcUnary.get(handler.requestPath)?.(request);
+    const answered = grpcAnswer
+      ? grpcAnswer.then((answer) => writeWhole(answer, res, call.closeAfterAnswer))
+      : attempt(() => handler(request)).then((answer) =>
+          streaming && handler.method.methodKind !== "client_streaming" ? writeStream(answer, res, call.closeAfterAnswer) : writeWhole(answer, res, call.closeAfterAnswer),
+        );
+    answered.catch((err: unknown) => {
+      log.error({ requestId: opts.requestIdOf(values), rpc: handler.requestPath, err }, "rpc could not be answered");
+      res.destroy();
+    });
   }
 
   return (req, res) => {
@@ -171,12 +183,16 @@ function drained(res: HttpResponse): Promise<void> {
  * so that its head, body and trailers leave together (over HTTP/2 they went out
  * in two writes, each waking the client: a third of a gRPC call's CPU).
  */
-async function writeWhole(answer: UniversalServerResponse, res: HttpResponse, beforeEnd: () => void): Promise<void> {
+async function writeWhole(answer: UniversalServerResponse | WholeAnswer, res: HttpResponse, beforeEnd: () => void): Promise<void> {
   res.on("error", () => {});
-  const chunks: Uint8Array[] = [];
-  if (answer.body) for await (const chunk of answer.body) chunks.push(chunk);
+  let body: Uint8Array;
+  if (answer.body instanceof Uint8Array) body = answer.body;
+  else {
+    const chunks: Uint8Array[] = [];
+    if (answer.body) for await (const chunk of answer.body) chunks.push(chunk);
+    body = Buffer.concat(chunks);
+  }
   if (res.destroyed) return;
-  const body = Buffer.concat(chunks);
   const headers = nodeHeaders(answer.header);
   if (!answer.trailer) headers["content-length"] = body.byteLength;
   (res as http.ServerResponse).writeHead(answer.status, headers);
