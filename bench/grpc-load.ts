@@ -2,7 +2,9 @@
 // h2load cannot do (it sends one body, and cannot see grpc-status in trailers).
 // One HTTP/2 session per connection, one call in flight per connection (like h2load -m 1).
 // With a rate, calls start on a fixed schedule (open loop, as many a second), as long
-// as a connection is free.
+// as a connection is free. LOAD_PROTOCOL=connect-json sends the same calls as Connect
+// JSON over the same HTTP/2 client instead, so that the two protocols are compared with
+// one load generator (wrk and this one take different shares of the 2 cores).
 //   node bench/grpc-load.ts <baseUrl> <send|verify> <pairsFile> <connections> <seconds> <once:0|1> [rate]
 // Prints one line "BENCHJSON {...}".
 import http2 from "node:http2";
@@ -17,6 +19,7 @@ const seconds = Number(secondsArg);
 const once = onceArg === "1";
 const path = kind === "send" ? "/codegate.v1.LoginService/SendLoginCode" : "/codegate.v1.LoginService/VerifyLoginCode";
 
+const connect = process.env.LOAD_PROTOCOL === "connect-json";
 const frame = (msg: Uint8Array) => {
   const b = Buffer.alloc(5 + msg.length);
   b.writeUInt32BE(msg.length, 1);
@@ -25,10 +28,13 @@ const frame = (msg: Uint8Array) => {
 };
 const bodies = readFileSync(file, "utf8").split("\n").filter(Boolean).map((line) => {
   const [username, orgId, code] = line.split("\t");
+  if (connect) return Buffer.from(JSON.stringify(kind === "send" ? { username, orgId } : { username, orgId, code }));
   return frame(kind === "send"
     ? toBinary(SendLoginCodeRequestSchema, create(SendLoginCodeRequestSchema, { username, orgId }))
     : toBinary(VerifyLoginCodeRequestSchema, create(VerifyLoginCodeRequestSchema, { username, orgId, code })));
 });
+// A Connect answer's HTTP status as the gRPC status the counts below use.
+const grpcStatusOfHttp: Record<number, string> = { 200: "0", 401: "16", 429: "8" };
 
 let next = 0;
 const lat: number[] = [];
@@ -39,9 +45,14 @@ const deadline = start + seconds * 1000;
 
 function call(session: http2.ClientHttp2Session, body: Buffer): Promise<string> {
   return new Promise((resolve) => {
-    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
+    const req = session.request(connect
+      ? { ":method": "POST", ":path": path, "content-type": "application/json" }
+      : { ":method": "POST", ":path": path, "content-type": "application/grpc", te: "trailers" });
     let status = "";
-    req.on("response", (h) => { if (h["grpc-status"] !== undefined) status = String(h["grpc-status"]); });
+    req.on("response", (h) => {
+      if (connect) status = grpcStatusOfHttp[Number(h[":status"])] ?? `http-${h[":status"]}`;
+      else if (h["grpc-status"] !== undefined) status = String(h["grpc-status"]);
+    });
     req.on("trailers", (t) => { if (t["grpc-status"] !== undefined) status = String(t["grpc-status"]); });
     req.on("data", () => {});
     req.on("end", () => resolve(status || "none"));

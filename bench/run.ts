@@ -16,7 +16,7 @@
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
 // ("ceilings,raw,send,verify,lag,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts;
-// lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time), BENCH_PROTOS the protocols ("connect-json,grpc-h2c");
+// lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time), BENCH_PROTOS the protocols ("connect-json,grpc-h2c,connect-h2c"; connect-h2c is Connect JSON from the gRPC load generator over HTTP/2, so that gRPC and Connect are compared with one generator);
 // BENCH_SERVER_NODE_ARGS adds flags to the server's node and the raw ceiling's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 // BENCH_PG_SOCKET=1: the server and the raw ceilings reach PostgreSQL over a Unix socket, not loopback TCP.
 // BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
@@ -46,7 +46,7 @@ const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
 const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
 const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,lag,courier,history").split(","));
-const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c").split(","));
+const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c,connect-h2c").split(","));
 /** The server and the raw ceilings reach PostgreSQL over a Unix socket instead of loopback TCP. */
 const PG_SOCKET = env.BENCH_PG_SOCKET === "1";
 const socketDir = PG_SOCKET ? mkdtempSync(join(tmpdir(), "codegate-bench-sock-")) : undefined;
@@ -427,8 +427,8 @@ try {
       clearTimeout(kill);
     }
   }
-  const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean, rate?: number) =>
-    runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0", ...(rate ? [String(rate)] : [])]);
+  const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean, rate?: number, protocol: "grpc" | "connect-json" = "grpc") =>
+    runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0", ...(rate ? [String(rate)] : [])], { LOAD_PROTOCOL: protocol });
   const pgCeiling = (c: number, secs: number, url = databaseUrl, ids = idFile) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), url, ids, String(c), String(secs)]);
   // The RPC ceiling: grpc.health.v1.Health/Check, a Connect RPC on the same stack and
   // router that touches no table (its database answer is cached for a second).
@@ -493,6 +493,11 @@ try {
         await waitDrain();
         await grpcLoad("send", sendPairs, c, WARMUP, false);
         await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts", { untilDelivered: true });
+      }
+      if (PROTOS.has("connect-h2c")) {
+        await waitDrain();
+        await grpcLoad("send", sendPairs, c, WARMUP, false, undefined, "connect-json");
+        await measure(phase, "SendLoginCode", "connect-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false, undefined, "connect-json"), "grpc-load.ts, Connect JSON", { untilDelivered: true });
       }
     }
   }
@@ -594,6 +599,9 @@ try {
       }
       if (PROTOS.has("grpc-h2c")) {
         await measurePasses(phase, "VerifyLoginCode", "grpc-h2c", c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true)), "grpc-load.ts, each code once");
+      }
+      if (PROTOS.has("connect-h2c")) {
+        await measurePasses(phase, "VerifyLoginCode", "connect-h2c", c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true, undefined, "connect-json")), "grpc-load.ts, Connect JSON, each code once");
       }
     }
     if (FLOWS.has("lag") && PROTOS.has("grpc-h2c")) for (const c of CONNS) await lag(phase, c);
@@ -734,6 +742,13 @@ try {
   console.log(line(cols));
   console.log(line(widths.map((w) => "-".repeat(w))));
   for (const d of data) console.log(line(d));
+  // gRPC against Connect JSON from the same load generator over HTTP/2 (issue 18: within 1.1x).
+  for (const g of rows.filter((r) => r.proto === "grpc-h2c" && (r.flow === "SendLoginCode" || r.flow === "VerifyLoginCode"))) {
+    const c = rows.find((r) => r.proto === "connect-h2c" && r.flow === g.flow && r.phase === g.phase && r.conns === g.conns);
+    if (!c) continue;
+    const cpu = (r: Row) => r.us_server_delivered ?? r.us_server;
+    console.log(`${g.phase} ${g.flow} ${g.conns}: gRPC ÷ Connect JSON, both from grpc-load.ts over h2c: ${(cpu(g) / cpu(c)).toFixed(2)} (${cpu(g)} / ${cpu(c)} µs of server CPU per request${g.us_server_delivered ? ", counted until delivered" : ""})`);
+  }
   console.log("\ntable sizes, fresh:", sizesFresh);
   if (sizesHistory) console.log("table sizes, with history:", sizesHistory);
   let historySummary: Record<string, unknown>[] | undefined;
