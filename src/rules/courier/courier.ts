@@ -25,6 +25,16 @@ import type { MailTransport } from "../mail/transport.ts";
  */
 const LEASE_MS = 20_000;
 
+/**
+ * While more of its batch is being delivered, an outcome waits this long for
+ * others to be recorded with it. Recorded one statement per 3 or 4 mails, the
+ * outcomes cost PostgreSQL about as much CPU as the rest of a delivery; within
+ * a 5 ms gather, half as much (bench "courier" flow: PostgreSQL 198-204 ->
+ * 109-113 µs per mail, the server 394-411 -> 374). A crash now resends at most the
+ * mails of these 5 ms too, as it resends those in flight.
+ */
+const GATHER_MS = 5;
+
 export class Courier {
   private readonly deps: {
     sql: Sql;
@@ -97,9 +107,9 @@ export class Courier {
       const at = clock.now();
       renewClaims(sql, at, new Date(at.getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
     }, LEASE_MS / 3);
-    // Each outcome is recorded as soon as it is known, not when the whole batch is done: a
-    // crash then sends again only the mails that were in flight, not every mail of the batch.
-    const outcomes = new OutcomeRecorder((sent, failed) => this.record(sent, failed));
+    // Each outcome is recorded as soon as it is known (within GATHER_MS), not when the whole batch is
+    // done: a crash then sends again only the mails that were in flight, not every mail of the batch.
+    const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(sent, failed));
     try {
       await Promise.all(
         batch.map(async (m) => {
@@ -160,17 +170,22 @@ interface FailedMail {
 }
 
 /**
- * Records outcomes as they come, gathering those that come together into one
- * statement: one write at a time, the next one with whatever came meanwhile.
+ * Records the outcomes of a batch of `expected` mails as they come, gathering
+ * those that come close together into one statement: one write at a time, the
+ * next one with whatever came meanwhile, after waiting up to GATHER_MS for more
+ * while some of the batch is still out. The batch's last outcome ends the wait.
  */
 class OutcomeRecorder {
   #sent: SentMail[] = [];
   #failed: FailedMail[] = [];
+  #outstanding: number;
+  #endGather: (() => void) | undefined;
   #writing: Promise<void> = Promise.resolve();
   #error: unknown;
   readonly #write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>;
 
-  constructor(write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>) {
+  constructor(expected: number, write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>) {
+    this.#outstanding = expected;
     this.#write = write;
   }
 
@@ -178,12 +193,24 @@ class OutcomeRecorder {
     const first = this.#sent.length + this.#failed.length === 0;
     if (sent) this.#sent.push(sent);
     if (failed) this.#failed.push(failed);
+    if (--this.#outstanding <= 0) this.#endGather?.();
     if (first) this.#writing = this.#writing.then(() => this.#drain());
   }
 
   async #drain(): Promise<void> {
-    // Outcomes settled in the same turn go together.
-    await new Promise((resolve) => setImmediate(resolve));
+    if (this.#outstanding > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, GATHER_MS);
+        this.#endGather = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#endGather = undefined;
+    } else {
+      // Outcomes settled in the same turn go together.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     const sent = this.#sent.splice(0);
     const failed = this.#failed.splice(0);
     if (sent.length + failed.length === 0) return;
