@@ -276,6 +276,8 @@ try {
     us_server: number; us_pg: number; us_sink: number;
     /** The server's µs per request counted until the mails of the run were all delivered (sends only). */
     us_server_delivered?: number;
+    /** With BENCH_COURIER=process: the courier process's share of us_server_delivered, its CPU per mail (the API's is the rest). */
+    us_courier?: number;
     /** Sends per second counted until their mails were all delivered: the rate the API and the courier sustain together (sends only). */
     sustained_rps?: number;
     /** Of the machine's CPU time during the run, the share the hypervisor gave to other guests. */
@@ -340,7 +342,7 @@ try {
   async function measurePasses(
     phase: string, flow: string, proto: string, conns: number, next: () => Promise<(() => Promise<Raw>) | undefined>, note?: string, opts: MeasureOptions = {},
   ): Promise<Row> {
-    const cpu = { server: 0, sys: 0, pg: 0, sink: 0, loadgen: 0, delivered: 0 };
+    const cpu = { server: 0, sys: 0, pg: 0, sink: 0, loadgen: 0, delivered: 0, courier: 0 };
     const machine = { total: 0, steal: 0 };
     let busy = 0;
     let untilDeliveredSec = 0;
@@ -369,7 +371,9 @@ try {
       if (opts.untilDelivered) {
         // What delivering the run's mails cost after the run: the queue drains with nothing else running.
         await waitDrain();
-        cpu.delivered += serverTicks(procTable()) - serverTicks(t0);
+        const t2 = procTable();
+        cpu.delivered += serverTicks(t2) - serverTicks(t0);
+        if (courierProc && !opts.serverPids) cpu.courier += treeTicks(t2, courierProc.pid!) - treeTicks(t0, courierProc.pid!);
         untilDeliveredSec += (performance.now() - w0) / 1000;
       }
       // A one-pass run (verify over wrk) ends its work before wrk's -d is up: its CPU
@@ -393,6 +397,7 @@ try {
       cpu_server: share(cpu.server), cpu_server_sys: share(cpu.sys), cpu_pg: share(cpu.pg), cpu_loadgen: share(cpu.loadgen),
       us_server: perRequest(cpu.server), us_pg: perRequest(cpu.pg), us_sink: perRequest(cpu.sink),
       us_server_delivered: opts.untilDelivered ? perRequest(cpu.delivered) : undefined,
+      us_courier: opts.untilDelivered && courierProc && !opts.serverPids ? perRequest(cpu.courier) : undefined,
       sustained_rps: opts.untilDelivered ? Math.round((r.requests - r.extra) / untilDeliveredSec) : undefined,
       steal_pct: machine.total ? Math.round((1000 * machine.steal) / machine.total) / 10 : 0,
       note: raws.length > 1 ? `${note ?? ""}; ${raws.length} passes` : note,
@@ -727,9 +732,9 @@ try {
   }
   const machine = { nproc: cpus().length, cpu: cpus()[0]?.model, loadavg: loadavg().map((x) => x.toFixed(2)).join(" "), node: process.version,
     uptime: execFileSync("uptime").toString().trim() };
-  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "µs/req srv", "+delivery", "sustained/s", "µs/req pg", "µs/req sink", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "steal%", "÷pg ceil", "÷rpc ceil", "cpu ÷raw", "secs"];
+  const cols = ["phase", "flow", "proto", "conns", "req/s", "p50 ms", "p99 ms", "errors", "401", "µs/req srv", "+delivery", "of it courier", "sustained/s", "µs/req pg", "µs/req sink", "cpu srv%", "of it sys%", "cpu pg%", "cpu lg%", "steal%", "÷pg ceil", "÷rpc ceil", "cpu ÷raw", "secs"];
   const data = rows.map((r) => [
-    r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.us_server, r.us_server_delivered ?? "", r.sustained_rps ?? "", r.us_pg, r.us_sink,
+    r.phase, r.flow, r.proto, r.conns, r.rps, r.p50_ms.toFixed(2), r.p99_ms.toFixed(2), r.errors, r.s401, r.us_server, r.us_server_delivered ?? "", r.us_courier ?? "", r.sustained_rps ?? "", r.us_pg, r.us_sink,
     r.cpu_server, r.cpu_server_sys, r.cpu_pg, r.cpu_loadgen, r.steal_pct, r.ratio_pg ?? "", r.ratio_rpc ?? "", r.ratio_raw_cpu ?? "", r.seconds,
   ].map(String));
   const widths = cols.map((c, i) => Math.max(c.length, ...data.map((d) => d[i].length)));
@@ -738,7 +743,7 @@ try {
   console.log(`postgres: ${PG_FLAGS.filter((_, i) => i % 2).join(" ")}`);
   console.log(`server: ${Object.entries(SERVER_SETTINGS).map(([k, v]) => `${k}=${v}`).join(" ")}, courier ${COURIER_MODE === "process" ? "in a process of its own (codegate courier)" : "on, in the server"}, mail to the SMTP sink process`);
   console.log(`runs: ${SECONDS} s after ${WARMUP} s warm-up (verify: passes over ${IDENTITIES} fresh codes each until ${SECONDS} s add up, no warm-up; p50 the passes' weighted median, p99 the worst pass); cpu in % of one core (${machine.nproc * 100} % = all)`);
-  console.log("µs/req: CPU time per request of the server (with a separate courier), PostgreSQL and the SMTP sink; +delivery: the server's, counted until the run's mails were all delivered; steal%: of the machine's CPU time, what the hypervisor gave to other guests\n");
+  console.log("µs/req: CPU time per request of the server (with a separate courier), PostgreSQL and the SMTP sink; +delivery: the server's, counted until the run's mails were all delivered (of it courier: a separate courier's, BENCH_COURIER=process); steal%: of the machine's CPU time, what the hypervisor gave to other guests\n");
   console.log(line(cols));
   console.log(line(widths.map((w) => "-".repeat(w))));
   for (const d of data) console.log(line(d));
