@@ -1,7 +1,7 @@
 // CPU µs of the pieces of a send, in process, without I/O: what each costs on
 // its own, to tell which are worth making cheaper.
 //   node bench/micro-send.ts
-import { createHmac, generateKeyPairSync, randomBytes, randomUUIDv7, createCipheriv } from "node:crypto";
+import { createHmac, createSecretKey, generateKeyPairSync, randomBytes, randomUUIDv7, createCipheriv } from "node:crypto";
 import { ProofTokens } from "../src/rules/tokens.ts";
 import { create, fromJson, toJson } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
@@ -22,7 +22,9 @@ const validator = createValidator();
 const send = fromJson(SendLoginCodeRequestSchema, { username: "user123@bench.test", orgId: "or-0123456789abcdefghij" });
 const verify = fromJson(VerifyLoginCodeRequestSchema, { username: "user123@bench.test", orgId: "or-0123456789abcdefghij", code: "123456" });
 const json = JSON.stringify(toJson(SendLoginCodeRequestSchema, send));
-const key = randomBytes(32);
+// A KeyObject, as the server's key rings hold: with a raw Buffer, createHmac and
+// createCipheriv import the key on every call (HMAC 14 µs instead of 3).
+const key = createSecretKey(randomBytes(32));
 const proxies = parseTrustedProxies([]).proxies;
 
 time("JSON.parse + fromJson (send request)", 50000, () => fromJson(SendLoginCodeRequestSchema, JSON.parse(json)));
