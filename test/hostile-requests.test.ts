@@ -137,6 +137,32 @@ describe.concurrent("errors before the handler", () => {
     await stillServes();
   });
 
+  it("Connect unary requests get the same answer as the same request with Content-Encoding: identity (served by connect-es)", async () => {
+    // Connect unary calls without a Content-Encoding take server/connect-unary.ts, not connect-es: every answer must still be connect-es's.
+    const json = (body: unknown) => JSON.stringify(body);
+    const cases: [string, string, string, string | Uint8Array<ArrayBuffer>][] = [
+      ["a well-formed send", LOGIN, "application/json", json({ username: "connect-ok@example.com", orgId })],
+      ["a well-formed send in binary", LOGIN, "application/proto", new Uint8Array(toBinary(SendLoginCodeRequestSchema, create(SendLoginCodeRequestSchema, { username: "connect-ok@example.com", orgId })))],
+      ["a field that breaks a rule", LOGIN, "application/json", json({ username: "x", orgId: "bad" })],
+      ["an unknown field", LOGIN, "application/json", json({ username: "x@example.com", orgId, extra: 1 })],
+      ["JSON that does not parse", LOGIN, "application/json", "{"],
+      ["a malformed protobuf body", LOGIN, "application/proto", new Uint8Array([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01])],
+      ["a body over MAX_REQUEST_BYTES", LOGIN, "application/json", json({ username: "x".repeat(70_000), orgId })],
+      ["an admin call without a token", "/codegate.v1.AdminService/ListOrganizations", "application/json", "{}"],
+      ["a streaming content type on a unary method", LOGIN, "application/connect+json", json({ username: "x@example.com", orgId })],
+    ];
+    for (const [name, path, contentType, body] of cases) {
+      const answers = [];
+      for (const encoding of [undefined, "identity"]) {
+        const res = await fetch(server.url + path, { method: "POST", headers: { "content-type": contentType, ...(encoding ? { "content-encoding": encoding } : {}) }, body });
+        const text = await res.text();
+        answers.push({ status: res.status, contentType: res.headers.get("content-type"), requestId: res.headers.has("x-request-id"), body: text.startsWith("{") ? JSON.parse(text) : text });
+      }
+      expect(answers[0], name).toEqual(answers[1]);
+    }
+    await stillServes();
+  });
+
   it("an error quoting the caller's lone surrogate is answered over gRPC and gRPC-Web (its trailer is percent-encoded), not a dropped connection", async () => {
     // JSON.parse makes "\ud800" a lone surrogate; the decoder's message quotes the unknown key.
     const body = envelope(Buffer.from('{"\\ud800": 1}'));

@@ -19,19 +19,21 @@ import {
 } from "@connectrpc/connect/protocol";
 import { contentTypeJson, contentTypeProto, grpcStatusOk, headerEncoding, headerGrpcStatus, headerTimeout, parseContentType, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 
-/** A whole answer: head, at most one message, trailers. */
+/** A whole answer: head, the body (at most one message), trailers if the protocol has them. */
 export interface WholeAnswer {
   status: number;
   header: Headers;
-  trailer: Headers;
+  trailer?: Headers;
   body: Uint8Array;
 }
 
-/** Serves a unary gRPC call; undefined when the request is not the common case it serves. */
-export type GrpcUnaryHandler = (req: UniversalServerRequest & { body: AsyncIterable<Uint8Array> }) => Promise<WholeAnswer> | undefined;
+/** Serves a unary call of one protocol; undefined when the request is not the common case it serves. */
+export type UnaryFastPath = (req: UniversalServerRequest & { body: AsyncIterable<Uint8Array> }) => Promise<WholeAnswer> | undefined;
 
-export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, options: Partial<UniversalHandlerOptions>): GrpcUnaryHandler {
+export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, options: Partial<UniversalHandlerOptions>): UnaryFastPath {
   const opt = validateUniversalHandlerOptions(options);
+  // connect-es would compress answers for clients that accept it: that stays with connect-es.
+  if (opt.acceptCompression.length > 0) return () => undefined;
   const serialization = createMethodSerializationLookup(spec.method, opt.binaryOptions, opt.jsonOptions, opt);
   return (req) => {
     if (req.method !== "POST" || req.header.has(headerTimeout)) return undefined;

@@ -6,8 +6,9 @@
 // a ServerResponse does not emit). Here every call is opened by openCall()
 // (call.ts), which owns its bound, its signal and its body, and runs inside
 // requestContext so that anything it leaves behind is reported with its id.
-// A unary gRPC call in the common case is served by grpc-unary.ts instead of
-// connect-es's stream machinery, through the same gate and interceptors.
+// A unary gRPC or Connect call in the common case is served by grpc-unary.ts or
+// connect-unary.ts instead of connect-es's handlers, through the same gate and
+// interceptors.
 import type http from "node:http";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues, type ServiceImplSpec } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
@@ -15,7 +16,8 @@ import { attempt } from "../lib/abort.ts";
 import type { Logger } from "../lib/log.ts";
 import { requestContext } from "../lib/request-context.ts";
 import { deadlineExceeded, openCall, streamExpired, type CallBounds } from "./call.ts";
-import { grpcUnaryHandler, type GrpcUnaryHandler, type WholeAnswer } from "./grpc-unary.ts";
+import { connectUnaryHandler } from "./connect-unary.ts";
+import { grpcUnaryHandler, type UnaryFastPath, type WholeAnswer } from "./grpc-unary.ts";
 import type { HttpRequest, HttpResponse } from "./http-routes.ts";
 import type { RequestHandler } from "./listener.ts";
 
@@ -35,10 +37,12 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
   const router = createConnectRouter(opts);
   for (const spec of opts.services) register(router, spec);
   const byPath = new Map(router.handlers.map((h) => [h.requestPath, h]));
-  const grpcUnary = new Map<string, GrpcUnaryHandler>();
+  const unary = new Map<string, UnaryFastPath>();
   for (const spec of opts.services) {
     for (const m of Object.values(spec.methods)) {
-      if (m.kind === "unary") grpcUnary.set(`/${spec.service.typeName}/${m.method.name}`, grpcUnaryHandler(m, opts));
+      if (m.kind !== "unary") continue;
+      const [grpc, connect] = [grpcUnaryHandler(m, opts), connectUnaryHandler(m, opts)];
+      unary.set(`/${spec.service.typeName}/${m.method.name}`, (req) => grpc(req) ?? connect(req));
     }
   }
   const { bounds, log } = opts;
@@ -69,9 +73,9 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
       signal: call.signal,
       contextValues: values,
     };
-    const grpcAnswer = grpcUnary.get(handler.requestPath)?.(request);
-    const answered = grpcAnswer
-      ? grpcAnswer.then((answer) => writeWhole(answer, res, call.closeAfterAnswer))
+    const unaryAnswer = unary.get(handler.requestPath)?.(request);
+    const answered = unaryAnswer
+      ? unaryAnswer.then((answer) => writeWhole(answer, res, call.closeAfterAnswer))
       : attempt(() => handler(request)).then((answer) =>
           streaming && handler.method.methodKind !== "client_streaming" ? writeStream(answer, res, call.closeAfterAnswer) : writeWhole(answer, res, call.closeAfterAnswer),
         );
