@@ -4,7 +4,7 @@
 // request URL parsed, the answer wrapped in an async generator only to be
 // unwrapped again. Anything else (GET, a Content-Encoding, a timeout header left
 // in the request because it did not parse) goes to connect-es.
-import { Code, ConnectError, createHandlerContext, type MethodImplSpec } from "@connectrpc/connect";
+import { Code, ConnectError, type MethodImplSpec } from "@connectrpc/connect";
 import {
   createMethodSerializationLookup,
   invokeUnaryImplementation,
@@ -12,7 +12,6 @@ import {
   readAllBytes,
   validateUniversalHandlerOptions,
   type UniversalHandlerOptions,
-  type UniversalServerRequest,
 } from "@connectrpc/connect/protocol";
 import {
   codeToHttpStatus,
@@ -26,7 +25,7 @@ import {
   parseContentType,
   trailerMux,
 } from "@connectrpc/connect/protocol-connect";
-import type { UnaryFastPath, WholeAnswer } from "./grpc-unary.ts";
+import { unaryContext, type UnaryFastPath, type UnaryRequest, type WholeAnswer } from "./unary.ts";
 
 export function connectUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, options: Partial<UniversalHandlerOptions>): UnaryFastPath {
   const opt = validateUniversalHandlerOptions(options);
@@ -40,19 +39,8 @@ export function connectUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, op
     return answer(req, type.binary);
   };
 
-  async function answer(req: UniversalServerRequest & { body: AsyncIterable<Uint8Array> }, binary: boolean): Promise<WholeAnswer> {
-    const context = createHandlerContext({
-      ...spec,
-      service: spec.method.parent,
-      requestMethod: req.method,
-      protocolName: "connect",
-      shutdownSignal: opt.shutdownSignal,
-      requestSignal: req.signal,
-      requestHeader: req.header,
-      url: req.url,
-      responseHeader: { [headerContentType]: binary ? contentTypeUnaryProto : contentTypeUnaryJson },
-      contextValues: req.contextValues,
-    });
+  async function answer(req: UnaryRequest, binary: boolean): Promise<WholeAnswer> {
+    const context = unaryContext(spec, opt, req, "connect", { [headerContentType]: binary ? contentTypeUnaryProto : contentTypeUnaryJson });
     let status = 200;
     let body: Uint8Array;
     try {

@@ -7,7 +7,7 @@
 // gate, interceptors, serialization, limits and trailers (connect-es's own
 // functions), read in one go. Anything else (a compressed request, a timeout
 // header left in the request because it did not parse) goes to connect-es.
-import { Code, ConnectError, createHandlerContext, type MethodImplSpec } from "@connectrpc/connect";
+import { Code, ConnectError, type MethodImplSpec } from "@connectrpc/connect";
 import {
   compressedFlag,
   createMethodSerializationLookup,
@@ -15,20 +15,9 @@ import {
   invokeUnaryImplementation,
   validateUniversalHandlerOptions,
   type UniversalHandlerOptions,
-  type UniversalServerRequest,
 } from "@connectrpc/connect/protocol";
 import { contentTypeJson, contentTypeProto, grpcStatusOk, headerEncoding, headerGrpcStatus, headerTimeout, parseContentType, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-
-/** A whole answer: head, the body (at most one message), trailers if the protocol has them. */
-export interface WholeAnswer {
-  status: number;
-  header: Headers;
-  trailer?: Headers;
-  body: Uint8Array;
-}
-
-/** Serves a unary call of one protocol; undefined when the request is not the common case it serves. */
-export type UnaryFastPath = (req: UniversalServerRequest & { body: AsyncIterable<Uint8Array> }) => Promise<WholeAnswer> | undefined;
+import { unaryContext, type UnaryFastPath, type UnaryRequest, type WholeAnswer } from "./unary.ts";
 
 export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, options: Partial<UniversalHandlerOptions>): UnaryFastPath {
   const opt = validateUniversalHandlerOptions(options);
@@ -44,20 +33,8 @@ export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, optio
     return answer(req, type.binary);
   };
 
-  async function answer(req: UniversalServerRequest & { body: AsyncIterable<Uint8Array> }, binary: boolean): Promise<WholeAnswer> {
-    const context = createHandlerContext({
-      ...spec,
-      service: spec.method.parent,
-      requestMethod: req.method,
-      protocolName: "grpc",
-      shutdownSignal: opt.shutdownSignal,
-      requestSignal: req.signal,
-      requestHeader: req.header,
-      url: req.url,
-      responseHeader: { "content-type": binary ? contentTypeProto : contentTypeJson },
-      responseTrailer: { [headerGrpcStatus]: grpcStatusOk },
-      contextValues: req.contextValues,
-    });
+  async function answer(req: UnaryRequest, binary: boolean): Promise<WholeAnswer> {
+    const context = unaryContext(spec, opt, req, "grpc", { "content-type": binary ? contentTypeProto : contentTypeJson }, { [headerGrpcStatus]: grpcStatusOk });
     let body = new Uint8Array(0);
     try {
       if (opt.requestGate !== undefined) await opt.requestGate(context);

@@ -17,9 +17,10 @@ import type { Logger } from "../lib/log.ts";
 import { requestContext } from "../lib/request-context.ts";
 import { deadlineExceeded, openCall, streamExpired, type CallBounds } from "./call.ts";
 import { connectUnaryHandler } from "./connect-unary.ts";
-import { grpcUnaryHandler, type UnaryFastPath, type WholeAnswer } from "./grpc-unary.ts";
+import { grpcUnaryHandler } from "./grpc-unary.ts";
 import type { HttpRequest, HttpResponse } from "./http-routes.ts";
 import type { RequestHandler } from "./listener.ts";
+import type { UnaryFastPath, WholeAnswer } from "./unary.ts";
 
 export interface RpcAdapterOptions extends ConnectRouterOptions {
   services: readonly ServiceImplSpec[];
