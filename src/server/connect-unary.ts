@@ -4,7 +4,7 @@
 // request URL parsed, the answer wrapped in an async generator only to be
 // unwrapped again. Anything else (GET, a Content-Encoding, a timeout header left
 // in the request because it did not parse) goes to connect-es.
-import { Code, ConnectError, type MethodImplSpec } from "@connectrpc/connect";
+import type { MethodImplSpec } from "@connectrpc/connect";
 import {
   createMethodSerializationLookup,
   invokeUnaryImplementation,
@@ -25,7 +25,7 @@ import {
   parseContentType,
   trailerMux,
 } from "@connectrpc/connect/protocol-connect";
-import { unaryContext, type UnaryFastPath, type UnaryRequest, type WholeAnswer } from "./unary.ts";
+import { callError, unaryContext, type UnaryFastPath, type UnaryRequest, type WholeAnswer } from "./unary.ts";
 
 export function connectUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, options: Partial<UniversalHandlerOptions>): UnaryFastPath {
   const opt = validateUniversalHandlerOptions(options);
@@ -51,7 +51,7 @@ export function connectUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, op
     } catch (e) {
       // As connect-es does: the context is aborted with the error (the pipeline's listeners may rewrite it in place), then it is sent.
       context.abort(e);
-      const error = e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
+      const error = callError(e);
       status = codeToHttpStatus(error.code);
       context.responseHeader.set(headerContentType, contentTypeUnaryJson);
       if (!error.isWireError) mergeNonProtocolHeaders(context.responseHeader, error.metadata);

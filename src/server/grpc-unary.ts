@@ -16,8 +16,18 @@ import {
   validateUniversalHandlerOptions,
   type UniversalHandlerOptions,
 } from "@connectrpc/connect/protocol";
-import { contentTypeJson, contentTypeProto, grpcStatusOk, headerEncoding, headerGrpcStatus, headerTimeout, parseContentType, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
-import { unaryContext, type UnaryFastPath, type UnaryRequest, type WholeAnswer } from "./unary.ts";
+import {
+  contentTypeJson,
+  contentTypeProto,
+  grpcStatusOk,
+  headerContentType,
+  headerEncoding,
+  headerGrpcStatus,
+  headerTimeout,
+  parseContentType,
+  setTrailerStatus,
+} from "@connectrpc/connect/protocol-grpc";
+import { callError, unaryContext, type UnaryFastPath, type UnaryRequest, type WholeAnswer } from "./unary.ts";
 
 export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, options: Partial<UniversalHandlerOptions>): UnaryFastPath {
   const opt = validateUniversalHandlerOptions(options);
@@ -28,13 +38,13 @@ export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, optio
     if (req.method !== "POST" || req.header.has(headerTimeout)) return undefined;
     const encoding = req.header.get(headerEncoding);
     if (encoding !== null && encoding !== "identity") return undefined;
-    const type = parseContentType(req.header.get("content-type"));
+    const type = parseContentType(req.header.get(headerContentType));
     if (!type) return undefined;
     return answer(req, type.binary);
   };
 
   async function answer(req: UnaryRequest, binary: boolean): Promise<WholeAnswer> {
-    const context = unaryContext(spec, opt, req, "grpc", { "content-type": binary ? contentTypeProto : contentTypeJson }, { [headerGrpcStatus]: grpcStatusOk });
+    const context = unaryContext(spec, opt, req, "grpc", { [headerContentType]: binary ? contentTypeProto : contentTypeJson }, { [headerGrpcStatus]: grpcStatusOk });
     let body = new Uint8Array(0);
     try {
       if (opt.requestGate !== undefined) await opt.requestGate(context);
@@ -45,7 +55,7 @@ export function grpcUnaryHandler(spec: MethodImplSpec & { kind: "unary" }, optio
     } catch (e) {
       // As connect-es does: the context is aborted with the error (the pipeline's listeners may rewrite it in place), then it is sent.
       context.abort(e);
-      setTrailerStatus(context.responseTrailer, e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e));
+      setTrailerStatus(context.responseTrailer, callError(e));
     } finally {
       context.abort();
     }

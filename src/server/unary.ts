@@ -1,7 +1,7 @@
 // What the unary fast paths (grpc-unary.ts, connect-unary.ts) share: the answer
-// they hand the adapter, and the handler context of a call, made as connect-es
-// makes it for its own handlers.
-import { createHandlerContext, type MethodImplSpec } from "@connectrpc/connect";
+// they hand the adapter, and the handler context of a call and the error it
+// answers with, made as connect-es makes them for its own handlers.
+import { Code, ConnectError, createHandlerContext, type MethodImplSpec } from "@connectrpc/connect";
 import type { UniversalHandlerOptions, UniversalServerRequest } from "@connectrpc/connect/protocol";
 
 /** A whole answer: head, the body (at most one message), trailers if the protocol has them. */
@@ -39,4 +39,9 @@ export function unaryContext(
     responseTrailer,
     contextValues: req.contextValues,
   });
+}
+
+/** What a failed call answers with, as connect-es's handlers have it: a ConnectError as it is, anything else as `internal`. */
+export function callError(e: unknown): ConnectError {
+  return e instanceof ConnectError ? e : new ConnectError("internal error", Code.Internal, undefined, undefined, e);
 }
