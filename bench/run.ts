@@ -434,6 +434,8 @@ try {
   }
   const grpcLoad = (kind: string, file: string, c: number, secs: number, once: boolean, rate?: number, protocol: "grpc" | "connect-json" = "grpc") =>
     runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), base, kind, file, String(c), String(secs), once ? "1" : "0", ...(rate ? [String(rate)] : [])], { LOAD_PROTOCOL: protocol });
+  /** The protocols grpc-load.ts sends over h2c that this run measures: the row's name, grpc-load.ts's LOAD_PROTOCOL, the row's note. */
+  const h2cProtocols = ([["grpc-h2c", "grpc", "grpc-load.ts"], ["connect-h2c", "connect-json", "grpc-load.ts, Connect JSON"]] as const).filter(([proto]) => PROTOS.has(proto));
   const pgCeiling = (c: number, secs: number, url = databaseUrl, ids = idFile) => runTool(NODE, [join(import.meta.dirname, "pg-ceiling.ts"), url, ids, String(c), String(secs)]);
   // The RPC ceiling: grpc.health.v1.Health/Check, a Connect RPC on the same stack and
   // router that touches no table (its database answer is cached for a second).
@@ -494,15 +496,10 @@ try {
         await sendConnect(c, WARMUP);
         await measure(phase, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk", { untilDelivered: true });
       }
-      if (PROTOS.has("grpc-h2c")) {
+      for (const [proto, protocol, note] of h2cProtocols) {
         await waitDrain();
-        await grpcLoad("send", sendPairs, c, WARMUP, false);
-        await measure(phase, "SendLoginCode", "grpc-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false), "grpc-load.ts", { untilDelivered: true });
-      }
-      if (PROTOS.has("connect-h2c")) {
-        await waitDrain();
-        await grpcLoad("send", sendPairs, c, WARMUP, false, undefined, "connect-json");
-        await measure(phase, "SendLoginCode", "connect-h2c", c, () => grpcLoad("send", sendPairs, c, SECONDS, false, undefined, "connect-json"), "grpc-load.ts, Connect JSON", { untilDelivered: true });
+        await grpcLoad("send", sendPairs, c, WARMUP, false, undefined, protocol);
+        await measure(phase, "SendLoginCode", proto, c, () => grpcLoad("send", sendPairs, c, SECONDS, false, undefined, protocol), note, { untilDelivered: true });
       }
     }
   }
@@ -602,11 +599,8 @@ try {
         await measurePasses(phase, "VerifyLoginCode", "connect-json", c, verifyPasses((f) => wrk("connect.lua", c, SECONDS, { BENCH_PAIRS: f, BENCH_PATH: "/codegate.v1.LoginService/VerifyLoginCode", BENCH_ONCE: "1" })), "wrk, each code once");
         await statements(`verify connect-json ${c}, ${phase} (last pass)`);
       }
-      if (PROTOS.has("grpc-h2c")) {
-        await measurePasses(phase, "VerifyLoginCode", "grpc-h2c", c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true)), "grpc-load.ts, each code once");
-      }
-      if (PROTOS.has("connect-h2c")) {
-        await measurePasses(phase, "VerifyLoginCode", "connect-h2c", c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true, undefined, "connect-json")), "grpc-load.ts, Connect JSON, each code once");
+      for (const [proto, protocol, note] of h2cProtocols) {
+        await measurePasses(phase, "VerifyLoginCode", proto, c, verifyPasses((f) => grpcLoad("verify", f, c, SECONDS, true, undefined, protocol)), `${note}, each code once`);
       }
     }
     if (FLOWS.has("lag") && PROTOS.has("grpc-h2c")) for (const c of CONNS) await lag(phase, c);
