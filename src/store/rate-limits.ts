@@ -15,9 +15,11 @@ export const countHitsSql = (n: number) => `
   on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + 1
   returning key, hits`;
 
+const COUNT_HITS_SQL = countHitsSql(2);
+
 /** Counts one hit in every window and answers the hits of each, by window key. */
 export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<Map<string, number>> {
   if (rows.length === 0) return new Map();
-  const counted = await sql.query<{ key: string; hits: number }>(countHitsSql(2), [orgId, windowsJson(rows)]);
+  const counted = await sql.query<{ key: string; hits: number }>(COUNT_HITS_SQL, [orgId, windowsJson(rows)]);
   return new Map(counted.map((c) => [c.key, Number(c.hits)]));
 }
