@@ -8,7 +8,7 @@
 //   BENCH_SECONDS=10 BENCH_CONNS=32 npm run bench  (a quick run)
 //
 // Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_WORKERS ("1,2": the server's
-// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_LAG_RATE (a fixed rate instead), BENCH_IDENTITIES (10000),
+// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_LAG_RATE (a fixed rate instead), BENCH_IDENTITIES (10000), BENCH_ORGS (3: the organizations they are spread over),
 // BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also the history A/B, sends
 // on a database with 1,000,000 old dead codes and on one without, in turn; 0: skip),
 // BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
@@ -41,6 +41,8 @@ const LAG_SHARE = Number(env.BENCH_LAG_SHARE ?? 0.8);
 /** A fixed rate for the lag phase instead (to compare builds at one rate). */
 const LAG_RATE = env.BENCH_LAG_RATE ? Number(env.BENCH_LAG_RATE) : undefined;
 const IDENTITIES = Number(env.BENCH_IDENTITIES ?? 10_000);
+/** The organizations the identities are spread over (the courier's statements go per organization). */
+const ORGS = Number(env.BENCH_ORGS ?? 3);
 const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
@@ -248,7 +250,7 @@ try {
    */
   async function populate(client: pg.Client, tag: string) {
     const orgs: string[] = [];
-    for (const name of ["Bench A", "Bench B", "Bench C"]) orgs.push((await post("/codegate.v1.AdminService/CreateOrganization", { name })).organization.id);
+    for (let i = 0; i < ORGS; i++) orgs.push((await post("/codegate.v1.AdminService/CreateOrganization", { name: `Bench ${i + 1}` })).organization.id);
     await client.query(
       `insert into identity (org_id, id, username, username_normalized, state, created_at)
        select ($1::text[])[1 + g % array_length($1::text[], 1)], gen_random_uuid(), 'user' || g || '@bench.test', 'user' || g || '@bench.test', 'active', now()
@@ -625,6 +627,7 @@ try {
   await stopServer();
   const { count: before } = await sinkGet<{ count: number }>("/count");
   log(`${queued} mails queued; starting the courier`);
+  await sql.query("select pg_stat_statements_reset()");
   await measure("fresh", "courier", "smtp", Number(SERVER_SETTINGS.COURIER_BATCH_SIZE ?? 50), async () => {
     const t0 = performance.now();
     await startServer(true);
@@ -637,6 +640,7 @@ try {
     const us = (performance.now() - t0) * 1000;
     return { requests: n, duration_us: us, p50_us: 0, p99_us: 0, s200: n, s401: 0, s429: 0, sother: 0, extra: 0, sock_errors: queued - n };
   }, `backlog ${queued}, conns = COURIER_BATCH_SIZE, timed from server start`);
+  await statements(`courier, ${queued} mails over ${ORGS} organizations`);
   }
 
   // ---- 5. History: two databases alike but for a million old dead codes in one, the
