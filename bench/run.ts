@@ -11,7 +11,8 @@
 // WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_LAG_RATE (a fixed rate instead), BENCH_IDENTITIES (10000), BENCH_ORGS (3: the organizations they are spread over),
 // BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also the history A/B, sends
 // on a database with 1,000,000 old dead codes and on one without, in turn; 0: skip),
-// BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200).
+// BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200),
+// BENCH_PG_SETTINGS (more PostgreSQL settings: "name=value name=value"), BENCH_PG_LOG (a file for its log).
 // Server settings can be overridden by their own variables (RATE_LIMIT_*, COURIER_BATCH_SIZE,
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
@@ -61,6 +62,8 @@ const PG_FLAGS = [
   "-c", "fsync=on", "-c", "synchronous_commit=on",
   "-c", "shared_preload_libraries=pg_stat_statements",
   ...(socketDir ? ["-c", `unix_socket_directories=${socketDir}`] : []),
+  // More settings, "name=value" separated by spaces (e.g. auto_explain's, to see a slow plan).
+  ...(env.BENCH_PG_SETTINGS ?? "").split(" ").filter(Boolean).flatMap((setting) => ["-c", setting]),
 ];
 const SERVER_SETTINGS: Record<string, string> = {
   LOG_LEVEL: "warn",
