@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, type Sql } from "./sql.ts";
-import { ASYNC_COMMIT, byOrganization } from "./outbox.ts";
+import { ASYNC_COMMIT, byOrganization, ID_RANGE, idBounds } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -41,13 +41,13 @@ returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m
 // instead of the primary key. The messages are joined by id from their arrays, which
 // the primary key finds one by one: with "id = any($3)" beside the organization, a
 // generic plan on empty statistics read the organization's index by creation time
-// and filtered its ids.
+// and filtered its ids. The ids are bounded too, as the courier's (ID_RANGE in outbox.ts).
 const ACK_SQL = `
 with acked as (
   update courier_message m set status = 'sent', body = null, claimed_until = null, lease_token = null, last_error = null,
     send_count = m.send_count + 1, updated_at = $1
   from unnest($3::uuid[], $4::uuid[]) as a(id, token), ${ASYNC_COMMIT}
-  where m.org_id = $2 and m.id = a.id and m.lease_token = a.token
+  where m.org_id = $2 and m.id = a.id and ${ID_RANGE("m", "$5", "$6")} and m.lease_token = a.token
   returning m.org_id, m.id, m.purpose, m.channel
 ), logged as (
   -- The trail, as for the courier's mails: in the statement of the change.
@@ -67,7 +67,7 @@ with failed as (
     status = case when m.send_count + 1 >= $2 or f.permanent then 'abandoned' else 'queued' end,
     body = case when m.send_count + 1 >= $2 or f.permanent then null else m.body end
   from unnest($4::uuid[], $5::uuid[], $6::text[], $9::boolean[]) as f(id, token, error, permanent), ${ASYNC_COMMIT}
-  where m.org_id = $3 and m.id = f.id and m.lease_token = f.token
+  where m.org_id = $3 and m.id = f.id and ${ID_RANGE("m", "$10", "$11")} and m.lease_token = f.token
   returning m.org_id, m.id, m.status, m.purpose, m.channel, m.send_count, m.next_attempt_at
 ), logged as (
   -- The worker's error is not recorded: it may quote the recipient.
@@ -129,7 +129,8 @@ export async function claimMessages(
 export async function ackMessages(sql: Sql, now: Date, keys: readonly LeasedKey[]): Promise<{ id: string; purpose: Purpose }[]> {
   const acked: { id: string; purpose: Purpose }[] = [];
   for (const [orgId, items] of byOrganization(keys)) {
-    acked.push(...(await sql.query<{ id: string; purpose: Purpose }>(ACK_SQL, [now, orgId, items.map((m) => m.id), items.map((m) => m.leaseToken)])));
+    const ids = items.map((m) => m.id);
+    acked.push(...(await sql.query<{ id: string; purpose: Purpose }>(ACK_SQL, [now, orgId, ids, items.map((m) => m.leaseToken), ...idBounds(ids)])));
   }
   return acked;
 }
@@ -143,16 +144,18 @@ export async function failMessages(
 ): Promise<{ id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[]> {
   const out: { id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[] = [];
   for (const [orgId, items] of byOrganization(failed)) {
+    const ids = items.map((m) => m.id);
     const rows = await sql.query<{ id: string; status: MailStatus; purpose: Purpose; next_attempt_at: string | Date }>(FAIL_SQL, [
       now,
       retry.maxAttempts,
       orgId,
-      items.map((m) => m.id),
+      ids,
       items.map((m) => m.leaseToken),
       items.map((m) => m.error),
       retry.backoffBaseMs,
       retry.backoffMaxMs,
       items.map((m) => m.permanent === true),
+      ...idBounds(ids),
     ]);
     out.push(...rows.map((r) => ({ id: r.id, status: r.status, purpose: r.purpose, nextAttemptAt: new Date(r.next_attempt_at) })));
   }
