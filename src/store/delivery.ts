@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, type Sql } from "./sql.ts";
-import { ASYNC_COMMIT, byOrganization, ID_RANGE, idBounds } from "./outbox.ts";
+import { ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -18,17 +18,19 @@ order by next_attempt_at
 limit $2`;
 
 // By the organization's index of due messages: "channel = any($6)" alone does not
-// name the partial index of every organization's, so no generic plan takes it.
+// name the partial index of every organization's, so no generic plan takes it. Chosen
+// and locked once, then updated by key, as the courier's claim (store/outbox.ts).
 const CLAIM_SQL = `
-update courier_message m set claimed_until = $2, lease_token = $5::uuid, updated_at = $1
-from (
-  select org_id, id from courier_message
+with c as materialized (
+  select id from courier_message
   where org_id = $4 and status = 'queued' and channel = any($6::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
   order by next_attempt_at
   limit $3
   for update skip locked
-) c
-where m.org_id = $4 and m.org_id = c.org_id and m.id = c.id
+)
+update courier_message m set claimed_until = $2, lease_token = $5::uuid, updated_at = $1
+from c
+where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
 returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
 
 // Outcomes commit without waiting for the disk, as the courier's: one a crash of
