@@ -24,8 +24,12 @@ export interface SealedMail {
 
 export interface NewCode {
   orgId: string;
-  /** The identity: by normalized username, or by id. */
-  target: { usernameNormalized: string; username: string } | { identityId: string };
+  /**
+   * The identity: by normalized username, or by id, with its normalized username
+   * (named by both of its unique keys, so that no plan can find it by the
+   * organization alone: test/stale-statistics.test.ts).
+   */
+  target: { usernameNormalized: string; username: string } | { identityId: string; usernameNormalized: string };
   /** Only an identity in this state gets the code. */
   requiredState: IdentityState;
   id: string;
@@ -82,7 +86,7 @@ with counted as (${countHitsSql(16)}
   returning org_id, id, username, state, phone_number
 ), found as (
   select org_id, id, username, state, phone_number from identity
-  where org_id = $1 and ${by === "username" ? "username_normalized = $2" : "id = $2::uuid"}
+  where org_id = $1 and ${by === "username" ? "username_normalized = $2" : "id = $2::uuid and username_normalized = $20"}
     and (select allowed from verdict)
   union all
   select org_id, id, username, state, phone_number from created
@@ -168,13 +172,13 @@ const ISSUE_SQL = {
  * the same flow that takes its place first makes this one issue nothing.
  */
 export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): Promise<IssueResult> {
-  const byUsername = "usernameNormalized" in code.target;
+  const byId = "identityId" in code.target;
   try {
     const [row] = await sql.query<{ issued: number; queued: number; retry_at: string | Date | null }>(
-      ISSUE_SQL[byUsername ? "username" : "id"][code.binding.startsWith("b:") ? "bound" : "unbound"],
+      ISSUE_SQL[byId ? "id" : "username"][code.binding.startsWith("b:") ? "bound" : "unbound"],
       [
         code.orgId,
-        "usernameNormalized" in code.target ? code.target.usernameNormalized : code.target.identityId,
+        "identityId" in code.target ? code.target.identityId : code.target.usernameNormalized,
         code.requiredState,
         code.id,
         code.purpose,
@@ -192,7 +196,8 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
         code.binding,
         code.slots,
         code.createPendingId ?? code.id,
-        "username" in code.target ? code.target.username : "",
+        // The username as typed (a pending identity's), or the normalized one of an identity named by id.
+        "username" in code.target ? code.target.username : code.target.usernameNormalized,
         code.createPendingId !== undefined,
         code.notice?.id ?? code.id,
         "username" in code.target ? code.target.username : "",
@@ -254,7 +259,8 @@ with address_blocked as (${over("$7")}
     and (select until from address_blocked) is null
   returning c.org_id, c.id, c.identity_id, c.purpose, c.code_hash, c.key_id, c.attempts, c.max_attempts
 )
-select (select until from address_blocked) as blocked_until, a.*
+select (select until from address_blocked) as blocked_until, a.*,
+  (select i.username_normalized from identity i where i.org_id = a.org_id and i.id = a.identity_id) as username_normalized
 from (select set_config('synchronous_commit', 'off', true)) as async_commit, (select 1) as one left join attempted a on true`;
 };
 
@@ -284,6 +290,8 @@ export interface LiveCode {
   keyId: string;
   attempts: number;
   maxAttempts: number;
+  /** Its identity's normalized username. */
+  usernameNormalized: string;
 }
 
 /** Counts an attempt on the live code the request names; answers it, or that the client address is blocked. */
@@ -306,6 +314,7 @@ export async function attemptCode(sql: Sql, req: AttemptRequest, signal?: AbortS
         keyId: row.key_id,
         attempts: row.attempts,
         maxAttempts: row.max_attempts,
+        usernameNormalized: row.username_normalized ?? "",
       }
     : undefined;
   return { blockedUntil: row.blocked_until ? new Date(row.blocked_until) : null, code };
@@ -344,7 +353,7 @@ with durability as (
 ), counted as (${countHitsSql(8)}
 ), activated as (
   update identity set state = 'active', registered_at = $5
-  where org_id = $1 and id = (select identity_id from consumed) and $7::boolean and state = 'pending'
+  where org_id = $1 and id = (select identity_id from consumed) and username_normalized = $10 and $7::boolean and state = 'pending'
   returning id
 ), logged as (
   -- The trail: the consumed code; a code that was not consumed (a wrong guess, or
@@ -366,7 +375,8 @@ with durability as (
 select i.org_id, i.id, i.username, i.created_at, i.phone_number,
   case when exists (select 1 from activated) then 'active' else i.state end as state,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
-from (select 1 from durability) as one left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed)`;
+from (select 1 from durability) as one
+left join identity i on i.org_id = $1 and i.id = (select identity_id from consumed) and i.username_normalized = $10`;
 
 export interface Settlement {
   /** The code the attempt was counted on, if any; else the organization and purpose of the request. */
@@ -384,7 +394,8 @@ export interface Settlement {
 /** Settles an attempt; answers the identity of a consumed code, undefined otherwise (or when another consumed it first). */
 export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSignal): Promise<Identity | undefined> {
   const code = "id" in s.code ? [s.code.orgId, s.code.id, s.code.identityId, s.code.purpose] : [s.code.orgId, NO_CODE, NO_CODE, s.code.purpose];
-  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted), s.audit?.requestId ?? ""], signal);
+  const username = "id" in s.code ? s.code.usernameNormalized : "";
+  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted), s.audit?.requestId ?? "", username], signal);
   if (!row?.id) return undefined;
   return identityOfRow(row);
 }
@@ -413,7 +424,11 @@ with address_blocked as (
   from jsonb_to_recordset($8::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
   where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max
 ), owner as (
-  select id from identity where org_id = $1 and username_normalized = $2 and state = $4
+  -- The whole row, answered from here when the code is consumed: joined again by
+  -- id, the identity was read by a plan that, on statistics that had not seen the
+  -- organization, scanned all of its identities (test/stale-statistics.test.ts).
+  select org_id, id, username, created_at, phone_number, state, registered_at from identity
+  where org_id = $1 and username_normalized = $2 and state = $4
 ), guess as (
   select k.key_id, decode(k.hash, 'hex') as hash from unnest($10::text[], $9::text[]) as k(key_id, hash)
 ), attempted as (
@@ -444,7 +459,7 @@ with address_blocked as (
   returning 1
 ), activated as (
   update identity set state = 'active', registered_at = $5
-  where org_id = $1 and id = (select identity_id from consumed) and $11::boolean and state = 'pending'
+  where org_id = $1 and id = (select identity_id from consumed) and username_normalized = $2 and $11::boolean and state = 'pending'
   returning id
 ), by_row_id as (
   select exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
@@ -478,7 +493,7 @@ select (select until from address_blocked) as blocked_until,
   case when exists (select 1 from activated) then $5 else i.registered_at end as registered_at
 from (select 1 from durability) as one
 left join attempted a on true
-left join identity i on a.consumed and i.org_id = $1 and i.id = a.identity_id`;
+left join owner i on a.consumed`;
 
 export interface OwnerVerification {
   orgId: string;

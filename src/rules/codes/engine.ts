@@ -179,7 +179,7 @@ export class CodeEngine {
       sql,
       {
         orgId: req.org.id,
-        target: "identityId" in req.target ? { identityId: req.target.identityId } : { usernameNormalized: normalizeUsername(username), username },
+        target: "identityId" in req.target ? { identityId: req.target.identityId, usernameNormalized: normalizeUsername(username) } : { usernameNormalized: normalizeUsername(username), username },
         requiredState: req.requiredState,
         id,
         purpose: req.purpose,
