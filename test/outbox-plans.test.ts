@@ -14,6 +14,7 @@ import pg from "pg";
 import { claimMails, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
 import { ackMessages, claimMessages, failMessages } from "../src/store/delivery.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
+import { explainedRead, type PlanMode } from "./support/explain.ts";
 import { freshDatabase } from "./support/server.ts";
 
 /** The history of the organization the statistics never saw. */
@@ -23,14 +24,6 @@ const BATCH = 13;
 /** Mails per claim. */
 const CLAIM = 20;
 const CALLS = 6;
-
-/** A value as an SQL literal, for EXECUTE's arguments (which take no bind parameters). */
-function literal(c: pg.Client, v: unknown): string {
-  if (v === null || v === undefined) return "null";
-  if (Array.isArray(v)) return c.escapeLiteral(`{${v.map((e) => `"${String(e).replace(/["\\]/g, "\\$&")}"`).join(",")}}`);
-  if (v instanceof Date) return c.escapeLiteral(v.toISOString());
-  return c.escapeLiteral(String(v));
-}
 
 let client: pg.Client | undefined;
 afterAll(async () => {
@@ -44,31 +37,16 @@ interface Reading {
 }
 
 /**
- * Runs each statement under EXPLAIN ANALYZE instead, noting the buffers it read and
- * the rows it changed: as a custom plan ("auto", the plan of a statement's first
- * runs), or as the generic plan of a prepared statement. The courier's look for
- * organizations with due mail, which reads across them, runs as it is.
+ * Runs each statement under EXPLAIN ANALYZE instead (support/explain.ts), noting the
+ * buffers it read and the rows it gave. The courier's look for organizations with
+ * due mail, which reads across them, runs as it is.
  */
-function measuring(c: pg.Client, mode: "custom" | "generic", readings: Reading[]): Sql {
+function measuring(c: pg.Client, mode: PlanMode, readings: Reading[]): Sql {
   return {
     async query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
       if (/^\s*select org_id from courier_message/.test(text)) return (await c.query(text, params as unknown[])).rows;
-      let rows;
-      if (mode === "custom") {
-        rows = (await c.query(`explain (analyze, buffers, format json) ${text}`, params as unknown[])).rows;
-      } else {
-        await c.query(`prepare measured as ${text}`);
-        await c.query("set plan_cache_mode = force_generic_plan");
-        try {
-          const args = params.map((p) => literal(c, p)).join(", ");
-          rows = (await c.query(`explain (analyze, buffers, format json) execute measured(${args})`)).rows;
-        } finally {
-          await c.query("reset plan_cache_mode");
-          await c.query("deallocate measured");
-        }
-      }
-      const plan = rows[0]["QUERY PLAN"][0].Plan;
-      readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 60)}`, blocks: plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], rows: plan["Actual Rows"] });
+      const { blocks, rows } = await explainedRead(c, text, params, mode);
+      readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 60)}`, blocks, rows });
       return [];
     },
     transaction: () => Promise.reject(new Error("not used")),

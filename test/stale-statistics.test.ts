@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
+import { explainedRead, type PlanMode } from "./support/explain.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 
@@ -31,37 +32,20 @@ interface Reading {
   blocks: number;
 }
 
-/** A value as an SQL literal, for EXECUTE's arguments (which take no bind parameters). */
-function literal(c: pg.Client, v: unknown): string {
-  if (v === null || v === undefined) return "null";
-  if (Buffer.isBuffer(v)) return `'\\x${v.toString("hex")}'`;
-  if (Array.isArray(v)) return c.escapeLiteral(`{${v.map((e) => `"${String(e).replace(/["\\]/g, "\\$&")}"`).join(",")}}`);
-  if (v instanceof Date) return c.escapeLiteral(v.toISOString());
-  return c.escapeLiteral(String(v));
-}
-
 /**
  * Each statement first runs under EXPLAIN ANALYZE in a transaction rolled back,
  * noting the buffers it read (as a custom plan, or as the generic plan of a
  * prepared statement), then for real.
  */
-function measuring(c: pg.Client, sql: Sql, mode: "custom" | "generic", readings: Reading[]): Sql {
+function measuring(c: pg.Client, sql: Sql, mode: PlanMode, readings: Reading[]): Sql {
   return {
     async query<T extends Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal): Promise<T[]> {
       await c.query("begin");
       try {
-        let rows;
-        if (mode === "custom") rows = (await c.query(`explain (analyze, buffers, format json) ${text}`, params as unknown[])).rows;
-        else {
-          await c.query(`prepare measured as ${text}`);
-          await c.query("set local plan_cache_mode = force_generic_plan");
-          rows = (await c.query(`explain (analyze, buffers, format json) execute measured(${params.map((p) => literal(c, p)).join(", ")})`)).rows;
-        }
-        const plan = rows[0]["QUERY PLAN"][0].Plan;
-        readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`, blocks: plan["Shared Hit Blocks"] + plan["Shared Read Blocks"] });
+        const { blocks } = await explainedRead(c, text, params, mode);
+        readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`, blocks });
       } finally {
         await c.query("rollback");
-        if (mode === "generic") await c.query("deallocate measured").catch(() => {});
       }
       return sql.query<T>(text, params, signal);
     },

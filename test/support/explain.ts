@@ -1,0 +1,39 @@
+// What a statement reads, from EXPLAIN ANALYZE: under a custom plan (made with its
+// parameters known, as for a prepared statement's first runs), or under the generic
+// plan a prepared statement settles on. The statement runs: callers that must not
+// keep its changes run this in a transaction they roll back.
+import type pg from "pg";
+
+export type PlanMode = "custom" | "generic";
+
+/** A value as an SQL literal, for EXECUTE's arguments (which take no bind parameters). */
+function literal(c: pg.Client, v: unknown): string {
+  if (v === null || v === undefined) return "null";
+  if (Buffer.isBuffer(v)) return `'\\x${v.toString("hex")}'`;
+  if (Array.isArray(v)) return c.escapeLiteral(`{${v.map((e) => `"${String(e).replace(/["\\]/g, "\\$&")}"`).join(",")}}`);
+  if (v instanceof Date) return c.escapeLiteral(v.toISOString());
+  return c.escapeLiteral(String(v));
+}
+
+let prepared = 0;
+
+/** The buffers the statement read (shared, hit or read) and the rows its top node gave. */
+export async function explainedRead(c: pg.Client, text: string, params: readonly unknown[], mode: PlanMode): Promise<{ blocks: number; rows: number }> {
+  let rows;
+  if (mode === "custom") {
+    rows = (await c.query(`explain (analyze, buffers, format json) ${text}`, params as unknown[])).rows;
+  } else {
+    const name = `explained_${++prepared}`;
+    await c.query(`prepare ${name} as ${text}`);
+    try {
+      await c.query("set plan_cache_mode = force_generic_plan");
+      rows = (await c.query(`explain (analyze, buffers, format json) execute ${name}(${params.map((p) => literal(c, p)).join(", ")})`)).rows;
+    } finally {
+      // Best effort: in a failed transaction these wait for its rollback, which ends the setting anyway.
+      await c.query("reset plan_cache_mode").catch(() => {});
+      await c.query(`deallocate ${name}`).catch(() => {});
+    }
+  }
+  const plan = rows[0]["QUERY PLAN"][0].Plan;
+  return { blocks: plan["Shared Hit Blocks"] + plan["Shared Read Blocks"], rows: plan["Actual Rows"] };
+}
