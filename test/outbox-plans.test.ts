@@ -85,9 +85,11 @@ describe("the outbox's statements on a few mails of one organization", () => {
     const readings: Reading[] = [];
     // The newest mails, as a courier's are: the organization's older ones are its history.
     let next = HISTORY - 2 * CALLS * 5 * BATCH;
-    const batch = () => {
+    const named = { sent: [] as string[], failed: [] as string[], renewed: [] as string[], acked: [] as string[], workerFailed: [] as string[] };
+    const batch = (kind: keyof typeof named) => {
       const mails = history.slice(next, next + BATCH).map((id) => ({ orgId: "or-new", id, leaseToken: LEASE }));
       next += BATCH;
+      named[kind].push(...mails.map((m) => m.id));
       return mails;
     };
     for (const mode of ["custom", "generic"] as const) {
@@ -95,14 +97,27 @@ describe("the outbox's statements on a few mails of one organization", () => {
         const sql = measuring(client, mode, readings);
         await claimMails(sql, now, later, CLAIM);
         await claimMessages(sql, now, later, CLAIM, ["sms"], randomUUID());
-        await markSent(sql, now, batch());
-        await markFailed(sql, now, 40, batch().map((m) => ({ ...m, nextAt: now, error: "refused" })));
-        await renewClaims(sql, now, later, batch());
-        await ackMessages(sql, now, batch());
-        await failMessages(sql, now, { maxAttempts: 40, backoffBaseMs: 1000, backoffMaxMs: 30_000 }, batch().map((m) => ({ ...m, error: "refused" })));
+        await markSent(sql, now, batch("sent"));
+        await markFailed(sql, now, 40, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
+        await renewClaims(sql, now, later, batch("renewed"));
+        await ackMessages(sql, now, batch("acked"));
+        await failMessages(sql, now, { maxAttempts: 40, backoffBaseMs: 1000, backoffMaxMs: 30_000 }, batch("workerFailed").map((m) => ({ ...m, error: "refused" })));
       }
     }
     expect(readings).toHaveLength(2 * CALLS * 7);
+    // Each outcome changed every mail it named (EXPLAIN ANALYZE runs the statement), and only those.
+    const changed = async (where: string, ids: string[]) =>
+      (await client!.query(`select count(*)::int as n from courier_message where org_id = 'or-new' and id = any($1::uuid[]) and (${where})`, [ids])).rows[0].n;
+    const outcomes = [
+      ["sent", "body is null and claimed_until is null"],
+      ["failed", "send_count = 1 and last_error = 'refused' and claimed_until is null"],
+      ["renewed", `claimed_until = '${later.toISOString()}'`],
+      ["acked", "body is null and lease_token is null"],
+      ["workerFailed", "send_count = 1 and last_error = 'refused' and lease_token is null"],
+    ] as const;
+    for (const [kind, where] of outcomes) expect(await changed(where, named[kind]), kind).toBe(2 * CALLS * BATCH);
+    const untouched = history.slice(0, HISTORY - 2 * CALLS * 5 * BATCH);
+    expect(await changed("body is null or last_error is not null or lease_token is null", untouched)).toBe(0);
     // A claim takes as many mails as it asks for, no more.
     const claims = readings.filter((r) => r.statement.includes("with c as"));
     expect(claims.map((r) => r.rows)).toEqual(Array(2 * 2 * CALLS).fill(CLAIM));

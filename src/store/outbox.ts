@@ -67,7 +67,7 @@ export const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', tru
 // statement in some runs against 0.55 ms and 180 in others). So each also bounds the ids by
 // the smallest and the largest of them (ID_RANGE, above): time-ordered, a batch's ids lie
 // close together, and whatever the plan, it reads no further than that range of the
-// organization's mails. Every outcome clears claimed_until, so a lease still running
+// organization's mails (a retried mail keeps its older id, and widens the range). Every outcome clears claimed_until, so a lease still running
 // is all that says a mail is still claimed and queued.
 
 const RENEW_SQL = `
@@ -136,7 +136,9 @@ export function byOrganization<T extends { orgId: string }>(messages: readonly T
 
 /**
  * The smallest and the largest of some ids, as PostgreSQL orders uuids (by their
- * bytes: lowercase hex compares alike), for ID_RANGE.
+ * bytes: lowercase hex compares alike), for ID_RANGE. The ids are in the canonical
+ * hyphenated form: read from the database, or checked so by the delivery API's
+ * validation (string.uuid), which takes either case.
  */
 export function idBounds(ids: readonly string[]): [string, string] {
   let lo = ids[0].toLowerCase();
