@@ -64,12 +64,12 @@ export const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', tru
 // no mails (a new one, or one the sample missed), the planner hashed the whole
 // organization's outbox to find a few ids in it (all 6,000 of its mails read to mark
 // 13 sent, test/outbox-plans.test.ts; in the bench, 3.7 ms and 1,178 buffers per
-// statement in some runs against 0.55 ms and 180 in others). So each also bounds the ids by
-// the smallest and the largest of them (ID_RANGE, above): time-ordered, a batch's ids lie
-// close together, and whatever the plan, it reads no further than that range of the
-// organization's mails (a retried mail keeps its older id, and widens the range). Every outcome clears claimed_until, so a lease still running
-// is all that says a mail is still claimed and queued.
-
+// statement in some runs against 0.55 ms and 180 in others). So each also bounds the
+// ids by the smallest and the largest of them (ID_RANGE, above): time-ordered, a
+// batch's ids lie close together, and whatever the plan, it reads no further than
+// that range of the organization's mails (a retried mail keeps its older id, and
+// widens the range). Every outcome clears claimed_until, so a lease still running is
+// all that says a mail is still claimed and queued.
 const RENEW_SQL = `
 update courier_message m set claimed_until = $2
 from unnest($4::uuid[]) as r(id), ${ASYNC_COMMIT}
