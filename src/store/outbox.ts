@@ -6,17 +6,17 @@ import type { Purpose } from "../domain/purpose.ts";
 import type { Cursor } from "./paging.ts";
 import { bytes, type Sql } from "./sql.ts";
 
-// Mails are claimed oldest first, one organization at a time: every statement
-// that takes locks names its organization, so that the outbox can be distributed
-// by organization (Citus) without change.
-// The organizations of the oldest due mails, as many rows as a batch takes (a
-// grouping would read the whole backlog).
 /** `m`'s id within lo and hi (see "Each statement names its mails" below). */
 export const ID_RANGE = (m: string, lo: string, hi: string) => `${m}.id between ${lo}::uuid and ${hi}::uuid`;
 
 /** A claim's update within the range of the ids its CTE `c` chose. */
 export const CLAIMED_RANGE = ID_RANGE("m", "(select id from c order by id limit 1)", "(select id from c order by id desc limit 1)");
 
+// Mails are claimed oldest first, one organization at a time: every statement
+// that takes locks names its organization, so that the outbox can be distributed
+// by organization (Citus) without change.
+// The organizations of the oldest due mails, as many rows as a batch takes (a
+// grouping would read the whole backlog).
 // The courier takes the 'smtp' channel only; the delivery API (store/delivery.ts) the others.
 const DUE_SQL = `
 select org_id from courier_message
