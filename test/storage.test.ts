@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,6 +39,32 @@ describe("migrations on PostgreSQL", () => {
     expect(first).toContain("applied: 20261123-initial");
     const second = execFileSync(node, ["src/main.ts", "migrate"], { env, encoding: "utf8" });
     expect(second).toContain("up to date");
+  });
+
+  it("run by servers starting together: one applies them, the others wait and find nothing to do", async () => {
+    const databaseUrl = await freshDatabase({ empty: true });
+    const env = { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: tempDir() };
+    const runs = await Promise.all(
+      [1, 2, 3].map(
+        () =>
+          new Promise<{ code: number | null; out: string }>((resolve) => {
+            const child = spawn(process.execPath, ["src/main.ts", "migrate"], { env, stdio: ["ignore", "pipe", "pipe"] });
+            let out = "";
+            child.stdout.on("data", (d) => (out += d));
+            child.stderr.on("data", (d) => (out += d));
+            child.on("close", (code) => resolve({ code, out }));
+          }),
+      ),
+    );
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0]);
+    expect(runs.filter((r) => r.out.includes("applied: 20261123-initial"))).toHaveLength(1);
+    expect(runs.filter((r) => r.out.includes("up to date"))).toHaveLength(2);
+    const orm = await openOrm({ databaseUrl, dataDir: tempDir(), dbPoolSize: 1 });
+    try {
+      expect(await pendingMigrations(orm)).toHaveLength(0);
+    } finally {
+      await orm.close();
+    }
   });
 });
 

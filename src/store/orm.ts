@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { MikroORM as PostgresORM } from "@mikro-orm/postgresql";
+import pg from "pg";
+import { MikroORM as PostgresORM, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import { MikroORM as PgliteORM } from "@mikro-orm/pglite";
 import { Migrator } from "@mikro-orm/migrations";
 import type { MikroORM } from "@mikro-orm/core";
@@ -77,10 +78,27 @@ export async function openMigrated(config: OrmConfig): Promise<{ orm: Orm; appli
   return { orm, applied: await migrate(orm) };
 }
 
-/** Applies the checked-in migrations that have not run yet; answers their names. */
+/** Any fixed key: the processes that migrate one database take turns on it. */
+const MIGRATION_LOCK = 7162587264224965733n;
+
+/**
+ * Applies the checked-in migrations that have not run yet; answers their names.
+ * On PostgreSQL, servers that start together take turns under an advisory lock
+ * held by a connection of its own (ending it releases the lock, however the
+ * migration ends): the first applies the migrations, the others then find
+ * nothing to do. Without it each would run the first migration, and all but one
+ * fail on the tables it had made. PGlite serves one process.
+ */
 export async function migrate(orm: Orm): Promise<string[]> {
-  const applied = await orm.migrator.up();
-  return applied.map((m) => m.name);
+  if (!(orm.driver instanceof PostgreSqlDriver)) return (await orm.migrator.up()).map((m) => m.name);
+  const lock = new pg.Client({ connectionString: orm.config.get("clientUrl") });
+  await lock.connect();
+  try {
+    await lock.query(`select pg_advisory_lock(${MIGRATION_LOCK})`);
+    return (await orm.migrator.up()).map((m) => m.name);
+  } finally {
+    await lock.end().catch(() => {});
+  }
 }
 
 export async function pendingMigrations(orm: Orm): Promise<string[]> {
