@@ -63,7 +63,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
 
     async listOrganizations(req) {
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
-      const page = pageOf(await listOrganizations(deps.orm, decodePageToken(req.pageToken), size), size);
+      const page = pageOf(await listOrganizations(deps.sql, decodePageToken(req.pageToken), size), size);
       return { organizations: page.items.map(organizationToProto), nextPageToken: page.next };
     },
 
@@ -81,7 +81,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
 
     async listIdentities(req) {
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
-      const page = pageOf(await listIdentities(deps.orm, req.orgId, decodePageToken(req.pageToken), size), size);
+      const page = pageOf(await listIdentities(deps.sql, req.orgId, decodePageToken(req.pageToken), size), size);
       return { identities: page.items.map(identityToProto), nextPageToken: page.next };
     },
 

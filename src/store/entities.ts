@@ -16,6 +16,8 @@ export const OrganizationEntity = defineEntity({
     settings: p.json<Record<string, unknown>>(),
     createdAt: p.datetime(),
   },
+  // ListOrganizations reads pages in creation order.
+  indexes: [{ name: "organization_created_idx", properties: ["createdAt", "id"] }],
 });
 
 export const IdentityEntity = defineEntity({
@@ -34,8 +36,12 @@ export const IdentityEntity = defineEntity({
     phoneNumber: p.text().nullable(),
   },
   uniques: [{ name: "identity_org_username_key", properties: ["orgId", "usernameNormalized"] }],
-  // GetIdentity and the admin calls find an identity by its id alone.
-  indexes: [{ name: "identity_id_idx", properties: ["id"] }],
+  indexes: [
+    // GetIdentity and the admin calls find an identity by its id alone.
+    { name: "identity_id_idx", properties: ["id"] },
+    // ListIdentities reads an organization's identities in creation order.
+    { name: "identity_org_created_idx", properties: ["orgId", "createdAt", "id"] },
+  ],
 });
 
 export const CodeEntity = defineEntity({

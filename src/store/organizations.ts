@@ -4,8 +4,8 @@ import type { Audit } from "../domain/events.ts";
 import type { Org, OrgSettings } from "../domain/organization.ts";
 import { OrganizationEntity } from "./entities.ts";
 import type { Orm } from "./orm.ts";
-import { afterCursor, type Cursor } from "./paging.ts";
-import type { Sql } from "./sql.ts";
+import type { Cursor } from "./paging.ts";
+import type { Row, Sql } from "./sql.ts";
 
 const orgOf = (row: { id: string; tenantId: string; name: string; settings: unknown; createdAt: Date }): Org => ({
   id: row.id,
@@ -15,6 +15,9 @@ const orgOf = (row: { id: string; tenantId: string; name: string; settings: unkn
   createdAt: new Date(row.createdAt),
 });
 
+/** An organization as a statement's row names it. */
+const orgOfRow = (row: Row): Org => orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at });
+
 /** The organization `orgId` names, else the first of `tenantId`; undefined if none (or they disagree). */
 export async function findOrganization(sql: Sql, orgId: string, tenantId: string): Promise<Org | undefined> {
   const rows = orgId
@@ -22,7 +25,7 @@ export async function findOrganization(sql: Sql, orgId: string, tenantId: string
     : await sql.query(`select id, tenant_id, name, settings, created_at from organization where tenant_id = $1 order by created_at, id limit 1`, [tenantId]);
   const row = rows[0];
   if (!row || (tenantId && row.tenant_id !== tenantId)) return undefined;
-  return orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at });
+  return orgOfRow(row);
 }
 
 /** Inserts an organization and its event of the trail, in one statement. */
@@ -43,14 +46,20 @@ export async function getOrganization(orm: Orm, id: string): Promise<Org | undef
   return row ? orgOf(row) : undefined;
 }
 
-/** A page in creation order, after `cursor`; one more than `size` tells that another page follows. */
-export async function listOrganizations(orm: Orm, cursor: Cursor | undefined, size: number): Promise<Org[]> {
-  const rows = await orm.em.fork().find(OrganizationEntity, afterCursor(cursor), { orderBy: { createdAt: "asc", id: "asc" }, limit: size + 1 });
-  return rows.map(orgOf);
+/** A page in creation order, after `cursor` (read from organization_created_idx, as identities are); one more than `size` tells that another page follows. */
+export async function listOrganizations(sql: Sql, cursor: Cursor | undefined, size: number): Promise<Org[]> {
+  const rows = cursor
+    ? await sql.query(`select id, tenant_id, name, settings, created_at from organization where (created_at, id) > ($1, $2) order by created_at, id limit $3`, [
+        cursor.createdAt,
+        cursor.id,
+        size + 1,
+      ])
+    : await sql.query(`select id, tenant_id, name, settings, created_at from organization order by created_at, id limit $1`, [size + 1]);
+  return rows.map(orgOfRow);
 }
 
 /** Replaces an organization's settings; undefined if there is no such organization. */
 export async function updateOrganizationSettings(sql: Sql, orgId: string, settings: OrgSettings): Promise<Org | undefined> {
   const [row] = await sql.query(`update organization set settings = $2::jsonb where id = $1 returning id, tenant_id, name, settings, created_at`, [orgId, JSON.stringify(settings)]);
-  return row ? orgOf({ id: row.id, tenantId: row.tenant_id, name: row.name, settings: row.settings, createdAt: row.created_at }) : undefined;
+  return row ? orgOfRow(row) : undefined;
 }

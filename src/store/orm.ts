@@ -1,5 +1,6 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
 import { MikroORM as PostgresORM, PostgreSqlDriver } from "@mikro-orm/postgresql";
 import { MikroORM as PgliteORM } from "@mikro-orm/pglite";
@@ -16,8 +17,9 @@ export type Orm = MikroORM<AbstractSqlDriver, SqlEntityManager>;
 const migrationOptions = {
   tableName: "codegate_migrations",
   migrationsList: migrations,
+  // Each migration in a transaction of its own, or in none when it says so (an index built concurrently).
   transactional: true,
-  allOrNothing: true,
+  allOrNothing: false,
   snapshot: false,
   silent: true,
 } as const;
@@ -81,20 +83,25 @@ export async function openMigrated(config: OrmConfig): Promise<{ orm: Orm; appli
 /** Any fixed key: the processes that migrate one database take turns on it. */
 const MIGRATION_LOCK = 7162587264224965733n;
 
+/** How often a process that waits for another's migrations asks for the lock again. */
+const MIGRATION_LOCK_POLL_MS = 200;
+
 /**
  * Applies the checked-in migrations that have not run yet; answers their names.
  * On PostgreSQL, servers that start together take turns under an advisory lock
  * held by a connection of its own (ending it releases the lock, however the
  * migration ends): the first applies the migrations, the others then find
  * nothing to do. Without it each would run the first migration, and all but one
- * fail on the tables it had made. PGlite serves one process.
+ * fail on the tables it had made. The others ask again and again rather than
+ * wait in pg_advisory_lock: a waiting statement holds a snapshot, which an index
+ * built CONCURRENTLY waits for, a deadlock. PGlite serves one process.
  */
 export async function migrate(orm: Orm): Promise<string[]> {
   if (!(orm.driver instanceof PostgreSqlDriver)) return (await orm.migrator.up()).map((m) => m.name);
   const lock = new pg.Client({ connectionString: orm.config.get("clientUrl") });
   await lock.connect();
   try {
-    await lock.query(`select pg_advisory_lock(${MIGRATION_LOCK})`);
+    while (!(await lock.query(`select pg_try_advisory_lock(${MIGRATION_LOCK}) as locked`)).rows[0].locked) await sleep(MIGRATION_LOCK_POLL_MS);
     return (await orm.migrator.up()).map((m) => m.name);
   } finally {
     await lock.end().catch(() => {});

@@ -4,6 +4,3 @@ export interface Cursor {
   id: string;
 }
 
-/** The MikroORM filter of the rows after `cursor`, in (createdAt, id) order. */
-export const afterCursor = (cursor: Cursor | undefined) =>
-  cursor ? { $or: [{ createdAt: { $gt: cursor.createdAt } }, { createdAt: cursor.createdAt, id: { $gt: cursor.id } }] } : {};

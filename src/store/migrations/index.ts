@@ -9,6 +9,7 @@ import { OutboxByOrganization } from "./20261201-outbox-by-organization.ts";
 import { MailTemplates } from "./20261201-mail-templates.ts";
 import { DeliveryChannels } from "./20261202-delivery-channels.ts";
 import { Events } from "./20261202-events.ts";
+import { ListingOrder } from "./20261203-listing-order.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -19,4 +20,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261201-mail-templates", class: MailTemplates },
   { name: "20261202-delivery-channels", class: DeliveryChannels },
   { name: "20261202-events", class: Events },
+  { name: "20261203-listing-order", class: ListingOrder },
 ];
