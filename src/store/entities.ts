@@ -39,8 +39,11 @@ export const IdentityEntity = defineEntity({
   indexes: [
     // GetIdentity and the admin calls find an identity by its id alone.
     { name: "identity_id_idx", properties: ["id"] },
-    // ListIdentities reads an organization's identities in creation order.
-    { name: "identity_org_created_idx", properties: ["orgId", "createdAt", "id"] },
+    // ListIdentities reads an organization's identities in creation order; partial so that only it can (see its migration).
+    {
+      name: "identity_org_created_idx",
+      expression: "create index identity_org_created_idx on identity (org_id, created_at, id) where created_at > '-infinity'",
+    },
   ],
 });
 

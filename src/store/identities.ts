@@ -48,14 +48,16 @@ const IDENTITY_COLUMNS = "org_id, id, username, state, created_at, registered_at
  * more than `size` tells that another page follows. The cursor is a row
  * comparison, which the index in that order (identity_org_created_idx) starts
  * its scan at: a page reads its own rows, however deep into the organization.
+ * "created_at > '-infinity'", true of every row, is the predicate of that partial
+ * index: only a statement that states it may use it.
  */
 export async function listIdentities(sql: Sql, orgId: string, cursor: Cursor | undefined, size: number): Promise<Identity[]> {
   const rows = cursor
     ? await sql.query(
-        `select ${IDENTITY_COLUMNS} from identity where org_id = $1 and (created_at, id) > ($2, $3::uuid) order by created_at, id limit $4`,
+        `select ${IDENTITY_COLUMNS} from identity where org_id = $1 and created_at > '-infinity' and (created_at, id) > ($2, $3::uuid) order by created_at, id limit $4`,
         [orgId, cursor.createdAt, cursor.id, size + 1],
       )
-    : await sql.query(`select ${IDENTITY_COLUMNS} from identity where org_id = $1 order by created_at, id limit $2`, [orgId, size + 1]);
+    : await sql.query(`select ${IDENTITY_COLUMNS} from identity where org_id = $1 and created_at > '-infinity' order by created_at, id limit $2`, [orgId, size + 1]);
   return rows.map(identityOfRow);
 }
 
