@@ -16,8 +16,8 @@ export const OrganizationEntity = defineEntity({
     settings: p.json<Record<string, unknown>>(),
     createdAt: p.datetime(),
   },
-  // ListOrganizations reads pages in creation order.
-  indexes: [{ name: "organization_created_idx", properties: ["createdAt", "id"] }],
+  // ListOrganizations reads pages in creation order; partial so that only it can (see its migration).
+  indexes: [{ name: "organization_created_idx", expression: "create index organization_created_idx on organization (created_at, id) where created_at > '-infinity'" }],
 });
 
 export const IdentityEntity = defineEntity({

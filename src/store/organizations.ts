@@ -46,15 +46,15 @@ export async function getOrganization(orm: Orm, id: string): Promise<Org | undef
   return row ? orgOf(row) : undefined;
 }
 
-/** A page in creation order, after `cursor` (read from organization_created_idx, as identities are); one more than `size` tells that another page follows. */
+/** A page in creation order, after `cursor` (from organization_created_idx, whose predicate it states, as identities are listed); one more than `size` tells that another page follows. */
 export async function listOrganizations(sql: Sql, cursor: Cursor | undefined, size: number): Promise<Org[]> {
   const rows = cursor
-    ? await sql.query(`select id, tenant_id, name, settings, created_at from organization where (created_at, id) > ($1, $2) order by created_at, id limit $3`, [
+    ? await sql.query(`select id, tenant_id, name, settings, created_at from organization where created_at > '-infinity' and (created_at, id) > ($1, $2) order by created_at, id limit $3`, [
         cursor.createdAt,
         cursor.id,
         size + 1,
       ])
-    : await sql.query(`select id, tenant_id, name, settings, created_at from organization order by created_at, id limit $1`, [size + 1]);
+    : await sql.query(`select id, tenant_id, name, settings, created_at from organization where created_at > '-infinity' order by created_at, id limit $1`, [size + 1]);
   return rows.map(orgOfRow);
 }
 

@@ -8,15 +8,17 @@ import { Migration } from "@mikro-orm/migrations";
  * table is indexed; a build that failed halfway leaves an invalid index, which
  * the next run drops before building it again.
  *
- * The identities' index is partial on a condition that every row the server
- * writes meets and that the listing states, and no other statement: a send or a
+ * Both indexes are partial on a condition that every row the server writes
+ * meets and that the listings state, and no other statement: a send or a
  * verification finds its identity by (org_id, username_normalized), and on
  * statistics that never saw the organization the planner rated an index that
  * leads with org_id alone as good, and read every identity of the organization
- * to find one (test/stale-statistics.test.ts). A partial index serves only the
- * statements whose conditions imply its predicate. ("created_at is not null"
- * would not do: PostgreSQL drops that condition on a not-null column before it
- * looks for an index.)
+ * to find one (test/stale-statistics.test.ts); an organization found by tenant,
+ * the first in creation order, could likewise be looked for along the listing's
+ * index among all organizations. A partial index serves only the statements
+ * whose conditions imply its predicate. ("created_at is not null" would not do:
+ * PostgreSQL drops that condition on a not-null column before it looks for an
+ * index.)
  */
 export class ListingOrder extends Migration {
   override isTransactional(): boolean {
@@ -27,6 +29,6 @@ export class ListingOrder extends Migration {
     this.addSql(`drop index concurrently if exists identity_org_created_idx`);
     this.addSql(`create index concurrently identity_org_created_idx on identity (org_id, created_at, id) where created_at > '-infinity'`);
     this.addSql(`drop index concurrently if exists organization_created_idx`);
-    this.addSql(`create index concurrently organization_created_idx on organization (created_at, id)`);
+    this.addSql(`create index concurrently organization_created_idx on organization (created_at, id) where created_at > '-infinity'`);
   }
 }
