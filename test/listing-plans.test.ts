@@ -1,13 +1,16 @@
 // ListIdentities and ListOrganizations read a page in creation order. Without an
 // index in that order every page sorted all of an organization's identities (all
 // organizations) to give fifty: the last page of a large organization cost as much
-// as reading it whole, and paging through it, the square of its size. Each page must
-// read about its own rows, on the first page and the last, under a custom plan and
-// under the generic plan a prepared statement settles on.
+// as reading it whole, and paging through it, the square of its size.
+// ListCourierMessages, newest first, read past every earlier page, and the whole
+// history of the organization to find its few abandoned mails. Each page must read
+// about its own rows, on the first page and the last, under a custom plan and under
+// the generic plan a prepared statement settles on.
 import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { listIdentities } from "../src/store/identities.ts";
 import { listOrganizations } from "../src/store/organizations.ts";
+import { listMails } from "../src/store/outbox.ts";
 import type { Cursor } from "../src/store/paging.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
 import { explainedRead, type PlanMode } from "./support/explain.ts";
@@ -15,6 +18,10 @@ import { freshDatabase } from "./support/server.ts";
 
 const IDENTITIES = 20_000;
 const ORGANIZATIONS = 20_000;
+/** An organization's mail: its history, then the few abandoned among it, and the newest still queued. */
+const SENT = 20_000;
+const ABANDONED = 12;
+const QUEUED = 40;
 const PAGE = 50;
 /** A page's rows lie on at most a page of heap blocks each, beside a few index blocks; without the index, sorting read 572 (identities) and 197 (organizations). */
 const MOST_BLOCKS = PAGE + 15;
@@ -96,5 +103,48 @@ describe("listing identities and organizations", () => {
     }
     expect(readings).toHaveLength(8);
     expect(readings.filter((r) => r.blocks > MOST_BLOCKS)).toEqual([]);
+  });
+
+  it("reads each page of an organization's mails, of any status, however deep, and pages through them once, newest first", async () => {
+    const databaseUrl = await freshDatabase();
+    const c = new pg.Client(databaseUrl);
+    await c.connect();
+    try {
+      // Pairs of mails share a creation time, so that the id must break ties.
+      const insert = (orgId: string, from: number, to: number, status: (g: string) => string) =>
+        c.query(
+          `insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+           select $1, gen_random_uuid(), 'smtp', 'login', 'someone@example.com', 'Your code', null, 'k1', ${status("g")}, 1,
+             timestamptz '2026-01-01' + (g / 2) * interval '1 second', timestamptz '2026-01-01' + (g / 2) * interval '1 second', now()
+           from generate_series($2::int, $3::int) g`,
+          [orgId, from, to],
+        );
+      const abandonedEvery = Math.floor(SENT / ABANDONED);
+      for (const org of ["or-mail-1", "or-mail-2"]) {
+        await insert(org, 1, SENT, (g) => `case when ${g} % ${abandonedEvery} = 0 then 'abandoned' else 'sent' end`);
+        await insert(org, SENT + 1, SENT + QUEUED, () => `'queued'`);
+      }
+      await c.query("analyze courier_message");
+
+      const readings: Reading[] = [];
+      for (const status of ["", "sent", "abandoned", "queued"] as const) {
+        const where = `where org_id = 'or-mail-1'${status ? ` and status = '${status}'` : ""}`;
+        const expected = (await c.query(`select id from courier_message ${where} order by created_at desc, id desc`)).rows.map((r) => r.id);
+        expect(expected).toHaveLength({ "": SENT + QUEUED, sent: SENT - ABANDONED, abandoned: ABANDONED, queued: QUEUED }[status]);
+        expect(await pageThrough((cursor) => listMails(measuring(c, "custom", []), "or-mail-1", status, cursor, 500), 500)).toEqual(expected);
+
+        // The first page, and the one before the oldest.
+        const [oldest] = (await c.query(`select id, created_at from courier_message ${where} order by created_at, id offset ${Math.min(PAGE, expected.length - 1)} limit 1`)).rows;
+        for (const mode of ["custom", "generic"] as const) {
+          for (const cursor of [undefined, { id: oldest.id, createdAt: oldest.created_at }]) {
+            expect((await listMails(measuring(c, mode, readings), "or-mail-1", status, cursor, PAGE)).length).toBeGreaterThan(0);
+          }
+        }
+      }
+      expect(readings).toHaveLength(16);
+      expect(readings.filter((r) => r.blocks > MOST_BLOCKS)).toEqual([]);
+    } finally {
+      await c.end();
+    }
   });
 });

@@ -137,6 +137,10 @@ export const CourierMessageEntity = defineEntity({
       name: "courier_message_org_created_idx",
       expression: "create index courier_message_org_created_idx on courier_message (org_id, created_at desc, id desc)",
     },
+    {
+      name: "courier_message_abandoned_idx",
+      expression: "create index courier_message_abandoned_idx on courier_message (org_id, created_at desc, id desc) where status = 'abandoned'",
+    },
   ],
 });
 

@@ -1,7 +1,7 @@
 // The outbox: mails queued with their codes (store/codes.ts), claimed by couriers
 // with FOR UPDATE SKIP LOCKED and a lease, marked sent or failed, listed by the
 // admin API, and counted for the metrics.
-import { channels, type Channel, type MailStatus } from "../domain/outbox.ts";
+import { channels, mailStatuses, type Channel, type MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Cursor } from "./paging.ts";
 import { bytes, type Sql } from "./sql.ts";
@@ -218,17 +218,33 @@ export interface MailRecord extends Cursor {
   updatedAt: Date;
 }
 
+/**
+ * The statements of a page of an organization's mails, newest first: one per
+ * status (or all) and per page (the first, or one after a cursor), each stating
+ * its status and cursor as conditions an index can start at, so that a page
+ * reads its own rows: the organization's index in creation order
+ * (courier_message_org_created_idx), or for the few abandoned mails their own
+ * partial index. One statement for every case read the organization's whole
+ * history to find its few abandoned mails, and read past every earlier page.
+ */
+const LIST_MAILS_SQL = Object.fromEntries(
+  (["", ...mailStatuses] as const).map((status) => {
+    const text = (after: boolean) =>
+      `select org_id, id, recipient, subject, purpose, status, channel, send_count, last_error, created_at, updated_at
+       from courier_message
+       where org_id = $1${status ? ` and status = '${status}'` : ""}${after ? " and (created_at, id) < ($3::timestamptz, $4::uuid)" : ""}
+       order by created_at desc, id desc
+       limit $2`;
+    return [status, { first: text(false), after: text(true) }];
+  }),
+) as Record<MailStatus | "", { first: string; after: string }>;
+
 /** A page of an organization's mails, newest first, after `cursor`; one more than `size` tells that another page follows. */
 export async function listMails(sql: Sql, orgId: string, status: MailStatus | "", cursor: Cursor | undefined, size: number): Promise<MailRecord[]> {
-  const rows = await sql.query(
-    `select org_id, id, recipient, subject, purpose, status, channel, send_count, last_error, created_at, updated_at
-     from courier_message
-     where org_id = $1 and ($2 = '' or status = $2)
-       and ($3::timestamptz is null or (created_at, id) < ($3::timestamptz, $4::uuid))
-     order by created_at desc, id desc
-     limit $5`,
-    [orgId, status, cursor?.createdAt ?? null, cursor?.id ?? null, size + 1],
-  );
+  const statements = LIST_MAILS_SQL[status];
+  const rows = cursor
+    ? await sql.query(statements.after, [orgId, size + 1, cursor.createdAt, cursor.id])
+    : await sql.query(statements.first, [orgId, size + 1]);
   return rows.map((r) => ({
     orgId: r.org_id,
     id: r.id,
