@@ -18,6 +18,7 @@ import { SmtpSink, codeFrom } from "./support/smtp.ts";
 const REFERENCE_TABLES: Record<string, string> = {
   organization: "one row per organization, read by every call (and cached)",
   admin_token: "a handful of administrators' tokens",
+  job_turn: "a row per periodic job (retention): who holds its turn",
   codegate_migrations: "the applied migrations",
 };
 const DISTRIBUTED = new Set(["identity", "code", "courier_message", "rate_limit", "mail_template", "event"]);

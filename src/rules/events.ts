@@ -19,3 +19,12 @@ export interface CourierEvents {
   /** A mail given up on after its last attempt. */
   abandoned(purpose: Purpose): void;
 }
+
+/** Once per tick of a process's retention timer. */
+export interface RetentionEvents {
+  /** pruned: this process took the turn and pruned; skipped: another process has the turn; failed: pruning failed. */
+  ran(outcome: RetentionOutcome): void;
+}
+
+export const retentionOutcomes = ["pruned", "skipped", "failed"] as const;
+export type RetentionOutcome = (typeof retentionOutcomes)[number];

@@ -1,19 +1,55 @@
-// Pruning on a timer, in every serving process (see store/retention.ts for what is pruned).
+// Pruning on a timer, in every serving process (see store/retention.ts for what is
+// pruned). One run per interval serves the whole deployment, and each run scans the
+// large tables: a process prunes only when it takes the job's turn
+// (store/job-turns.ts), so that N processes prune once per interval, not N times.
+import { hostname } from "node:os";
 import type { Clock } from "../domain/clock.ts";
 import type { Logger } from "../lib/log.ts";
+import { takeTurn } from "../store/job-turns.ts";
 import { prune } from "../store/retention.ts";
 import type { Sql } from "../store/sql.ts";
+import type { RetentionEvents } from "./events.ts";
 
-/** Runs prune every `intervalMs` until stopped. */
-export function startRetention(deps: { sql: Sql; clock: Clock; log: Logger; keepMs: number; eventsKeepMs: number; intervalMs: number }): { stop(): Promise<void> } {
-  let running: Promise<unknown> = Promise.resolve();
-  const run = () => {
-    running = prune(deps.sql, deps.clock.now(), deps.keepMs, deps.eventsKeepMs).then(
-      (p) => (p.codes || p.mails || p.rateLimits || p.events) && deps.log.info(p, "pruned dead rows"),
-      (err) => deps.log.error({ err }, "pruning failed"),
-    );
+const JOB = "retention";
+
+/**
+ * A turn lasts a little less than the interval, so that a process pruning alone
+ * finds its own last turn over at its next tick.
+ */
+const TURN_SHARE = 0.9;
+
+export interface RetentionDeps {
+  sql: Sql;
+  clock: Clock;
+  log: Logger;
+  keepMs: number;
+  eventsKeepMs: number;
+  intervalMs: number;
+  events?: RetentionEvents;
+  /** Who takes the turn, as the job_turn row names it; this process by default. */
+  holder?: string;
+}
+
+/** Runs prune every `intervalMs`, when this process takes the turn, until stopped. */
+export function startRetention(deps: RetentionDeps): { stop(): Promise<void> } {
+  const holder = deps.holder ?? `${hostname()}:${process.pid}`;
+  const tick = async () => {
+    const now = deps.clock.now();
+    if (!(await takeTurn(deps.sql, JOB, holder, now, new Date(now.getTime() + deps.intervalMs * TURN_SHARE)))) return deps.events?.ran("skipped");
+    const p = await prune(deps.sql, now, deps.keepMs, deps.eventsKeepMs);
+    if (p.codes || p.mails || p.rateLimits || p.events) deps.log.info(p, "pruned dead rows");
+    deps.events?.ran("pruned");
   };
-  const timer = setInterval(run, deps.intervalMs);
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    // A run longer than the interval is not joined by another of this process.
+    running ??= tick()
+      .catch((err) => {
+        deps.log.error({ err }, "pruning failed");
+        deps.events?.ran("failed");
+      })
+      .finally(() => (running = undefined));
+  }, deps.intervalMs);
   timer.unref();
   return {
     async stop() {

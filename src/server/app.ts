@@ -192,7 +192,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     `worst-case chance of guessing an account's code within a day: ${oneIn(guess.chance)} (MAX_GUESS_CHANCE ${oneIn(config.maxGuessChance)})`,
   );
   courier?.start();
-  const retention = opts.retention === false ? undefined : startRetention({ sql, clock, log, ...config.retention });
+  const retention = opts.retention === false ? undefined : startRetention({ sql, clock, log, ...config.retention, events: metrics.retention });
 
   return {
     config,

@@ -30,7 +30,7 @@ export async function runCourierWorker(config: Config, log: Logger, stopped: Pro
   const metrics = createMetrics(databaseSources(sql, orm, clock));
   opts.onMetrics?.(metrics);
   const { courier, stop } = createCourier({ config, secrets, sql, clock, log, events: metrics.courier });
-  const retention = startRetention({ sql, clock, log, ...config.retention });
+  const retention = startRetention({ sql, clock, log, ...config.retention, events: metrics.retention });
   // Liveness and metrics for whatever runs the worker, on its operations listener.
   const ops = opts.worker
     ? undefined

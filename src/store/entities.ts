@@ -158,6 +158,17 @@ export const AdminTokenEntity = defineEntity({
   },
 });
 
+/** Who holds the turn at a periodic job, and until when (store/job-turns.ts). */
+export const JobTurnEntity = defineEntity({
+  name: "JobTurn",
+  tableName: "job_turn",
+  properties: {
+    name: p.text().primary(),
+    holder: p.text(),
+    until: p.datetime(),
+  },
+});
+
 /** Fixed-window rate-limit counters; the key names what is limited. */
 export const RateLimitEntity = defineEntity({
   name: "RateLimit",
@@ -224,4 +235,4 @@ export const EventEntity = defineEntity({
     { name: "event_occurred_at_idx", expression: "create index event_occurred_at_idx on event using brin (occurred_at)" },
   ],
 });
-export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, RateLimitEntity, MailTemplateEntity, EventEntity];
+export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, JobTurnEntity, RateLimitEntity, MailTemplateEntity, EventEntity];

@@ -9,7 +9,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { Clock } from "../../domain/clock.ts";
 import { purposes, type Purpose } from "../../domain/purpose.ts";
 import { attempt, withTimeout } from "../../lib/abort.ts";
-import type { CodeEvents, CourierEvents } from "../../rules/events.ts";
+import { retentionOutcomes, type CodeEvents, type CourierEvents, type RetentionEvents } from "../../rules/events.ts";
 import { queueStats, type QueueStats } from "../../store/outbox.ts";
 import { channels, type Channel } from "../../domain/outbox.ts";
 import type { Orm } from "../../store/orm.ts";
@@ -31,6 +31,7 @@ export interface Metrics {
   /** The rules' events, counted. */
   codes: CodeEvents;
   courier: CourierEvents;
+  retention: RetentionEvents;
   /** Counts an error nobody handled (see process-guard.ts). */
   processError(kind: ProcessErrorKind): void;
   /** Counts one finished RPC; `code` is a gRPC status name ("OK", "NotFound", …). */
@@ -107,6 +108,15 @@ export function createMetrics(sources: MetricsSources): Metrics {
     abandoned: perPurpose("codegate_courier_abandoned_total", "Mails given up on after their last attempt, by purpose."),
   };
 
+  const retentionRuns = new Counter({
+    name: "codegate_retention_runs_total",
+    help: "Ticks of this process's retention timer: pruned (it took the turn and pruned), skipped (another process had the turn), failed.",
+    labelNames: ["outcome"] as const,
+    registers,
+  });
+  for (const outcome of retentionOutcomes) retentionRuns.inc({ outcome }, 0);
+  const retention: RetentionEvents = { ran: (outcome) => retentionRuns.inc({ outcome }) };
+
   // Gauges read at scrape time. A source that fails reports NaN rather than a
   // stale or zero value, and never fails the whole scrape.
   const queue = sharedPerScrape(sources.courierQueue);
@@ -170,6 +180,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
     registry,
     codes,
     courier,
+    retention,
     processError: (kind) => processErrors.inc({ kind }),
     observeRpc(service, method, code, seconds) {
       rpcHandled.inc({ service, method, code });

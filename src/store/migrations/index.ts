@@ -10,6 +10,7 @@ import { MailTemplates } from "./20261201-mail-templates.ts";
 import { DeliveryChannels } from "./20261202-delivery-channels.ts";
 import { Events } from "./20261202-events.ts";
 import { ListingOrder } from "./20261203-listing-order.ts";
+import { JobTurns } from "./20261204-job-turns.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -21,4 +22,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261202-delivery-channels", class: DeliveryChannels },
   { name: "20261202-events", class: Events },
   { name: "20261203-listing-order", class: ListingOrder },
+  { name: "20261204-job-turns", class: JobTurns },
 ];

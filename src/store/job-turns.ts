@@ -1,0 +1,16 @@
+// Turns at the periodic jobs that every serving process runs on its timer but
+// that one run per interval serves the whole deployment (retention): a process
+// takes the job's turn until a time, unless another holds it. A process that
+// dies holding it only delays the job until its turn ends.
+import type { Sql } from "./sql.ts";
+
+/** Takes `job`'s turn for `holder` until `until`, unless another's turn lasts past `now`; true when taken. */
+export async function takeTurn(sql: Sql, job: string, holder: string, now: Date, until: Date): Promise<boolean> {
+  const rows = await sql.query(
+    `insert into job_turn (name, holder, until) values ($1, $2, $4)
+     on conflict (name) do update set holder = excluded.holder, until = excluded.until where job_turn.until <= $3
+     returning name`,
+    [job, holder, now, until],
+  );
+  return rows.length > 0;
+}
