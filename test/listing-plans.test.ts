@@ -13,7 +13,7 @@ import { listOrganizations } from "../src/store/organizations.ts";
 import { listMails } from "../src/store/outbox.ts";
 import type { Cursor } from "../src/store/paging.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
-import { explainedRead, type PlanMode } from "./support/explain.ts";
+import { explainedRead, type PlanMode, type Reading } from "./support/explain.ts";
 import { freshDatabase } from "./support/server.ts";
 
 const IDENTITIES = 20_000;
@@ -30,11 +30,6 @@ let client: pg.Client | undefined;
 afterAll(async () => {
   await client?.end();
 });
-
-interface Reading {
-  statement: string;
-  blocks: number;
-}
 
 /** Explains each statement (support/explain.ts) and notes what it read, then runs it for its rows. */
 function measuring(c: pg.Client, mode: PlanMode, readings: Reading[]): Sql {

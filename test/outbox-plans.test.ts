@@ -14,7 +14,7 @@ import pg from "pg";
 import { claimMails, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
 import { ackMessages, claimMessages, failMessages } from "../src/store/delivery.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
-import { explainedRead, type PlanMode } from "./support/explain.ts";
+import { explainedRead, type PlanMode, type Reading as ExplainReading } from "./support/explain.ts";
 import { freshDatabase } from "./support/server.ts";
 
 /** The history of the organization the statistics never saw. */
@@ -30,9 +30,8 @@ afterAll(async () => {
   await client?.end();
 });
 
-interface Reading {
-  statement: string;
-  blocks: number;
+/** With the rows the statement's top node gave: a claim must take as many as it asks for. */
+interface Reading extends ExplainReading {
   rows: number;
 }
 

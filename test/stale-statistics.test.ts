@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
-import { explainedRead, type PlanMode } from "./support/explain.ts";
+import { explainedRead, type PlanMode, type Reading } from "./support/explain.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 
@@ -26,11 +26,6 @@ afterAll(async () => {
   await client?.end();
   await server?.close();
 });
-
-interface Reading {
-  statement: string;
-  blocks: number;
-}
 
 /**
  * Each statement first runs under EXPLAIN ANALYZE in a transaction rolled back,

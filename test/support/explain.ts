@@ -6,6 +6,12 @@ import type pg from "pg";
 
 export type PlanMode = "custom" | "generic";
 
+/** What a test notes of one statement it explained: which (its plan mode and text), and the buffers it read. */
+export interface Reading {
+  statement: string;
+  blocks: number;
+}
+
 /** A value as an SQL literal, for EXECUTE's arguments (which take no bind parameters). */
 function literal(c: pg.Client, v: unknown): string {
   if (v === null || v === undefined) return "null";
