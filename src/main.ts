@@ -9,7 +9,7 @@ import { reportMetricsToPrimary, runPrimary, workerChannel, workerRole } from ".
 import type { Metrics } from "./server/ops/metrics.ts";
 import { guardProcess } from "./server/process-guard.ts";
 import { runCourierWorker } from "./server/worker.ts";
-import { migrate, openOrm } from "./store/orm.ts";
+import { openMigrated } from "./store/orm.ts";
 import { prune } from "./store/retention.ts";
 import { sqlOf } from "./store/sql.ts";
 
@@ -59,9 +59,8 @@ async function main(args: string[]): Promise<number> {
       return failed ? 1 : 0;
     }
     case "prune": {
-      const orm = await openOrm(config);
+      const { orm } = await openMigrated(config);
       try {
-        await migrate(orm);
         const pruned = await prune(await sqlOf(orm), new Date(), config.retention.keepMs, config.retention.eventsKeepMs);
         console.log(`pruned ${pruned.codes} codes, ${pruned.mails} mails, ${pruned.rateLimits} rate-limit windows, ${pruned.events} events`);
         return 0;
@@ -70,16 +69,15 @@ async function main(args: string[]): Promise<number> {
       }
     }
     case "migrate": {
-      const orm = await openOrm(config);
-      const applied = await migrate(orm);
+      // Without the statement timeout of the requests (openMigrated): an index built on a large table may take minutes.
+      const { orm, applied } = await openMigrated(config);
       await orm.close();
       console.log(applied.length ? `applied: ${applied.join(", ")}` : "database is up to date");
       return 0;
     }
     case "admin-token": {
-      const orm = await openOrm(config);
+      const { orm } = await openMigrated(config);
       try {
-        await migrate(orm);
         if (sub === "create") {
           const { id, token } = await createAdminToken(orm, arg ?? "admin token", new Date());
           console.log(`admin token ${id} (shown once, keep it safe):\n${token}`);

@@ -7,6 +7,7 @@ import { startApp } from "../src/server/app.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
 import { migrate, openOrm, pendingMigrations } from "../src/store/orm.ts";
+import pg from "pg";
 import { freshDatabase } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 
@@ -39,6 +40,31 @@ describe("migrations on PostgreSQL", () => {
     expect(first).toContain("applied: 20261123-initial");
     const second = execFileSync(node, ["src/main.ts", "migrate"], { env, encoding: "utf8" });
     expect(second).toContain("up to date");
+  });
+
+  it("run from the migrate command without the requests' statement timeout: an index on a large table takes longer", async () => {
+    const databaseUrl = await freshDatabase({ empty: true });
+    const before = await openOrm({ databaseUrl, dataDir: tempDir(), dbPoolSize: 1 });
+    try {
+      await before.migrator.up({ to: "20261202-events" });
+    } finally {
+      await before.close();
+    }
+    const db = new pg.Client(databaseUrl);
+    await db.connect();
+    try {
+      await db.query(
+        `insert into identity (org_id, id, username, username_normalized, state, created_at)
+         select 'or-large', gen_random_uuid(), 'u' || g, 'u' || g, 'active', now() - g * interval '1 second' from generate_series(1, 400000) g`,
+      );
+      const env = { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: tempDir(), DATABASE_STATEMENT_TIMEOUT: "100ms" };
+      const out = execFileSync(process.execPath, ["src/main.ts", "migrate"], { env, encoding: "utf8" });
+      expect(out).toContain("applied: 20261203-listing-order");
+      const { rows } = await db.query(`select indisvalid from pg_index where indexrelid = 'identity_org_created_idx'::regclass`);
+      expect(rows).toEqual([{ indisvalid: true }]);
+    } finally {
+      await db.end();
+    }
   });
 
   it("run by servers starting together: one applies them, the others wait and find nothing to do", async () => {
