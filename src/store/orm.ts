@@ -98,9 +98,15 @@ const MIGRATION_LOCK_POLL_MS = 200;
  */
 export async function migrate(orm: Orm): Promise<string[]> {
   if (!(orm.driver instanceof PostgreSqlDriver)) return (await orm.migrator.up()).map((m) => m.name);
-  const lock = new pg.Client({ connectionString: orm.config.get("clientUrl") });
+  const lock = new pg.Client({ connectionString: orm.config.get("clientUrl"), connectionTimeoutMillis: 5_000, keepAlive: true });
+  // A connection lost while migrating (its error is reported by the migration's own
+  // statements, or not at all) releases the lock; the migrations stay safe to run
+  // twice: each is one transaction, or an index dropped and built again.
+  lock.on("error", () => {});
   await lock.connect();
   try {
+    // Idle for as long as the migrations take: a server that ends idle sessions must not end this one.
+    await lock.query("set idle_session_timeout = 0");
     while (!(await lock.query(`select pg_try_advisory_lock(${MIGRATION_LOCK}) as locked`)).rows[0].locked) await sleep(MIGRATION_LOCK_POLL_MS);
     return (await orm.migrator.up()).map((m) => m.name);
   } finally {
