@@ -3,6 +3,7 @@
 // only when it takes the job's turn, which one process at a time holds.
 import { randomUUID } from "node:crypto";
 import { afterAll, describe, expect, it, vi } from "vitest";
+import pg from "pg";
 import { ManualClock } from "../src/domain/clock.ts";
 import { createLogger } from "../src/lib/log.ts";
 import type { RetentionOutcome } from "../src/rules/events.ts";
@@ -19,10 +20,11 @@ afterAll(async () => {
   for (const orm of orms) await orm.close();
 });
 
-async function database(poolSize: number): Promise<Sql> {
-  const orm = await openOrm({ databaseUrl: await freshDatabase(), dataDir: "", dbPoolSize: poolSize });
+async function database(poolSize: number): Promise<{ sql: Sql; databaseUrl: string }> {
+  const databaseUrl = await freshDatabase();
+  const orm = await openOrm({ databaseUrl, dataDir: "", dbPoolSize: poolSize });
   orms.push(orm);
-  return sqlOf(orm);
+  return { sql: await sqlOf(orm), databaseUrl };
 }
 
 /** A code dead for a day: any prune takes it. */
@@ -36,11 +38,14 @@ async function deadCode(sql: Sql, now: Date): Promise<string> {
   return id;
 }
 
+/** How long the processes' timers wait between ticks. */
+const INTERVAL_MS = 20;
+
 const codeExists = async (sql: Sql, id: string) => (await sql.query(`select 1 from code where org_id = 'or-retention' and id = $1`, [id])).length === 1;
 
 describe("the retention job's turn", () => {
   it("goes to one of the processes that ask for it at once, and to one again once it ends", async () => {
-    const sql = await database(12);
+    const { sql } = await database(12);
     const now = new Date("2026-12-01T10:00:00Z");
     const until = new Date(now.getTime() + 60_000);
     const ask = (at: Date) => Promise.all(Array.from({ length: 12 }, (_, i) => takeTurn(sql, "retention", `process-${i}`, at, new Date(at.getTime() + 60_000))));
@@ -57,11 +62,9 @@ describe("the retention job's turn", () => {
     expect((await ask(until)).filter(Boolean)).toHaveLength(1);
   });
 
-  it("lets one of two processes prune per interval: the other's ticks skip, and its turn comes when the first one's ends", async () => {
-    const sql = await database(4);
-    const clock = new ManualClock(new Date("2026-12-01T10:00:00Z"));
-    const intervalMs = 20;
-    const outcomes: Record<string, RetentionOutcome[]> = { a: [], b: [] };
+  /** Two retention timers ("processes" a and b) on one database and one clock that moves when told; their ticks' outcomes. */
+  function twoProcesses(sql: Sql, clock: ManualClock) {
+    const outcomes: Record<"a" | "b", RetentionOutcome[]> = { a: [], b: [] };
     for (const name of ["a", "b"] as const) {
       const loop = startRetention({
         sql,
@@ -69,18 +72,30 @@ describe("the retention job's turn", () => {
         log: createLogger("silent"),
         keepMs: 3_600_000,
         eventsKeepMs: 3_600_000,
-        intervalMs,
+        intervalMs: INTERVAL_MS,
         holder: name,
         events: { ran: (outcome) => outcomes[name].push(outcome) },
       });
       cleanups.push(() => loop.stop());
     }
-    const all = () => [...outcomes.a, ...outcomes.b];
-    const count = (outcome: RetentionOutcome) => all().filter((o) => o === outcome).length;
+    const count = (outcome: RetentionOutcome) => [...outcomes.a, ...outcomes.b].filter((o) => o === outcome).length;
+    return { outcomes, count };
+  }
 
+  it("lets one of two processes prune per interval: the other's ticks skip, and its turn comes when the first one's ends", async () => {
+    const { sql } = await database(4);
+    const clock = new ManualClock(new Date("2026-12-01T10:00:00Z"));
     const first = await deadCode(sql, clock.now());
+    const { outcomes, count } = twoProcesses(sql, clock);
+
     // Both processes tick many times; the clock stands still, so the turn never ends.
-    await vi.waitFor(() => expect(count("skipped")).toBeGreaterThanOrEqual(10), { timeout: 10_000, interval: 10 });
+    await vi.waitFor(
+      () => {
+        expect(outcomes.a.length).toBeGreaterThanOrEqual(5);
+        expect(outcomes.b.length).toBeGreaterThanOrEqual(5);
+      },
+      { timeout: 10_000, interval: 10 },
+    );
     expect(count("pruned")).toBe(1);
     expect(count("failed")).toBe(0);
     expect(await codeExists(sql, first)).toBe(false);
@@ -88,12 +103,62 @@ describe("the retention job's turn", () => {
     // The turn ends with the interval: one of them prunes again.
     const second = await deadCode(sql, clock.now());
     expect(await codeExists(sql, second)).toBe(true);
-    clock.advance(intervalMs);
+    clock.advance(INTERVAL_MS);
     await vi.waitFor(() => expect(count("pruned")).toBe(2), { timeout: 10_000, interval: 10 });
     expect(await codeExists(sql, second)).toBe(false);
     const skippedThen = count("skipped");
     await vi.waitFor(() => expect(count("skipped")).toBeGreaterThanOrEqual(skippedThen + 10), { timeout: 10_000, interval: 10 });
     expect(count("pruned")).toBe(2);
+    expect(count("failed")).toBe(0);
+  });
+
+  it("keeps the turn of a run that outlasts it, renewing it as it goes, so that nobody prunes beside it", async () => {
+    const { sql, databaseUrl } = await database(4);
+    const clock = new ManualClock(new Date("2026-12-01T10:00:00Z"));
+    const stuck = await deadCode(sql, clock.now());
+    // The run will wait on this row's lock for as long as the test holds it.
+    const holder = new pg.Client(databaseUrl);
+    await holder.connect();
+    cleanups.push(() => holder.end());
+    await holder.query("begin");
+    await holder.query(`select 1 from code where org_id = 'or-retention' and id = $1 for update`, [stuck]);
+
+    const { outcomes, count } = twoProcesses(sql, clock);
+    await vi.waitFor(() => expect(count("skipped")).toBeGreaterThanOrEqual(5), { timeout: 10_000, interval: 10 });
+    const [{ holder: running }] = await sql.query(`select holder from job_turn where name = 'retention'`);
+    const other = running === "a" ? "b" : "a";
+
+    // The clock moves on, past where the turn began and would have ended; each time the
+    // running process renews it before the clock moves again.
+    for (let step = 0; step < 5; step++) {
+      clock.advance(INTERVAL_MS / 2);
+      const until = clock.now().getTime() + INTERVAL_MS * 0.9;
+      await vi.waitFor(
+        async () => {
+          const [turn] = await sql.query(`select holder, until from job_turn where name = 'retention'`);
+          expect({ holder: turn.holder, until: new Date(turn.until).getTime() }).toEqual({ holder: running, until });
+        },
+        { timeout: 10_000, interval: 5 },
+      );
+    }
+    const otherTicks = outcomes[other].length;
+    await vi.waitFor(() => expect(outcomes[other].length).toBeGreaterThanOrEqual(otherTicks + 5), { timeout: 10_000, interval: 10 });
+    expect(outcomes[other]).not.toContain("pruned");
+
+    await holder.query("rollback");
+    await vi.waitFor(() => expect(count("pruned")).toBe(1), { timeout: 10_000, interval: 10 });
+    expect(await codeExists(sql, stuck)).toBe(false);
+    expect(outcomes[running as "a" | "b"]).toContain("pruned");
+    // Nobody else was pruning beside it: no second run finishes now that the row is free.
+    const ticks = { a: outcomes.a.length, b: outcomes.b.length };
+    await vi.waitFor(
+      () => {
+        expect(outcomes.a.length).toBeGreaterThanOrEqual(ticks.a + 5);
+        expect(outcomes.b.length).toBeGreaterThanOrEqual(ticks.b + 5);
+      },
+      { timeout: 10_000, interval: 10 },
+    );
+    expect(count("pruned")).toBe(1);
     expect(count("failed")).toBe(0);
   });
 });

@@ -22,7 +22,7 @@ export interface CourierEvents {
 
 /** Once per tick of a process's retention timer. */
 export interface RetentionEvents {
-  /** pruned: this process took the turn and pruned; skipped: another process has the turn; failed: pruning failed. */
+  /** pruned: this process took the turn and pruned; skipped: a run holds the turn (another process's, or this one's still going); failed: pruning failed. */
   ran(outcome: RetentionOutcome): void;
 }
 

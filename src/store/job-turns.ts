@@ -1,7 +1,7 @@
 // Turns at the periodic jobs that every serving process runs on its timer but
 // that one run per interval serves the whole deployment (retention): a process
-// takes the job's turn until a time, unless another holds it. A process that
-// dies holding it only delays the job until its turn ends.
+// takes the job's turn until a time, unless another holds it, and renews it while
+// it works. A process that dies holding it only delays the job until its turn ends.
 import type { Sql } from "./sql.ts";
 
 /** Takes `job`'s turn for `holder` until `until`, unless another's turn lasts past `now`; true when taken. */
@@ -13,4 +13,9 @@ export async function takeTurn(sql: Sql, job: string, holder: string, now: Date,
     [job, holder, now, until],
   );
   return rows.length > 0;
+}
+
+/** Moves the end of `holder`'s turn at `job` to `until`; nothing when another process holds the turn now. */
+export async function renewTurn(sql: Sql, job: string, holder: string, until: Date): Promise<void> {
+  await sql.query(`update job_turn set until = $3 where name = $1 and holder = $2`, [job, holder, until]);
 }

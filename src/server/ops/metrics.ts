@@ -110,7 +110,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
 
   const retentionRuns = new Counter({
     name: "codegate_retention_runs_total",
-    help: "Ticks of this process's retention timer: pruned (it took the turn and pruned), skipped (another process had the turn), failed.",
+    help: "Ticks of this process's retention timer: pruned (it took the turn and pruned), skipped (a run held the turn: another process's, or this one's still going), failed.",
     labelNames: ["outcome"] as const,
     registers,
   });
