@@ -5,7 +5,7 @@
 // start first wherever the suite runs; the rest keep vitest's order.
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
-const SLOW_FIRST = ["hostile-connections", "cluster", "hostile-requests", "fuzz", "processes", "storage"].map((name) => `/test/${name}.test.ts`);
+const SLOW_FIRST = ["hostile-connections", "storage", "cluster", "fuzz", "hostile-requests", "processes"].map((name) => `/test/${name}.test.ts`);
 
 export default class SlowFirstSequencer extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
