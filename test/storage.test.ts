@@ -7,6 +7,7 @@ import { startApp } from "../src/server/app.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
 import { migrate, openOrm, pendingMigrations } from "../src/store/orm.ts";
+import { ListingOrder } from "../src/store/migrations/20261203-listing-order.ts";
 import pg from "pg";
 import { freshDatabase } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
@@ -64,6 +65,25 @@ describe("migrations on PostgreSQL", () => {
       expect(rows).toEqual([{ indisvalid: true }]);
     } finally {
       await db.end();
+    }
+  });
+
+  it("build the listing indexes CONCURRENTLY on PostgreSQL (the table takes writes meanwhile), plainly on the embedded PGlite", async () => {
+    const queries = async (orm: Awaited<ReturnType<typeof openOrm>>) => {
+      const migration = new ListingOrder(orm.driver, orm.config);
+      migration.up();
+      return migration.getQueries().map(String);
+    };
+    const onPostgres = await openOrm({ databaseUrl: await freshDatabase({ empty: true }), dataDir: tempDir(), dbPoolSize: 1 });
+    const onPglite = await openOrm({ databaseUrl: undefined, dataDir: tempDir(), dbPoolSize: 1 });
+    try {
+      const online = await queries(onPostgres);
+      expect(online.filter((q) => q.startsWith("create index"))).toHaveLength(3);
+      expect(online.every((q) => / concurrently /.test(q))).toBe(true);
+      expect((await queries(onPglite)).some((q) => /concurrently/.test(q))).toBe(false);
+    } finally {
+      await onPostgres.close();
+      await onPglite.close();
     }
   });
 

@@ -1,4 +1,5 @@
 import { Migration } from "@mikro-orm/migrations";
+import { PostgreSqlDriver } from "@mikro-orm/postgresql";
 
 /**
  * The admin listings read a page in creation order. Without an index in that
@@ -27,12 +28,15 @@ export class ListingOrder extends Migration {
   }
 
   override up(): void {
-    this.addSql(`drop index concurrently if exists identity_org_created_idx`);
-    this.addSql(`create index concurrently identity_org_created_idx on identity (org_id, created_at, id) where created_at > '-infinity'`);
-    this.addSql(`drop index concurrently if exists organization_created_idx`);
-    this.addSql(`create index concurrently organization_created_idx on organization (created_at, id) where created_at > '-infinity'`);
+    // The embedded PGlite serves one process, so nothing writes beside the build, and
+    // its CONCURRENTLY has failed with "tuple concurrently updated" (electric-sql/pglite#901).
+    const online = this.driver instanceof PostgreSqlDriver ? "concurrently " : "";
+    this.addSql(`drop index ${online}if exists identity_org_created_idx`);
+    this.addSql(`create index ${online}identity_org_created_idx on identity (org_id, created_at, id) where created_at > '-infinity'`);
+    this.addSql(`drop index ${online}if exists organization_created_idx`);
+    this.addSql(`create index ${online}organization_created_idx on organization (created_at, id) where created_at > '-infinity'`);
     // ListCourierMessages of the abandoned mails, few among the organization's history.
-    this.addSql(`drop index concurrently if exists courier_message_abandoned_idx`);
-    this.addSql(`create index concurrently courier_message_abandoned_idx on courier_message (org_id, created_at desc, id desc) where status = 'abandoned'`);
+    this.addSql(`drop index ${online}if exists courier_message_abandoned_idx`);
+    this.addSql(`create index ${online}courier_message_abandoned_idx on courier_message (org_id, created_at desc, id desc) where status = 'abandoned'`);
   }
 }
