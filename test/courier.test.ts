@@ -8,6 +8,7 @@ import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink } from "./support/smtp.ts";
 import { seal } from "../src/rules/mail/seal.ts";
+import { claimMails, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
 
 const servers: TestServer[] = [];
 const sinks: SmtpSink[] = [];
@@ -197,6 +198,62 @@ describe("the courier's SMTP connections", () => {
     const bad = await mailOnceIt(s, "not an address", "abandoned");
     expect(bad.last_error).toBe("the recipient is not a mail address");
     await smtp.waitFor((m) => m.some((x) => x.to === "fine@example.com"));
+  });
+
+  it("fails a queued mail that has no body, without stopping its batch", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Bodiless");
+    await fx.identity(org.id, "fine@example.com");
+    fx.close();
+    // Nothing the server writes queues a mail without its body; a row written by hand, or by a bug, might.
+    await s.app.orm.em.getConnection().execute(
+      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       values (?, ?, 'login', 'bodiless@example.com', 'Your code', null, 'k1', 'queued', 0, now(), now(), now())`,
+      [org.id, randomUUID()],
+    );
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "fine@example.com", orgId: org.id })).status).toBe(200);
+    const bad = await mailOnceIt(s, "bodiless@example.com", "abandoned");
+    expect(bad.last_error).toBe("the queued mail has no body");
+    await smtp.waitFor((m) => m.some((x) => x.to === "fine@example.com"));
+  });
+
+  it("changes a mail only while its claim holds it: a courier whose lease ran out records nothing over the next one's", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false" });
+    servers.push(s);
+    const sql = s.app.sql;
+    const mail = { orgId: "or-lease", id: randomUUID() };
+    await sql.query(
+      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       values ($1, $2, 'login', 'someone@example.com', 'Your code', '\\x00', 'k1', 'queued', 0, now() - interval '1 minute', now(), now())`,
+      [mail.orgId, mail.id],
+    );
+    const row = async () => {
+      const [r] = await sql.query(`select status, send_count, lease_token, claimed_until, body from courier_message where org_id = $1 and id = $2`, [mail.orgId, mail.id]);
+      return { ...r, claimed_until: r.claimed_until && new Date(r.claimed_until).getTime() };
+    };
+    const t0 = Date.now();
+    const at = (ms: number) => new Date(t0 + ms);
+    const [a, b] = [randomUUID(), randomUUID()];
+
+    expect((await claimMails(sql, at(0), at(20_000), a, 10)).map((m) => m.id)).toEqual([mail.id]);
+    // A loses the database past its lease while its send goes on; B takes the mail over.
+    expect((await claimMails(sql, at(30_000), at(50_000), b, 10)).map((m) => m.id)).toEqual([mail.id]);
+    expect(await claimMails(sql, at(30_000), at(50_000), randomUUID(), 10)).toEqual([]);
+
+    // A's late outcomes and renewal change nothing: B's claim stands.
+    expect(await markFailed(sql, at(31_000), 5, a, [{ ...mail, nextAt: at(31_000), error: "refused" }])).toEqual([]);
+    expect(await markSent(sql, at(31_000), a, [mail])).toBe(0);
+    await renewClaims(sql, a, at(90_000), [mail]);
+    expect(await row()).toMatchObject({ status: "queued", send_count: 0, lease_token: b, claimed_until: t0 + 50_000 });
+
+    // B's outcome counts; A's failure after it does not put the sent mail, its body wiped, back in the queue.
+    expect(await markSent(sql, at(32_000), b, [mail])).toBe(1);
+    expect(await markFailed(sql, at(33_000), 5, a, [{ ...mail, nextAt: at(33_000), error: "refused" }])).toEqual([]);
+    expect(await row()).toMatchObject({ status: "sent", send_count: 1, lease_token: null, claimed_until: null, body: null });
   });
 
   it("delivers a mail queued by the version before (its parts sealed as JSON)", async () => {

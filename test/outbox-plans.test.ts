@@ -94,11 +94,11 @@ describe("the outbox's statements on a few mails of one organization", () => {
     for (const mode of ["custom", "generic"] as const) {
       for (let i = 0; i < CALLS; i++) {
         const sql = measuring(client, mode, readings);
-        await claimMails(sql, now, later, CLAIM);
+        await claimMails(sql, now, later, randomUUID(), CLAIM);
         await claimMessages(sql, now, later, CLAIM, ["sms"], randomUUID());
-        await markSent(sql, now, batch("sent"));
-        await markFailed(sql, now, 40, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
-        await renewClaims(sql, now, later, batch("renewed"));
+        await markSent(sql, now, LEASE, batch("sent"));
+        await markFailed(sql, now, 40, LEASE, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
+        await renewClaims(sql, LEASE, later, batch("renewed"));
         await ackMessages(sql, now, batch("acked"));
         await failMessages(sql, now, { maxAttempts: 40, backoffBaseMs: 1000, backoffMaxMs: 30_000 }, batch("workerFailed").map((m) => ({ ...m, error: "refused" })));
       }

@@ -40,7 +40,7 @@ with c as materialized (
   limit $3
   for update skip locked
 )
-update courier_message m set claimed_until = $2, updated_at = $1
+update courier_message m set claimed_until = $2, lease_token = $6::uuid, updated_at = $1
 from c
 where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
 returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
@@ -68,20 +68,26 @@ export const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', tru
 // ids by the smallest and the largest of them (ID_RANGE, above): time-ordered, a
 // batch's ids lie close together, and whatever the plan, it reads no further than
 // that range of the organization's mails (a retried mail keeps its older id, and
-// widens the range). Every outcome clears claimed_until, so a lease still running is
-// all that says a mail is still claimed and queued.
+// widens the range).
+//
+// A claim's lease token (one per batch) names the claim: the renewal and the outcomes
+// change only the mails their courier still holds. A courier whose lease ran out (it
+// lost the database longer than the lease while its sends went on) finds its mails
+// claimed by another under another token, or already sent: its outcomes change nothing,
+// rather than marking another courier's mail sent, or putting a sent one (its body
+// wiped) back in the queue. Every outcome clears the token and claimed_until.
 const RENEW_SQL = `
 update courier_message m set claimed_until = $2
 from unnest($4::uuid[]) as r(id), ${ASYNC_COMMIT}
-where m.org_id = $3 and m.id = r.id and ${ID_RANGE("m", "$5", "$6")} and m.claimed_until > $1`;
+where m.org_id = $3 and m.id = r.id and ${ID_RANGE("m", "$5", "$6")} and m.lease_token = $1::uuid`;
 
 // Each outcome that ends a mail is recorded in the trail by the same statement.
 const SENT_SQL = `
 with sent as (
-  update courier_message m set status = 'sent', body = null, claimed_until = null, last_error = null,
+  update courier_message m set status = 'sent', body = null, claimed_until = null, lease_token = null, last_error = null,
     send_count = m.send_count + 1, updated_at = $1
   from unnest($3::uuid[]) as s(id), ${ASYNC_COMMIT}
-  where m.org_id = $2 and m.id = s.id and ${ID_RANGE("m", "$4", "$5")}
+  where m.org_id = $2 and m.id = s.id and ${ID_RANGE("m", "$4", "$5")} and m.lease_token = $6::uuid
   returning m.org_id, m.id, m.purpose
 ), logged as (
   insert into event (org_id, type, purpose, mail_id, occurred_at)
@@ -92,12 +98,12 @@ select count(*)::int as sent from sent`;
 const FAILED_SQL = `
 with failed as (
   update courier_message m set
-    send_count = m.send_count + 1, last_error = f.error, claimed_until = null, updated_at = $1,
+    send_count = m.send_count + 1, last_error = f.error, claimed_until = null, lease_token = null, updated_at = $1,
     next_attempt_at = f.next_at,
     status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
     body = case when m.send_count + 1 >= $2 then null else m.body end
   from unnest($4::uuid[], $5::timestamptz[], $6::text[]) as f(id, next_at, error), ${ASYNC_COMMIT}
-  where m.org_id = $3 and m.id = f.id and ${ID_RANGE("m", "$7", "$8")}
+  where m.org_id = $3 and m.id = f.id and ${ID_RANGE("m", "$7", "$8")} and m.lease_token = $9::uuid
   returning m.org_id, m.id, m.status, m.purpose, m.send_count
 ), logged as (
   -- The error is not recorded: a mail server's answer may quote the address.
@@ -112,7 +118,8 @@ export interface ClaimedMail {
   id: string;
   purpose: Purpose;
   recipient: string;
-  body: Buffer;
+  /** Null only if something wrote a queued mail without one: the courier fails that mail, not its batch. */
+  body: Buffer | null;
   keyId: string;
   sendCount: number;
 }
@@ -151,41 +158,48 @@ export function idBounds(ids: readonly string[]): [string, string] {
   return [lo, hi];
 }
 
-/** Claims up to `size` mails due at `now`, for a lease that ends at `until`. */
-export async function claimMails(sql: Sql, now: Date, until: Date, size: number): Promise<ClaimedMail[]> {
+/** Claims up to `size` mails due at `now`, for a lease named `lease` that ends at `until`. */
+export async function claimMails(sql: Sql, now: Date, until: Date, lease: string, size: number): Promise<ClaimedMail[]> {
   const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size])).map((r) => r.org_id));
   const claimed: ClaimedMail[] = [];
   for (const org_id of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp"]);
+    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease]);
     for (const m of rows) {
-      claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
+      claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
     }
   }
   return claimed;
 }
 
-/** Extends the lease of mails still claimed and queued. */
-export async function renewClaims(sql: Sql, now: Date, until: Date, keys: readonly MailKey[]): Promise<void> {
+/** Extends the lease of the mails the claim `lease` still holds. */
+export async function renewClaims(sql: Sql, lease: string, until: Date, keys: readonly MailKey[]): Promise<void> {
   for (const [orgId, mails] of byOrganization(keys)) {
     const ids = mails.map((m) => m.id);
-    await sql.query(RENEW_SQL, [now, until, orgId, ids, ...idBounds(ids)]);
+    await sql.query(RENEW_SQL, [lease, until, orgId, ids, ...idBounds(ids)]);
   }
 }
 
-/** Marks mails sent, wiping their bodies. */
-export async function markSent(sql: Sql, now: Date, keys: readonly MailKey[]): Promise<void> {
+/** Marks the mails the claim `lease` still holds sent, wiping their bodies; answers how many it marked. */
+export async function markSent(sql: Sql, now: Date, lease: string, keys: readonly MailKey[]): Promise<number> {
+  let marked = 0;
   for (const [orgId, mails] of byOrganization(keys)) {
     const ids = mails.map((m) => m.id);
-    await sql.query(SENT_SQL, [now, orgId, ids, ...idBounds(ids)]);
+    const rows = await sql.query<{ sent: number }>(SENT_SQL, [now, orgId, ids, ...idBounds(ids), lease]);
+    marked += rows[0]?.sent ?? 0;
   }
+  return marked;
 }
 
-/** Records failed attempts: retried at `nextAt`, or abandoned (body wiped) at the last attempt. Answers each one's status. */
+/**
+ * Records failed attempts of the mails the claim `lease` still holds: retried at
+ * `nextAt`, or abandoned (body wiped) at the last attempt. Answers each one's status.
+ */
 export async function markFailed(
   sql: Sql,
   now: Date,
   maxAttempts: number,
+  lease: string,
   failed: readonly (MailKey & { nextAt: Date; error: string })[],
 ): Promise<{ status: MailStatus; purpose: Purpose }[]> {
   const outcomes: { status: MailStatus; purpose: Purpose }[] = [];
@@ -199,6 +213,7 @@ export async function markFailed(
       mails.map((m) => m.nextAt.toISOString()),
       mails.map((m) => m.error),
       ...idBounds(ids),
+      lease,
     ]);
     outcomes.push(...rows);
   }

@@ -3,6 +3,7 @@
 // is taken over when its lease runs out), sends them, and records the outcome.
 // Failures are retried with exponential backoff up to a limit, then abandoned.
 // A sent or abandoned mail's body is wiped: it held a live code.
+import { randomUUID } from "node:crypto";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
@@ -101,19 +102,21 @@ export class Courier {
   async runOnce(): Promise<number> {
     const { sql, config, clock, transport, secrets, log } = this.deps;
     const now = clock.now();
-    const batch = await claimMails(sql, now, new Date(now.getTime() + LEASE_MS), config.batchSize);
+    // Names this claim: its renewals and outcomes change only the mails it still holds (store/outbox.ts).
+    const lease = randomUUID();
+    const batch = await claimMails(sql, now, new Date(now.getTime() + LEASE_MS), lease, config.batchSize);
     if (batch.length === 0) return 0;
     const renewal = setInterval(() => {
-      const at = clock.now();
-      renewClaims(sql, at, new Date(at.getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
+      renewClaims(sql, lease, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
     }, LEASE_MS / 3);
     // Each outcome is recorded as soon as it is known (within GATHER_MS), not when the whole batch is
     // done: a crash then sends again only the mails that were in flight, not every mail of the batch.
-    const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(sent, failed));
+    const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(lease, sent, failed));
     try {
       await Promise.all(
         batch.map(async (m) => {
           try {
+            if (!m.body) throw new Error("the queued mail has no body");
             const { from, message, trace } = decodeMail(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, clock.now());
             const send = () => transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) });
             // The delivery of a traced call's mail continues its trace.
@@ -133,15 +136,16 @@ export class Courier {
     return batch.length;
   }
 
-  private async record(sent: SentMail[], failed: FailedMail[]): Promise<void> {
+  private async record(lease: string, sent: SentMail[], failed: FailedMail[]): Promise<void> {
     const { sql, config, clock, log, events } = this.deps;
     const done = clock.now();
     if (sent.length) {
-      await markSent(sql, done, sent);
+      const marked = await markSent(sql, done, lease, sent);
       for (const m of sent) events.sent(m.purpose);
+      if (marked < sent.length) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
     }
     if (failed.length) {
-      const rows = await markFailed(sql, done, config.maxAttempts, failed);
+      const rows = await markFailed(sql, done, config.maxAttempts, lease, failed);
       for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
       const abandoned = rows.filter((r) => r.status === "abandoned").length;
       log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
