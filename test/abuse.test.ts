@@ -6,8 +6,8 @@ import { fromBinary } from "@bufbuild/protobuf";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.ts";
 import { ManualClock } from "../src/domain/clock.ts";
-import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
-import { grpcClient, postJson } from "./support/clients.ts";
+import { ADMIN_TOKEN, freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
+import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
@@ -155,6 +155,47 @@ describe("wrong guesses per username over time", () => {
         expect((await verify("guessed@example.com", fresh)).status).toBe(200);
       }
     }
+  });
+});
+
+describe("wrong-guess limits stored with two limits of one window", () => {
+  it("count every wrong guess under the smaller one: as two counters of one row they failed the count, and wrong guesses went through uncounted", async () => {
+    // The API refuses such settings now (each window length once); an organization's stored before may hold them.
+    const doubled = "or-dbl00-dbl00-doubledwindows0";
+    const db = new pg.Client(server.app.config.databaseUrl!);
+    await db.connect();
+    try {
+      await db.query(`insert into organization (id, tenant_id, name, settings, created_at) values ($1, $1, 'Doubled', $2::jsonb, now())`, [
+        doubled,
+        JSON.stringify({ rateLimits: { verifyFailuresPerUsername: [{ max: 3, window: "86400s" }, { max: 100, window: "86400s" }] } }),
+      ]);
+      await db.query(
+        `insert into identity (org_id, id, username, username_normalized, state, created_at) values ($1, gen_random_uuid(), 'doubled@example.com', 'doubled@example.com', 'active', now())`,
+        [doubled],
+      );
+      expect((await send(server, "doubled@example.com", doubled)).status).toBe(200);
+      const code = codeFrom(await smtp.nextMailTo("doubled@example.com"));
+      const guess = (c: string) => postJson(server.url, "/codegate.v1.LoginService/VerifyLoginCode", { username: "doubled@example.com", orgId: doubled, code: c });
+      const wrong = code === "000000" ? "111111" : "000000";
+      for (let i = 0; i < 3; i++) expect((await guess(wrong)).status).toBe(401);
+      // Three wrong guesses reach the limit of 3: the right code no longer gets an attempt.
+      expect((await guess(code)).status).toBe(401);
+      const { rows } = await db.query(`select key, hits from rate_limit where org_id = $1 and key like 'failed:%'`, [doubled]);
+      expect(rows.map((r) => r.hits)).toEqual([3]);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("are refused by the API, naming the field", async () => {
+    const admin = bearer(ADMIN_TOKEN);
+    const update = (rateLimits: object) => postJson(server.url, "/codegate.v1.AdminService/UpdateOrganizationSettings", { orgId, settings: { rateLimits } }, admin);
+    const twice = await update({ verifyFailuresPerUsername: [{ max: 3, window: "86400s" }, { max: 100, window: "86400s" }] });
+    expect(twice.status).toBe(400);
+    expect(twice.body.message).toMatch(/verify_failures_per_username.*each window length at most once/);
+    const huge = await update({ sendPerAddress: [{ max: 2147483648, window: "60s" }] });
+    expect(huge.status).toBe(400);
+    expect(huge.body.message).toMatch(/send_per_address\[0\]\.max/);
   });
 });
 

@@ -34,6 +34,15 @@ describe("configuration", () => {
     expect(p.join("\n")).toMatch(/SMTP_URL: expected a URL/);
   });
 
+  it("refuses rate limits with one window twice, or a count past PostgreSQL's integers", () => {
+    expect(problems({ RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME: "20/1m,100/60s" }).join("\n")).toMatch(/RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME=.*each window once/);
+    expect(problems({ RATE_LIMIT_SEND_PER_ADDRESS: "2147483648/1h" }).join("\n")).toMatch(/RATE_LIMIT_SEND_PER_ADDRESS=.*count from 1 to 2147483647/);
+    expect(loadConfig({ RATE_LIMIT_SEND_PER_ADDRESS: "20/1m,100/1h" }).rateLimits.sendPerAddress).toEqual([
+      { max: 20, windowMs: 60_000 },
+      { max: 100, windowMs: 3_600_000 },
+    ]);
+  });
+
   it("never echoes a URL that may hold a password", () => {
     const p = problems({ DATABASE_URL: "mysql://user:hunter2@db/x" });
     expect(p.join("\n")).not.toContain("hunter2");

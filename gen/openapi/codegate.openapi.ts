@@ -530,11 +530,15 @@ export interface components {
         };
         /** @description At most `max` events per `window`. */
         "codegate.v1.RateLimit": {
+            /** @description Counters are PostgreSQL integers. */
             max: number;
             /** @description Seconds, with up to nine decimals, and an `s`: `600s`, `1.5s` */
             window: string;
         };
-        /** @description Overrides of the server's rate limits; an empty list keeps the server's. */
+        /**
+         * @description Overrides of the server's rate limits; an empty list keeps the server's. Within a
+         *     list, each window length at most once (two limits of one window would be one counter).
+         */
         "codegate.v1.RateLimits": {
             /** @description Code sends per (organization, username as typed, purpose). */
             sendPerUsername?: components["schemas"]["codegate.v1.RateLimit"][];

@@ -5,6 +5,9 @@ import type { Limit } from "../domain/policy.ts";
 import { formatMs, parseDuration } from "../lib/duration.ts";
 import { mailAddress } from "../lib/mail-address.ts";
 
+/** The largest count of a rate limit: counters are PostgreSQL integers. */
+export const MAX_LIMIT = 2_147_483_647;
+
 export class ConfigError extends Error {
   readonly problems: string[];
   constructor(problems: string[]) {
@@ -97,8 +100,10 @@ export class EnvReader {
     for (const part of text.split(",").map((p) => p.trim())) {
       const m = /^(\d+)\/(.+)$/.exec(part);
       const windowMs = m ? parseDuration(m[2]) : undefined;
-      if (!m || Number(m[1]) < 1 || windowMs === undefined || windowMs < 1000) {
-        this.problems.push(`${name}=${JSON.stringify(text)}: expected limits like 1/30s,5/1h (count/duration, window at least 1s), or off`);
+      if (!m || Number(m[1]) < 1 || Number(m[1]) > MAX_LIMIT || windowMs === undefined || windowMs < 1000 || out.some((l) => l.windowMs === windowMs)) {
+        this.problems.push(
+          `${name}=${JSON.stringify(text)}: expected limits like 1/30s,5/1h (count from 1 to ${MAX_LIMIT}/duration, window at least 1s, each window once), or off`,
+        );
         return [];
       }
       out.push({ max: Number(m[1]), windowMs });

@@ -16,12 +16,26 @@ export interface Window {
   max: number;
 }
 
-/** The current window of every limit of every key. */
+/**
+ * The current window of every limit of every key. Two limits of one key with the
+ * same window length share its counter, under the smaller maximum: as two rows of
+ * one counter, they made the statement that counts them fail (an upsert cannot
+ * change a row twice), and a failed count let a wrong guess through uncounted.
+ * The settings refuse such pairs; settings stored before that rule may hold one.
+ */
 export function windows(keys: readonly LimitedKey[], now: number): Window[] {
-  return keys.flatMap((k) =>
-    k.limits.map((l) => {
+  const out = new Map<string, Window>();
+  for (const k of keys) {
+    for (const l of k.limits) {
+      const key = `${k.key}|${l.windowMs}`;
+      const same = out.get(key);
+      if (same) {
+        same.max = Math.min(same.max, l.max);
+        continue;
+      }
       const start = Math.floor(now / l.windowMs) * l.windowMs;
-      return { key: `${k.key}|${l.windowMs}`, start, end: start + l.windowMs, max: l.max };
-    }),
-  );
+      out.set(key, { key, start, end: start + l.windowMs, max: l.max });
+    }
+  }
+  return [...out.values()];
 }
