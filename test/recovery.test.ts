@@ -205,3 +205,26 @@ describe("InvalidateCodes and ListCourierMessages", () => {
     expect(next.messages[0].id).not.toBe(list.messages[0].id);
   });
 });
+
+describe("an administrator's code named by its flow id alone", () => {
+  it("counts a wrong guess against the client address under the organization its check reads: past the limit, no more guesses", async () => {
+    const s = await startTestServer({ RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: "3/1h", PUBLIC_URL }, { clock: new ManualClock(new Date("2026-12-01T10:00:05Z")) });
+    const f = adminFixtures(s.url);
+    try {
+      const o = await f.org("Flow-limited");
+      const who = await f.identity(o.id, "flow-limited@example.com");
+      const res = await postJson(s.url, "/codegate.v1.AdminService/CreateRecoveryCode", { identity_id: who.id, expires_in: "1h" }, auth);
+      const flowId = new URL(res.body.recovery_link).searchParams.get("flow");
+      const guess = (code: string) => postJson(s.url, "/codegate.v1.RecoveryService/VerifyRecoveryCode", { flowId, code });
+      const wrong = res.body.recovery_code === "000000" ? "111111" : "000000";
+      // The code takes 5 wrong guesses; the address, 3 an hour.
+      for (let i = 0; i < 3; i++) expect((await guess(wrong)).status).toBe(401);
+      const blocked = await guess(res.body.recovery_code);
+      expect(blocked.status).toBe(429);
+      expect(blocked.body.code).toBe("resource_exhausted");
+    } finally {
+      f.close();
+      await s.close();
+    }
+  });
+});

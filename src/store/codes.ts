@@ -350,7 +350,7 @@ with durability as (
   update code set dead_at = $5
   where $6 = 'kill' and ${LIVE_CODE}
   returning id
-), counted as (${countHitsSql(8)}
+), counted as (${countHitsSql(8, "$11")}
 ), activated as (
   update identity set state = 'active', registered_at = $5
   where org_id = $1 and id = (select identity_id from consumed) and username_normalized = $10 and $7::boolean and state = 'pending'
@@ -387,6 +387,12 @@ export interface Settlement {
   activate: boolean;
   /** Failure windows to count. */
   counted: readonly Window[];
+  /**
+   * The organization they are counted under: the request's, whose counters the
+   * attempt's check read ("" for an administrator's code named by its flow id
+   * alone, whose organization the request does not say).
+   */
+  countedOrgId: string;
   /** Recorded with the events the statement writes. */
   audit?: Audit;
 }
@@ -395,7 +401,7 @@ export interface Settlement {
 export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSignal): Promise<Identity | undefined> {
   const code = "id" in s.code ? [s.code.orgId, s.code.id, s.code.identityId, s.code.purpose] : [s.code.orgId, NO_CODE, NO_CODE, s.code.purpose];
   const username = "id" in s.code ? s.code.usernameNormalized : "";
-  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted), s.audit?.requestId ?? "", username], signal);
+  const [row] = await sql.query(SETTLE_SQL, [...code, s.now, s.outcome, s.activate, windowsJson(s.counted), s.audit?.requestId ?? "", username, s.countedOrgId], signal);
   if (!row?.id) return undefined;
   return identityOfRow(row);
 }
@@ -463,7 +469,7 @@ with address_blocked as (
   returning id
 ), by_row_id as (
   select exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
-                 and c.dead_at is null and c.hash_input = 1) as live
+                 and c.dead_at is null and c.hash_input = 1 and c.expires_at > $5) as live
 ), logged as (
   -- The trail: a consumed code, a wrong guess (and the lock-out it caused), or a
   -- guess no live code took. A blocked address changed nothing and records

@@ -9,9 +9,9 @@ export const windowsJson = (rows: readonly Window[]) =>
   JSON.stringify(rows.map((r) => ({ key: r.key, start: new Date(r.start).toISOString(), end_at: new Date(r.end).toISOString(), max: r.max })));
 
 /** Counts one hit per window; `$1` is the organization, `$n` the windows JSON. */
-export const countHitsSql = (n: number) => `
+export const countHitsSql = (n: number, orgParam = "$1") => `
   insert into rate_limit (org_id, key, window_start, hits, expires_at)
-  select $1, r.key, r.start, 1, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz)
+  select ${orgParam}, r.key, r.start, 1, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz)
   on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + 1
   returning key, hits`;
 

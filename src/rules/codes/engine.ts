@@ -286,7 +286,7 @@ export class CodeEngine {
     const counted = outcome === "consume" ? [] : outcome === "none" ? addressWindows : [...addressWindows, ...usernameWindows];
     const identity = await settleAttempt(
       this.sql,
-      { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted, audit: req.audit },
+      { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted, countedOrgId: orgId, audit: req.audit },
       req.signal,
     );
     if (outcome === "kill") this.events.locked(req.purpose);
