@@ -242,12 +242,13 @@ const attemptSql = (by: "username" | "flow") => {
         `c.id = $2::uuid and c.purpose = 'recovery' and c.binding = 'admin' and c.dead_at is null and ($1 = '' or c.org_id = $1) and $3 = 'recovery'
          and exists (select 1 from identity i where i.org_id = c.org_id and i.id = c.identity_id and i.state = $4
                      and ($6 = '' or i.username_normalized = $6))`;
-  // One primary-key probe per window: a join would let a generic plan scan the
-  // organization's counters, as it did on stale statistics.
+  // One primary-key probe per window (codegate_window_hits, which reads it in turn,
+  // see VERIFY_SQL): a join would let a generic plan scan the organization's
+  // counters, as it did on stale statistics.
   const over = (param: string) => `
   select max(w.end_at) as until
   from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max`;
+  where codegate_window_hits($1, w.key, w.start) >= w.max`;
   return `
 with address_blocked as (${over("$7")}
 ), username_over as (${over("$8")}
@@ -414,21 +415,26 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
 // rules/codes/hash.ts) is only reported, for the two-statement path.
 //
 // Counts the attempt in the same update that compares, so that concurrent
-// guesses can never exceed the limit, and a concurrent consume that committed
-// first is seen by the re-check of "dead_at is null": a code is consumed once.
-// A client address over its limit of wrong codes gets no attempt at all
-// (blocked_until says till when); a username over its limit only gets the first
-// attempt of a fresh code. Only a consume waits for the disk: it is what a
+// guesses can never exceed a code's attempts, and a concurrent consume that
+// committed first is seen by the re-check of "dead_at is null": a code is
+// consumed once. A client address over its limit of wrong codes gets no attempt
+// at all (blocked_until says till when); a username over its limit only gets the
+// first attempt of a fresh code. Each window's hits are read by
+// codegate_window_hits (migration 20261205-guess-turns), which waits for the
+// window's advisory lock, held until commit by the guess before, and reads with a
+// fresh snapshot: concurrent guesses at an account's several live codes are
+// decided one after another, each seeing the others' counts (read in this
+// statement's snapshot, twenty guesses at once all passed a limit of three). Only a consume waits for the disk: it is what a
 // code's single use rests on; a failure's flush would tell a live code from none.
 const VERIFY_SQL = `
 with address_blocked as (
   select max(w.end_at) as until
   from jsonb_to_recordset($7::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max
+  where codegate_window_hits($1, w.key, w.start) >= w.max
 ), username_over as (
   select max(w.end_at) as until
   from jsonb_to_recordset($8::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  where (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start) >= w.max
+  where codegate_window_hits($1, w.key, w.start) >= w.max
 ), owner as (
   -- The whole row, answered from here when the code is consumed: joined again by
   -- id, the identity was read by a plan that, on statistics that had not seen the

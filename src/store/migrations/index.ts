@@ -11,6 +11,7 @@ import { DeliveryChannels } from "./20261202-delivery-channels.ts";
 import { Events } from "./20261202-events.ts";
 import { ListingOrder } from "./20261203-listing-order.ts";
 import { JobTurns } from "./20261204-job-turns.ts";
+import { GuessTurns } from "./20261205-guess-turns.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -23,4 +24,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261202-events", class: Events },
   { name: "20261203-listing-order", class: ListingOrder },
   { name: "20261204-job-turns", class: JobTurns },
+  { name: "20261205-guess-turns", class: GuessTurns },
 ];
