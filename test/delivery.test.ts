@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { simpleParser } from "mailparser";
-import { CodePurpose, CourierMessageStatus, DeliveryChannel, IdentityState, type DeliveryMessage } from "@codegate/client/node";
+import { CodePurpose, CourierMessageStatus, DeliveryChannel, IdentityState, MailKind, type DeliveryMessage } from "@codegate/client/node";
 import { ManualClock } from "../src/domain/clock.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -216,6 +216,30 @@ describe("the mail API channel", () => {
     expect(done.identity?.state).toBe(IdentityState.ACTIVE);
     expect(smtp.mailsTo("relay-new@example.com")).toHaveLength(0);
     expect(smtp.mailsTo("relay-owner@example.com")).toHaveLength(0);
+  });
+});
+
+describe("a claim's answer", () => {
+  it("carries what fits in one answer and gives the rest back at once, for the next claim: past 4 MiB it failed and its messages were never handed out", async () => {
+    const org = await fx.org("Heavy", { delivery: { login: DeliveryChannel.MAIL_API } });
+    // Nearly the largest template a request may carry (64 KiB), of characters of three bytes and nine quoted-printable ones each:
+    // ~185 kB a mail, so that 25 of them (a claim may ask for 100) are more than 4 MiB.
+    await fx.clients.admin.setMailTemplate({ orgId: org.id, kind: MailKind.LOGIN, locale: "en", subject: "Code", text: "{{code}}", html: "<p>{{code}}</p>" + "漢".repeat(20_000) });
+    clock.advance(60_000); // past the per-address send limit's window of earlier tests' sends
+    const users = Array.from({ length: 25 }, (_, i) => `heavy-${i}@example.com`);
+    for (const u of users) {
+      await fx.identity(org.id, u);
+      await fx.clients.login.sendLoginCode({ orgId: org.id, username: u });
+    }
+    const first = await claimFor(users, [DeliveryChannel.MAIL_API]);
+    expect(first.length).toBeGreaterThan(0);
+    expect(first.length).toBeLessThan(users.length);
+    // The rest were given back, not held for the lease: the next claim takes them now.
+    const second = await claimFor(users, [DeliveryChannel.MAIL_API]);
+    expect(new Set([...first, ...second].map((m) => m.id)).size).toBe(first.length + second.length);
+    const rest = second.length < users.length - first.length ? await claimFor(users, [DeliveryChannel.MAIL_API]) : [];
+    expect([...first, ...second, ...rest].map((m) => m.recipient).sort()).toEqual([...users].sort());
+    expect((await fx.clients.delivery.ack({ messages: [...first, ...second, ...rest].map(receipt) })).ackedIds).toHaveLength(users.length);
   });
 });
 

@@ -127,6 +127,21 @@ export async function claimMessages(
   return claimed;
 }
 
+// Given back unanswered: messages a claim took but could not hand out (they did not
+// fit its answer), claimable again at once, their attempt not counted.
+const RELEASE_SQL = `
+update courier_message m set claimed_until = null, lease_token = null
+from unnest($2::uuid[], $3::uuid[]) as r(id, token), ${ASYNC_COMMIT}
+where m.org_id = $1 and m.id = r.id and ${ID_RANGE("m", "$4", "$5")} and m.lease_token = r.token`;
+
+/** Gives back messages their leases still hold, for the next claim to take. */
+export async function releaseMessages(sql: Sql, keys: readonly LeasedKey[]): Promise<void> {
+  for (const [orgId, items] of byOrganization(keys)) {
+    const ids = items.map((m) => m.id);
+    await sql.query(RELEASE_SQL, [orgId, ids, items.map((m) => m.leaseToken), ...idBounds(ids)]);
+  }
+}
+
 /** Marks the messages their leases still hold sent, wiping their bodies; answers those. */
 export async function ackMessages(sql: Sql, now: Date, keys: readonly LeasedKey[]): Promise<{ id: string; purpose: Purpose }[]> {
   const acked: { id: string; purpose: Purpose }[] = [];

@@ -12,7 +12,7 @@ import type { Clock } from "../../domain/clock.ts";
 import type { ApiChannel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
-import { ackMessages, claimMessages, failMessages, type LeasedKey } from "../../store/delivery.ts";
+import { ackMessages, claimMessages, failMessages, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
 import { withRecipient } from "../mail/mime.ts";
@@ -35,6 +35,19 @@ export interface Delivery {
 
 export const DEFAULT_LEASE_MS = 60_000;
 export const DEFAULT_CLAIM_SIZE = 10;
+
+/**
+ * The most a claim's answer carries, below the 4 MiB the server writes in one
+ * message: past it the answer failed after the leases were taken, its messages
+ * came back after their lease only to fail again, and were never abandoned. The
+ * messages that do not fit are given back at once, for the next claim.
+ */
+export const CLAIM_ANSWER_BYTES = 3 * 1024 * 1024;
+
+/** About what a delivery weighs in an answer: its content as JSON (the mail's bytes in base64, text escaped at worst twice), and the rest. */
+function answerBytes(d: Delivery): number {
+  return 1024 + (d.content.kind === "mail" ? Math.ceil(d.content.rfc822.length / 3) * 4 : 2 * Buffer.byteLength(d.content.body));
+}
 
 export class DeliveryDesk {
   private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents };
@@ -67,7 +80,15 @@ export class DeliveryDesk {
       await this.fail(broken);
       this.deps.log.warn({ failed: broken.length, error: broken[0].error }, "delivery API: messages that could not be handed out");
     }
-    return deliveries;
+    // As many as fit, in the order claimed; the first always does (the largest mail the templates allow is well under the budget).
+    let fit = 0;
+    for (let bytes = 0; fit < deliveries.length; fit++) {
+      bytes += answerBytes(deliveries[fit]);
+      if (fit > 0 && bytes > CLAIM_ANSWER_BYTES) break;
+    }
+    const left = deliveries.slice(fit);
+    if (left.length) await releaseMessages(sql, left.map((d) => ({ orgId: d.orgId, id: d.id, leaseToken })));
+    return deliveries.slice(0, fit);
   }
 
   /** Marks delivered messages sent (their bodies wiped); answers the ids their leases still held. */
