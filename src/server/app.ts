@@ -218,7 +218,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await listener.close(config.shutdownGraceMs);
       await opsListener?.close();
       shutdown.abort();
-      // The courier finishes (or gives back) the batch in hand.
+      // The courier finishes the batch in hand: each send is bounded by the SMTP timeouts, and a
+      // supervisor that kills the process sooner only makes those mails go out again after their lease.
       await mail?.stop();
       await retention?.stop();
       await orgFeed.close();
