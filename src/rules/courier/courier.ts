@@ -136,20 +136,25 @@ export class Courier {
     return batch.length;
   }
 
+  /** Writes the outcomes of some mails; the sent and the failed each by their own statement, the one written even when the other fails. */
   private async record(lease: string, sent: SentMail[], failed: FailedMail[]): Promise<void> {
     const { sql, config, clock, log, events } = this.deps;
     const done = clock.now();
-    if (sent.length) {
-      const marked = await markSent(sql, done, lease, sent);
-      for (const m of sent) events.sent(m.purpose);
-      if (marked < sent.length) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
-    }
-    if (failed.length) {
-      const rows = await markFailed(sql, done, config.maxAttempts, lease, failed);
-      for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
-      const abandoned = rows.filter((r) => r.status === "abandoned").length;
-      log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
-    }
+    const writes = await Promise.allSettled([
+      sent.length &&
+        markSent(sql, done, lease, sent).then((marked) => {
+          for (const m of sent) events.sent(m.purpose);
+          if (marked < sent.length) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
+        }),
+      failed.length &&
+        markFailed(sql, done, config.maxAttempts, lease, failed).then((rows) => {
+          for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
+          const abandoned = rows.filter((r) => r.status === "abandoned").length;
+          log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
+        }),
+    ]);
+    const error = writes.find((w) => w.status === "rejected");
+    if (error) throw error.reason;
   }
 
   /** Exponential, capped, with jitter so that retries of a failed batch spread out. */
