@@ -44,7 +44,29 @@ function measuring(c: pg.Client, sql: Sql, mode: PlanMode, readings: Reading[]):
       }
       return sql.query<T>(text, params, signal);
     },
-    transaction: (work) => sql.transaction((tx) => work(measuring(c, tx, mode, readings))),
+    transaction: (work) => sql.transaction((tx) => work(measuringWithin(c, tx, mode, readings))),
+  };
+}
+
+/**
+ * The same within a transaction (the two-statement verification's): on its own
+ * connection, in a savepoint rolled back, since a statement explained on another
+ * would wait for the locks the transaction holds.
+ */
+function measuringWithin(c: pg.Client, tx: Sql, mode: PlanMode, readings: Reading[]): Sql {
+  const on = { query: async (text: string, params: unknown[] = []) => ({ rows: await tx.query(text, params) }), escapeLiteral: (v: string) => c.escapeLiteral(v) } as unknown as pg.Client;
+  return {
+    async query<T extends Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal): Promise<T[]> {
+      await tx.query("savepoint measuring");
+      try {
+        const { blocks } = await explainedRead(on, text, params, mode);
+        readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`, blocks });
+      } finally {
+        await tx.query("rollback to savepoint measuring");
+      }
+      return tx.query<T>(text, params, signal);
+    },
+    transaction: () => Promise.reject(new Error("no transaction within a transaction")),
   };
 }
 

@@ -233,6 +233,30 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
 // transaction only): a live code's attempt writes and a missing one does not, and
 // a flush to disk would tell them apart by a millisecond. A crash of PostgreSQL
 // could forget the attempts of its last moments.
+/**
+ * A guess's gate on its rate-limit windows ($param, as windowsJson gives them):
+ * counts the guess first (`inc`: 1 for a guess that will count, 0 for one that
+ * will not), when `when`, in the upsert that also reads each counter, answering its
+ * count after this guess. An upsert waits for the guess before it on the same
+ * counter to commit and counts from its row, not from this statement's snapshot:
+ * concurrent guesses are decided one after another, each seeing the others' counts
+ * (read from the snapshot, twenty guesses at once at an account's four live codes
+ * all passed a limit of three: test/abuse.test.ts). A guess that counts nothing
+ * still takes its turn: a right code too must wait for the wrong guesses before it.
+ */
+const GATE_SQL = (param: string, inc: string, when: string) => `
+  insert into rate_limit (org_id, key, window_start, hits, expires_at)
+  select $1, w.key, w.start, ${inc}, w.end_at from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz)
+  where ${when}
+  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + excluded.hits
+  returning key, hits`;
+
+/** Until when the gate's windows were over their limits before this guess (`inc` its count): the latest end of those that were. */
+const GATE_OVER_SQL = (param: string, hits: string, inc: string) => `
+  select max(w.end_at) as until
+  from ${hits} h join jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int) on w.key = h.key
+  where h.hits - ${inc} >= w.max`;
+
 const attemptSql = (by: "username" | "flow") => {
   const target =
     by === "username"
@@ -242,16 +266,14 @@ const attemptSql = (by: "username" | "flow") => {
         `c.id = $2::uuid and c.purpose = 'recovery' and c.binding = 'admin' and c.dead_at is null and ($1 = '' or c.org_id = $1) and $3 = 'recovery'
          and exists (select 1 from identity i where i.org_id = c.org_id and i.id = c.identity_id and i.state = $4
                      and ($6 = '' or i.username_normalized = $6))`;
-  // One primary-key probe per window (codegate_window_hits, which reads it in turn,
-  // see VERIFY_SQL): a join would let a generic plan scan the organization's
-  // counters, as it did on stale statistics.
-  const over = (param: string) => `
-  select max(w.end_at) as until
-  from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  where codegate_window_hits($1, w.key, w.start) >= w.max`;
+  // Each window is read through its gate (GATE_SQL below), counting nothing: the
+  // settlement counts, in the same transaction (rules/codes/engine.ts), so the
+  // counters stay locked from this read to that count.
   return `
-with address_blocked as (${over("$7")}
-), username_over as (${over("$8")}
+with address_hits as (${GATE_SQL("$7", "0", "true")}
+), address_blocked as (${GATE_OVER_SQL("$7", "address_hits", "0")}
+), username_hits as (${GATE_SQL("$8", "0", "true")}
+), username_over as (${GATE_OVER_SQL("$8", "username_hits", "0")}
 ), attempted as (
   update code c set attempts = c.attempts + 1
   where ${target}
@@ -419,23 +441,12 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
 // committed first is seen by the re-check of "dead_at is null": a code is
 // consumed once. A client address over its limit of wrong codes gets no attempt
 // at all (blocked_until says till when); a username over its limit only gets the
-// first attempt of a fresh code. Each window's hits are read by
-// codegate_window_hits (migration 20261205-guess-turns), which waits for the
-// window's advisory lock, held until commit by the guess before, and reads with a
-// fresh snapshot: concurrent guesses at an account's several live codes are
-// decided one after another, each seeing the others' counts (read in this
-// statement's snapshot, twenty guesses at once all passed a limit of three). Only a consume waits for the disk: it is what a
-// code's single use rests on; a failure's flush would tell a live code from none.
+// first attempt of a fresh code. Both limits are read through their gates
+// (GATE_SQL), which count the guess first and so decide concurrent guesses one
+// after another. Only a consume waits for the disk: it is what a code's single
+// use rests on; a failure's flush would tell a live code from none.
 const VERIFY_SQL = `
-with address_blocked as (
-  select max(w.end_at) as until
-  from jsonb_to_recordset($7::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  where codegate_window_hits($1, w.key, w.start) >= w.max
-), username_over as (
-  select max(w.end_at) as until
-  from jsonb_to_recordset($8::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  where codegate_window_hits($1, w.key, w.start) >= w.max
-), owner as (
+with owner as (
   -- The whole row, answered from here when the code is consumed: joined again by
   -- id, the identity was read by a plan that, on statistics that had not seen the
   -- organization, scanned all of its identities (test/stale-statistics.test.ts).
@@ -443,6 +454,25 @@ with address_blocked as (
   where org_id = $1 and username_normalized = $2 and state = $4
 ), guess as (
   select k.key_id, decode(k.hash, 'hex') as hash from unnest($10::text[], $9::text[]) as k(key_id, hash)
+), live as (
+  -- The live code the guess is for, as this statement's snapshot has it, and whether the guess is its code.
+  select c.id, exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash) as matches
+  from code c
+  where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6 and c.dead_at is null
+    and c.hash_input = 2 and c.expires_at > $5 and c.attempts < c.max_attempts
+), by_row_id as (
+  select exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
+                 and c.dead_at is null and c.hash_input = 1 and c.expires_at > $5) as live
+), address_inc as (
+  -- A guess that consumes nothing counts against the client address (one handed on
+  -- to the two-statement path is counted there).
+  select case when exists (select 1 from live where matches) or (select live from by_row_id) then 0 else 1 end as inc
+), address_hits as (${GATE_SQL("$7", "(select inc from address_inc)", "true")}
+), address_blocked as (${GATE_OVER_SQL("$7", "address_hits", "(select inc from address_inc)")}
+), username_inc as (
+  select case when exists (select 1 from live where not matches) then 1 else 0 end as inc
+), username_hits as (${GATE_SQL("$8", "(select inc from username_inc)", "exists (select 1 from live) and (select until from address_blocked) is null")}
+), username_over as (${GATE_OVER_SQL("$8", "username_hits", "(select inc from username_inc)")}
 ), attempted as (
   -- The guess is compared with the row being updated (after a re-check, the row as
   -- a concurrent send left it), never with an earlier version of it.
@@ -459,23 +489,10 @@ with address_blocked as (
   returning c.id, c.identity_id, c.consumed_at is not null as consumed, c.dead_at is not null as dead
 ), consumed as (
   select identity_id from attempted where consumed
-), counted as (
-  insert into rate_limit (org_id, key, window_start, hits, expires_at)
-  select $1, w.key, w.start, 1, w.end_at
-  from (select * from jsonb_to_recordset($7::jsonb) as a(key text, start timestamptz, end_at timestamptz)
-        union all
-        select * from jsonb_to_recordset($8::jsonb) as u(key text, start timestamptz, end_at timestamptz)
-        where exists (select 1 from attempted)) as w
-  where (select until from address_blocked) is null and not exists (select 1 from consumed)
-  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + 1
-  returning 1
 ), activated as (
   update identity set state = 'active', registered_at = $5
   where org_id = $1 and id = (select identity_id from consumed) and username_normalized = $2 and $11::boolean and state = 'pending'
   returning id
-), by_row_id as (
-  select exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
-                 and c.dead_at is null and c.hash_input = 1 and c.expires_at > $5) as live
 ), logged as (
   -- The trail: a consumed code, a wrong guess (and the lock-out it caused), or a
   -- guess no live code took. A blocked address changed nothing and records
@@ -497,7 +514,6 @@ with address_blocked as (
   select set_config('synchronous_commit', case when exists (select 1 from consumed) then 'on' else 'off' end, true)
 )
 select (select until from address_blocked) as blocked_until,
-  (select count(*) from counted)::int as counted,
   (select live from by_row_id) as by_row_id,
   a.dead, a.consumed is not null as attempted,
   i.org_id, i.id, i.username, i.created_at, i.phone_number,

@@ -37,8 +37,6 @@ export async function openOrm(config: OrmConfig): Promise<Orm> {
     extensions: [Migrator],
     migrations: migrationOptions,
     discovery: { warnWhenNoEntities: false },
-    // The database's functions (codegate_window_hits) are written by the migrations, not declared as MikroORM routines.
-    schemaGenerator: { ignoreRoutines: true },
     debug: false,
     allowGlobalContext: true,
   };

@@ -258,45 +258,49 @@ export class CodeEngine {
   private async verifyInTwoStatements(req: VerifyRequest, now: Date, addressWindows: Window[], usernameWindows: Window[]): Promise<Identity> {
     const target = req.target;
     const orgId = req.org?.id ?? "";
-    const attempt = await attemptCode(
-      this.sql,
-      {
-        orgId,
-        purpose: req.purpose,
-        requiredState: req.requiredState,
-        target:
-          "flowId" in target
-            ? { flowId: target.flowId, usernameNormalized: normalizeUsername(target.username ?? "") }
-            : { usernameNormalized: normalizeUsername(target.username), binding: req.binding ? storedBinding(req.binding) : UNBOUND },
-        now,
-        addressWindows,
-        usernameWindows,
-      },
-      req.signal,
-    );
-    if (attempt.blockedUntil) throw new RateLimited(Math.max(1, attempt.blockedUntil.getTime() - now.getTime()));
-
-    const live = attempt.code;
-    let outcome: "consume" | "kill" | "fail" | "none" = "none";
-    if (live) {
-      const right = rowCodeMatches(this.secrets.codeKeys, live.keyId, live.id, req.code, live.hash);
-      outcome = right ? "consume" : live.attempts >= live.maxAttempts ? "kill" : "fail";
-    }
-    // A wrong code counts against the client address always, against the username only when a live code took the guess.
-    const counted = outcome === "consume" ? [] : outcome === "none" ? addressWindows : [...addressWindows, ...usernameWindows];
-    const identity = await settleAttempt(
-      this.sql,
-      { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted, countedOrgId: orgId, audit: req.audit },
-      req.signal,
-    );
-    if (outcome === "kill") this.events.locked(req.purpose);
+    // One transaction: the attempt's read of the limits locks their counters until the settlement has counted (store/codes.ts).
+    const verdict = await this.sql.transaction(async (tx) => {
+      const attempt = await attemptCode(
+        tx,
+        {
+          orgId,
+          purpose: req.purpose,
+          requiredState: req.requiredState,
+          target:
+            "flowId" in target
+              ? { flowId: target.flowId, usernameNormalized: normalizeUsername(target.username ?? "") }
+              : { usernameNormalized: normalizeUsername(target.username), binding: req.binding ? storedBinding(req.binding) : UNBOUND },
+          now,
+          addressWindows,
+          usernameWindows,
+        },
+        req.signal,
+      );
+      if (attempt.blockedUntil) return { blocked: true as const, until: attempt.blockedUntil };
+      const live = attempt.code;
+      let outcome: "consume" | "kill" | "fail" | "none" = "none";
+      if (live) {
+        const right = rowCodeMatches(this.secrets.codeKeys, live.keyId, live.id, req.code, live.hash);
+        outcome = right ? "consume" : live.attempts >= live.maxAttempts ? "kill" : "fail";
+      }
+      // A wrong code counts against the client address always, against the username only when a live code took the guess.
+      const counted = outcome === "consume" ? [] : outcome === "none" ? addressWindows : [...addressWindows, ...usernameWindows];
+      const identity = await settleAttempt(
+        tx,
+        { code: live ?? { orgId, purpose: req.purpose }, outcome: outcome === "fail" ? "none" : outcome, now, activate: req.activate === true, counted, countedOrgId: orgId, audit: req.audit },
+        req.signal,
+      );
+      return { blocked: false as const, outcome, identity };
+    });
+    if (verdict.blocked) throw new RateLimited(Math.max(1, verdict.until.getTime() - now.getTime()));
+    if (verdict.outcome === "kill") this.events.locked(req.purpose);
     // Undefined also when another request consumed it first.
-    if (outcome !== "consume" || !identity) {
+    if (verdict.outcome !== "consume" || !verdict.identity) {
       this.events.failed(req.purpose);
       throw new InvalidCode();
     }
     this.events.verified(req.purpose);
-    return identity;
+    return verdict.identity;
   }
 
   /** Kills the live codes of an identity (of one purpose, or all), recording it in the trail; answers how many. */

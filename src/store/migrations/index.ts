@@ -12,6 +12,7 @@ import { Events } from "./20261202-events.ts";
 import { ListingOrder } from "./20261203-listing-order.ts";
 import { JobTurns } from "./20261204-job-turns.ts";
 import { GuessTurns } from "./20261205-guess-turns.ts";
+import { GuessGates } from "./20261206-guess-gates.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -25,4 +26,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261203-listing-order", class: ListingOrder },
   { name: "20261204-job-turns", class: JobTurns },
   { name: "20261205-guess-turns", class: GuessTurns },
+  { name: "20261206-guess-gates", class: GuessGates },
 ];
