@@ -37,5 +37,6 @@ export function windows(keys: readonly LimitedKey[], now: number): Window[] {
       out.set(key, { key, start, end: start + l.windowMs, max: l.max });
     }
   }
-  return [...out.values()];
+  // In one order whatever the settings' order: the statements that count them lock their counters in it.
+  return [...out.values()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
 }
