@@ -235,14 +235,13 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
 // could forget the attempts of its last moments.
 /**
  * A guess's gate on its rate-limit windows ($param, as windowsJson gives them):
- * counts the guess first (`inc`: 1 for a guess that will count, 0 for one that
- * will not), when `when`, in the upsert that also reads each counter, answering its
- * count after this guess. An upsert waits for the guess before it on the same
- * counter to commit and counts from its row, not from this statement's snapshot:
- * concurrent guesses are decided one after another, each seeing the others' counts
- * (read from the snapshot, twenty guesses at once at an account's four live codes
- * all passed a limit of three: test/abuse.test.ts). A guess that counts nothing
- * still takes its turn: a right code too must wait for the wrong guesses before it.
+ * when `when`, counts the guess first (`inc`: 1 for a guess that counts, 0 to read
+ * only), in the upsert that also reads each counter, answering its count after
+ * this guess. An upsert waits for the guess before it on the same counter to commit
+ * and counts from its row, not from this statement's snapshot: concurrent guesses
+ * that count are decided one after another, each seeing the others' counts (read
+ * from the snapshot, twenty guesses at once at an account's four live codes all
+ * passed a limit of three: test/abuse.test.ts).
  */
 const GATE_SQL = (param: string, inc: string, when: string) => `
   insert into rate_limit (org_id, key, window_start, hits, expires_at)
@@ -251,11 +250,17 @@ const GATE_SQL = (param: string, inc: string, when: string) => `
   on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + excluded.hits
   returning key, hits`;
 
-/** Until when the gate's windows were over their limits before this guess (`inc` its count): the latest end of those that were. */
+/**
+ * Until when the gate's windows were over their limits before this guess (`inc`
+ * its count): the latest end of those that were. A window the gate did not count
+ * (a right code, which counts nothing) is read from the snapshot, by its key: a
+ * guess that adds nothing is decided as if before the guesses still in flight.
+ */
 const GATE_OVER_SQL = (param: string, hits: string, inc: string) => `
   select max(w.end_at) as until
-  from ${hits} h join jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int) on w.key = h.key
-  where h.hits - ${inc} >= w.max`;
+  from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
+  left join ${hits} h on h.key = w.key
+  where coalesce(h.hits - ${inc}, (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start), 0) >= w.max`;
 
 const attemptSql = (by: "username" | "flow") => {
   const target =
@@ -467,11 +472,11 @@ with owner as (
   -- A guess that consumes nothing counts against the client address (one handed on
   -- to the two-statement path is counted there).
   select case when exists (select 1 from live where matches) or (select live from by_row_id) then 0 else 1 end as inc
-), address_hits as (${GATE_SQL("$7", "(select inc from address_inc)", "true")}
+), address_hits as (${GATE_SQL("$7", "1", "(select inc from address_inc) = 1")}
 ), address_blocked as (${GATE_OVER_SQL("$7", "address_hits", "(select inc from address_inc)")}
 ), username_inc as (
   select case when exists (select 1 from live where not matches) then 1 else 0 end as inc
-), username_hits as (${GATE_SQL("$8", "(select inc from username_inc)", "exists (select 1 from live) and (select until from address_blocked) is null")}
+), username_hits as (${GATE_SQL("$8", "1", "(select inc from username_inc) = 1 and (select until from address_blocked) is null")}
 ), username_over as (${GATE_OVER_SQL("$8", "username_hits", "(select inc from username_inc)")}
 ), attempted as (
   -- The guess is compared with the row being updated (after a re-check, the row as
