@@ -27,6 +27,12 @@ afterAll(async () => {
   await server?.close();
 });
 
+/** Explains a statement on `on` (support/explain.ts) and notes the buffers it read. */
+async function note(on: pg.Client, text: string, params: readonly unknown[], mode: PlanMode, readings: Reading[]): Promise<void> {
+  const { blocks } = await explainedRead(on, text, params, mode);
+  readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`, blocks });
+}
+
 /**
  * Each statement first runs under EXPLAIN ANALYZE in a transaction rolled back,
  * noting the buffers it read (as a custom plan, or as the generic plan of a
@@ -36,12 +42,7 @@ function measuring(c: pg.Client, sql: Sql, mode: PlanMode, readings: Reading[]):
   return {
     async query<T extends Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal): Promise<T[]> {
       await c.query("begin");
-      try {
-        const { blocks } = await explainedRead(c, text, params, mode);
-        readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`, blocks });
-      } finally {
-        await c.query("rollback");
-      }
+      await note(c, text, params, mode, readings).finally(() => c.query("rollback"));
       return sql.query<T>(text, params, signal);
     },
     transaction: (work) => sql.transaction((tx) => work(measuringWithin(c, tx, mode, readings))),
@@ -58,12 +59,7 @@ function measuringWithin(c: pg.Client, tx: Sql, mode: PlanMode, readings: Readin
   return {
     async query<T extends Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal): Promise<T[]> {
       await tx.query("savepoint measuring");
-      try {
-        const { blocks } = await explainedRead(on, text, params, mode);
-        readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`, blocks });
-      } finally {
-        await tx.query("rollback to savepoint measuring");
-      }
+      await note(on, text, params, mode, readings).finally(() => tx.query("rollback to savepoint measuring"));
       return tx.query<T>(text, params, signal);
     },
     transaction: () => Promise.reject(new Error("no transaction within a transaction")),
