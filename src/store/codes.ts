@@ -500,9 +500,9 @@ with owner as (
   returning id
 ), logged as (
   -- The trail: a consumed code, a wrong guess (and the lock-out it caused), or a
-  -- guess no live code took. A blocked address changed nothing and records
-  -- nothing; neither does a guess handed on to the two-statement path (by_row_id),
-  -- which records its own.
+  -- guess no live code took. A blocked address's guess (only counted against the
+  -- address) records nothing; neither does a guess handed on to the two-statement
+  -- path (by_row_id), which records its own.
   insert into event (org_id, type, purpose, identity_id, code_id, request_id, details, occurred_at)
   select $1, e.type, $3, e.identity_id, e.code_id, nullif($12::text, ''), e.details, $5::timestamptz
   from (
