@@ -237,23 +237,53 @@ describe("the courier's SMTP connections", () => {
     };
     const t0 = Date.now();
     const at = (ms: number) => new Date(t0 + ms);
-    const [a, b] = [randomUUID(), randomUUID()];
+    const a = { lease: randomUUID(), at: at(0) };
+    const b = { lease: randomUUID(), at: at(30_000) };
 
-    expect((await claimMails(sql, at(0), at(20_000), a, 10)).map((m) => m.id)).toEqual([mail.id]);
+    expect((await claimMails(sql, a, at(20_000), 10)).map((m) => m.id)).toEqual([mail.id]);
     // A loses the database past its lease while its send goes on; B takes the mail over.
-    expect((await claimMails(sql, at(30_000), at(50_000), b, 10)).map((m) => m.id)).toEqual([mail.id]);
-    expect(await claimMails(sql, at(30_000), at(50_000), randomUUID(), 10)).toEqual([]);
+    expect((await claimMails(sql, b, at(50_000), 10)).map((m) => m.id)).toEqual([mail.id]);
+    expect(await claimMails(sql, { lease: randomUUID(), at: at(30_000) }, at(50_000), 10)).toEqual([]);
 
     // A's late outcomes and renewal change nothing: B's claim stands.
     expect(await markFailed(sql, at(31_000), 5, a, [{ ...mail, nextAt: at(31_000), error: "refused" }])).toEqual([]);
     expect(await markSent(sql, at(31_000), a, [mail])).toBe(0);
     await renewClaims(sql, a, at(90_000), [mail]);
-    expect(await row()).toMatchObject({ status: "queued", send_count: 0, lease_token: b, claimed_until: t0 + 50_000 });
+    expect(await row()).toMatchObject({ status: "queued", send_count: 0, lease_token: b.lease, claimed_until: t0 + 50_000 });
 
     // B's outcome counts; A's failure after it does not put the sent mail, its body wiped, back in the queue.
     expect(await markSent(sql, at(32_000), b, [mail])).toBe(1);
     expect(await markFailed(sql, at(33_000), 5, a, [{ ...mail, nextAt: at(33_000), error: "refused" }])).toEqual([]);
     expect(await row()).toMatchObject({ status: "sent", send_count: 1, lease_token: null, claimed_until: null, body: null });
+  });
+
+  it("keeps a claim apart from a courier of an earlier version's, which sets no token, in a rolling upgrade", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false" });
+    servers.push(s);
+    const sql = s.app.sql;
+    const mail = { orgId: "or-upgrade", id: randomUUID() };
+    await sql.query(
+      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       values ($1, $2, 'login', 'someone@example.com', 'Your code', '\\x00', 'k1', 'queued', 0, now() - interval '1 minute', now(), now())`,
+      [mail.orgId, mail.id],
+    );
+    const t0 = Date.now();
+    const at = (ms: number) => new Date(t0 + ms);
+    const a = { lease: randomUUID(), at: at(0) };
+    expect((await claimMails(sql, a, at(20_000), 10)).map((m) => m.id)).toEqual([mail.id]);
+    // A loses its lease; a courier of the earlier version claims the mail (its claim sets no token, A's stays), sends
+    // it and marks it sent (leaving the token too), as that version's statements did.
+    await sql.query(`update courier_message set claimed_until = $3, updated_at = $4 where org_id = $1 and id = $2`, [mail.orgId, mail.id, at(50_000), at(30_000)]);
+    expect(await markSent(sql, at(31_000), a, [mail])).toBe(0);
+    await sql.query(`update courier_message set status = 'sent', body = null, claimed_until = null, send_count = send_count + 1, updated_at = $3 where org_id = $1 and id = $2`, [
+      mail.orgId,
+      mail.id,
+      at(32_000),
+    ]);
+    // A's late failure does not put the sent mail, its body wiped, back in the queue.
+    expect(await markFailed(sql, at(33_000), 5, a, [{ ...mail, nextAt: at(33_000), error: "refused" }])).toEqual([]);
+    const [r] = await sql.query(`select status, send_count, body from courier_message where org_id = $1 and id = $2`, [mail.orgId, mail.id]);
+    expect(r).toMatchObject({ status: "sent", send_count: 1, body: null });
   });
 
   it("delivers a mail queued by the version before (its parts sealed as JSON)", async () => {

@@ -58,15 +58,17 @@ describe("the outbox's statements on a few mails of one organization", () => {
     client = new pg.Client(databaseUrl);
     await client.connect();
     const LEASE = randomUUID();
+    /** The claim that holds the rows standing in for mails in flight: its token, and its time, their updated_at. */
+    const HELD = { lease: LEASE, at: new Date(Date.now() - 5_000) };
     /** Time-ordered ids as the server gives them; made here thousands to the millisecond, sorted so that neighbours in the list are neighbours in time. */
     const newIds = (n: number) => Array.from({ length: n }, () => randomUUIDv7()).sort();
     const insert = (orgId: string, ids: string[], status: "sent" | "queued", channel: string) =>
       client!.query(
         `insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, claimed_until, lease_token, created_at, updated_at)
          select $1, id, $4, 'login', 'someone@example.com', 'Your code', decode(repeat('ab', 600), 'hex'), 'k1', $5, 0, now() - interval '1 second',
-           case when $5 = 'sent' then now() + interval '1 minute' end, case when $5 = 'sent' then $3::uuid end, now(), now()
+           case when $5 = 'sent' then now() + interval '1 minute' end, case when $5 = 'sent' then $3::uuid end, now(), $6
          from unnest($2::uuid[]) as m(id)`,
-        [orgId, ids, LEASE, channel, status],
+        [orgId, ids, LEASE, channel, status, HELD.at],
       );
     // The statistics: taken while only another organization had mail, and kept so.
     await client.query("alter table courier_message set (autovacuum_enabled = false)");
@@ -94,11 +96,11 @@ describe("the outbox's statements on a few mails of one organization", () => {
     for (const mode of ["custom", "generic"] as const) {
       for (let i = 0; i < CALLS; i++) {
         const sql = measuring(client, mode, readings);
-        await claimMails(sql, now, later, randomUUID(), CLAIM);
+        await claimMails(sql, { lease: randomUUID(), at: now }, later, CLAIM);
         await claimMessages(sql, now, later, CLAIM, ["sms"], randomUUID());
-        await markSent(sql, now, LEASE, batch("sent"));
-        await markFailed(sql, now, 40, LEASE, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
-        await renewClaims(sql, LEASE, later, batch("renewed"));
+        await markSent(sql, now, HELD, batch("sent"));
+        await markFailed(sql, now, 40, HELD, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
+        await renewClaims(sql, HELD, later, batch("renewed"));
         await ackMessages(sql, now, batch("acked"));
         await failMessages(sql, now, { maxAttempts: 40, backoffBaseMs: 1000, backoffMaxMs: 30_000 }, batch("workerFailed").map((m) => ({ ...m, error: "refused" })));
         await releaseMessages(sql, batch("released"));

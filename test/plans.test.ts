@@ -141,7 +141,7 @@ describe("hot-path statements", () => {
     const { rows: left } = await client.query(`select recipient, send_count, last_error from courier_message where channel = 'smtp' and status <> 'sent'`);
     expect(left).toEqual([{ recipient: "not an address", send_count: 1, last_error: "the recipient is not a mail address" }]);
     const renewal = (await client.query(`select org_id, id from courier_message where channel = 'smtp' limit 3`)).rows.map((r) => ({ orgId: r.org_id, id: r.id }));
-    await renewClaims(recording(app.sql), randomUUID(), new Date(Date.now() + 60_000), renewal);
+    await renewClaims(recording(app.sql), { lease: randomUUID(), at: new Date() }, new Date(Date.now() + 60_000), renewal);
 
     // Whose messages are due is read across organizations, by the index of due messages, as the courier reads it (test/distribution.test.ts).
     for (const text of texts) if (text.replace(/\s+/g, " ").trim().startsWith("select org_id from courier_message where status = 'queued'")) texts.delete(text);

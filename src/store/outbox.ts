@@ -70,16 +70,18 @@ export const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', tru
 // that range of the organization's mails (a retried mail keeps its older id, and
 // widens the range).
 //
-// A claim's lease token (one per batch) names the claim: the renewal and the outcomes
-// change only the mails their courier still holds. A courier whose lease ran out (it
-// lost the database longer than the lease while its sends went on) finds its mails
-// claimed by another under another token, or already sent: its outcomes change nothing,
-// rather than marking another courier's mail sent, or putting a sent one (its body
-// wiped) back in the queue. Every outcome clears the token and claimed_until.
+// A claim's lease token (one per batch) and time name the claim: the renewal and the
+// outcomes change only the mails their courier still holds. A courier whose lease ran
+// out (it lost the database longer than the lease while its sends went on) finds its
+// mails claimed by another, or already sent: its outcomes change nothing, rather than
+// marking another courier's mail sent, or putting a sent one (its body wiped) back in
+// the queue. Every outcome clears the token and claimed_until. The claim's time
+// (updated_at, which claims and outcomes set and renewals leave) tells a claim of a
+// courier of an earlier version, which sets no token, from the one before it.
 const RENEW_SQL = `
 update courier_message m set claimed_until = $2
 from unnest($4::uuid[]) as r(id), ${ASYNC_COMMIT}
-where m.org_id = $3 and m.id = r.id and ${ID_RANGE("m", "$5", "$6")} and m.lease_token = $1::uuid`;
+where m.org_id = $3 and m.id = r.id and ${ID_RANGE("m", "$5", "$6")} and m.lease_token = $1::uuid and m.updated_at = $7`;
 
 // Each outcome that ends a mail is recorded in the trail by the same statement.
 const SENT_SQL = `
@@ -87,7 +89,7 @@ with sent as (
   update courier_message m set status = 'sent', body = null, claimed_until = null, lease_token = null, last_error = null,
     send_count = m.send_count + 1, updated_at = $1
   from unnest($3::uuid[]) as s(id), ${ASYNC_COMMIT}
-  where m.org_id = $2 and m.id = s.id and ${ID_RANGE("m", "$4", "$5")} and m.lease_token = $6::uuid
+  where m.org_id = $2 and m.id = s.id and ${ID_RANGE("m", "$4", "$5")} and m.lease_token = $6::uuid and m.updated_at = $7
   returning m.org_id, m.id, m.purpose
 ), logged as (
   insert into event (org_id, type, purpose, mail_id, occurred_at)
@@ -103,7 +105,7 @@ with failed as (
     status = case when m.send_count + 1 >= $2 then 'abandoned' else 'queued' end,
     body = case when m.send_count + 1 >= $2 then null else m.body end
   from unnest($4::uuid[], $5::timestamptz[], $6::text[]) as f(id, next_at, error), ${ASYNC_COMMIT}
-  where m.org_id = $3 and m.id = f.id and ${ID_RANGE("m", "$7", "$8")} and m.lease_token = $9::uuid
+  where m.org_id = $3 and m.id = f.id and ${ID_RANGE("m", "$7", "$8")} and m.lease_token = $9::uuid and m.updated_at = $10
   returning m.org_id, m.id, m.status, m.purpose, m.send_count
 ), logged as (
   -- The error is not recorded: a mail server's answer may quote the address.
@@ -158,8 +160,15 @@ export function idBounds(ids: readonly string[]): [string, string] {
   return [lo, hi];
 }
 
-/** Claims up to `size` mails due at `now`, for a lease named `lease` that ends at `until`. */
-export async function claimMails(sql: Sql, now: Date, until: Date, lease: string, size: number): Promise<ClaimedMail[]> {
+/** A claim of the courier's: its lease token, and when it was made (its mails' updated_at until their outcome). */
+export interface CourierClaim {
+  lease: string;
+  at: Date;
+}
+
+/** Claims up to `size` mails due at the claim's time, for its lease, which ends at `until`. */
+export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number): Promise<ClaimedMail[]> {
+  const { lease, at: now } = claim;
   const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size])).map((r) => r.org_id));
   const claimed: ClaimedMail[] = [];
   for (const org_id of due) {
@@ -172,34 +181,34 @@ export async function claimMails(sql: Sql, now: Date, until: Date, lease: string
   return claimed;
 }
 
-/** Extends the lease of the mails the claim `lease` still holds. */
-export async function renewClaims(sql: Sql, lease: string, until: Date, keys: readonly MailKey[]): Promise<void> {
+/** Extends the lease of the mails the claim still holds. */
+export async function renewClaims(sql: Sql, claim: CourierClaim, until: Date, keys: readonly MailKey[]): Promise<void> {
   for (const [orgId, mails] of byOrganization(keys)) {
     const ids = mails.map((m) => m.id);
-    await sql.query(RENEW_SQL, [lease, until, orgId, ids, ...idBounds(ids)]);
+    await sql.query(RENEW_SQL, [claim.lease, until, orgId, ids, ...idBounds(ids), claim.at]);
   }
 }
 
-/** Marks the mails the claim `lease` still holds sent, wiping their bodies; answers how many it marked. */
-export async function markSent(sql: Sql, now: Date, lease: string, keys: readonly MailKey[]): Promise<number> {
+/** Marks the mails the claim still holds sent, wiping their bodies; answers how many it marked. */
+export async function markSent(sql: Sql, now: Date, claim: CourierClaim, keys: readonly MailKey[]): Promise<number> {
   let marked = 0;
   for (const [orgId, mails] of byOrganization(keys)) {
     const ids = mails.map((m) => m.id);
-    const rows = await sql.query<{ sent: number }>(SENT_SQL, [now, orgId, ids, ...idBounds(ids), lease]);
+    const rows = await sql.query<{ sent: number }>(SENT_SQL, [now, orgId, ids, ...idBounds(ids), claim.lease, claim.at]);
     marked += rows[0]?.sent ?? 0;
   }
   return marked;
 }
 
 /**
- * Records failed attempts of the mails the claim `lease` still holds: retried at
+ * Records failed attempts of the mails the claim still holds: retried at
  * `nextAt`, or abandoned (body wiped) at the last attempt. Answers each one's status.
  */
 export async function markFailed(
   sql: Sql,
   now: Date,
   maxAttempts: number,
-  lease: string,
+  claim: CourierClaim,
   failed: readonly (MailKey & { nextAt: Date; error: string })[],
 ): Promise<{ status: MailStatus; purpose: Purpose }[]> {
   const outcomes: { status: MailStatus; purpose: Purpose }[] = [];
@@ -213,7 +222,8 @@ export async function markFailed(
       mails.map((m) => m.nextAt.toISOString()),
       mails.map((m) => m.error),
       ...idBounds(ids),
-      lease,
+      claim.lease,
+      claim.at,
     ]);
     outcomes.push(...rows);
   }

@@ -9,7 +9,7 @@ import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
-import { claimMails, markFailed, markSent, renewClaims } from "../../store/outbox.ts";
+import { claimMails, markFailed, markSent, renewClaims, type CourierClaim } from "../../store/outbox.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
 import { contextOfTraceparent, inSpan, SpanKind } from "../../lib/tracing.ts";
@@ -103,15 +103,15 @@ export class Courier {
     const { sql, config, clock, transport, secrets, log } = this.deps;
     const now = clock.now();
     // Names this claim: its renewals and outcomes change only the mails it still holds (store/outbox.ts).
-    const lease = randomUUID();
-    const batch = await claimMails(sql, now, new Date(now.getTime() + LEASE_MS), lease, config.batchSize);
+    const claim = { lease: randomUUID(), at: now };
+    const batch = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize);
     if (batch.length === 0) return 0;
     const renewal = setInterval(() => {
-      renewClaims(sql, lease, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
+      renewClaims(sql, claim, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
     }, LEASE_MS / 3);
     // Each outcome is recorded as soon as it is known (within GATHER_MS), not when the whole batch is
     // done: a crash then sends again only the mails that were in flight, not every mail of the batch.
-    const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(lease, sent, failed));
+    const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(claim, sent, failed));
     try {
       await Promise.all(
         batch.map(async (m) => {
@@ -137,17 +137,17 @@ export class Courier {
   }
 
   /** Writes the outcomes of some mails; the sent and the failed each by their own statement, the one written even when the other fails. */
-  private async record(lease: string, sent: SentMail[], failed: FailedMail[]): Promise<void> {
+  private async record(claim: CourierClaim, sent: SentMail[], failed: FailedMail[]): Promise<void> {
     const { sql, config, clock, log, events } = this.deps;
     const done = clock.now();
     const writes = await Promise.allSettled([
       sent.length &&
-        markSent(sql, done, lease, sent).then((marked) => {
+        markSent(sql, done, claim, sent).then((marked) => {
           for (const m of sent) events.sent(m.purpose);
           if (marked < sent.length) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
         }),
       failed.length &&
-        markFailed(sql, done, config.maxAttempts, lease, failed).then((rows) => {
+        markFailed(sql, done, config.maxAttempts, claim, failed).then((rows) => {
           for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
           const abandoned = rows.filter((r) => r.status === "abandoned").length;
           log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
