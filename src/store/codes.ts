@@ -221,6 +221,25 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
   }
 }
 
+/**
+ * A guess's gate on its rate-limit windows: the guess is counted first, by the
+ * upsert of each window's counter (countHitsSql, `inc` hits), which waits for the
+ * guess before it on that counter and answers the count after this one: concurrent
+ * guesses that count are decided one after another, each seeing the others' counts
+ * (read from the statement's snapshot, twenty guesses at once at an account's four
+ * live codes all passed a limit of three: test/abuse.test.ts). This reads, from the
+ * counts the upsert `hits` answered, until when the windows of `$param` were over
+ * their limits before this guess: the latest end of those that were. A window the
+ * gate did not count (a right code, which counts nothing) is read from the
+ * snapshot, by its key: a guess that adds nothing is decided as if before the
+ * guesses still in flight.
+ */
+const GATE_OVER_SQL = (param: string, hits: string, inc: string) => `
+  select max(w.end_at) as until
+  from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
+  left join ${hits} h on h.key = w.key
+  where coalesce(h.hits - ${inc}, (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start), 0) >= w.max`;
+
 // Counts the attempt before comparing, so that concurrent guesses can never
 // exceed the limit; the right code also counts as an attempt. A client address
 // over its limit of wrong codes gets no attempt at all (blocked_until says till
@@ -233,35 +252,6 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
 // transaction only): a live code's attempt writes and a missing one does not, and
 // a flush to disk would tell them apart by a millisecond. A crash of PostgreSQL
 // could forget the attempts of its last moments.
-/**
- * A guess's gate on its rate-limit windows ($param, as windowsJson gives them):
- * when `when`, counts the guess first (`inc`: 1 for a guess that counts, 0 to read
- * only), in the upsert that also reads each counter, answering its count after
- * this guess. An upsert waits for the guess before it on the same counter to commit
- * and counts from its row, not from this statement's snapshot: concurrent guesses
- * that count are decided one after another, each seeing the others' counts (read
- * from the snapshot, twenty guesses at once at an account's four live codes all
- * passed a limit of three: test/abuse.test.ts).
- */
-const GATE_SQL = (param: string, inc: string, when: string) => `
-  insert into rate_limit (org_id, key, window_start, hits, expires_at)
-  select $1, w.key, w.start, ${inc}, w.end_at from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz)
-  where ${when}
-  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + excluded.hits
-  returning key, hits`;
-
-/**
- * Until when the gate's windows were over their limits before this guess (`inc`
- * its count): the latest end of those that were. A window the gate did not count
- * (a right code, which counts nothing) is read from the snapshot, by its key: a
- * guess that adds nothing is decided as if before the guesses still in flight.
- */
-const GATE_OVER_SQL = (param: string, hits: string, inc: string) => `
-  select max(w.end_at) as until
-  from jsonb_to_recordset(${param}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int)
-  left join ${hits} h on h.key = w.key
-  where coalesce(h.hits - ${inc}, (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start), 0) >= w.max`;
-
 const attemptSql = (by: "username" | "flow") => {
   const target =
     by === "username"
@@ -271,13 +261,13 @@ const attemptSql = (by: "username" | "flow") => {
         `c.id = $2::uuid and c.purpose = 'recovery' and c.binding = 'admin' and c.dead_at is null and ($1 = '' or c.org_id = $1) and $3 = 'recovery'
          and exists (select 1 from identity i where i.org_id = c.org_id and i.id = c.identity_id and i.state = $4
                      and ($6 = '' or i.username_normalized = $6))`;
-  // Each window is read through its gate (GATE_SQL below), counting nothing: the
+  // Each window is read through its gate (GATE_OVER_SQL), counting nothing: the
   // settlement counts, in the same transaction (rules/codes/engine.ts), so the
   // counters stay locked from this read to that count.
   return `
-with address_hits as (${GATE_SQL("$7", "0", "true")}
+with address_hits as (${countHitsSql(7, { inc: "0" })}
 ), address_blocked as (${GATE_OVER_SQL("$7", "address_hits", "0")}
-), username_hits as (${GATE_SQL("$8", "0", "true")}
+), username_hits as (${countHitsSql(8, { inc: "0" })}
 ), username_over as (${GATE_OVER_SQL("$8", "username_hits", "0")}
 ), attempted as (
   update code c set attempts = c.attempts + 1
@@ -378,7 +368,7 @@ with durability as (
   update code set dead_at = $5
   where $6 = 'kill' and ${LIVE_CODE}
   returning id
-), counted as (${countHitsSql(8, "$11")}
+), counted as (${countHitsSql(8, { org: "$11" })}
 ), activated as (
   update identity set state = 'active', registered_at = $5
   where org_id = $1 and id = (select identity_id from consumed) and username_normalized = $10 and $7::boolean and state = 'pending'
@@ -434,6 +424,13 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
   return identityOfRow(row);
 }
 
+/** The live code `c` of the owner's purpose and binding, hashed over its owner (hash_input 2), that can still take an attempt. */
+const OWNER_LIVE_CODE = `c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6 and c.dead_at is null
+    and c.hash_input = 2 and c.expires_at > $5 and c.attempts < c.max_attempts`;
+
+/** Whether the guess (CTE `guess`, its hash under each key) is code `c`'s own. */
+const GUESS_MATCHES = "exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash)";
+
 // A verification by username, in one statement: the live code of the username,
 // purpose and binding is found, its attempt counted and, when the guess's hash
 // under the row's key ($9, one per key of $10, hex) is its own, consumed (activating a pending identity
@@ -447,7 +444,7 @@ export async function settleAttempt(sql: Sql, s: Settlement, signal?: AbortSigna
 // consumed once. A client address over its limit of wrong codes gets no attempt
 // at all (blocked_until says till when); a username over its limit only gets the
 // first attempt of a fresh code. Both limits are read through their gates
-// (GATE_SQL), which count the guess first and so decide concurrent guesses one
+// (GATE_OVER_SQL), which count the guess first and so decide concurrent guesses one
 // after another. Only a consume waits for the disk: it is what a code's single
 // use rests on; a failure's flush would tell a live code from none.
 const VERIFY_SQL = `
@@ -461,10 +458,9 @@ with owner as (
   select k.key_id, decode(k.hash, 'hex') as hash from unnest($10::text[], $9::text[]) as k(key_id, hash)
 ), live as (
   -- The live code the guess is for, as this statement's snapshot has it, and whether the guess is its code.
-  select c.id, exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash) as matches
+  select c.id, ${GUESS_MATCHES} as matches
   from code c
-  where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6 and c.dead_at is null
-    and c.hash_input = 2 and c.expires_at > $5 and c.attempts < c.max_attempts
+  where ${OWNER_LIVE_CODE}
 ), by_row_id as (
   select exists (select 1 from code c where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6
                  and c.dead_at is null and c.hash_input = 1 and c.expires_at > $5) as live
@@ -472,23 +468,20 @@ with owner as (
   -- A guess that consumes nothing counts against the client address (one handed on
   -- to the two-statement path is counted there).
   select case when exists (select 1 from live where matches) or (select live from by_row_id) then 0 else 1 end as inc
-), address_hits as (${GATE_SQL("$7", "1", "(select inc from address_inc) = 1")}
+), address_hits as (${countHitsSql(7, { when: "(select inc from address_inc) = 1" })}
 ), address_blocked as (${GATE_OVER_SQL("$7", "address_hits", "(select inc from address_inc)")}
 ), username_inc as (
   select case when exists (select 1 from live where not matches) then 1 else 0 end as inc
-), username_hits as (${GATE_SQL("$8", "1", "(select inc from username_inc) = 1 and (select until from address_blocked) is null")}
+), username_hits as (${countHitsSql(8, { when: "(select inc from username_inc) = 1 and (select until from address_blocked) is null" })}
 ), username_over as (${GATE_OVER_SQL("$8", "username_hits", "(select inc from username_inc)")}
 ), attempted as (
   -- The guess is compared with the row being updated (after a re-check, the row as
   -- a concurrent send left it), never with an earlier version of it.
   update code c set
     attempts = c.attempts + 1,
-    consumed_at = case when exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash) then $5::timestamptz end,
-    dead_at = case when exists (select 1 from guess g where g.key_id = c.key_id and g.hash = c.code_hash)
-                     or c.attempts + 1 >= c.max_attempts then $5::timestamptz end
-  where c.org_id = $1 and c.identity_id = (select id from owner) and c.purpose = $3 and c.binding = $6 and c.dead_at is null
-    and c.hash_input = 2
-    and c.expires_at > $5 and c.attempts < c.max_attempts
+    consumed_at = case when ${GUESS_MATCHES} then $5::timestamptz end,
+    dead_at = case when ${GUESS_MATCHES} or c.attempts + 1 >= c.max_attempts then $5::timestamptz end
+  where ${OWNER_LIVE_CODE}
     and ((select until from username_over) is null or c.attempts = 0)
     and (select until from address_blocked) is null
   returning c.id, c.identity_id, c.consumed_at is not null as consumed, c.dead_at is not null as dead

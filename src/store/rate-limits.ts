@@ -8,11 +8,18 @@ import type { Sql } from "./sql.ts";
 export const windowsJson = (rows: readonly Window[]) =>
   JSON.stringify(rows.map((r) => ({ key: r.key, start: new Date(r.start).toISOString(), end_at: new Date(r.end).toISOString(), max: r.max })));
 
-/** Counts one hit per window; `$1` is the organization, `$n` the windows JSON. */
-export const countHitsSql = (n: number, orgParam = "$1") => `
+/**
+ * Counts `inc` hits (one unless told) in every window of the windows JSON `$n`,
+ * under the organization `org` (`$1` unless told), when `when`; answers each
+ * counted window's count after them. The upsert waits for a concurrent count of the
+ * same window to commit and counts from its row, not from the statement's
+ * snapshot: counts of one window are made, and read, one after another.
+ */
+export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when?: string } = {}) => `
   insert into rate_limit (org_id, key, window_start, hits, expires_at)
-  select ${orgParam}, r.key, r.start, 1, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz)
-  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + 1
+  select ${opts.org ?? "$1"}, r.key, r.start, ${opts.inc ?? "1"}, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz)${opts.when ? `
+  where ${opts.when}` : ""}
+  on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + excluded.hits
   returning key, hits`;
 
 const COUNT_HITS_SQL = countHitsSql(2);
