@@ -23,6 +23,27 @@ async function closeNow(s: TestServer): Promise<void> {
   await s.close();
 }
 
+/** Queues a mail as a row written by hand, or by an earlier version, would stand in the outbox: due, never tried. */
+const queueRow = (s: TestServer, m: { orgId: string; id: string; recipient: string; subject?: string; body: Buffer | null; keyId?: string }) =>
+  s.app.sql.query(
+    `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+     values ($1, $2, 'login', $3, $4, $5, $6, 'queued', 0, now() - interval '1 minute', now(), now())`,
+    [m.orgId, m.id, m.recipient, m.subject ?? "Your code", m.body, m.keyId ?? "k1"],
+  );
+
+/** A server whose courier mails to an SMTP sink and gives up after one attempt, and an organization with one active identity. */
+async function oneAttemptCourier(orgName: string, username: string) {
+  const smtp = await SmtpSink.create();
+  sinks.push(smtp);
+  const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
+  servers.push(s);
+  const fx = adminFixtures(s.url);
+  const org = await fx.org(orgName);
+  await fx.identity(org.id, username);
+  fx.close();
+  return { smtp, s, org };
+}
+
 /** The outbox row of the one mail to `recipient`, once its status is `status`. */
 const mailOnceIt = (s: TestServer, recipient: string, status: string) =>
   vi.waitFor(
@@ -179,14 +200,7 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("fails a mail whose recipient is not a mail address, without stopping the others", async () => {
-    const smtp = await SmtpSink.create();
-    sinks.push(smtp);
-    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Addressless");
-    await fx.identity(org.id, "fine@example.com");
-    fx.close();
+    const { smtp, s, org } = await oneAttemptCourier("Addressless", "fine@example.com");
     // The API takes only mail addresses as usernames; a row from before that rule, or written by hand, may not be one.
     await s.app.orm.em.getConnection().execute(
       "insert into identity (org_id, id, username, username_normalized, state, created_at) values (?, ?, 'not an address', 'not an address', 'active', now())",
@@ -201,20 +215,9 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("fails a queued mail that has no body, without stopping its batch", async () => {
-    const smtp = await SmtpSink.create();
-    sinks.push(smtp);
-    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Bodiless");
-    await fx.identity(org.id, "fine@example.com");
-    fx.close();
+    const { smtp, s, org } = await oneAttemptCourier("Bodiless", "fine@example.com");
     // Nothing the server writes queues a mail without its body; a row written by hand, or by a bug, might.
-    await s.app.orm.em.getConnection().execute(
-      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-       values (?, ?, 'login', 'bodiless@example.com', 'Your code', null, 'k1', 'queued', 0, now(), now(), now())`,
-      [org.id, randomUUID()],
-    );
+    await queueRow(s, { orgId: org.id, id: randomUUID(), recipient: "bodiless@example.com", body: null });
     expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "fine@example.com", orgId: org.id })).status).toBe(200);
     const bad = await mailOnceIt(s, "bodiless@example.com", "abandoned");
     expect(bad.last_error).toBe("the queued mail has no body");
@@ -226,11 +229,7 @@ describe("the courier's SMTP connections", () => {
     servers.push(s);
     const sql = s.app.sql;
     const mail = { orgId: "or-lease", id: randomUUID() };
-    await sql.query(
-      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-       values ($1, $2, 'login', 'someone@example.com', 'Your code', '\\x00', 'k1', 'queued', 0, now() - interval '1 minute', now(), now())`,
-      [mail.orgId, mail.id],
-    );
+    await queueRow(s, { ...mail, recipient: "someone@example.com", body: Buffer.from([0]) });
     const row = async () => {
       const [r] = await sql.query(`select status, send_count, lease_token, claimed_until, body from courier_message where org_id = $1 and id = $2`, [mail.orgId, mail.id]);
       return { ...r, claimed_until: r.claimed_until && new Date(r.claimed_until).getTime() };
@@ -262,11 +261,7 @@ describe("the courier's SMTP connections", () => {
     servers.push(s);
     const sql = s.app.sql;
     const mail = { orgId: "or-upgrade", id: randomUUID() };
-    await sql.query(
-      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-       values ($1, $2, 'login', 'someone@example.com', 'Your code', '\\x00', 'k1', 'queued', 0, now() - interval '1 minute', now(), now())`,
-      [mail.orgId, mail.id],
-    );
+    await queueRow(s, { ...mail, recipient: "someone@example.com", body: Buffer.from([0]) });
     const t0 = Date.now();
     const at = (ms: number) => new Date(t0 + ms);
     const a = { lease: randomUUID(), at: at(0) };
@@ -294,11 +289,7 @@ describe("the courier's SMTP connections", () => {
     const id = randomUUID();
     const content = { subject: "Your Legacy login code", text: "Use this code to log in:\n\n    765432\n", html: "<p>765432</p>\n" };
     const { keyId, sealed } = seal(s.app.secrets.mailKeys, id, JSON.stringify({ ...content, from: '"Legacy" <legacy@example.com>' }));
-    await s.app.orm.em.getConnection().execute(
-      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-       values ('or-legacy', ?, 'login', 'old@example.com', ?, ?, ?, 'queued', 0, now(), now(), now())`,
-      [id, content.subject, sealed, keyId],
-    );
+    await queueRow(s, { orgId: "or-legacy", id, recipient: "old@example.com", subject: content.subject, body: sealed, keyId });
     const mail = await smtp.nextMailTo("old@example.com");
     expect(mail.subject).toBe(content.subject);
     expect(mail.text).toBe(content.text);
