@@ -9,6 +9,7 @@ import { SendLoginCodeRequestSchema, VerifyLoginCodeRequestSchema } from "../gen
 import { renderMail } from "../src/rules/mail/templates.ts";
 import { addressKey, clientAddress, parseTrustedProxies } from "../src/lib/address.ts";
 import { contextOfTraceparent, currentTraceparent } from "../src/lib/tracing.ts";
+import { requestValidator } from "../src/server/validation.ts";
 
 function time(name: string, n: number, fn: (i: number) => unknown) {
   for (let i = 0; i < Math.min(n, 2000); i++) fn(i);
@@ -30,6 +31,9 @@ const proxies = parseTrustedProxies([]).proxies;
 time("JSON.parse + fromJson (send request)", 50000, () => fromJson(SendLoginCodeRequestSchema, JSON.parse(json)));
 time("protovalidate SendLoginCodeRequest", 20000, () => validator.validate(SendLoginCodeRequestSchema, send));
 time("protovalidate VerifyLoginCodeRequest", 20000, () => validator.validate(VerifyLoginCodeRequestSchema, verify));
+const served = requestValidator();
+time("the server's validator, SendLoginCodeRequest", 20000, () => served.validate(SendLoginCodeRequestSchema, send));
+time("the server's validator, VerifyLoginCodeRequest", 20000, () => served.validate(VerifyLoginCodeRequestSchema, verify));
 time("create(empty response)", 50000, () => create(SendLoginCodeRequestSchema));
 time("randomUUIDv7", 50000, () => randomUUIDv7());
 time("HMAC-SHA256 of a code", 50000, (i) => createHmac("sha256", key).update("0190e6b2-0000-7000-8000-000000000000").update("\0").update(String(i)).digest());

@@ -22,6 +22,7 @@ import { apiError, rateLimited, Reason, reasonOf } from "../services/errors.ts";
 import { isDatabaseUnavailable, isStatementTimeout } from "../store/errors.ts";
 import type { HttpRequest } from "./http-routes.ts";
 import type { Metrics } from "./ops/metrics.ts";
+import { requestValidator } from "./validation.ts";
 
 /** Where a call is: refused by the gate, its request being decoded, or in its handler. */
 interface CallState {
@@ -348,7 +349,7 @@ export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
       ctx.values.get(callStateKey)!.phase = "decode";
     },
     // Tracing off (the default), the call does not even pass through its interceptor.
-    interceptors: [...(tracingEnabled() ? [tracingInterceptor()] : []), outcomeInterceptor(opts), boundsInterceptor(streams), createValidateInterceptor()],
+    interceptors: [...(tracingEnabled() ? [tracingInterceptor()] : []), outcomeInterceptor(opts), boundsInterceptor(streams), createValidateInterceptor({ validator: requestValidator() })],
     endStreams: () => streams.endAll(),
   };
 }
