@@ -38,7 +38,7 @@ import { attemptCode, invalidateCodes, issueCode, settleAttempt, verifyByOwner, 
 import type { Sql } from "../../store/sql.ts";
 import { channelOf, mailChannelOf } from "../delivery/channels.ts";
 import type { CodeEvents } from "../events.ts";
-import { buildMessage } from "../mail/mime.ts";
+import { buildMessageText } from "../mail/mime.ts";
 import { encodeMail, encodeText } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
 import { currentTraceparent } from "../../lib/tracing.ts";
@@ -169,7 +169,7 @@ export class CodeEngine {
     const mailId = randomUUIDv7();
     const mail = req.mail
       ? {
-          ...this.sealed(mailId, now, mailer.render(req.mail, { code, lifespanMs }), from, mailChannel),
+          ...this.sealed(mailId, now, mailer.render(req.mail, { code, lifespanMs }), from, mailChannel, code),
           text: channelOf(req.org, req.purpose) === "sms" ? seal(this.secrets.mailKeys, mailId, encodeText(code)).sealed : undefined,
         }
       : undefined;
@@ -308,9 +308,9 @@ export class CodeEngine {
     return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now(), audit);
   }
 
-  /** The mail as its message (built now, once) sealed for the outbox. */
-  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }, channel: Channel): SealedMail {
-    const message = buildMessage({ id, date: now, from, ...content });
+  /** The mail as its message (built now, once) sealed for the outbox; `code`: the one it shows. */
+  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }, channel: Channel, code?: string): SealedMail {
+    const message = buildMessageText({ id, date: now, from, ...content, code });
     return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message, trace: currentTraceparent() })).sealed, channel };
   }
 

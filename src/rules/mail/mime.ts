@@ -16,6 +16,8 @@ export interface MailMessage {
   subject: string;
   text: string;
   html: string;
+  /** The code the parts show, if any: what alone differs between the mails of one template. */
+  code?: string;
 }
 
 const CRLF = "\r\n";
@@ -34,15 +36,60 @@ function displayName(name: string): string {
 /** An RFC 5322 date: "Mon, 30 Nov 2026 20:30:00 +0000". */
 const rfc5322Date = (d: Date) => d.toUTCString().replace(/GMT$/, "+0000");
 
-const part = (type: string, body: string) =>
-  `Content-Type: ${type}; charset=utf-8${CRLF}Content-Transfer-Encoding: quoted-printable${CRLF}${CRLF}${qpWrap(qpEncode(body.replace(/\r?\n/g, CRLF)), 76)}${CRLF}`;
+const quotedPrintable = (text: string) => qpWrap(qpEncode(text), 76);
+
+// Quoted-printable encoding was most of a message's cost (bench/micro-send.ts),
+// and the mails of one template differ only in their code: a part is encoded
+// once with its code replaced by a run of PLACEHOLDER as long, and the code put
+// back into the encoded text. That text is what encoding the part itself gives
+// when the code and the placeholder are encoded alike, character for character,
+// and at the same places: both are literal in quoted-printable, neither is
+// whitespace, a line break or one of the characters wrap() breaks lines at or
+// treats as part of an escape (=); and wrap() broke no placeholder with a soft
+// line break (counted). A part that has the placeholder character of its own is
+// encoded whole, every time. Parts without a code (notices) are kept whole.
+const PLACEHOLDER = "~";
+const CODE_ALIKE = /^[A-Za-z0-9-]+$/;
+/** Encoded part by its text with the code taken out; null: it cannot be kept so, encode it whole. */
+const encodedParts = new Map<string, string | null>();
+/** Characters held by encodedParts, kept under PARTS_BUDGET by dropping the oldest. */
+let partsHeld = 0;
+const PARTS_BUDGET = 4 << 20;
+
+function encodedPart(text: string, code: string | undefined): string {
+  if (code === undefined) return remembered(text, "")!;
+  if (!CODE_ALIKE.test(code) || text.includes(PLACEHOLDER)) return quotedPrintable(text);
+  const placeholder = PLACEHOLDER.repeat(code.length);
+  const encoded = remembered(text.replaceAll(code, placeholder), placeholder);
+  return encoded === null ? quotedPrintable(text) : encoded.replaceAll(placeholder, code);
+}
+
+/** The encoding of `shape`, kept; null when wrap() broke one of its placeholders. */
+function remembered(shape: string, placeholder: string): string | null {
+  let encoded = encodedParts.get(shape);
+  if (encoded === undefined) {
+    const whole = quotedPrintable(shape);
+    encoded = placeholder === "" || whole.split(placeholder).length === shape.split(placeholder).length ? whole : null;
+    while (partsHeld + shape.length + (encoded?.length ?? 0) > PARTS_BUDGET && encodedParts.size > 0) {
+      const [oldest, value] = encodedParts.entries().next().value!;
+      encodedParts.delete(oldest);
+      partsHeld -= oldest.length + (value?.length ?? 0);
+    }
+    encodedParts.set(shape, encoded);
+    partsHeld += shape.length + (encoded?.length ?? 0);
+  }
+  return encoded;
+}
+
+const part = (type: string, body: string, code: string | undefined) =>
+  `Content-Type: ${type}; charset=utf-8${CRLF}Content-Transfer-Encoding: quoted-printable${CRLF}${CRLF}${encodedPart(body.replace(/\r?\n/g, CRLF), code)}${CRLF}`;
 
 /**
- * The message but its To header, which the courier adds from the outbox row
+ * The message (its text: buildMessage gives its bytes) but its To header, which the courier adds from the outbox row
  * (withRecipient): a send learns which identity, and so which address, it
  * mails only in the statement that queues the mail.
  */
-export function buildMessage(m: MailMessage): Buffer {
+export function buildMessageText(m: MailMessage): string {
   const boundary = `cg-${m.id}`;
   const headers = [
     foldLines(`From: ${displayName(m.from.name)} <${mailAddress(m.from.address)}>`, 76),
@@ -52,15 +99,17 @@ export function buildMessage(m: MailMessage): Buffer {
     "MIME-Version: 1.0",
     `Content-Type: multipart/alternative;${CRLF} boundary="${boundary}"`,
   ];
-  return Buffer.from(
+  return (
     headers.join(CRLF) +
-      CRLF +
-      CRLF +
-      `--${boundary}${CRLF}${part("text/plain", m.text)}` +
-      `--${boundary}${CRLF}${part("text/html", m.html)}` +
-      `--${boundary}--${CRLF}`,
+    CRLF +
+    CRLF +
+    `--${boundary}${CRLF}${part("text/plain", m.text, m.code)}` +
+    `--${boundary}${CRLF}${part("text/html", m.html, m.code)}` +
+    `--${boundary}--${CRLF}`
   );
 }
+
+export const buildMessage = (m: MailMessage): Buffer => Buffer.from(buildMessageText(m));
 
 /** The message ready for SMTP DATA (dot-stuffing is the SMTP client's): its To header first. */
 export function withRecipient(message: Buffer, to: string): Buffer {

@@ -12,8 +12,10 @@ export interface OutboxMail {
   trace?: string;
 }
 
-export function encodeMail(mail: OutboxMail): string {
-  return `${JSON.stringify({ v: 2, from: mail.from, ...(mail.trace ? { trace: mail.trace } : {}) })}\n${mail.message.toString("utf8")}`;
+/** `message` as buildMessageText wrote it, or its bytes. */
+export function encodeMail(mail: Omit<OutboxMail, "message"> & { message: Buffer | string }): string {
+  const message = typeof mail.message === "string" ? mail.message : mail.message.toString("utf8");
+  return `${JSON.stringify({ v: 2, from: mail.from, ...(mail.trace ? { trace: mail.trace } : {}) })}\n${message}`;
 }
 
 /** A short text (the `sms` channel's: the code only), as the outbox holds it. */
