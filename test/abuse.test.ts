@@ -98,6 +98,78 @@ describe("send limits per (organization, username, purpose)", () => {
   });
 });
 
+describe("requests past a limit", () => {
+  it("read the window's counter and leave it as it was: no write, so a flood waits on no row lock", async () => {
+    const fx = adminFixtures(server.url);
+    await fx.identity(orgId, "flood@example.com");
+    fx.close();
+    const db = new pg.Client(server.app.config.databaseUrl!);
+    await db.connect();
+    try {
+      // 1 per 30 s and 5 per hour: the second send and those after it are over the 30 s window.
+      const counters = async () =>
+        (
+          await db.query(
+            `select extract(epoch from expires_at - window_start)::int as seconds, hits, xmin::text as version from rate_limit where org_id = $1 and key like 'send:%flood@example.com%' order by 1`,
+            [orgId],
+          )
+        ).rows;
+      expect((await send(server, "flood@example.com")).status).toBe(200);
+      const [first30s, first1h] = await counters();
+      expect([first30s.seconds, first30s.hits, first1h.seconds, first1h.hits]).toEqual([30, 1, 3600, 1]);
+      for (let i = 0; i < 3; i++) expect((await send(server, "flood@example.com")).status).toBe(429);
+      const [then30s, then1h] = await counters();
+      // The window that refused them: untouched, the same row version.
+      expect(then30s).toEqual(first30s);
+      // The hour's window, not over, counts every send as before.
+      expect(then1h.hits).toBe(4);
+      // And none of them issued a code or queued a mail: the first send's are all there are.
+      const issued = await db.query(
+        `select (select count(*)::int from code c join identity i on i.org_id = c.org_id and i.id = c.identity_id where c.org_id = $1 and i.username_normalized = $2) as codes,
+           (select count(*)::int from courier_message where org_id = $1 and recipient = $2) as mails`,
+        [orgId, "flood@example.com"],
+      );
+      expect(issued.rows[0]).toEqual({ codes: 1, mails: 1 });
+      // Refused until the 30 s window ends.
+      clock.advance(30_000);
+      expect((await send(server, "flood@example.com")).status).toBe(200);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("of wrong guesses from one address leave its counter as it was too", async () => {
+    const s = await startTestServer(
+      { SMTP_URL: smtp.url, RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME: "off", RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: "3/1h", MAX_GUESS_CHANCE: "1" },
+      { clock: new ManualClock(new Date("2026-12-01T00:00:05Z")) },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = (await fx.org("Guessed from one address")).id;
+    await fx.identity(org, "target@example.com");
+    fx.close();
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "target@example.com", orgId: org })).status).toBe(200);
+    const guess = () => postJson(s.url, "/codegate.v1.LoginService/VerifyLoginCode", { username: "target@example.com", orgId: org, code: "0000000" });
+    const db = new pg.Client(s.app.config.databaseUrl!);
+    await db.connect();
+    try {
+      const state = async () => ({
+        counters: (await db.query(`select key, hits, xmin::text as version from rate_limit where org_id = $1 and key like 'failed-from:%'`, [org])).rows,
+        attempts: (await db.query(`select attempts from code where org_id = $1`, [org])).rows.map((r) => r.attempts),
+      });
+      for (let i = 0; i < 3; i++) expect((await guess()).status).toBe(401);
+      const atLimit = await state();
+      expect(atLimit.counters.map((c) => c.hits)).toEqual([3]);
+      expect(atLimit.attempts).toEqual([3]);
+      for (let i = 0; i < 3; i++) expect((await guess()).status).toBe(429);
+      // No attempt, no count, no new row version.
+      expect(await state()).toEqual(atLimit);
+    } finally {
+      await db.end();
+    }
+  });
+});
+
 describe("send limits per client address", () => {
   it("count the socket's address, and X-Forwarded-For only from a trusted proxy", async () => {
     const env = { ...LIMITS, RATE_LIMIT_SEND_PER_ADDRESS: "3/1m", SMTP_URL: smtp.url };

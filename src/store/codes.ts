@@ -75,9 +75,10 @@ export interface IssueResult {
 const issueSql = (by: "username" | "id", bound: boolean) => `
 with counted as (${countHitsSql(16)}
 ), verdict as (
-  select coalesce(bool_and(c.hits <= w.max), true) as allowed,
-    max(case when c.hits > w.max then w.end_at end) as retry_at
-  from counted c join jsonb_to_recordset($16::jsonb) as w(key text, end_at timestamptz, max int) on w.key = c.key
+  -- A window missing from counted was over its maximum already (countHitsSql).
+  select coalesce(bool_and(coalesce(c.hits <= w.max, false)), true) as allowed,
+    max(case when c.hits is null or c.hits > w.max then w.end_at end) as retry_at
+  from jsonb_to_recordset($16::jsonb) as w(key text, end_at timestamptz, max int) left join counted c on c.key = w.key
 ), created as (
   insert into identity (org_id, id, username, username_normalized, state, created_at)
   select $1, $19::uuid, $20, $2, 'pending', $8
@@ -232,7 +233,8 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
  * their limits before this guess: the latest end of those that were. A window the
  * gate did not count (a right code, which counts nothing) is read from the
  * snapshot, by its key: a guess that adds nothing is decided as if before the
- * guesses still in flight.
+ * guesses still in flight. So is one the upsert left alone, over its maximum in
+ * that snapshot already.
  */
 const GATE_OVER_SQL = (param: string, hits: string, inc: string) => `
   select max(w.end_at) as until

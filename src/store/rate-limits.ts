@@ -14,17 +14,29 @@ export const windowsJson = (rows: readonly Window[]) =>
  * counted window's count after them. The upsert waits for a concurrent count of the
  * same window to commit and counts from its row, not from the statement's
  * snapshot: counts of one window are made, and read, one after another.
+ *
+ * A window the snapshot already shows at its maximum is not counted, and not
+ * answered: a request is over it whatever it adds (a window's count only grows),
+ * so a flood past a limit (guesses from one address, sends to one username) reads
+ * its counter and neither writes it nor waits on its row lock. Callers take a
+ * window missing from the answer as over. (The read is a scalar subquery, looked
+ * up by the whole key for each window: as "not exists", on statistics that say the
+ * table is empty, PostgreSQL joined it against every counter of the organization.)
  */
-export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when?: string } = {}) => `
+export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when?: string } = {}) => {
+  const org = opts.org ?? "$1";
+  return `
   insert into rate_limit (org_id, key, window_start, hits, expires_at)
-  select ${opts.org ?? "$1"}, r.key, r.start, ${opts.inc ?? "1"}, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz)${opts.when ? `
-  where ${opts.when}` : ""}
+  select ${org}, r.key, r.start, ${opts.inc ?? "1"}, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz, max int)
+  where ${opts.when ? `${opts.when} and ` : ""}coalesce(
+    (select l.hits from rate_limit l where l.org_id = ${org} and l.key = r.key and l.window_start = r.start), 0) < r.max
   on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + excluded.hits
   returning key, hits`;
+};
 
 const COUNT_HITS_SQL = countHitsSql(2);
 
-/** Counts one hit in every window and answers the hits of each, by window key. */
+/** Counts one hit in every window and answers the hits of each, by window key; a window already over its maximum is missing. */
 export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<Map<string, number>> {
   if (rows.length === 0) return new Map();
   const counted = await sql.query<{ key: string; hits: number }>(COUNT_HITS_SQL, [orgId, windowsJson(rows)]);

@@ -30,7 +30,8 @@ export class RateLimiter {
     const rows = windows(keys, now);
     const hits = await countHits(this.sql, orgId, rows);
     let waitMs = 0;
-    for (const r of rows) if ((hits.get(r.key) ?? 0) > r.max) waitMs = Math.max(waitMs, r.end - now);
+    // Not counted: the window was over its maximum already.
+    for (const r of rows) if ((hits.get(r.key) ?? Infinity) > r.max) waitMs = Math.max(waitMs, r.end - now);
     return waitMs;
   }
 }
