@@ -281,6 +281,35 @@ describe("the courier's SMTP connections", () => {
     expect(r).toMatchObject({ status: "sent", send_count: 1, body: null });
   });
 
+  it("records a sent mail through failing outcome statements by trying again: left claimed, it would go out twice once its lease ran out", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    let failures = 2;
+    const s = await startTestServer(
+      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
+      {
+        // The database drops the courier's first two "sent" statements.
+        instrumentSql: (sql) => ({
+          query: (text, params, signal) =>
+            text.includes("set status = 'sent'") && failures-- > 0 ? Promise.reject(new Error("Connection terminated unexpectedly")) : sql.query(text, params, signal),
+          transaction: (work) => sql.transaction(work),
+        }),
+      },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Blip");
+    await fx.identity(org.id, "blip@example.com");
+    fx.close();
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "blip@example.com", orgId: org.id })).status).toBe(200);
+    await smtp.nextMailTo("blip@example.com");
+    // Recorded well within the 20 s lease, on the third statement.
+    expect(await mailOnceIt(s, "blip@example.com", "sent")).toMatchObject({ send_count: 1, body: null });
+    expect(failures).toBe(-1);
+    expect(s.logs.filter((l) => l.includes("courier could not record outcomes: trying again"))).toHaveLength(2);
+    expect(smtp.mailsTo("blip@example.com")).toHaveLength(1);
+  });
+
   it("delivers a mail queued by the version before (its parts sealed as JSON)", async () => {
     const smtp = await SmtpSink.create();
     sinks.push(smtp);

@@ -4,6 +4,7 @@
 // Failures are retried with exponential backoff up to a limit, then abandoned.
 // A sent or abandoned mail's body is wiped: it held a live code.
 import { randomUUID } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
@@ -35,6 +36,14 @@ const LEASE_MS = 20_000;
  * now also resends the mails of these 5 ms, as it resends those in flight.
  */
 const GATHER_MS = 5;
+
+/**
+ * An outcome statement that fails is tried again after these waits: left
+ * unrecorded, its mails stay claimed until the lease runs out and are then sent
+ * a second time. (A statement that committed but whose answer was lost finds its
+ * mails no longer claimed when tried again: it records nothing twice.)
+ */
+const OUTCOME_RETRY_MS = [50, 250, 1000];
 
 export class Courier {
   private readonly deps: {
@@ -142,12 +151,12 @@ export class Courier {
     const done = clock.now();
     const writes = await Promise.allSettled([
       sent.length &&
-        markSent(sql, done, claim, sent).then((marked) => {
+        persistently(() => markSent(sql, done, claim, sent), log).then((marked) => {
           for (const m of sent) events.sent(m.purpose);
           if (marked < sent.length) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
         }),
       failed.length &&
-        markFailed(sql, done, config.maxAttempts, claim, failed).then((rows) => {
+        persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed), log).then((rows) => {
           for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
           const abandoned = rows.filter((r) => r.status === "abandoned").length;
           log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
@@ -163,6 +172,19 @@ export class Courier {
     const ms = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (attempt - 1));
     return Math.round(ms * (0.75 + Math.random() * 0.5));
   }
+}
+
+/** `write`, tried again after each of OUTCOME_RETRY_MS while it fails; the last failure is thrown. */
+async function persistently<T>(write: () => Promise<T>, log: Logger): Promise<T> {
+  for (const waitMs of OUTCOME_RETRY_MS) {
+    try {
+      return await write();
+    } catch (err) {
+      log.warn({ err, retryInMs: waitMs }, "courier could not record outcomes: trying again");
+      await sleep(waitMs);
+    }
+  }
+  return write();
 }
 
 interface SentMail {
