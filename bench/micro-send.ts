@@ -61,7 +61,7 @@ let n = 0;
 time("buildMessage (MIME, login mail), as sent", 20000, () => {
   const code = String(100000 + (n++ % 900000));
   const c = renderMail("login", { orgName: "Bench A", code, lifespanMs: 600000 });
-  return buildMessage({ id: "0190e6b2-0000-7000-8000-000000000001", date: new Date(), from: { name: "Bench A", address: "no-reply@codegate.local" }, ...c, code });
+  return buildMessage({ id: "0190e6b2-0000-7000-8000-000000000001", date: new Date(), from: { name: "Bench A", address: "no-reply@codegate.local" }, ...c, shared: { code } });
 });
 
 // Tracing off (no OTEL_EXPORTER_OTLP_ENDPOINT): what a send still runs of it. No interceptor

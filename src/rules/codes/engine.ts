@@ -38,7 +38,7 @@ import { attemptCode, invalidateCodes, issueCode, settleAttempt, verifyByOwner, 
 import type { Sql } from "../../store/sql.ts";
 import { channelOf, mailChannelOf } from "../delivery/channels.ts";
 import type { CodeEvents } from "../events.ts";
-import { buildMessageText } from "../mail/mime.ts";
+import { buildMessageText, type MailMessage } from "../mail/mime.ts";
 import { encodeMail, encodeText } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
 import { currentTraceparent } from "../../lib/tracing.ts";
@@ -169,12 +169,12 @@ export class CodeEngine {
     const mailId = randomUUIDv7();
     const mail = req.mail
       ? {
-          ...this.sealed(mailId, now, mailer.render(req.mail, { code, lifespanMs }), from, mailChannel, code),
+          ...this.sealed(mailId, now, mailer.render(req.mail, { code, lifespanMs }), from, mailChannel, mailer.personal ? undefined : { code }),
           text: channelOf(req.org, req.purpose) === "sms" ? seal(this.secrets.mailKeys, mailId, encodeText(code)).sealed : undefined,
         }
       : undefined;
     // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
-    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from, mailChannel), when: req.notice.when } : undefined;
+    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from, mailChannel, mailer.personal ? undefined : {}), when: req.notice.when } : undefined;
     const result = await issueCode(
       sql,
       {
@@ -308,9 +308,9 @@ export class CodeEngine {
     return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now(), audit);
   }
 
-  /** The mail as its message (built now, once) sealed for the outbox; `code`: the one it shows. */
-  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }, channel: Channel, code?: string): SealedMail {
-    const message = buildMessageText({ id, date: now, from, ...content, code });
+  /** The mail as its message (built now, once) sealed for the outbox; `shared`: see MailMessage. */
+  private sealed(id: string, now: Date, content: MailContent, from: { name: string; address: string }, channel: Channel, shared: MailMessage["shared"]): SealedMail {
+    const message = buildMessageText({ id, date: now, from, ...content, shared });
     return { id, subject: content.subject, body: seal(this.secrets.mailKeys, id, encodeMail({ from: from.address, message, trace: currentTraceparent() })).sealed, channel };
   }
 

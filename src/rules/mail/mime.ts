@@ -16,8 +16,13 @@ export interface MailMessage {
   subject: string;
   text: string;
   html: string;
-  /** The code the parts show, if any: what alone differs between the mails of one template. */
-  code?: string;
+  /**
+   * Set when the mail is one of many alike: those of one template, which differ
+   * only in `code` (none for a notice). Their parts' encoding is kept for the
+   * next. Unset, the mail is its recipient's own (a link names them): encoded
+   * whole, nothing of it kept.
+   */
+  shared?: { code?: string };
 }
 
 const CRLF = "\r\n";
@@ -50,14 +55,21 @@ const quotedPrintable = (text: string) => qpWrap(qpEncode(text), 76);
 // encoded whole, every time. Parts without a code (notices) are kept whole.
 const PLACEHOLDER = "~";
 const CODE_ALIKE = /^[A-Za-z0-9-]+$/;
-/** Encoded part by its text with the code taken out; null: it cannot be kept so, encode it whole. */
+/**
+ * Encoded parts by the length of their code (0: none) and their text with the
+ * code taken out; null: such a part cannot be kept so, encode it whole. Equal
+ * texts around codes of different lengths are different parts: the placeholders
+ * a wrap() breaks in one it may not break in the other.
+ */
 const encodedParts = new Map<string, string | null>();
 /** Characters held by encodedParts, kept under PARTS_BUDGET by dropping the oldest. */
 let partsHeld = 0;
 const PARTS_BUDGET = 4 << 20;
 
-function encodedPart(text: string, code: string | undefined): string {
-  if (code === undefined) return remembered(text, "")!;
+function encodedPart(text: string, shared: MailMessage["shared"]): string {
+  if (shared === undefined) return quotedPrintable(text);
+  const { code } = shared;
+  if (code === undefined) return remembered(text, "") ?? quotedPrintable(text);
   if (!CODE_ALIKE.test(code) || text.includes(PLACEHOLDER)) return quotedPrintable(text);
   const placeholder = PLACEHOLDER.repeat(code.length);
   const encoded = remembered(text.replaceAll(code, placeholder), placeholder);
@@ -66,23 +78,24 @@ function encodedPart(text: string, code: string | undefined): string {
 
 /** The encoding of `shape`, kept; null when wrap() broke one of its placeholders. */
 function remembered(shape: string, placeholder: string): string | null {
-  let encoded = encodedParts.get(shape);
+  const key = `${placeholder.length}:${shape}`;
+  let encoded = encodedParts.get(key);
   if (encoded === undefined) {
     const whole = quotedPrintable(shape);
     encoded = placeholder === "" || whole.split(placeholder).length === shape.split(placeholder).length ? whole : null;
-    while (partsHeld + shape.length + (encoded?.length ?? 0) > PARTS_BUDGET && encodedParts.size > 0) {
+    while (partsHeld + key.length + (encoded?.length ?? 0) > PARTS_BUDGET && encodedParts.size > 0) {
       const [oldest, value] = encodedParts.entries().next().value!;
       encodedParts.delete(oldest);
       partsHeld -= oldest.length + (value?.length ?? 0);
     }
-    encodedParts.set(shape, encoded);
-    partsHeld += shape.length + (encoded?.length ?? 0);
+    encodedParts.set(key, encoded);
+    partsHeld += key.length + (encoded?.length ?? 0);
   }
   return encoded;
 }
 
-const part = (type: string, body: string, code: string | undefined) =>
-  `Content-Type: ${type}; charset=utf-8${CRLF}Content-Transfer-Encoding: quoted-printable${CRLF}${CRLF}${encodedPart(body.replace(/\r?\n/g, CRLF), code)}${CRLF}`;
+const part = (type: string, body: string, shared: MailMessage["shared"]) =>
+  `Content-Type: ${type}; charset=utf-8${CRLF}Content-Transfer-Encoding: quoted-printable${CRLF}${CRLF}${encodedPart(body.replace(/\r?\n/g, CRLF), shared)}${CRLF}`;
 
 /**
  * The message (its text: buildMessage gives its bytes) but its To header, which the courier adds from the outbox row
@@ -103,8 +116,8 @@ export function buildMessageText(m: MailMessage): string {
     headers.join(CRLF) +
     CRLF +
     CRLF +
-    `--${boundary}${CRLF}${part("text/plain", m.text, m.code)}` +
-    `--${boundary}${CRLF}${part("text/html", m.html, m.code)}` +
+    `--${boundary}${CRLF}${part("text/plain", m.text, m.shared)}` +
+    `--${boundary}${CRLF}${part("text/html", m.html, m.shared)}` +
     `--${boundary}--${CRLF}`
   );
 }

@@ -110,6 +110,7 @@ export function mailerOf(org: Org, set: OrgTemplateSet, opts: MailerOptions, pub
   const template = (kind: MailKind) => set.resolve(kind, chain);
   return {
     template,
+    personal: opts.link !== undefined,
     render(kind, input) {
       const purpose = purposeOfKind(kind);
       const link = purpose && opts.link && input.code ? codeLink(publicUrl, purpose, opts.link, input.code) : undefined;

@@ -150,6 +150,8 @@ export function renderMail(kind: MailKind, input: MailValues, locale = "en"): Ma
 /** What a send renders its mails with: an organization's templates in the caller's locale, with the link beside the code if any. */
 export interface Mailer {
   render(kind: MailKind, input: { code?: string; lifespanMs?: number }): MailContent;
+  /** Its mails carry their recipient's own data beside the code (a link that names them). */
+  readonly personal?: boolean;
 }
 
 /** The built-in English mails of an organization, without links. */
