@@ -310,6 +310,73 @@ describe("the courier's SMTP connections", () => {
     expect(smtp.mailsTo("blip@example.com")).toHaveLength(1);
   });
 
+  it("tried again after a statement that committed but lost its answer, records nothing twice and warns of no lost claim", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    let tries = 0;
+    const s = await startTestServer(
+      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
+      {
+        // The first "sent" statement commits, then its connection drops before the answer.
+        instrumentSql: (sql) => ({
+          query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
+            const rows = await sql.query<T>(text, params, signal);
+            if (text.includes("set status = 'sent'") && ++tries === 1) throw new Error("Connection terminated unexpectedly");
+            return rows;
+          },
+          transaction: (work) => sql.transaction(work),
+        }),
+      },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Lost answer");
+    await fx.identity(org.id, "answer@example.com");
+    fx.close();
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "answer@example.com", orgId: org.id })).status).toBe(200);
+    await smtp.nextMailTo("answer@example.com");
+    expect(await mailOnceIt(s, "answer@example.com", "sent")).toMatchObject({ send_count: 1 });
+    await vi.waitFor(() => expect(tries).toBe(2), { timeout: 5_000, interval: 10 });
+    expect(s.logs.filter((l) => l.includes("trying again"))).toHaveLength(1);
+    expect(s.logs.filter((l) => l.includes("claim it had lost"))).toEqual([]);
+  });
+
+  it("does not wait to record an outcome again once it is stopping: its mails go out again after their lease", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    let tries = 0;
+    let stopped: Promise<void> | undefined;
+    let s: TestServer | undefined = undefined;
+    s = await startTestServer(
+      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
+      {
+        // Every "sent" statement fails; the second one as the courier is being stopped.
+        instrumentSql: (sql) => ({
+          query: (text, params, signal) => {
+            if (!text.includes("set status = 'sent'")) return sql.query(text, params, signal);
+            if (++tries === 2) stopped = s!.app.courier!.stop();
+            return Promise.reject(new Error("Connection terminated unexpectedly"));
+          },
+          transaction: (work) => sql.transaction(work),
+        }),
+      },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Stopping");
+    await fx.identity(org.id, "stopping@example.com");
+    fx.close();
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "stopping@example.com", orgId: org.id })).status).toBe(200);
+    await smtp.nextMailTo("stopping@example.com");
+    await vi.waitFor(() => expect(stopped).toBeDefined(), { timeout: 10_000, interval: 10 });
+    await stopped;
+    expect(tries).toBe(2);
+    expect(s.logs.filter((l) => l.includes("courier could not record outcomes: trying again"))).toHaveLength(1);
+    const [row] = await s.app.sql.query(`select status, claimed_until from courier_message where recipient = $1`, ["stopping@example.com"]);
+    expect(row.status).toBe("queued");
+    expect(row.claimed_until).not.toBeNull();
+  });
+
   it("delivers a mail queued by the version before (its parts sealed as JSON)", async () => {
     const smtp = await SmtpSink.create();
     sinks.push(smtp);

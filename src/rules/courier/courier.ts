@@ -40,8 +40,10 @@ const GATHER_MS = 5;
 /**
  * An outcome statement that fails is tried again after these waits: left
  * unrecorded, its mails stay claimed until the lease runs out and are then sent
- * a second time. (A statement that committed but whose answer was lost finds its
- * mails no longer claimed when tried again: it records nothing twice.)
+ * a second time. (A statement that committed in part or whole but whose answer
+ * was lost finds those mails no longer claimed when tried again: it records
+ * nothing twice.) A courier that is stopping does not wait to try again: its
+ * process is on its way out, and those mails go out again after their lease.
  */
 const OUTCOME_RETRY_MS = [50, 250, 1000];
 
@@ -151,12 +153,13 @@ export class Courier {
     const done = clock.now();
     const writes = await Promise.allSettled([
       sent.length &&
-        persistently(() => markSent(sql, done, claim, sent), log).then((marked) => {
+        this.persistently(() => markSent(sql, done, claim, sent)).then(({ value: marked, retried }) => {
           for (const m of sent) events.sent(m.purpose);
-          if (marked < sent.length) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
+          // After a failed try, mails not found may be those it recorded before its answer was lost.
+          if (marked < sent.length && !retried) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
         }),
       failed.length &&
-        persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed), log).then((rows) => {
+        this.persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed)).then(({ value: rows }) => {
           for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
           const abandoned = rows.filter((r) => r.status === "abandoned").length;
           log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
@@ -166,25 +169,26 @@ export class Courier {
     if (error) throw error.reason;
   }
 
+  /** `write`, tried again after each of OUTCOME_RETRY_MS while it fails and the courier is not stopping; the last failure is thrown. */
+  private async persistently<T>(write: () => Promise<T>): Promise<{ value: T; retried: boolean }> {
+    for (let tries = 0; ; tries++) {
+      try {
+        return { value: await write(), retried: tries > 0 };
+      } catch (err) {
+        const waitMs = OUTCOME_RETRY_MS[tries];
+        if (waitMs === undefined || this.stopping) throw err;
+        this.deps.log.warn({ err, retryInMs: waitMs }, "courier could not record outcomes: trying again");
+        await sleep(waitMs);
+      }
+    }
+  }
+
   /** Exponential, capped, with jitter so that retries of a failed batch spread out. */
   private backoff(attempt: number): number {
     const { backoffBaseMs, backoffMaxMs } = this.deps.config;
     const ms = Math.min(backoffMaxMs, backoffBaseMs * 2 ** (attempt - 1));
     return Math.round(ms * (0.75 + Math.random() * 0.5));
   }
-}
-
-/** `write`, tried again after each of OUTCOME_RETRY_MS while it fails; the last failure is thrown. */
-async function persistently<T>(write: () => Promise<T>, log: Logger): Promise<T> {
-  for (const waitMs of OUTCOME_RETRY_MS) {
-    try {
-      return await write();
-    } catch (err) {
-      log.warn({ err, retryInMs: waitMs }, "courier could not record outcomes: trying again");
-      await sleep(waitMs);
-    }
-  }
-  return write();
 }
 
 interface SentMail {
