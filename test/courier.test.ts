@@ -9,6 +9,7 @@ import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink } from "./support/smtp.ts";
 import { seal } from "../src/rules/mail/seal.ts";
 import { claimMails, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
+import type { Sql } from "../src/store/sql.ts";
 
 const servers: TestServer[] = [];
 const sinks: SmtpSink[] = [];
@@ -42,6 +43,27 @@ async function oneAttemptCourier(orgName: string, username: string) {
   await fx.identity(org.id, username);
   fx.close();
   return { smtp, s, org };
+}
+
+/**
+ * A server whose courier mails to an SMTP sink through `instrument`ed SQL, and
+ * `send`: a login code for a new identity of a new organization, answered, its
+ * mail received.
+ */
+async function courierOver(instrument: (sql: Sql) => Sql) {
+  const smtp = await SmtpSink.create();
+  sinks.push(smtp);
+  const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" }, { instrumentSql: instrument });
+  servers.push(s);
+  const send = async (username: string) => {
+    const fx = adminFixtures(s.url);
+    const org = await fx.org(`Org of ${username}`);
+    await fx.identity(org.id, username);
+    fx.close();
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username, orgId: org.id })).status).toBe(200);
+    await smtp.nextMailTo(username);
+  };
+  return { s, smtp, send };
 }
 
 /** The outbox row of the one mail to `recipient`, once its status is `status`. */
@@ -282,27 +304,14 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("records a sent mail through failing outcome statements by trying again: left claimed, it would go out twice once its lease ran out", async () => {
-    const smtp = await SmtpSink.create();
-    sinks.push(smtp);
     let failures = 2;
-    const s = await startTestServer(
-      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
-      {
-        // The database drops the courier's first two "sent" statements.
-        instrumentSql: (sql) => ({
-          query: (text, params, signal) =>
-            text.includes("set status = 'sent'") && failures-- > 0 ? Promise.reject(new Error("Connection terminated unexpectedly")) : sql.query(text, params, signal),
-          transaction: (work) => sql.transaction(work),
-        }),
-      },
-    );
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Blip");
-    await fx.identity(org.id, "blip@example.com");
-    fx.close();
-    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "blip@example.com", orgId: org.id })).status).toBe(200);
-    await smtp.nextMailTo("blip@example.com");
+    // The database drops the courier's first two "sent" statements.
+    const { s, smtp, send } = await courierOver((sql) => ({
+      query: (text, params, signal) =>
+        text.includes("set status = 'sent'") && failures-- > 0 ? Promise.reject(new Error("Connection terminated unexpectedly")) : sql.query(text, params, signal),
+      transaction: (work) => sql.transaction(work),
+    }));
+    await send("blip@example.com");
     // Recorded well within the 20 s lease, on the third statement.
     expect(await mailOnceIt(s, "blip@example.com", "sent")).toMatchObject({ send_count: 1, body: null });
     expect(failures).toBe(-1);
@@ -311,30 +320,17 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("tried again after a statement that committed but lost its answer, records nothing twice and warns of no lost claim", async () => {
-    const smtp = await SmtpSink.create();
-    sinks.push(smtp);
     let tries = 0;
-    const s = await startTestServer(
-      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
-      {
-        // The first "sent" statement commits, then its connection drops before the answer.
-        instrumentSql: (sql) => ({
-          query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
-            const rows = await sql.query<T>(text, params, signal);
-            if (text.includes("set status = 'sent'") && ++tries === 1) throw new Error("Connection terminated unexpectedly");
-            return rows;
-          },
-          transaction: (work) => sql.transaction(work),
-        }),
+    // The first "sent" statement commits, then its connection drops before the answer.
+    const { s, send } = await courierOver((sql) => ({
+      query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
+        const rows = await sql.query<T>(text, params, signal);
+        if (text.includes("set status = 'sent'") && ++tries === 1) throw new Error("Connection terminated unexpectedly");
+        return rows;
       },
-    );
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Lost answer");
-    await fx.identity(org.id, "answer@example.com");
-    fx.close();
-    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "answer@example.com", orgId: org.id })).status).toBe(200);
-    await smtp.nextMailTo("answer@example.com");
+      transaction: (work) => sql.transaction(work),
+    }));
+    await send("answer@example.com");
     expect(await mailOnceIt(s, "answer@example.com", "sent")).toMatchObject({ send_count: 1 });
     await vi.waitFor(() => expect(tries).toBe(2), { timeout: 5_000, interval: 10 });
     expect(s.logs.filter((l) => l.includes("trying again"))).toHaveLength(1);
@@ -342,32 +338,18 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("does not wait to record an outcome again once it is stopping: its mails go out again after their lease", async () => {
-    const smtp = await SmtpSink.create();
-    sinks.push(smtp);
     let tries = 0;
     let stopped: Promise<void> | undefined;
-    let s: TestServer | undefined = undefined;
-    s = await startTestServer(
-      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
-      {
-        // Every "sent" statement fails; the second one as the courier is being stopped.
-        instrumentSql: (sql) => ({
-          query: (text, params, signal) => {
-            if (!text.includes("set status = 'sent'")) return sql.query(text, params, signal);
-            if (++tries === 2) stopped = s!.app.courier!.stop();
-            return Promise.reject(new Error("Connection terminated unexpectedly"));
-          },
-          transaction: (work) => sql.transaction(work),
-        }),
+    // Every "sent" statement fails; the second one as the courier is being stopped.
+    const { s, send } = await courierOver((sql) => ({
+      query: (text, params, signal) => {
+        if (!text.includes("set status = 'sent'")) return sql.query(text, params, signal);
+        if (++tries === 2) stopped = s.app.courier!.stop();
+        return Promise.reject(new Error("Connection terminated unexpectedly"));
       },
-    );
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Stopping");
-    await fx.identity(org.id, "stopping@example.com");
-    fx.close();
-    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "stopping@example.com", orgId: org.id })).status).toBe(200);
-    await smtp.nextMailTo("stopping@example.com");
+      transaction: (work) => sql.transaction(work),
+    }));
+    await send("stopping@example.com");
     await vi.waitFor(() => expect(stopped).toBeDefined(), { timeout: 10_000, interval: 10 });
     await stopped;
     expect(tries).toBe(2);
