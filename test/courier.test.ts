@@ -359,6 +359,45 @@ describe("the courier's SMTP connections", () => {
     expect(row.claimed_until).not.toBeNull();
   });
 
+  it("stopping, finishes the mail being sent and hands back those of its batch not yet started, untried", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    // One SMTP connection: the batch's mails wait behind one another.
+    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_SMTP_CONNECTIONS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" });
+    servers.push(s);
+    const courier = s.app.courier!;
+    await courier.stop();
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Handing back");
+    const users = Array.from({ length: 5 }, (_, i) => `back${i}@example.com`);
+    for (const u of users) await fx.identity(org.id, u);
+    fx.close();
+    for (const u of users) expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: u, orgId: org.id })).status).toBe(200);
+    // The first mail's acceptance is held while the courier is asked to stop.
+    let accept!: () => void;
+    smtp.replyGate = new Promise((resolve) => (accept = resolve));
+    courier.start();
+    await smtp.waitFor((m) => m.length === 1, 10_000);
+    const stopped = courier.stop();
+    accept();
+    await stopped;
+    expect(smtp.mails).toHaveLength(1);
+    const rows = await s.app.sql.query(
+      `select status, send_count, last_error, claimed_until is null as free from courier_message where org_id = $1 order by status`,
+      [org.id],
+    );
+    // The one sent; the four others queued, untried, and free to claim now rather than when the lease would run out.
+    expect(rows).toEqual([
+      ...Array.from({ length: 4 }, () => ({ status: "queued", send_count: 0, last_error: null, free: true })),
+      { status: "sent", send_count: 1, last_error: null, free: true },
+    ]);
+    // Started again, it delivers them.
+    smtp.replyGate = undefined;
+    courier.start();
+    await smtp.waitFor((m) => m.length === 5, 10_000);
+    expect(new Set(smtp.mails.map((m) => m.to)).size).toBe(5);
+  });
+
   it("delivers a mail queued by the version before (its parts sealed as JSON)", async () => {
     const smtp = await SmtpSink.create();
     sinks.push(smtp);

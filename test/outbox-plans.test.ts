@@ -11,7 +11,7 @@
 import { randomUUID, randomUUIDv7 } from "node:crypto";
 import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
-import { claimMails, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
+import { claimMails, markFailed, markSent, releaseClaims, renewClaims } from "../src/store/outbox.ts";
 import { ackMessages, claimMessages, failMessages, releaseMessages } from "../src/store/delivery.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
 import { explainedRead, type PlanMode, type Reading as ExplainReading } from "./support/explain.ts";
@@ -85,8 +85,8 @@ describe("the outbox's statements on a few mails of one organization", () => {
     const later = new Date(now.getTime() + 60_000);
     const readings: Reading[] = [];
     // The newest mails, as a courier's are: the organization's older ones are its history.
-    let next = HISTORY - 2 * CALLS * 6 * BATCH;
-    const named = { sent: [] as string[], failed: [] as string[], renewed: [] as string[], acked: [] as string[], workerFailed: [] as string[], released: [] as string[] };
+    let next = HISTORY - 2 * CALLS * 7 * BATCH;
+    const named = { sent: [] as string[], failed: [] as string[], renewed: [] as string[], handedBack: [] as string[], acked: [] as string[], workerFailed: [] as string[], released: [] as string[] };
     const batch = (kind: keyof typeof named) => {
       const mails = history.slice(next, next + BATCH).map((id) => ({ orgId: "or-new", id, leaseToken: LEASE }));
       next += BATCH;
@@ -101,12 +101,13 @@ describe("the outbox's statements on a few mails of one organization", () => {
         await markSent(sql, now, HELD, batch("sent"));
         await markFailed(sql, now, 40, HELD, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
         await renewClaims(sql, HELD, later, batch("renewed"));
+        await releaseClaims(sql, HELD, batch("handedBack"));
         await ackMessages(sql, now, batch("acked"));
         await failMessages(sql, now, { maxAttempts: 40, backoffBaseMs: 1000, backoffMaxMs: 30_000 }, batch("workerFailed").map((m) => ({ ...m, error: "refused" })));
         await releaseMessages(sql, batch("released"));
       }
     }
-    expect(readings).toHaveLength(2 * CALLS * 8);
+    expect(readings).toHaveLength(2 * CALLS * 9);
     // Each outcome changed every mail it named (EXPLAIN ANALYZE runs the statement), and only those.
     const changed = async (where: string, ids: string[]) =>
       (await client!.query(`select count(*)::int as n from courier_message where org_id = 'or-new' and id = any($1::uuid[]) and (${where})`, [ids])).rows[0].n;
@@ -114,12 +115,13 @@ describe("the outbox's statements on a few mails of one organization", () => {
       ["sent", "body is null and claimed_until is null"],
       ["failed", "send_count = 1 and last_error = 'refused' and claimed_until is null"],
       ["renewed", `claimed_until = '${later.toISOString()}'`],
+      ["handedBack", "claimed_until is null and lease_token is null and send_count = 0"],
       ["acked", "body is null and lease_token is null"],
       ["workerFailed", "send_count = 1 and last_error = 'refused' and lease_token is null"],
       ["released", "claimed_until is null and lease_token is null and send_count = 0"],
     ] as const;
     for (const [kind, where] of outcomes) expect(await changed(where, named[kind]), kind).toBe(2 * CALLS * BATCH);
-    const untouched = history.slice(0, HISTORY - 2 * CALLS * 6 * BATCH);
+    const untouched = history.slice(0, HISTORY - 2 * CALLS * 7 * BATCH);
     expect(await changed("body is null or last_error is not null or lease_token is null", untouched)).toBe(0);
     // A claim takes as many mails as it asks for, no more.
     const claims = readings.filter((r) => r.statement.includes("with c as"));

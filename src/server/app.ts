@@ -218,8 +218,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await listener.close(config.shutdownGraceMs);
       await opsListener?.close();
       shutdown.abort();
-      // The courier finishes the batch in hand: each send is bounded by the SMTP timeouts, and a
-      // supervisor that kills the process sooner only makes those mails go out again after their lease.
+      // The courier finishes the mails it is sending (each bounded by the SMTP timeouts) and hands back
+      // the rest of its batch; a supervisor that kills it sooner only makes those go out again after their lease.
       await mail?.stop();
       await retention?.stop();
       await orgFeed.close();

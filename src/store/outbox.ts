@@ -189,6 +189,20 @@ export async function renewClaims(sql: Sql, claim: CourierClaim, until: Date, ke
   }
 }
 
+// Mails a stopping courier did not start, given back for the next claim to take at once.
+const RELEASE_SQL = `
+update courier_message m set claimed_until = null, lease_token = null
+from unnest($3::uuid[]) as r(id), ${ASYNC_COMMIT}
+where m.org_id = $2 and m.id = r.id and ${ID_RANGE("m", "$4", "$5")} and m.lease_token = $1::uuid and m.updated_at = $6`;
+
+/** Gives back the mails the claim still holds, untried. */
+export async function releaseClaims(sql: Sql, claim: CourierClaim, keys: readonly MailKey[]): Promise<void> {
+  for (const [orgId, mails] of byOrganization(keys)) {
+    const ids = mails.map((m) => m.id);
+    await sql.query(RELEASE_SQL, [claim.lease, orgId, ids, ...idBounds(ids), claim.at]);
+  }
+}
+
 /** Marks the mails the claim still holds sent, wiping their bodies; answers how many it marked. */
 export async function markSent(sql: Sql, now: Date, claim: CourierClaim, keys: readonly MailKey[]): Promise<number> {
   let marked = 0;

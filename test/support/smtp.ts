@@ -18,6 +18,8 @@ export class SmtpSink {
   readonly mails: ReceivedMail[] = [];
   /** SMTP connections accepted so far. */
   connections = 0;
+  /** While set, a received mail is recorded but its acceptance (the reply to DATA) waits for it. */
+  replyGate: Promise<void> | undefined;
   readonly port: number;
   private server: SMTPServer | undefined;
   /** Checks to run on each mail that arrives (see waitFor). */
@@ -62,8 +64,9 @@ export class SmtpSink {
               raw: parsed,
             });
             for (const listener of [...this.listeners]) listener();
-            cb();
+            return this.replyGate;
           })
+          .then(() => cb())
           .catch(cb);
       },
     });

@@ -10,14 +10,14 @@ import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
-import { claimMails, markFailed, markSent, renewClaims, type CourierClaim } from "../../store/outbox.ts";
+import { claimMails, markFailed, markSent, releaseClaims, renewClaims, type CourierClaim, type MailKey } from "../../store/outbox.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
 import { contextOfTraceparent, inSpan, SpanKind } from "../../lib/tracing.ts";
 import { withRecipient } from "../mail/mime.ts";
 import { decodeMail } from "../mail/payload.ts";
 import { unseal } from "../mail/seal.ts";
-import type { MailTransport } from "../mail/transport.ts";
+import { NotStarted, type MailTransport } from "../mail/transport.ts";
 
 /**
  * How long a claim holds without renewal. A courier renews the claim of its
@@ -69,6 +69,7 @@ export class Courier {
   start(): void {
     if (this.running) return;
     this.stopping = false;
+    this.deps.transport.hold(false);
     this.deps.log.info({ destination: this.deps.transport.destination }, "courier started");
     this.running = this.loop();
   }
@@ -79,9 +80,10 @@ export class Courier {
     this.wakeUp?.();
   }
 
-  /** Finishes the batch in hand, then stops. */
+  /** Finishes the mails of its batch that are being sent, hands back those not started, then stops. */
   async stop(): Promise<void> {
     this.stopping = true;
+    this.deps.transport.hold(true);
     this.wakeUp?.();
     await this.running;
     this.running = undefined;
@@ -123,6 +125,8 @@ export class Courier {
     // Each outcome is recorded as soon as it is known (within GATHER_MS), not when the whole batch is
     // done: a crash then sends again only the mails that were in flight, not every mail of the batch.
     const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(claim, sent, failed));
+    /** Mails the transport did not start (the courier is stopping): handed back, for the next claim to take now. */
+    const unstarted: MailKey[] = [];
     try {
       await Promise.all(
         batch.map(async (m) => {
@@ -135,6 +139,10 @@ export class Courier {
             await (parent ? inSpan("deliver mail", { kind: SpanKind.CLIENT, parent, attributes: { "codegate.mail_id": m.id, "codegate.purpose": m.purpose, "codegate.attempt": m.sendCount + 1 } }, send) : send());
             outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
           } catch (err) {
+            if (err instanceof NotStarted) {
+              unstarted.push(m);
+              return outcomes.add(undefined, undefined);
+            }
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
             outcomes.add(undefined, { orgId: m.orgId, id: m.id, nextAt, error: describe(err) });
           }
@@ -143,6 +151,8 @@ export class Courier {
       await outcomes.flushed();
     } finally {
       clearInterval(renewal);
+      // Should this fail, the lease runs out instead.
+      if (unstarted.length > 0) await releaseClaims(sql, claim, unstarted).catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start"));
     }
     return batch.length;
   }

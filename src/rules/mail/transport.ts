@@ -22,11 +22,24 @@ export interface OutgoingMessage {
 }
 
 export interface MailTransport {
-  /** Resolves once the mail is accepted; rejects with a reason safe to store. */
+  /** Resolves once the mail is accepted; rejects with a reason safe to store, or with NotStarted. */
   send(mail: OutgoingMessage): Promise<void>;
+  /**
+   * Held, messages waiting behind others are not started: they reject with
+   * NotStarted (a stopping courier hands them back instead of waiting for them,
+   * each of which may take the SMTP timeouts); those already started go on.
+   */
+  hold(held: boolean): void;
   close(): void;
   /** Where mail goes, for the log; never with credentials. */
   readonly destination: string;
+}
+
+/** A message the transport was held before it started: not tried, nothing to record. */
+export class NotStarted extends Error {
+  constructor() {
+    super("the mail transport is held: the message was not started");
+  }
 }
 
 /** A connection without a message for this long is closed (servers drop idle ones after a few minutes). */
@@ -54,6 +67,9 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
       for (const l of lanes) if (l.waiting < lane.waiting) lane = l;
       return lane.send(mail);
     },
+    hold(held) {
+      for (const lane of lanes) lane.held = held;
+    },
     close() {
       for (const lane of lanes) lane.close();
     },
@@ -63,6 +79,7 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
 /** One SMTP connection, opened when needed, sending its messages one after another. */
 class Lane {
   waiting = 0;
+  held = false;
   readonly #options: SMTPConnection.Options;
   readonly #auth: SMTPConnection.Credentials | undefined;
   #connection: Promise<SMTPConnection> | undefined;
@@ -93,6 +110,7 @@ class Lane {
 
   async #deliver(mail: OutgoingMessage): Promise<void> {
     if (this.#closed) throw new Error("the mail transport is closed");
+    if (this.held) throw new NotStarted();
     clearTimeout(this.#idle);
     const reused = this.#connection !== undefined;
     try {
@@ -166,6 +184,8 @@ function emlTransport(dir: string): MailTransport {
       if (!made) mkdirSync(dir, { recursive: true, mode: 0o700 }), (made = true);
       writeFileSync(join(dir, `${new Date().toISOString().replace(/[:.]/g, "-")}-${mail.id}.eml`), mail.message, { mode: 0o600 });
     },
+    // A file is written at once: nothing waits.
+    hold() {},
     close() {},
   };
 }
