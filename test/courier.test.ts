@@ -379,22 +379,22 @@ describe("the courier's SMTP connections", () => {
     courier.start();
     await smtp.waitFor((m) => m.length === 1, 10_000);
     const stopped = courier.stop();
+    const rows = () =>
+      s.app.sql.query(`select status, send_count, last_error, claimed_until is null as free from courier_message where org_id = $1 order by status`, [org.id]);
+    const untried = Array.from({ length: 4 }, () => ({ status: "queued", send_count: 0, last_error: null, free: true }));
+    // While the first is still being sent, the four others are back in the queue, untried, free to claim now
+    // rather than when the lease would run out.
+    await vi.waitFor(async () => expect((await rows()).filter((r) => r.free)).toEqual(untried), { timeout: 5_000, interval: 20 });
     accept();
     await stopped;
     expect(smtp.mails).toHaveLength(1);
-    const rows = await s.app.sql.query(
-      `select status, send_count, last_error, claimed_until is null as free from courier_message where org_id = $1 order by status`,
-      [org.id],
-    );
-    // The one sent; the four others queued, untried, and free to claim now rather than when the lease would run out.
-    expect(rows).toEqual([
-      ...Array.from({ length: 4 }, () => ({ status: "queued", send_count: 0, last_error: null, free: true })),
-      { status: "sent", send_count: 1, last_error: null, free: true },
-    ]);
+    expect(await rows()).toEqual([...untried, { status: "sent", send_count: 1, last_error: null, free: true }]);
     // Started again, it delivers them.
     smtp.replyGate = undefined;
     courier.start();
     await smtp.waitFor((m) => m.length === 5, 10_000);
+    await courier.stop();
+    expect(smtp.mails).toHaveLength(5);
     expect(new Set(smtp.mails.map((m) => m.to)).size).toBe(5);
   });
 

@@ -111,7 +111,7 @@ export class Courier {
     }
   }
 
-  /** Claims one batch and delivers it; answers how many mails it handled. */
+  /** Claims one batch and delivers it; answers how many mails it tried (not those it handed back). */
   async runOnce(): Promise<number> {
     const { sql, config, clock, transport, secrets, log } = this.deps;
     const now = clock.now();
@@ -125,8 +125,20 @@ export class Courier {
     // Each outcome is recorded as soon as it is known (within GATHER_MS), not when the whole batch is
     // done: a crash then sends again only the mails that were in flight, not every mail of the batch.
     const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(claim, sent, failed));
-    /** Mails the transport did not start (the courier is stopping): handed back, for the next claim to take now. */
+    // Mails the transport did not start (the courier is stopping) are handed back as they come, for the next
+    // claim to take now, while those started are still going out. Should that fail, their lease runs out instead.
     const unstarted: MailKey[] = [];
+    let handedBack = 0;
+    let handingBack = Promise.resolve();
+    const handBack = (m: MailKey) => {
+      handedBack++;
+      // Those refused together (all that waited when the transport was held) go back in one statement.
+      if (unstarted.push(m) > 1) return;
+      handingBack = handingBack
+        .then(() => new Promise((resolve) => setImmediate(resolve)))
+        .then(() => releaseClaims(sql, claim, unstarted.splice(0)))
+        .catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start"));
+    };
     try {
       await Promise.all(
         batch.map(async (m) => {
@@ -140,7 +152,7 @@ export class Courier {
             outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
           } catch (err) {
             if (err instanceof NotStarted) {
-              unstarted.push(m);
+              handBack(m);
               return outcomes.add(undefined, undefined);
             }
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
@@ -151,10 +163,10 @@ export class Courier {
       await outcomes.flushed();
     } finally {
       clearInterval(renewal);
-      // Should this fail, the lease runs out instead.
-      if (unstarted.length > 0) await releaseClaims(sql, claim, unstarted).catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start"));
+      await handingBack;
     }
-    return batch.length;
+    // The mails it tried: a held courier that hands back all it claims has handled none.
+    return batch.length - handedBack;
   }
 
   /** Writes the outcomes of some mails; the sent and the failed each by their own statement, the one written even when the other fails. */

@@ -68,7 +68,7 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
       return lane.send(mail);
     },
     hold(held) {
-      for (const lane of lanes) lane.held = held;
+      for (const lane of lanes) lane.hold(held);
     },
     close() {
       for (const lane of lanes) lane.close();
@@ -79,13 +79,15 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
 /** One SMTP connection, opened when needed, sending its messages one after another. */
 class Lane {
   waiting = 0;
-  held = false;
   readonly #options: SMTPConnection.Options;
   readonly #auth: SMTPConnection.Credentials | undefined;
   #connection: Promise<SMTPConnection> | undefined;
   #tail: Promise<unknown> = Promise.resolve();
   #idle: NodeJS.Timeout | undefined;
   #closed = false;
+  #held = false;
+  /** Gives up a message waiting for its turn: it will not be started, and its sender hears NotStarted now. */
+  readonly #waiting = new Set<() => void>();
 
   constructor(options: SMTPConnection.Options, auth: SMTPConnection.Credentials | undefined) {
     this.#options = options;
@@ -94,8 +96,33 @@ class Lane {
 
   send(mail: OutgoingMessage): Promise<void> {
     this.waiting++;
-    const sent = this.#tail.then(() => this.#deliver(mail));
-    this.#tail = sent.catch(() => {});
+    if (this.#held) return this.#done(Promise.reject(new NotStarted()));
+    let givenUp = false;
+    let giveUp!: () => void;
+    const refused = new Promise<never>((_, reject) => {
+      giveUp = () => {
+        givenUp = true;
+        reject(new NotStarted());
+      };
+    });
+    this.#waiting.add(giveUp);
+    const turn = this.#tail.then(() => {
+      this.#waiting.delete(giveUp);
+      if (givenUp) throw new NotStarted();
+      return this.#deliver(mail);
+    });
+    this.#tail = turn.catch(() => {});
+    return this.#done(Promise.race([turn, refused]));
+  }
+
+  hold(held: boolean): void {
+    this.#held = held;
+    if (!held) return;
+    for (const giveUp of this.#waiting) giveUp();
+    this.#waiting.clear();
+  }
+
+  #done(sent: Promise<void>): Promise<void> {
     return sent.finally(() => {
       this.waiting--;
       if (this.waiting === 0) this.#armIdle();
@@ -110,7 +137,6 @@ class Lane {
 
   async #deliver(mail: OutgoingMessage): Promise<void> {
     if (this.#closed) throw new Error("the mail transport is closed");
-    if (this.held) throw new NotStarted();
     clearTimeout(this.#idle);
     const reused = this.#connection !== undefined;
     try {
