@@ -174,7 +174,8 @@ export class CodeEngine {
         }
       : undefined;
     // A notice is rendered and sealed for every call that may need it: the work does not depend on the account.
-    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from, mailChannel, mailer.personal ? undefined : {}), when: req.notice.when } : undefined;
+    // A notice shows no code and no link (templates may not name them): shared by every recipient.
+    const notice = req.notice ? { ...this.sealed(randomUUIDv7(), now, mailer.render(req.notice.kind, {}), from, mailChannel, {}), when: req.notice.when } : undefined;
     const result = await issueCode(
       sql,
       {
