@@ -17,7 +17,9 @@
 // DATABASE_POOL_SIZE, ...). BENCH_ANALYZE=1 runs ANALYZE on code and identity before each
 // verify run (to tell planner statistics from the statement itself); BENCH_FLOWS picks phases
 // ("ceilings,raw,send,verify,lag,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts;
-// lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time), BENCH_PROTOS the protocols ("connect-json,grpc-h2c,connect-h2c"; connect-h2c is Connect JSON from the gRPC load generator over HTTP/2, so that gRPC and Connect are compared with one generator);
+// lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time;
+// ratio, not in the default: BENCH_RATIO_ROUNDS (3) rounds of the one-CTE raw ceiling and SendLoginCode over Connect JSON,
+// one after the other, for the API's share of a send against the ceiling taken minutes apart at most), BENCH_PROTOS the protocols ("connect-json,grpc-h2c,connect-h2c"; connect-h2c is Connect JSON from the gRPC load generator over HTTP/2, so that gRPC and Connect are compared with one generator);
 // BENCH_SERVER_NODE_ARGS adds flags to the server's node and the raw ceiling's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 // BENCH_PG_SOCKET=1: the server and the raw ceilings reach PostgreSQL over a Unix socket, not loopback TCP.
 // BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
@@ -48,6 +50,7 @@ const BACKLOG = Number(env.BENCH_BACKLOG ?? 20_000);
 const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
 const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
+const RATIO_ROUNDS = Number(env.BENCH_RATIO_ROUNDS ?? 3);
 const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,lag,courier,history").split(","));
 const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c,connect-h2c").split(","));
 /** The server and the raw ceilings reach PostgreSQL over a Unix socket instead of loopback TCP. */
@@ -417,7 +420,7 @@ try {
   const sendConnect = (c: number, secs: number, pairs = sendPairs, at = base) =>
     wrk("connect.lua", c, secs, { BENCH_PAIRS: pairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" }, "/", at);
   /** The raw ceiling of a send (bench/raw-ceiling.ts): the stock Connect stack doing only the issuance's database work. */
-  async function rawCeiling(mode: "cte" | "tx", c: number) {
+  async function rawCeiling(mode: "cte" | "tx", c: number, phase = "fresh") {
     const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
     const raw = spawn(NODE, [...nodeArgs, join(import.meta.dirname, "raw-ceiling.ts"), databaseUrl, mode], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
     const rawPort = await new Promise<number>((resolve, reject) => {
@@ -427,7 +430,7 @@ try {
     try {
       const at = `http://127.0.0.1:${rawPort}`;
       await sendConnect(c, WARMUP, sendPairs, at);
-      await measure("fresh", `ceiling:raw-send-${mode}`, "connect-json", c, () => sendConnect(c, SECONDS, sendPairs, at), mode === "cte" ? "connect-node + 1 statement" : "connect-node + a transaction of 4 round trips", { serverPids: [raw.pid!] });
+      await measure(phase, `ceiling:raw-send-${mode}`, "connect-json", c, () => sendConnect(c, SECONDS, sendPairs, at), mode === "cte" ? "connect-node + 1 statement" : "connect-node + a transaction of 4 round trips", { serverPids: [raw.pid!] });
     } finally {
       // Disconnecting lets it exit on its own (and write a --cpu-prof profile); a kill is the fallback.
       const exited = new Promise((r) => raw.once("exit", r));
@@ -617,6 +620,21 @@ try {
     await startServer(true);
   }
 
+  // ---- 3b. The API's share of a send against the one-CTE ceiling, in rounds of the two one after the other:
+  // this machine's speed drifts by up to 2x within minutes, so a ratio is only as good as its two runs are close.
+  if (FLOWS.has("ratio") && PROTOS.has("connect-json")) {
+    for (const c of CONNS) {
+      for (let round = 1; round <= RATIO_ROUNDS; round++) {
+        await rawCeiling("cte", c, `ratio ${round}`);
+        await waitDrain();
+        await sendConnect(c, WARMUP);
+        await measure(`ratio ${round}`, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk", { untilDelivered: true });
+      }
+    }
+    await sql.query("delete from courier_message where key_id = 'k1'");
+    await sql.query("delete from code where key_id = 'k1'");
+  }
+
   // ---- 4. Courier: a backlog queued with the courier off, then delivered.
   if (FLOWS.has("courier")) {
   await waitDrain();
@@ -757,14 +775,22 @@ try {
   }
   // With the courier in a process of its own, a login code's server CPU splits into the API's and its delivery's
   // (issue 18: end to end at most 600 µs, the API within 1.2x the one-CTE ceiling, delivery at most 200 µs a mail).
+  const apiRatios = new Map<number, number[]>();
   for (const s of rows.filter((r) => r.flow === "SendLoginCode" && r.us_courier !== undefined && r.us_server_delivered !== undefined)) {
-    const raw = rows.find((x) => x.flow === "ceiling:raw-send-cte" && x.conns === s.conns);
+    // The ceiling of the same round, or of the run's first phase.
+    const ceiling = (phase: string) => rows.find((x) => x.flow === "ceiling:raw-send-cte" && x.conns === s.conns && x.phase === phase);
+    const raw = ceiling(s.phase) ?? ceiling("fresh");
     const api = s.us_server_delivered! - s.us_courier!;
     console.log(
       `${s.phase} SendLoginCode ${s.proto} ${s.conns}: end to end ${s.us_server_delivered} µs of server CPU per login code = API ${api}` +
         (raw ? ` (${(api / raw.us_server).toFixed(2)}x the one-CTE ceiling's ${raw.us_server})` : "") +
         ` + delivery ${s.us_courier} per mail`,
     );
+    if (raw && s.phase.startsWith("ratio")) apiRatios.set(s.conns, [...(apiRatios.get(s.conns) ?? []), api / raw.us_server]);
+  }
+  for (const [c, ratios] of apiRatios) {
+    const sorted = [...ratios].sort((a, b) => a - b);
+    console.log(`API ÷ one-CTE ceiling at ${c} connections, ${ratios.length} rounds: median ${sorted[Math.floor(sorted.length / 2)].toFixed(2)}x (${ratios.map((r) => r.toFixed(2)).join(", ")})`);
   }
   console.log("\ntable sizes, fresh:", sizesFresh);
   if (sizesHistory) console.log("table sizes, with history:", sizesHistory);
