@@ -376,16 +376,21 @@ describe("the courier's SMTP connections", () => {
     // The first mail's acceptance is held while the courier is asked to stop.
     let accept!: () => void;
     smtp.replyGate = new Promise((resolve) => (accept = resolve));
-    courier.start();
-    await smtp.waitFor((m) => m.length === 1, 10_000);
-    const stopped = courier.stop();
     const rows = () =>
       s.app.sql.query(`select status, send_count, last_error, claimed_until is null as free from courier_message where org_id = $1 order by status`, [org.id]);
     const untried = Array.from({ length: 4 }, () => ({ status: "queued", send_count: 0, last_error: null, free: true }));
-    // While the first is still being sent, the four others are back in the queue, untried, free to claim now
-    // rather than when the lease would run out.
-    await vi.waitFor(async () => expect((await rows()).filter((r) => r.free)).toEqual(untried), { timeout: 5_000, interval: 20 });
-    accept();
+    let stopped: Promise<void> | undefined;
+    try {
+      courier.start();
+      await smtp.waitFor((m) => m.length === 1, 10_000);
+      stopped = courier.stop();
+      // While the first is still being sent, the four others are back in the queue, untried, free to claim now
+      // rather than when the lease would run out.
+      await vi.waitFor(async () => expect((await rows()).filter((r) => r.free)).toEqual(untried), { timeout: 5_000, interval: 20 });
+    } finally {
+      // Should anything above fail, the held mail must not keep the courier (and the teardown) waiting.
+      accept();
+    }
     await stopped;
     expect(smtp.mails).toHaveLength(1);
     expect(await rows()).toEqual([...untried, { status: "sent", send_count: 1, last_error: null, free: true }]);

@@ -110,4 +110,3 @@ describe("a code's mail as a message", () => {
     same({ text: `${x71}~~~~~~~~~~~~ end`, html: "" }, {});
   });
 });
-

@@ -12,7 +12,7 @@ import { nestedTypes } from "@bufbuild/protobuf/reflect";
 import { field as fieldRules, FieldRulesSchema, message as messageRules } from "@bufbuild/protovalidate/gen/buf/validate/validate_pb.js";
 import { RE2JS } from "@bufbuild/re2";
 import { describe, expect, it } from "vitest";
-import { patternMatches, PLATFORM_PATTERNS } from "../src/server/validation.ts";
+import { patternMatches, SCHEMA_PATTERNS } from "../src/server/validation.ts";
 
 const genDir = new URL("../gen/codegate/v1/", import.meta.url);
 const files = await Promise.all(
@@ -99,17 +99,17 @@ describe("schema patterns on V8's RegExp", () => {
 
   it("are exactly the schema's patterns, and no CEL rule builds a pattern of its own", () => {
     expect(patterns.size).toBeGreaterThan(5);
-    expect([...PLATFORM_PATTERNS].sort()).toEqual([...patterns].sort());
+    expect([...SCHEMA_PATTERNS].sort()).toEqual([...patterns].sort());
     expect(cel.length).toBeGreaterThan(0);
     expect(cel.filter((e) => e.includes("matches("))).toEqual([]);
   });
 
-  it.each([...PLATFORM_PATTERNS])("%s: RegExp answers as RE2 does", (pattern) => {
+  it.each([...SCHEMA_PATTERNS])("%s: RegExp answers as RE2 does", (pattern) => {
     const valid = VALID[pattern];
     expect(valid, "valid examples for the pattern").toBeDefined();
     const re2 = RE2JS.compile(pattern);
     for (const v of valid!) expect(patternMatches(pattern, v), JSON.stringify(v)).toBe(true);
-    const inputs = [...mutations(valid!, PLATFORM_PATTERNS.indexOf(pattern) + 1, 3000), ...nearMisses(valid!)];
+    const inputs = [...mutations(valid!, SCHEMA_PATTERNS.indexOf(pattern) + 1, 3000), ...nearMisses(valid!)];
     const disagreements = inputs.filter((s) => patternMatches(pattern, s) !== re2.test(s)).map((s) => JSON.stringify(s.slice(0, 80)));
     expect(disagreements).toEqual([]);
     // Both answers occur among the mutations, or the comparison proved little.

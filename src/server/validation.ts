@@ -13,7 +13,7 @@
 import { createValidator, type Validator } from "@bufbuild/protovalidate";
 import { RE2JS } from "@bufbuild/re2";
 
-export const PLATFORM_PATTERNS: readonly string[] = [
+export const SCHEMA_PATTERNS: readonly string[] = [
   "^[^\\x00-\\x1f\\x7f]*$",
   "^[\\x21-\\x7e]*$",
   "^[A-Za-z0-9_-]*$",
@@ -28,7 +28,7 @@ export const PLATFORM_PATTERNS: readonly string[] = [
   "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$",
 ];
 
-const platform = new Map(PLATFORM_PATTERNS.map((p) => [p, new RegExp(p, "u")]));
+const platform = new Map(SCHEMA_PATTERNS.map((p) => [p, new RegExp(p, "u")]));
 // As protovalidate's own matcher: compiled once, the cache reset if CEL ever builds patterns from input.
 const re2 = new Map<string, RE2JS>();
 

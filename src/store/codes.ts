@@ -265,7 +265,8 @@ const attemptSql = (by: "username" | "flow") => {
                      and ($6 = '' or i.username_normalized = $6))`;
   // Each window is read through its gate (GATE_OVER_SQL), counting nothing: the
   // settlement counts, in the same transaction (rules/codes/engine.ts), so the
-  // counters stay locked from this read to that count.
+  // counters stay locked from this read to that count (those at their maximum
+  // already are not upserted, nor locked: nothing can bring them back under it).
   return `
 with address_hits as (${countHitsSql(7, { inc: "0" })}
 ), address_blocked as (${GATE_OVER_SQL("$7", "address_hits", "0")}

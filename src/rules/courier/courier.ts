@@ -145,16 +145,21 @@ export class Courier {
           try {
             if (!m.body) throw new Error("the queued mail has no body");
             const { from, message, trace } = decodeMail(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, clock.now());
-            const send = () => transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) });
+            // Answers whether the mail went out, false when the transport did not start it (not a failure, in its span either).
+            const send = () =>
+              transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) }).then(
+                () => true,
+                (err: unknown) => (err instanceof NotStarted ? false : Promise.reject(err)),
+              );
             // The delivery of a traced call's mail continues its trace.
             const parent = contextOfTraceparent(trace);
-            await (parent ? inSpan("deliver mail", { kind: SpanKind.CLIENT, parent, attributes: { "codegate.mail_id": m.id, "codegate.purpose": m.purpose, "codegate.attempt": m.sendCount + 1 } }, send) : send());
+            const sent = await (parent ? inSpan("deliver mail", { kind: SpanKind.CLIENT, parent, attributes: { "codegate.mail_id": m.id, "codegate.purpose": m.purpose, "codegate.attempt": m.sendCount + 1 } }, send) : send());
+            if (!sent) {
+              handBack(m);
+              return outcomes.skip();
+            }
             outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
           } catch (err) {
-            if (err instanceof NotStarted) {
-              handBack(m);
-              return outcomes.add(undefined, undefined);
-            }
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
             outcomes.add(undefined, { orgId: m.orgId, id: m.id, nextAt, error: describe(err) });
           }
@@ -244,6 +249,11 @@ class OutcomeRecorder {
   constructor(expected: number, write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>) {
     this.#outstanding = expected;
     this.#write = write;
+  }
+
+  /** One of the batch has no outcome to record (handed back untried). */
+  skip(): void {
+    if (--this.#outstanding <= 0) this.#endGather?.();
   }
 
   add(sent: SentMail | undefined, failed: FailedMail | undefined): void {

@@ -52,7 +52,7 @@ const quotedPrintable = (text: string) => qpWrap(qpEncode(text), 76);
 // whitespace, a line break or one of the characters wrap() breaks lines at or
 // treats as part of an escape (=); and wrap() broke no placeholder with a soft
 // line break (counted). A part that has the placeholder character of its own is
-// encoded whole, every time. Parts without a code (notices) are kept whole.
+// encoded whole, every time. Parts without a code (notices) are cached as they are.
 const PLACEHOLDER = "~";
 const CODE_ALIKE = /^[A-Za-z0-9-]+$/;
 /**

@@ -64,7 +64,7 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
     send(mail) {
       // The lane with the fewest messages waiting: each sends one at a time.
       let lane = lanes[0];
-      for (const l of lanes) if (l.waiting < lane.waiting) lane = l;
+      for (const l of lanes) if (l.pending < lane.pending) lane = l;
       return lane.send(mail);
     },
     hold(held) {
@@ -78,7 +78,8 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
 
 /** One SMTP connection, opened when needed, sending its messages one after another. */
 class Lane {
-  waiting = 0;
+  /** Messages sent to this lane and not yet settled, the one going out included. */
+  pending = 0;
   readonly #options: SMTPConnection.Options;
   readonly #auth: SMTPConnection.Credentials | undefined;
   #connection: Promise<SMTPConnection> | undefined;
@@ -86,8 +87,8 @@ class Lane {
   #idle: NodeJS.Timeout | undefined;
   #closed = false;
   #held = false;
-  /** Gives up a message waiting for its turn: it will not be started, and its sender hears NotStarted now. */
-  readonly #waiting = new Set<() => void>();
+  /** For each message waiting for its turn: gives it up (it will not be started, and its sender hears NotStarted now). */
+  readonly #giveUps = new Set<() => void>();
 
   constructor(options: SMTPConnection.Options, auth: SMTPConnection.Credentials | undefined) {
     this.#options = options;
@@ -95,7 +96,7 @@ class Lane {
   }
 
   send(mail: OutgoingMessage): Promise<void> {
-    this.waiting++;
+    this.pending++;
     if (this.#held) return this.#done(Promise.reject(new NotStarted()));
     let givenUp = false;
     let giveUp!: () => void;
@@ -105,9 +106,9 @@ class Lane {
         reject(new NotStarted());
       };
     });
-    this.#waiting.add(giveUp);
+    this.#giveUps.add(giveUp);
     const turn = this.#tail.then(() => {
-      this.#waiting.delete(giveUp);
+      this.#giveUps.delete(giveUp);
       if (givenUp) throw new NotStarted();
       return this.#deliver(mail);
     });
@@ -118,14 +119,14 @@ class Lane {
   hold(held: boolean): void {
     this.#held = held;
     if (!held) return;
-    for (const giveUp of this.#waiting) giveUp();
-    this.#waiting.clear();
+    for (const giveUp of this.#giveUps) giveUp();
+    this.#giveUps.clear();
   }
 
   #done(sent: Promise<void>): Promise<void> {
     return sent.finally(() => {
-      this.waiting--;
-      if (this.waiting === 0) this.#armIdle();
+      this.pending--;
+      if (this.pending === 0) this.#armIdle();
     });
   }
 
