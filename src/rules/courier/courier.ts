@@ -124,21 +124,9 @@ export class Courier {
     }, LEASE_MS / 3);
     // Each outcome is recorded as soon as it is known (within GATHER_MS), not when the whole batch is
     // done: a crash then sends again only the mails that were in flight, not every mail of the batch.
-    const outcomes = new OutcomeRecorder(batch.length, (sent, failed) => this.record(claim, sent, failed));
-    // Mails the transport did not start (the courier is stopping) are handed back as they come, for the next
-    // claim to take now, while those started are still going out. Should that fail, their lease runs out instead.
-    const unstarted: MailKey[] = [];
-    let handedBack = 0;
-    let handingBack = Promise.resolve();
-    const handBack = (m: MailKey) => {
-      handedBack++;
-      // Those refused together (all that waited when the transport was held) go back in one statement.
-      if (unstarted.push(m) > 1) return;
-      handingBack = handingBack
-        .then(() => new Promise((resolve) => setImmediate(resolve)))
-        .then(() => releaseClaims(sql, claim, unstarted.splice(0)))
-        .catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start"));
-    };
+    // Mails the transport did not start (the courier is stopping) are handed back the same way, as they come,
+    // for the next claim to take now, while those started are still going out.
+    const outcomes = new OutcomeRecorder(batch.length, (o) => this.record(claim, o));
     try {
       await Promise.all(
         batch.map(async (m) => {
@@ -154,28 +142,27 @@ export class Courier {
             // The delivery of a traced call's mail continues its trace.
             const parent = contextOfTraceparent(trace);
             const sent = await (parent ? inSpan("deliver mail", { kind: SpanKind.CLIENT, parent, attributes: { "codegate.mail_id": m.id, "codegate.purpose": m.purpose, "codegate.attempt": m.sendCount + 1 } }, send) : send());
-            if (!sent) {
-              handBack(m);
-              return outcomes.skip();
-            }
-            outcomes.add({ orgId: m.orgId, id: m.id, purpose: m.purpose }, undefined);
+            outcomes.add(sent ? { sent: { orgId: m.orgId, id: m.id, purpose: m.purpose } } : { handedBack: { orgId: m.orgId, id: m.id } });
           } catch (err) {
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
-            outcomes.add(undefined, { orgId: m.orgId, id: m.id, nextAt, error: describe(err) });
+            outcomes.add({ failed: { orgId: m.orgId, id: m.id, nextAt, error: describe(err) } });
           }
         }),
       );
       await outcomes.flushed();
     } finally {
       clearInterval(renewal);
-      await handingBack;
     }
     // The mails it tried: a held courier that hands back all it claims has handled none.
-    return batch.length - handedBack;
+    return batch.length - outcomes.handedBack;
   }
 
-  /** Writes the outcomes of some mails; the sent and the failed each by their own statement, the one written even when the other fails. */
-  private async record(claim: CourierClaim, sent: SentMail[], failed: FailedMail[]): Promise<void> {
+  /**
+   * Writes the outcomes of some mails: the sent, the failed and the handed back
+   * each by their own statement, each written even when another fails. A hand-back
+   * that fails is not tried again: the mails' lease runs out instead.
+   */
+  private async record(claim: CourierClaim, { sent, failed, handedBack }: Outcomes): Promise<void> {
     const { sql, config, clock, log, events } = this.deps;
     const done = clock.now();
     const writes = await Promise.allSettled([
@@ -191,6 +178,7 @@ export class Courier {
           const abandoned = rows.filter((r) => r.status === "abandoned").length;
           log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
         }),
+      handedBack.length && releaseClaims(sql, claim, handedBack).catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start")),
     ]);
     const error = writes.find((w) => w.status === "rejected");
     if (error) throw error.reason;
@@ -231,6 +219,14 @@ interface FailedMail {
   error: string;
 }
 
+/** What became of some mails of a batch. */
+interface Outcomes {
+  sent: SentMail[];
+  failed: FailedMail[];
+  /** Not started (the courier is stopping): given back untried. */
+  handedBack: MailKey[];
+}
+
 /**
  * Records the outcomes of a batch of `expected` mails as they come, gathering
  * those that come close together into one statement: one write at a time, the
@@ -238,28 +234,30 @@ interface FailedMail {
  * while some of the batch is still out. The batch's last outcome ends the wait.
  */
 class OutcomeRecorder {
-  #sent: SentMail[] = [];
-  #failed: FailedMail[] = [];
+  #pending: Outcomes = { sent: [], failed: [], handedBack: [] };
+  /** Mails of the batch handed back so far. */
+  handedBack = 0;
   #outstanding: number;
   #endGather: (() => void) | undefined;
   #writing: Promise<void> = Promise.resolve();
   #error: unknown;
-  readonly #write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>;
+  readonly #write: (outcomes: Outcomes) => Promise<void>;
 
-  constructor(expected: number, write: (sent: SentMail[], failed: FailedMail[]) => Promise<void>) {
+  constructor(expected: number, write: (outcomes: Outcomes) => Promise<void>) {
     this.#outstanding = expected;
     this.#write = write;
   }
 
-  /** One of the batch has no outcome to record (handed back untried). */
-  skip(): void {
-    if (--this.#outstanding <= 0) this.#endGather?.();
-  }
-
-  add(sent: SentMail | undefined, failed: FailedMail | undefined): void {
-    const first = this.#sent.length + this.#failed.length === 0;
-    if (sent) this.#sent.push(sent);
-    if (failed) this.#failed.push(failed);
+  /** The outcome of one mail of the batch. */
+  add(outcome: { sent: SentMail } | { failed: FailedMail } | { handedBack: MailKey }): void {
+    const p = this.#pending;
+    const first = p.sent.length + p.failed.length + p.handedBack.length === 0;
+    if ("sent" in outcome) p.sent.push(outcome.sent);
+    else if ("failed" in outcome) p.failed.push(outcome.failed);
+    else {
+      p.handedBack.push(outcome.handedBack);
+      this.handedBack++;
+    }
     if (--this.#outstanding <= 0) this.#endGather?.();
     if (first) this.#writing = this.#writing.then(() => this.#drain());
   }
@@ -278,10 +276,9 @@ class OutcomeRecorder {
       // Outcomes settled in the same turn go together.
       await new Promise((resolve) => setImmediate(resolve));
     }
-    const sent = this.#sent.splice(0);
-    const failed = this.#failed.splice(0);
-    if (sent.length + failed.length === 0) return;
-    await this.#write(sent, failed).catch((err: unknown) => {
+    const outcomes = this.#pending;
+    this.#pending = { sent: [], failed: [], handedBack: [] };
+    await this.#write(outcomes).catch((err: unknown) => {
       this.#error ??= err;
     });
   }
