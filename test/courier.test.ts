@@ -66,6 +66,19 @@ async function courierOver(instrument: (sql: Sql) => Sql) {
   return { s, smtp, send };
 }
 
+/**
+ * A server without a courier and one due mail of `orgId` in its outbox, for tests
+ * that play couriers' claims and outcomes by hand at times `at(ms)` after `t0`.
+ */
+async function oneMailUnclaimed(orgId: string) {
+  const s = await startTestServer({ COURIER_ENABLED: "false" });
+  servers.push(s);
+  const mail = { orgId, id: randomUUID() };
+  await queueRow(s, { ...mail, recipient: "someone@example.com", body: Buffer.from([0]) });
+  const t0 = Date.now();
+  return { sql: s.app.sql, mail, t0, at: (ms: number) => new Date(t0 + ms) };
+}
+
 /** The outbox row of the one mail to `recipient`, once its status is `status`. */
 const mailOnceIt = (s: TestServer, recipient: string, status: string) =>
   vi.waitFor(
@@ -247,17 +260,11 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("changes a mail only while its claim holds it: a courier whose lease ran out records nothing over the next one's", async () => {
-    const s = await startTestServer({ COURIER_ENABLED: "false" });
-    servers.push(s);
-    const sql = s.app.sql;
-    const mail = { orgId: "or-lease", id: randomUUID() };
-    await queueRow(s, { ...mail, recipient: "someone@example.com", body: Buffer.from([0]) });
+    const { sql, mail, t0, at } = await oneMailUnclaimed("or-lease");
     const row = async () => {
       const [r] = await sql.query(`select status, send_count, lease_token, claimed_until, body from courier_message where org_id = $1 and id = $2`, [mail.orgId, mail.id]);
       return { ...r, claimed_until: r.claimed_until && new Date(r.claimed_until).getTime() };
     };
-    const t0 = Date.now();
-    const at = (ms: number) => new Date(t0 + ms);
     const a = { lease: randomUUID(), at: at(0) };
     const b = { lease: randomUUID(), at: at(30_000) };
 
@@ -279,13 +286,7 @@ describe("the courier's SMTP connections", () => {
   });
 
   it("keeps a claim apart from a courier of an earlier version's, which sets no token, in a rolling upgrade", async () => {
-    const s = await startTestServer({ COURIER_ENABLED: "false" });
-    servers.push(s);
-    const sql = s.app.sql;
-    const mail = { orgId: "or-upgrade", id: randomUUID() };
-    await queueRow(s, { ...mail, recipient: "someone@example.com", body: Buffer.from([0]) });
-    const t0 = Date.now();
-    const at = (ms: number) => new Date(t0 + ms);
+    const { sql, mail, at } = await oneMailUnclaimed("or-upgrade");
     const a = { lease: randomUUID(), at: at(0) };
     expect((await claimMails(sql, a, at(20_000), 10)).map((m) => m.id)).toEqual([mail.id]);
     // A loses its lease; a courier of the earlier version claims the mail (its claim sets no token, A's stays), sends
