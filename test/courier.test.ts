@@ -338,6 +338,38 @@ describe("the courier's SMTP connections", () => {
     expect(s.logs.filter((l) => l.includes("claim it had lost"))).toEqual([]);
   });
 
+  it("counts a failure whose statement committed but lost its answer once, though the try again finds it recorded", async () => {
+    let tries = 0;
+    // The first "failed" statement commits, then its connection drops before the answer.
+    const s = await startTestServer(
+      { COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
+      {
+        instrumentSql: (sql) => ({
+          query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
+            const rows = await sql.query<T>(text, params, signal);
+            if (text.includes("'mail.abandoned'") && ++tries === 1) throw new Error("Connection terminated unexpectedly");
+            return rows;
+          },
+          transaction: (work) => sql.transaction(work),
+        }),
+      },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Lost answers");
+    fx.close();
+    await queueRow(s, { orgId: org.id, id: randomUUID(), recipient: "bodiless@example.com", body: null });
+    await mailOnceIt(s, "bodiless@example.com", "abandoned");
+    await vi.waitFor(() => expect(tries).toBe(2), { timeout: 5_000, interval: 10 });
+    const abandoned = async () => {
+      const text = await (await fetch(`${s.app.opsUrl}/metrics`)).text();
+      return Number(/^codegate_courier_abandoned_total\{purpose="login"\} (\d+)$/m.exec(text)?.[1]);
+    };
+    await vi.waitFor(async () => expect(await abandoned()).toBe(1), { timeout: 5_000, interval: 20 });
+    expect(s.logs.filter((l) => l.includes("trying again"))).toHaveLength(1);
+    expect(s.logs.filter((l) => l.includes("mail delivery failed"))).toHaveLength(1);
+  });
+
   it("does not wait to record an outcome again once it is stopping: its mails go out again after their lease", async () => {
     let tries = 0;
     let stopped: Promise<void> | undefined;

@@ -145,7 +145,9 @@ export class Courier {
             outcomes.add(sent ? { sent: { orgId: m.orgId, id: m.id, purpose: m.purpose } } : { handedBack: { orgId: m.orgId, id: m.id } });
           } catch (err) {
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
-            outcomes.add({ failed: { orgId: m.orgId, id: m.id, nextAt, error: describe(err) } });
+            // As the outcome statement decides by the row's count, which no one else changes while the claim holds.
+            const abandoned = m.sendCount + 1 >= config.maxAttempts;
+            outcomes.add({ failed: { orgId: m.orgId, id: m.id, purpose: m.purpose, abandoned, nextAt, error: describe(err) } });
           }
         }),
       );
@@ -173,10 +175,10 @@ export class Courier {
           if (marked < sent.length && !retried) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
         }),
       failed.length &&
-        this.persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed)).then(({ value: rows }) => {
-          for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
-          const abandoned = rows.filter((r) => r.status === "abandoned").length;
-          log.warn({ failed: failed.length, abandoned, error: failed[0].error }, "mail delivery failed");
+        this.persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed)).then(() => {
+          // Counted from the mails, as the sent are: the rows answered may be none when a first try committed but lost its answer.
+          for (const m of failed) (m.abandoned ? events.abandoned : events.retried)(m.purpose);
+          log.warn({ failed: failed.length, abandoned: failed.filter((m) => m.abandoned).length, error: failed[0].error }, "mail delivery failed");
         }),
       handedBack.length && releaseClaims(sql, claim, handedBack).catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start")),
     ]);
@@ -215,6 +217,9 @@ interface SentMail {
 interface FailedMail {
   orgId: string;
   id: string;
+  purpose: Purpose;
+  /** The mail's last attempt: it is given up on, not tried again. */
+  abandoned: boolean;
   nextAt: Date;
   error: string;
 }
