@@ -89,6 +89,9 @@ export const CodeEntity = defineEntity({
       name: "code_recovery_flow_idx",
       expression: "create index code_recovery_flow_idx on code (id) where purpose = 'recovery' and dead_at is null",
     },
+    // Retention's, by age (20261207-retention-order.ts): partial on what only its statements state.
+    { name: "code_dead_at_idx", expression: "create index code_dead_at_idx on code (dead_at) where dead_at < 'infinity'" },
+    { name: "code_expires_at_idx", expression: "create index code_expires_at_idx on code (expires_at) where expires_at < 'infinity'" },
   ],
 });
 
@@ -140,6 +143,11 @@ export const CourierMessageEntity = defineEntity({
     {
       name: "courier_message_abandoned_idx",
       expression: "create index courier_message_abandoned_idx on courier_message (org_id, created_at desc, id desc) where status = 'abandoned'",
+    },
+    {
+      // Retention's, by age (20261207-retention-order.ts).
+      name: "courier_message_finished_idx",
+      expression: "create index courier_message_finished_idx on courier_message (updated_at) where status in ('sent', 'abandoned') and updated_at < 'infinity'",
     },
   ],
 });
@@ -232,7 +240,8 @@ export const EventEntity = defineEntity({
   indexes: [
     { name: "event_org_position_idx", expression: "create index event_org_position_idx on event (org_id, tx, id)" },
     { name: "event_position_idx", expression: "create index event_position_idx on event (tx, id)" },
-    { name: "event_occurred_at_idx", expression: "create index event_occurred_at_idx on event using brin (occurred_at)" },
+    // Retention's, by age (20261207-retention-order.ts).
+    { name: "event_occurred_idx", expression: "create index event_occurred_idx on event (occurred_at) where occurred_at < 'infinity'" },
   ],
 });
 export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, JobTurnEntity, RateLimitEntity, MailTemplateEntity, EventEntity];

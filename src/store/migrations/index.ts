@@ -13,6 +13,7 @@ import { ListingOrder } from "./20261203-listing-order.ts";
 import { JobTurns } from "./20261204-job-turns.ts";
 import { GuessTurns } from "./20261205-guess-turns.ts";
 import { GuessGates } from "./20261206-guess-gates.ts";
+import { RetentionOrder } from "./20261207-retention-order.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -27,4 +28,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261204-job-turns", class: JobTurns },
   { name: "20261205-guess-turns", class: GuessTurns },
   { name: "20261206-guess-gates", class: GuessGates },
+  { name: "20261207-retention-order", class: RetentionOrder },
 ];
