@@ -20,6 +20,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { createCodegateNodeClients, IdentityState, MailKind, CodePurpose } from "@codegate/client/node";
 import { EventType, type Event } from "../gen/codegate/v1/admin_pb.ts";
 import { ManualClock } from "../src/domain/clock.ts";
+import type { EventPosition } from "../src/domain/events.ts";
+import { eventsAfter, listEvents } from "../src/store/events.ts";
 import { prune } from "../src/store/retention.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -417,6 +419,36 @@ describe("WatchEvents", () => {
   it("refuses a malformed cursor", async () => {
     const stream = fx.clients.admin.watchEvents({ after: "12-x" });
     await expect((async () => { for await (const _ of stream) void _; })()).rejects.toSatisfy((e) => ConnectError.from(e).code === Code.InvalidArgument);
+  });
+});
+
+describe("the order of events", () => {
+  it("is by number across a power of ten, in listings and in what is handed out, each event once", async () => {
+    // Written as by transactions long settled (any test cluster is past its first hundred), their ids and
+    // transaction ids each crossing powers of ten.
+    const orgId = `or-order-${randomUUID()}`;
+    const positions = [[8, 1], [9, 2], [10, 3], [11, 8], [11, 9], [11, 10], [99, 11], [99, 99], [100, 100], [100, 101]];
+    for (const [tx, id] of positions) {
+      await db.query(`insert into event (org_id, id, tx, type, occurred_at) values ($1, $2, $3, 'identity.created', now())`, [orgId, id, tx]);
+    }
+    const inOrder = positions.map(([tx, id]) => `${tx}-${id}`);
+    const sql = server.app.sql;
+    const newestFirst: string[] = [];
+    for (let before: EventPosition | undefined; ; ) {
+      const page = await listEvents(sql, { orgId }, before, 3);
+      newestFirst.push(...page.slice(0, 3).map((e) => `${e.tx}-${e.id}`));
+      if (page.length <= 3) break;
+      before = page[2];
+    }
+    expect(newestFirst).toEqual([...inOrder].reverse());
+    const handedOut: string[] = [];
+    for (let after: EventPosition | undefined; ; ) {
+      const batch = await eventsAfter(sql, orgId, after, 3);
+      if (batch.length === 0) break;
+      handedOut.push(...batch.map((e) => `${e.tx}-${e.id}`));
+      after = batch.at(-1);
+    }
+    expect(handedOut).toEqual(inOrder);
   });
 });
 

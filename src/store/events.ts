@@ -23,6 +23,8 @@ import type { Sql } from "./sql.ts";
 /** The oldest transaction still in flight: events of older transactions are final. */
 export const SETTLED = `tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint`;
 
+// tx and id go out as text (both 64-bit): ORDER BY must name the table's columns,
+// as a bare name would be the text of the select list, which sorts 1000 before 999.
 const COLUMNS = `org_id, id::text as id, tx::text as tx, type, purpose, identity_id, code_id, mail_id, actor, request_id, details, occurred_at`;
 
 const eventOf = (r: Record<string, any>): TrailEvent => ({
@@ -76,7 +78,7 @@ export async function listEvents(sql: Sql, filter: EventFilter, before: EventPos
      where ${filter.orgId ? "org_id = $1" : "$1 = ''"} and ${SETTLED}
        and ($2 = '' or type = $2) and ($3::uuid is null or identity_id = $3::uuid)
        and ($4::bigint is null or (tx, id) < ($4::bigint, $5::bigint))
-     order by tx desc, id desc
+     order by event.tx desc, event.id desc
      limit $6`,
     [filter.orgId, filter.type ?? "", filter.identityId || null, before?.tx ?? null, before?.id ?? null, size + 1],
   );
@@ -89,7 +91,7 @@ export async function eventsAfter(sql: Sql, orgId: string, after: EventPosition 
     `select ${COLUMNS} from event
      where ${orgId ? "org_id = $1" : "$1 = ''"} and ${SETTLED}
        and (tx, id) > ($2::bigint, $3::bigint)
-     order by tx, id
+     order by event.tx, event.id
      limit $4`,
     [orgId, after?.tx ?? "-1", after?.id ?? "-1", size],
   );
