@@ -79,18 +79,20 @@ describe("retention", () => {
     await codes(1_000, ago(-600_000), ago(10_000));
     await codes(OLD, ago(-480_000), ago(120_000));
     await codes(OLD, ago(120_000), null);
-    // Mails: sent a moment ago; then sent and abandoned long ago, and queued as long ago (never pruned).
-    const mails = (n: number, status: string, updatedAt: Date) =>
+    // Mails: sent a moment ago; then sent and abandoned long ago, queued as long ago (never pruned), and
+    // queued long ago but abandoned only a moment ago (kept: a mail's age is from its last attempt).
+    const mails = (n: number, status: string, updatedAt: Date, createdAt = updatedAt) =>
       c.query(
         `insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
-         select 'or-retention', gen_random_uuid(), 'smtp', 'login', 'someone@example.com', 'Your code', null, 'k1', $2, 1, $3, $3, $3
+         select 'or-retention', gen_random_uuid(), 'smtp', 'login', 'someone@example.com', 'Your code', null, 'k1', $2, 1, $3, $4, $3
          from generate_series(1, $1) g`,
-        [n, status, updatedAt],
+        [n, status, updatedAt, createdAt],
       );
     await mails(LIVE, "sent", ago(10_000));
     await mails(OLD, "sent", ago(120_000));
     await mails(OLD, "abandoned", ago(120_000));
     await mails(OLD, "queued", ago(120_000));
+    await mails(OLD, "abandoned", ago(10_000), ago(120_000));
     const windows = (n: number, expiresAt: Date) =>
       c.query(
         `insert into rate_limit (org_id, key, window_start, hits, expires_at)
@@ -122,6 +124,6 @@ describe("retention", () => {
         (select count(*)::int from courier_message where status = 'queued') as queued,
         (select count(*)::int from rate_limit) as windows,
         (select count(*)::int from event) as events`)).rows[0];
-    expect(left).toEqual({ codes: LIVE + 1_000, mails: LIVE + OLD, queued: OLD, windows: LIVE, events: LIVE });
+    expect(left).toEqual({ codes: LIVE + 1_000, mails: LIVE + 2 * OLD, queued: OLD, windows: LIVE, events: LIVE });
   });
 });

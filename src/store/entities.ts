@@ -147,7 +147,7 @@ export const CourierMessageEntity = defineEntity({
     {
       // Retention's, by age (20261207-retention-order.ts).
       name: "courier_message_finished_idx",
-      expression: "create index courier_message_finished_idx on courier_message (updated_at) where status in ('sent', 'abandoned') and updated_at < 'infinity'",
+      expression: "create index courier_message_finished_idx on courier_message (created_at) where status in ('sent', 'abandoned') and created_at < 'infinity'",
     },
   ],
 });

@@ -44,7 +44,8 @@ export async function prune(sql: Sql, now: Date, keepMs: number, eventsKeepMs: n
       "(dead_at < $1 and dead_at < 'infinity') or (expires_at < $1 and expires_at < 'infinity')",
       [cutoff],
     ),
-    mails: await deleteInBatches(sql, "courier_message", "status in ('sent', 'abandoned') and updated_at < $1 and updated_at < 'infinity'", [cutoff]),
+    // By creation, which a claim does not change (an index on updated_at would make every claim's update write all of the table's indexes).
+    mails: await deleteInBatches(sql, "courier_message", "status in ('sent', 'abandoned') and created_at < $1 and created_at < 'infinity' and updated_at < $1", [cutoff]),
     rateLimits: await deleteInBatches(sql, "rate_limit", "expires_at < $1", [now]),
     events: await deleteInBatches(sql, "event", "occurred_at < $1 and occurred_at < 'infinity'", [new Date(now.getTime() - eventsKeepMs)]),
   };

@@ -12,8 +12,10 @@ import { PostgreSqlDriver } from "@mikro-orm/postgresql";
  *
  * Each index is partial on a condition that every row meets and that only the
  * retention statements state ("< 'infinity'"), so that no statement of the hot
- * path can be planned along it (see 20261203-listing-order.ts). Built
- * CONCURRENTLY, as that migration's.
+ * path can be planned along it (see 20261203-listing-order.ts); and on columns
+ * that the frequent updates leave alone, so that those stay HOT (a mail's is its
+ * creation time: its updated_at changes with every claim). Built CONCURRENTLY, as
+ * that migration's.
  */
 export class RetentionOrder extends Migration {
   override isTransactional(): boolean {
@@ -28,7 +30,7 @@ export class RetentionOrder extends Migration {
     this.addSql(`drop index ${online}if exists code_expires_at_idx`);
     this.addSql(`create index ${online}code_expires_at_idx on code (expires_at) where expires_at < 'infinity'`);
     this.addSql(`drop index ${online}if exists courier_message_finished_idx`);
-    this.addSql(`create index ${online}courier_message_finished_idx on courier_message (updated_at) where status in ('sent', 'abandoned') and updated_at < 'infinity'`);
+    this.addSql(`create index ${online}courier_message_finished_idx on courier_message (created_at) where status in ('sent', 'abandoned') and created_at < 'infinity'`);
     this.addSql(`drop index ${online}if exists event_occurred_idx`);
     this.addSql(`create index ${online}event_occurred_idx on event (occurred_at) where occurred_at < 'infinity'`);
     this.addSql(`drop index ${online}if exists event_occurred_at_idx`);
