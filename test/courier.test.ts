@@ -370,6 +370,33 @@ describe("the courier's SMTP connections", () => {
     expect(s.logs.filter((l) => l.includes("mail delivery failed"))).toHaveLength(1);
   });
 
+  it("does not count a failure it could not record, its claim taken over: the mail's new courier counts it", async () => {
+    // Another courier takes the mail over (its lease had run out) just before this one records its failure.
+    const s = await startTestServer(
+      { COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
+      {
+        instrumentSql: (sql) => ({
+          query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
+            if (text.includes("'mail.abandoned'")) await sql.query(`update courier_message set lease_token = gen_random_uuid() where recipient = 'taken@example.com'`);
+            return sql.query<T>(text, params, signal);
+          },
+          transaction: (work) => sql.transaction(work),
+        }),
+      },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Taken over");
+    fx.close();
+    await queueRow(s, { orgId: org.id, id: randomUUID(), recipient: "taken@example.com", body: null });
+    await vi.waitFor(() => expect(s.logs.filter((l) => l.includes("courier failed mails whose claim it had lost"))).toHaveLength(1), { timeout: 5_000, interval: 20 });
+    const [row] = await s.app.sql.query(`select status, send_count from courier_message where recipient = 'taken@example.com'`);
+    expect(row).toEqual({ status: "queued", send_count: 0 });
+    const text = await (await fetch(`${s.app.opsUrl}/metrics`)).text();
+    expect(text).toMatch(/^codegate_courier_abandoned_total\{purpose="login"\} 0$/m);
+    expect(text).toMatch(/^codegate_courier_retries_total\{purpose="login"\} 0$/m);
+  });
+
   it("does not wait to record an outcome again once it is stopping: its mails go out again after their lease", async () => {
     let tries = 0;
     let stopped: Promise<void> | undefined;

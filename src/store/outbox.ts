@@ -112,7 +112,7 @@ with failed as (
   insert into event (org_id, type, purpose, mail_id, details, occurred_at)
   select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text), $1 from failed where status = 'abandoned'
 )
-select status, purpose from failed`;
+select id, status, purpose from failed`;
 
 /** A claimed mail: its sealed body and what the courier needs to send and record it. */
 export interface ClaimedMail {
@@ -224,11 +224,11 @@ export async function markFailed(
   maxAttempts: number,
   claim: CourierClaim,
   failed: readonly (MailKey & { nextAt: Date; error: string })[],
-): Promise<{ status: MailStatus; purpose: Purpose }[]> {
-  const outcomes: { status: MailStatus; purpose: Purpose }[] = [];
+): Promise<{ id: string; status: MailStatus; purpose: Purpose }[]> {
+  const outcomes: { id: string; status: MailStatus; purpose: Purpose }[] = [];
   for (const [orgId, mails] of byOrganization(failed)) {
     const ids = mails.map((m) => m.id);
-    const rows = await sql.query<{ status: MailStatus; purpose: Purpose }>(FAILED_SQL, [
+    const rows = await sql.query<{ id: string; status: MailStatus; purpose: Purpose }>(FAILED_SQL, [
       now,
       maxAttempts,
       orgId,

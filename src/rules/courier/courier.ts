@@ -145,7 +145,7 @@ export class Courier {
             outcomes.add(sent ? { sent: { orgId: m.orgId, id: m.id, purpose: m.purpose } } : { handedBack: { orgId: m.orgId, id: m.id } });
           } catch (err) {
             const nextAt = new Date(clock.now().getTime() + this.backoff(m.sendCount + 1));
-            // As the outcome statement decides by the row's count, which no one else changes while the claim holds.
+            // As the outcome statement decides, by the row's count, which nobody else changes while this claim holds it.
             const abandoned = m.sendCount + 1 >= config.maxAttempts;
             outcomes.add({ failed: { orgId: m.orgId, id: m.id, purpose: m.purpose, abandoned, nextAt, error: describe(err) } });
           }
@@ -175,10 +175,14 @@ export class Courier {
           if (marked < sent.length && !retried) log.warn({ sent: sent.length, lost: sent.length - marked }, "courier sent mails whose claim it had lost: another courier may send them again");
         }),
       failed.length &&
-        this.persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed)).then(() => {
-          // Counted from the mails, as the sent are: the rows answered may be none when a first try committed but lost its answer.
-          for (const m of failed) (m.abandoned ? events.abandoned : events.retried)(m.purpose);
-          log.warn({ failed: failed.length, abandoned: failed.filter((m) => m.abandoned).length, error: failed[0].error }, "mail delivery failed");
+        this.persistently(() => markFailed(sql, done, config.maxAttempts, claim, failed)).then(({ value: rows, retried }) => {
+          // A mail the statement did not find was taken over with its claim: its new courier counts it. But after
+          // a failed try, it may be one that try recorded before its answer was lost: counted then.
+          const found = new Set(rows.map((r) => r.id));
+          const counted = failed.filter((m) => retried || found.has(m.id));
+          for (const m of counted) (m.abandoned ? events.abandoned : events.retried)(m.purpose);
+          if (counted.length < failed.length) log.warn({ failed: failed.length, lost: failed.length - counted.length }, "courier failed mails whose claim it had lost");
+          log.warn({ failed: counted.length, abandoned: counted.filter((m) => m.abandoned).length, error: failed[0].error }, "mail delivery failed");
         }),
       handedBack.length && releaseClaims(sql, claim, handedBack).catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start")),
     ]);
