@@ -67,6 +67,35 @@ async function courierOver(instrument: (sql: Sql) => Sql) {
 }
 
 /**
+ * A server whose courier gives up on a mail after one attempt and records that
+ * failure through `around` (given the statement to run, and the database), and a
+ * mail to `recipient` in its outbox whose attempt fails (it has no body).
+ */
+async function oneFailingMail(recipient: string, around: (run: () => Promise<any[]>, sql: Sql) => Promise<any[]>) {
+  const s = await startTestServer(
+    { COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
+    {
+      instrumentSql: (sql) => ({
+        query: (text, params, signal) => (text.includes("'mail.abandoned'") ? around(() => sql.query(text, params, signal), sql) : sql.query(text, params, signal)),
+        transaction: (work) => sql.transaction(work),
+      }),
+    },
+  );
+  servers.push(s);
+  const fx = adminFixtures(s.url);
+  const org = await fx.org(`Org of ${recipient}`);
+  fx.close();
+  await queueRow(s, { orgId: org.id, id: randomUUID(), recipient, body: null });
+  return s;
+}
+
+/** A courier counter's value for login mails, as /metrics has it. */
+async function loginMailMetric(s: TestServer, name: string): Promise<number> {
+  const text = await (await fetch(`${s.app.opsUrl}/metrics`)).text();
+  return Number(new RegExp(`^${name}\\{purpose="login"\\} (\\d+)$`, "m").exec(text)?.[1]);
+}
+
+/**
  * A server without a courier and one due mail of `orgId` in its outbox, for tests
  * that play couriers' claims and outcomes by hand at times `at(ms)` after `t0`.
  */
@@ -341,60 +370,29 @@ describe("the courier's SMTP connections", () => {
   it("counts a failure whose statement committed but lost its answer once, though the try again finds it recorded", async () => {
     let tries = 0;
     // The first "failed" statement commits, then its connection drops before the answer.
-    const s = await startTestServer(
-      { COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
-      {
-        instrumentSql: (sql) => ({
-          query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
-            const rows = await sql.query<T>(text, params, signal);
-            if (text.includes("'mail.abandoned'") && ++tries === 1) throw new Error("Connection terminated unexpectedly");
-            return rows;
-          },
-          transaction: (work) => sql.transaction(work),
-        }),
-      },
-    );
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Lost answers");
-    fx.close();
-    await queueRow(s, { orgId: org.id, id: randomUUID(), recipient: "bodiless@example.com", body: null });
+    const s = await oneFailingMail("bodiless@example.com", async (run) => {
+      const rows = await run();
+      if (++tries === 1) throw new Error("Connection terminated unexpectedly");
+      return rows;
+    });
     await mailOnceIt(s, "bodiless@example.com", "abandoned");
     await vi.waitFor(() => expect(tries).toBe(2), { timeout: 5_000, interval: 10 });
-    const abandoned = async () => {
-      const text = await (await fetch(`${s.app.opsUrl}/metrics`)).text();
-      return Number(/^codegate_courier_abandoned_total\{purpose="login"\} (\d+)$/m.exec(text)?.[1]);
-    };
-    await vi.waitFor(async () => expect(await abandoned()).toBe(1), { timeout: 5_000, interval: 20 });
+    await vi.waitFor(async () => expect(await loginMailMetric(s, "codegate_courier_abandoned_total")).toBe(1), { timeout: 5_000, interval: 20 });
     expect(s.logs.filter((l) => l.includes("trying again"))).toHaveLength(1);
     expect(s.logs.filter((l) => l.includes("mail delivery failed"))).toHaveLength(1);
   });
 
   it("does not count a failure it could not record, its claim taken over: the mail's new courier counts it", async () => {
     // Another courier takes the mail over (its lease had run out) just before this one records its failure.
-    const s = await startTestServer(
-      { COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
-      {
-        instrumentSql: (sql) => ({
-          query: async <T extends Record<string, any>>(text: string, params?: readonly unknown[], signal?: AbortSignal) => {
-            if (text.includes("'mail.abandoned'")) await sql.query(`update courier_message set lease_token = gen_random_uuid() where recipient = 'taken@example.com'`);
-            return sql.query<T>(text, params, signal);
-          },
-          transaction: (work) => sql.transaction(work),
-        }),
-      },
-    );
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Taken over");
-    fx.close();
-    await queueRow(s, { orgId: org.id, id: randomUUID(), recipient: "taken@example.com", body: null });
+    const s = await oneFailingMail("taken@example.com", async (run, sql) => {
+      await sql.query(`update courier_message set lease_token = gen_random_uuid() where recipient = 'taken@example.com'`);
+      return run();
+    });
     await vi.waitFor(() => expect(s.logs.filter((l) => l.includes("courier failed mails whose claim it had lost"))).toHaveLength(1), { timeout: 5_000, interval: 20 });
     const [row] = await s.app.sql.query(`select status, send_count from courier_message where recipient = 'taken@example.com'`);
     expect(row).toEqual({ status: "queued", send_count: 0 });
-    const text = await (await fetch(`${s.app.opsUrl}/metrics`)).text();
-    expect(text).toMatch(/^codegate_courier_abandoned_total\{purpose="login"\} 0$/m);
-    expect(text).toMatch(/^codegate_courier_retries_total\{purpose="login"\} 0$/m);
+    expect(await loginMailMetric(s, "codegate_courier_abandoned_total")).toBe(0);
+    expect(await loginMailMetric(s, "codegate_courier_retries_total")).toBe(0);
   });
 
   it("does not wait to record an outcome again once it is stopping: its mails go out again after their lease", async () => {
