@@ -393,6 +393,7 @@ describe("the courier's SMTP connections", () => {
     expect(row).toEqual({ status: "queued", send_count: 0 });
     expect(await loginMailMetric(s, "codegate_courier_abandoned_total")).toBe(0);
     expect(await loginMailMetric(s, "codegate_courier_retries_total")).toBe(0);
+    expect(s.logs.filter((l) => l.includes("mail delivery failed"))).toEqual([]);
   });
 
   it("does not wait to record an outcome again once it is stopping: its mails go out again after their lease", async () => {

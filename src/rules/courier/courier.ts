@@ -182,7 +182,7 @@ export class Courier {
           const counted = failed.filter((m) => retried || found.has(m.id));
           for (const m of counted) (m.abandoned ? events.abandoned : events.retried)(m.purpose);
           if (counted.length < failed.length) log.warn({ failed: failed.length, lost: failed.length - counted.length }, "courier failed mails whose claim it had lost");
-          log.warn({ failed: counted.length, abandoned: counted.filter((m) => m.abandoned).length, error: failed[0].error }, "mail delivery failed");
+          if (counted.length) log.warn({ failed: counted.length, abandoned: counted.filter((m) => m.abandoned).length, error: counted[0].error }, "mail delivery failed");
         }),
       handedBack.length && releaseClaims(sql, claim, handedBack).catch((err: unknown) => log.warn({ err }, "courier could not hand back the mails it did not start")),
     ]);
