@@ -56,7 +56,7 @@ describe("a code's mail as a message", () => {
 
   it("is sealed with its envelope sender, and a mail queued by an earlier version (its parts as JSON) still becomes a message", async () => {
     const built = message("Bench A");
-    expect(decodeMail(encodeMail({ from: "no-reply@example.com", message: built }), id, new Date())).toEqual({ from: "no-reply@example.com", message: built });
+    expect(decodeMail(encodeMail({ from: "no-reply@example.com", message: built.toString("utf8") }), id, new Date())).toEqual({ from: "no-reply@example.com", message: built });
     const content = renderMail("recovery", { orgName: "Old Org", code: "123456", lifespanMs: 600_000 });
     const legacy = decodeMail(JSON.stringify({ ...content, from: '"Old Org" <old@example.com>' }), id, new Date());
     expect(legacy.from).toBe("old@example.com");

@@ -12,10 +12,9 @@ export interface OutboxMail {
   trace?: string;
 }
 
-/** `message` as buildMessageText wrote it, or its bytes. */
-export function encodeMail(mail: Omit<OutboxMail, "message"> & { message: Buffer | string }): string {
-  const message = typeof mail.message === "string" ? mail.message : mail.message.toString("utf8");
-  return `${JSON.stringify({ v: 2, from: mail.from, ...(mail.trace ? { trace: mail.trace } : {}) })}\n${message}`;
+/** `message` as buildMessageText wrote it. */
+export function encodeMail(mail: Omit<OutboxMail, "message"> & { message: string }): string {
+  return `${JSON.stringify({ v: 2, from: mail.from, ...(mail.trace ? { trace: mail.trace } : {}) })}\n${mail.message}`;
 }
 
 /** A short text (the `sms` channel's: the code only), as the outbox holds it. */
