@@ -43,7 +43,7 @@ interface Reading extends ExplainReading {
 function measuring(c: pg.Client, mode: PlanMode, readings: Reading[]): Sql {
   return {
     async query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-      if (/^\s*select org_id from courier_queue/.test(text)) return (await c.query(text, params as unknown[])).rows;
+      if (/^\s*select org_id from courier_message/.test(text)) return (await c.query(text, params as unknown[])).rows;
       const { blocks, rows } = await explainedRead(c, text, params, mode);
       readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 60)}`, blocks, rows });
       return [];

@@ -17,11 +17,10 @@ const SPREAD = 8_000;
 const OLD = ROWS / SPREAD;
 /**
  * What finding and deleting a table's twenty rows (and passing over ten more mails) costs, some four block
- * visits a row on pages of their own (five for a mail: the trigger that keeps courier_queue reads its
- * row once more), with room to spare. Any table whole is many times more; so is even an index that
- * leads with the organization, which a plan without retention's own skips through.
+ * visits a row on pages of their own, with room to spare. Any table whole is many times more; so is even
+ * an index that leads with the organization, which a plan without retention's own skips through.
  */
-const MOST_BLOCKS = 150;
+const MOST_BLOCKS = 120;
 const NOW = new Date("2026-12-01T12:00:00Z");
 const KEEP_MS = 60_000;
 const EVENTS_KEEP_MS = 3_600_000;

@@ -8,32 +8,25 @@ import type { Purpose } from "../domain/purpose.ts";
 import { bytes, type Sql } from "./sql.ts";
 import { ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
 
-// The organizations of the oldest due messages of these channels that no claim
-// holds (reads across organizations without locking, as the courier's DUE_SQL), by
-// the index of the API's due messages ("channel <> 'smtp'" names it).
+// The organizations of the oldest due messages of these channels (reads across
+// organizations without locking, as the courier's DUE_SQL), by the index of the
+// API's due messages ("channel <> 'smtp'" names it).
 const DUE_SQL = `
-select org_id from courier_queue
-where channel <> 'smtp' and channel = any($3::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+select org_id from courier_message
+where status = 'queued' and channel <> 'smtp' and channel = any($3::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
 limit $2`;
 
-// By the organization's index of the API's due messages, each locked by key, as
-// the courier's claim (store/outbox.ts). The channels are checked in the LATERAL
-// subquery, where they gate its lookup: beside the queue's other conditions,
-// "channel = any($6)" made a generic plan rate the organization's due messages at one
-// row, and read and lock them all before sorting them for the limit.
+// By the organization's index of due messages: "channel = any($6)" alone does not
+// name the partial index of every organization's, so no generic plan takes it. Chosen
+// and locked once, then updated by key, as the courier's claim (store/outbox.ts).
 const CLAIM_SQL = `
 with c as materialized (
-  select l.id from courier_queue q
-  cross join lateral (
-    select m.id from courier_message m
-    where q.channel = any($6::text[]) and (q.claimed_until is null or q.claimed_until < $1)
-      and m.org_id = $4 and m.id = q.id and m.status = 'queued' and (m.claimed_until is null or m.claimed_until < $1)
-    for update skip locked
-  ) l
-  where q.org_id = $4 and q.channel <> 'smtp' and q.next_attempt_at <= $1
-  order by q.next_attempt_at
+  select id from courier_message
+  where org_id = $4 and status = 'queued' and channel = any($6::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  order by next_attempt_at
   limit $3
+  for update skip locked
 )
 update courier_message m set claimed_until = $2, lease_token = $5::uuid, updated_at = $1
 from c
@@ -45,9 +38,9 @@ returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m
 
 // Held: still claimed by this lease (its time may have run out, but no other claim
 // has taken it). A lease token is set only while a claim holds a queued message
-// (every outcome clears it), so it alone says so; a condition on status here let a
-// generic plan take a partial index by status (then the organization's due
-// messages') instead of the primary key. The messages are joined by id from their arrays, which
+// (every outcome clears it), so it alone says so; a "status = 'queued'" here would
+// let a generic plan take the partial index of the organization's due messages
+// instead of the primary key. The messages are joined by id from their arrays, which
 // the primary key finds one by one: with "id = any($3)" beside the organization, a
 // generic plan on empty statistics read the organization's index by creation time
 // and filtered its ids. The ids are bounded too, as the courier's (ID_RANGE in outbox.ts).

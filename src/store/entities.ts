@@ -121,6 +121,21 @@ export const CourierMessageEntity = defineEntity({
     updatedAt: p.datetime(),
   },
   indexes: [
+    // What the courier and the delivery API claim from: queued messages of their
+    // channels only, the oldest due first (across organizations, to find whose
+    // message is due: the courier's, the API's), and an organization's.
+    {
+      name: "courier_message_queued_idx",
+      expression: "create index courier_message_queued_idx on courier_message (next_attempt_at) where status = 'queued' and channel = 'smtp'",
+    },
+    {
+      name: "courier_message_queued_api_idx",
+      expression: "create index courier_message_queued_api_idx on courier_message (next_attempt_at) where status = 'queued' and channel <> 'smtp'",
+    },
+    {
+      name: "courier_message_queued_org_idx",
+      expression: "create index courier_message_queued_org_idx on courier_message (org_id, channel, next_attempt_at) where status = 'queued'",
+    },
     {
       name: "courier_message_org_created_idx",
       expression: "create index courier_message_org_created_idx on courier_message (org_id, created_at desc, id desc)",
@@ -134,57 +149,6 @@ export const CourierMessageEntity = defineEntity({
       name: "courier_message_finished_idx",
       expression: "create index courier_message_finished_idx on courier_message (created_at) where status in ('sent', 'abandoned') and created_at < 'infinity'",
     },
-  ],
-  // Keep courier_queue in step (20261208-courier-queue.ts, where their function courier_queue_follow is).
-  triggers: [
-    {
-      name: "courier_queue_insert",
-      timing: "after",
-      events: ["insert"],
-      expression: "create trigger courier_queue_insert after insert on courier_message for each row when (new.status = 'queued') execute function courier_queue_follow()",
-    },
-    {
-      name: "courier_queue_update",
-      timing: "after",
-      events: ["update"],
-      expression:
-        "create trigger courier_queue_update after update of status, next_attempt_at, channel, claimed_until on courier_message for each row " +
-        "when ((old.status = 'queued' or new.status = 'queued') and (old.status, old.next_attempt_at, old.channel, old.claimed_until) is distinct from (new.status, new.next_attempt_at, new.channel, new.claimed_until)) " +
-        "execute function courier_queue_follow()",
-    },
-    {
-      name: "courier_queue_delete",
-      timing: "after",
-      events: ["delete"],
-      expression: "create trigger courier_queue_delete after delete on courier_message for each row when (old.status = 'queued') execute function courier_queue_follow()",
-    },
-  ],
-});
-
-/**
- * The queued messages, as triggers on courier_message keep them (20261208-courier-queue.ts):
- * what the courier and the delivery API claim from, a small table that autovacuum
- * keeps clean, apart from the history of every message.
- */
-export const CourierQueueEntity = defineEntity({
-  name: "CourierQueue",
-  tableName: "courier_queue",
-  properties: {
-    orgId: p.text().primary(),
-    id: p.uuid().primary(),
-    channel: p.text(),
-    nextAttemptAt: p.datetime(),
-    claimedUntil: p.datetime().nullable(),
-    /** The message's created_at. */
-    queuedAt: p.datetime(),
-  },
-  indexes: [
-    // Due messages of the courier's channel and of the delivery API's, each across
-    // organizations (to find whose are due) and an organization's.
-    { name: "courier_queue_smtp_idx", expression: "create index courier_queue_smtp_idx on courier_queue (next_attempt_at) where channel = 'smtp'" },
-    { name: "courier_queue_api_idx", expression: "create index courier_queue_api_idx on courier_queue (next_attempt_at) where channel <> 'smtp'" },
-    { name: "courier_queue_org_smtp_idx", expression: "create index courier_queue_org_smtp_idx on courier_queue (org_id, next_attempt_at) where channel = 'smtp'" },
-    { name: "courier_queue_org_api_idx", expression: "create index courier_queue_org_api_idx on courier_queue (org_id, next_attempt_at) where channel <> 'smtp'" },
   ],
 });
 
@@ -280,4 +244,4 @@ export const EventEntity = defineEntity({
     { name: "event_occurred_idx", expression: "create index event_occurred_idx on event (occurred_at) where occurred_at < 'infinity'" },
   ],
 });
-export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, CourierQueueEntity, AdminTokenEntity, JobTurnEntity, RateLimitEntity, MailTemplateEntity, EventEntity];
+export const entities = [OrganizationEntity, IdentityEntity, CodeEntity, CourierMessageEntity, AdminTokenEntity, JobTurnEntity, RateLimitEntity, MailTemplateEntity, EventEntity];

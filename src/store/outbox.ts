@@ -14,40 +14,33 @@ export const CLAIMED_RANGE = ID_RANGE("m", "(select id from c order by id limit 
 
 // Mails are claimed oldest first, one organization at a time: every statement
 // that takes locks names its organization, so that the outbox can be distributed
-// by organization (Citus) without change. Due mail is found in courier_queue, the
-// queued messages only (20261208-courier-queue.ts), and claimed in courier_message.
-// The organizations of the oldest due mails that no claim holds, as many rows as a
-// batch takes (a grouping would read the whole backlog).
+// by organization (Citus) without change.
+// The organizations of the oldest due mails, as many rows as a batch takes (a
+// grouping would read the whole backlog).
 // The courier takes the 'smtp' channel only; the delivery API (store/delivery.ts) the others.
 const DUE_SQL = `
-select org_id from courier_queue
-where channel = 'smtp' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+select org_id from courier_message
+where status = 'queued' and channel = 'smtp' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
 limit $2`;
 
-// The organization's due mails in the order of their index, each locked, if no
-// other claim holds it, by key in a LATERAL subquery: the queue drives, and a claim
-// reads its mails and the few in flight before them, whatever the statistics say of
-// courier_message (as a join, on statistics that had not seen the organization,
-// the claim was planned as a walk of all of its history: 166,000 buffers for 20
-// mails, test/outbox-plans.test.ts). "status = 'queued'" is checked again on the
-// locked row: a mail marked sent between the statement's snapshot and its lock is
-// skipped, not claimed again. The chosen mails are materialized, then updated by
-// key within the range of their ids (CLAIMED_RANGE).
+// The channel is a parameter ($5, always 'smtp') so that a generic plan cannot take
+// DUE_SQL's index of every organization's due SMTP mail (its predicate names the
+// literal): it finds the organization's mails by the index that leads with org_id.
+// The mails are chosen and locked once, in a materialized CTE, and then updated by
+// key within the range of their ids (CLAIMED_RANGE): written as a join to a locking
+// subquery, the claim was planned, on statistics that had not seen the organization,
+// as a loop over all of its mails running the subquery for each (350,000 buffers for
+// one claim, and a claim that took every due message at once: test/outbox-plans.test.ts).
 const CLAIM_SQL = `
 with c as materialized (
-  select l.id from courier_queue q
-  cross join lateral (
-    select m.id from courier_message m
-    where (q.claimed_until is null or q.claimed_until < $1)
-      and m.org_id = $4 and m.id = q.id and m.status = 'queued' and (m.claimed_until is null or m.claimed_until < $1)
-    for update skip locked
-  ) l
-  where q.org_id = $4 and q.channel = 'smtp' and q.next_attempt_at <= $1
-  order by q.next_attempt_at
+  select id from courier_message
+  where org_id = $4 and status = 'queued' and channel = $5 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  order by next_attempt_at
   limit $3
+  for update skip locked
 )
-update courier_message m set claimed_until = $2, lease_token = $5::uuid, updated_at = $1
+update courier_message m set claimed_until = $2, lease_token = $6::uuid, updated_at = $1
 from c
 where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
 returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
@@ -65,8 +58,8 @@ export const ASYNC_COMMIT = `(select set_config('synchronous_commit', 'off', tru
 
 // Each statement names its mails by joining an array of their ids, which the planner
 // takes for a few primary-key lookups; "id = any(...)", or a condition on status, let
-// a generic plan made on an empty table's statistics take a bitmap scan or a
-// partial index by status (test/plans.test.ts). The join
+// a generic plan made on an empty table's statistics take a bitmap scan or the
+// partial index of the organization's queued mail (test/plans.test.ts). The join
 // alone was not enough either: on statistics taken while an organization had few or
 // no mails (a new one, or one the sample missed), the planner hashed the whole
 // organization's outbox to find a few ids in it (all 6,000 of its mails read to mark
@@ -180,7 +173,7 @@ export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, siz
   const claimed: ClaimedMail[] = [];
   for (const org_id of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, lease]);
+    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease]);
     for (const m of rows) {
       claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
     }
@@ -272,25 +265,15 @@ export interface MailRecord extends Cursor {
  * (courier_message_org_created_idx), or for the few abandoned mails their own
  * partial index. One statement for every case read the organization's whole
  * history to find its few abandoned mails, and read past every earlier page.
- * The queued mails are found in the queue (courier_queue, queued_at is their
- * creation time), which holds only them: the organization's are sorted, and the
- * page's looked up by key.
  */
 const LIST_MAILS_SQL = Object.fromEntries(
   (["", ...mailStatuses] as const).map((status) => {
-    const columns = "m.org_id, m.id, m.recipient, m.subject, m.purpose, m.status, m.channel, m.send_count, m.last_error, m.created_at, m.updated_at";
     const text = (after: boolean) =>
-      status === "queued"
-        ? `select ${columns}
-           from courier_queue q join courier_message m on m.org_id = q.org_id and m.id = q.id
-           where q.org_id = $1 and m.org_id = $1${after ? " and (q.queued_at, q.id) < ($3::timestamptz, $4::uuid)" : ""}
-           order by q.queued_at desc, q.id desc
-           limit $2`
-        : `select ${columns}
-           from courier_message m
-           where m.org_id = $1${status ? ` and m.status = '${status}'` : ""}${after ? " and (m.created_at, m.id) < ($3::timestamptz, $4::uuid)" : ""}
-           order by m.created_at desc, m.id desc
-           limit $2`;
+      `select org_id, id, recipient, subject, purpose, status, channel, send_count, last_error, created_at, updated_at
+       from courier_message
+       where org_id = $1${status ? ` and status = '${status}'` : ""}${after ? " and (created_at, id) < ($3::timestamptz, $4::uuid)" : ""}
+       order by created_at desc, id desc
+       limit $2`;
     return [status, { first: text(false), after: text(true) }];
   }),
 ) as Record<MailStatus | "", { first: string; after: string }>;
@@ -323,7 +306,7 @@ export interface QueueStats {
 
 /** Queued messages of every organization, per channel (each one there, empty or not): how many, and when the oldest was queued. */
 export async function queueStats(sql: Sql): Promise<Record<Channel, QueueStats>> {
-  const rows = await sql.query("select channel, count(*)::int as depth, min(queued_at) as oldest from courier_queue group by channel");
+  const rows = await sql.query("select channel, count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued' group by channel");
   const stats = Object.fromEntries(channels.map((c) => [c, { depth: 0, oldestQueuedAt: null }])) as Record<Channel, QueueStats>;
   for (const r of rows) if (r.channel in stats) stats[r.channel as Channel] = { depth: Number(r.depth), oldestQueuedAt: r.oldest ? new Date(r.oldest) : null };
   return stats;
