@@ -26,9 +26,10 @@ const DISTRIBUTED = new Set(["identity", "code", "courier_message", "rate_limit"
 /**
  * Statements that may read across organizations: none takes a lock, and Citus runs
  * each on every node at once. The courier finds the organizations with due mail this
- * way, then claims each one's mail by organization.
+ * way, then claims each one's mail by organization; and every few seconds it reads
+ * where the due mail starts (rules/due-floor.ts).
  */
-const ACROSS_ORGANIZATIONS = [/^select org_id from courier_message where status = 'queued'/];
+const ACROSS_ORGANIZATIONS = [/^select org_id from courier_message where status = 'queued'/, /^select min\(next_attempt_at\) as oldest from courier_message where status = 'queued'/];
 
 let server: TestServer | undefined;
 let client: pg.Client | undefined;

@@ -143,8 +143,9 @@ describe("hot-path statements", () => {
     const renewal = (await client.query(`select org_id, id from courier_message where channel = 'smtp' limit 3`)).rows.map((r) => ({ orgId: r.org_id, id: r.id }));
     await renewClaims(recording(app.sql), { lease: randomUUID(), at: new Date() }, new Date(Date.now() + 60_000), renewal);
 
-    // Whose messages are due is read across organizations, by the index of due messages, as the courier reads it (test/distribution.test.ts).
-    for (const text of texts) if (text.replace(/\s+/g, " ").trim().startsWith("select org_id from courier_message where status = 'queued'")) texts.delete(text);
+    // Whose messages are due, and where the due ones start, are read across organizations, by the index of due messages, as the courier reads them (test/distribution.test.ts).
+    const acrossOrganizations = ["select org_id from courier_message where status = 'queued'", "select min(next_attempt_at) as oldest from courier_message where status = 'queued'"];
+    for (const text of texts) if (acrossOrganizations.some((start) => text.replace(/\s+/g, " ").trim().startsWith(start))) texts.delete(text);
 
     expect(texts.size).toBeGreaterThanOrEqual(6);
     const findings: string[] = [];

@@ -6,16 +6,20 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, type Sql } from "./sql.ts";
-import { ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
+import { ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
 // API's due messages ("channel <> 'smtp'" names it).
+// From a floor ($4), as the courier's.
 const DUE_SQL = `
 select org_id from courier_message
-where status = 'queued' and channel <> 'smtp' and channel = any($3::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+where status = 'queued' and channel <> 'smtp' and channel = any($3::text[]) and next_attempt_at >= $4 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
 limit $2`;
+
+// The earliest due time of the queued messages of the API's channels, for the floor (rules/due-floor.ts).
+const OLDEST_DUE_SQL = `select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel <> 'smtp'`;
 
 // By the organization's index of due messages: "channel = any($6)" alone does not
 // name the partial index of every organization's, so no generic plan takes it. Chosen
@@ -23,7 +27,7 @@ limit $2`;
 const CLAIM_SQL = `
 with c as materialized (
   select id from courier_message
-  where org_id = $4 and status = 'queued' and channel = any($6::text[]) and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  where org_id = $4 and status = 'queued' and channel = any($6::text[]) and next_attempt_at >= $7 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
   order by next_attempt_at
   limit $3
   for update skip locked
@@ -97,7 +101,13 @@ export interface LeasedKey {
   leaseToken: string;
 }
 
-/** Claims up to `size` due messages of these channels under the lease `token`, until `until`. */
+/** The earliest due time of the queued messages of the API's channels, or null with none. */
+export async function oldestDueMessage(sql: Sql): Promise<Date | null> {
+  const [row] = await sql.query<{ oldest: string | Date | null }>(OLDEST_DUE_SQL);
+  return row?.oldest ? new Date(row.oldest) : null;
+}
+
+/** Claims up to `size` due messages of these channels, from `dueFrom` on (as the courier's claimMails), under the lease `token`, until `until`. */
 export async function claimMessages(
   sql: Sql,
   now: Date,
@@ -105,12 +115,13 @@ export async function claimMessages(
   size: number,
   channels: readonly ApiChannel[],
   token: string,
+  dueFrom: Date = ANY_TIME,
 ): Promise<ClaimedMessage[]> {
-  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels])).map((r) => r.org_id));
+  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels, dueFrom])).map((r) => r.org_id));
   const claimed: ClaimedMessage[] = [];
   for (const orgId of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels]);
+    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels, dueFrom]);
     for (const m of rows) {
       claimed.push({
         orgId: m.org_id,

@@ -18,11 +18,16 @@ export const CLAIMED_RANGE = ID_RANGE("m", "(select id from c order by id limit 
 // The organizations of the oldest due mails, as many rows as a batch takes (a
 // grouping would read the whole backlog).
 // The courier takes the 'smtp' channel only; the delivery API (store/delivery.ts) the others.
+// From a floor ($3, rules/due-floor.ts) below which no mail is queued: the head of
+// the index holds the dead entries of mails that have left the queue.
 const DUE_SQL = `
 select org_id from courier_message
-where status = 'queued' and channel = 'smtp' and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+where status = 'queued' and channel = 'smtp' and next_attempt_at >= $3 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
 limit $2`;
+
+// The earliest due time of the queued SMTP mail, for the floor (the one look that walks the dead entries).
+const OLDEST_DUE_SQL = `select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel = 'smtp'`;
 
 // The channel is a parameter ($5, always 'smtp') so that a generic plan cannot take
 // DUE_SQL's index of every organization's due SMTP mail (its predicate names the
@@ -35,7 +40,7 @@ limit $2`;
 const CLAIM_SQL = `
 with c as materialized (
   select id from courier_message
-  where org_id = $4 and status = 'queued' and channel = $5 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
+  where org_id = $4 and status = 'queued' and channel = $5 and next_attempt_at >= $7 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
   order by next_attempt_at
   limit $3
   for update skip locked
@@ -166,14 +171,26 @@ export interface CourierClaim {
   at: Date;
 }
 
-/** Claims up to `size` mails due at the claim's time, for its lease, which ends at `until`. */
-export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number): Promise<ClaimedMail[]> {
+/** The earliest due time of the queued SMTP mail, or null with none. */
+export async function oldestDueMail(sql: Sql): Promise<Date | null> {
+  const [row] = await sql.query<{ oldest: string | Date | null }>(OLDEST_DUE_SQL);
+  return row?.oldest ? new Date(row.oldest) : null;
+}
+
+/** Before every mail's due time: a look from it reads the whole head of the index. */
+export const ANY_TIME = new Date(0);
+
+/**
+ * Claims up to `size` mails due at the claim's time, from `dueFrom` (a floor below
+ * which no mail is queued: rules/due-floor.ts) on, for its lease, which ends at `until`.
+ */
+export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number, dueFrom: Date = ANY_TIME): Promise<ClaimedMail[]> {
   const { lease, at: now } = claim;
-  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size])).map((r) => r.org_id));
+  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, dueFrom])).map((r) => r.org_id));
   const claimed: ClaimedMail[] = [];
   for (const org_id of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease]);
+    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease, dueFrom]);
     for (const m of rows) {
       claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
     }

@@ -10,7 +10,8 @@ import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
-import { claimMails, markFailed, markSent, releaseClaims, renewClaims, type CourierClaim, type MailKey } from "../../store/outbox.ts";
+import { claimMails, markFailed, markSent, oldestDueMail, releaseClaims, renewClaims, type CourierClaim, type MailKey } from "../../store/outbox.ts";
+import { DueFloor } from "../due-floor.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
 import { contextOfTraceparent, inSpan, SpanKind } from "../../lib/tracing.ts";
@@ -62,8 +63,12 @@ export class Courier {
   private wakeUp: (() => void) | undefined;
   private woken = false;
 
+  /** Where its looks for due mail start. */
+  private readonly floor: DueFloor;
+
   constructor(deps: Courier["deps"]) {
     this.deps = deps;
+    this.floor = new DueFloor(() => oldestDueMail(deps.sql), deps.clock);
   }
 
   start(): void {
@@ -117,8 +122,11 @@ export class Courier {
     const now = clock.now();
     // Names this claim: its renewals and outcomes change only the mails it still holds (store/outbox.ts).
     const claim = { lease: randomUUID(), at: now };
-    const batch = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize);
-    if (batch.length === 0) return 0;
+    const batch = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize, await this.floor.get());
+    if (batch.length === 0) {
+      this.floor.missed();
+      return 0;
+    }
     const renewal = setInterval(() => {
       renewClaims(sql, claim, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
     }, LEASE_MS / 3);

@@ -12,7 +12,8 @@ import type { Clock } from "../../domain/clock.ts";
 import type { ApiChannel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
-import { ackMessages, claimMessages, failMessages, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
+import { ackMessages, claimMessages, failMessages, oldestDueMessage, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
+import { DueFloor } from "../due-floor.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
 import { withRecipient } from "../mail/mime.ts";
@@ -52,8 +53,12 @@ function answerBytes(d: Delivery): number {
 export class DeliveryDesk {
   private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents };
 
+  /** Where its looks for due messages start. */
+  private readonly floor: DueFloor;
+
   constructor(deps: DeliveryDesk["deps"]) {
     this.deps = deps;
+    this.floor = new DueFloor(() => oldestDueMessage(deps.sql), deps.clock);
   }
 
   /** Leases up to `size` due messages of these channels for `leaseMs`. */
@@ -62,7 +67,8 @@ export class DeliveryDesk {
     const now = clock.now();
     const leaseToken = randomUUID();
     const leaseExpiresAt = new Date(now.getTime() + leaseMs);
-    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken);
+    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, await this.floor.get());
+    if (claimed.length === 0) this.floor.missed();
     const deliveries: Delivery[] = [];
     const broken: (LeasedKey & { error: string })[] = [];
     for (const m of claimed) {
