@@ -21,7 +21,7 @@ export const REFRESH_MS = 5_000;
 /** How soon after the last read a look that found nothing has the floor read again. */
 export const MIN_REFRESH_MS = 1_000;
 /** How far below the oldest queued mail's due time (or now, with none) the floor lies. */
-export const MARGIN_MS = 10_000;
+export const MARGIN_MS = 2_000;
 
 export class DueFloor {
   #floor: Date | undefined;
