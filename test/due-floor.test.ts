@@ -69,16 +69,18 @@ describe("the looks for due mail", () => {
       }
     }
     await c.query("analyze courier_message");
-    // Then what is due now, after them.
+    // Then what is due now, after them: the SMTP mail, the SMS messages, and a message of
+    // a channel the claims below do not take, due earlier than all.
     const dueAt = new Date(Date.now() - 1000);
     await queue(c, "smtp", 40, dueAt);
-    await queue(c, "sms", 40, dueAt);
+    await queue(c, "sms", 40, new Date(dueAt.getTime() - 100));
+    await queue(c, "mail_api", 1, new Date(dueAt.getTime() - 3_600_000));
 
     const mailFloor = await new DueFloor(() => oldestDueMail(plain(c)), systemClock).get();
-    const messageFloor = await new DueFloor(() => oldestDueMessage(plain(c)), systemClock).get();
-    // The oldest due mail, less the margin: below it, nothing queued.
+    const messageFloor = await new DueFloor(() => oldestDueMessage(plain(c), ["sms"]), systemClock).get();
+    // The oldest due mail of the channels looked for, less the margin: below it, none of theirs queued.
     expect(mailFloor.getTime()).toBe(dueAt.getTime() + 1 - MARGIN_MS);
-    expect(messageFloor.getTime()).toBe(dueAt.getTime() + 1 - MARGIN_MS);
+    expect(messageFloor.getTime()).toBe(dueAt.getTime() - 100 + 1 - MARGIN_MS);
 
     /** The buffers of each statement of a claim of 20 by the courier and by the delivery API: [look, claim, look, claim]. */
     const look = async (mailsFrom: Date, messagesFrom: Date) => {
@@ -108,18 +110,32 @@ describe("the looks for due mail", () => {
     const c = await connect();
     const sql = plain(c);
     const floor = new DueFloor(() => oldestDueMail(sql), systemClock);
-    const [due] = await queue(c, "smtp", 1, new Date());
     const claim = async () => {
       const now = new Date();
       const claimed = await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 20, await floor.get());
-      if (claimed.length === 0) floor.missed();
+      floor.looked(claimed.length > 0);
       return claimed.map((m) => m.id);
     };
+    const [due] = await queue(c, "smtp", 1, new Date(Date.now() - 1000));
     expect(await claim()).toEqual([due]);
-    // Queued by a server whose clock is an hour behind, after the floor was read.
+    // Queued by a server whose clock is an hour behind, after the floor was read, beside a mail due above it.
     const [behind] = await queue(c, "smtp", 1, new Date(Date.now() - 3_600_000));
+    const [above] = await queue(c, "smtp", 1, new Date(Date.now() - 1000));
+    expect(await claim()).toEqual([above]);
     expect(await claim()).toEqual([]);
     // A look that found nothing has the floor read again within MIN_REFRESH_MS.
     await vi.waitFor(async () => expect(await claim()).toEqual([behind]), { timeout: 3_000, interval: 100 });
+  });
+
+  it("read the floor again at the next look when a read failed", async () => {
+    let fail = true;
+    const oldest = new Date(Date.now() - 60_000);
+    const floor = new DueFloor(async () => {
+      if (fail) throw new Error("connection lost");
+      return oldest;
+    }, systemClock);
+    await expect(floor.get()).rejects.toThrow("connection lost");
+    fail = false;
+    expect((await floor.get()).getTime()).toBe(oldest.getTime() - MARGIN_MS);
   });
 });

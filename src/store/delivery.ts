@@ -18,8 +18,8 @@ where status = 'queued' and channel <> 'smtp' and channel = any($3::text[]) and 
 order by next_attempt_at
 limit $2`;
 
-// The earliest due time of the queued messages of the API's channels, for the floor (rules/due-floor.ts).
-const OLDEST_DUE_SQL = `select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel <> 'smtp'`;
+// The earliest due time of the queued messages of some of the API's channels, for the floor (rules/due-floor.ts).
+const OLDEST_DUE_SQL = `select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel <> 'smtp' and channel = any($1::text[])`;
 
 // By the organization's index of due messages: "channel = any($6)" alone does not
 // name the partial index of every organization's, so no generic plan takes it. Chosen
@@ -101,9 +101,9 @@ export interface LeasedKey {
   leaseToken: string;
 }
 
-/** The earliest due time of the queued messages of the API's channels, or null with none. */
-export async function oldestDueMessage(sql: Sql): Promise<Date | null> {
-  const [row] = await sql.query<{ oldest: string | Date | null }>(OLDEST_DUE_SQL);
+/** The earliest due time of the queued messages of these channels, or null with none. */
+export async function oldestDueMessage(sql: Sql, channels: readonly ApiChannel[]): Promise<Date | null> {
+  const [row] = await sql.query<{ oldest: string | Date | null }>(OLDEST_DUE_SQL, [channels]);
   return row?.oldest ? new Date(row.oldest) : null;
 }
 

@@ -123,10 +123,8 @@ export class Courier {
     // Names this claim: its renewals and outcomes change only the mails it still holds (store/outbox.ts).
     const claim = { lease: randomUUID(), at: now };
     const batch = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize, await this.floor.get());
-    if (batch.length === 0) {
-      this.floor.missed();
-      return 0;
-    }
+    this.floor.looked(batch.length > 0);
+    if (batch.length === 0) return 0;
     const renewal = setInterval(() => {
       renewClaims(sql, claim, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
     }, LEASE_MS / 3);

@@ -53,12 +53,22 @@ function answerBytes(d: Delivery): number {
 export class DeliveryDesk {
   private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents };
 
-  /** Where its looks for due messages start. */
-  private readonly floor: DueFloor;
+  /**
+   * Where its looks for due messages start, one per set of channels claimed: a
+   * message of a channel no worker takes stays queued, and would hold the others' floor down.
+   */
+  private readonly floors = new Map<string, DueFloor>();
 
   constructor(deps: DeliveryDesk["deps"]) {
     this.deps = deps;
-    this.floor = new DueFloor(() => oldestDueMessage(deps.sql), deps.clock);
+  }
+
+  private floor(channels: readonly ApiChannel[]): DueFloor {
+    const sorted = [...new Set(channels)].sort();
+    const key = sorted.join(",");
+    let floor = this.floors.get(key);
+    if (!floor) this.floors.set(key, (floor = new DueFloor(() => oldestDueMessage(this.deps.sql, sorted), this.deps.clock)));
+    return floor;
   }
 
   /** Leases up to `size` due messages of these channels for `leaseMs`. */
@@ -67,8 +77,9 @@ export class DeliveryDesk {
     const now = clock.now();
     const leaseToken = randomUUID();
     const leaseExpiresAt = new Date(now.getTime() + leaseMs);
-    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, await this.floor.get());
-    if (claimed.length === 0) this.floor.missed();
+    const floor = this.floor(channels);
+    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, await floor.get());
+    floor.looked(claimed.length > 0);
     const deliveries: Delivery[] = [];
     const broken: (LeasedKey & { error: string })[] = [];
     for (const m of claimed) {
