@@ -127,6 +127,32 @@ describe("the looks for due mail", () => {
     await vi.waitFor(async () => expect(await claim()).toEqual([behind]), { timeout: 3_000, interval: 100 });
   });
 
+  it("read the floor every 5 s while they find mail, and back off from 1 s to 5 s while they find none", async () => {
+    let at = 0;
+    const monotonic = vi.spyOn(performance, "now").mockImplementation(() => at);
+    try {
+      const reads: number[] = [];
+      const floor = new DueFloor(async () => {
+        reads.push(at);
+        return null;
+      }, systemClock);
+      /** Looks at each of these times, each finding mail or not; answers the times the floor was read. */
+      const looks = async (times: number[], found: boolean) => {
+        for (const t of times) {
+          at = t;
+          await floor.get();
+          floor.looked(found);
+        }
+      };
+      await looks([0, 999, 1000, 2999, 3000, 6999, 7000, 11_999, 12_000, 16_999, 17_000], false);
+      expect(reads).toEqual([0, 1000, 3000, 7000, 12_000, 17_000]);
+      await looks([17_500, 21_999, 22_000, 26_999, 27_000], true);
+      expect(reads.slice(6)).toEqual([22_000, 27_000]);
+    } finally {
+      monotonic.mockRestore();
+    }
+  });
+
   it("read the floor again at the next look when a read failed", async () => {
     let fail = true;
     const oldest = new Date(Date.now() - 60_000);
