@@ -32,6 +32,7 @@ import { join } from "node:path";
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import pg from "pg";
 import { freePort, startPostgres } from "./postgres.ts";
+import { COURIER_NODE_FLAGS } from "../src/config/node-flags.ts";
 
 const env = process.env;
 const SECONDS = Number(env.BENCH_SECONDS ?? 20);
@@ -188,7 +189,8 @@ let server: Child;
 let courierProc: Child | undefined;
 const COURIER_MODE = env.BENCH_COURIER ?? "inline";
 function spawnNode(args: string[], extraEnv: Record<string, string>, label: string): Child {
-  const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  // A separate courier starts as `npm run courier` starts it (config/node-flags.ts).
+  const nodeArgs = [...(args[0] === "courier" ? COURIER_NODE_FLAGS : []), ...(env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [])];
   const child: Child = spawn(NODE, [...nodeArgs, "src/main.ts", ...args], {
     env: { ...env, ...SERVER_SETTINGS, HOST: "127.0.0.1", SMTP_URL: `smtp://127.0.0.1:${smtpPort}`, DATA_DIR: join(dir, "data"), ADMIN_TOKEN: adminToken, ...DEPLOYMENT, ...extraEnv },
     stdio: ["ignore", "inherit", "inherit"],

@@ -8,6 +8,7 @@ import http from "node:http";
 import { startServerProcess, type ServerProcess } from "./support/process.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink, codeFrom } from "./support/smtp.ts";
+import { COURIER_NODE_FLAGS } from "../src/config/node-flags.ts";
 
 const started: ServerProcess[] = [];
 const sinks: SmtpSink[] = [];
@@ -30,12 +31,13 @@ function postOnNewConnection(url: string, path: string, body: unknown): Promise<
   });
 }
 
-/** The processes `pid` forked, with the role each was given. */
-function workersOf(pid: number): { pid: number; role: string }[] {
+/** The processes `pid` forked, with the role each was given and the arguments of its command line. */
+function workersOf(pid: number): { pid: number; role: string; args: string[] }[] {
   const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
   return children.map((child) => {
     const environ = readFileSync(`/proc/${child}/environ`, "utf8").split("\0");
-    return { pid: child, role: environ.find((e) => e.startsWith("CODEGATE_WORKER="))?.slice("CODEGATE_WORKER=".length) ?? "" };
+    const args = readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0").filter(Boolean);
+    return { pid: child, role: environ.find((e) => e.startsWith("CODEGATE_WORKER="))?.slice("CODEGATE_WORKER=".length) ?? "", args };
   });
 }
 
@@ -63,7 +65,10 @@ describe("serve with WORKERS=2", () => {
   });
 
   it("serves from both API workers, delivers through the courier worker, and sums their metrics on the primary's operations listener", async () => {
-    expect(workersOf(server.child.pid!).map((w) => w.role).sort()).toEqual(["api", "api", "courier"]);
+    const workers = workersOf(server.child.pid!);
+    expect(workers.map((w) => w.role).sort()).toEqual(["api", "api", "courier"]);
+    // The courier's heap starts larger (config/node-flags.ts); the API workers' as the primary's.
+    for (const w of workers) expect(COURIER_NODE_FLAGS.every((f) => w.args.includes(f)), w.role).toBe(w.role === "courier");
 
     const fx = adminFixtures(server.url);
     const org = await fx.org("Clustered");
@@ -123,6 +128,11 @@ describe("serve with WORKERS=2", () => {
     await vi.waitFor(() => {
       for (const w of orphans) expect(alive(w.pid), `${w.role} ${w.pid}`).toBe(false);
     }, { timeout: 20_000, interval: 100 });
+  });
+
+  it("starts a separate courier, as package.json's courier script does, with the courier worker's Node flags", () => {
+    const script: string = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).scripts.courier;
+    expect(script).toBe(`node ${COURIER_NODE_FLAGS.join(" ")} src/main.ts courier`);
   });
 
   it("is refused on the embedded database, which serves one process", async () => {

@@ -10,6 +10,7 @@
 import cluster, { type Worker } from "node:cluster";
 import { AggregatorRegistry, Counter, Registry } from "prom-client";
 import type { Config } from "../config/config.ts";
+import { COURIER_NODE_FLAGS } from "../config/node-flags.ts";
 import type { Logger } from "../lib/log.ts";
 import { openMigrated } from "../store/orm.ts";
 import { sendJson } from "./http-routes.ts";
@@ -80,6 +81,7 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
   const crashLoop = new Promise<void>((resolve) => (giveUp = resolve));
 
   const fork = (role: WorkerRole) => {
+    cluster.setupPrimary({ execArgv: role === "courier" ? [...process.execArgv, ...COURIER_NODE_FLAGS] : process.execArgv });
     const worker = cluster.fork({ [WORKER_ROLE_ENV]: role });
     roles.set(worker, role);
     worker.on("message", (m: FromWorker) => {
