@@ -21,9 +21,9 @@
 import type { Clock } from "../domain/clock.ts";
 
 /** How often the floor is read again while the looks find mail. */
-export const REFRESH_MS = 5_000;
+const REFRESH_MS = 5_000;
 /** How soon after the last read a look that found nothing has the floor read again (doubled for each further such look). */
-export const MIN_REFRESH_MS = 1_000;
+const MIN_REFRESH_MS = 1_000;
 /** How far below the oldest queued mail's due time (or now, with none) the floor lies. */
 export const MARGIN_MS = 2_000;
 
