@@ -10,7 +10,7 @@ import { DueFloor, MARGIN_MS } from "../src/rules/due-floor.ts";
 import { ANY_TIME, claimMails, oldestDueMail } from "../src/store/outbox.ts";
 import { claimMessages, oldestDueMessage } from "../src/store/delivery.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
-import { explainedRead } from "./support/explain.ts";
+import { explainingSql } from "./support/explain.ts";
 import { freshDatabase } from "./support/server.ts";
 
 const clients: pg.Client[] = [];
@@ -33,15 +33,12 @@ function plain(c: pg.Client): Sql {
   };
 }
 
+/** The courier's look for organizations with due mail (DUE_SQL). */
+const DUE_LOOK = /^\s*select org_id from courier_message/;
+
 /** Runs each statement under EXPLAIN ANALYZE, noting the buffers it read; answers the look for due mail's rows, which the claims need. */
 function measuring(c: pg.Client, readings: number[]): Sql {
-  return {
-    async query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-      readings.push((await explainedRead(c, text, params, "custom")).blocks);
-      return /^\s*select org_id from courier_message/.test(text) ? (await c.query(text, params as unknown[])).rows : [];
-    },
-    transaction: () => Promise.reject(new Error("not used")),
-  };
+  return explainingSql(c, "custom", (r) => readings.push(r.blocks), { rerun: DUE_LOOK });
 }
 
 /** Queues mails as a send does, due a millisecond apart from `from` on: their ids. */

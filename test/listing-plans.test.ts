@@ -12,8 +12,8 @@ import { listIdentities } from "../src/store/identities.ts";
 import { listOrganizations } from "../src/store/organizations.ts";
 import { listMails } from "../src/store/outbox.ts";
 import type { Cursor } from "../src/store/paging.ts";
-import type { Row, Sql } from "../src/store/sql.ts";
-import { explainedRead, type PlanMode, type Reading } from "./support/explain.ts";
+import type { Sql } from "../src/store/sql.ts";
+import { explainingSql, type PlanMode, type Reading } from "./support/explain.ts";
 import { freshDatabase } from "./support/server.ts";
 
 const IDENTITIES = 20_000;
@@ -33,14 +33,7 @@ afterAll(async () => {
 
 /** Explains each statement (support/explain.ts) and notes what it read, then runs it for its rows. */
 function measuring(c: pg.Client, mode: PlanMode, readings: Reading[]): Sql {
-  return {
-    async query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-      const { blocks } = await explainedRead(c, text, params, mode);
-      readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 90)} ${JSON.stringify(params.slice(0, 2))}`, blocks });
-      return (await c.query<T>(text, params as unknown[])).rows;
-    },
-    transaction: () => Promise.reject(new Error("not used")),
-  };
+  return explainingSql(c, mode, (r) => readings.push(r), { rerun: /./ });
 }
 
 /** Every page in turn, each from the previous one's last row; answers the ids in the order read. */

@@ -13,8 +13,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { claimMails, markFailed, markSent, releaseClaims, renewClaims } from "../src/store/outbox.ts";
 import { ackMessages, claimMessages, failMessages, releaseMessages } from "../src/store/delivery.ts";
-import type { Row, Sql } from "../src/store/sql.ts";
-import { explainedRead, type PlanMode, type Reading as ExplainReading } from "./support/explain.ts";
+import type { Sql } from "../src/store/sql.ts";
+import { explainingSql, type Explained, type PlanMode } from "./support/explain.ts";
 import { freshDatabase } from "./support/server.ts";
 
 /** The history of the organization the statistics never saw. */
@@ -30,26 +30,13 @@ afterAll(async () => {
   await client?.end();
 });
 
-/** With the rows the statement's top node gave: a claim must take as many as it asks for. */
-interface Reading extends ExplainReading {
-  rows: number;
-}
-
 /**
  * Runs each statement under EXPLAIN ANALYZE instead (support/explain.ts), noting the
  * buffers it read and the rows it gave. The courier's look for organizations with
  * due mail, which reads across them, runs as it is.
  */
-function measuring(c: pg.Client, mode: PlanMode, readings: Reading[]): Sql {
-  return {
-    async query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
-      if (/^\s*select org_id from courier_message/.test(text)) return (await c.query(text, params as unknown[])).rows;
-      const { blocks, rows } = await explainedRead(c, text, params, mode);
-      readings.push({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 60)}`, blocks, rows });
-      return [];
-    },
-    transaction: () => Promise.reject(new Error("not used")),
-  };
+function measuring(c: pg.Client, mode: PlanMode, readings: Explained[]): Sql {
+  return explainingSql(c, mode, (r) => readings.push(r), { runAsIs: /^\s*select org_id from courier_message/ });
 }
 
 describe("the outbox's statements on a few mails of one organization", () => {
@@ -83,7 +70,7 @@ describe("the outbox's statements on a few mails of one organization", () => {
 
     const now = new Date();
     const later = new Date(now.getTime() + 60_000);
-    const readings: Reading[] = [];
+    const readings: Explained[] = [];
     // The newest mails, as a courier's are: the organization's older ones are its history.
     let next = HISTORY - 2 * CALLS * 7 * BATCH;
     const named = { sent: [] as string[], failed: [] as string[], renewed: [] as string[], handedBack: [] as string[], acked: [] as string[], workerFailed: [] as string[], released: [] as string[] };

@@ -3,6 +3,7 @@
 // plan a prepared statement settles on. The statement runs: callers that must not
 // keep its changes run this in a transaction they roll back.
 import type pg from "pg";
+import type { Row, Sql } from "../../src/store/sql.ts";
 
 export type PlanMode = "custom" | "generic";
 
@@ -58,4 +59,33 @@ export async function explainedRead(c: pg.Client, text: string, params: readonly
   }
   const plan = rows[0]["QUERY PLAN"][0].Plan;
   return { blocks: mostBuffers(plan), rows: plan["Actual Rows"] };
+}
+
+/** What an explaining Sql noted of one statement: with the rows its top node gave. */
+export interface Explained extends Reading {
+  rows: number;
+}
+
+/**
+ * An Sql for a store function under test that runs each of its statements under
+ * EXPLAIN ANALYZE and hands `note` what it read. Statements matching `runAsIs` run
+ * as they are, unexplained; those matching `rerun` run again once explained, for
+ * the rows their caller goes on with; every other answers no rows.
+ */
+export function explainingSql(
+  c: pg.Client,
+  mode: PlanMode,
+  note: (explained: Explained) => void,
+  { runAsIs, rerun }: { runAsIs?: RegExp; rerun?: RegExp } = {},
+): Sql {
+  const run = async <T extends Row>(text: string, params: readonly unknown[]) => (await c.query<T>(text, params as unknown[])).rows;
+  return {
+    async query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
+      if (runAsIs?.test(text)) return run<T>(text, params);
+      const { blocks, rows } = await explainedRead(c, text, params, mode);
+      note({ statement: `${mode}: ${text.replace(/\s+/g, " ").trim().slice(0, 90)} ${JSON.stringify(params.slice(0, 2))}`, blocks, rows });
+      return rerun?.test(text) ? run<T>(text, params) : [];
+    },
+    transaction: () => Promise.reject(new Error("not used")),
+  };
 }
