@@ -8,7 +8,7 @@
 //   BENCH_SECONDS=10 BENCH_CONNS=32 npm run bench  (a quick run)
 //
 // Env: BENCH_SECONDS (20), BENCH_WARMUP (3), BENCH_CONNS ("8,32,64"), BENCH_WORKERS ("1,2": the server's
-// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_LAG_RATE (a fixed rate instead), BENCH_IDENTITIES (10000), BENCH_ORGS (3: the organizations they are spread over),
+// WORKERS for the send, verify and lag phases, in turn), BENCH_LAG_SECONDS (60), BENCH_LAG_SHARE (0.8), BENCH_LAG_RATE (a fixed rate instead; with it the lag phase needs no send phase before it), BENCH_IDENTITIES (10000), BENCH_ORGS (3: the organizations they are spread over),
 // BENCH_BACKLOG (20000 mails for the courier run), BENCH_HISTORY (1: also the history A/B, sends
 // on a database with 1,000,000 old dead codes and on one without, in turn; 0: skip),
 // BENCH_HISTORY_ROUNDS (3), BENCH_HISTORY_CONNS (32), BENCH_SHARED_BUFFERS ("256MB"), BENCH_PG_MAX_CONNECTIONS (200),
@@ -561,8 +561,8 @@ try {
   const lagRows: Record<string, unknown>[] = [];
   async function lag(phase: string, c: number) {
     const best = rows.find((r) => r.phase === phase && r.flow === "SendLoginCode" && r.proto === "grpc-h2c" && r.conns === c);
-    if (!best) return;
-    const target = LAG_RATE ?? Math.round((best.sustained_rps ?? best.rps) * LAG_SHARE);
+    if (!best && LAG_RATE === undefined) return;
+    const target = LAG_RATE ?? Math.round((best!.sustained_rps ?? best!.rps) * LAG_SHARE);
     await waitDrain();
     const { count: mark } = await sinkGet<{ count: number }>("/count");
     const backlog: number[] = [];
