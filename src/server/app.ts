@@ -9,6 +9,7 @@ import { parseTrustedProxies } from "../lib/address.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "../rules/admin-tokens.ts";
 import { CodeEngine } from "../rules/codes/engine.ts";
+import { MailQueuedAnnouncer } from "../rules/courier/announcer.ts";
 import type { Courier } from "../rules/courier/courier.ts";
 import { createCourier } from "../rules/courier/create.ts";
 import { DeliveryDesk } from "../rules/delivery/delivery.ts";
@@ -96,7 +97,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const clock = opts.clock ?? systemClock;
   // Before the pipeline and the statements are made: off, neither is traced at all.
   const tracing = startTracing(config, opts.worker ? "api" : "serve", opts.spanExporter);
-  const instrumented = (opts.instrumentSql ?? ((s: Sql) => s))(await sqlOf(orm));
+  const plainSql = await sqlOf(orm);
+  const instrumented = (opts.instrumentSql ?? ((s: Sql) => s))(plainSql);
   const sql = tracing ? tracedSql(instrumented) : instrumented;
   const metrics = createMetrics(databaseSources(sql, orm, clock));
   const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
@@ -110,6 +112,10 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
 
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
   const courier = mail?.courier;
+  // Without a courier here, the couriers of other processes on the database are told (PGlite has none).
+  // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
+  // the mail of many calls, as the delivery an inline courier is woken for.
+  const announcer = !courier && config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
   const codes = new CodeEngine({
     sql,
     config,
@@ -117,7 +123,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     clock,
     events: metrics.codes,
     // After the answer has gone out: a known user's send must not answer later.
-    onQueued: () => setImmediate(() => courier?.wake()),
+    onQueued: () => setImmediate(() => (courier ? courier.wake() : announcer?.queued())),
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
   const limits = new FlowLimits(new RateLimiter(sql, clock), config);
@@ -221,6 +227,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       // The courier finishes the mails it is sending (each bounded by the SMTP timeouts) and hands back
       // the rest of its batch; a supervisor that kills it sooner only makes those go out again after their lease.
       await mail?.stop();
+      await announcer?.close();
       await retention?.stop();
       await orgFeed.close();
       await orm.close();
