@@ -39,6 +39,17 @@ const LEASE_MS = 20_000;
 const GATHER_MS = 5;
 
 /**
+ * After a batch it did not fill, the courier waits this long before it looks
+ * again, for the mail queued meanwhile to make one batch: woken by every send
+ * (directly, or over NOTIFY from another process), it otherwise looked again at
+ * once and claimed a mail or two at a time, and at 570 sends/s spent 480 µs of
+ * its CPU and 1,210 of PostgreSQL's per mail against 290 and 975 when it slept
+ * out its poll (bench lag flow). The first mail after an idle spell goes out at
+ * once; the next ones wait at most this much more.
+ */
+const FILL_MS = 50;
+
+/**
  * An outcome statement that fails is tried again after these waits: left
  * unrecorded, its mails stay claimed until the lease runs out and are then sent
  * a second time. (A statement that committed in part or whole but whose answer
@@ -103,17 +114,23 @@ export class Courier {
       } catch (err) {
         this.deps.log.error({ err }, "courier batch failed");
       }
-      if (handled === 0 && !this.woken && !this.stopping) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.deps.config.pollMs);
-          this.wakeUp = () => {
-            clearTimeout(timer);
-            resolve();
-          };
-        });
-        this.wakeUp = undefined;
-      }
+      if (this.stopping) break;
+      if (handled === 0 && !this.woken) await this.pause(this.deps.config.pollMs, { wakeable: true });
+      else if (handled > 0 && handled < this.deps.config.batchSize) await this.pause(FILL_MS, { wakeable: false });
     }
+  }
+
+  /** Waits `ms`; a stop ends the wait, and so does a wake when `wakeable`. */
+  private async pause(ms: number, { wakeable }: { wakeable: boolean }): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.wakeUp = () => {
+        if (!wakeable && !this.stopping) return;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.wakeUp = undefined;
   }
 
   /** Claims one batch and delivers it; answers how many mails it tried (not those it handed back). */
