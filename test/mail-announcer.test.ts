@@ -1,0 +1,85 @@
+// The announcement of queued mail (rules/courier/announcer.ts) costs PostgreSQL one
+// notification at a time however many sends queue mail, not one per login code; it
+// leaves nothing running once closed; and an outage is logged once, not per send.
+// The statements go to a stand-in Sql that answers when the test says: what is
+// checked is how many the announcer issues, and when, not what PostgreSQL does with
+// them (test/courier-wake.test.ts runs the real NOTIFY and LISTEN).
+import { describe, expect, it, vi } from "vitest";
+import { MailQueuedAnnouncer } from "../src/rules/courier/announcer.ts";
+import { createLogger } from "../src/lib/log.ts";
+import type { Row, Sql } from "../src/store/sql.ts";
+import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
+
+/** An Sql whose statements are noted and settled by the test, one by one. */
+function heldSql() {
+  const statements: { text: string; params: readonly unknown[]; settle: (err?: Error) => void }[] = [];
+  const sql: Sql = {
+    query<T extends Row>(text: string, params: readonly unknown[] = []): Promise<T[]> {
+      return new Promise<T[]>((resolve, reject) => statements.push({ text, params, settle: (err) => (err ? reject(err) : resolve([])) }));
+    },
+    transaction: () => Promise.reject(new Error("not used")),
+  };
+  return { sql, statements };
+}
+
+describe("announcing queued mail", () => {
+  it("sends one notification for the mail of many sends, one more for those queued while it was out, then none", async () => {
+    const { sql, statements } = heldSql();
+    const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
+    for (let i = 0; i < 100; i++) announcer.queued();
+    expect(statements).toHaveLength(1);
+    expect(statements[0].params).toEqual([MAIL_QUEUED_CHANNEL]);
+    statements[0].settle();
+    // The 99 sends queued while the first was out: one more notification, after the gap.
+    await vi.waitFor(() => expect(statements).toHaveLength(2));
+    statements[1].settle();
+    // Nothing queued since: the loop ends, and the next send is announced at once.
+    await vi.waitFor(async () => {
+      announcer.queued();
+      expect(statements).toHaveLength(3);
+    });
+    statements[2].settle();
+    await announcer.close();
+    expect(statements).toHaveLength(3);
+  });
+
+  it("once closed, announces nothing more, even for mail queued while its last notification was out", async () => {
+    const { sql, statements } = heldSql();
+    const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
+    announcer.queued();
+    announcer.queued();
+    const closed = announcer.close();
+    statements[0].settle();
+    await closed;
+    announcer.queued();
+    expect(statements).toHaveLength(1);
+  });
+
+  it("logs a failing database once, not at every announcement, and again after it recovered", async () => {
+    const { sql, statements } = heldSql();
+    const log = createLogger("silent");
+    const warn = vi.spyOn(log, "warn");
+    const announcer = new MailQueuedAnnouncer({ sql, log });
+    const down = new Error("connection refused");
+    announcer.queued();
+    for (let n = 1; n <= 3; n++) {
+      statements[n - 1].settle(down);
+      await vi.waitFor(async () => {
+        announcer.queued();
+        expect(statements).toHaveLength(n + 1);
+      });
+    }
+    expect(warn).toHaveBeenCalledTimes(1);
+    statements[3].settle();
+    await vi.waitFor(async () => {
+      announcer.queued();
+      expect(statements).toHaveLength(5);
+    });
+    statements[4].settle(down);
+    await vi.waitFor(() => expect(warn).toHaveBeenCalledTimes(2));
+    // The sends the waits above made may have one more notification out: closing waits for it.
+    const closed = announcer.close();
+    for (const s of statements) s.settle();
+    await closed;
+  });
+});
