@@ -190,15 +190,17 @@ export async function createPendingIdentity(
 ): Promise<Identity> {
   const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null, phoneNumber };
   const mailer = sendCode ? await deps.mail.mailer(org, { locales, link: linkTarget(org, "registration", { username: identity.username }) }) : undefined;
+  let queued = false;
   const created = await deps.sql.transaction(async (tx) => {
     if (!(await insertPendingIdentity(tx, identity))) return false;
     await recordEvent(tx, { orgId: org.id, type: "identity.created", identityId: identity.id, occurredAt: identity.createdAt }, audit);
     if (sendCode) {
       const target = { identityId: identity.id, username: identity.username };
-      await deps.codes.issue({ org, purpose: "registration", target, requiredState: "pending", mail: "registration", mailer, audit }, tx);
+      ({ queued } = await deps.codes.issue({ org, purpose: "registration", target, requiredState: "pending", mail: "registration", mailer, audit }, tx));
     }
     return true;
   });
+  if (queued) deps.codes.mailCommitted();
   if (!created) throw new AlreadyExists("username", `username: ${username} already exists in organization ${org.id}`);
   return identity;
 }

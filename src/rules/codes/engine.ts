@@ -99,6 +99,8 @@ export interface IssuedCode {
   id: string;
   code: string;
   expiresAt: Date;
+  /** Mail was queued: in a caller's transaction, the caller calls mailCommitted once it committed. */
+  queued: boolean;
 }
 
 export interface VerifyRequest {
@@ -202,9 +204,15 @@ export class CodeEngine {
       req.signal,
     );
     if (result.issued) this.events.issued(req.purpose, mail !== undefined);
-    if (result.queued > 0) this.onQueued();
+    // In a caller's transaction the mail is not committed yet: a courier told now could look before it is.
+    if (result.queued > 0 && sql === this.sql) this.onQueued();
     const retryAfterMs = result.retryAt ? Math.max(1, result.retryAt.getTime() - now.getTime()) : 0;
-    return { written: result.issued, id, code, expiresAt, retryAfterMs };
+    return { written: result.issued, id, code, expiresAt, retryAfterMs, queued: result.queued > 0 };
+  }
+
+  /** The transaction in which `issue` queued mail committed: the courier may look for it now. */
+  mailCommitted(): void {
+    this.onQueued();
   }
 
   /**
