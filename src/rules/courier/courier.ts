@@ -108,6 +108,9 @@ export class Courier {
   private async loop(): Promise<void> {
     while (!this.stopping) {
       let handled = 0;
+      // A look a wake-up asked for that finds nothing is made once more, FILL_MS later, before the
+      // courier sleeps out its poll: the mail it was told of may be dated by a clock a little ahead of its own.
+      const asked = this.woken;
       try {
         this.woken = false;
         handled = await this.runOnce();
@@ -115,7 +118,7 @@ export class Courier {
         this.deps.log.error({ err }, "courier batch failed");
       }
       if (this.stopping) break;
-      if (handled === 0 && !this.woken) await this.pause(this.deps.config.pollMs, { wakeable: true });
+      if (handled === 0 && !this.woken) await this.pause(asked ? FILL_MS : this.deps.config.pollMs, { wakeable: true });
       else if (handled > 0 && handled < this.deps.config.batchSize) await this.pause(FILL_MS, { wakeable: false });
     }
   }
