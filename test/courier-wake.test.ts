@@ -1,8 +1,9 @@
-// A courier in a process of its own (`codegate courier`, or the courier worker of
-// `serve`) sends the mail that a server without a courier queued at once, not at its
-// next poll: the server announces it (NOTIFY, rules/courier/announcer.ts) and the
-// sleeping courier hears it (store/mail-queued.ts), also after its listening
-// connection broke. Its poll interval here is a minute: a mail that waited for it
+// A courier elsewhere (`codegate courier`, the courier worker of `serve`, or a
+// `serve` with its courier on the same database) sends the mail that a server
+// without a courier queued at once, not at its next poll: the server announces it
+// (NOTIFY, rules/courier/announcer.ts) and the sleeping courier hears it
+// (store/mail-queued.ts); after its listening connection broke, it looks for what
+// it may have missed. Its poll interval here is a minute: a mail that waited for it
 // would not arrive within the test's bounds.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -12,7 +13,7 @@ import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
 import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
 import { adminFixtures } from "./support/fixtures.ts";
-import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, TEST_LIMITS } from "./support/server.ts";
+import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, TEST_LIMITS, type TestServer } from "./support/server.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -50,59 +51,103 @@ function startCourier(databaseUrl: string, smtpUrl: string): { child: ChildProce
   return { child, exited };
 }
 
-describe("a courier in a process of its own", () => {
-  it("sends mail queued while it waits out its poll interval at once, woken by the server that queued it, also after its listening connection broke", async () => {
+/** A server without a courier, on a fresh database, with an organization and a user to mail. */
+async function senderWithUser(): Promise<{ server: TestServer; db: pg.Client; orgId: string; fx: ReturnType<typeof adminFixtures> }> {
+  const server = await startTestServer({ COURIER_ENABLED: "false" });
+  cleanups.push(() => server.close());
+  const db = new pg.Client(server.databaseUrl);
+  await db.connect();
+  cleanups.push(() => db.end());
+  const fx = adminFixtures(server.url);
+  cleanups.push(() => fx.close());
+  const org = await fx.org("Woken");
+  await fx.identity(org.id, "woken@example.com");
+  return { server, db, orgId: org.id, fx };
+}
+
+/** The courier's connection listening for queued mail (by its statement, the connection's last). */
+async function listeners(db: pg.Client): Promise<number[]> {
+  return (await db.query<{ pid: number }>(`select pid from pg_stat_activity where datname = current_database() and query = $1`, [`listen ${MAIL_QUEUED_CHANNEL}`])).rows.map((r) => r.pid);
+}
+
+/** A look for due mail by the courier (the only process here that makes one), begun after `since` (the database's clock) when given. */
+async function looked(db: pg.Client, since?: Date): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `select 1 from pg_stat_activity where datname = current_database() and query ~ '^\\s*select org_id from courier_message' and ($1::timestamptz is null or query_start > $1)`,
+    [since ?? null],
+  );
+  return (rowCount ?? 0) > 0;
+}
+
+/** The courier asleep: it listens, and a connection of its pool last ran its look for due mail, on a queue with none. */
+async function asleep(db: pg.Client, alive: () => boolean): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      expect(alive(), "the courier stopped").toBe(true);
+      expect(await listeners(db)).toHaveLength(1);
+      expect(await looked(db)).toBe(true);
+    },
+    { timeout: 20_000, interval: 50 },
+  );
+}
+
+async function sendLoginCode(server: TestServer, orgId: string): Promise<void> {
+  const res = await fetch(`${server.url}/codegate.v1.LoginService/SendLoginCode`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "woken@example.com", orgId }),
+  });
+  expect(res.status).toBe(200);
+}
+
+describe("a courier elsewhere, sleeping out a minute-long poll interval", () => {
+  it("(codegate courier) sends a login code and a new identity's registration code at once, woken by the server that queued them, and looks again once it listens after a break", async () => {
     const smtp = await SmtpSink.create();
     cleanups.push(() => smtp.stop());
-    const server = await startTestServer({ COURIER_ENABLED: "false" });
-    cleanups.push(() => server.close());
-    const db = new pg.Client(server.databaseUrl);
-    await db.connect();
-    cleanups.push(() => db.end());
-    const fx = adminFixtures(server.url);
-    const org = await fx.org("Woken");
-    await fx.identity(org.id, "woken@example.com");
-    fx.close();
-
+    const { server, db, orgId, fx } = await senderWithUser();
     const courier = startCourier(server.databaseUrl, smtp.url);
-    /** The courier's connection listening for queued mail (by its statement, the connection's last). */
-    const listener = async () =>
-      (await db.query<{ pid: number }>(`select pid from pg_stat_activity where datname = current_database() and query = $1`, [`listen ${MAIL_QUEUED_CHANNEL}`])).rows;
-    /** The courier asleep: it listens, and a connection of its pool last ran its look for due mail, on a queue with none. */
-    const asleep = () =>
-      vi.waitFor(
-        async () => {
-          expect(courier.child.exitCode, "the courier exited").toBeNull();
-          expect(await listener()).toHaveLength(1);
-          const looked = await db.query(`select 1 from pg_stat_activity where datname = current_database() and state = 'idle' and query ~ '^\\s*select org_id from courier_message'`);
-          expect(looked.rowCount).toBe(1);
-        },
-        { timeout: 20_000, interval: 50 },
-      );
-    const send = async () => {
-      const res = await fetch(`${server.url}/codegate.v1.LoginService/SendLoginCode`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ username: "woken@example.com", orgId: org.id }),
-      });
-      expect(res.status).toBe(200);
-    };
+    const alive = () => courier.child.exitCode === null;
 
-    await asleep();
-    await send();
+    await asleep(db, alive);
+    await sendLoginCode(server, orgId);
     const first = await smtp.nextMailTo("woken@example.com", 0, SOON_MS);
     expect(codeFrom(first)).toMatch(/^\d{6}$/);
 
-    // Its listening connection broken, the courier listens again on a new one; what it missed, it looks for.
-    const [{ pid }] = await listener();
+    // Queued in the transaction that creates the identity: announced once that committed.
+    await asleep(db, alive);
+    await fx.clients.admin.createIdentity({ orgId, username: "registered@example.com" });
+    expect(codeFrom(await smtp.nextMailTo("registered@example.com", 0, SOON_MS))).toMatch(/^\d{6}$/);
+
+    // Its listening connection broken, the courier listens again on a new one, and looks for what it
+    // may have missed meanwhile (nothing else would make it look within its poll interval).
+    await asleep(db, alive);
+    const [pid] = await listeners(db);
+    const { rows: [{ now: broken }] } = await db.query<{ now: Date }>("select now()");
     await db.query("select pg_terminate_backend($1)", [pid]);
-    await vi.waitFor(async () => expect((await listener()).map((l) => l.pid)).toEqual([expect.not.toSatisfy((p: number) => p === pid)]), { timeout: 20_000, interval: 50 });
-    await asleep();
-    await send();
+    await vi.waitFor(async () => {
+      const now = await listeners(db);
+      expect(now).toHaveLength(1);
+      expect(now).not.toContain(pid);
+      expect(await looked(db, broken)).toBe(true);
+    }, { timeout: 20_000, interval: 50 });
+    await asleep(db, alive);
+    await sendLoginCode(server, orgId);
     const second = await smtp.nextMailTo("woken@example.com", 1, SOON_MS);
     expect(codeFrom(second)).not.toBe(codeFrom(first));
 
     courier.child.kill("SIGTERM");
     expect(await courier.exited).toBe(0);
+  });
+
+  it("(serve with its courier) sends a login code another server queued at once", async () => {
+    const smtp = await SmtpSink.create();
+    cleanups.push(() => smtp.stop());
+    const { server, db, orgId } = await senderWithUser();
+    const withCourier = await startTestServer({ DATABASE_URL: server.databaseUrl, SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "60s" });
+    cleanups.push(() => withCourier.close());
+
+    await asleep(db, () => true);
+    await sendLoginCode(server, orgId);
+    expect(codeFrom(await smtp.nextMailTo("woken@example.com", 0, SOON_MS))).toMatch(/^\d{6}$/);
   });
 });

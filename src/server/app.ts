@@ -11,7 +11,7 @@ import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "../rules
 import { CodeEngine } from "../rules/codes/engine.ts";
 import { MailQueuedAnnouncer } from "../rules/courier/announcer.ts";
 import type { Courier } from "../rules/courier/courier.ts";
-import { createCourier } from "../rules/courier/create.ts";
+import { createCourier, wakeOnQueuedMail } from "../rules/courier/create.ts";
 import { DeliveryDesk } from "../rules/delivery/delivery.ts";
 import { FlowLimits } from "../rules/limits/limits.ts";
 import { RateLimiter } from "../rules/limits/rate-limiter.ts";
@@ -130,6 +130,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // Organizations and their templates are cached; an admin change anywhere is heard here (NOTIFY) and forgets them.
   const orgChanges = new OrgChanges();
   const orgFeed = await followOrgChanges(orm, orgChanges, log);
+  // A courier here also hears of the mail that servers without one queue on the same database.
+  const queuedFeed = courier && config.databaseUrl ? await wakeOnQueuedMail(orm, courier, log) : undefined;
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
   const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier });
@@ -226,6 +228,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       shutdown.abort();
       // The courier finishes the mails it is sending (each bounded by the SMTP timeouts) and hands back
       // the rest of its batch; a supervisor that kills it sooner only makes those go out again after their lease.
+      await queuedFeed?.close();
       await mail?.stop();
       await announcer?.close();
       await retention?.stop();

@@ -5,9 +5,8 @@ import type { Config } from "../config/config.ts";
 import { loadSecrets } from "../config/secrets.ts";
 import { systemClock } from "../domain/clock.ts";
 import type { Logger } from "../lib/log.ts";
-import { createCourier } from "../rules/courier/create.ts";
+import { createCourier, wakeOnQueuedMail } from "../rules/courier/create.ts";
 import { startRetention } from "../rules/retention.ts";
-import { listenMailQueued } from "../store/mail-queued.ts";
 import { openMigrated, openOrm } from "../store/orm.ts";
 import { sqlOf } from "../store/sql.ts";
 import { createMetrics, databaseSources, type Metrics } from "./ops/metrics.ts";
@@ -32,10 +31,7 @@ export async function runCourierWorker(config: Config, log: Logger, stopped: Pro
   opts.onMetrics?.(metrics);
   const { courier, stop } = createCourier({ config, secrets, sql, clock, log, events: metrics.courier });
   // Mail queued by a server without a courier of its own is heard of at once, not at the next poll.
-  const queuedFeed = await listenMailQueued(orm, {
-    queued: () => courier.wake(),
-    error: (err) => log.warn({ err }, "the connection listening for queued mail broke; opening it again (meanwhile the courier polls)"),
-  });
+  const queuedFeed = await wakeOnQueuedMail(orm, courier, log);
   const retention = startRetention({ sql, clock, log, ...config.retention, events: metrics.retention });
   // Liveness and metrics for whatever runs the worker, on its operations listener.
   const ops = opts.worker

@@ -4,6 +4,8 @@ import type { Clock } from "../../domain/clock.ts";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
 import type { Logger } from "../../lib/log.ts";
+import { listenMailQueued } from "../../store/mail-queued.ts";
+import type { Orm } from "../../store/orm.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
 import { Courier } from "./courier.ts";
@@ -38,4 +40,16 @@ export function createCourier(deps: CourierDeps): { courier: Courier; destinatio
       transport.close();
     },
   };
+}
+
+/**
+ * Wakes `courier` whenever a process without a courier announces queued mail on
+ * the database (store/mail-queued.ts), and once it listens again after a break;
+ * answers its stop.
+ */
+export function wakeOnQueuedMail(orm: Orm, courier: Courier, log: Logger): Promise<{ close(): Promise<void> }> {
+  return listenMailQueued(orm, {
+    queued: () => courier.wake(),
+    error: (err) => log.warn({ err }, "the connection listening for queued mail broke; opening it again (meanwhile the courier polls)"),
+  });
 }
