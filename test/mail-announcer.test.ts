@@ -55,6 +55,33 @@ describe("announcing queued mail", () => {
     expect(statements).toHaveLength(1);
   });
 
+  it("announces the next send at once once its loop is over, and ends its wait between two notifications when closed", async () => {
+    const { sql, statements } = heldSql();
+    const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
+    // Only the announcer's own timers are faked: what is checked is which it leaves armed.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      announcer.queued();
+      statements[0].settle();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(vi.getTimerCount()).toBe(1); // its wait before another notification
+      await vi.advanceTimersByTimeAsync(20);
+      // Nothing was queued meanwhile: no notification, no timer, and the next send's goes out at once.
+      expect(statements).toHaveLength(1);
+      expect(vi.getTimerCount()).toBe(0);
+      announcer.queued();
+      expect(statements).toHaveLength(2);
+      statements[1].settle();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(vi.getTimerCount()).toBe(1);
+      // Fake time stands still: close resolves only because it ends the wait itself.
+      await announcer.close();
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("logs a failing database once, not at every announcement, and again after it recovered", async () => {
     const { sql, statements } = heldSql();
     const log = createLogger("silent");
