@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
+import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, TEST_LIMITS, type TestServer } from "./support/server.ts";
@@ -149,5 +150,37 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     await asleep(db, () => true);
     await sendLoginCode(server, orgId);
     expect(codeFrom(await smtp.nextMailTo("woken@example.com", 0, SOON_MS))).toMatch(/^\d{6}$/);
+  });
+
+  it("is not woken for a code that goes out as a text through the delivery API, which it never claims", async () => {
+    const smtp = await SmtpSink.create();
+    cleanups.push(() => smtp.stop());
+    const server = await startTestServer({ SMTP_URL: smtp.url });
+    cleanups.push(() => server.close());
+    const fx = adminFixtures(server.url);
+    cleanups.push(() => fx.close());
+    const texting = await fx.org("Texting", { delivery: { login: DeliveryChannel.SMS } });
+    const texted = (await fx.clients.admin.createIdentity({ orgId: texting.id, username: "texted@example.com", phoneNumber: "+41446681800", skipRegistrationCode: true })).identity!;
+    await fx.clients.admin.setIdentityState({ identityId: texted.id, state: IdentityState.ACTIVE });
+    const mailing = await fx.org("Mailing");
+    await fx.identity(mailing.id, "mailed@example.com");
+    const wake = vi.spyOn(server.app.courier!, "wake");
+    const send = (username: string, orgId: string) =>
+      fetch(`${server.url}/codegate.v1.LoginService/SendLoginCode`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, orgId }) });
+    expect((await send("texted@example.com", texting.id)).status).toBe(200);
+    expect((await send("mailed@example.com", mailing.id)).status).toBe(200);
+    // Wake-ups come in the order of the sends (setImmediate): once the mail's has come, the text's would have.
+    await vi.waitFor(() => expect(wake).toHaveBeenCalled());
+    expect(wake).toHaveBeenCalledTimes(1);
+    const { rows } = await (async () => {
+      const db = new pg.Client(server.databaseUrl);
+      await db.connect();
+      try {
+        return await db.query<{ channel: string }>("select channel from courier_message order by channel");
+      } finally {
+        await db.end();
+      }
+    })();
+    expect(rows.map((r) => r.channel)).toEqual(["sms", "smtp"]);
   });
 });

@@ -64,7 +64,7 @@ export interface NewCode {
 
 export interface IssueResult {
   issued: boolean;
-  /** Mails (the code's or a notice) queued. */
+  /** Mails (the code's or a notice) queued for the courier (channel smtp; not those the delivery API hands out). */
   queued: number;
   /** Over a limit: when the send would be allowed. */
   retryAt: Date | null;
@@ -103,14 +103,14 @@ with counted as (${countHitsSql(16)}
   from ident join issued on issued.identity_id = ident.id
     cross join lateral (select $30::boolean and ident.phone_number is not null as sms) d
   where $15::boolean
-  returning id
+  returning id, channel
 ), noticed as (
   insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
   select $1, $22::uuid, $31::text, $5, $23, $24, $25, $14, 'queued', 0, $8, $8, $8
   where (select allowed from verdict) and (
     ($26 = 'unknown' and not exists (select 1 from found)) or
     ($26 = 'active' and exists (select 1 from found where state = 'active')))
-  returning id
+  returning channel
 ), logged as (
   -- The trail, in the statement of the change: an issued code (with the mail
   -- that carries it), and a self-service sign-up's new identity.
@@ -120,7 +120,7 @@ with counted as (${countHitsSql(16)}
   select org_id, 'identity.created', null, id, null, null, nullif($32::text, ''), nullif($33::text, ''), $8 from created
 )
 select (select count(*) from issued)::int as issued,
-  ((select count(*) from queued) + (select count(*) from noticed))::int as queued,
+  ((select count(*) from queued where channel = 'smtp') + (select count(*) from noticed where channel = 'smtp'))::int as queued,
   (select retry_at from verdict) as retry_at`;
 
 // One live code per identity, purpose and binding: a new one takes its place.

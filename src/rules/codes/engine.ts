@@ -99,7 +99,7 @@ export interface IssuedCode {
   id: string;
   code: string;
   expiresAt: Date;
-  /** Mail was queued: in a caller's transaction, the caller calls mailCommitted once it committed. */
+  /** Mail was queued for the courier: in a caller's transaction, the caller calls mailCommitted once it committed. */
   queued: boolean;
 }
 
