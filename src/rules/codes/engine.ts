@@ -146,9 +146,11 @@ export class CodeEngine {
    * Issues a new code for the target if it is an identity in the wanted state,
    * replacing its live code of the purpose and binding, and queues its mail in
    * the same statement. The work before the statement is the same whether or not
-   * the identity exists, so the answer time does not tell.
+   * the identity exists, so the answer time does not tell. In a caller's
+   * transaction (`tx`), the caller calls mailCommitted once it committed.
    */
-  async issue(req: IssueRequest, sql: Sql = this.sql): Promise<IssuedCode> {
+  async issue(req: IssueRequest, tx?: Sql): Promise<IssuedCode> {
+    const sql = tx ?? this.sql;
     const policy = effectivePolicy(this.config, req.org.settings, req.purpose);
     const lifespanMs = req.lifespanMs ?? policy.lifespanMs;
     const code = randomString(policy.alphabet, policy.length);
@@ -205,7 +207,7 @@ export class CodeEngine {
     );
     if (result.issued) this.events.issued(req.purpose, mail !== undefined);
     // In a caller's transaction the mail is not committed yet: a courier told now could look before it is.
-    if (result.queued > 0 && sql === this.sql) this.onQueued();
+    if (result.queued > 0 && !tx) this.onQueued();
     const retryAfterMs = result.retryAt ? Math.max(1, result.retryAt.getTime() - now.getTime()) : 0;
     return { written: result.issued, id, code, expiresAt, retryAfterMs, queued: result.queued > 0 };
   }
