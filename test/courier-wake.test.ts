@@ -180,15 +180,10 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     // Wake-ups come in the order of the sends (setImmediate): once the mail's has come, the text's would have.
     await vi.waitFor(() => expect(wake).toHaveBeenCalled());
     expect(wake).toHaveBeenCalledTimes(1);
-    const { rows } = await (async () => {
-      const db = new pg.Client(server.databaseUrl);
-      await db.connect();
-      try {
-        return await db.query<{ channel: string }>("select channel from courier_message order by channel");
-      } finally {
-        await db.end();
-      }
-    })();
+    const db = new pg.Client(server.databaseUrl);
+    await db.connect();
+    cleanups.push(() => db.end());
+    const { rows } = await db.query<{ channel: string }>("select channel from courier_message order by channel");
     expect(rows.map((r) => r.channel)).toEqual(["sms", "smtp"]);
   });
 });

@@ -130,8 +130,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // Organizations and their templates are cached; an admin change anywhere is heard here (NOTIFY) and forgets them.
   const orgChanges = new OrgChanges();
   const orgFeed = await followOrgChanges(orm, orgChanges, log);
-  // A courier here also hears of the mail that servers without one queue on the same database.
-  const queuedFeed = courier && config.databaseUrl ? await wakeOnQueuedMail(orm, courier, log) : undefined;
+  // A courier here also hears of the mail that servers without one queue on the same database (on PGlite, nothing listens).
+  const queuedFeed = courier ? await wakeOnQueuedMail(orm, courier, log) : undefined;
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
   const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier });
