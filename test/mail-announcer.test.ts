@@ -8,7 +8,7 @@ import { describe, expect, it, vi } from "vitest";
 import { MailQueuedAnnouncer } from "../src/rules/courier/announcer.ts";
 import { createLogger } from "../src/lib/log.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
-import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
+import { claimantsOf, MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
 
 /** An Sql whose statements are noted and settled by the test, one by one. */
 function heldSql() {
@@ -26,16 +26,16 @@ describe("announcing queued mail", () => {
   it("sends one notification for the mail of many sends, one more for those queued while it was out, then none", async () => {
     const { sql, statements } = heldSql();
     const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
-    for (let i = 0; i < 100; i++) announcer.queued();
+    for (let i = 0; i < 100; i++) announcer.queued("courier");
     expect(statements).toHaveLength(1);
-    expect(statements[0].params).toEqual([MAIL_QUEUED_CHANNEL]);
+    expect(statements[0].params).toEqual([MAIL_QUEUED_CHANNEL, "courier"]);
     statements[0].settle();
     // The 99 sends queued while the first was out: one more notification, after the gap.
     await vi.waitFor(() => expect(statements).toHaveLength(2));
     statements[1].settle();
     // Nothing queued since: the loop ends, and the next send is announced at once.
     await vi.waitFor(async () => {
-      announcer.queued();
+      announcer.queued("courier");
       expect(statements).toHaveLength(3);
     });
     statements[2].settle();
@@ -43,15 +43,32 @@ describe("announcing queued mail", () => {
     expect(statements).toHaveLength(3);
   });
 
+  it("names who has messages to claim: the courier, the delivery API, or both when both queued while one notification was out", async () => {
+    const { sql, statements } = heldSql();
+    const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
+    announcer.queued("api");
+    announcer.queued("api");
+    announcer.queued("courier");
+    statements[0].settle();
+    await vi.waitFor(() => expect(statements).toHaveLength(2));
+    statements[1].settle();
+    const closed = announcer.close();
+    expect(statements.map((s) => s.params)).toEqual([
+      [MAIL_QUEUED_CHANNEL, "api"],
+      [MAIL_QUEUED_CHANNEL, "api,courier"],
+    ]);
+    await closed;
+  });
+
   it("once closed, announces nothing more, even for mail queued while its last notification was out", async () => {
     const { sql, statements } = heldSql();
     const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
-    announcer.queued();
-    announcer.queued();
+    announcer.queued("courier");
+    announcer.queued("courier");
     const closed = announcer.close();
     statements[0].settle();
     await closed;
-    announcer.queued();
+    announcer.queued("courier");
     expect(statements).toHaveLength(1);
   });
 
@@ -61,7 +78,7 @@ describe("announcing queued mail", () => {
     // Only the announcer's own timers are faked: what is checked is which it leaves armed.
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
     try {
-      announcer.queued();
+      announcer.queued("courier");
       statements[0].settle();
       await vi.advanceTimersByTimeAsync(0);
       expect(vi.getTimerCount()).toBe(1); // its wait before another notification
@@ -69,7 +86,7 @@ describe("announcing queued mail", () => {
       // Nothing was queued meanwhile: no notification, no timer, and the next send's goes out at once.
       expect(statements).toHaveLength(1);
       expect(vi.getTimerCount()).toBe(0);
-      announcer.queued();
+      announcer.queued("courier");
       expect(statements).toHaveLength(2);
       statements[1].settle();
       await vi.advanceTimersByTimeAsync(0);
@@ -88,18 +105,18 @@ describe("announcing queued mail", () => {
     const warn = vi.spyOn(log, "warn");
     const announcer = new MailQueuedAnnouncer({ sql, log });
     const down = new Error("connection refused");
-    announcer.queued();
+    announcer.queued("courier");
     for (let n = 1; n <= 3; n++) {
       statements[n - 1].settle(down);
       await vi.waitFor(async () => {
-        announcer.queued();
+        announcer.queued("courier");
         expect(statements).toHaveLength(n + 1);
       });
     }
     expect(warn).toHaveBeenCalledTimes(1);
     statements[3].settle();
     await vi.waitFor(async () => {
-      announcer.queued();
+      announcer.queued("courier");
       expect(statements).toHaveLength(5);
     });
     statements[4].settle(down);
@@ -108,5 +125,12 @@ describe("announcing queued mail", () => {
     const closed = announcer.close();
     for (const s of statements) s.settle();
     await closed;
+  });
+
+  it("reads an empty payload, from a server before payloads named anyone, as the courier's", () => {
+    expect(claimantsOf("")).toEqual(new Set(["courier"]));
+    expect(claimantsOf("api")).toEqual(new Set(["api"]));
+    expect(claimantsOf("api,courier")).toEqual(new Set(["api", "courier"]));
+    expect(claimantsOf("someone-else")).toEqual(new Set());
   });
 });

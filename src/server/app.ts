@@ -10,6 +10,7 @@ import { createLogger, type Logger } from "../lib/log.ts";
 import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "../rules/admin-tokens.ts";
 import { CodeEngine } from "../rules/codes/engine.ts";
 import { MailQueuedAnnouncer } from "../rules/courier/announcer.ts";
+import { DeliveryWaits, hearQueuedMessages } from "../rules/delivery/waits.ts";
 import type { Courier } from "../rules/courier/courier.ts";
 import { createCourier, wakeOnQueuedMail } from "../rules/courier/create.ts";
 import { DeliveryDesk } from "../rules/delivery/delivery.ts";
@@ -59,6 +60,8 @@ export interface App {
   orgChanges: OrgChanges;
   /** Present when this process runs the courier. */
   courier: Courier | undefined;
+  /** The delivery API's claims waiting for messages (ClaimRequest.wait). */
+  deliveryWaits: DeliveryWaits;
   /** http://host:port of the listening address. */
   url: string;
   port: number;
@@ -112,10 +115,13 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
 
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
   const courier = mail?.courier;
-  // Without a courier here, the couriers of other processes on the database are told (PGlite has none).
+  // Other processes on the database are told of queued messages: the couriers when there is none here,
+  // and the delivery API's waiting claims (PGlite serves one process: nothing to tell).
   // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
-  // the mail of many calls, as the delivery an inline courier is woken for.
-  const announcer = !courier && config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
+  // the messages of many calls, as the delivery an inline courier is woken for.
+  const announcer = config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
+  // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens).
+  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log));
   const codes = new CodeEngine({
     sql,
     config,
@@ -123,7 +129,17 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     clock,
     events: metrics.codes,
     // After the answer has gone out: a known user's send must not answer later.
-    onQueued: () => setImmediate(() => (courier ? courier.wake() : announcer?.queued())),
+    onQueued: (claimants) =>
+      setImmediate(() => {
+        if (claimants.includes("courier")) {
+          if (courier) courier.wake();
+          else announcer?.queued("courier");
+        }
+        if (claimants.includes("api")) {
+          deliveryWaits.wake();
+          announcer?.queued("api");
+        }
+      }),
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
   const limits = new FlowLimits(new RateLimiter(sql, clock), config);
@@ -134,7 +150,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const queuedFeed = courier ? await wakeOnQueuedMail(orm, courier, log) : undefined;
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
-  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier });
+  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits });
   const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges, delivery };
 
   const shutdown = new AbortController();
@@ -217,12 +233,15 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     opsUrl: opsListener?.url,
     firstAdminToken,
     courier,
+    deliveryWaits,
     health: ops.health,
     async close() {
       // Load balancers see NOT_SERVING; new connections are refused; requests in
       // flight finish within the grace period; only then is anything cancelled.
       await ops.health.beginShutdown();
       pipeline.endStreams();
+      // Waiting claims answer now, with what they have (nothing), as streams end.
+      await deliveryWaits.stop();
       await listener.close(config.shutdownGraceMs);
       await opsListener?.close();
       shutdown.abort();

@@ -15,6 +15,7 @@ import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/conn
 import { attempt } from "../lib/abort.ts";
 import type { Logger } from "../lib/log.ts";
 import { requestContext } from "../lib/request-context.ts";
+import { callDeadlineKey } from "../services/context-keys.ts";
 import { deadlineExceeded, openCall, streamExpired, type CallBounds } from "./call.ts";
 import { connectUnaryHandler } from "./connect-unary.ts";
 import { grpcUnaryHandler } from "./grpc-unary.ts";
@@ -64,6 +65,7 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
       asked !== undefined && asked < bound
         ? openCall(req, res, asked, deadlineExceeded(asked), bounds.graceMs)
         : openCall(req, res, bound, streaming ? streamExpired(bound) : deadlineExceeded(bound), bounds.graceMs);
+    values.set(callDeadlineKey, performance.now() + Math.min(asked ?? bound, bound));
     const request = {
       httpVersion: req.httpVersion,
       method: req.method ?? "",

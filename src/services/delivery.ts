@@ -7,6 +7,7 @@ import { DeliveryMessageSchema, type DeliveryService } from "../../gen/codegate/
 import { CodePurpose, CourierMessageStatus } from "../../gen/codegate/v1/types_pb.ts";
 import type { ApiChannel } from "../domain/outbox.ts";
 import { DEFAULT_CLAIM_SIZE, DEFAULT_LEASE_MS, type Delivery } from "../rules/delivery/delivery.ts";
+import { callDeadlineKey } from "./context-keys.ts";
 import type { ServiceDeps } from "./deps.ts";
 import { answeringDomainErrors } from "./errors.ts";
 import { channelOf, channelProto, purposeProto } from "./mapping.ts";
@@ -27,13 +28,23 @@ const toProto = (d: Delivery) =>
         : { case: "mail", value: { from: d.content.from, rfc822: d.content.rfc822 } },
   });
 
+/**
+ * How long a claim may wait before its call's deadline: what is left of it but the
+ * time to claim and answer (a second, or half of what is left when that is less).
+ */
+function waitBefore(deadline: number): number {
+  const left = deadline - performance.now();
+  return Math.max(0, left - Math.min(1000, left / 2));
+}
+
 export function deliveryService(deps: ServiceDeps): ServiceImpl<typeof DeliveryService> {
   return answeringDomainErrors<ServiceImpl<typeof DeliveryService>>({
-    async claim(req) {
+    async claim(req, ctx) {
       // The proto's rules take only the API's channels, each once.
       const channels = req.channels.map((c) => channelOf[c]).filter((c): c is ApiChannel => c !== undefined);
       const leaseMs = req.lease ? durationMs(req.lease) : DEFAULT_LEASE_MS;
-      const claimed = await deps.delivery.claim(channels, req.maxMessages || DEFAULT_CLAIM_SIZE, leaseMs);
+      const waitMs = Math.min(req.wait ? durationMs(req.wait) : 0, waitBefore(ctx.values.get(callDeadlineKey)));
+      const claimed = await deps.delivery.claim(channels, req.maxMessages || DEFAULT_CLAIM_SIZE, leaseMs, { waitMs, signal: ctx.signal });
       return { messages: claimed.map(toProto) };
     },
 

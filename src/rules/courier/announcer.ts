@@ -1,8 +1,11 @@
-// A process without a courier of its own tells the couriers elsewhere that it
-// queued mail (store/mail-queued.ts), so that an idle one sends it now rather than
-// at its next poll. One notification at a time, then at most one per GAP_MS
-// however many sends queued mail meanwhile: under load a few dozen a second for
-// PostgreSQL to pass on, not one per login code, for a mail at most GAP_MS later.
+// A server tells the other processes on the database that it queued messages
+// (store/mail-queued.ts): the couriers elsewhere when it has none of its own, so
+// that an idle one sends the mail now rather than at its next poll; the delivery
+// API's claims waiting on other servers, so that one answers. One notification at
+// a time, then at most one per GAP_MS however many sends queued messages
+// meanwhile: under load a few dozen a second for PostgreSQL to pass on, not one
+// per login code, for a message at most GAP_MS later.
+import type { Claimant } from "../../domain/outbox.ts";
 import type { Logger } from "../../lib/log.ts";
 import { announceMailQueued } from "../../store/mail-queued.ts";
 import type { Sql } from "../../store/sql.ts";
@@ -14,8 +17,8 @@ export class MailQueuedAnnouncer {
   readonly #log: Logger;
   /** The announcing loop, while one runs. */
   #running: Promise<void> | undefined;
-  /** Mail was queued since the loop's last announcement. */
-  #again = false;
+  /** Who had messages queued since the loop's last announcement. */
+  readonly #pending = new Set<Claimant>();
   #closed = false;
   #gap: { timer: NodeJS.Timeout; end: () => void } | undefined;
   /** The last announcement failed: the next failure is not logged again. */
@@ -26,21 +29,22 @@ export class MailQueuedAnnouncer {
     this.#log = deps.log;
   }
 
-  /** Mail was queued, and its statement committed. */
-  queued(): void {
+  /** Messages for `claimant` were queued, and their statement committed. */
+  queued(claimant: Claimant): void {
     if (this.#closed) return;
-    this.#again = true;
+    this.#pending.add(claimant);
     this.#running ??= this.#announce().finally(() => (this.#running = undefined));
   }
 
   async #announce(): Promise<void> {
-    while (this.#again && !this.#closed) {
-      this.#again = false;
+    while (this.#pending.size && !this.#closed) {
+      const claimants = [...this.#pending].sort();
+      this.#pending.clear();
       try {
-        await announceMailQueued(this.#sql);
+        await announceMailQueued(this.#sql, claimants);
         this.#failing = false;
       } catch (err) {
-        if (!this.#failing) this.#log.warn({ err }, "could not tell the couriers that mail was queued: they find it at their next poll");
+        if (!this.#failing) this.#log.warn({ err }, "could not tell the other processes that messages were queued: couriers find them at their next poll, waiting claims at their next claim");
         this.#failing = true;
       }
       if (this.#closed) return;

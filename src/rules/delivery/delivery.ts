@@ -19,6 +19,7 @@ import type { CourierEvents } from "../events.ts";
 import { withRecipient } from "../mail/mime.ts";
 import { decodeContent } from "../mail/payload.ts";
 import { unseal } from "../mail/seal.ts";
+import type { DeliveryWaits } from "./waits.ts";
 
 /** A claimed message as the worker gets it. */
 export interface Delivery {
@@ -51,7 +52,7 @@ function answerBytes(d: Delivery): number {
 }
 
 export class DeliveryDesk {
-  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents };
+  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents; waits?: DeliveryWaits };
 
   /**
    * Where its looks for due messages start, one per set of channels claimed: a
@@ -71,8 +72,36 @@ export class DeliveryDesk {
     return floor;
   }
 
-  /** Leases up to `size` due messages of these channels for `leaseMs`. */
-  async claim(channels: readonly ApiChannel[], size: number, leaseMs: number): Promise<Delivery[]> {
+  /**
+   * Leases up to `size` due messages of these channels for `leaseMs`. With none
+   * due, waits up to `call.waitMs` for some to be queued. Once the call's signal
+   * has aborted (its caller left, its deadline passed), nothing more is claimed,
+   * and what a claim in flight took is given back at once rather than after its lease.
+   */
+  async claim(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
+    const { waits } = this.deps;
+    const claimFor = async () => {
+      call?.signal.throwIfAborted();
+      const claimed = await this.claimNow(channels, size, leaseMs);
+      if (call?.signal.aborted && claimed.length) await releaseMessages(this.deps.sql, claimed);
+      call?.signal.throwIfAborted();
+      return claimed;
+    };
+    if (!call || call.waitMs <= 0 || !waits) return claimFor();
+    await waits.ready();
+    const until = performance.now() + call.waitMs;
+    for (;;) {
+      const ticket = waits.ticket();
+      try {
+        const claimed = await claimFor();
+        if (claimed.length || !(await ticket.wait(until - performance.now(), call.signal))) return claimed;
+      } finally {
+        ticket.drop();
+      }
+    }
+  }
+
+  private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number): Promise<Delivery[]> {
     const { sql, clock, secrets } = this.deps;
     const now = clock.now();
     const leaseToken = randomUUID();

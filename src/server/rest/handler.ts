@@ -19,7 +19,7 @@ import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_
 import { attempt, raceAbort } from "../../lib/abort.ts";
 import type { Logger } from "../../lib/log.ts";
 import { requestContext } from "../../lib/request-context.ts";
-import { requestIdKey } from "../../services/context-keys.ts";
+import { callDeadlineKey, requestIdKey } from "../../services/context-keys.ts";
 import { ERROR_DOMAIN, Reason, apiError, invalidArgument, reasonOf } from "../../services/errors.ts";
 import { deadlineExceeded, openCall, type CallBounds } from "../call.ts";
 import type { HttpRequest, HttpResponse } from "../http-routes.ts";
@@ -181,6 +181,7 @@ export function restHandler(services: readonly ServiceImplSpec[], pipeline: RpcP
 
   async function serve(req: HttpRequest, res: HttpResponse, match: RouteMatch, path: string, query: URLSearchParams, requestId: string, values: ContextValues) {
     const call = openCall(req, res, opts.bounds.unaryMs, deadlineExceeded(opts.bounds.unaryMs), opts.bounds.graceMs);
+    values.set(callDeadlineKey, performance.now() + opts.bounds.unaryMs);
     const reply = (status: number, body: Uint8Array | RestErrorBody, headers: Record<string, string>) =>
       send(res, status, body, headers, call.closeAfterAnswer);
     const reject = (status: number, reason: string, message: string, headers: Record<string, string> = {}) => {

@@ -1,0 +1,132 @@
+// The delivery API's long poll (ClaimRequest.wait) against a real PostgreSQL: a
+// claim that finds nothing due waits for a message to be queued, by its own server
+// or by another on the same database (NOTIFY), and answers it; a wait ends with its
+// caller, before the call's deadline, and at shutdown, leaving nothing waiting and
+// nothing leased to nobody. A database of their own: no other test's message is due.
+// Each wait is checked to be in place (the server counts its waiting claims) before
+// the message it is to hear of is queued.
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
+import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { adminFixtures } from "./support/fixtures.ts";
+import { bearer, postJson } from "./support/clients.ts";
+import { oneof } from "./support/results.ts";
+
+/** A server's RPC_TIMEOUT here: a wait of 30 s is cut to end before it. */
+const RPC_TIMEOUT_MS = 8_000;
+let a: TestServer;
+let b: TestServer;
+let fxA: ReturnType<typeof adminFixtures>;
+let fxB: ReturnType<typeof adminFixtures>;
+let org: Organization;
+
+beforeAll(async () => {
+  // No courier: nothing here is mailed, and the sends queue texts only.
+  a = await startTestServer({ COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
+  b = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
+  fxA = adminFixtures(a.url);
+  fxB = adminFixtures(b.url);
+  org = await fxA.org("Waiting SMS", { delivery: { login: DeliveryChannel.SMS } });
+});
+afterAll(async () => {
+  fxA?.close();
+  fxB?.close();
+  await b?.close();
+  await a?.close();
+});
+
+let n = 0;
+/** An identity with a phone number of its own; answers how to send it a login code, and its number. */
+async function smsUser(fx = fxA, inOrg = org): Promise<{ send: (fx: typeof fxA) => Promise<unknown>; number: string }> {
+  const username = `wait-${++n}@example.com`;
+  const number = `+4178${String(1_000_000 + n).slice(1)}0`;
+  const created = (await fx.clients.admin.createIdentity({ orgId: inOrg.id, username, phoneNumber: number, skipRegistrationCode: true })).identity!;
+  await fx.clients.admin.setIdentityState({ identityId: created.id, state: IdentityState.ACTIVE });
+  return { number, send: (sender) => sender.clients.login.sendLoginCode({ orgId: inOrg.id, username }) };
+}
+
+const WAIT = durationFromMs(30_000);
+const claimWaiting = (fx: typeof fxA, opts: { signal?: AbortSignal; timeoutMs?: number } = {}) =>
+  fx.clients.delivery.claim({ channels: [DeliveryChannel.SMS], maxMessages: 10, wait: WAIT }, opts).then((r) => r.messages);
+const waitingOn = (server: TestServer, count: number) => vi.waitFor(() => expect(server.app.deliveryWaits.waiting).toBe(count), { timeout: 5_000 });
+
+describe("a waiting claim", () => {
+  it("answers a text its own server queues during the wait, with the code (on the embedded database, with no NOTIFY to hear)", async () => {
+    const e = await startTestServer({ DATABASE_URL: "", COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
+    const fxE = adminFixtures(e.url);
+    try {
+      const user = await smsUser(fxE, await fxE.org("Waiting SMS", { delivery: { login: DeliveryChannel.SMS } }));
+      const claimed = claimWaiting(fxE);
+      await waitingOn(e, 1);
+      await user.send(fxE);
+      // Without the wake-up it would answer empty, once its wait (cut to the deadline) was over.
+      const [m] = await claimed;
+      expect(m).toMatchObject({ recipient: user.number, channel: DeliveryChannel.SMS });
+      expect(oneof(m.content, "text").body).toMatch(/^\d{6}$/);
+      expect(e.app.deliveryWaits.waiting).toBe(0);
+      expect((await fxE.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] })).ackedIds).toEqual([m.id]);
+    } finally {
+      fxE.close();
+      await e.close();
+    }
+  });
+
+  it("answers a text another server on the database queues (NOTIFY)", async () => {
+    const user = await smsUser();
+    const claimed = claimWaiting(fxB);
+    await waitingOn(b, 1);
+    await user.send(fxA);
+    const [m] = await claimed;
+    expect(m).toMatchObject({ recipient: user.number });
+    await fxB.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+  });
+
+  it("stops waiting once its caller leaves, and takes nothing it could not hand out", async () => {
+    const user = await smsUser();
+    const gone = new AbortController();
+    const claimed = claimWaiting(fxA, { signal: gone.signal }).catch((e: unknown) => ConnectError.from(e));
+    await waitingOn(a, 1);
+    gone.abort();
+    expect(await claimed).toMatchObject({ code: Code.Canceled });
+    await waitingOn(a, 0);
+    // Queued after the caller left: a claim left waiting would lease it to nobody, until its lease ran out.
+    await user.send(fxA);
+    const now = (await fxA.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
+    expect(now.map((m) => m.recipient)).toEqual([user.number]);
+    await fxA.clients.delivery.ack({ messages: now.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+  });
+
+  it("answers empty before the call's deadline, the client's when it is shorter than RPC_TIMEOUT", async () => {
+    // Asked to wait 30 s with 1.5 s to live: cut to end before the deadline rather than fail it.
+    expect(await claimWaiting(fxA, { timeoutMs: 1_500 })).toEqual([]);
+    // The server's own bound, the same way.
+    expect(await claimWaiting(fxA)).toEqual([]);
+    expect(a.app.deliveryWaits.waiting).toBe(0);
+  });
+
+  it("answers empty, not an error, as its server shuts down", async () => {
+    // A grace shorter than the wait: a wait the shutdown did not end would be cut off with the connection.
+    const c = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms`, SHUTDOWN_GRACE: "1s" });
+    const fxC = adminFixtures(c.url);
+    try {
+      const claimed = claimWaiting(fxC).catch((e: unknown) => ConnectError.from(e));
+      await waitingOn(c, 1);
+      await c.close();
+      expect(await claimed).toEqual([]);
+    } finally {
+      fxC.close();
+    }
+  });
+
+  it("is asked for with a wait of zero to 30 s, and told which field is wrong otherwise", async () => {
+    const path = "/codegate.v1.DeliveryService/Claim";
+    for (const wait of ["31s", "-1s"]) {
+      const r = await postJson(a.url, path, { channels: ["DELIVERY_CHANNEL_SMS"], wait }, bearer(ADMIN_TOKEN));
+      expect(r.status, wait).toBe(400);
+      expect(JSON.stringify(r.body), wait).toContain("wait");
+    }
+    expect(await postJson(a.url, path, { channels: ["DELIVERY_CHANNEL_SMS"], wait: "0s" }, bearer(ADMIN_TOKEN))).toMatchObject({ status: 200, body: {} });
+  });
+});
