@@ -10,7 +10,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import { ManualClock } from "../src/domain/clock.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
@@ -36,9 +36,12 @@ describe.skipIf(reason !== undefined)(`the Python delivery worker over gRPC${rea
   let dir: string;
   let stubs: string;
 
-  /** Runs the worker to its end; answers its exit code and output. */
-  function worker(args: string[], token = ADMIN_TOKEN): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const child = spawn(PYTHON, [join(PYTHON_CLIENT, "delivery_worker.py"), "--until-idle", ...args], {
+  /** Runs the worker until it is idle; answers its exit code and output. */
+  const worker = (args: string[], token = ADMIN_TOKEN) => startWorker(["--until-idle", ...args], token).ended;
+
+  /** Starts the worker; `ended` answers its exit code and output. */
+  function startWorker(args: string[], token = ADMIN_TOKEN) {
+    const child = spawn(PYTHON, [join(PYTHON_CLIENT, "delivery_worker.py"), ...args], {
       env: { PATH: process.env.PATH ?? "", PYTHONPATH: stubs, CODEGATE_SERVER: new URL(server.url).host, CODEGATE_ADMIN_TOKEN: token },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -47,12 +50,13 @@ describe.skipIf(reason !== undefined)(`the Python delivery worker over gRPC${rea
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
     child.stderr.on("data", (d) => (stderr += d));
-    return new Promise((resolve) =>
+    const ended = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
       child.on("close", (code) => {
         clearTimeout(killer);
         resolve({ code, stdout, stderr });
       }),
     );
+    return { child, ended };
   }
 
   const delivered = (file: string): Delivered[] =>
@@ -172,6 +176,24 @@ describe.skipIf(reason !== undefined)(`the Python delivery worker over gRPC${rea
     expect(again.stderr).toContain("acked 1 of 1");
     expect(delivered(file).map((d) => d.id)).toEqual([held.id]);
     expect(await rowTo("+41791110003")).toMatchObject({ id: held.id, status: "sent", body: null, send_count: 1 });
+  });
+
+  it("left running, waits in its claims for a text and delivers it; SIGTERM cancels its waiting claim and it exits cleanly", async () => {
+    const orgId = await smsIdentity("Py Waiting", "py-waiting@example.com", "+41791110009");
+    const file = join(dir, "waiting.jsonl");
+    const running = startWorker(["--channel", "sms", "--deliver-to", file, "--wait", "30"]);
+    // Other tests' messages that are due go first; then it waits in its claim (the server counts it).
+    await vi.waitFor(() => expect(server.app.deliveryWaits.waiting).toBe(1), { timeout: 20_000 });
+    await fx.clients.login.sendLoginCode({ orgId, username: "py-waiting@example.com" });
+    await vi.waitFor(async () => expect(await rowTo("+41791110009")).toMatchObject({ status: "sent", body: null }), { timeout: 20_000 });
+    expect(delivered(file).map((d) => d.recipient)).toContain("+41791110009");
+    await vi.waitFor(() => expect(server.app.deliveryWaits.waiting).toBe(1), { timeout: 20_000 });
+    running.child.kill("SIGTERM");
+    // Its claim is cancelled, not left to wait out its time (the server cuts it to its RPC_TIMEOUT, 10 s).
+    await vi.waitFor(() => expect(server.app.deliveryWaits.waiting).toBe(0), { timeout: 3_000 });
+    const exit = await running.ended;
+    expect(exit.code, exit.stderr).toBe(0);
+    expect(exit.stderr).not.toContain("claim failed");
   });
 
   it("reports a refused admin token as UNAUTHENTICATED, without echoing it", async () => {

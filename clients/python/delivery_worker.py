@@ -22,7 +22,11 @@ Options:
     --channel sms|mail-api   the channels to claim (repeatable; default sms)
     --deliver-to FILE        append delivered messages here as JSON lines
     --batch N, --lease S     messages per claim (default 10), lease in seconds (default 60)
-    --poll S                 seconds between claims while none is due (default 1)
+    --wait S                 how long a claim waits for a message when none is due, answered
+                             as soon as one is queued (a long poll; default 20, cut by the
+                             server to end within its RPC_TIMEOUT; 0 polls every --poll S)
+    --poll S                 seconds between claims after a failed one, or while none is
+                             due with --wait 0 (default 1)
     --until-idle             exit once a claim finds nothing due (else run until SIGTERM or SIGINT)
     --refuse PREFIX          fail recipients that start with PREFIX (a provider's refusal, for trying it out)
     --exit-before-ack        deliver one batch, then exit without acking (a crash, for trying it out)
@@ -100,20 +104,34 @@ def run(args):
     metadata = (("authorization", "Bearer " + token),)
     outbox = Outbox(args.deliver_to)
     stopping = []
+    waiting = []  # the claim in flight: a stop cancels it rather than let it wait out its wait
+
+    def stop(*_):
+        stopping.append(True)
+        for claim_call in waiting:
+            claim_call.cancel()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stopping.append(True))
+        signal.signal(sig, stop)
 
     ch = grpc.secure_channel(args.server, grpc.ssl_channel_credentials()) if args.tls else grpc.insecure_channel(args.server)
     with ch:
         stub = delivery_pb2_grpc.DeliveryServiceStub(ch)
+        # A worker that runs on waits in its claims while none is due; one that stops when idle does not.
+        wait = 0 if args.until_idle else args.wait
         claim = delivery_pb2.ClaimRequest(
             channels=[CHANNELS[c] for c in (args.channel or ["sms"])],
             max_messages=args.batch,
             lease=duration_pb2.Duration(seconds=args.lease),
+            wait=duration_pb2.Duration(seconds=wait),
         )
         while not stopping:
+            claim_call = stub.Claim.future(claim, metadata=metadata, timeout=args.timeout + wait)
+            waiting[:] = [claim_call]
             try:
-                messages = stub.Claim(claim, metadata=metadata, timeout=args.timeout).messages
+                messages = claim_call.result().messages
+            except grpc.FutureCancelledError:
+                break  # stopped while it waited
             except grpc.RpcError as err:
                 # A server restarting or out of reach: claim again in a moment (what was
                 # claimed and not acked comes back when its lease ends). Anything else ends the worker.
@@ -126,7 +144,8 @@ def run(args):
                 if args.until_idle:
                     log("idle")
                     return
-                time.sleep(args.poll)
+                if not wait:
+                    time.sleep(args.poll)
                 continue
             log(f"claimed {len(messages)}")
             done, failed = [], []
@@ -175,7 +194,8 @@ def parser():
     p.add_argument("--deliver-to", help="append delivered messages to this file (default: stdout)")
     p.add_argument("--batch", type=int, default=10, help="messages per claim (1 to 100)")
     p.add_argument("--lease", type=int, default=60, help="seconds a claim holds (10 to 600)")
-    p.add_argument("--poll", type=float, default=1.0, help="seconds between claims while none is due")
+    p.add_argument("--wait", type=int, default=20, help="seconds a claim waits for a message when none is due (0 to 30)")
+    p.add_argument("--poll", type=float, default=1.0, help="seconds between claims after a failed one, or while none is due with --wait 0")
     p.add_argument("--until-idle", action="store_true", help="exit once nothing is due")
     p.add_argument("--refuse", action="append", metavar="PREFIX", help="fail recipients starting with PREFIX (for trying it out)")
     p.add_argument("--unknown", action="append", metavar="PREFIX", help="fail recipients starting with PREFIX for good (for trying it out)")
