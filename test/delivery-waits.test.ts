@@ -77,6 +77,8 @@ describe("a waiting claim", () => {
     const user = await smsUser();
     const claimed = claimWaiting(fxB);
     await waitingOn(b, 1);
+    // Operators see it too.
+    expect(await (await fetch(`${b.app.opsUrl}/metrics`)).text()).toMatch(/^codegate_delivery_claims_waiting 1$/m);
     await user.send(fxA);
     const [m] = await claimed;
     expect(m).toMatchObject({ recipient: user.number });

@@ -103,7 +103,9 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const plainSql = await sqlOf(orm);
   const instrumented = (opts.instrumentSql ?? ((s: Sql) => s))(plainSql);
   const sql = tracing ? tracedSql(instrumented) : instrumented;
-  const metrics = createMetrics(databaseSources(sql, orm, clock));
+  // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens).
+  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log));
+  const metrics = createMetrics({ ...databaseSources(sql, orm, clock), waitingClaims: () => deliveryWaits.waiting });
   const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
 
   // The embedded default gets a first admin token, printed once, so that it can
@@ -120,8 +122,6 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
   // the messages of many calls, as the delivery an inline courier is woken for.
   const announcer = config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
-  // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens).
-  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log));
   const codes = new CodeEngine({
     sql,
     config,

@@ -22,6 +22,8 @@ export interface MetricsSources {
   /** The connection pool; undefined when the driver has none (PGlite). */
   pool(): Promise<PoolStats | undefined>;
   now(): Date;
+  /** The delivery API's claims waiting for a message now; absent where none is served (the courier worker). */
+  waitingClaims?(): number;
 }
 
 export type ProcessErrorKind = "unhandled_rejection" | "uncaught_exception";
@@ -175,6 +177,18 @@ export function createMetrics(sources: MetricsSources): Metrics {
       this.set(await pool().then((s) => (s ? s.max : NaN), () => NaN));
     },
   });
+
+  const waitingClaims = sources.waitingClaims;
+  if (waitingClaims) {
+    new Gauge({
+      name: "codegate_delivery_claims_waiting",
+      help: "Delivery API claims waiting for a message to be queued (ClaimRequest.wait).",
+      registers,
+      collect() {
+        this.set(waitingClaims());
+      },
+    });
+  }
 
   return {
     registry,
