@@ -5,16 +5,14 @@
 // (store/mail-queued.ts); after its listening connection broke, it looks for what
 // it may have missed. Its poll interval here is a minute: a mail that waited for it
 // would not arrive within the test's bounds.
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import type { ChildProcess } from "node:child_process";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
 import { adminFixtures } from "./support/fixtures.ts";
-import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, TEST_LIMITS, type TestServer } from "./support/server.ts";
+import { commandEnv, startCommand } from "./support/process.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -26,30 +24,13 @@ afterAll(async () => {
 const SOON_MS = 10_000;
 
 function startCourier(databaseUrl: string, smtpUrl: string): { child: ChildProcess; exited: Promise<number | null> } {
-  const dataDir = mkdtempSync(join(tmpdir(), "codegate-courier-"));
-  const child = spawn(process.execPath, ["src/main.ts", "courier"], {
-    env: {
-      ...process.env,
-      DATABASE_URL: databaseUrl,
-      SMTP_URL: smtpUrl,
-      COURIER_POLL_INTERVAL: "60s",
-      DATA_DIR: dataDir,
-      HOST: "127.0.0.1",
-      OPS_PORT: "0",
-      ADMIN_TOKEN,
-      LOG_LEVEL: "warn",
-      ...DEPLOYMENT_ENV,
-      ...TEST_LIMITS,
-    },
-    stdio: ["ignore", "ignore", "inherit"],
-  });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const { env, cleanup } = commandEnv(databaseUrl, { SMTP_URL: smtpUrl, COURIER_POLL_INTERVAL: "60s" });
+  const courier = startCommand("courier", env);
   cleanups.push(async () => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-    await exited;
-    rmSync(dataDir, { recursive: true, force: true });
+    await courier.kill();
+    cleanup();
   });
-  return { child, exited };
+  return courier;
 }
 
 /** A server without a courier, on a fresh database, with an organization and a user to mail. */

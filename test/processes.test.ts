@@ -1,13 +1,11 @@
 // The server as an operator runs it: separate processes, SIGTERM under load,
 // a courier worker, pruning.
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import pg from "pg";
-import { ADMIN_TOKEN, DEPLOYMENT_ENV, freshDatabase, TEST_LIMITS } from "./support/server.ts";
+import { freshDatabase } from "./support/server.ts";
+import { commandEnv, startCommand } from "./support/process.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { freePort } from "./support/net.ts";
 import { SmtpSink } from "./support/smtp.ts";
@@ -18,29 +16,15 @@ afterAll(async () => {
 });
 
 function baseEnv(databaseUrl: string, extra: Record<string, string> = {}) {
-  const dataDir = mkdtempSync(join(tmpdir(), "codegate-proc-"));
-  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-  return {
-    ...process.env,
-    DATABASE_URL: databaseUrl,
-    DATA_DIR: dataDir,
-    HOST: "127.0.0.1",
-    ADMIN_TOKEN,
-    LOG_LEVEL: "warn",
-    OPS_PORT: "0",
-    ...DEPLOYMENT_ENV,
-    ...TEST_LIMITS,
-    ...extra,
-  };
+  const { env, cleanup } = commandEnv(databaseUrl, extra);
+  cleanups.push(cleanup);
+  return env;
 }
 
-function start(command: string, env: NodeJS.ProcessEnv): { child: ChildProcess; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ["src/main.ts", command], { env, stdio: ["ignore", "ignore", "inherit"] });
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  cleanups.push(() => {
-    if (child.exitCode === null) child.kill("SIGKILL");
-  });
-  return { child, exited };
+function start(command: string, env: NodeJS.ProcessEnv) {
+  const started = startCommand(command, env);
+  cleanups.push(() => started.kill());
+  return started;
 }
 
 /** Resolves once the server at `url` answers its liveness check. */

@@ -92,3 +92,41 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
 
 /** Waits past a deadline: what a hostile-input test must do before it checks the server is still up. */
 export const pastDeadline = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The environment of a `codegate` command (`serve`, `courier`, `migrate`, `prune`)
+ * run as a process of its own on `databaseUrl`, with a data directory of its own
+ * that `cleanup` removes.
+ */
+export function commandEnv(databaseUrl: string, extra: Record<string, string> = {}): { env: NodeJS.ProcessEnv; cleanup(): void } {
+  const dataDir = mkdtempSync(join(tmpdir(), "codegate-proc-"));
+  return {
+    env: {
+      ...process.env,
+      DATABASE_URL: databaseUrl,
+      DATA_DIR: dataDir,
+      HOST: "127.0.0.1",
+      ADMIN_TOKEN,
+      LOG_LEVEL: "warn",
+      OPS_PORT: "0",
+      ...DEPLOYMENT_ENV,
+      ...TEST_LIMITS,
+      ...extra,
+    },
+    cleanup: () => rmSync(dataDir, { recursive: true, force: true }),
+  };
+}
+
+/** Starts `node src/main.ts <command>` (its stderr passed through); `kill` ends it at once if it still runs, and waits for its exit. */
+export function startCommand(command: string, env: NodeJS.ProcessEnv): { child: ChildProcess; exited: Promise<number | null>; kill(): Promise<void> } {
+  const child = spawn(process.execPath, ["src/main.ts", command], { env, stdio: ["ignore", "ignore", "inherit"] });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return {
+    child,
+    exited,
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
