@@ -4,11 +4,14 @@
 // caller, before the call's deadline, and at shutdown, leaving nothing waiting and
 // nothing leased to nobody. A database of their own: no other test's message is due.
 // Each wait is checked to be in place (the server counts its waiting claims) before
-// the message it is to hear of is queued.
+// the message it is to hear of is queued; where a claim must be caught between its
+// statement and its answer, the statement's answer is held (instrumentSql).
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
+import { DeliveryWaits } from "../src/rules/delivery/waits.ts";
+import type { Row, Sql } from "../src/store/sql.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { bearer, postJson } from "./support/clients.ts";
@@ -130,5 +133,139 @@ describe("a waiting claim", () => {
       expect(JSON.stringify(r.body), wait).toContain("wait");
     }
     expect(await postJson(a.url, path, { channels: ["DELIVERY_CHANNEL_SMS"], wait: "0s" }, bearer(ADMIN_TOKEN))).toMatchObject({ status: 200, body: {} });
+  });
+});
+
+/**
+ * An Sql that holds the answer of the next statement `hold` names, once it has run,
+ * until the test releases it (or, `untilAbort`, until the statement's call is over).
+ */
+function holdingSql() {
+  let next: { matches(text: string): boolean; untilAbort: boolean; held(): void; released: Promise<void> } | undefined;
+  const instrument = (inner: Sql): Sql => ({
+    async query<T extends Row>(text: string, params?: readonly unknown[], signal?: AbortSignal): Promise<T[]> {
+      const rows = await inner.query<T>(text, params, signal);
+      const rule = next;
+      if (rule?.matches(text)) {
+        next = undefined;
+        rule.held();
+        await (rule.untilAbort && signal ? new Promise((end) => (signal.aborted ? end(undefined) : signal.addEventListener("abort", end, { once: true }))) : rule.released);
+      }
+      return rows;
+    },
+    transaction: (work) => inner.transaction((tx) => work(instrument(tx))),
+  });
+  return {
+    instrument,
+    hold(matches: (text: string) => boolean, opts: { untilAbort?: boolean } = {}) {
+      let held!: () => void;
+      let release!: () => void;
+      const heldNow = new Promise<void>((resolve) => (held = resolve));
+      next = { matches, untilAbort: opts.untilAbort ?? false, held, released: new Promise<void>((resolve) => (release = resolve)) };
+      return { held: heldNow, release: () => release() };
+    },
+  };
+}
+/** The delivery API's look for organizations with due messages, and its claim of one organization's (store/delivery.ts). */
+const isLook = (text: string) => text.includes("select org_id from courier_message") && text.includes("channel <> 'smtp'");
+const isClaim = (text: string) => text.includes("update courier_message m set claimed_until = $2, lease_token");
+
+describe("a waiting claim, caught between its statement and its answer", () => {
+  const holding = holdingSql();
+  let h: TestServer;
+  let fxH: ReturnType<typeof adminFixtures>;
+  let orgH: Organization;
+  beforeAll(async () => {
+    h = await startTestServer({ COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` }, { instrumentSql: holding.instrument });
+    fxH = adminFixtures(h.url);
+    orgH = await fxH.org("Held SMS", { delivery: { login: DeliveryChannel.SMS } });
+  });
+  afterAll(async () => {
+    fxH?.close();
+    await h?.close();
+  });
+
+  it("does not miss a text queued after its look ran and before it began to wait", async () => {
+    const user = await smsUser(fxH, orgH);
+    const look = holding.hold(isLook);
+    const claimed = claimWaiting(fxH);
+    await look.held; // it has looked, and found nothing
+    // The send's wake-up runs on the server before its answer reaches this test (same process, after the handler).
+    await user.send(fxH);
+    look.release();
+    // A wait begun only after the look would not hear it, and answer empty at its end.
+    const [m] = await claimed;
+    expect(m).toMatchObject({ recipient: user.number });
+    await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+  });
+
+  it("gives a text it claimed for a caller that left back at once, to a claim that waits for it", async () => {
+    const user = await smsUser(fxH, orgH);
+    await user.send(fxH);
+    const leaving = new AbortController();
+    const grab = holding.hold(isClaim, { untilAbort: true });
+    const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] }, { signal: leaving.signal }).catch((e: unknown) => ConnectError.from(e));
+    await grab.held; // the text is leased to the first claim
+    const second = claimWaiting(fxH);
+    await waitingOn(h, 1);
+    leaving.abort();
+    expect(await first).toMatchObject({ code: Code.Canceled });
+    // Left leased, the text would wait out the lease (60 s); given back without a word, the wait's end.
+    const [m] = await second;
+    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
+    await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+  });
+});
+
+describe("DeliveryWaits", () => {
+  const never = new AbortController().signal;
+
+  it("answers a wake-up that came during the look at once, and none once the wait's time is up", async () => {
+    const waits = new DeliveryWaits();
+    const during = waits.ticket(["sms"]);
+    waits.wake(["sms"]);
+    expect(await during.wait(1_000, never)).toBe(true);
+    const late = waits.ticket(["sms"]);
+    waits.wake(["sms"]);
+    expect(await late.wait(0, never)).toBe(false);
+    expect(waits.waiting).toBe(0);
+  });
+
+  it("wakes the claims of the channels a message was queued on, and only those", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const waits = new DeliveryWaits();
+      const sms = waits.ticket(["sms"]).wait(5_000, never);
+      const mail = waits.ticket(["mail_api"]).wait(5_000, never);
+      expect(waits.waiting).toBe(2);
+      waits.wake(["sms", "smtp"]);
+      expect(await sms).toBe(true);
+      expect(waits.waiting).toBe(1);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(await mail).toBe(false);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("ends a wait when its call ends and when the waits stop, leaving no timer behind; a wait after the stop ends at once", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const waits = new DeliveryWaits();
+      const call = new AbortController();
+      const left = waits.ticket(["sms"]).wait(5_000, call.signal);
+      const stopped = waits.ticket(["sms"]).wait(5_000, never);
+      expect(vi.getTimerCount()).toBe(2);
+      call.abort();
+      expect(await left).toBe(false);
+      await waits.stop();
+      expect(await stopped).toBe(false);
+      expect(await waits.ticket(["sms"]).wait(5_000, never)).toBe(false);
+      expect(vi.getTimerCount()).toBe(0);
+      expect(waits.waiting).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

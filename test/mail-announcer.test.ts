@@ -8,7 +8,7 @@ import { describe, expect, it, vi } from "vitest";
 import { MailQueuedAnnouncer } from "../src/rules/courier/announcer.ts";
 import { createLogger } from "../src/lib/log.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
-import { claimantsOf, MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
+import { announcementPayload, MAIL_QUEUED_CHANNEL, readAnnouncement } from "../src/store/mail-queued.ts";
 
 /** An Sql whose statements are noted and settled by the test, one by one. */
 function heldSql() {
@@ -26,16 +26,16 @@ describe("announcing queued mail", () => {
   it("sends one notification for the mail of many sends, one more for those queued while it was out, then none", async () => {
     const { sql, statements } = heldSql();
     const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
-    for (let i = 0; i < 100; i++) announcer.queued("courier");
+    for (let i = 0; i < 100; i++) announcer.queued(["smtp"]);
     expect(statements).toHaveLength(1);
-    expect(statements[0].params).toEqual([MAIL_QUEUED_CHANNEL, "courier"]);
+    expect(statements[0].params).toEqual([MAIL_QUEUED_CHANNEL, `${announcer.tag}:smtp`]);
     statements[0].settle();
     // The 99 sends queued while the first was out: one more notification, after the gap.
     await vi.waitFor(() => expect(statements).toHaveLength(2));
     statements[1].settle();
     // Nothing queued since: the loop ends, and the next send is announced at once.
     await vi.waitFor(async () => {
-      announcer.queued("courier");
+      announcer.queued(["smtp"]);
       expect(statements).toHaveLength(3);
     });
     statements[2].settle();
@@ -43,19 +43,19 @@ describe("announcing queued mail", () => {
     expect(statements).toHaveLength(3);
   });
 
-  it("names who has messages to claim: the courier, the delivery API, or both when both queued while one notification was out", async () => {
+  it("names itself and the channels messages were queued on, all those queued while one notification was out in the next", async () => {
     const { sql, statements } = heldSql();
     const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
-    announcer.queued("api");
-    announcer.queued("api");
-    announcer.queued("courier");
+    announcer.queued(["sms"]);
+    announcer.queued(["sms"]);
+    announcer.queued(["smtp", "mail_api"]);
     statements[0].settle();
     await vi.waitFor(() => expect(statements).toHaveLength(2));
     statements[1].settle();
     const closed = announcer.close();
-    expect(statements.map((s) => s.params)).toEqual([
-      [MAIL_QUEUED_CHANNEL, "api"],
-      [MAIL_QUEUED_CHANNEL, "api,courier"],
+    expect(statements.map((s) => readAnnouncement(s.params[1] as string))).toEqual([
+      { from: announcer.tag, channels: new Set(["sms"]) },
+      { from: announcer.tag, channels: new Set(["mail_api", "sms", "smtp"]) },
     ]);
     await closed;
   });
@@ -63,12 +63,12 @@ describe("announcing queued mail", () => {
   it("once closed, announces nothing more, even for mail queued while its last notification was out", async () => {
     const { sql, statements } = heldSql();
     const announcer = new MailQueuedAnnouncer({ sql, log: createLogger("silent") });
-    announcer.queued("courier");
-    announcer.queued("courier");
+    announcer.queued(["smtp"]);
+    announcer.queued(["smtp"]);
     const closed = announcer.close();
     statements[0].settle();
     await closed;
-    announcer.queued("courier");
+    announcer.queued(["smtp"]);
     expect(statements).toHaveLength(1);
   });
 
@@ -78,7 +78,7 @@ describe("announcing queued mail", () => {
     // Only the announcer's own timers are faked: what is checked is which it leaves armed.
     vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
     try {
-      announcer.queued("courier");
+      announcer.queued(["smtp"]);
       statements[0].settle();
       await vi.advanceTimersByTimeAsync(0);
       expect(vi.getTimerCount()).toBe(1); // its wait before another notification
@@ -86,7 +86,7 @@ describe("announcing queued mail", () => {
       // Nothing was queued meanwhile: no notification, no timer, and the next send's goes out at once.
       expect(statements).toHaveLength(1);
       expect(vi.getTimerCount()).toBe(0);
-      announcer.queued("courier");
+      announcer.queued(["smtp"]);
       expect(statements).toHaveLength(2);
       statements[1].settle();
       await vi.advanceTimersByTimeAsync(0);
@@ -105,18 +105,18 @@ describe("announcing queued mail", () => {
     const warn = vi.spyOn(log, "warn");
     const announcer = new MailQueuedAnnouncer({ sql, log });
     const down = new Error("connection refused");
-    announcer.queued("courier");
+    announcer.queued(["smtp"]);
     for (let n = 1; n <= 3; n++) {
       statements[n - 1].settle(down);
       await vi.waitFor(async () => {
-        announcer.queued("courier");
+        announcer.queued(["smtp"]);
         expect(statements).toHaveLength(n + 1);
       });
     }
     expect(warn).toHaveBeenCalledTimes(1);
     statements[3].settle();
     await vi.waitFor(async () => {
-      announcer.queued("courier");
+      announcer.queued(["smtp"]);
       expect(statements).toHaveLength(5);
     });
     statements[4].settle(down);
@@ -127,10 +127,11 @@ describe("announcing queued mail", () => {
     await closed;
   });
 
-  it("reads an empty payload, from a server before payloads named anyone, as the courier's", () => {
-    expect(claimantsOf("")).toEqual(new Set(["courier"]));
-    expect(claimantsOf("api")).toEqual(new Set(["api"]));
-    expect(claimantsOf("api,courier")).toEqual(new Set(["api", "courier"]));
-    expect(claimantsOf("someone-else")).toEqual(new Set());
+  it("reads an empty payload, from a server before payloads, as courier mail, and one it cannot read as every channel's", () => {
+    expect(readAnnouncement("")).toEqual({ from: undefined, channels: new Set(["smtp"]) });
+    expect(readAnnouncement(announcementPayload("0a1b2c", ["sms", "mail_api"]))).toEqual({ from: "0a1b2c", channels: new Set(["sms", "mail_api"]) });
+    // A later version's channel, or format: waking too many costs a look; waking nobody, a message's wait.
+    expect(readAnnouncement("0a1b2c:sms,push")).toEqual({ from: "0a1b2c", channels: new Set(["smtp", "mail_api", "sms"]) });
+    expect(readAnnouncement('{"v":2}')).toEqual({ from: undefined, channels: new Set(["smtp", "mail_api", "sms"]) });
   });
 });

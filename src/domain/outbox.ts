@@ -11,5 +11,3 @@ export const channels = ["smtp", "mail_api", "sms"] as const;
 export type Channel = (typeof channels)[number];
 /** The channels the delivery API hands out (the courier takes the others). */
 export type ApiChannel = Exclude<Channel, "smtp">;
-/** Who claims a queued message: the SMTP courier, or the delivery API's workers. */
-export type Claimant = "courier" | "api";

@@ -8,7 +8,7 @@ import { AlreadyExists, InvalidCode, RateLimited } from "../domain/errors.ts";
 import type { Audit } from "../domain/events.ts";
 import type { Identity, IdentityState } from "../domain/identity.ts";
 import type { Org } from "../domain/organization.ts";
-import type { Claimant } from "../domain/outbox.ts";
+import type { Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { recordEvent } from "../store/events.ts";
 import { insertPendingIdentity } from "../store/identities.ts";
@@ -191,17 +191,17 @@ export async function createPendingIdentity(
 ): Promise<Identity> {
   const identity: Identity = { id: randomUUID(), orgId: org.id, username: username.trim(), state: "pending", createdAt: deps.clock.now(), registeredAt: null, phoneNumber };
   const mailer = sendCode ? await deps.mail.mailer(org, { locales, link: linkTarget(org, "registration", { username: identity.username }) }) : undefined;
-  let queuedFor: Claimant[] = [];
+  let queuedOn: Channel[] = [];
   const created = await deps.sql.transaction(async (tx) => {
     if (!(await insertPendingIdentity(tx, identity))) return false;
     await recordEvent(tx, { orgId: org.id, type: "identity.created", identityId: identity.id, occurredAt: identity.createdAt }, audit);
     if (sendCode) {
       const target = { identityId: identity.id, username: identity.username };
-      ({ queuedFor } = await deps.codes.issue({ org, purpose: "registration", target, requiredState: "pending", mail: "registration", mailer, audit }, tx));
+      ({ queuedOn } = await deps.codes.issue({ org, purpose: "registration", target, requiredState: "pending", mail: "registration", mailer, audit }, tx));
     }
     return true;
   });
-  deps.codes.mailCommitted(queuedFor);
+  deps.codes.mailCommitted(queuedOn);
   if (!created) throw new AlreadyExists("username", `username: ${username} already exists in organization ${org.id}`);
   return identity;
 }

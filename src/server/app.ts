@@ -9,6 +9,7 @@ import { parseTrustedProxies } from "../lib/address.ts";
 import { createLogger, type Logger } from "../lib/log.ts";
 import { AdminTokenVerifier, countAdminTokens, createAdminToken } from "../rules/admin-tokens.ts";
 import { CodeEngine } from "../rules/codes/engine.ts";
+import type { Channel } from "../domain/outbox.ts";
 import { MailQueuedAnnouncer } from "../rules/courier/announcer.ts";
 import { DeliveryWaits, hearQueuedMessages } from "../rules/delivery/waits.ts";
 import type { Courier } from "../rules/courier/courier.ts";
@@ -103,8 +104,13 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const plainSql = await sqlOf(orm);
   const instrumented = (opts.instrumentSql ?? ((s: Sql) => s))(plainSql);
   const sql = tracing ? tracedSql(instrumented) : instrumented;
+  // Other processes on the database are told of queued messages: the couriers when there is none here,
+  // and the delivery API's waiting claims (PGlite serves one process: nothing to tell).
+  // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
+  // the messages of many calls, as the delivery an inline courier is woken for.
+  const announcer = config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
   // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens).
-  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log));
+  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log, announcer?.tag));
   const metrics = createMetrics({ ...databaseSources(sql, orm, clock), waitingClaims: () => deliveryWaits.waiting });
   const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
 
@@ -117,29 +123,27 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
 
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
   const courier = mail?.courier;
-  // Other processes on the database are told of queued messages: the couriers when there is none here,
-  // and the delivery API's waiting claims (PGlite serves one process: nothing to tell).
-  // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
-  // the messages of many calls, as the delivery an inline courier is woken for.
-  const announcer = config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
+  // Messages on these channels were queued (or given back): who claims them here is told directly, and
+  // elsewhere through the announcer. After the answer has gone out: a known user's send must not answer later.
+  const queuedOn = (channels: readonly Channel[]) =>
+    setImmediate(() => {
+      if (channels.includes("smtp")) {
+        if (courier) courier.wake();
+        else announcer?.queued(["smtp"]);
+      }
+      const api = channels.filter((c) => c !== "smtp");
+      if (api.length) {
+        deliveryWaits.wake(api);
+        announcer?.queued(api);
+      }
+    });
   const codes = new CodeEngine({
     sql,
     config,
     secrets,
     clock,
     events: metrics.codes,
-    // After the answer has gone out: a known user's send must not answer later.
-    onQueued: (claimants) =>
-      setImmediate(() => {
-        if (claimants.includes("courier")) {
-          if (courier) courier.wake();
-          else announcer?.queued("courier");
-        }
-        if (claimants.includes("api")) {
-          deliveryWaits.wake();
-          announcer?.queued("api");
-        }
-      }),
+    onQueued: queuedOn,
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
   const limits = new FlowLimits(new RateLimiter(sql, clock), config);
@@ -150,7 +154,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const queuedFeed = courier ? await wakeOnQueuedMail(orm, courier, log) : undefined;
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
-  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits });
+  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits, released: queuedOn });
   const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges, delivery };
 
   const shutdown = new AbortController();
@@ -241,7 +245,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await ops.health.beginShutdown();
       pipeline.endStreams();
       // Waiting claims answer now, with what they have (nothing), as streams end.
-      await deliveryWaits.stop();
+      const waitsStopped = deliveryWaits.stop();
       await listener.close(config.shutdownGraceMs);
       await opsListener?.close();
       shutdown.abort();
@@ -252,6 +256,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await announcer?.close();
       await retention?.stop();
       await orgFeed.close();
+      await waitsStopped;
       await orm.close();
       await tracing?.stop();
     },

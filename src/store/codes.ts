@@ -64,10 +64,8 @@ export interface NewCode {
 
 export interface IssueResult {
   issued: boolean;
-  /** Messages (the code's or a notice) queued for the courier (channel smtp). */
-  queued: number;
-  /** Messages queued for the delivery API to hand out (its channels). */
-  queuedForApi: number;
+  /** The channels of the messages (the code's, a notice) it queued: who has messages to claim. */
+  queuedOn: Channel[];
   /** Over a limit: when the send would be allowed. */
   retryAt: Date | null;
 }
@@ -122,8 +120,7 @@ with counted as (${countHitsSql(16)}
   select org_id, 'identity.created', null, id, null, null, nullif($32::text, ''), nullif($33::text, ''), $8 from created
 )
 select (select count(*) from issued)::int as issued,
-  ((select count(*) from queued where channel = 'smtp') + (select count(*) from noticed where channel = 'smtp'))::int as queued,
-  ((select count(*) from queued where channel <> 'smtp') + (select count(*) from noticed where channel <> 'smtp'))::int as queued_for_api,
+  array(select channel from queued union select channel from noticed)::text[] as queued_on,
   (select retry_at from verdict) as retry_at`;
 
 // One live code per identity, purpose and binding: a new one takes its place.
@@ -178,7 +175,7 @@ const ISSUE_SQL = {
 export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): Promise<IssueResult> {
   const byId = "identityId" in code.target;
   try {
-    const [row] = await sql.query<{ issued: number; queued: number; queued_for_api: number; retry_at: string | Date | null }>(
+    const [row] = await sql.query<{ issued: number; queued_on: Channel[]; retry_at: string | Date | null }>(
       ISSUE_SQL[byId ? "id" : "username"][code.binding.startsWith("b:") ? "bound" : "unbound"],
       [
         code.orgId,
@@ -218,9 +215,9 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
       ],
       signal,
     );
-    return { issued: row.issued > 0, queued: row.queued, queuedForApi: row.queued_for_api, retryAt: row.retry_at ? new Date(row.retry_at) : null };
+    return { issued: row.issued > 0, queuedOn: row.queued_on, retryAt: row.retry_at ? new Date(row.retry_at) : null };
   } catch (err) {
-    if (isUniqueViolation(err)) return { issued: false, queued: 0, queuedForApi: 0, retryAt: null };
+    if (isUniqueViolation(err)) return { issued: false, queuedOn: [], retryAt: null };
     throw err;
   }
 }

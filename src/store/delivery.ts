@@ -5,7 +5,7 @@
 // takes locks names its organization (Citus), as the courier's do.
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
-import { bytes, type Sql } from "./sql.ts";
+import { bytes, type Row, type Sql } from "./sql.ts";
 import { ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
@@ -107,7 +107,11 @@ export async function oldestDueMessage(sql: Sql, channels: readonly ApiChannel[]
   return row?.oldest ? new Date(row.oldest) : null;
 }
 
-/** Claims up to `size` due messages of these channels, from `dueFrom` on (as the courier's claimMails), under the lease `token`, until `until`. */
+/**
+ * Claims up to `size` due messages of these channels, from `dueFrom` on (as the
+ * courier's claimMails), under the lease `token`, until `until`. Once `signal` has
+ * aborted, no statement is started (what was claimed before is answered).
+ */
 export async function claimMessages(
   sql: Sql,
   now: Date,
@@ -116,12 +120,20 @@ export async function claimMessages(
   channels: readonly ApiChannel[],
   token: string,
   dueFrom: Date = ANY_TIME,
+  signal?: AbortSignal,
 ): Promise<ClaimedMessage[]> {
-  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels, dueFrom])).map((r) => r.org_id));
+  const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels, dueFrom], signal)).map((r) => r.org_id));
   const claimed: ClaimedMessage[] = [];
   for (const orgId of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels, dueFrom]);
+    let rows: Row[];
+    try {
+      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels, dueFrom], signal);
+    } catch (err) {
+      // Not started, the call being over: what was claimed before is answered, for the caller to give back.
+      if (signal?.aborted && claimed.length) break;
+      throw err;
+    }
     for (const m of rows) {
       claimed.push({
         orgId: m.org_id,

@@ -31,7 +31,7 @@ import { InvalidCode, RateLimited } from "../../domain/errors.ts";
 import type { Audit } from "../../domain/events.ts";
 import { normalizeUsername, type Identity, type IdentityState } from "../../domain/identity.ts";
 import type { Org } from "../../domain/organization.ts";
-import type { Channel, Claimant } from "../../domain/outbox.ts";
+import type { Channel } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import { windows, type LimitedKey, type Window } from "../../domain/rate-limits.ts";
 import { attemptCode, invalidateCodes, issueCode, settleAttempt, verifyByOwner, type SealedMail } from "../../store/codes.ts";
@@ -99,8 +99,8 @@ export interface IssuedCode {
   id: string;
   code: string;
   expiresAt: Date;
-  /** Who has messages to claim now (the courier, the delivery API): in a caller's transaction, the caller calls mailCommitted with them once it committed. */
-  queuedFor: Claimant[];
+  /** The channels it queued messages on: in a caller's transaction, the caller calls mailCommitted with them once it committed. */
+  queuedOn: Channel[];
 }
 
 export interface VerifyRequest {
@@ -131,9 +131,9 @@ export class CodeEngine {
   private readonly secrets: Secrets;
   private readonly clock: Clock;
   private readonly events: CodeEvents;
-  private readonly onQueued: (claimants: readonly Claimant[]) => void;
+  private readonly onQueued: (channels: readonly Channel[]) => void;
 
-  constructor(deps: { sql: Sql; config: Config; secrets: Secrets; clock: Clock; events: CodeEvents; onQueued: (claimants: readonly Claimant[]) => void }) {
+  constructor(deps: { sql: Sql; config: Config; secrets: Secrets; clock: Clock; events: CodeEvents; onQueued: (channels: readonly Channel[]) => void }) {
     this.sql = deps.sql;
     this.config = deps.config;
     this.secrets = deps.secrets;
@@ -206,16 +206,15 @@ export class CodeEngine {
       req.signal,
     );
     if (result.issued) this.events.issued(req.purpose, mail !== undefined);
-    const queuedFor: Claimant[] = [...(result.queued > 0 ? ["courier" as const] : []), ...(result.queuedForApi > 0 ? ["api" as const] : [])];
     // In a caller's transaction the mail is not committed yet: a courier told now could look before it is.
-    if (queuedFor.length && !tx) this.onQueued(queuedFor);
+    if (result.queuedOn.length && !tx) this.onQueued(result.queuedOn);
     const retryAfterMs = result.retryAt ? Math.max(1, result.retryAt.getTime() - now.getTime()) : 0;
-    return { written: result.issued, id, code, expiresAt, retryAfterMs, queuedFor };
+    return { written: result.issued, id, code, expiresAt, retryAfterMs, queuedOn: result.queuedOn };
   }
 
-  /** The transaction in which `issue` queued messages for these claimants committed: they may look for them now. */
-  mailCommitted(claimants: readonly Claimant[]): void {
-    if (claimants.length) this.onQueued(claimants);
+  /** The transaction in which `issue` queued messages on these channels committed: their claimants may look for them now. */
+  mailCommitted(channels: readonly Channel[]): void {
+    if (channels.length) this.onQueued(channels);
   }
 
   /**

@@ -5,9 +5,9 @@
 // a time, then at most one per GAP_MS however many sends queued messages
 // meanwhile: under load a few dozen a second for PostgreSQL to pass on, not one
 // per login code, for a message at most GAP_MS later.
-import type { Claimant } from "../../domain/outbox.ts";
+import type { Channel } from "../../domain/outbox.ts";
 import type { Logger } from "../../lib/log.ts";
-import { announceMailQueued } from "../../store/mail-queued.ts";
+import { announceMailQueued, newAnnouncerTag } from "../../store/mail-queued.ts";
 import type { Sql } from "../../store/sql.ts";
 
 const GAP_MS = 20;
@@ -17,8 +17,10 @@ export class MailQueuedAnnouncer {
   readonly #log: Logger;
   /** The announcing loop, while one runs. */
   #running: Promise<void> | undefined;
-  /** Who had messages queued since the loop's last announcement. */
-  readonly #pending = new Set<Claimant>();
+  /** The channels messages were queued on since the loop's last announcement. */
+  readonly #pending = new Set<Channel>();
+  /** Its name in its announcements: its own server skips them (it told its claimants directly). */
+  readonly tag = newAnnouncerTag();
   #closed = false;
   #gap: { timer: NodeJS.Timeout; end: () => void } | undefined;
   /** The last announcement failed: the next failure is not logged again. */
@@ -29,19 +31,19 @@ export class MailQueuedAnnouncer {
     this.#log = deps.log;
   }
 
-  /** Messages for `claimant` were queued, and their statement committed. */
-  queued(claimant: Claimant): void {
-    if (this.#closed) return;
-    this.#pending.add(claimant);
+  /** Messages on these channels were queued, and their statement committed. */
+  queued(channels: readonly Channel[]): void {
+    if (this.#closed || !channels.length) return;
+    for (const c of channels) this.#pending.add(c);
     this.#running ??= this.#announce().finally(() => (this.#running = undefined));
   }
 
   async #announce(): Promise<void> {
     while (this.#pending.size && !this.#closed) {
-      const claimants = [...this.#pending].sort();
+      const channels = [...this.#pending].sort();
       this.#pending.clear();
       try {
-        await announceMailQueued(this.#sql, claimants);
+        await announceMailQueued(this.#sql, this.tag, channels);
         this.#failing = false;
       } catch (err) {
         if (!this.#failing) this.#log.warn({ err }, "could not tell the other processes that messages were queued: couriers find them at their next poll, waiting claims at their next claim");

@@ -49,8 +49,8 @@ export function createCourier(deps: CourierDeps): { courier: Courier; destinatio
  */
 export function wakeOnQueuedMail(orm: Orm, courier: Courier, log: Logger): Promise<{ close(): Promise<void> }> {
   return listenMailQueued(orm, {
-    queued: (claimants) => {
-      if (claimants.has("courier")) courier.wake();
+    queued: (channels) => {
+      if (channels.has("smtp")) courier.wake();
     },
     error: (err) => log.warn({ err }, "the connection listening for queued mail broke; opening it again (meanwhile the courier polls)"),
   });

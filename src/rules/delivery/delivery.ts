@@ -11,6 +11,7 @@ import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
 import type { ApiChannel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
+import { raceAbort } from "../../lib/abort.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ackMessages, claimMessages, failMessages, oldestDueMessage, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
 import { DueFloor } from "../due-floor.ts";
@@ -52,7 +53,7 @@ function answerBytes(d: Delivery): number {
 }
 
 export class DeliveryDesk {
-  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents; waits?: DeliveryWaits };
+  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents; waits?: DeliveryWaits; released?: (channels: readonly ApiChannel[]) => void };
 
   /**
    * Where its looks for due messages start, one per set of channels claimed: a
@@ -82,16 +83,16 @@ export class DeliveryDesk {
     const { waits } = this.deps;
     const claimFor = async () => {
       call?.signal.throwIfAborted();
-      const claimed = await this.claimNow(channels, size, leaseMs);
-      if (call?.signal.aborted && claimed.length) await releaseMessages(this.deps.sql, claimed);
+      const claimed = await this.claimNow(channels, size, leaseMs, call?.signal);
+      if (call?.signal.aborted && claimed.length) await this.release(claimed);
       call?.signal.throwIfAborted();
       return claimed;
     };
     if (!call || call.waitMs <= 0 || !waits) return claimFor();
-    await waits.ready();
     const until = performance.now() + call.waitMs;
+    await raceAbort(waits.ready(), call.signal);
     for (;;) {
-      const ticket = waits.ticket();
+      const ticket = waits.ticket(channels);
       try {
         const claimed = await claimFor();
         if (claimed.length || !(await ticket.wait(until - performance.now(), call.signal))) return claimed;
@@ -101,13 +102,19 @@ export class DeliveryDesk {
     }
   }
 
-  private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number): Promise<Delivery[]> {
+  /** Gives claimed messages back, due at once, and says so: a claim waiting for them takes them now. */
+  private async release(messages: readonly (LeasedKey & { channel: ApiChannel })[]): Promise<void> {
+    await releaseMessages(this.deps.sql, messages);
+    this.deps.released?.([...new Set(messages.map((m) => m.channel))]);
+  }
+
+  private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number, signal?: AbortSignal): Promise<Delivery[]> {
     const { sql, clock, secrets } = this.deps;
     const now = clock.now();
     const leaseToken = randomUUID();
     const leaseExpiresAt = new Date(now.getTime() + leaseMs);
     const floor = this.floor(channels);
-    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, await floor.get());
+    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, await floor.get(), signal);
     floor.looked(claimed.length > 0);
     const deliveries: Delivery[] = [];
     const broken: (LeasedKey & { error: string })[] = [];
@@ -133,7 +140,7 @@ export class DeliveryDesk {
       if (fit > 0 && bytes > CLAIM_ANSWER_BYTES) break;
     }
     const left = deliveries.slice(fit);
-    if (left.length) await releaseMessages(sql, left.map((d) => ({ orgId: d.orgId, id: d.id, leaseToken })));
+    if (left.length) await this.release(left);
     return deliveries.slice(0, fit);
   }
 
