@@ -126,8 +126,11 @@ def run(args):
             wait=duration_pb2.Duration(seconds=wait),
         )
         while not stopping:
+            asked = time.monotonic()
             claim_call = stub.Claim.future(claim, metadata=metadata, timeout=args.timeout + wait)
             waiting[:] = [claim_call]
+            if stopping:  # stopped between the loop's check and the line above
+                claim_call.cancel()
             try:
                 messages = claim_call.result().messages
             except grpc.FutureCancelledError:
@@ -144,7 +147,9 @@ def run(args):
                 if args.until_idle:
                     log("idle")
                     return
-                if not wait:
+                # An empty answer that did not wait (a server before `wait`, or one that cut it short):
+                # a pause, not a tight loop of claims.
+                if not wait or time.monotonic() - asked < 1:
                     time.sleep(args.poll)
                 continue
             log(f"claimed {len(messages)}")
