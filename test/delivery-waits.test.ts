@@ -6,11 +6,12 @@
 // Each wait is checked to be in place (the server counts its waiting claims) before
 // the message it is to hear of is queued; where a claim must be caught between its
 // statement and its answer, the statement's answer is held (instrumentSql).
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
 import { DeliveryWaits } from "../src/rules/delivery/waits.ts";
+import { announceMailQueued, listenMailQueued } from "../src/store/mail-queued.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -157,6 +158,8 @@ function holdingSql() {
   });
   return {
     instrument,
+    /** Forgets a hold no statement took (a test that failed before its statement ran). */
+    clear: () => void (next = undefined),
     hold(matches: (text: string) => boolean, opts: { untilAbort?: boolean } = {}) {
       let held!: () => void;
       let release!: () => void;
@@ -180,6 +183,7 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     fxH = adminFixtures(h.url);
     orgH = await fxH.org("Held SMS", { delivery: { login: DeliveryChannel.SMS } });
   });
+  afterEach(() => holding.clear());
   afterAll(async () => {
     fxH?.close();
     await h?.close();
@@ -214,6 +218,35 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     const [m] = await second;
     expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
     await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+  });
+
+  it("gives back what it claimed in one organization when its caller left before it claimed in the next, and claims nothing more", async () => {
+    const users = [await smsUser(fxH, orgH), await smsUser(fxH, await fxH.org("Held SMS 2", { delivery: { login: DeliveryChannel.SMS } }))];
+    for (const user of users) await user.send(fxH);
+    const leaving = new AbortController();
+    const grab = holding.hold(isClaim, { untilAbort: true });
+    const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] }, { signal: leaving.signal }).catch((e: unknown) => ConnectError.from(e));
+    await grab.held; // one organization's text leased; the next organization's claim is not started once the call is over
+    leaving.abort();
+    expect(await first).toMatchObject({ code: Code.Canceled });
+    const all = (await fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
+    expect(all.map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
+    await fxH.clients.delivery.ack({ messages: all.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+  });
+});
+
+describe("announcements of queued messages", () => {
+  it("are heard by every server but their announcer's, which told its own directly", async () => {
+    const heard: string[] = [];
+    const hearing = await listenMailQueued(a.app.orm, { self: "a1a1a1", queued: (channels) => heard.push([...channels].join(",")), error: () => {} });
+    try {
+      await announceMailQueued(a.app.sql, "a1a1a1", ["sms"]);
+      await announceMailQueued(a.app.sql, "b2b2b2", ["mail_api"]);
+      // A listener gets notifications in the order they were sent: once the second is here, the first was skipped.
+      await vi.waitFor(() => expect(heard).toEqual(["mail_api"]));
+    } finally {
+      await hearing.close();
+    }
   });
 });
 

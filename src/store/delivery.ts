@@ -130,8 +130,9 @@ export async function claimMessages(
     try {
       rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels, dueFrom], signal);
     } catch (err) {
-      // Not started, the call being over: what was claimed before is answered, for the caller to give back.
-      if (signal?.aborted && claimed.length) break;
+      // Not started, the call being over (sql.query throws its signal's reason): what was
+      // claimed before is answered, for the caller to give back. Anything else is an error.
+      if (signal?.aborted && err === signal.reason && claimed.length) break;
       throw err;
     }
     for (const m of rows) {

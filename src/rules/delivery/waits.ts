@@ -44,7 +44,11 @@ export class DeliveryWaits {
   /** Resolves once messages queued by other servers are heard: the first waiting claim starts hearing them. */
   async ready(): Promise<void> {
     if (!this.#hear || this.#stopped) return;
-    this.#hearing ??= this.#hear((channels) => this.wake([...channels]));
+    // A failure to start is tried again by the next waiting claim (meanwhile, only this server's messages are heard).
+    this.#hearing ??= this.#hear((channels) => this.wake([...channels])).catch((err: unknown) => {
+      this.#hearing = undefined;
+      throw err;
+    });
     await this.#hearing.catch(() => {});
   }
 
@@ -121,5 +125,8 @@ export function hearQueuedMessages(orm: Orm, log: Logger, self?: string): (wake:
         if ([...channels].some((c) => c !== "smtp")) wake(channels);
       },
       error: (err) => log.warn({ err }, "the connection listening for queued messages broke; opening it again (meanwhile waiting claims hear only this server's)"),
+    }).catch((err: unknown) => {
+      log.warn({ err }, "could not listen for queued messages: waiting claims hear only this server's until the next one tries again");
+      throw err;
     });
 }
