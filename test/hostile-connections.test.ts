@@ -9,11 +9,11 @@ import pg from "pg";
 import { status } from "@grpc/grpc-js";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
-import { grpcClient, postJson } from "./support/clients.ts";
+import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { serverStream } from "./support/grpc-streams.ts";
 import type { ServerProcess } from "./support/process.ts";
 import { hostileSetup, LOGIN, RPC_TIMEOUT_MS, VERIFY, type Hostile } from "./support/hostile.ts";
-import { freshDatabase } from "./support/server.ts";
+import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
 import { codeFrom } from "./support/smtp.ts";
 import { TcpProxy } from "./support/tcp-proxy.ts";
 import { envelope, h2Request, rawExchange } from "./support/wire.ts";
@@ -151,6 +151,43 @@ describe("HTTP/2 and slow clients", () => {
     await fourth.responses.nth(1);
     fourth.cancel();
     fourth.close();
+    await stillServes(s, org);
+  });
+});
+
+describe("waiting claims (the delivery API's long poll)", () => {
+  it("end with a client that vanishes, over HTTP/1.1 and HTTP/2, or empty before RPC_TIMEOUT, leaving nothing waiting", async () => {
+    // Waits of 5 s (cut before a 6 s RPC_TIMEOUT): all twenty are surely waiting at once before any ends.
+    const { server: s, orgId: org } = await serverWith({ RPC_TIMEOUT: "6s" });
+    const path = "/codegate.v1.DeliveryService/Claim";
+    const body = JSON.stringify({ channels: ["DELIVERY_CHANNEL_SMS"], wait: "30s" });
+    const headers = { "content-type": "application/json", ...bearer(ADMIN_TOKEN) };
+    const waiting = async () => Number(/^codegate_delivery_claims_waiting (\d+)$/m.exec(await (await fetch(`${s.opsUrl}/metrics`)).text())?.[1]);
+
+    // HTTP/1.1 clients that give up (their sockets close), and some that stay to the end.
+    const leaving = Array.from({ length: 8 }, () => new AbortController());
+    const left = leaving.map((c) => fetch(s.url + path, { method: "POST", headers, body, signal: c.signal }).catch((e: unknown) => e));
+    const staying = Array.from({ length: 4 }, () => postJson(s.url, path, body, bearer(ADMIN_TOKEN)));
+    // HTTP/2 streams reset by the client.
+    const session = http2.connect(s.url);
+    cleanups.push(() => session.destroy());
+    const streams = Array.from({ length: 8 }, () => {
+      const stream = session.request({ ":method": "POST", ":path": path, ...headers });
+      stream.on("error", () => {});
+      stream.end(body);
+      return stream;
+    });
+    await vi.waitFor(async () => expect(await waiting()).toBe(20), { timeout: 5_000 });
+
+    for (const c of leaving) c.abort();
+    for (const stream of streams) stream.close(http2.constants.NGHTTP2_CANCEL);
+    for (const e of await Promise.all(left)) expect(e).toBeInstanceOf(Error);
+    // Ended with their calls, not at the end of their waits.
+    await vi.waitFor(async () => expect(await waiting()).toBe(4), { timeout: 3_000 });
+    // Cut to end before the deadline: an empty answer, not deadline_exceeded.
+    for (const answer of await Promise.all(staying)) expect(answer).toMatchObject({ status: 200, body: {} });
+    expect(await waiting()).toBe(0);
+    session.close();
     await stillServes(s, org);
   });
 });
