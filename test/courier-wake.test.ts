@@ -141,7 +141,7 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     expect(codeFrom(await smtp.nextMailTo("woken@example.com", 0, SOON_MS))).toMatch(/^\d{6}$/);
   });
 
-  it("is not woken for a code that goes out as a text through the delivery API, which it never claims", async () => {
+  it("is not woken for a code that goes out as a text through the delivery API, which it never claims; its server announces the text, not its own mail", async () => {
     const smtp = await SmtpSink.create();
     cleanups.push(() => smtp.stop());
     const server = await startTestServer({ SMTP_URL: smtp.url });
@@ -154,6 +154,7 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     const mailing = await fx.org("Mailing");
     await fx.identity(mailing.id, "mailed@example.com");
     const wake = vi.spyOn(server.app.courier!, "wake");
+    const announced = vi.spyOn(server.app.announcer!, "queued");
     const send = (username: string, orgId: string) =>
       fetch(`${server.url}/codegate.v1.LoginService/SendLoginCode`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, orgId }) });
     expect((await send("texted@example.com", texting.id)).status).toBe(200);
@@ -161,6 +162,8 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     // Wake-ups come in the order of the sends (setImmediate): once the mail's has come, the text's would have.
     await vi.waitFor(() => expect(wake).toHaveBeenCalled());
     expect(wake).toHaveBeenCalledTimes(1);
+    // The text is for the delivery API's claims on other servers; the mail went to its own courier alone.
+    expect(announced.mock.calls).toEqual([[["sms"]]]);
     const db = new pg.Client(server.databaseUrl);
     await db.connect();
     cleanups.push(() => db.end());

@@ -63,6 +63,8 @@ export interface App {
   courier: Courier | undefined;
   /** The delivery API's claims waiting for messages (ClaimRequest.wait). */
   deliveryWaits: DeliveryWaits;
+  /** Tells other processes of queued messages (on PostgreSQL). */
+  announcer: MailQueuedAnnouncer | undefined;
   /** http://host:port of the listening address. */
   url: string;
   port: number;
@@ -238,6 +240,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     firstAdminToken,
     courier,
     deliveryWaits,
+    announcer,
     health: ops.health,
     async close() {
       // Load balancers see NOT_SERVING; new connections are refused; requests in
