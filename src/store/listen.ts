@@ -4,7 +4,7 @@
 // again it is told so (`lost`). PGlite serves one process only: nothing to hear
 // from another, so nothing listens.
 import type pg from "pg";
-import type { Orm } from "./orm.ts";
+import { pgPoolOf, type Orm } from "./orm.ts";
 
 export interface ListenHandlers {
   /** A notification on the channel, with its payload ('' for none). */
@@ -24,10 +24,9 @@ const RETRY_MAX_MS = 10_000;
  * listens), or at once on PGlite; `close` ends it.
  */
 export async function listen(orm: Orm, channel: string, handlers: ListenHandlers): Promise<{ close(): Promise<void> }> {
-  const connection = orm.em.getConnection() as unknown as { getNativeClient?: () => Promise<unknown> };
-  const native = (await connection.getNativeClient?.()) as (pg.Pool & { Client?: typeof pg.Client; options?: pg.ClientConfig }) | undefined;
-  if (!native || typeof native.connect !== "function" || !native.Client) return { close: async () => {} };
-  const pool = native;
+  const found = await pgPoolOf(orm);
+  if (!found) return { close: async () => {} };
+  const pool = found;
 
   let closed = false;
   let client: pg.Client | undefined;
@@ -36,7 +35,7 @@ export async function listen(orm: Orm, channel: string, handlers: ListenHandlers
 
   /** Connects and listens; a failure is handled as a break (retried). */
   async function open(first: boolean): Promise<void> {
-    const c = new pool.Client!(pool.options);
+    const c = new pool.Client(pool.options);
     c.on("notification", (msg) => {
       if (msg.channel === channel) handlers.notified(msg.payload ?? "");
     });

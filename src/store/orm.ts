@@ -14,6 +14,15 @@ import { migrations } from "./migrations/index.ts";
 /** The ORM on either driver; both speak PostgreSQL through the same SQL layer. */
 export type Orm = MikroORM<AbstractSqlDriver, SqlEntityManager>;
 
+/** The pg pool MikroORM holds on PostgreSQL, with the client class and options it opens connections with. */
+export type PgPool = pg.Pool & { Client: typeof pg.Client; options: pg.PoolConfig };
+
+/** The pg pool of `orm` on PostgreSQL; undefined on PGlite, which has none. */
+export async function pgPoolOf(orm: Orm): Promise<PgPool | undefined> {
+  const native = (await orm.em.getConnection().getNativeClient()) as Partial<PgPool> | undefined;
+  return typeof native?.connect === "function" && typeof native.totalCount === "number" && typeof native.Client === "function" ? (native as PgPool) : undefined;
+}
+
 const migrationOptions = {
   tableName: "codegate_migrations",
   migrationsList: migrations,

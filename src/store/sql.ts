@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { CompiledQuery, type Kysely } from "kysely";
 import type pg from "pg";
-import type { Orm } from "./orm.ts";
+import { pgPoolOf, type Orm } from "./orm.ts";
 
 export type Row = Record<string, any>;
 
@@ -69,11 +69,9 @@ function overPg(client: pg.Pool | pg.PoolClient): Sql {
 }
 
 export async function sqlOf(orm: Orm): Promise<Sql> {
-  const connection = orm.em.getConnection() as unknown as { getNativeClient?: () => Promise<unknown> };
-  const native = await connection.getNativeClient?.();
+  const pool = await pgPoolOf(orm);
   // PGlite has no pool: it goes through kysely.
-  if (native && typeof (native as pg.Pool).connect === "function" && "totalCount" in (native as object)) return overPg(native as pg.Pool);
-  return overKysely(orm.em.getConnection().getClient());
+  return pool ? overPg(pool) : overKysely(orm.em.getConnection().getClient());
 }
 
 /** bytea arrives as a Buffer from pg and as a Uint8Array from PGlite. */
