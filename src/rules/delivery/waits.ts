@@ -121,9 +121,8 @@ export function hearQueuedMessages(orm: Orm, log: Logger, self?: string): (wake:
   return (wake) =>
     listenMailQueued(orm, {
       self,
-      queued: (channels) => {
-        if ([...channels].some((c) => c !== "smtp")) wake(channels);
-      },
+      // Courier mail too: wake() wakes only the claims waiting on a channel announced.
+      queued: wake,
       error: (err) => log.warn({ err }, "the connection listening for queued messages broke; opening it again (meanwhile waiting claims hear only this server's)"),
     }).catch((err: unknown) => {
       log.warn({ err }, "could not listen for queued messages: waiting claims hear only this server's until the next one tries again");
