@@ -26,26 +26,18 @@ export interface ServerProcess {
 
 /** Starts a server process on a fresh database (unless DATABASE_URL is given) and waits until it listens. */
 export async function startServerProcess(env: Record<string, string> = {}): Promise<ServerProcess> {
-  const dataDir = mkdtempSync(join(tmpdir(), "codegate-proc-"));
   const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
+  const command = commandEnv(databaseUrl, {
+    NODE_ENV: "",
+    PORT: "0",
+    // One process unless a test asks for more: the hostile tests count per
+    // process (MAX_CONNECTIONS, MAX_STREAMS), and test/cluster.test.ts runs WORKERS=2.
+    WORKERS: "1",
+    LOG_LEVEL: "info",
+    ...env,
+  });
   const child = spawn(process.execPath, ["src/main.ts", "serve"], {
-    env: {
-      ...process.env,
-      NODE_ENV: "",
-      HOST: "127.0.0.1",
-      PORT: "0",
-      OPS_PORT: "0",
-      DATA_DIR: dataDir,
-      DATABASE_URL: databaseUrl,
-      // One process unless a test asks for more: the hostile tests count per
-      // process (MAX_CONNECTIONS, MAX_STREAMS), and test/cluster.test.ts runs WORKERS=2.
-      WORKERS: "1",
-      ADMIN_TOKEN,
-      LOG_LEVEL: "info",
-      ...DEPLOYMENT_ENV,
-      ...TEST_LIMITS,
-      ...env,
-    },
+    env: command.env,
     stdio: ["ignore", "pipe", "pipe"],
   });
   const logs: Record<string, any>[] = [];
@@ -84,7 +76,7 @@ export async function startServerProcess(env: Record<string, string> = {}): Prom
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
       const code = await exited;
-      rmSync(dataDir, { recursive: true, force: true });
+      command.cleanup();
       return code;
     },
   };
