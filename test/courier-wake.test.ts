@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
+import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { commandEnv, startCommand } from "./support/process.ts";
 import { startTestServer, type TestServer } from "./support/server.ts";
@@ -78,13 +79,8 @@ async function asleep(db: pg.Client, alive: () => boolean): Promise<void> {
   );
 }
 
-async function sendLoginCode(server: TestServer, orgId: string): Promise<void> {
-  const res = await fetch(`${server.url}/codegate.v1.LoginService/SendLoginCode`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "woken@example.com", orgId }),
-  });
-  expect(res.status).toBe(200);
+async function sendLoginCode(server: TestServer, orgId: string, username = "woken@example.com"): Promise<void> {
+  expect((await postJson(server.url, "/codegate.v1.LoginService/SendLoginCode", { username, orgId })).status).toBe(200);
 }
 
 describe("a courier elsewhere, sleeping out a minute-long poll interval", () => {
@@ -155,10 +151,8 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     await fx.identity(mailing.id, "mailed@example.com");
     const wake = vi.spyOn(server.app.courier!, "wake");
     const announced = vi.spyOn(server.app.announcer!, "queued");
-    const send = (username: string, orgId: string) =>
-      fetch(`${server.url}/codegate.v1.LoginService/SendLoginCode`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username, orgId }) });
-    expect((await send("texted@example.com", texting.id)).status).toBe(200);
-    expect((await send("mailed@example.com", mailing.id)).status).toBe(200);
+    await sendLoginCode(server, texting.id, "texted@example.com");
+    await sendLoginCode(server, mailing.id, "mailed@example.com");
     // Wake-ups come in the order of the sends (setImmediate): once the mail's has come, the text's would have.
     await vi.waitFor(() => expect(wake).toHaveBeenCalled());
     expect(wake).toHaveBeenCalledTimes(1);
