@@ -8,7 +8,6 @@
 // 2. Sends paced at `rate` per second for `seconds`, `workers` waiting (half on
 //    each server): each text's lag from its send's statement (created_at) to its
 //    ack (updated_at), and the statements claims ran per text (pg_stat_statements).
-import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -19,25 +18,22 @@ import { createCodegateNodeClients, DeliveryChannel, IdentityState } from "../cl
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
 import { startApp, type App } from "../src/server/app.ts";
+import { benchAdminToken, benchDeployment } from "./deployment.ts";
 import { startPostgres } from "./postgres.ts";
 
 const [SENDS, WORKERS, RATE, SECONDS] = [300, 4, 200, 10].map((d, i) => Number(process.argv[2 + i] ?? d));
-const ADMIN_TOKEN = randomBytes(24).toString("base64url");
+const ADMIN_TOKEN = benchAdminToken();
+// One deployment, two servers: the same keys on both.
+const DEPLOYMENT = benchDeployment();
 const dir = mkdtempSync(join(tmpdir(), "codegate-claim-wait-"));
 const { db, url } = await startPostgres(dir, ["-c", "shared_preload_libraries=pg_stat_statements"]);
 const sql = new pg.Client({ connectionString: url });
 await sql.connect();
 await sql.query("create extension if not exists pg_stat_statements");
 
-const deployment = {
-  PUBLIC_URL: "http://codegate.bench",
-  CODE_HMAC_KEYS: `b1:${randomBytes(32).toString("base64")}`,
-  MAIL_ENCRYPTION_KEYS: `b1:${randomBytes(32).toString("base64")}`,
-  TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
-};
 async function server(): Promise<App> {
   const config = loadConfig({
-    ...deployment,
+    ...DEPLOYMENT,
     HOST: "127.0.0.1",
     PORT: "0",
     OPS_PORT: "0",

@@ -29,8 +29,8 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
-import { generateKeyPairSync, randomBytes } from "node:crypto";
 import pg from "pg";
+import { benchAdminToken, benchDeployment } from "./deployment.ts";
 import { freePort, startPostgres } from "./postgres.ts";
 import { COURIER_NODE_FLAGS } from "../src/config/node-flags.ts";
 
@@ -174,15 +174,8 @@ const sinkGet = async <T>(p: string): Promise<T> => (await fetch(`http://127.0.0
 // ---- Server
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
-const adminToken = randomBytes(24).toString("base64url");
-// A deployment on a real database brings its keys and PUBLIC_URL: nothing is generated.
-const DEPLOYMENT = {
-  PUBLIC_URL: "http://codegate.bench",
-  CODE_HMAC_KEYS: `b1:${randomBytes(32).toString("base64")}`,
-  MAIL_ENCRYPTION_KEYS: `b1:${randomBytes(32).toString("base64")}`,
-  TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
-  OPS_PORT: "0",
-};
+const adminToken = benchAdminToken();
+const DEPLOYMENT = { ...benchDeployment(), OPS_PORT: "0" };
 type Child = ChildProcess & { killedByBench?: boolean };
 let server: Child;
 /** With BENCH_COURIER=process, the courier runs as `codegate courier` beside a server without one. */
