@@ -104,6 +104,26 @@ describe("a waiting claim", () => {
     await fxA.clients.delivery.ack({ messages: now.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
   });
 
+  it("hands a burst heard of at once to more than one waiting claim: one that fills its batch wakes the next", async () => {
+    const users = [await smsUser(), await smsUser(), await smsUser()];
+    const claim = () => fxA.clients.delivery.claim({ channels: [DeliveryChannel.SMS], maxMessages: 2, wait: WAIT }).then((r) => r.messages);
+    const first = claim();
+    await waitingOn(a, 1);
+    const second = claim();
+    await waitingOn(a, 2);
+    // Queued without a word to the waiting claims, then told once, as one announcement of several messages does.
+    const untold = vi.spyOn(a.app.deliveryWaits, "wake").mockImplementation(() => {});
+    for (const user of users) await user.send(fxA);
+    await new Promise((resolve) => setImmediate(resolve)); // the sends' own wake-ups have run, and told nobody
+    untold.mockRestore();
+    a.app.deliveryWaits.wake(["sms"]);
+    // Without the full batch's wake-up, the other claim would sleep on and answer empty at its wait's end.
+    const answers = await Promise.all([first, second]);
+    expect(answers.map((m) => m.length).sort()).toEqual([1, 2]);
+    expect(answers.flat().map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
+    await fxA.clients.delivery.ack({ messages: answers.flat().map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+  });
+
   it("answers empty before the call's deadline, the client's when it is shorter than RPC_TIMEOUT", async () => {
     // Asked to wait 30 s with 1.5 s to live: cut to end before the deadline rather than fail it.
     expect(await claimWaiting(fxA, { timeoutMs: 1_500 })).toEqual([]);
@@ -276,6 +296,64 @@ describe("DeliveryWaits", () => {
       expect(waits.waiting).toBe(1);
       await vi.advanceTimersByTimeAsync(5_000);
       expect(await mail).toBe(false);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("wakes one waiting claim per message, the one waiting longest", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const waits = new DeliveryWaits();
+      const woken: string[] = [];
+      const wait = (name: string) => waits.ticket(["sms"]).wait(5_000, never).then((w) => (w && woken.push(name), w));
+      const [first, second, third] = [wait("first"), wait("second"), wait("third")];
+      waits.wake(["sms"]);
+      expect(await first).toBe(true);
+      expect(waits.waiting).toBe(2);
+      waits.wake(["sms", "sms"]);
+      expect(await Promise.all([second, third])).toEqual([true, true]);
+      expect(woken).toEqual(["first", "second", "third"]);
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("hands a wake-up on when the claim it woke will not look again: its caller left, its time was up, or it answers other messages", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    try {
+      const waits = new DeliveryWaits();
+      // Each first one is woken during its look (its ticket taken, its wait not begun); the claim behind it waits.
+      const pair = () => {
+        const looking = waits.ticket(["sms"]);
+        const behind = waits.ticket(["sms"]).wait(5_000, never);
+        waits.wake(["sms"]);
+        expect(waits.waiting).toBe(1);
+        return { looking, behind };
+      };
+      const left = new AbortController();
+      left.abort();
+      const caller = pair();
+      expect(await caller.looking.wait(5_000, left.signal)).toBe(false);
+      expect(await caller.behind).toBe(true);
+
+      const late = pair();
+      expect(await late.looking.wait(0, never)).toBe(false);
+      expect(await late.behind).toBe(true);
+
+      const answered = pair();
+      answered.looking.drop(); // its look found messages, which it answers
+      expect(await answered.behind).toBe(true);
+
+      // One that looks again keeps its wake-up.
+      const again = pair();
+      expect(await again.looking.wait(5_000, never)).toBe(true);
+      again.looking.drop();
+      expect(waits.waiting).toBe(1);
+      await vi.advanceTimersByTimeAsync(5_000);
+      expect(await again.behind).toBe(false);
       expect(vi.getTimerCount()).toBe(0);
     } finally {
       vi.useRealTimers();

@@ -80,6 +80,14 @@ export class DeliveryDesk {
    * and what a claim in flight took is given back at once rather than after its lease.
    */
   async claim(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
+    const claimed = await this.claimOrWait(channels, size, leaseMs, call);
+    // A message wakes one waiting claim: when a burst was announced at once, a full batch may have left
+    // some due, and one more waiting claim looks for them.
+    if (claimed.length >= size) this.deps.waits?.wake(channels);
+    return claimed;
+  }
+
+  private async claimOrWait(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
     const { waits } = this.deps;
     const claimFor = async () => {
       call?.signal.throwIfAborted();
@@ -105,7 +113,8 @@ export class DeliveryDesk {
   /** Gives claimed messages back, due at once, and says so: a claim waiting for them takes them now. */
   private async release(messages: readonly (LeasedKey & { channel: ApiChannel })[]): Promise<void> {
     await releaseMessages(this.deps.sql, messages);
-    this.deps.released?.([...new Set(messages.map((m) => m.channel))]);
+    // One channel per message: each wakes a waiting claim.
+    this.deps.released?.(messages.map((m) => m.channel));
   }
 
   private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number, signal?: AbortSignal): Promise<Delivery[]> {

@@ -1,9 +1,10 @@
 // The delivery API's waiting claims (ClaimRequest.wait): a claim that found nothing
 // due waits for a message of its channels to be queued, by this server (wake) or by
 // another on the database (its announcement, store/mail-queued.ts, heard on a
-// connection opened for the first waiting claim), then claims again. Every wait
-// ends, and leaves no timer or listener behind: when woken, at its time, when its
-// call ends, or when the server stops.
+// connection opened for the first waiting claim), then claims again. A message
+// wakes one claim, not all that wait on its channel; a claim that cannot look for
+// it hands the wake-up on. Every wait ends, and leaves no timer or listener behind:
+// when woken, at its time, when its call ends, or when the server stops.
 import type { ApiChannel, Channel } from "../../domain/outbox.ts";
 import type { Logger } from "../../lib/log.ts";
 import { listenMailQueued } from "../../store/mail-queued.ts";
@@ -17,19 +18,23 @@ export interface Hearing {
 export interface WaitTicket {
   /**
    * Resolves true once woken since the ticket was taken (at once if it was and
-   * time is left), false after `ms`, once `signal` aborts, or once the waits stop.
+   * time is left): the caller then looks again. False after `ms`, once `signal`
+   * aborts, or once the waits stop.
    */
   wait(ms: number, signal: AbortSignal): Promise<boolean>;
-  /** Gives the ticket up (a ticket that waited is given up already). */
+  /** Gives the ticket up (a ticket that waited is given up already); one woken hands its wake-up on. */
   drop(): void;
 }
 
 interface Waker {
   channels: readonly ApiChannel[];
-  wake(): void;
+  /** The channels it was woken for (none when the waits stop): handed on if it ends without looking again. */
+  wokenFor: Channel[] | undefined;
+  wake(channels: readonly Channel[]): void;
 }
 
 export class DeliveryWaits {
+  /** In the order the tickets were taken: the claim waiting longest is woken first. */
   readonly #wakers = new Set<Waker>();
   /** Starts hearing of messages that other servers queue; it calls `wake` for each announcement. */
   readonly #hear: ((wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) | undefined;
@@ -52,29 +57,37 @@ export class DeliveryWaits {
     await this.#hearing.catch(() => {});
   }
 
-  /** A ticket for messages of these channels. */
+  /**
+   * A ticket for messages of these channels. A ticket woken looks again through
+   * its claim (wait() answers true); one that ends otherwise (its call ended, its
+   * time was up, its look found other messages) hands its wake-up on to the next.
+   */
   ticket(channels: readonly ApiChannel[]): WaitTicket {
-    let woken = false;
     let settle: (() => void) | undefined;
     const waker: Waker = {
       channels,
-      wake() {
-        woken = true;
+      wokenFor: undefined,
+      wake(woken) {
+        (waker.wokenFor ??= []).push(...woken);
         settle?.();
       },
     };
-    const drop = () => void this.#wakers.delete(waker);
+    let looksAgain = false;
+    const end = () => {
+      if (!this.#wakers.delete(waker)) return;
+      if (waker.wokenFor?.length && !looksAgain && !this.#stopped) this.wake(waker.wokenFor);
+    };
     this.#wakers.add(waker);
     return {
       wait: (ms, signal) =>
         new Promise<boolean>((resolve) => {
           const answer = () => {
-            drop();
-            resolve(woken && !signal.aborted && !this.#stopped);
+            // Out of time, a wake-up that came during the look is handed on.
+            looksAgain = ms > 0 && waker.wokenFor !== undefined && !signal.aborted && !this.#stopped;
+            end();
+            resolve(looksAgain);
           };
-          // Out of time, a wake-up that came during the look is for the next claim.
-          if (ms <= 0) return void (drop(), resolve(false));
-          if (woken || signal.aborted || this.#stopped) return answer();
+          if (ms <= 0 || waker.wokenFor || signal.aborted || this.#stopped) return answer();
           const timer = setTimeout(() => settle!(), ms);
           this.#waiting++;
           settle = () => {
@@ -87,19 +100,30 @@ export class DeliveryWaits {
           const onAbort = () => settle?.();
           signal.addEventListener("abort", onAbort, { once: true });
         }),
-      drop,
+      drop: end,
     };
   }
 
-  /** Messages on these channels were queued (and committed), or given back: the claims waiting for any of them look again. */
+  /**
+   * Messages were queued (and committed) or given back, one channel named per
+   * message (or per channel, when announced): for each, the claim waiting longest
+   * on that channel and not woken yet looks again.
+   */
   wake(channels: readonly Channel[]): void {
-    for (const waker of [...this.#wakers]) if (waker.channels.some((c) => channels.includes(c))) waker.wake();
+    for (const channel of channels) {
+      for (const waker of this.#wakers) {
+        if (!waker.wokenFor && waker.channels.includes(channel as ApiChannel)) {
+          waker.wake([channel]);
+          break;
+        }
+      }
+    }
   }
 
   /** Ends every wait now, and any later one at once; answers once it no longer hears other servers. */
   stop(): Promise<void> {
     this.#stopped = true;
-    for (const waker of [...this.#wakers]) waker.wake();
+    for (const waker of [...this.#wakers]) waker.wake([]);
     return (this.#hearing ?? Promise.resolve(undefined)).then(
       (hearing) => hearing?.close(),
       () => undefined,
