@@ -1,6 +1,8 @@
 // Summarises a V8 .cpuprofile (node --cpu-prof): self time by function and by
 // package, to find where a hot path spends its CPU.
-//   [INCLUSIVE=all] node bench/profile-summary.ts <file.cpuprofile> [top=30]
+//   [INCLUSIVE=all] [LAST_S=n] node bench/profile-summary.ts <file.cpuprofile> [top=30]
+// LAST_S keeps the profile's last n seconds only: the phase a bench ran last
+// (verify after the sends that made its codes).
 import { readFileSync } from "node:fs";
 
 interface Node {
@@ -14,7 +16,12 @@ const top = Number(topArg ?? 30);
 const profile = JSON.parse(readFileSync(file, "utf8")) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
 const byId = new Map(profile.nodes.map((n) => [n.id, n]));
 const self = new Map<number, number>();
-profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+const ends: number[] = [];
+profile.timeDeltas.reduce((t, d, i) => (ends[i] = t + d), 0);
+const from = process.env.LAST_S ? (ends.at(-1) ?? 0) - Number(process.env.LAST_S) * 1e6 : -Infinity;
+profile.samples.forEach((id, i) => {
+  if (ends[i]! >= from) self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0));
+});
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 
 const where = (url: string) => {
