@@ -9,7 +9,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
+import { CourierMessageStatus, DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
+import { DueLater } from "../src/rules/delivery/due-later.ts";
 import { DeliveryWaits } from "../src/rules/delivery/waits.ts";
 import { announceMailQueued, listenMailQueued } from "../src/store/mail-queued.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
@@ -122,6 +123,29 @@ describe("a waiting claim", () => {
     expect(answers.map((m) => m.length).sort()).toEqual([1, 2]);
     expect(answers.flat().map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
     await fxA.clients.delivery.ack({ messages: answers.flat().map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+  });
+
+  it("answers a text whose delivery failed once its retry is due, with nothing queued then to wake it", async () => {
+    // Its own server, whose retries come after 2.25-3.75 s: the claim below waits before the text is due again.
+    const r = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms`, COURIER_BACKOFF_BASE: "3s" });
+    const fxR = adminFixtures(r.url);
+    try {
+      const user = await smsUser();
+      await user.send(fxA);
+      const [m] = (await fxR.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
+      const failed = await fxR.clients.delivery.fail({ failures: [{ message: { id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }, error: "gateway busy" }] });
+      expect(failed.messages.map((f) => f.status)).toEqual([CourierMessageStatus.QUEUED]);
+      const claimed = claimWaiting(fxR);
+      await waitingOn(r, 1);
+      // Without its server ringing for it at its time, the claim would answer empty at its wait's end.
+      const [again] = await claimed;
+      expect(again).toMatchObject({ id: m.id, recipient: user.number, attempt: 2 });
+      expect(r.app.deliveryWaits.waiting).toBe(0);
+      await fxR.clients.delivery.ack({ messages: [{ id: again.id, orgId: again.orgId, leaseToken: again.leaseToken }] });
+    } finally {
+      fxR.close();
+      await r.close();
+    }
   });
 
   it("answers empty before the call's deadline, the client's when it is shorter than RPC_TIMEOUT", async () => {
@@ -375,6 +399,38 @@ describe("DeliveryWaits", () => {
       expect(await waits.ticket(["sms"]).wait(5_000, never)).toBe(false);
       expect(vi.getTimerCount()).toBe(0);
       expect(waits.waiting).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe("DueLater", () => {
+  it("rings for each message at its time, the earliest first, and for none once stopped, leaving no timer behind", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance", "Date"] });
+    try {
+      const rung: string[][] = [];
+      const clock = { now: () => new Date() };
+      const later = new DueLater((channels) => rung.push(channels), clock);
+      const inMs = (ms: number) => new Date(Date.now() + ms);
+      later.add("sms", inMs(1_000));
+      later.add("mail_api", inMs(500));
+      later.add("sms", inMs(1_000));
+      await vi.advanceTimersByTimeAsync(400);
+      expect(rung).toEqual([]);
+      await vi.advanceTimersByTimeAsync(200);
+      expect(rung).toEqual([["mail_api"]]);
+      await vi.advanceTimersByTimeAsync(500);
+      expect(rung).toEqual([["mail_api"], ["sms", "sms"]]);
+      expect(later.pending).toBe(0);
+      expect(vi.getTimerCount()).toBe(0);
+
+      later.add("sms", inMs(1_000));
+      later.stop();
+      later.add("sms", inMs(1_000));
+      expect(vi.getTimerCount()).toBe(0);
+      await vi.advanceTimersByTimeAsync(2_000);
+      expect(rung).toHaveLength(2);
     } finally {
       vi.useRealTimers();
     }

@@ -14,6 +14,7 @@ import { MailQueuedAnnouncer } from "../rules/courier/announcer.ts";
 import type { Courier } from "../rules/courier/courier.ts";
 import { createCourier, wakeOnQueuedMail } from "../rules/courier/create.ts";
 import { DeliveryDesk } from "../rules/delivery/delivery.ts";
+import { DueLater } from "../rules/delivery/due-later.ts";
 import { DeliveryWaits, hearQueuedMessages } from "../rules/delivery/waits.ts";
 import { FlowLimits } from "../rules/limits/limits.ts";
 import { RateLimiter } from "../rules/limits/rate-limiter.ts";
@@ -156,7 +157,9 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const queuedFeed = courier ? await wakeOnQueuedMail(orm, courier, log) : undefined;
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
-  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits, released: queuedOn });
+  // A retried message is rung for at its time, as one queued then would be.
+  const dueLater = new DueLater(queuedOn, clock);
+  const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits, released: queuedOn, dueLater });
   const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges, delivery };
 
   const shutdown = new AbortController();
@@ -248,6 +251,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await ops.health.beginShutdown();
       pipeline.endStreams();
       // Waiting claims answer now, with what they have (nothing), as streams end.
+      dueLater.stop();
       const waitsStopped = deliveryWaits.stop();
       await listener.close(config.shutdownGraceMs);
       await opsListener?.close();

@@ -80,7 +80,7 @@ with failed as (
   insert into event (org_id, type, purpose, mail_id, details, occurred_at)
   select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text, 'channel', channel), $1 from failed where status = 'abandoned'
 )
-select id, status, purpose, next_attempt_at from failed`;
+select id, status, purpose, channel, next_attempt_at from failed`;
 
 /** A claimed message: its sealed body and what the worker needs. */
 export interface ClaimedMessage {
@@ -182,11 +182,11 @@ export async function failMessages(
   now: Date,
   retry: { maxAttempts: number; backoffBaseMs: number; backoffMaxMs: number },
   failed: readonly (LeasedKey & { error: string; permanent?: boolean })[],
-): Promise<{ id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[]> {
-  const out: { id: string; status: MailStatus; purpose: Purpose; nextAttemptAt: Date }[] = [];
+): Promise<{ id: string; status: MailStatus; purpose: Purpose; channel: ApiChannel; nextAttemptAt: Date }[]> {
+  const out: { id: string; status: MailStatus; purpose: Purpose; channel: ApiChannel; nextAttemptAt: Date }[] = [];
   for (const [orgId, items] of byOrganization(failed)) {
     const ids = items.map((m) => m.id);
-    const rows = await sql.query<{ id: string; status: MailStatus; purpose: Purpose; next_attempt_at: string | Date }>(FAIL_SQL, [
+    const rows = await sql.query<{ id: string; status: MailStatus; purpose: Purpose; channel: ApiChannel; next_attempt_at: string | Date }>(FAIL_SQL, [
       now,
       retry.maxAttempts,
       orgId,
@@ -198,7 +198,7 @@ export async function failMessages(
       items.map((m) => m.permanent === true),
       ...idBounds(ids),
     ]);
-    out.push(...rows.map((r) => ({ id: r.id, status: r.status, purpose: r.purpose, nextAttemptAt: new Date(r.next_attempt_at) })));
+    out.push(...rows.map((r) => ({ id: r.id, status: r.status, purpose: r.purpose, channel: r.channel, nextAttemptAt: new Date(r.next_attempt_at) })));
   }
   return out;
 }

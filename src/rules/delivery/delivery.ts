@@ -20,6 +20,7 @@ import type { CourierEvents } from "../events.ts";
 import { withRecipient } from "../mail/mime.ts";
 import { decodeContent } from "../mail/payload.ts";
 import { unseal } from "../mail/seal.ts";
+import type { DueLater } from "./due-later.ts";
 import type { DeliveryWaits } from "./waits.ts";
 
 /** A claimed message as the worker gets it. */
@@ -53,7 +54,7 @@ function answerBytes(d: Delivery): number {
 }
 
 export class DeliveryDesk {
-  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents; waits?: DeliveryWaits; released?: (channels: readonly ApiChannel[]) => void };
+  private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents; waits?: DeliveryWaits; released?: (channels: readonly ApiChannel[]) => void; dueLater?: DueLater };
 
   /**
    * Where its looks for due messages start, one per set of channels claimed: a
@@ -164,7 +165,15 @@ export class DeliveryDesk {
   async fail(failures: readonly (LeasedKey & { error: string; permanent?: boolean })[]): Promise<{ id: string; status: MailStatus; nextAttemptAt: Date }[]> {
     const { sql, clock, config, events } = this.deps;
     const rows = await failMessages(sql, clock.now(), config, failures);
-    for (const r of rows) (r.status === "abandoned" ? events.abandoned : events.retried)(r.purpose);
+    for (const r of rows) {
+      if (r.status === "abandoned") {
+        events.abandoned(r.purpose);
+      } else {
+        events.retried(r.purpose);
+        // Its retry wakes a waiting claim at its time.
+        this.deps.dueLater?.add(r.channel, r.nextAttemptAt);
+      }
+    }
     return rows.map((r) => ({ id: r.id, status: r.status, nextAttemptAt: r.nextAttemptAt }));
   }
 }
