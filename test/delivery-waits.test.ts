@@ -148,6 +148,24 @@ describe("a waiting claim", () => {
     }
   });
 
+  it("answers a text already due at once, without waiting for its server to start hearing other servers", async () => {
+    const r = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
+    const fxR = adminFixtures(r.url);
+    try {
+      // Its first waiting claim starts the listening connection; here it never opens.
+      vi.spyOn(r.app.deliveryWaits, "ready").mockReturnValue(new Promise<void>(() => {}));
+      const user = await smsUser();
+      await user.send(fxA);
+      // Waiting for the connection first, the claim would fail at its deadline.
+      const [m] = await claimWaiting(fxR);
+      expect(m).toMatchObject({ recipient: user.number });
+      await fxR.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+    } finally {
+      fxR.close();
+      await r.close();
+    }
+  });
+
   it("answers empty before the call's deadline, the client's when it is shorter than RPC_TIMEOUT", async () => {
     // Asked to wait 30 s with 1.5 s to live: cut to end before the deadline rather than fail it.
     expect(await claimWaiting(fxA, { timeoutMs: 1_500 })).toEqual([]);
@@ -226,6 +244,9 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     h = await startTestServer({ COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` }, { instrumentSql: holding.instrument });
     fxH = adminFixtures(h.url);
     orgH = await fxH.org("Held SMS", { delivery: { login: DeliveryChannel.SMS } });
+    // Hearing other servers already: a first waiting claim would look twice (before and after it began to).
+    await h.app.deliveryWaits.ready();
+    expect(h.app.deliveryWaits.hearing).toBe(true);
   });
   afterEach(() => holding.clear());
   afterAll(async () => {

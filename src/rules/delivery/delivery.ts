@@ -99,12 +99,22 @@ export class DeliveryDesk {
     };
     if (!call || call.waitMs <= 0 || !waits) return claimFor();
     const until = performance.now() + call.waitMs;
-    await raceAbort(waits.ready(), call.signal);
+    // The first waiting claim on a server starts hearing other servers' messages, but looks meanwhile:
+    // what is due already is answered without waiting for the listening connection.
+    const ready = waits.ready();
+    let heard = waits.hearing;
     for (;;) {
       const ticket = waits.ticket(channels);
       try {
         const claimed = await claimFor();
-        if (claimed.length || !(await ticket.wait(until - performance.now(), call.signal))) return claimed;
+        if (claimed.length) return claimed;
+        if (!heard) {
+          // A message announced during that look went unheard: once hearing, look again.
+          await raceAbort(ready, call.signal);
+          heard = true;
+          continue;
+        }
+        if (!(await ticket.wait(until - performance.now(), call.signal))) return claimed;
       } finally {
         ticket.drop();
       }

@@ -39,6 +39,7 @@ export class DeliveryWaits {
   /** Starts hearing of messages that other servers queue; it calls `wake` for each announcement. */
   readonly #hear: ((wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) | undefined;
   #hearing: Promise<Hearing> | undefined;
+  #heard = false;
   #stopped = false;
   #waiting = 0;
 
@@ -50,11 +51,19 @@ export class DeliveryWaits {
   async ready(): Promise<void> {
     if (!this.#hear || this.#stopped) return;
     // A failure to start is tried again by the next waiting claim (meanwhile, only this server's messages are heard).
-    this.#hearing ??= this.#hear((channels) => this.wake([...channels])).catch((err: unknown) => {
-      this.#hearing = undefined;
-      throw err;
-    });
+    this.#hearing ??= this.#hear((channels) => this.wake([...channels])).then(
+      (hearing) => ((this.#heard = true), hearing),
+      (err: unknown) => {
+        this.#hearing = undefined;
+        throw err;
+      },
+    );
     await this.#hearing.catch(() => {});
+  }
+
+  /** Messages other servers queue are heard (or there are none to hear): a look from now on misses none of them. */
+  get hearing(): boolean {
+    return !this.#hear || this.#heard;
   }
 
   /**
