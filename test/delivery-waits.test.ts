@@ -6,7 +6,7 @@
 // Each wait is checked to be in place (the server counts its waiting claims) before
 // the message it is to hear of is queued; where a claim must be caught between its
 // statement and its answer, the statement's answer is held (instrumentSql).
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { CourierMessageStatus, DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
@@ -317,6 +317,8 @@ describe("announcements of queued messages", () => {
 
 describe("DeliveryWaits", () => {
   const never = new AbortController().signal;
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] }));
+  afterEach(() => vi.useRealTimers());
 
   it("answers a wake-up that came during the look at once, and none once the wait's time is up", async () => {
     const waits = new DeliveryWaits();
@@ -330,130 +332,108 @@ describe("DeliveryWaits", () => {
   });
 
   it("wakes the claims of the channels a message was queued on, and only those", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    try {
-      const waits = new DeliveryWaits();
-      const sms = waits.ticket(["sms"]).wait(5_000, never);
-      const mail = waits.ticket(["mail_api"]).wait(5_000, never);
-      expect(waits.waiting).toBe(2);
-      waits.wake(["sms", "smtp"]);
-      expect(await sms).toBe(true);
-      expect(waits.waiting).toBe(1);
-      await vi.advanceTimersByTimeAsync(5_000);
-      expect(await mail).toBe(false);
-      expect(vi.getTimerCount()).toBe(0);
-    } finally {
-      vi.useRealTimers();
-    }
+    const waits = new DeliveryWaits();
+    const sms = waits.ticket(["sms"]).wait(5_000, never);
+    const mail = waits.ticket(["mail_api"]).wait(5_000, never);
+    expect(waits.waiting).toBe(2);
+    waits.wake(["sms", "smtp"]);
+    expect(await sms).toBe(true);
+    expect(waits.waiting).toBe(1);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await mail).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it("wakes one waiting claim per message, the one waiting longest", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    try {
-      const waits = new DeliveryWaits();
-      const woken: string[] = [];
-      const wait = (name: string) => waits.ticket(["sms"]).wait(5_000, never).then((w) => (w && woken.push(name), w));
-      const [first, second, third] = [wait("first"), wait("second"), wait("third")];
-      waits.wake(["sms"]);
-      expect(await first).toBe(true);
-      expect(waits.waiting).toBe(2);
-      waits.wake(["sms", "sms"]);
-      expect(await Promise.all([second, third])).toEqual([true, true]);
-      expect(woken).toEqual(["first", "second", "third"]);
-      expect(vi.getTimerCount()).toBe(0);
-    } finally {
-      vi.useRealTimers();
-    }
+    const waits = new DeliveryWaits();
+    const woken: string[] = [];
+    const wait = (name: string) => waits.ticket(["sms"]).wait(5_000, never).then((w) => (w && woken.push(name), w));
+    const [first, second, third] = [wait("first"), wait("second"), wait("third")];
+    waits.wake(["sms"]);
+    expect(await first).toBe(true);
+    expect(waits.waiting).toBe(2);
+    waits.wake(["sms", "sms"]);
+    expect(await Promise.all([second, third])).toEqual([true, true]);
+    expect(woken).toEqual(["first", "second", "third"]);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it("hands a wake-up on when the claim it woke will not look again: its caller left, its time was up, or it answers other messages", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    try {
-      const waits = new DeliveryWaits();
-      // Each first one is woken during its look (its ticket taken, its wait not begun); the claim behind it waits.
-      const pair = () => {
-        const looking = waits.ticket(["sms"]);
-        const behind = waits.ticket(["sms"]).wait(5_000, never);
-        waits.wake(["sms"]);
-        expect(waits.waiting).toBe(1);
-        return { looking, behind };
-      };
-      const left = new AbortController();
-      left.abort();
-      const caller = pair();
-      expect(await caller.looking.wait(5_000, left.signal)).toBe(false);
-      expect(await caller.behind).toBe(true);
-
-      const late = pair();
-      expect(await late.looking.wait(0, never)).toBe(false);
-      expect(await late.behind).toBe(true);
-
-      const answered = pair();
-      answered.looking.drop(); // its look found messages, which it answers
-      expect(await answered.behind).toBe(true);
-
-      // One that looks again keeps its wake-up.
-      const again = pair();
-      expect(await again.looking.wait(5_000, never)).toBe(true);
-      again.looking.drop();
+    const waits = new DeliveryWaits();
+    // Each first one is woken during its look (its ticket taken, its wait not begun); the claim behind it waits.
+    const pair = () => {
+      const looking = waits.ticket(["sms"]);
+      const behind = waits.ticket(["sms"]).wait(5_000, never);
+      waits.wake(["sms"]);
       expect(waits.waiting).toBe(1);
-      await vi.advanceTimersByTimeAsync(5_000);
-      expect(await again.behind).toBe(false);
-      expect(vi.getTimerCount()).toBe(0);
-    } finally {
-      vi.useRealTimers();
-    }
+      return { looking, behind };
+    };
+    const left = new AbortController();
+    left.abort();
+    const caller = pair();
+    expect(await caller.looking.wait(5_000, left.signal)).toBe(false);
+    expect(await caller.behind).toBe(true);
+
+    const late = pair();
+    expect(await late.looking.wait(0, never)).toBe(false);
+    expect(await late.behind).toBe(true);
+
+    const answered = pair();
+    answered.looking.drop(); // its look found messages, which it answers
+    expect(await answered.behind).toBe(true);
+
+    // One that looks again keeps its wake-up.
+    const again = pair();
+    expect(await again.looking.wait(5_000, never)).toBe(true);
+    again.looking.drop();
+    expect(waits.waiting).toBe(1);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(await again.behind).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it("ends a wait when its call ends and when the waits stop, leaving no timer behind; a wait after the stop ends at once", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
-    try {
-      const waits = new DeliveryWaits();
-      const call = new AbortController();
-      const left = waits.ticket(["sms"]).wait(5_000, call.signal);
-      const stopped = waits.ticket(["sms"]).wait(5_000, never);
-      expect(vi.getTimerCount()).toBe(2);
-      call.abort();
-      expect(await left).toBe(false);
-      await waits.stop();
-      expect(await stopped).toBe(false);
-      expect(await waits.ticket(["sms"]).wait(5_000, never)).toBe(false);
-      expect(vi.getTimerCount()).toBe(0);
-      expect(waits.waiting).toBe(0);
-    } finally {
-      vi.useRealTimers();
-    }
+    const waits = new DeliveryWaits();
+    const call = new AbortController();
+    const left = waits.ticket(["sms"]).wait(5_000, call.signal);
+    const stopped = waits.ticket(["sms"]).wait(5_000, never);
+    expect(vi.getTimerCount()).toBe(2);
+    call.abort();
+    expect(await left).toBe(false);
+    await waits.stop();
+    expect(await stopped).toBe(false);
+    expect(await waits.ticket(["sms"]).wait(5_000, never)).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(waits.waiting).toBe(0);
   });
 });
 
 describe("DueLater", () => {
-  it("rings for each message at its time, the earliest first, and for none once stopped, leaving no timer behind", async () => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance", "Date"] });
-    try {
-      const rung: string[][] = [];
-      const clock = { now: () => new Date() };
-      const later = new DueLater((channels) => rung.push(channels), clock);
-      const inMs = (ms: number) => new Date(Date.now() + ms);
-      later.add("sms", inMs(1_000));
-      later.add("mail_api", inMs(500));
-      later.add("sms", inMs(1_000));
-      await vi.advanceTimersByTimeAsync(400);
-      expect(rung).toEqual([]);
-      await vi.advanceTimersByTimeAsync(200);
-      expect(rung).toEqual([["mail_api"]]);
-      await vi.advanceTimersByTimeAsync(500);
-      expect(rung).toEqual([["mail_api"], ["sms", "sms"]]);
-      expect(later.pending).toBe(0);
-      expect(vi.getTimerCount()).toBe(0);
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance", "Date"] }));
+  afterEach(() => vi.useRealTimers());
 
-      later.add("sms", inMs(1_000));
-      later.stop();
-      later.add("sms", inMs(1_000));
-      expect(vi.getTimerCount()).toBe(0);
-      await vi.advanceTimersByTimeAsync(2_000);
-      expect(rung).toHaveLength(2);
-    } finally {
-      vi.useRealTimers();
-    }
+  it("rings for each message at its time, the earliest first, and for none once stopped, leaving no timer behind", async () => {
+    const rung: string[][] = [];
+    const clock = { now: () => new Date() };
+    const later = new DueLater((channels) => rung.push(channels), clock);
+    const inMs = (ms: number) => new Date(Date.now() + ms);
+    later.add("sms", inMs(1_000));
+    later.add("mail_api", inMs(500));
+    later.add("sms", inMs(1_000));
+    await vi.advanceTimersByTimeAsync(400);
+    expect(rung).toEqual([]);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(rung).toEqual([["mail_api"]]);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(rung).toEqual([["mail_api"], ["sms", "sms"]]);
+    expect(later.pending).toBe(0);
+    expect(vi.getTimerCount()).toBe(0);
+
+    later.add("sms", inMs(1_000));
+    later.stop();
+    later.add("sms", inMs(1_000));
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(rung).toHaveLength(2);
   });
 });
