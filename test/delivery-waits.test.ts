@@ -10,8 +10,9 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { CourierMessageStatus, DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
+import { ManualClock } from "../src/domain/clock.ts";
 import { DueLater } from "../src/rules/delivery/due-later.ts";
-import { DeliveryWaits } from "../src/rules/delivery/waits.ts";
+import { DeliveryWaits, type Hearing } from "../src/rules/delivery/waits.ts";
 import { announceMailQueued, listenMailQueued } from "../src/store/mail-queued.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
@@ -166,6 +167,29 @@ describe("a waiting claim", () => {
     }
   });
 
+  it("looks again once its server hears other servers, for a text announced during its first look", async () => {
+    const r = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
+    const fxR = adminFixtures(r.url);
+    try {
+      // The listening connection opens when the test says; announcements before it are not heard.
+      let open!: () => void;
+      const ready = vi.spyOn(r.app.deliveryWaits, "ready").mockReturnValue(new Promise<void>((resolve) => (open = resolve)));
+      const user = await smsUser();
+      const claimed = claimWaiting(fxR);
+      // Started before its look, then waited for after the look found nothing.
+      await vi.waitFor(() => expect(ready).toHaveBeenCalledTimes(2));
+      await user.send(fxA);
+      open();
+      // Going on to wait without a second look, it would answer empty at its wait's end.
+      const [m] = await claimed;
+      expect(m).toMatchObject({ recipient: user.number });
+      await fxR.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+    } finally {
+      fxR.close();
+      await r.close();
+    }
+  });
+
   it("answers empty before the call's deadline, the client's when it is shorter than RPC_TIMEOUT", async () => {
     // Asked to wait 30 s with 1.5 s to live: cut to end before the deadline rather than fail it.
     expect(await claimWaiting(fxA, { timeoutMs: 1_500 })).toEqual([]);
@@ -265,6 +289,26 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     // A wait begun only after the look would not hear it, and answer empty at its end.
     const [m] = await claimed;
     expect(m).toMatchObject({ recipient: user.number });
+    await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+  });
+
+  it("hands its wake-up on to another waiting claim when its caller leaves during the look the wake-up sent it on", async () => {
+    const user = await smsUser(fxH, orgH);
+    const leaving = new AbortController();
+    const first = fxH.clients.delivery
+      .claim({ channels: [DeliveryChannel.SMS], wait: WAIT }, { signal: leaving.signal })
+      .catch((e: unknown) => ConnectError.from(e));
+    await waitingOn(h, 1);
+    const second = claimWaiting(fxH);
+    await waitingOn(h, 2);
+    const look = holding.hold(isLook, { untilAbort: true });
+    await user.send(fxH); // wakes the first, the one waiting longest
+    await look.held;
+    leaving.abort();
+    expect(await first).toMatchObject({ code: Code.Canceled });
+    // Without the hand-on, the second would sleep on and answer empty at its wait's end.
+    const [m] = await second;
+    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
     await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
   });
 
@@ -392,6 +436,27 @@ describe("DeliveryWaits", () => {
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  it("ends a wait for hearing other servers at its time, with its call, and when the waits stop, leaving no timer behind", async () => {
+    // A listening connection that never opens (no connect timeout).
+    const waits = new DeliveryWaits(() => new Promise<Hearing>(() => {}));
+    const timedOut = waits.heard(1_000, never);
+    const call = new AbortController();
+    const left = waits.heard(5_000, call.signal);
+    const stopped = waits.heard(5_000, never);
+    expect(vi.getTimerCount()).toBe(3);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(await timedOut).toBe(false);
+    call.abort();
+    expect(await left).toBe(false);
+    void waits.stop();
+    expect(await stopped).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
+    const hearing = new DeliveryWaits(async () => ({ close: async () => {} }));
+    expect(await hearing.heard(1_000, never)).toBe(true);
+    expect(hearing.hearing).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it("ends a wait when its call ends and when the waits stop, leaving no timer behind; a wait after the stop ends at once", async () => {
     const waits = new DeliveryWaits();
     const call = new AbortController();
@@ -409,14 +474,15 @@ describe("DeliveryWaits", () => {
 });
 
 describe("DueLater", () => {
-  beforeEach(() => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance", "Date"] }));
+  beforeEach(() => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] }));
   afterEach(() => vi.useRealTimers());
 
   it("rings for each message at its time, the earliest first, and for none once stopped, leaving no timer behind", async () => {
     const rung: string[][] = [];
-    const clock = { now: () => new Date() };
+    // The server's clock may stand still (a test's): the times are kept by the process's own.
+    const clock = new ManualClock();
     const later = new DueLater((channels) => rung.push(channels), clock);
-    const inMs = (ms: number) => new Date(Date.now() + ms);
+    const inMs = (ms: number) => new Date(clock.now().getTime() + ms);
     later.add("sms", inMs(1_000));
     later.add("mail_api", inMs(500));
     later.add("sms", inMs(1_000));

@@ -9,9 +9,8 @@ import { randomUUID } from "node:crypto";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
-import type { ApiChannel, MailStatus } from "../../domain/outbox.ts";
+import type { ApiChannel, Channel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
-import { raceAbort } from "../../lib/abort.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ackMessages, claimMessages, failMessages, oldestDueMessage, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
 import { DueFloor } from "../due-floor.ts";
@@ -53,6 +52,12 @@ function answerBytes(d: Delivery): number {
   return 1024 + (d.content.kind === "mail" ? Math.ceil(d.content.rfc822.length / 3) * 4 : 2 * Buffer.byteLength(d.content.body));
 }
 
+/** What one claim took: the deliveries it answers, and whether it took as many as it could (more may be due). */
+interface Claimed {
+  deliveries: Delivery[];
+  full: boolean;
+}
+
 export class DeliveryDesk {
   private readonly deps: { sql: Sql; config: Config["courier"]; secrets: Secrets; clock: Clock; log: Logger; events: CourierEvents; waits?: DeliveryWaits; released?: (channels: readonly ApiChannel[]) => void; dueLater?: DueLater };
 
@@ -81,42 +86,54 @@ export class DeliveryDesk {
    * and what a claim in flight took is given back at once rather than after its lease.
    */
   async claim(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
-    const claimed = await this.claimOrWait(channels, size, leaseMs, call);
+    const { deliveries, full } = await this.claimOrWait(channels, size, leaseMs, call);
     // A message wakes one waiting claim: when a burst was announced at once, a full batch may have left
-    // some due, and one more waiting claim looks for them.
-    if (claimed.length >= size) this.deps.waits?.wake(channels);
-    return claimed;
+    // some due, and one more waiting claim (per channel) looks for them.
+    if (full) this.deps.waits?.wake(channels);
+    return deliveries;
   }
 
-  private async claimOrWait(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
+  private async claimOrWait(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Claimed> {
     const { waits } = this.deps;
     const claimFor = async () => {
       call?.signal.throwIfAborted();
       const claimed = await this.claimNow(channels, size, leaseMs, call?.signal);
-      if (call?.signal.aborted && claimed.length) await this.release(claimed);
+      if (call?.signal.aborted && claimed.deliveries.length) await this.release(claimed.deliveries);
       call?.signal.throwIfAborted();
       return claimed;
     };
     if (!call || call.waitMs <= 0 || !waits) return claimFor();
     const until = performance.now() + call.waitMs;
-    // The first waiting claim on a server starts hearing other servers' messages, but looks meanwhile:
+    // The first waiting claim on a server starts hearing other servers' messages, and looks meanwhile:
     // what is due already is answered without waiting for the listening connection.
-    const ready = waits.ready();
     let heard = waits.hearing;
+    if (!heard) void waits.ready();
+    /** The channels of the wake-up that sent this claim on its look. */
+    let lookingFor: readonly Channel[] = [];
     for (;;) {
       const ticket = waits.ticket(channels);
+      let looksAgain = false;
       try {
-        const claimed = await claimFor();
-        if (claimed.length) return claimed;
-        if (!heard) {
+        const claimed = await claimFor().catch((err: unknown) => {
+          // The look a wake-up sent this claim on did not run to its end: another waiting claim looks instead.
+          ticket.drop();
+          waits.wake(lookingFor);
+          throw err;
+        });
+        if (claimed.deliveries.length) return claimed;
+        if (claimed.full) {
+          // None of a full batch could be handed out (each failed here): more may be due, so look again.
+        } else if (heard) {
+          if (!(await ticket.wait(until - performance.now(), call.signal))) return claimed;
+        } else {
           // A message announced during that look went unheard: once hearing, look again.
-          await raceAbort(ready, call.signal);
           heard = true;
-          continue;
+          if (!(await waits.heard(until - performance.now(), call.signal))) return claimed;
         }
-        if (!(await ticket.wait(until - performance.now(), call.signal))) return claimed;
+        looksAgain = true;
+        lookingFor = ticket.wokenFor;
       } finally {
-        ticket.drop();
+        ticket.drop(looksAgain);
       }
     }
   }
@@ -128,7 +145,7 @@ export class DeliveryDesk {
     this.deps.released?.(messages.map((m) => m.channel));
   }
 
-  private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number, signal?: AbortSignal): Promise<Delivery[]> {
+  private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number, signal?: AbortSignal): Promise<Claimed> {
     const { sql, clock, secrets } = this.deps;
     const now = clock.now();
     const leaseToken = randomUUID();
@@ -161,7 +178,7 @@ export class DeliveryDesk {
     }
     const left = deliveries.slice(fit);
     if (left.length) await this.release(left);
-    return deliveries.slice(0, fit);
+    return { deliveries: deliveries.slice(0, fit), full: size > 0 && claimed.length >= size };
   }
 
   /** Marks delivered messages sent (their bodies wiped); answers the ids their leases still held. */

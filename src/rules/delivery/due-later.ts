@@ -3,13 +3,17 @@
 // recorded the failure rings for the message at its time, as for one it queues: its
 // own waiting claims are woken, and other servers' through the announcement. Without
 // it a retried text waited for the next Claim: up to a whole wait (about 9 s with the
-// default RPC_TIMEOUT) after its time. One timer, for the earliest; stop() ends it.
+// default RPC_TIMEOUT) after its time. One timer, for the earliest; stop() ends it,
+// and what a server remembers is forgotten when it stops (the next Claim finds it).
 import type { ApiChannel } from "../../domain/outbox.ts";
 import type { Clock } from "../../domain/clock.ts";
 
-/** Retries remembered at most; one past them is found by the next claim, as without this. */
+/** Retries remembered at most; one past them (earlier or not) is found by the next claim, as without this. */
 const MAX_PENDING = 10_000;
-/** Rung this much after their time: a timer may fire early, and another server's clock may be a little behind. */
+/**
+ * Rung this much after their time: a timer may fire early, and another server's
+ * clock may be a little behind. Those due within it of each other are rung together.
+ */
 const LATE_MS = 20;
 
 export class DueLater {
@@ -53,14 +57,15 @@ export class DueLater {
     clearTimeout(this.#timer);
     this.#timerAt = at;
     this.#timer = setTimeout(() => this.#fire(), Math.max(0, at - performance.now()));
+    this.#timer.unref();
   }
 
   #fire(): void {
     this.#timer = undefined;
     this.#timerAt = Infinity;
-    const now = performance.now();
-    const due = this.#pending.filter((p) => p.at <= now);
-    this.#pending = this.#pending.filter((p) => p.at > now);
+    const until = performance.now() + LATE_MS;
+    const due = this.#pending.filter((p) => p.at <= until);
+    this.#pending = this.#pending.filter((p) => p.at > until);
     const next = this.#pending.reduce((min, p) => Math.min(min, p.at), Infinity);
     if (next < Infinity) this.#arm(next);
     if (due.length) this.#ring(due.map((p) => p.channel));

@@ -22,8 +22,13 @@ export interface WaitTicket {
    * aborts, or once the waits stop.
    */
   wait(ms: number, signal: AbortSignal): Promise<boolean>;
-  /** Gives the ticket up (a ticket that waited is given up already); one woken hands its wake-up on. */
-  drop(): void;
+  /**
+   * Gives the ticket up (a ticket that waited is given up already). One woken hands
+   * its wake-up on to the next waiting claim, unless its caller looks again.
+   */
+  drop(looksAgain?: boolean): void;
+  /** The channels it was woken for: what the caller's next look is for. */
+  readonly wokenFor: readonly Channel[];
 }
 
 interface Waker {
@@ -42,16 +47,23 @@ export class DeliveryWaits {
   #heard = false;
   #stopped = false;
   #waiting = 0;
+  /** Ends each claim's wait for hearing, at stop(). */
+  readonly #hearingWaits = new Set<() => void>();
 
   constructor(hear?: (wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) {
     this.#hear = hear;
   }
 
-  /** Resolves once messages queued by other servers are heard: the first waiting claim starts hearing them. */
+  /**
+   * Resolves once messages queued by other servers are heard, or their listening
+   * connection's first try failed (it is tried again, and says so once it listens):
+   * the first waiting claim starts hearing them. Never rejects.
+   */
   async ready(): Promise<void> {
-    if (!this.#hear || this.#stopped) return;
+    const hear = this.#hear;
+    if (!hear || this.#stopped) return;
     // A failure to start is tried again by the next waiting claim (meanwhile, only this server's messages are heard).
-    this.#hearing ??= this.#hear((channels) => this.wake([...channels])).then(
+    this.#hearing ??= (async () => hear((channels) => this.wake([...channels])))().then(
       (hearing) => ((this.#heard = true), hearing),
       (err: unknown) => {
         this.#hearing = undefined;
@@ -61,9 +73,29 @@ export class DeliveryWaits {
     await this.#hearing.catch(() => {});
   }
 
-  /** Messages other servers queue are heard (or there are none to hear): a look from now on misses none of them. */
+  /** ready() has answered (or there is nothing to hear): a look from now on misses no announcement that reaches this server. */
   get hearing(): boolean {
     return !this.#hear || this.#heard;
+  }
+
+  /** Resolves true once hearing (see ready()), false after `ms`, once `signal` aborts, or once the waits stop. */
+  heard(ms: number, signal: AbortSignal): Promise<boolean> {
+    const ready = this.ready();
+    if (this.hearing) return Promise.resolve(true);
+    if (ms <= 0 || signal.aborted || this.#stopped) return Promise.resolve(false);
+    return new Promise<boolean>((resolve) => {
+      const end = (heard: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", notHeard);
+        this.#hearingWaits.delete(notHeard);
+        resolve(heard && !this.#stopped);
+      };
+      const notHeard = () => end(false);
+      const timer = setTimeout(notHeard, ms);
+      signal.addEventListener("abort", notHeard, { once: true });
+      this.#hearingWaits.add(notHeard);
+      void ready.then(() => end(true));
+    });
   }
 
   /**
@@ -109,7 +141,13 @@ export class DeliveryWaits {
           const onAbort = () => settle?.();
           signal.addEventListener("abort", onAbort, { once: true });
         }),
-      drop: end,
+      drop(again = false) {
+        looksAgain ||= again;
+        end();
+      },
+      get wokenFor() {
+        return waker.wokenFor ?? [];
+      },
     };
   }
 
@@ -133,6 +171,7 @@ export class DeliveryWaits {
   stop(): Promise<void> {
     this.#stopped = true;
     for (const waker of [...this.#wakers]) waker.wake([]);
+    for (const notHeard of [...this.#hearingWaits]) notHeard();
     return (this.#hearing ?? Promise.resolve(undefined)).then(
       (hearing) => hearing?.close(),
       () => undefined,
