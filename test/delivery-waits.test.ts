@@ -177,7 +177,7 @@ describe("a waiting claim", () => {
       const user = await smsUser();
       const claimed = claimWaiting(fxR);
       // Started before its look, then waited for after the look found nothing.
-      await vi.waitFor(() => expect(ready).toHaveBeenCalledTimes(2));
+      await vi.waitFor(() => expect(ready).toHaveBeenCalledTimes(2), { timeout: 5_000 });
       await user.send(fxA);
       open();
       // Going on to wait without a second look, it would answer empty at its wait's end.

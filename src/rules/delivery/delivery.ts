@@ -121,14 +121,20 @@ export class DeliveryDesk {
           throw err;
         });
         if (claimed.deliveries.length) return claimed;
+        const left = until - performance.now();
         if (claimed.full) {
           // None of a full batch could be handed out (each failed here): more may be due, so look again.
+          if (left <= 0) return claimed;
         } else if (heard) {
-          if (!(await ticket.wait(until - performance.now(), call.signal))) return claimed;
+          if (!(await ticket.wait(left, call.signal))) return claimed;
         } else {
-          // A message announced during that look went unheard: once hearing, look again.
+          // A message announced during that look went unheard: once hearing, look again. Meanwhile this
+          // server's wake-ups go to the claims already waiting (one that came during the look too).
           heard = true;
-          if (!(await waits.heard(until - performance.now(), call.signal))) return claimed;
+          ticket.drop();
+          if (!(await waits.heard(left, call.signal))) return claimed;
+          lookingFor = [];
+          continue;
         }
         looksAgain = true;
         lookingFor = ticket.wokenFor;

@@ -10,11 +10,10 @@ import type { Clock } from "../../domain/clock.ts";
 
 /** Retries remembered at most; one past them (earlier or not) is found by the next claim, as without this. */
 const MAX_PENDING = 10_000;
-/**
- * Rung this much after their time: a timer may fire early, and another server's
- * clock may be a little behind. Those due within it of each other are rung together.
- */
+/** Rung at least this much after their time: a timer may fire early, and another server's clock may be a little behind. */
 const LATE_MS = 20;
+/** How long after the earliest the timer rings: those due within it of each other are rung together. */
+const GATHER_MS = 20;
 
 export class DueLater {
   /** By the process's monotonic clock (performance.now()): the server's clock may be a test's, standing still. */
@@ -36,7 +35,7 @@ export class DueLater {
     if (this.#stopped || this.#pending.length >= MAX_PENDING) return;
     const due = performance.now() + Math.max(0, at.getTime() - this.#clock.now().getTime()) + LATE_MS;
     this.#pending.push({ channel, at: due });
-    if (due < this.#timerAt) this.#arm(due);
+    if (due + GATHER_MS < this.#timerAt) this.#arm(due + GATHER_MS);
   }
 
   /** Forgets every message and ends the timer; later ones are not remembered. */
@@ -63,11 +62,11 @@ export class DueLater {
   #fire(): void {
     this.#timer = undefined;
     this.#timerAt = Infinity;
-    const until = performance.now() + LATE_MS;
-    const due = this.#pending.filter((p) => p.at <= until);
-    this.#pending = this.#pending.filter((p) => p.at > until);
+    const now = performance.now();
+    const due = this.#pending.filter((p) => p.at <= now);
+    this.#pending = this.#pending.filter((p) => p.at > now);
     const next = this.#pending.reduce((min, p) => Math.min(min, p.at), Infinity);
-    if (next < Infinity) this.#arm(next);
+    if (next < Infinity) this.#arm(next + GATHER_MS);
     if (due.length) this.#ring(due.map((p) => p.channel));
   }
 }
