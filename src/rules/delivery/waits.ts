@@ -39,7 +39,7 @@ interface Waker {
 }
 
 export class DeliveryWaits {
-  /** In the order the tickets were taken: the claim waiting longest is woken first. */
+  /** In the order the tickets were taken: the oldest (its claim waiting, or still looking) is woken first. */
   readonly #wakers = new Set<Waker>();
   /** Starts hearing of messages that other servers queue; it calls `wake` for each announcement. */
   readonly #hear: ((wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) | undefined;
@@ -153,8 +153,8 @@ export class DeliveryWaits {
 
   /**
    * Messages were queued (and committed) or given back, one channel named per
-   * message (or per channel, when announced): for each, the claim waiting longest
-   * on that channel and not woken yet looks again.
+   * message (or per channel, when announced): for each, the claim with the oldest
+   * ticket on that channel and not woken yet looks again.
    */
   wake(channels: readonly Channel[]): void {
     for (const channel of channels) {
