@@ -4,11 +4,14 @@
 // (NOTIFY, rules/courier/announcer.ts) and the sleeping courier hears it
 // (store/mail-queued.ts); after its listening connection broke, it looks for what
 // it may have missed. Its poll interval here is a minute: a mail that waited for it
-// would not arrive within the test's bounds.
+// would not arrive within the test's bounds. A code issued in a caller's
+// transaction tells its claimants only once the caller says it committed.
 import type { ChildProcess } from "node:child_process";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
+import type { Channel } from "../src/domain/outbox.ts";
+import { CodeEngine } from "../src/rules/codes/engine.ts";
 import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -163,5 +166,26 @@ describe("a courier elsewhere, sleeping out a minute-long poll interval", () => 
     cleanups.push(() => db.end());
     const { rows } = await db.query<{ channel: string }>("select channel from courier_message order by channel");
     expect(rows.map((r) => r.channel)).toEqual(["sms", "smtp"]);
+  });
+});
+
+describe("a code issued in a caller's transaction (a new identity's registration code)", () => {
+  it("tells the claimants of its mail only once the caller says the transaction committed, not from inside it", async () => {
+    const { server, orgId } = await senderWithUser();
+    const app = server.app;
+    const told: Channel[][] = [];
+    // The engine as the server builds it, with its claimants told through a spy.
+    const engine = new CodeEngine({ sql: app.sql, config: app.config, secrets: app.secrets, clock: app.clock, events: app.metrics.codes, onQueued: (channels) => told.push([...channels]) });
+    const org = (await app.orgs.resolve(orgId, ""))!;
+    const issued = await app.sql.transaction(async (tx) => {
+      const code = await engine.issue({ org, purpose: "login", target: { username: "woken@example.com" }, requiredState: "active", mail: "login" }, tx);
+      // Told now, a courier could look before the mail is there to see, and sleep on.
+      expect(told).toEqual([]);
+      return code;
+    });
+    expect(issued).toMatchObject({ written: true, queuedOn: ["smtp"] });
+    expect(told).toEqual([]);
+    engine.mailCommitted(issued.queuedOn);
+    expect(told).toEqual([["smtp"]]);
   });
 });
