@@ -335,9 +335,14 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     const leaving = new AbortController();
     const grab = holding.hold(isClaim, { untilAbort: true });
     const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] }, { signal: leaving.signal }).catch((e: unknown) => ConnectError.from(e));
+    const leased = async () =>
+      (await h.app.sql.query<{ n: number }>("select count(*)::int as n from courier_message where recipient = any($1) and lease_token is not null", [users.map((u) => u.number)]))[0].n;
     await grab.held; // one organization's text leased; the next organization's claim is not started once the call is over
+    expect(await leased()).toBe(1);
     leaving.abort();
     expect(await first).toMatchObject({ code: Code.Canceled });
+    // Its caller hears Canceled at once; the server gives the text back as the claim unwinds (a lease would hold it 60 s).
+    await vi.waitFor(async () => expect(await leased()).toBe(0), { timeout: 5_000 });
     const all = (await fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
     expect(all.map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
     await fxH.clients.delivery.ack({ messages: all.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
