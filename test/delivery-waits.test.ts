@@ -58,11 +58,21 @@ const claimWaiting = (fx: typeof fxA, opts: { signal?: AbortSignal; timeoutMs?: 
   fx.clients.delivery.claim({ channels: [DeliveryChannel.SMS], maxMessages: 10, wait: WAIT }, opts).then((r) => r.messages);
 const waitingOn = (server: TestServer, count: number) => vi.waitFor(() => expect(server.app.deliveryWaits.waiting).toBe(count), { timeout: 5_000 });
 
+/** One more server on the database (or `DATABASE_URL: ""`, the embedded one) for one test, closed after it. */
+async function withServer(settings: Record<string, string>, test: (server: TestServer, fx: typeof fxA) => Promise<void>): Promise<void> {
+  const server = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms`, ...settings });
+  const fx = adminFixtures(server.url);
+  try {
+    await test(server, fx);
+  } finally {
+    fx.close();
+    await server.close();
+  }
+}
+
 describe("a waiting claim", () => {
   it("answers a text its own server queues during the wait, with the code (on the embedded database, with no NOTIFY to hear)", async () => {
-    const e = await startTestServer({ DATABASE_URL: "", COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
-    const fxE = adminFixtures(e.url);
-    try {
+    await withServer({ DATABASE_URL: "" }, async (e, fxE) => {
       const user = await smsUser(fxE, await fxE.org("Waiting SMS", { delivery: { login: DeliveryChannel.SMS } }));
       const claimed = claimWaiting(fxE);
       await waitingOn(e, 1);
@@ -73,10 +83,7 @@ describe("a waiting claim", () => {
       expect(oneof(m.content, "text").body).toMatch(/^\d{6}$/);
       expect(e.app.deliveryWaits.waiting).toBe(0);
       expect((await fxE.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] })).ackedIds).toEqual([m.id]);
-    } finally {
-      fxE.close();
-      await e.close();
-    }
+    });
   });
 
   it("answers a text another server on the database queues (NOTIFY)", async () => {
@@ -128,9 +135,7 @@ describe("a waiting claim", () => {
 
   it("answers a text whose delivery failed once its retry is due, with nothing queued then to wake it", async () => {
     // Its own server, whose retries come after 2.25-3.75 s: the claim below waits before the text is due again.
-    const r = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms`, COURIER_BACKOFF_BASE: "3s" });
-    const fxR = adminFixtures(r.url);
-    try {
+    await withServer({ COURIER_BACKOFF_BASE: "3s" }, async (r, fxR) => {
       const user = await smsUser();
       await user.send(fxA);
       const [m] = (await fxR.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
@@ -143,16 +148,11 @@ describe("a waiting claim", () => {
       expect(again).toMatchObject({ id: m.id, recipient: user.number, attempt: 2 });
       expect(r.app.deliveryWaits.waiting).toBe(0);
       await fxR.clients.delivery.ack({ messages: [{ id: again.id, orgId: again.orgId, leaseToken: again.leaseToken }] });
-    } finally {
-      fxR.close();
-      await r.close();
-    }
+    });
   });
 
   it("answers a text already due at once, without waiting for its server to start hearing other servers", async () => {
-    const r = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
-    const fxR = adminFixtures(r.url);
-    try {
+    await withServer({}, async (r, fxR) => {
       // Its first waiting claim starts the listening connection; here it never opens.
       vi.spyOn(r.app.deliveryWaits, "ready").mockReturnValue(new Promise<void>(() => {}));
       const user = await smsUser();
@@ -161,16 +161,11 @@ describe("a waiting claim", () => {
       const [m] = await claimWaiting(fxR);
       expect(m).toMatchObject({ recipient: user.number });
       await fxR.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
-    } finally {
-      fxR.close();
-      await r.close();
-    }
+    });
   });
 
   it("looks again once its server hears other servers, for a text announced during its first look", async () => {
-    const r = await startTestServer({ DATABASE_URL: a.databaseUrl, COURIER_ENABLED: "false", RPC_TIMEOUT: `${RPC_TIMEOUT_MS}ms` });
-    const fxR = adminFixtures(r.url);
-    try {
+    await withServer({}, async (r, fxR) => {
       // The listening connection opens when the test says; announcements before it are not heard.
       let open!: () => void;
       const ready = vi.spyOn(r.app.deliveryWaits, "ready").mockReturnValue(new Promise<void>((resolve) => (open = resolve)));
@@ -184,10 +179,7 @@ describe("a waiting claim", () => {
       const [m] = await claimed;
       expect(m).toMatchObject({ recipient: user.number });
       await fxR.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
-    } finally {
-      fxR.close();
-      await r.close();
-    }
+    });
   });
 
   it("answers empty before the call's deadline, the client's when it is shorter than RPC_TIMEOUT", async () => {
