@@ -11,6 +11,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { CourierMessageStatus, DeliveryChannel, IdentityState, type Organization } from "@codegate/client/node";
 import { ManualClock } from "../src/domain/clock.ts";
+import type { Channel } from "../src/domain/outbox.ts";
 import { DueLater } from "../src/rules/delivery/due-later.ts";
 import { DeliveryWaits, type Hearing } from "../src/rules/delivery/waits.ts";
 import { announceMailQueued, listenMailQueued } from "../src/store/mail-queued.ts";
@@ -401,11 +402,12 @@ describe("DeliveryWaits", () => {
 
   it("hands a wake-up on when the claim it woke will not look again: its caller left, its time was up, or it answers other messages", async () => {
     const waits = new DeliveryWaits();
-    // Each first one is woken during its look (its ticket taken, its wait not begun); the claim behind it waits.
+    // Each first one is woken during its look (its ticket taken, its wait not begun), no claim waiting then;
+    // the claim behind it begins to wait afterwards.
     const pair = () => {
       const looking = waits.ticket(["sms"]);
-      const behind = waits.ticket(["sms"]).wait(5_000, never);
       waits.wake(["sms"]);
+      const behind = waits.ticket(["sms"]).wait(5_000, never);
       expect(waits.waiting).toBe(1);
       return { looking, behind };
     };
@@ -430,6 +432,32 @@ describe("DeliveryWaits", () => {
     expect(waits.waiting).toBe(1);
     await vi.advanceTimersByTimeAsync(5_000);
     expect(await again.behind).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it("wakes a waiting claim before one still looking, and tells other servers only of the messages no claim waiting here took, never of those it heard from them", async () => {
+    const told: Channel[][] = [];
+    let heard!: (channels: ReadonlySet<Channel>) => void;
+    const waits = new DeliveryWaits(
+      async (wake) => ((heard = wake), { close: async () => {} }),
+      (channels) => told.push(channels),
+    );
+    await waits.ready();
+    const looking = waits.ticket(["sms"]);
+    const here = waits.ticket(["sms"]).wait(5_000, never);
+    waits.wake(["sms"]);
+    expect(await here).toBe(true);
+    expect(told).toEqual([]);
+    // With no claim waiting, the one still looking is woken, and other servers are told too.
+    waits.wake(["sms", "mail_api"]);
+    expect(looking.wokenFor).toEqual(["sms"]);
+    expect(told).toEqual([["sms", "mail_api"]]);
+    // Its look answers other messages: it hands the wake-up on here only (told already), where nobody waits.
+    looking.drop();
+    expect(told).toHaveLength(1);
+    // Announced by another server: every server heard it, none is told again.
+    heard(new Set(["sms"]));
+    expect(told).toHaveLength(1);
     expect(vi.getTimerCount()).toBe(0);
   });
 

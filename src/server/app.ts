@@ -112,8 +112,9 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
   // the messages of many calls, as the delivery an inline courier is woken for.
   const announcer = config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
-  // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens).
-  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log, announcer?.tag));
+  // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens),
+  // and other servers are told of the messages no claim waiting here took.
+  const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log, announcer?.tag), announcer && ((channels) => announcer.queued(channels)));
   const metrics = createMetrics({ ...databaseSources(sql, orm, clock), waitingClaims: () => deliveryWaits.waiting });
   const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
 
@@ -127,7 +128,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
   const courier = mail?.courier;
   // Messages on these channels were queued (or given back): who claims them here is told directly, and
-  // elsewhere through the announcer. After the answer has gone out: a known user's send must not answer later.
+  // elsewhere through the announcer (the delivery API's, when no claim here took them). After the answer
+  // has gone out: a known user's send must not answer later.
   const queuedOn = (channels: readonly Channel[]) =>
     setImmediate(() => {
       if (channels.includes("smtp")) {
@@ -135,10 +137,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
         else announcer?.queued(["smtp"]);
       }
       const api = channels.filter((c) => c !== "smtp");
-      if (api.length) {
-        deliveryWaits.wake(api);
-        announcer?.queued(api);
-      }
+      if (api.length) deliveryWaits.wake(api);
     });
   const codes = new CodeEngine({
     sql,

@@ -3,7 +3,8 @@
 // another on the database (its announcement, store/mail-queued.ts, heard on a
 // connection opened for the first waiting claim), then claims again. A message
 // wakes one claim, not all that wait on its channel; a claim that cannot look for
-// it hands the wake-up on. Every wait ends, and leaves no timer or listener behind:
+// it hands the wake-up on. Other servers are told (announced) only of the messages
+// no claim waiting here took. Every wait ends, and leaves no timer or listener behind:
 // when woken, at its time, when its call ends, or when the server stops.
 import type { ApiChannel, Channel } from "../../domain/outbox.ts";
 import type { Logger } from "../../lib/log.ts";
@@ -35,11 +36,15 @@ interface Waker {
   channels: readonly ApiChannel[];
   /** The channels it was woken for (none when the waits stop): handed on if it ends without looking again. */
   wokenFor: Channel[] | undefined;
+  /** Its claim waits (it has looked and found nothing); otherwise it is still looking. */
+  waiting: boolean;
+  /** Woken while still looking, its messages were told to other servers too: a hand-on stays here. */
+  announced: boolean;
   wake(channels: readonly Channel[]): void;
 }
 
 export class DeliveryWaits {
-  /** In the order the tickets were taken: the oldest (its claim waiting, or still looking) is woken first. */
+  /** In the order the tickets were taken: of the claims on a channel, the first waiting one is woken, else the first still looking. */
   readonly #wakers = new Set<Waker>();
   /** Starts hearing of messages that other servers queue; it calls `wake` for each announcement. */
   readonly #hear: ((wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) | undefined;
@@ -50,8 +55,12 @@ export class DeliveryWaits {
   /** Ends each claim's wait for hearing, at stop(). */
   readonly #hearingWaits = new Set<() => void>();
 
-  constructor(hear?: (wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) {
+  /** Tells other servers' claims of messages no claim waiting here took. */
+  readonly #elsewhere: ((channels: Channel[]) => void) | undefined;
+
+  constructor(hear?: (wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>, elsewhere?: (channels: Channel[]) => void) {
     this.#hear = hear;
+    this.#elsewhere = elsewhere;
   }
 
   /**
@@ -63,7 +72,8 @@ export class DeliveryWaits {
     const hear = this.#hear;
     if (!hear || this.#stopped) return;
     // A failure to start is tried again by the next waiting claim (meanwhile, only this server's messages are heard).
-    this.#hearing ??= (async () => hear((channels) => this.wake([...channels])))().then(
+    // Announced messages wake claims here only: every other server heard them too.
+    this.#hearing ??= (async () => hear((channels) => void this.#wakeHere([...channels])))().then(
       (hearing) => ((this.#heard = true), hearing),
       (err: unknown) => {
         this.#hearing = undefined;
@@ -108,6 +118,8 @@ export class DeliveryWaits {
     const waker: Waker = {
       channels,
       wokenFor: undefined,
+      waiting: false,
+      announced: false,
       wake(woken) {
         (waker.wokenFor ??= []).push(...woken);
         settle?.();
@@ -116,7 +128,9 @@ export class DeliveryWaits {
     let looksAgain = false;
     const end = () => {
       if (!this.#wakers.delete(waker)) return;
-      if (waker.wokenFor?.length && !looksAgain && !this.#stopped) this.wake(waker.wokenFor);
+      if (!waker.wokenFor?.length || looksAgain || this.#stopped) return;
+      if (waker.announced) this.#wakeHere(waker.wokenFor);
+      else this.wake(waker.wokenFor);
     };
     this.#wakers.add(waker);
     return {
@@ -131,9 +145,11 @@ export class DeliveryWaits {
           if (ms <= 0 || waker.wokenFor || signal.aborted || this.#stopped) return answer();
           const timer = setTimeout(() => settle!(), ms);
           this.#waiting++;
+          waker.waiting = true;
           settle = () => {
             settle = undefined;
             this.#waiting--;
+            waker.waiting = false;
             clearTimeout(timer);
             signal.removeEventListener("abort", onAbort);
             answer();
@@ -152,19 +168,41 @@ export class DeliveryWaits {
   }
 
   /**
-   * Messages were queued (and committed) or given back, one channel named per
-   * message (or per channel, when announced): for each, the claim with the oldest
-   * ticket on that channel and not woken yet looks again.
+   * Messages were queued (and committed) or given back here, one channel named
+   * per message: for each, the claim waiting longest on that channel looks again.
+   * With none waiting, the oldest still looking is woken (it looks again once done)
+   * and other servers are told of the message as well.
    */
   wake(channels: readonly Channel[]): void {
+    const untaken = this.#wakeHere(channels);
+    if (untaken.length) this.#elsewhere?.(untaken);
+  }
+
+  /** Wakes a claim here for each channel named; answers those no waiting claim here took. */
+  #wakeHere(channels: readonly Channel[]): Channel[] {
+    const untaken: Channel[] = [];
     for (const channel of channels) {
+      let waiting: Waker | undefined;
+      let looking: Waker | undefined;
       for (const waker of this.#wakers) {
-        if (!waker.wokenFor && waker.channels.includes(channel as ApiChannel)) {
-          waker.wake([channel]);
+        if (waker.wokenFor || !waker.channels.includes(channel as ApiChannel)) continue;
+        if (waker.waiting) {
+          waiting = waker;
           break;
+        }
+        looking ??= waker;
+      }
+      if (waiting) {
+        waiting.wake([channel]);
+      } else {
+        untaken.push(channel);
+        if (looking) {
+          looking.announced = true;
+          looking.wake([channel]);
         }
       }
     }
+    return untaken;
   }
 
   /** Ends every wait now, and any later one at once; answers once it no longer hears other servers. */
