@@ -7,6 +7,7 @@
 // no claim waiting here took. Every wait ends, and leaves no timer or listener behind:
 // when woken, at its time, when its call ends, or when the server stops.
 import type { ApiChannel, Channel } from "../../domain/outbox.ts";
+import { sleep } from "../../lib/abort.ts";
 import type { Logger } from "../../lib/log.ts";
 import { listenMailQueued } from "../../store/mail-queued.ts";
 import type { Orm } from "../../store/orm.ts";
@@ -50,11 +51,9 @@ export class DeliveryWaits {
   readonly #hear: ((wake: (channels: ReadonlySet<Channel>) => void) => Promise<Hearing>) | undefined;
   #hearing: Promise<Hearing> | undefined;
   #heard = false;
-  #stopped = false;
+  /** Aborted by stop(): ends the waits for hearing, and says the waits have stopped. */
+  readonly #stop = new AbortController();
   #waiting = 0;
-  /** Ends each claim's wait for hearing, at stop(). */
-  readonly #hearingWaits = new Set<() => void>();
-
   /** Tells other servers' claims of messages no claim waiting here took. */
   readonly #elsewhere: ((channels: Channel[]) => void) | undefined;
 
@@ -89,23 +88,14 @@ export class DeliveryWaits {
   }
 
   /** Resolves true once hearing (see ready()), false after `ms`, once `signal` aborts, or once the waits stop. */
-  heard(ms: number, signal: AbortSignal): Promise<boolean> {
+  async heard(ms: number, signal: AbortSignal): Promise<boolean> {
     const ready = this.ready();
-    if (this.hearing) return Promise.resolve(true);
-    if (ms <= 0 || signal.aborted || this.#stopped) return Promise.resolve(false);
-    return new Promise<boolean>((resolve) => {
-      const end = (heard: boolean) => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", notHeard);
-        this.#hearingWaits.delete(notHeard);
-        resolve(heard && !this.#stopped);
-      };
-      const notHeard = () => end(false);
-      const timer = setTimeout(notHeard, ms);
-      signal.addEventListener("abort", notHeard, { once: true });
-      this.#hearingWaits.add(notHeard);
-      void ready.then(() => end(true));
-    });
+    if (this.hearing) return true;
+    if (ms <= 0 || signal.aborted || this.#stopped) return false;
+    const over = new AbortController();
+    const heard = await Promise.race([ready.then(() => true), sleep(ms, AbortSignal.any([signal, this.#stop.signal, over.signal])).then(() => false)]);
+    over.abort();
+    return heard && !this.#stopped;
   }
 
   /**
@@ -207,13 +197,16 @@ export class DeliveryWaits {
 
   /** Ends every wait now, and any later one at once; answers once it no longer hears other servers. */
   stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stop.abort();
     for (const waker of [...this.#wakers]) waker.wake([]);
-    for (const notHeard of [...this.#hearingWaits]) notHeard();
     return (this.#hearing ?? Promise.resolve(undefined)).then(
       (hearing) => hearing?.close(),
       () => undefined,
     );
+  }
+
+  get #stopped(): boolean {
+    return this.#stop.signal.aborted;
   }
 
   /** The claims waiting now (having looked and found nothing). */
