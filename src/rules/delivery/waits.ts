@@ -37,8 +37,8 @@ interface Waker {
   channels: readonly ApiChannel[];
   /** The channels it was woken for (none when the waits stop): handed on if it ends without looking again. */
   wokenFor: Channel[] | undefined;
-  /** Its claim waits (it has looked and found nothing); otherwise it is still looking. */
-  waiting: boolean;
+  /** Ends its claim's wait; set while the claim waits (it has looked and found nothing), unset while it still looks. */
+  settle: (() => void) | undefined;
   /** Woken while still looking, its messages were told to other servers too: a hand-on stays here. */
   announced: boolean;
   wake(channels: readonly Channel[]): void;
@@ -104,15 +104,14 @@ export class DeliveryWaits {
    * time was up, its look found other messages) hands its wake-up on to the next.
    */
   ticket(channels: readonly ApiChannel[]): WaitTicket {
-    let settle: (() => void) | undefined;
     const waker: Waker = {
       channels,
       wokenFor: undefined,
-      waiting: false,
+      settle: undefined,
       announced: false,
       wake(woken) {
         (waker.wokenFor ??= []).push(...woken);
-        settle?.();
+        waker.settle?.();
       },
     };
     let looksAgain = false;
@@ -133,18 +132,16 @@ export class DeliveryWaits {
             resolve(looksAgain);
           };
           if (ms <= 0 || waker.wokenFor || signal.aborted || this.#stopped) return answer();
-          const timer = setTimeout(() => settle!(), ms);
+          const timer = setTimeout(() => waker.settle!(), ms);
           this.#waiting++;
-          waker.waiting = true;
-          settle = () => {
-            settle = undefined;
+          waker.settle = () => {
+            waker.settle = undefined;
             this.#waiting--;
-            waker.waiting = false;
             clearTimeout(timer);
             signal.removeEventListener("abort", onAbort);
             answer();
           };
-          const onAbort = () => settle?.();
+          const onAbort = () => waker.settle?.();
           signal.addEventListener("abort", onAbort, { once: true });
         }),
       drop(again = false) {
@@ -176,7 +173,7 @@ export class DeliveryWaits {
       let looking: Waker | undefined;
       for (const waker of this.#wakers) {
         if (waker.wokenFor || !waker.channels.includes(channel as ApiChannel)) continue;
-        if (waker.waiting) {
+        if (waker.settle) {
           waiting = waker;
           break;
         }
