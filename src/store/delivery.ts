@@ -176,14 +176,23 @@ export async function ackMessages(sql: Sql, now: Date, keys: readonly LeasedKey[
   return acked;
 }
 
+/** A failure recorded: retried at `nextAttemptAt`, or abandoned. */
+export interface FailedMessage {
+  id: string;
+  status: MailStatus;
+  purpose: Purpose;
+  channel: ApiChannel;
+  nextAttemptAt: Date;
+}
+
 /** Records failed deliveries of messages their leases still hold: retried after the backoff, or abandoned (body wiped) at the last attempt or when permanent. */
 export async function failMessages(
   sql: Sql,
   now: Date,
   retry: { maxAttempts: number; backoffBaseMs: number; backoffMaxMs: number },
   failed: readonly (LeasedKey & { error: string; permanent?: boolean })[],
-): Promise<{ id: string; status: MailStatus; purpose: Purpose; channel: ApiChannel; nextAttemptAt: Date }[]> {
-  const out: { id: string; status: MailStatus; purpose: Purpose; channel: ApiChannel; nextAttemptAt: Date }[] = [];
+): Promise<FailedMessage[]> {
+  const out: FailedMessage[] = [];
   for (const [orgId, items] of byOrganization(failed)) {
     const ids = items.map((m) => m.id);
     const rows = await sql.query<{ id: string; status: MailStatus; purpose: Purpose; channel: ApiChannel; next_attempt_at: string | Date }>(FAIL_SQL, [
