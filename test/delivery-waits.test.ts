@@ -15,7 +15,7 @@ import type { Row, Sql } from "../src/store/sql.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { bearer, postJson } from "./support/clients.ts";
-import { oneof } from "./support/results.ts";
+import { oneof, receipt } from "./support/results.ts";
 
 /** A server's RPC_TIMEOUT here: a wait of 30 s is cut to end before it. */
 const RPC_TIMEOUT_MS = 8_000;
@@ -79,7 +79,7 @@ describe("a waiting claim", () => {
       expect(m).toMatchObject({ recipient: user.number, channel: DeliveryChannel.SMS });
       expect(oneof(m.content, "text").body).toMatch(/^\d{6}$/);
       expect(e.app.deliveryWaits.waiting).toBe(0);
-      expect((await fxE.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] })).ackedIds).toEqual([m.id]);
+      expect((await fxE.clients.delivery.ack({ messages: [receipt(m)] })).ackedIds).toEqual([m.id]);
     });
   });
 
@@ -92,7 +92,7 @@ describe("a waiting claim", () => {
     await user.send(fxA);
     const [m] = await claimed;
     expect(m).toMatchObject({ recipient: user.number });
-    await fxB.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+    await fxB.clients.delivery.ack({ messages: [receipt(m)] });
   });
 
   it("stops waiting once its caller leaves, and takes nothing it could not hand out", async () => {
@@ -107,7 +107,7 @@ describe("a waiting claim", () => {
     await user.send(fxA);
     const now = (await fxA.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
     expect(now.map((m) => m.recipient)).toEqual([user.number]);
-    await fxA.clients.delivery.ack({ messages: now.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+    await fxA.clients.delivery.ack({ messages: now.map(receipt) });
   });
 
   it("hands a burst heard of at once to more than one waiting claim: one that fills its batch wakes the next", async () => {
@@ -127,7 +127,7 @@ describe("a waiting claim", () => {
     const answers = await Promise.all([first, second]);
     expect(answers.map((m) => m.length).sort()).toEqual([1, 2]);
     expect(answers.flat().map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
-    await fxA.clients.delivery.ack({ messages: answers.flat().map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+    await fxA.clients.delivery.ack({ messages: answers.flat().map(receipt) });
   });
 
   it("answers a text whose delivery failed once its retry is due, with nothing queued then to wake it", async () => {
@@ -136,7 +136,7 @@ describe("a waiting claim", () => {
       const user = await smsUser();
       await user.send(fxA);
       const [m] = (await fxR.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
-      const failed = await fxR.clients.delivery.fail({ failures: [{ message: { id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }, error: "gateway busy" }] });
+      const failed = await fxR.clients.delivery.fail({ failures: [{ message: receipt(m), error: "gateway busy" }] });
       expect(failed.messages.map((f) => f.status)).toEqual([CourierMessageStatus.QUEUED]);
       const claimed = claimWaiting(fxR);
       await waitingOn(r, 1);
@@ -144,7 +144,7 @@ describe("a waiting claim", () => {
       const [again] = await claimed;
       expect(again).toMatchObject({ id: m.id, recipient: user.number, attempt: 2 });
       expect(r.app.deliveryWaits.waiting).toBe(0);
-      await fxR.clients.delivery.ack({ messages: [{ id: again.id, orgId: again.orgId, leaseToken: again.leaseToken }] });
+      await fxR.clients.delivery.ack({ messages: [receipt(again)] });
     });
   });
 
@@ -157,7 +157,7 @@ describe("a waiting claim", () => {
       // Waiting for the connection first, the claim would fail at its deadline.
       const [m] = await claimWaiting(fxR);
       expect(m).toMatchObject({ recipient: user.number });
-      await fxR.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+      await fxR.clients.delivery.ack({ messages: [receipt(m)] });
     });
   });
 
@@ -175,7 +175,7 @@ describe("a waiting claim", () => {
       // Going on to wait without a second look, it would answer empty at its wait's end.
       const [m] = await claimed;
       expect(m).toMatchObject({ recipient: user.number });
-      await fxR.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+      await fxR.clients.delivery.ack({ messages: [receipt(m)] });
     });
   });
 
@@ -278,7 +278,7 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     // A wait begun only after the look would not hear it, and answer empty at its end.
     const [m] = await claimed;
     expect(m).toMatchObject({ recipient: user.number });
-    await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
   });
 
   it("hands its wake-up on to another waiting claim when its caller leaves during the look the wake-up sent it on", async () => {
@@ -298,7 +298,7 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     // Without the hand-on, the second would sleep on and answer empty at its wait's end.
     const [m] = await second;
     expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
-    await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
   });
 
   it("gives a text it claimed for a caller that left back at once, to a claim that waits for it", async () => {
@@ -315,7 +315,7 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     // Left leased, the text would wait out the lease (60 s); given back without a word, the wait's end.
     const [m] = await second;
     expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
-    await fxH.clients.delivery.ack({ messages: [{ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }] });
+    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
   });
 
   it("gives back what it claimed in one organization when its caller left before it claimed in the next, and claims nothing more", async () => {
@@ -334,7 +334,7 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     await vi.waitFor(async () => expect(await leased()).toBe(0), { timeout: 5_000 });
     const all = (await fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
     expect(all.map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
-    await fxH.clients.delivery.ack({ messages: all.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken })) });
+    await fxH.clients.delivery.ack({ messages: all.map(receipt) });
   });
 });
 

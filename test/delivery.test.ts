@@ -8,12 +8,12 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { simpleParser } from "mailparser";
-import { CodePurpose, CourierMessageStatus, DeliveryChannel, IdentityState, MailKind, type DeliveryMessage } from "@codegate/client/node";
+import { CodePurpose, CourierMessageStatus, DeliveryChannel, IdentityState, MailKind } from "@codegate/client/node";
 import { ManualClock } from "../src/domain/clock.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { bearer, postJson } from "./support/clients.ts";
-import { oneof } from "./support/results.ts";
+import { oneof, receipt } from "./support/results.ts";
 import { SmtpSink } from "./support/smtp.ts";
 
 const clock = new ManualClock();
@@ -62,7 +62,6 @@ let n = 0;
 /** A phone number no other test uses. */
 const phone = () => `+4179${String(1_000_000 + ++n).slice(1)}0`;
 
-const receipt = (m: DeliveryMessage) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken });
 const claim = (channels: DeliveryChannel[] = [DeliveryChannel.SMS], opts: { maxMessages?: number; leaseMs?: number } = {}) =>
   fx.clients.delivery.claim({ channels, maxMessages: opts.maxMessages ?? 100, lease: opts.leaseMs ? durationFromMs(opts.leaseMs) : undefined }).then((r) => r.messages);
 /** The claimed messages to these recipients (other tests' messages may be due too; they are left to their leases). */

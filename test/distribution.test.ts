@@ -13,6 +13,7 @@ import { adminFixtures } from "./support/fixtures.ts";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import { bearer, postJson } from "./support/clients.ts";
 import { SmtpSink, codeFrom } from "./support/smtp.ts";
+import { receipt } from "./support/results.ts";
 
 /** Copied to every node: few rows, read by everything. */
 const REFERENCE_TABLES: Record<string, string> = {
@@ -119,7 +120,7 @@ describe("distribution by organization", () => {
     // The delivery API's claims, ack and failure.
     for (let i = 0; i < 2; i++) expect((await call("/codegate.v1.LoginService/SendLoginCode", { username: "sms@example.com", orgId: smsOrg.id })).status).toBe(200);
     const claimed = await postJson(s.url, "/codegate.v1.DeliveryService/Claim", { channels: ["DELIVERY_CHANNEL_SMS"] }, bearer(ADMIN_TOKEN));
-    const [sent, failed] = claimed.body.messages.map((m: { id: string; orgId: string; leaseToken: string }) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }));
+    const [sent, failed] = claimed.body.messages.map(receipt);
     expect((await postJson(s.url, "/codegate.v1.DeliveryService/Ack", { messages: [sent] }, bearer(ADMIN_TOKEN))).body.ackedIds).toEqual([sent.id]);
     expect((await postJson(s.url, "/codegate.v1.DeliveryService/Fail", { failures: [{ message: failed, error: "x" }] }, bearer(ADMIN_TOKEN))).status).toBe(200);
     const code = codeFrom(smtp.mailsTo("jdoe@example.com")[0]);

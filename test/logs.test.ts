@@ -8,6 +8,7 @@ import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
+import { receipt } from "./support/results.ts";
 
 let smtp: SmtpSink;
 let server: TestServer;
@@ -101,7 +102,7 @@ describe("logs at debug level", () => {
     expect(claimed.body.messages).toHaveLength(1);
     const [text] = claimed.body.messages;
     keep(text.text.body);
-    expect((await call("/codegate.v1.DeliveryService/Ack", { messages: [{ id: text.id, orgId: text.orgId, leaseToken: text.leaseToken }] }, auth)).status).toBe(200);
+    expect((await call("/codegate.v1.DeliveryService/Ack", { messages: [receipt(text)] }, auth)).status).toBe(200);
 
     // Errors with secrets in the request must not echo them into the logs either.
     await call("/codegate.v1.AdminService/ListOrganizations", {}, bearer("cga_aaaaaaaaaaaa_" + "s".repeat(43)));

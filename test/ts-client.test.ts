@@ -14,7 +14,7 @@ import { Code, CodePurpose, codegateError, DeliveryChannel, IdentityState, type 
 import { createCodegateNodeClients, type NodeClientOptions } from "@codegate/client/node";
 import { createCodegateWebClients, type WebClientOptions } from "@codegate/client/web";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
-import { oneof } from "./support/results.ts";
+import { oneof, receipt } from "./support/results.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
 const run = promisify(execFile);
@@ -115,7 +115,7 @@ describe.each(TRANSPORTS)("over $name", ({ clients }) => {
     expect(new TextDecoder().decode(oneof(mail.content, "mail").rfc822)).toContain(`To: ${texted}\r\n`);
     const texting = await c.login.verifyLoginCode({ username: texted, orgId: relay.id, code: oneof(text.content, "text").body });
     expect(texting.identity?.phoneNumber).toBe(phoneNumber);
-    const receipts = claimed.map((m) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken }));
+    const receipts = claimed.map(receipt);
     expect((await c.delivery.ack({ messages: receipts })).ackedIds.sort()).toEqual(receipts.map((r) => r.id).sort());
   });
 

@@ -23,3 +23,6 @@ export function oneof<O extends { case: string | undefined; value?: unknown }, C
   if (field.case !== expected) throw new Error(`expected the oneof to hold ${expected}, it holds ${field.case}`);
   return (field as Extract<O, { case: C }>).value;
 }
+
+/** How Ack and Fail name a claimed message of the delivery API: its id, organization and lease. */
+export const receipt = (m: { id: string; orgId: string; leaseToken: string }) => ({ id: m.id, orgId: m.orgId, leaseToken: m.leaseToken });
