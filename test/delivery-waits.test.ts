@@ -215,14 +215,25 @@ describe("a waiting claim", () => {
 /**
  * An Sql that holds the answer of the next statement `hold` names, once it has run,
  * until the test releases it (or, `untilAbort`, until the statement's call is over).
+ * `fails`: the statement runs in a transaction, which holds what it locked, and
+ * fails once released (rolled back, as a statement that fails after locking rows).
  */
 function holdingSql() {
-  let next: { matches(text: string): boolean; untilAbort: boolean; held(): void; released: Promise<void> } | undefined;
+  let next: { matches(text: string): boolean; untilAbort: boolean; fails: boolean; held(): void; released: Promise<void> } | undefined;
   const instrument = (inner: Sql): Sql => ({
     async query<T extends Row>(text: string, params?: readonly unknown[], signal?: AbortSignal): Promise<T[]> {
+      const rule = next?.matches(text) ? next : undefined;
+      if (rule?.fails) {
+        next = undefined;
+        return inner.transaction(async (tx) => {
+          await tx.query(text, params, signal);
+          rule.held();
+          await rule.released;
+          throw new Error("the statement failed after it had locked its rows (a test's)");
+        });
+      }
       const rows = await inner.query<T>(text, params, signal);
-      const rule = next;
-      if (rule?.matches(text)) {
+      if (rule) {
         next = undefined;
         rule.held();
         await (rule.untilAbort && signal ? new Promise((end) => (signal.aborted ? end(undefined) : signal.addEventListener("abort", end, { once: true }))) : rule.released);
@@ -235,11 +246,11 @@ function holdingSql() {
     instrument,
     /** Forgets a hold no statement took (a test that failed before its statement ran). */
     clear: () => void (next = undefined),
-    hold(matches: (text: string) => boolean, opts: { untilAbort?: boolean } = {}) {
+    hold(matches: (text: string) => boolean, opts: { untilAbort?: boolean; fails?: boolean } = {}) {
       let held!: () => void;
       let release!: () => void;
       const heldNow = new Promise<void>((resolve) => (held = resolve));
-      next = { matches, untilAbort: opts.untilAbort ?? false, held, released: new Promise<void>((resolve) => (release = resolve)) };
+      next = { matches, untilAbort: opts.untilAbort ?? false, fails: opts.fails ?? false, held, released: new Promise<void>((resolve) => (release = resolve)) };
       return { held: heldNow, release: () => release() };
     },
   };
@@ -313,6 +324,25 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     leaving.abort();
     expect(await first).toMatchObject({ code: Code.Canceled });
     // Left leased, the text would wait out the lease (60 s); given back without a word, the wait's end.
+    const [m] = await second;
+    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
+    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
+  });
+
+  it.each([
+    ["one", undefined],
+    ["one that would wait too", WAIT],
+  ])("is woken when another claim's statement (%s) fails after locking the text it skipped", async (_, firstWait) => {
+    const user = await smsUser(fxH, orgH);
+    await user.send(fxH);
+    const grab = holding.hold(isClaim, { fails: true });
+    const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS], wait: firstWait }).catch((e: unknown) => ConnectError.from(e));
+    await grab.held; // the text is locked by the first claim's statement, not yet leased
+    const second = claimWaiting(fxH);
+    await waitingOn(h, 1); // it looked, skipped the locked text, and waits
+    grab.release();
+    expect(await first).toMatchObject({ code: Code.Internal });
+    // Without a wake-up, the text would be due with nobody looking: the second would answer empty at its wait's end.
     const [m] = await second;
     expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
     await fxH.clients.delivery.ack({ messages: [receipt(m)] });

@@ -84,6 +84,9 @@ export class DeliveryDesk {
    * due, waits up to `call.waitMs` for some to be queued. Once the call's signal
    * has aborted (its caller left, its deadline passed), nothing more is claimed,
    * and what a claim in flight took is given back at once rather than after its lease.
+   * A claim that fails otherwise wakes one waiting claim per channel: its statement
+   * may have locked messages before it failed, which claims looking meanwhile
+   * skipped (SKIP LOCKED) and now wait for.
    */
   async claim(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
     const { deliveries, full } = await this.claimOrWait(channels, size, leaseMs, call);
@@ -102,7 +105,12 @@ export class DeliveryDesk {
       call?.signal.throwIfAborted();
       return claimed;
     };
-    if (!call || call.waitMs <= 0 || !waits) return claimFor();
+    if (!call || call.waitMs <= 0 || !waits) {
+      return claimFor().catch((err: unknown) => {
+        if (err !== call?.signal.reason) waits?.wake(channels);
+        throw err;
+      });
+    }
     const until = performance.now() + call.waitMs;
     // The first waiting claim on a server starts hearing other servers' messages, and looks meanwhile:
     // what is due already is answered without waiting for the listening connection.
@@ -115,9 +123,10 @@ export class DeliveryDesk {
       let looksAgain = false;
       try {
         const claimed = await claimFor().catch((err: unknown) => {
-          // The look a wake-up sent this claim on did not run to its end: another waiting claim looks instead.
+          // The look a wake-up sent this claim on did not run to its end: another waiting claim looks instead,
+          // and after a failure (its call did not end) one per channel, for what the failed statement had locked.
           ticket.drop();
-          waits.wake(lookingFor);
+          waits.wake(err === call.signal.reason ? lookingFor : [...lookingFor, ...channels.filter((c) => !lookingFor.includes(c))]);
           throw err;
         });
         if (claimed.deliveries.length) return claimed;
