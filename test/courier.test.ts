@@ -314,6 +314,27 @@ describe("the courier's SMTP connections", () => {
     expect(await row()).toMatchObject({ status: "sent", send_count: 1, lease_token: null, claimed_until: null, body: null });
   });
 
+  it("gives back the mails it claimed in one organization when its claim in the next fails: left claimed, they would wait out their lease", async () => {
+    const { sql, mail, at } = await oneMailUnclaimed("or-claim-one");
+    const other = { orgId: "or-claim-two", id: randomUUID() };
+    await sql.query(
+      `insert into courier_message (org_id, id, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       select $1, $2, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at from courier_message where org_id = $3 and id = $4`,
+      [other.orgId, other.id, mail.orgId, mail.id],
+    );
+    let claims = 0;
+    const failingSecond: Sql = {
+      query: (text, params, signal) =>
+        text.includes("set claimed_until = $2, lease_token") && ++claims === 2 ? Promise.reject(new Error("the claim statement failed (a test's)")) : sql.query(text, params, signal),
+      transaction: (work) => sql.transaction(work),
+    };
+    await expect(claimMails(failingSecond, { lease: randomUUID(), at: at(0) }, at(60_000), 10)).rejects.toThrow("a test's");
+    expect(claims).toBe(2);
+    const [leased] = await sql.query(`select count(*)::int as n from courier_message where org_id = any($1) and lease_token is not null`, [[mail.orgId, other.orgId]]);
+    expect(leased.n).toBe(0);
+    expect((await claimMails(sql, { lease: randomUUID(), at: at(1_000) }, at(60_000), 10)).map((m) => m.id).sort()).toEqual([mail.id, other.id].sort());
+  });
+
   it("keeps a claim apart from a courier of an earlier version's, which sets no token, in a rolling upgrade", async () => {
     const { sql, mail, at } = await oneMailUnclaimed("or-upgrade");
     const a = { lease: randomUUID(), at: at(0) };

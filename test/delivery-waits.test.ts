@@ -216,25 +216,26 @@ describe("a waiting claim", () => {
  * An Sql that holds the answer of the next statement `hold` names, once it has run,
  * until the test releases it (or, `untilAbort`, until the statement's call is over).
  * `fails`: the statement runs in a transaction, which holds what it locked, and
- * fails once released (rolled back, as a statement that fails after locking rows).
+ * fails once released (rolled back, as a statement that fails after locking rows),
+ * with the error given or a test's own.
  */
 function holdingSql() {
-  let next: { matches(text: string): boolean; untilAbort: boolean; fails: boolean; held(): void; released: Promise<void> } | undefined;
+  let next: { matches(text: string): boolean; untilAbort: boolean; fails: Error | undefined; held(): void; released: Promise<void> } | undefined;
+  let releaseLast = () => {};
   const instrument = (inner: Sql): Sql => ({
     async query<T extends Row>(text: string, params?: readonly unknown[], signal?: AbortSignal): Promise<T[]> {
       const rule = next?.matches(text) ? next : undefined;
+      if (rule) next = undefined;
       if (rule?.fails) {
-        next = undefined;
         return inner.transaction(async (tx) => {
           await tx.query(text, params, signal);
           rule.held();
           await rule.released;
-          throw new Error("the statement failed after it had locked its rows (a test's)");
+          throw rule.fails;
         });
       }
       const rows = await inner.query<T>(text, params, signal);
       if (rule) {
-        next = undefined;
         rule.held();
         await (rule.untilAbort && signal ? new Promise((end) => (signal.aborted ? end(undefined) : signal.addEventListener("abort", end, { once: true }))) : rule.released);
       }
@@ -244,13 +245,18 @@ function holdingSql() {
   });
   return {
     instrument,
-    /** Forgets a hold no statement took (a test that failed before its statement ran). */
-    clear: () => void (next = undefined),
-    hold(matches: (text: string) => boolean, opts: { untilAbort?: boolean; fails?: boolean } = {}) {
+    /** Forgets a hold no statement took, and ends one still held (a test that failed before its release). */
+    clear() {
+      next = undefined;
+      releaseLast();
+    },
+    hold(matches: (text: string) => boolean, opts: { untilAbort?: boolean; fails?: boolean | Error } = {}) {
       let held!: () => void;
       let release!: () => void;
       const heldNow = new Promise<void>((resolve) => (held = resolve));
-      next = { matches, untilAbort: opts.untilAbort ?? false, fails: opts.fails ?? false, held, released: new Promise<void>((resolve) => (release = resolve)) };
+      const fails = opts.fails === true ? new Error("the statement failed after it had locked its rows (a test's)") : opts.fails || undefined;
+      next = { matches, untilAbort: opts.untilAbort ?? false, fails, held, released: new Promise<void>((resolve) => (release = resolve)) };
+      releaseLast = release;
       return { held: heldNow, release: () => release() };
     },
   };
@@ -346,6 +352,42 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     const [m] = await second;
     expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
     await fxH.clients.delivery.ack({ messages: [receipt(m)] });
+  });
+
+  it("wakes nobody for a claim that failed on a database out of reach: a claim woken would only fail too", async () => {
+    const user = await smsUser(fxH, orgH);
+    await user.send(fxH);
+    const wake = vi.spyOn(h.app.deliveryWaits, "wake");
+    try {
+      const grab = holding.hold(isClaim, { fails: new Error("Connection terminated unexpectedly") });
+      const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] }).catch((e: unknown) => ConnectError.from(e));
+      await grab.held;
+      grab.release();
+      expect(await first).toMatchObject({ code: Code.Unavailable });
+      expect(wake).not.toHaveBeenCalled();
+    } finally {
+      wake.mockRestore();
+    }
+    const [m] = (await fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
+    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
+    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
+  });
+
+  it("gives back what it claimed in one organization when its claim in the next fails", async () => {
+    const users = [await smsUser(fxH, orgH), await smsUser(fxH, await fxH.org("Held SMS 3", { delivery: { login: DeliveryChannel.SMS } }))];
+    for (const user of users) await user.send(fxH);
+    let claims = 0;
+    const second = holding.hold((text) => isClaim(text) && ++claims === 2, { fails: true });
+    const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] }).catch((e: unknown) => ConnectError.from(e));
+    await second.held; // one organization's text leased, the other's locked by the statement about to fail
+    second.release();
+    expect(await first).toMatchObject({ code: Code.Internal });
+    // Given back before the error was answered; left leased, it would wait out its lease (60 s).
+    const leased = await h.app.sql.query<{ n: number }>("select count(*)::int as n from courier_message where recipient = any($1) and lease_token is not null", [users.map((u) => u.number)]);
+    expect(leased[0].n).toBe(0);
+    const all = (await fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] })).messages;
+    expect(all.map((m) => m.recipient).sort()).toEqual(users.map((u) => u.number).sort());
+    await fxH.clients.delivery.ack({ messages: all.map(receipt) });
   });
 
   it("gives back what it claimed in one organization when its caller left before it claimed in the next, and claims nothing more", async () => {

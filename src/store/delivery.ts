@@ -133,6 +133,9 @@ export async function claimMessages(
       // Not started, the call being over (sql.query throws its signal's reason): what was
       // claimed before is answered, for the caller to give back. Anything else is an error.
       if (signal?.aborted && err === signal.reason && claimed.length) break;
+      // What was claimed in other organizations is given back rather than left leased to nobody
+      // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
+      await releaseMessages(sql, claimed.map((m) => ({ orgId: m.orgId, id: m.id, leaseToken: token }))).catch(() => {});
       throw err;
     }
     for (const m of rows) {

@@ -4,7 +4,7 @@
 import { channels, mailStatuses, type Channel, type MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Cursor } from "./paging.ts";
-import { bytes, type Sql } from "./sql.ts";
+import { bytes, type Row, type Sql } from "./sql.ts";
 
 /** `m`'s id within lo and hi (see "Each statement names its mails" below). */
 export const ID_RANGE = (m: string, lo: string, hi: string) => `${m}.id between ${lo}::uuid and ${hi}::uuid`;
@@ -190,7 +190,15 @@ export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, siz
   const claimed: ClaimedMail[] = [];
   for (const org_id of due) {
     if (claimed.length >= size) break;
-    const rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease, dueFrom]);
+    let rows: Row[];
+    try {
+      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease, dueFrom]);
+    } catch (err) {
+      // What was claimed in other organizations is given back rather than left leased to nobody
+      // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
+      await releaseClaims(sql, claim, claimed).catch(() => {});
+      throw err;
+    }
     for (const m of rows) {
       claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
     }

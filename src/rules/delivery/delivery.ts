@@ -13,6 +13,7 @@ import type { ApiChannel, Channel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ackMessages, claimMessages, failMessages, oldestDueMessage, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
+import { isDatabaseUnavailable } from "../../store/errors.ts";
 import { DueFloor } from "../due-floor.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
@@ -52,6 +53,15 @@ function answerBytes(d: Delivery): number {
   return 1024 + (d.content.kind === "mail" ? Math.ceil(d.content.rfc822.length / 3) * 4 : 2 * Buffer.byteLength(d.content.body));
 }
 
+/**
+ * Whether a claim's failure may have left messages that other claims skipped: not
+ * when its call ended (the signal's reason, thrown before a statement starts), nor
+ * when the database is out of reach (a claim woken for them would only fail too).
+ */
+function lockedBeforeFailing(err: unknown, signal: AbortSignal | undefined): boolean {
+  return err !== signal?.reason && !isDatabaseUnavailable(err);
+}
+
 /** What one claim took: the deliveries it answers, and whether it took as many as it could (more may be due). */
 interface Claimed {
   deliveries: Delivery[];
@@ -84,9 +94,9 @@ export class DeliveryDesk {
    * due, waits up to `call.waitMs` for some to be queued. Once the call's signal
    * has aborted (its caller left, its deadline passed), nothing more is claimed,
    * and what a claim in flight took is given back at once rather than after its lease.
-   * A claim that fails otherwise wakes one waiting claim per channel: its statement
-   * may have locked messages before it failed, which claims looking meanwhile
-   * skipped (SKIP LOCKED) and now wait for.
+   * A claim that fails otherwise, on a reachable database, wakes claims as a queued
+   * message would, one per channel: its statement may have locked messages before it
+   * failed, which claims looking meanwhile skipped (SKIP LOCKED) and now wait for.
    */
   async claim(channels: readonly ApiChannel[], size: number, leaseMs: number, call?: { waitMs: number; signal: AbortSignal }): Promise<Delivery[]> {
     const { deliveries, full } = await this.claimOrWait(channels, size, leaseMs, call);
@@ -107,7 +117,7 @@ export class DeliveryDesk {
     };
     if (!call || call.waitMs <= 0 || !waits) {
       return claimFor().catch((err: unknown) => {
-        if (err !== call?.signal.reason) waits?.wake(channels);
+        if (lockedBeforeFailing(err, call?.signal)) waits?.wake(channels);
         throw err;
       });
     }
@@ -124,9 +134,9 @@ export class DeliveryDesk {
       try {
         const claimed = await claimFor().catch((err: unknown) => {
           // The look a wake-up sent this claim on did not run to its end: another waiting claim looks instead,
-          // and after a failure (its call did not end) one per channel, for what the failed statement had locked.
+          // and one per channel for what a failed statement may have locked.
           ticket.drop();
-          waits.wake(err === call.signal.reason ? lookingFor : [...lookingFor, ...channels.filter((c) => !lookingFor.includes(c))]);
+          waits.wake(lockedBeforeFailing(err, call.signal) ? [...lookingFor, ...channels.filter((c) => !lookingFor.includes(c))] : lookingFor);
           throw err;
         });
         if (claimed.deliveries.length) return claimed;
