@@ -284,6 +284,13 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     await h?.close();
   });
 
+  /** The claim answers the user's text, at its first attempt (acked here). */
+  async function answersWith(claimed: ReturnType<typeof claimWaiting>, user: { number: string }): Promise<void> {
+    const [m] = await claimed;
+    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
+    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
+  }
+
   it("does not miss a text queued after its look ran and before it began to wait", async () => {
     const user = await smsUser(fxH, orgH);
     const look = holding.hold(isLook);
@@ -313,45 +320,31 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     leaving.abort();
     expect(await first).toMatchObject({ code: Code.Canceled });
     // Without the hand-on, the second would sleep on and answer empty at its wait's end.
-    const [m] = await second;
-    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
-    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
+    await answersWith(second, user);
   });
 
-  it("gives a text it claimed for a caller that left back at once, to a claim that waits for it", async () => {
+  // A first claim caught in its claim statement, a second that looks meanwhile and waits, then the first ends:
+  // - its caller leaves: the text it leased is given back at once (left leased, it would wait out its 60 s lease);
+  // - its statement fails after locking the text the second skipped: the second is woken (else, with the text
+  //   due and nobody looking, it would answer empty at its wait's end), whether or not the first would wait too.
+  it.each([
+    { ends: "its caller leaves", hold: { untilAbort: true }, end: "abort", code: Code.Canceled, firstWait: undefined },
+    { ends: "its statement fails after locking the text", hold: { fails: true }, end: "release", code: Code.Internal, firstWait: undefined },
+    { ends: "its statement fails after locking the text, one that would wait too", hold: { fails: true }, end: "release", code: Code.Internal, firstWait: WAIT },
+  ] as const)("answers a claim that waits when another, holding its text, ends: $ends", async ({ hold, end, code, firstWait }) => {
     const user = await smsUser(fxH, orgH);
     await user.send(fxH);
     const leaving = new AbortController();
-    const grab = holding.hold(isClaim, { untilAbort: true });
-    const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS] }, { signal: leaving.signal }).catch((e: unknown) => ConnectError.from(e));
-    await grab.held; // the text is leased to the first claim
+    const grab = holding.hold(isClaim, hold);
+    const first = fxH.clients.delivery
+      .claim({ channels: [DeliveryChannel.SMS], wait: firstWait }, { signal: leaving.signal })
+      .catch((e: unknown) => ConnectError.from(e));
+    await grab.held; // the text is leased to the first claim, or locked by its statement
     const second = claimWaiting(fxH);
-    await waitingOn(h, 1);
-    leaving.abort();
-    expect(await first).toMatchObject({ code: Code.Canceled });
-    // Left leased, the text would wait out the lease (60 s); given back without a word, the wait's end.
-    const [m] = await second;
-    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
-    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
-  });
-
-  it.each([
-    ["one", undefined],
-    ["one that would wait too", WAIT],
-  ])("is woken when another claim's statement (%s) fails after locking the text it skipped", async (_, firstWait) => {
-    const user = await smsUser(fxH, orgH);
-    await user.send(fxH);
-    const grab = holding.hold(isClaim, { fails: true });
-    const first = fxH.clients.delivery.claim({ channels: [DeliveryChannel.SMS], wait: firstWait }).catch((e: unknown) => ConnectError.from(e));
-    await grab.held; // the text is locked by the first claim's statement, not yet leased
-    const second = claimWaiting(fxH);
-    await waitingOn(h, 1); // it looked, skipped the locked text, and waits
-    grab.release();
-    expect(await first).toMatchObject({ code: Code.Internal });
-    // Without a wake-up, the text would be due with nobody looking: the second would answer empty at its wait's end.
-    const [m] = await second;
-    expect(m).toMatchObject({ recipient: user.number, attempt: 1 });
-    await fxH.clients.delivery.ack({ messages: [receipt(m)] });
+    await waitingOn(h, 1); // it looked, found nothing it could take, and waits
+    ({ abort: () => leaving.abort(), release: () => grab.release() })[end]();
+    expect(await first).toMatchObject({ code });
+    await answersWith(second, user);
   });
 
   it("wakes nobody for a claim that failed on a database out of reach: a claim woken would only fail too", async () => {
