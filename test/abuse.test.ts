@@ -382,4 +382,20 @@ describe("slow clients", () => {
     // And the server still serves others.
     expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "x@example.com", orgId: "or-aaaaa-bbbbb-cccccccccccccccc" })).status).toBe(200);
   });
+
+  it("are disconnected when the HTTP/2 preface trickles in a byte at a time", async () => {
+    const s = await startTestServer({ HEADERS_TIMEOUT: "500ms" });
+    servers.push(s);
+    const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let sent = 0;
+    const socket = connect(Number(new URL(s.url).port), "127.0.0.1");
+    socket.on("error", () => {});
+    const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+    // A byte every 100 ms: an idle timeout of 500 ms, started again by each byte, never fires.
+    const trickle = setInterval(() => sent < preface.length && socket.write(preface.subarray(sent, ++sent)), 100);
+    await closed;
+    clearInterval(trickle);
+    expect(sent).toBeLessThan(preface.length);
+    expect((await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "x@example.com", orgId: "or-aaaaa-bbbbb-cccccccccccccccc" })).status).toBe(200);
+  });
 });

@@ -99,8 +99,11 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    // A peer that connects and says nothing must not hold the socket forever.
-    socket.setTimeout(opts.headersTimeoutMs, () => socket.destroy());
+    // A peer that connects and says nothing, or sends the HTTP/2 preface a byte at a
+    // time, must not hold the socket: the whole preface within HEADERS_TIMEOUT (an
+    // idle timeout would start again with each byte).
+    const undecided = setTimeout(() => socket.destroy(), opts.headersTimeoutMs);
+    socket.once("close", () => clearTimeout(undecided));
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -108,7 +111,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
       if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
       socket.off("data", onData);
-      socket.setTimeout(0);
+      clearTimeout(undecided);
       // The bytes read to decide go back into the socket's buffer: the HTTP/1.1
       // parser reads them from there, and an HTTP/2 session takes what is
       // buffered before it reads the native handle itself (no JS stream between).
