@@ -134,6 +134,26 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes(s, org);
   });
 
+  it("takes a client that leaves a stream over HTTP/1.1 (Connect, gRPC-Web) as nothing wrong: no error in the log", async () => {
+    const { server: s, orgId: org } = await serverWith();
+    const { port } = new URL(s.url);
+    const watch = (contentType: string, message: Buffer) =>
+      new Promise<void>((resolve) => {
+        const body = envelope(message);
+        const socket = net.connect(Number(port), "127.0.0.1", () =>
+          socket.write(`POST /grpc.health.v1.Health/Watch HTTP/1.1\r\nHost: x\r\nContent-Type: ${contentType}\r\nContent-Length: ${body.length}\r\n\r\n`),
+        );
+        socket.once("connect", () => socket.write(body));
+        socket.on("error", () => {});
+        // Its first answer arrived: the stream is open and written to; the client leaves.
+        socket.once("data", () => (socket.destroy(), resolve()));
+      });
+    await watch("application/connect+json", Buffer.from("{}"));
+    await watch("application/grpc-web+proto", Buffer.alloc(0));
+    await stillServes(s, org);
+    expect(s.logs.filter((l) => l.level === "error" || l.level === "fatal")).toEqual([]);
+  });
+
   it("caps streaming RPCs (MAX_STREAMS) and ends each at STREAM_MAX_LIFETIME", async () => {
     const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "2", STREAM_MAX_LIFETIME: "2s" });
     const watch = () => serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" });

@@ -10,7 +10,7 @@
 // connect-unary.ts instead of connect-es's handlers, through the same gate and
 // interceptors.
 import type http from "node:http";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues, type ServiceImplSpec } from "@connectrpc/connect";
+import { createConnectRouter, type ConnectRouter, type ConnectRouterOptions, type ContextValues, type ServiceImplSpec } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { attempt } from "../lib/abort.ts";
 import type { Logger } from "../lib/log.ts";
@@ -168,18 +168,17 @@ function nodeHeaders(header: Headers | undefined): http.OutgoingHttpHeaders {
   return out;
 }
 
-/** Resolves once `res` can take more, rejects if it closes first. */
-function drained(res: HttpResponse): Promise<void> {
-  if (res.destroyed) return Promise.reject(new ConnectError("the client went away", Code.Canceled));
-  return new Promise((resolve, reject) => {
-    const settle = (err?: Error) => {
+/** Resolves true once `res` can take more, false if it closes first (the client went away). */
+function drained(res: HttpResponse): Promise<boolean> {
+  if (res.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const settle = (more: boolean) => {
       res.off("drain", onDrain);
       res.off("close", onClose);
-      if (err) reject(err);
-      else resolve();
+      resolve(more);
     };
-    const onDrain = () => settle();
-    const onClose = () => settle(new ConnectError("the client went away", Code.Canceled));
+    const onDrain = () => settle(true);
+    const onClose = () => settle(false);
     res.once("drain", onDrain);
     res.once("close", onClose);
   });
@@ -218,7 +217,8 @@ async function writeStream(answer: UniversalServerResponse, res: HttpResponse, b
     if (res.destroyed) return;
     (res as http.ServerResponse).writeHead(answer.status, nodeHeaders(answer.header));
     while (chunk && !chunk.done) {
-      if (!res.write(chunk.value)) await drained(res);
+      // A client that went away is no error of the call's: nobody is left to answer.
+      if (!res.write(chunk.value) && !(await drained(res))) return;
       chunk = await it!.next();
     }
     if (answer.trailer) res.addTrailers(nodeHeaders(answer.trailer));
