@@ -7,6 +7,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import pg from "pg";
 import { status } from "@grpc/grpc-js";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
@@ -14,6 +15,7 @@ import { serverStream } from "./support/grpc-streams.ts";
 import type { ServerProcess } from "./support/process.ts";
 import { hostileSetup, LOGIN, RPC_TIMEOUT_MS, VERIFY, type Hostile } from "./support/hostile.ts";
 import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
+import { adminFixtures } from "./support/fixtures.ts";
 import { codeFrom } from "./support/smtp.ts";
 import { TcpProxy } from "./support/tcp-proxy.ts";
 import { envelope, h2Request, rawExchange } from "./support/wire.ts";
@@ -154,17 +156,26 @@ describe("HTTP/2 and slow clients", () => {
     expect(s.logs.filter((l) => l.level === "error" || l.level === "fatal")).toEqual([]);
   });
 
-  it("caps streaming RPCs (MAX_STREAMS) and ends each at STREAM_MAX_LIFETIME", async () => {
-    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "2", STREAM_MAX_LIFETIME: "2s" });
+  it("caps streaming RPCs (MAX_STREAMS), those without an admin token at half, and ends each at STREAM_MAX_LIFETIME", async () => {
+    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "4", STREAM_MAX_LIFETIME: "2s" });
     const watch = () => serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" });
     const first = watch();
     const second = watch();
     await first.responses.nth(1);
     await second.responses.nth(1);
+    // Half the slots held by streams anyone may open: another is refused, an administrator's still opens.
     const third = watch();
-    expect((await third.responses.ended).code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(await third.responses.ended).toMatchObject({ code: status.RESOURCE_EXHAUSTED, details: expect.stringContaining("without an admin token") });
+    const fx = adminFixtures(s.url);
+    cleanups.push(() => fx.close());
+    const received: unknown[] = [];
+    const adminEnd = (async () => {
+      for await (const res of fx.clients.admin.watchEvents({ orgId: org })) received.push(...res.events);
+    })().catch((e: unknown) => ConnectError.from(e));
+    await vi.waitFor(() => expect(received.length).toBeGreaterThan(0), { timeout: 5_000 });
     const ends = await Promise.all([first.responses.ended, second.responses.ended]);
     for (const end of ends) expect(end.code).toBe(status.UNAVAILABLE);
+    expect(await adminEnd).toMatchObject({ code: Code.Unavailable });
     for (const w of [first, second, third]) w.close();
     // The slots are free again.
     const fourth = watch();

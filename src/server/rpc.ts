@@ -139,10 +139,18 @@ async function* reportedStream<T>(messages: AsyncIterable<T>, report: (err: unkn
 /** At most `max` streaming calls at once in this process; all of them end at shutdown. */
 class StreamSlots {
   #open = 0;
+  #anonymous = 0;
   readonly max: number;
+  /**
+   * Streams opened without an admin token (health Watch, reflection) hold at most
+   * half of the slots: however many anyone opens, the rest stay free for
+   * administrators' streams (WatchEvents).
+   */
+  readonly anonymousMax: number;
   readonly #ending = new AbortController();
   constructor(max: number) {
     this.max = max;
+    this.anonymousMax = Math.ceil(max / 2);
   }
 
   /** Aborts when the server stops: streams, unlike unary calls, are not waited for. */
@@ -155,14 +163,21 @@ class StreamSlots {
   }
 
   /** Takes a slot and answers its release (idempotent); throws resource_exhausted when none is free. */
-  take(): () => void {
+  take(admin: boolean): () => void {
     if (this.#open >= this.max) {
       throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.max} streams open, its limit; try again later`);
     }
+    if (!admin && this.#anonymous >= this.anonymousMax) {
+      throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`);
+    }
     this.#open++;
+    if (!admin) this.#anonymous++;
     let released = false;
     return () => {
-      if (!released) (released = true), this.#open--;
+      if (released) return;
+      released = true;
+      this.#open--;
+      if (!admin) this.#anonymous--;
     };
   }
 }
@@ -176,7 +191,7 @@ function boundsInterceptor(streams: StreamSlots): Interceptor {
   return (next) => async (req) => {
     req.contextValues.get(callStateKey)!.phase = "handler";
     if (!req.stream) return raceAbort(attempt(() => next(req)), req.signal);
-    const release = streams.take();
+    const release = streams.take(req.contextValues.get(adminTokenIdKey) !== "");
     try {
       const res = await next({ ...req, message: callerMessages(req.message) });
       if (!res.stream) {
