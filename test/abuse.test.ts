@@ -82,6 +82,48 @@ describe("send limits per (organization, username, purpose)", () => {
     expect((await send(server, user)).status).toBe(200);
   });
 
+  it("count a send one window refused in none of the others: refused sends do not spend the owner's hour", async () => {
+    const user = "spent@example.com";
+    expect((await send(server, user)).status).toBe(200);
+    // Refused by the 30 s window; counted in the hour's, they would fill it (5).
+    for (let i = 0; i < 6; i++) expect((await send(server, user)).status, `send ${i}`).toBe(429);
+    clock.advance(30_000);
+    expect((await send(server, user)).status).toBe(200);
+  });
+
+  it("take back what a send refused by one window counted in the others when it raced past their check", async () => {
+    const user = "raced-sends@example.com";
+    expect((await send(server, user)).status).toBe(200);
+    clock.advance(30_000); // a fresh 30 s window: every window is under its maximum for the sends below
+    const hourly = `%:${user}|3600000`;
+    const db = new pg.Client(server.app.config.databaseUrl!);
+    const holder = new pg.Client(server.app.config.databaseUrl!);
+    await db.connect();
+    await holder.connect();
+    try {
+      // The hour's counter held: five sends at once all pass the check of their windows, then count one after another.
+      await holder.query("begin");
+      const locked = await holder.query(`select hits from rate_limit where org_id = $1 and key like $2 for update`, [orgId, hourly]);
+      expect(locked.rows).toEqual([{ hits: 1 }]);
+      const answers = Promise.all(Array.from({ length: 5 }, () => send(server, user)));
+      await vi.waitFor(
+        async () => {
+          const { rows } = await db.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+          expect(rows[0].n).toBe(5);
+        },
+        { timeout: 10_000, interval: 20 },
+      );
+      await holder.query("commit");
+      expect((await answers).map((a) => a.status).sort()).toEqual([200, 429, 429, 429, 429]);
+      // The one let through counts; the four the 30 s window refused take their hits back.
+      const { rows } = await db.query(`select hits from rate_limit where org_id = $1 and key like $2`, [orgId, hourly]);
+      expect(rows).toEqual([{ hits: 2 }]);
+    } finally {
+      await holder.end();
+      await db.end();
+    }
+  });
+
   it("hold across server instances, because they live in PostgreSQL", async () => {
     const other = await startTestServer({ ...LIMITS, DATABASE_URL: server.databaseUrl, SMTP_URL: smtp.url }, { clock });
     servers.push(other);
@@ -119,10 +161,10 @@ describe("requests past a limit", () => {
       expect([first30s.seconds, first30s.hits, first1h.seconds, first1h.hits]).toEqual([30, 1, 3600, 1]);
       for (let i = 0; i < 3; i++) expect((await send(server, "flood@example.com")).status).toBe(429);
       const [then30s, then1h] = await counters();
-      // The window that refused them: untouched, the same row version.
+      // The window that refused them: untouched, the same row version; and the hour's, not over, too:
+      // a send one window refused spends none of the others.
       expect(then30s).toEqual(first30s);
-      // The hour's window, not over, counts every send as before.
-      expect(then1h.hits).toBe(4);
+      expect(then1h).toEqual(first1h);
       // And none of them issued a code or queued a mail: the first send's are all there are.
       const issued = await db.query(
         `select (select count(*)::int from code c join identity i on i.org_id = c.org_id and i.id = c.identity_id where c.org_id = $1 and i.username_normalized = $2) as codes,

@@ -10,7 +10,7 @@ import type { Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Window } from "../domain/rate-limits.ts";
 import { identityOfRow } from "./identities.ts";
-import { countHitsSql, windowsJson } from "./rate-limits.ts";
+import { countHitsSql, UNCOUNT_HITS_SQL, windowsJson } from "./rate-limits.ts";
 import { bytes, isUniqueViolation, type Sql } from "./sql.ts";
 
 /** A sealed mail, ready for the outbox (sealed under the key `mailKeyId` names). */
@@ -73,12 +73,14 @@ export interface IssueResult {
 // The rate-limit counters are part of the statement, so that every send, for a
 // known username or not, is one statement with one commit.
 const issueSql = (by: "username" | "id", bound: boolean) => `
-with counted as (${countHitsSql(16)}
+with counted as (${countHitsSql(16, { together: true })}
+), windows as (
+  -- Over: past its maximum once counted; not counted (another window, or itself, was over already), at it.
+  select w.end_at, case when c.hits is not null then c.hits > w.max else coalesce(
+      (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start), 0) >= w.max end as over
+  from jsonb_to_recordset($16::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int) left join counted c on c.key = w.key
 ), verdict as (
-  -- A window missing from counted was over its maximum already (countHitsSql).
-  select coalesce(bool_and(coalesce(c.hits <= w.max, false)), true) as allowed,
-    max(case when c.hits is null or c.hits > w.max then w.end_at end) as retry_at
-  from jsonb_to_recordset($16::jsonb) as w(key text, end_at timestamptz, max int) left join counted c on c.key = w.key
+  select coalesce(bool_and(not over), true) as allowed, max(case when over then end_at end) as retry_at from windows
 ), created as (
   insert into identity (org_id, id, username, username_normalized, state, created_at)
   select $1, $19::uuid, $20, $2, 'pending', $8
@@ -121,7 +123,9 @@ with counted as (${countHitsSql(16)}
 )
 select (select count(*) from issued)::int as issued,
   array(select channel from queued union select channel from noticed)::text[] as queued_on,
-  (select retry_at from verdict) as retry_at`;
+  (select retry_at from verdict) as retry_at,
+  -- Refused, yet counted: it raced another request past the check of its windows.
+  array(select key from counted where not (select allowed from verdict))::text[] as uncount`;
 
 // One live code per identity, purpose and binding: a new one takes its place.
 const UNBOUND_INSERT = `issued as (
@@ -175,7 +179,7 @@ const ISSUE_SQL = {
 export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): Promise<IssueResult> {
   const byId = "identityId" in code.target;
   try {
-    const [row] = await sql.query<{ issued: number; queued_on: Channel[]; retry_at: string | Date | null }>(
+    const [row] = await sql.query<{ issued: number; queued_on: Channel[]; retry_at: string | Date | null; uncount: string[] }>(
       ISSUE_SQL[byId ? "id" : "username"][code.binding.startsWith("b:") ? "bound" : "unbound"],
       [
         code.orgId,
@@ -215,6 +219,10 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
       ],
       signal,
     );
+    if (row.uncount.length) {
+      const counted = new Set(row.uncount);
+      await sql.query(UNCOUNT_HITS_SQL, [code.orgId, windowsJson(code.limits.filter((w) => counted.has(w.key)))]);
+    }
     return { issued: row.issued > 0, queuedOn: row.queued_on, retryAt: row.retry_at ? new Date(row.retry_at) : null };
   } catch (err) {
     if (isUniqueViolation(err)) return { issued: false, queuedOn: [], retryAt: null };

@@ -23,16 +23,30 @@ export const windowsJson = (rows: readonly Window[]) =>
  * up by the whole key for each window: as "not exists", on statistics that say the
  * table is empty, PostgreSQL joined it against every counter of the organization.)
  */
-export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when?: string } = {}) => {
+export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when?: string; together?: boolean } = {}) => {
   const org = opts.org ?? "$1";
+  const under = (r: string) => `coalesce(
+    (select l.hits from rate_limit l where l.org_id = ${org} and l.key = ${r}.key and l.window_start = ${r}.start), 0) < ${r}.max`;
+  // Together: no window is counted once one of them is over (a request refused
+  // by one window must not spend the others: the sends an attacker was refused
+  // would use up an owner's day).
+  const within = opts.together ? `not exists (select from jsonb_to_recordset($${n}::jsonb) as o(key text, start timestamptz, max int) where not ${under("o")})` : under("r");
   return `
   insert into rate_limit (org_id, key, window_start, hits, expires_at)
   select ${org}, r.key, r.start, ${opts.inc ?? "1"}, r.end_at from jsonb_to_recordset($${n}::jsonb) as r(key text, start timestamptz, end_at timestamptz, max int)
-  where ${opts.when ? `${opts.when} and ` : ""}coalesce(
-    (select l.hits from rate_limit l where l.org_id = ${org} and l.key = r.key and l.window_start = r.start), 0) < r.max
+  where ${opts.when ? `${opts.when} and ` : ""}${within}
   on conflict (org_id, key, window_start) do update set hits = rate_limit.hits + excluded.hits
   returning key, hits`;
 };
+
+/**
+ * Takes back one hit of each window named (`$2`, windows JSON) under `$1`: what a
+ * request refused by another window counted when it raced past the snapshot's check.
+ */
+export const UNCOUNT_HITS_SQL = `
+update rate_limit l set hits = l.hits - 1
+from jsonb_to_recordset($2::jsonb) as r(key text, start timestamptz)
+where l.org_id = $1 and l.key = r.key and l.window_start = r.start`;
 
 const COUNT_HITS_SQL = countHitsSql(2);
 
