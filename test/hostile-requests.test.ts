@@ -70,6 +70,16 @@ describe.concurrent("a refused request leaves nothing behind", () => {
 });
 
 describe.concurrent("errors before the handler", () => {
+  it("a body that is not JSON is invalid_argument saying so, over REST and Connect, and not what the parser said of it", async () => {
+    for (const path of ["/auth/login/code", LOGIN]) {
+      const res = await postJson(server.url, path, '{"username":"a@example.com","orgId":"x"');
+      expect(res.status, path).toBe(400);
+      expect(JSON.stringify(res.body), path).toContain("the body is not valid JSON");
+      expect(JSON.stringify(res.body), path).not.toMatch(/position|column|Expected/i);
+    }
+    await stillServes();
+  });
+
   it("a body nested 30,000 levels deep is a 400 over REST and over Connect", async () => {
     const deep = '{"username":' + "[".repeat(30_000) + "]".repeat(30_000) + "}";
     for (const path of ["/auth/login/code", LOGIN]) {

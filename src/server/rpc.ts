@@ -231,23 +231,41 @@ async function* untilAborted<T>(messages: AsyncIterable<T>, signal: AbortSignal,
 
 const DECODE_FAILED = "the request could not be decoded: expected one well-formed message of the method's request type";
 
+const NOT_JSON = "the body is not valid JSON";
+
 /**
  * connect-es raises its failures to decode a request (a malformed protobuf
  * body, a broken envelope, a missing message) as `internal` or `unimplemented`,
  * with the parser's own message; they are the caller's fault: `invalid_argument`,
- * with a message that says nothing of the parser.
+ * with a message that says nothing of the parser. A body that is not JSON at all
+ * is `invalid_argument` already, but quoting JSON.parse (its position and what it
+ * expected there): it says only that, as the REST routes do. (What protobuf-es says
+ * of JSON that parses, naming a field and what it expected, is kept.)
  */
 function asCallerFault(err: unknown): unknown {
-  if (err instanceof ConnectError && (err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.Unimplemented)) {
+  if (!(err instanceof ConnectError)) return err;
+  const notJson = err.code === Code.InvalidArgument && causedBy(err, SyntaxError);
+  if (notJson || err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.Unimplemented) {
+    const message = notJson ? NOT_JSON : DECODE_FAILED;
     // Rewritten in place: connect-es serializes this very object after aborting the call with it.
     Object.assign(err as { -readonly [K in keyof ConnectError]: ConnectError[K] }, {
       code: Code.InvalidArgument,
-      rawMessage: DECODE_FAILED,
-      message: `[invalid_argument] ${DECODE_FAILED}`,
+      rawMessage: message,
+      message: `[invalid_argument] ${message}`,
       cause: undefined,
     });
   }
   return err;
+}
+
+/** Whether an error of this class is on `err`'s chain of causes. */
+function causedBy(err: unknown, cls: new (...args: never[]) => Error): boolean {
+  let e: unknown = err;
+  for (let depth = 0; e instanceof Error && depth < 8; depth++) {
+    if (e instanceof cls) return true;
+    e = (e as Error).cause;
+  }
+  return false;
 }
 
 /**
