@@ -25,6 +25,15 @@ let orgId: string;
 const send = (s: TestServer, username: string, org = orgId, headers: Record<string, string> = {}) =>
   postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username, orgId: org }, headers);
 const verify = (username: string, code: string) => postJson(server.url, "/codegate.v1.LoginService/VerifyLoginCode", { username, orgId, code });
+/** Resolves once `n` statements on the test's database wait on a lock (one the test's own session holds). */
+const waitingOnLocks = (db: pg.Client, n: number) =>
+  vi.waitFor(
+    async () => {
+      const { rows } = await db.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
+      expect(rows[0].n).toBe(n);
+    },
+    { timeout: 10_000, interval: 20 },
+  );
 
 beforeAll(async () => {
   smtp = await SmtpSink.create();
@@ -106,13 +115,7 @@ describe("send limits per (organization, username, purpose)", () => {
       const locked = await holder.query(`select hits from rate_limit where org_id = $1 and key like $2 for update`, [orgId, hourly]);
       expect(locked.rows).toEqual([{ hits: 1 }]);
       const answers = Promise.all(Array.from({ length: 5 }, () => send(server, user)));
-      await vi.waitFor(
-        async () => {
-          const { rows } = await db.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
-          expect(rows[0].n).toBe(5);
-        },
-        { timeout: 10_000, interval: 20 },
-      );
+      await waitingOnLocks(db, 5);
       await holder.query("commit");
       expect((await answers).map((a) => a.status).sort()).toEqual([200, 429, 429, 429, 429]);
       // The one let through counts; the four the 30 s window refused take their hits back.
@@ -306,13 +309,7 @@ async function racedGuesses(env: Record<string, string>, name: string): Promise<
         Array.from({ length: 5 }, () => postJson(s.url, "/codegate.v1.LoginService/VerifyLoginCode", { username: "raced@example.com", orgId: org, code: "0000000", binding })),
       ),
     );
-    await vi.waitFor(
-      async () => {
-        const { rows } = await db.query(`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`);
-        expect(rows[0].n).toBe(20);
-      },
-      { timeout: 10_000, interval: 20 },
-    );
+    await waitingOnLocks(db, 20);
     await holder.query("commit");
     expect((await answers).filter((a) => a.status !== 401 && a.status !== 429)).toEqual([]);
     return (await db.query(`select coalesce(sum(attempts), 0)::int as attempts from code where org_id = $1`, [org])).rows[0].attempts;
