@@ -80,6 +80,20 @@ describe.concurrent("errors before the handler", () => {
     await stillServes();
   });
 
+  it("a body that is not UTF-8 is invalid_argument saying so, over REST and Connect (both its paths), not read with replacement characters", async () => {
+    const body = Buffer.concat([Buffer.from('{"username":"a'), Buffer.from([0xff]), Buffer.from(`@example.com","orgId":"${orgId}"}`)]);
+    for (const [path, headers] of [
+      ["/auth/login/code", {}],
+      [LOGIN, {}],
+      [LOGIN, { "content-encoding": "identity" }],
+    ] as const) {
+      const res = await fetch(server.url + path, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+      expect(res.status, path).toBe(400);
+      expect(await res.text(), path).toContain("the body is not valid UTF-8");
+    }
+    await stillServes();
+  });
+
   it("a body nested 30,000 levels deep is a 400 over REST and over Connect", async () => {
     const deep = '{"username":' + "[".repeat(30_000) + "]".repeat(30_000) + "}";
     for (const path of ["/auth/login/code", LOGIN]) {

@@ -48,6 +48,15 @@ import type { SpanExporter } from "@opentelemetry/sdk-trace";
 /** How long an answer gets to leave once its call's bound has passed. */
 const ANSWER_GRACE_MS = 5_000;
 
+/**
+ * Unknown fields are refused; and a JSON body that is not UTF-8 is refused too,
+ * rather than read with replacement characters (a username with U+FFFD in it).
+ * connect-es hands these options to its JSON serialization, which takes a
+ * `textDecoder` (JsonSerializationOptions) though the handler options' type does
+ * not name it (test/hostile-requests.test.ts pins it, over both Connect paths).
+ */
+const JSON_OPTIONS: { ignoreUnknownFields: boolean; textDecoder: TextDecoder } = { ignoreUnknownFields: false, textDecoder: new TextDecoder("utf-8", { fatal: true }) };
+
 export interface App {
   config: Config;
   secrets: Secrets;
@@ -184,7 +193,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     readMaxBytes: config.maxRequestBytes,
     writeMaxBytes: 4 * 1024 * 1024,
     shutdownSignal: shutdown.signal,
-    jsonOptions: { ignoreUnknownFields: false },
+    jsonOptions: JSON_OPTIONS,
     fallback: httpRouter(
       {
         "GET /healthz": (_req, res) => sendJson(res, 200, { status: "ok" }),

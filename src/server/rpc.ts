@@ -232,6 +232,7 @@ async function* untilAborted<T>(messages: AsyncIterable<T>, signal: AbortSignal,
 const DECODE_FAILED = "the request could not be decoded: expected one well-formed message of the method's request type";
 
 const NOT_JSON = "the body is not valid JSON";
+const NOT_UTF8 = "the body is not valid UTF-8";
 
 /**
  * connect-es raises its failures to decode a request (a malformed protobuf
@@ -244,9 +245,10 @@ const NOT_JSON = "the body is not valid JSON";
  */
 function asCallerFault(err: unknown): unknown {
   if (!(err instanceof ConnectError)) return err;
-  const notJson = err.code === Code.InvalidArgument && causedBy(err, SyntaxError);
-  if (notJson || err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.Unimplemented) {
-    const message = notJson ? NOT_JSON : DECODE_FAILED;
+  const notUtf8 = err.code === Code.InvalidArgument && causedBy(err, (e) => (e as { code?: unknown }).code === "ERR_ENCODING_INVALID_ENCODED_DATA");
+  const notJson = err.code === Code.InvalidArgument && causedBy(err, (e) => e instanceof SyntaxError);
+  if (notUtf8 || notJson || err.code === Code.Internal || err.code === Code.Unknown || err.code === Code.Unimplemented) {
+    const message = notUtf8 ? NOT_UTF8 : notJson ? NOT_JSON : DECODE_FAILED;
     // Rewritten in place: connect-es serializes this very object after aborting the call with it.
     Object.assign(err as { -readonly [K in keyof ConnectError]: ConnectError[K] }, {
       code: Code.InvalidArgument,
@@ -258,12 +260,12 @@ function asCallerFault(err: unknown): unknown {
   return err;
 }
 
-/** Whether an error of this class is on `err`'s chain of causes. */
-function causedBy(err: unknown, cls: new (...args: never[]) => Error): boolean {
+/** Whether an error on `err`'s chain of causes is one `is` tells. */
+function causedBy(err: unknown, is: (e: Error) => boolean): boolean {
   let e: unknown = err;
   for (let depth = 0; e instanceof Error && depth < 8; depth++) {
-    if (e instanceof cls) return true;
-    e = (e as Error).cause;
+    if (is(e)) return true;
+    e = e.cause;
   }
   return false;
 }

@@ -12,6 +12,7 @@
 // grpc_json_transcoder is a separate proxy; ts-proto's HTTP output is only
 // client metadata. Hence this small adapter.
 import http from "node:http";
+import { isUtf8 } from "node:buffer";
 import { fromJson, toJson, type DescMethod, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createHandlerContext, type ContextValues, type MethodImplSpec, type ServiceImplSpec } from "@connectrpc/connect";
 import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
@@ -229,6 +230,8 @@ export function restHandler(services: readonly ServiceImplSpec[], pipeline: RpcP
           ctx.abort(new ConnectError("request body too large", Code.ResourceExhausted));
           return tooLarge();
         }
+        // Not read with replacement characters: a username with U+FFFD in it is not what was sent.
+        if (!isUtf8(raw)) throw apiError(Code.InvalidArgument, Reason.invalidArgument, "the body is not valid UTF-8");
         try {
           body = JSON.parse(raw.toString("utf8")) as JsonValue;
         } catch {
