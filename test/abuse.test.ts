@@ -100,6 +100,20 @@ describe("send limits per (organization, username, purpose)", () => {
     expect((await send(server, user)).status).toBe(200);
   });
 
+  it("answer sends to an unknown organization as to a real one: refused ones spend no other window there either", async () => {
+    const unknownOrg = "or-zzzzz-zzzzz-zzzzzzzzzzzzzzzz";
+    const waits: Record<string, (string | null)[]> = {};
+    for (const org of [orgId, unknownOrg]) {
+      const answers = [];
+      for (let i = 0; i < 7; i++) answers.push(await postJson(server.url, "/auth/login/code", { username: "who@example.com", orgId: org }));
+      expect(answers.map((a) => a.status), org).toEqual([200, 429, 429, 429, 429, 429, 429]);
+      // Counted in the hour's window as well, the sixth and seventh would be told to wait for the hour's end.
+      waits[org] = answers.map((a) => a.headers.get("retry-after"));
+    }
+    expect(waits[unknownOrg]).toEqual(waits[orgId]);
+    expect(Math.max(...waits[orgId].slice(1).map(Number))).toBeLessThanOrEqual(30);
+  });
+
   it("take back what a send refused by one window counted in the others when it raced past their check", async () => {
     const user = "raced-sends@example.com";
     expect((await send(server, user)).status).toBe(200);

@@ -10,7 +10,7 @@ import type { Channel } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Window } from "../domain/rate-limits.ts";
 import { identityOfRow } from "./identities.ts";
-import { countHitsSql, UNCOUNT_HITS_SQL, windowsJson } from "./rate-limits.ts";
+import { countHitsSql, uncountHits, windowsJson, windowVerdictsSql } from "./rate-limits.ts";
 import { bytes, isUniqueViolation, type Sql } from "./sql.ts";
 
 /** A sealed mail, ready for the outbox (sealed under the key `mailKeyId` names). */
@@ -74,11 +74,7 @@ export interface IssueResult {
 // known username or not, is one statement with one commit.
 const issueSql = (by: "username" | "id", bound: boolean) => `
 with counted as (${countHitsSql(16, { together: true })}
-), windows as (
-  -- Over: past its maximum once counted; not counted (another window, or itself, was over already), at it.
-  select w.end_at, case when c.hits is not null then c.hits > w.max else coalesce(
-      (select l.hits from rate_limit l where l.org_id = $1 and l.key = w.key and l.window_start = w.start), 0) >= w.max end as over
-  from jsonb_to_recordset($16::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int) left join counted c on c.key = w.key
+), windows as (${windowVerdictsSql(16)}
 ), verdict as (
   select coalesce(bool_and(not over), true) as allowed, max(case when over then end_at end) as retry_at from windows
 ), created as (
@@ -219,10 +215,7 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
       ],
       signal,
     );
-    if (row.uncount.length) {
-      const counted = new Set(row.uncount);
-      await sql.query(UNCOUNT_HITS_SQL, [code.orgId, windowsJson(code.limits.filter((w) => counted.has(w.key)))]);
-    }
+    await uncountHits(sql, code.orgId, code.limits, row.uncount);
     return { issued: row.issued > 0, queuedOn: row.queued_on, retryAt: row.retry_at ? new Date(row.retry_at) : null };
   } catch (err) {
     if (isUniqueViolation(err)) return { issued: false, queuedOn: [], retryAt: null };

@@ -40,19 +40,49 @@ export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when
 };
 
 /**
+ * Each window of the windows JSON `$n` after a together count (a `counted` CTE of
+ * countHitsSql before it): whether it was counted, and whether it is over: past its
+ * maximum once counted, at it when not counted (it, or another window, was over
+ * already in the statement's snapshot).
+ */
+export const windowVerdictsSql = (n: number, org = "$1") => `
+  select w.key, w.end_at, c.hits is not null as counted, case when c.hits is not null then c.hits > w.max else coalesce(
+      (select l.hits from rate_limit l where l.org_id = ${org} and l.key = w.key and l.window_start = w.start), 0) >= w.max end as over
+  from jsonb_to_recordset($${n}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int) left join counted c on c.key = w.key`;
+
+/**
  * Takes back one hit of each window named (`$2`, windows JSON) under `$1`: what a
  * request refused by another window counted when it raced past the snapshot's check.
  */
-export const UNCOUNT_HITS_SQL = `
+const UNCOUNT_HITS_SQL = `
 update rate_limit l set hits = l.hits - 1
 from jsonb_to_recordset($2::jsonb) as r(key text, start timestamptz)
 where l.org_id = $1 and l.key = r.key and l.window_start = r.start`;
 
-const COUNT_HITS_SQL = countHitsSql(2);
+/**
+ * Takes back the hits a refused request counted (`keys`, of `rows`). Its failure
+ * leaves them counted until their windows end, as a refused request's hits were
+ * before they were taken back; the refusal stands either way.
+ */
+export async function uncountHits(sql: Sql, orgId: string, rows: readonly Window[], keys: readonly string[]): Promise<void> {
+  if (keys.length === 0) return;
+  const counted = new Set(keys);
+  await sql.query(UNCOUNT_HITS_SQL, [orgId, windowsJson(rows.filter((w) => counted.has(w.key)))]).catch(() => {});
+}
 
-/** Counts one hit in every window and answers the hits of each, by window key; a window already over its maximum is missing. */
-export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<Map<string, number>> {
-  if (rows.length === 0) return new Map();
-  const counted = await sql.query<{ key: string; hits: number }>(COUNT_HITS_SQL, [orgId, windowsJson(rows)]);
-  return new Map(counted.map((c) => [c.key, Number(c.hits)]));
+const COUNT_HITS_SQL = `
+with counted as (${countHitsSql(2, { together: true })}
+) ${windowVerdictsSql(2)}`;
+
+/**
+ * Counts one hit in every window, together (in none once one is over), and answers
+ * the keys of the windows that are over: none when the request is within them all.
+ * A request refused after it counted (it raced others past the check) takes its hits back.
+ */
+export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<Set<string>> {
+  if (rows.length === 0) return new Set();
+  const windows = await sql.query<{ key: string; counted: boolean; over: boolean }>(COUNT_HITS_SQL, [orgId, windowsJson(rows)]);
+  const over = new Set(windows.filter((w) => w.over).map((w) => w.key));
+  if (over.size) await uncountHits(sql, orgId, rows, windows.filter((w) => w.counted).map((w) => w.key));
+  return over;
 }

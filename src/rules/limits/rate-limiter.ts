@@ -28,10 +28,9 @@ export class RateLimiter {
   async hit(orgId: string, keys: LimitedKey[]): Promise<number> {
     const now = this.clock.now().getTime();
     const rows = windows(keys, now);
-    const hits = await countHits(this.sql, orgId, rows);
+    const over = await countHits(this.sql, orgId, rows);
     let waitMs = 0;
-    // Not counted: the window was over its maximum already.
-    for (const r of rows) if ((hits.get(r.key) ?? Infinity) > r.max) waitMs = Math.max(waitMs, r.end - now);
+    for (const r of rows) if (over.has(r.key)) waitMs = Math.max(waitMs, r.end - now);
     return waitMs;
   }
 }
