@@ -231,8 +231,9 @@ async function* untilAborted<T>(messages: AsyncIterable<T>, signal: AbortSignal,
 
 const DECODE_FAILED = "the request could not be decoded: expected one well-formed message of the method's request type";
 
-const NOT_JSON = "the body is not valid JSON";
-const NOT_UTF8 = "the body is not valid UTF-8";
+/** What a body that is not JSON, or not UTF-8, is told: over Connect (below) and over the REST routes alike. */
+export const NOT_JSON = "the body is not valid JSON";
+export const NOT_UTF8 = "the body is not valid UTF-8";
 
 /**
  * connect-es raises its failures to decode a request (a malformed protobuf

@@ -25,7 +25,7 @@ import { ERROR_DOMAIN, Reason, apiError, invalidArgument, reasonOf } from "../..
 import { deadlineExceeded, openCall, type CallBounds } from "../call.ts";
 import type { HttpRequest, HttpResponse } from "../http-routes.ts";
 import type { RequestHandler } from "../listener.ts";
-import type { RpcPipeline } from "../rpc.ts";
+import { NOT_JSON, NOT_UTF8, type RpcPipeline } from "../rpc.ts";
 import { bindRequest, matchRoute, restRoutes, type RouteMatch } from "./routes.ts";
 
 export interface RestOptions {
@@ -231,11 +231,11 @@ export function restHandler(services: readonly ServiceImplSpec[], pipeline: RpcP
           return tooLarge();
         }
         // Not read with replacement characters: a username with U+FFFD in it is not what was sent.
-        if (!isUtf8(raw)) throw apiError(Code.InvalidArgument, Reason.invalidArgument, "the body is not valid UTF-8");
+        if (!isUtf8(raw)) throw apiError(Code.InvalidArgument, Reason.invalidArgument, NOT_UTF8);
         try {
           body = JSON.parse(raw.toString("utf8")) as JsonValue;
         } catch {
-          throw apiError(Code.InvalidArgument, Reason.invalidArgument, "the body is not valid JSON");
+          throw apiError(Code.InvalidArgument, Reason.invalidArgument, NOT_JSON);
         }
         if (nestedDeeperThan(body, MAX_JSON_DEPTH)) throw invalidArgument("body", `JSON nested at most ${MAX_JSON_DEPTH} levels deep`);
       }
