@@ -8,6 +8,10 @@ import type { Sql } from "./sql.ts";
 export const windowsJson = (rows: readonly Window[]) =>
   JSON.stringify(rows.map((r) => ({ key: r.key, start: new Date(r.start).toISOString(), end_at: new Date(r.end).toISOString(), max: r.max })));
 
+/** The hits of window `w` (a row with key and start) in the statement's snapshot, 0 when it has no counter yet. */
+const snapshotHits = (org: string, w: string) =>
+  `coalesce((select l.hits from rate_limit l where l.org_id = ${org} and l.key = ${w}.key and l.window_start = ${w}.start), 0)`;
+
 /**
  * Counts `inc` hits (one unless told) in every window of the windows JSON `$n`,
  * under the organization `org` (`$1` unless told), when `when`; answers each
@@ -18,15 +22,15 @@ export const windowsJson = (rows: readonly Window[]) =>
  * A window the snapshot already shows at its maximum is not counted, and not
  * answered: a request is over it whatever it adds (a window's count only grows),
  * so a flood past a limit (guesses from one address, sends to one username) reads
- * its counter and neither writes it nor waits on its row lock. Callers take a
- * window missing from the answer as over. (The read is a scalar subquery, looked
+ * its counter and neither writes it nor waits on its row lock. Callers that count
+ * windows apart take a window missing from the answer as over; those that count
+ * them `together` ask windowVerdictsSql which are. (The read is a scalar subquery, looked
  * up by the whole key for each window: as "not exists", on statistics that say the
  * table is empty, PostgreSQL joined it against every counter of the organization.)
  */
 export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when?: string; together?: boolean } = {}) => {
   const org = opts.org ?? "$1";
-  const under = (r: string) => `coalesce(
-    (select l.hits from rate_limit l where l.org_id = ${org} and l.key = ${r}.key and l.window_start = ${r}.start), 0) < ${r}.max`;
+  const under = (r: string) => `${snapshotHits(org, r)} < ${r}.max`;
   // Together: no window is counted once one of them is over (a request refused
   // by one window must not spend the others: the sends an attacker was refused
   // would use up an owner's day).
@@ -46,8 +50,8 @@ export const countHitsSql = (n: number, opts: { org?: string; inc?: string; when
  * already in the statement's snapshot).
  */
 export const windowVerdictsSql = (n: number, org = "$1") => `
-  select w.key, w.end_at, c.hits is not null as counted, case when c.hits is not null then c.hits > w.max else coalesce(
-      (select l.hits from rate_limit l where l.org_id = ${org} and l.key = w.key and l.window_start = w.start), 0) >= w.max end as over
+  select w.key, w.end_at, c.hits is not null as counted,
+    case when c.hits is not null then c.hits > w.max else ${snapshotHits(org, "w")} >= w.max end as over
   from jsonb_to_recordset($${n}::jsonb) as w(key text, start timestamptz, end_at timestamptz, max int) left join counted c on c.key = w.key`;
 
 /**
