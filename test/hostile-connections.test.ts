@@ -8,7 +8,7 @@ import net from "node:net";
 import pg from "pg";
 import { status } from "@grpc/grpc-js";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { HealthCheckRequestSchema, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
+import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.ts";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { serverStream } from "./support/grpc-streams.ts";
@@ -182,6 +182,45 @@ describe("HTTP/2 and slow clients", () => {
     await fourth.responses.nth(1);
     fourth.cancel();
     fourth.close();
+    await stillServes(s, org);
+  });
+
+  it("caps the streams one address opens without an admin token (MAX_STREAMS_PER_ADDRESS), not those of other addresses", async () => {
+    // The test's connections come from a trusted proxy: X-Forwarded-For names the client.
+    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "20", MAX_STREAMS_PER_ADDRESS: "2", TRUSTED_PROXIES: "127.0.0.1,::1" });
+    const watchFrom = (client: string) =>
+      serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" }, { "x-forwarded-for": client });
+    const attacker = [watchFrom("203.0.113.7"), watchFrom("203.0.113.7")];
+    // Another address of the same IPv6 /64 is the same source.
+    const attacker6 = [watchFrom("2001:db8:1:2::1"), watchFrom("2001:db8:1:2::ffff")];
+    const streams = [...attacker, ...attacker6];
+    for (const w of streams) await w.responses.nth(1);
+    const refused = [watchFrom("203.0.113.7"), watchFrom("2001:db8:1:2:abcd::9")];
+    streams.push(...refused);
+    for (const w of refused) {
+      await expect(w.responses.nth(1)).rejects.toThrow(/the limit for one address/);
+      expect((await w.responses.ended).code).toBe(status.RESOURCE_EXHAUSTED);
+    }
+    // Other sources still open theirs.
+    const others = [watchFrom("198.51.100.1"), watchFrom("2001:db8:1:3::1")];
+    streams.push(...others);
+    for (const w of others) await w.responses.nth(1);
+    // A stream that ends gives its address's slot back.
+    attacker[0].cancel();
+    expect((await attacker[0].responses.ended).code).toBe(status.CANCELLED);
+    // (The server hears of the cancel a moment after the client: until then, a new stream is refused.)
+    await vi.waitFor(
+      async () => {
+        const again = watchFrom("203.0.113.7");
+        streams.push(again);
+        expect(await again.responses.nth(1)).toMatchObject({ status: HealthCheckResponse_ServingStatus.SERVING });
+      },
+      { timeout: 5_000 },
+    );
+    for (const w of streams) {
+      w.cancel();
+      w.close();
+    }
     await stillServes(s, org);
   });
 });

@@ -52,7 +52,7 @@ export interface Config {
   /** Streams open at once on one HTTP/2 connection. */
   http2MaxConcurrentStreams: number;
   /** Streaming RPCs (health Watch, reflection): their longest life, and how many may be open at once. */
-  streams: { maxLifetimeMs: number; max: number };
+  streams: { maxLifetimeMs: number; max: number; perAddress: number };
   /** Longest a database statement may run; bounds the work of an RPC past its deadline. */
   statementTimeoutMs: number;
   corsOrigins: string[];
@@ -192,6 +192,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     streams: {
       maxLifetimeMs: r.duration("STREAM_MAX_LIFETIME", 30 * 60_000, 1000, 24 * 3_600_000),
       max: r.int("MAX_STREAMS", 1000, 1, 1_000_000),
+      perAddress: r.int("MAX_STREAMS_PER_ADDRESS", 50, 1, 1_000_000),
     },
     shutdownGraceMs: r.duration("SHUTDOWN_GRACE", 10_000, 0, 300_000),
     statementTimeoutMs: r.duration("DATABASE_STATEMENT_TIMEOUT", rpcTimeoutMs, 100, 3_600_000),

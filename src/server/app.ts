@@ -179,6 +179,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     adminTokens: new AdminTokenVerifier(orm, config.secretsEnv.adminToken),
     adminAuthFailed: (address) => limits.adminAuthFailed(address),
     maxStreams: config.streams.max,
+    maxStreamsPerAddress: config.streams.perAddress,
   });
   // Every call ends within its bound; its answer then has the grace to leave.
   const bounds: CallBounds = { unaryMs: config.rpcTimeoutMs, streamMs: config.streams.maxLifetimeMs, graceMs: ANSWER_GRACE_MS };

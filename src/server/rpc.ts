@@ -140,6 +140,8 @@ async function* reportedStream<T>(messages: AsyncIterable<T>, report: (err: unkn
 class StreamSlots {
   #open = 0;
   #anonymous = 0;
+  /** Streams open without an admin token, by client address (addressKey). */
+  readonly #anonymousFrom = new Map<string, number>();
   readonly max: number;
   /**
    * Streams opened without an admin token (health Watch, reflection) hold at most
@@ -147,10 +149,13 @@ class StreamSlots {
    * administrators' streams (WatchEvents).
    */
   readonly anonymousMax: number;
+  /** And one address at most this many of them, so that one source cannot hold that half. */
+  readonly anonymousPerAddress: number;
   readonly #ending = new AbortController();
-  constructor(max: number) {
+  constructor(max: number, perAddress: number) {
     this.max = max;
     this.anonymousMax = Math.ceil(max / 2);
+    this.anonymousPerAddress = perAddress;
   }
 
   /** Aborts when the server stops: streams, unlike unary calls, are not waited for. */
@@ -162,22 +167,40 @@ class StreamSlots {
     this.#ending.abort(apiError(Code.Unavailable, Reason.unavailable, "the server is shutting down; open the stream again"));
   }
 
-  /** Takes a slot and answers its release (idempotent); throws resource_exhausted when none is free. */
-  take(admin: boolean): () => void {
+  /**
+   * Takes a slot for a caller (an admin token's, or anyone's from `address`) and
+   * answers its release (idempotent); throws resource_exhausted when none is free.
+   */
+  take(admin: boolean, address: string): () => void {
     if (this.#open >= this.max) {
       throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.max} streams open, its limit; try again later`);
     }
     if (!admin && this.#anonymous >= this.anonymousMax) {
       throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`);
     }
+    const fromAddress = admin ? 0 : (this.#anonymousFrom.get(address) ?? 0);
+    if (!admin && fromAddress >= this.anonymousPerAddress) {
+      throw apiError(
+        Code.ResourceExhausted,
+        Reason.rateLimited,
+        `your address has ${this.anonymousPerAddress} streams open without an admin token, the limit for one address; close one or try again later`,
+      );
+    }
     this.#open++;
-    if (!admin) this.#anonymous++;
+    if (!admin) {
+      this.#anonymous++;
+      this.#anonymousFrom.set(address, fromAddress + 1);
+    }
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.#open--;
-      if (!admin) this.#anonymous--;
+      if (admin) return;
+      this.#anonymous--;
+      const left = this.#anonymousFrom.get(address)! - 1;
+      if (left > 0) this.#anonymousFrom.set(address, left);
+      else this.#anonymousFrom.delete(address);
     };
   }
 }
@@ -191,7 +214,7 @@ function boundsInterceptor(streams: StreamSlots): Interceptor {
   return (next) => async (req) => {
     req.contextValues.get(callStateKey)!.phase = "handler";
     if (!req.stream) return raceAbort(attempt(() => next(req)), req.signal);
-    const release = streams.take(req.contextValues.get(adminTokenIdKey) !== "");
+    const release = streams.take(req.contextValues.get(adminTokenIdKey) !== "", req.contextValues.get(clientAddressKey));
     try {
       const res = await next({ ...req, message: callerMessages(req.message) });
       if (!res.stream) {
@@ -336,6 +359,8 @@ export interface PipelineOptions {
   adminAuthFailed: (address: string) => Promise<number>;
   /** Streaming calls open at once, at most. */
   maxStreams: number;
+  /** Streams without an admin token from one client address, at most. */
+  maxStreamsPerAddress: number;
 }
 
 export interface RpcPipeline {
@@ -350,7 +375,7 @@ export interface RpcPipeline {
 
 export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
   const { log } = opts;
-  const streams = new StreamSlots(opts.maxStreams);
+  const streams = new StreamSlots(opts.maxStreams, opts.maxStreamsPerAddress);
   return {
     contextValues(req) {
       const values = createContextValues();

@@ -84,9 +84,12 @@ export function serverStream<I extends DescMessage, O extends DescMessage>(
   input: I,
   output: O,
   req: MessageInitShape<I>,
+  headers: Record<string, string> = {},
 ) {
   const client = genericClient(address, path, input, output, false);
-  const call = (client as any).call(create(input, req)) as grpc.ClientReadableStream<MessageShape<O>>;
+  const metadata = new grpc.Metadata();
+  for (const [name, value] of Object.entries(headers)) metadata.set(name, value);
+  const call = (client as any).call(create(input, req), metadata) as grpc.ClientReadableStream<MessageShape<O>>;
   return {
     responses: new ResponseStream<MessageShape<O>>(call),
     cancel: () => call.cancel(),
