@@ -261,6 +261,11 @@ function holdingSql() {
     },
   };
 }
+/** The error node-postgres gives a statement PostgreSQL chose as a deadlock's victim. */
+function deadlockVictim(): Error {
+  return Object.assign(new Error("deadlock detected"), { code: "40P01" });
+}
+
 /** The delivery API's look for organizations with due messages, and its claim of one organization's (store/delivery.ts). */
 const isLook = (text: string) => text.includes("select org_id from courier_message") && text.includes("channel <> 'smtp'");
 const isClaim = (text: string) => text.includes("update courier_message m set claimed_until = $2, lease_token");
@@ -331,6 +336,8 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     { ends: "its caller leaves", hold: { untilAbort: true }, end: "abort", code: Code.Canceled, firstWait: undefined },
     { ends: "its statement fails after locking the text", hold: { fails: true }, end: "release", code: Code.Internal, firstWait: undefined },
     { ends: "its statement fails after locking the text, one that would wait too", hold: { fails: true }, end: "release", code: Code.Internal, firstWait: WAIT },
+    // Answered unavailable like a database out of reach, but the statement ran and held the text until it rolled back.
+    { ends: "its statement, after locking the text, is a deadlock's victim", hold: { fails: deadlockVictim() }, end: "release", code: Code.Unavailable, firstWait: undefined },
   ] as const)("answers a claim that waits when another, holding its text, ends: $ends", async ({ hold, end, code, firstWait }) => {
     const user = await smsUser(fxH, orgH);
     await user.send(fxH);

@@ -33,5 +33,13 @@ export function isDatabaseUnavailable(err: unknown): boolean {
   return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error|Connection ended unexpectedly/i.test(message);
 }
 
+/**
+ * Whether `err` is a transaction that reached the database and lost to another
+ * (a deadlock's victim, a serialization failure): answered as unavailable (a
+ * retry may succeed), but unlike a database out of reach, its statements ran and
+ * may have held rows until it rolled back.
+ */
+export const isLostToAnother = (err: unknown) => ["40001", "40P01"].includes(codeOf(err));
+
 /** Whether `err` is a statement cancelled by statement_timeout. */
 export const isStatementTimeout = (err: unknown) => codeOf(err) === "57014";

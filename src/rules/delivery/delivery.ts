@@ -13,7 +13,7 @@ import type { ApiChannel, Channel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ackMessages, claimMessages, failMessages, oldestDueMessage, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
-import { isDatabaseUnavailable } from "../../store/errors.ts";
+import { isDatabaseUnavailable, isLostToAnother } from "../../store/errors.ts";
 import { DueFloor } from "../due-floor.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
@@ -56,10 +56,11 @@ function answerBytes(d: Delivery): number {
 /**
  * Whether a claim's failure may have left messages that other claims skipped: not
  * when its call ended (the signal's reason, thrown before a statement starts), nor
- * when the database is out of reach (a claim woken for them would only fail too).
+ * when the database is out of reach (a claim woken for them would only fail too);
+ * a deadlock or serialization failure did run, and held its rows until then.
  */
 function lockedBeforeFailing(err: unknown, signal: AbortSignal | undefined): boolean {
-  return err !== signal?.reason && !isDatabaseUnavailable(err);
+  return err !== signal?.reason && (isLostToAnother(err) || !isDatabaseUnavailable(err));
 }
 
 /** What one claim took: the deliveries it answers, and whether it took as many as it could (more may be due). */
