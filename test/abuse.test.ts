@@ -114,29 +114,59 @@ describe("send limits per (organization, username, purpose)", () => {
     expect(Math.max(...waits[orgId].slice(1).map(Number))).toBeLessThanOrEqual(30);
   });
 
-  it("take back what a send refused by one window counted in the others when it raced past their check", async () => {
-    const user = "raced-sends@example.com";
-    expect((await send(server, user)).status).toBe(200);
+  /**
+   * Five sends at once for a user whose hour's counter the test holds: all pass the check of their windows,
+   * then count one after another; the 30 s window lets one through. Answers their statuses and the hour's hits.
+   */
+  async function racedSends(user: string, db: pg.Client, org = orgId): Promise<{ statuses: number[]; hourlyHits: number }> {
+    expect((await send(server, user, org)).status).toBe(200);
     clock.advance(30_000); // a fresh 30 s window: every window is under its maximum for the sends below
     const hourly = `%:${user}|3600000`;
-    const db = new pg.Client(server.app.config.databaseUrl!);
     const holder = new pg.Client(server.app.config.databaseUrl!);
-    await db.connect();
     await holder.connect();
     try {
-      // The hour's counter held: five sends at once all pass the check of their windows, then count one after another.
       await holder.query("begin");
-      const locked = await holder.query(`select hits from rate_limit where org_id = $1 and key like $2 for update`, [orgId, hourly]);
+      const locked = await holder.query(`select hits from rate_limit where org_id = $1 and key like $2 for update`, [org, hourly]);
       expect(locked.rows).toEqual([{ hits: 1 }]);
-      const answers = Promise.all(Array.from({ length: 5 }, () => send(server, user)));
+      const answers = Promise.all(Array.from({ length: 5 }, () => send(server, user, org)));
       await waitingOnLocks(db, 5);
       await holder.query("commit");
-      expect((await answers).map((a) => a.status).sort()).toEqual([200, 429, 429, 429, 429]);
-      // The one let through counts; the four the 30 s window refused take their hits back.
-      const { rows } = await db.query(`select hits from rate_limit where org_id = $1 and key like $2`, [orgId, hourly]);
-      expect(rows).toEqual([{ hits: 2 }]);
+      const statuses = (await answers).map((a) => a.status).sort();
+      const { rows } = await db.query(`select hits from rate_limit where org_id = $1 and key like $2`, [org, hourly]);
+      return { statuses, hourlyHits: rows[0].hits };
     } finally {
       await holder.end();
+    }
+  }
+
+  it("take back what a send refused by one window counted in the others when it raced past their check", async () => {
+    const db = new pg.Client(server.app.config.databaseUrl!);
+    await db.connect();
+    try {
+      // The one let through counts; the four the 30 s window refused take their hits back.
+      expect(await racedSends("raced-sends@example.com", db)).toEqual({ statuses: [200, 429, 429, 429, 429], hourlyHits: 2 });
+    } finally {
+      await db.end();
+    }
+  });
+
+  // An unknown organization's sends are counted by the rate limiter alone, a known one's in the send's statement.
+  it.each(["known", "unknown"] as const)("keep a raced send's refusal when its take-back fails, and count the failure in the metrics: %s organization", async (which) => {
+    const failures = async () => Number(/^codegate_rate_limit_take_backs_failed_total (\S+)$/m.exec((await server.app.metrics.render()).body)?.[1]);
+    const before = await failures();
+    const db = new pg.Client(server.app.config.databaseUrl!);
+    await db.connect();
+    // The database refuses every take-back (a counter going down) while the trigger is there.
+    await db.query(`create function refuse_take_back() returns trigger language plpgsql as $$ begin
+      if new.hits < old.hits then raise exception 'the test refuses take-backs'; end if; return new; end $$`);
+    await db.query(`create trigger refuse_take_back before update on rate_limit for each row execute function refuse_take_back()`);
+    try {
+      // Refused all the same; their hits stay counted in the hour's window until it ends.
+      const org = which === "known" ? orgId : "or-zzzzz-zzzzz-zzzzzzzzzzzzzzzy";
+      expect(await racedSends(`raced-sends-kept@example.com`, db, org)).toEqual({ statuses: [200, 429, 429, 429, 429], hourlyHits: 6 });
+      expect((await failures()) - before).toBe(4);
+    } finally {
+      await db.query(`drop trigger refuse_take_back on rate_limit; drop function refuse_take_back()`);
       await db.end();
     }
   });

@@ -2,7 +2,16 @@
 // metrics, server/ops/metrics.ts): the rules know nothing of Prometheus.
 import type { Purpose } from "../domain/purpose.ts";
 
-export interface CodeEvents {
+/** What the rate limits report. */
+export interface LimitEvents {
+  /**
+   * A request refused after it counted its hits (it raced others past the check)
+   * could not take them back: they count until their windows end.
+   */
+  takeBackFailed(): void;
+}
+
+export interface CodeEvents extends LimitEvents {
   issued(purpose: Purpose, mailed: boolean): void;
   verified(purpose: Purpose): void;
   /** A wrong guess, or a verification of an expired, used or unknown code. */

@@ -157,7 +157,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     onQueued: queuedOn,
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
-  const limits = new FlowLimits(new RateLimiter(sql, clock), config);
+  const limits = new FlowLimits(new RateLimiter(sql, clock, metrics.limits), config);
   // Organizations and their templates are cached; an admin change anywhere is heard here (NOTIFY) and forgets them.
   const orgChanges = new OrgChanges();
   const orgFeed = await followOrgChanges(orm, orgChanges, log);

@@ -6,6 +6,7 @@ import { windows, type LimitedKey } from "../../domain/rate-limits.ts";
 import type { Clock } from "../../domain/clock.ts";
 import { countHits } from "../../store/rate-limits.ts";
 import type { Sql } from "../../store/sql.ts";
+import type { LimitEvents } from "../events.ts";
 
 /** An organization's override if it has one, else the server's limits. */
 export function limitsOf(override: readonly LimitSettings[] | undefined, fallback: Limit[]): Limit[] {
@@ -16,9 +17,11 @@ export function limitsOf(override: readonly LimitSettings[] | undefined, fallbac
 export class RateLimiter {
   private readonly sql: Sql;
   private readonly clock: Clock;
-  constructor(sql: Sql, clock: Clock) {
+  private readonly events: LimitEvents;
+  constructor(sql: Sql, clock: Clock, events: LimitEvents) {
     this.sql = sql;
     this.clock = clock;
+    this.events = events;
   }
 
   /**
@@ -28,7 +31,8 @@ export class RateLimiter {
   async hit(orgId: string, keys: LimitedKey[]): Promise<number> {
     const now = this.clock.now().getTime();
     const rows = windows(keys, now);
-    const over = await countHits(this.sql, orgId, rows);
+    const { over, takeBackFailed } = await countHits(this.sql, orgId, rows);
+    if (takeBackFailed) this.events.takeBackFailed();
     let waitMs = 0;
     for (const r of rows) if (over.has(r.key)) waitMs = Math.max(waitMs, r.end - now);
     return waitMs;

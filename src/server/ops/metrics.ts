@@ -9,7 +9,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import type { Clock } from "../../domain/clock.ts";
 import { purposes, type Purpose } from "../../domain/purpose.ts";
 import { attempt, withTimeout } from "../../lib/abort.ts";
-import { retentionOutcomes, type CodeEvents, type CourierEvents, type RetentionEvents } from "../../rules/events.ts";
+import { retentionOutcomes, type CodeEvents, type CourierEvents, type LimitEvents, type RetentionEvents } from "../../rules/events.ts";
 import { queueStats, type QueueStats } from "../../store/outbox.ts";
 import { channels, type Channel } from "../../domain/outbox.ts";
 import type { Orm } from "../../store/orm.ts";
@@ -31,6 +31,7 @@ export type ProcessErrorKind = "unhandled_rejection" | "uncaught_exception";
 export interface Metrics {
   registry: Registry;
   /** The rules' events, counted. */
+  limits: LimitEvents;
   codes: CodeEvents;
   courier: CourierEvents;
   retention: RetentionEvents;
@@ -98,7 +99,14 @@ export function createMetrics(sources: MetricsSources): Metrics {
     for (const purpose of purposes) counter.inc({ purpose }, 0);
     return (purpose: Purpose) => counter.inc({ purpose: purposeLabel(purpose) });
   };
+  const takeBacksFailed = new Counter({
+    name: "codegate_rate_limit_take_backs_failed_total",
+    help: "Requests refused by a rate limit after they had counted (they raced others past the check) whose hits could not be taken back: they count until their windows end.",
+    registers,
+  });
+  const limits: LimitEvents = { takeBackFailed: () => takeBacksFailed.inc() };
   const codes: CodeEvents = {
+    ...limits,
     issued: perPurpose("codegate_codes_issued_total", "Codes issued, by purpose."),
     verified: perPurpose("codegate_codes_verified_total", "Codes verified and consumed, by purpose."),
     failed: perPurpose("codegate_codes_failed_total", "Failed verifications (wrong, expired, used or unknown code), by purpose."),
@@ -192,6 +200,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
 
   return {
     registry,
+    limits,
     codes,
     courier,
     retention,
