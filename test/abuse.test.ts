@@ -156,17 +156,17 @@ describe("send limits per (organization, username, purpose)", () => {
     const before = await failures();
     const db = new pg.Client(server.app.config.databaseUrl!);
     await db.connect();
-    // The database refuses every take-back (a counter going down) while the trigger is there.
-    await db.query(`create function refuse_take_back() returns trigger language plpgsql as $$ begin
-      if new.hits < old.hits then raise exception 'the test refuses take-backs'; end if; return new; end $$`);
-    await db.query(`create trigger refuse_take_back before update on rate_limit for each row execute function refuse_take_back()`);
     try {
+      // The database refuses every take-back (a counter going down) while the trigger is there.
+      await db.query(`create or replace function refuse_take_back() returns trigger language plpgsql as $$ begin
+        if new.hits < old.hits then raise exception 'the test refuses take-backs'; end if; return new; end $$`);
+      await db.query(`create trigger refuse_take_back before update on rate_limit for each row execute function refuse_take_back()`);
       // Refused all the same; their hits stay counted in the hour's window until it ends.
       const org = which === "known" ? orgId : "or-zzzzz-zzzzz-zzzzzzzzzzzzzzzy";
       expect(await racedSends(`raced-sends-kept@example.com`, db, org)).toEqual({ statuses: [200, 429, 429, 429, 429], hourlyHits: 6 });
       expect((await failures()) - before).toBe(4);
     } finally {
-      await db.query(`drop trigger refuse_take_back on rate_limit; drop function refuse_take_back()`);
+      await db.query(`drop trigger if exists refuse_take_back on rate_limit; drop function if exists refuse_take_back()`);
       await db.end();
     }
   });

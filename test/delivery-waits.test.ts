@@ -261,9 +261,9 @@ function holdingSql() {
     },
   };
 }
-/** The error node-postgres gives a statement PostgreSQL chose as a deadlock's victim. */
-function deadlockVictim(): Error {
-  return Object.assign(new Error("deadlock detected"), { code: "40P01" });
+/** The error node-postgres gives a statement that lost to another transaction: a deadlock's victim (40P01), a serialization failure (40001). */
+function lostToAnother(code: "40P01" | "40001"): Error {
+  return Object.assign(new Error(code === "40P01" ? "deadlock detected" : "could not serialize access due to concurrent update"), { code });
 }
 
 /** The delivery API's look for organizations with due messages, and its claim of one organization's (store/delivery.ts). */
@@ -337,7 +337,8 @@ describe("a waiting claim, caught between its statement and its answer", () => {
     { ends: "its statement fails after locking the text", hold: { fails: true }, end: "release", code: Code.Internal, firstWait: undefined },
     { ends: "its statement fails after locking the text, one that would wait too", hold: { fails: true }, end: "release", code: Code.Internal, firstWait: WAIT },
     // Answered unavailable like a database out of reach, but the statement ran and held the text until it rolled back.
-    { ends: "its statement, after locking the text, is a deadlock's victim", hold: { fails: deadlockVictim() }, end: "release", code: Code.Unavailable, firstWait: undefined },
+    { ends: "its statement, after locking the text, is a deadlock's victim", hold: { fails: lostToAnother("40P01") }, end: "release", code: Code.Unavailable, firstWait: undefined },
+    { ends: "its statement, after locking the text, fails to serialize", hold: { fails: lostToAnother("40001") }, end: "release", code: Code.Unavailable, firstWait: undefined },
   ] as const)("answers a claim that waits when another, holding its text, ends: $ends", async ({ hold, end, code, firstWait }) => {
     const user = await smsUser(fxH, orgH);
     await user.send(fxH);

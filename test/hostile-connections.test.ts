@@ -185,42 +185,48 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes(s, org);
   });
 
-  it("caps the streams one address opens without an admin token (MAX_STREAMS_PER_ADDRESS), not those of other addresses", async () => {
-    // The test's connections come from a trusted proxy: X-Forwarded-For names the client.
-    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "20", MAX_STREAMS_PER_ADDRESS: "2", TRUSTED_PROXIES: "127.0.0.1,::1" });
-    const watchFrom = (client: string) =>
-      serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" }, { "x-forwarded-for": client });
+  it("caps the streams one address opens without an admin token (MAX_STREAMS_PER_ADDRESS), not those of other addresses nor an administrator's", async () => {
+    // The test's connections come from a trusted proxy: X-Forwarded-For names the client. Half of MAX_STREAMS
+    // (6) is exactly the anonymous streams that open below: one slot a refused stream kept would refuse the last.
+    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS: "12", MAX_STREAMS_PER_ADDRESS: "2", TRUSTED_PROXIES: "127.0.0.1,::1" });
+    const watchFrom = (client: string) => {
+      const w = serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" }, { "x-forwarded-for": client });
+      cleanups.push(() => (w.cancel(), w.close()));
+      return w;
+    };
     const attacker = [watchFrom("203.0.113.7"), watchFrom("203.0.113.7")];
     // Another address of the same IPv6 /64 is the same source.
     const attacker6 = [watchFrom("2001:db8:1:2::1"), watchFrom("2001:db8:1:2::ffff")];
-    const streams = [...attacker, ...attacker6];
-    for (const w of streams) await w.responses.nth(1);
-    const refused = [watchFrom("203.0.113.7"), watchFrom("2001:db8:1:2:abcd::9")];
-    streams.push(...refused);
-    for (const w of refused) {
+    for (const w of [...attacker, ...attacker6]) await w.responses.nth(1);
+    for (const w of [watchFrom("203.0.113.7"), watchFrom("2001:db8:1:2:abcd::9")]) {
       await expect(w.responses.nth(1)).rejects.toThrow(/the limit for one address/);
       expect((await w.responses.ended).code).toBe(status.RESOURCE_EXHAUSTED);
     }
     // Other sources still open theirs.
-    const others = [watchFrom("198.51.100.1"), watchFrom("2001:db8:1:3::1")];
-    streams.push(...others);
-    for (const w of others) await w.responses.nth(1);
+    for (const w of [watchFrom("198.51.100.1"), watchFrom("2001:db8:1:3::1")]) await w.responses.nth(1);
+
+    // An administrator's streams count in neither limit: three more from the attacker's own address open.
+    const fx = adminFixtures(s.url);
+    cleanups.push(() => fx.close());
+    const adminStreams = Array.from({ length: 3 }, () => {
+      const leaving = new AbortController();
+      cleanups.push(() => leaving.abort());
+      const received: unknown[] = [];
+      void (async () => {
+        for await (const res of fx.clients.admin.watchEvents({ orgId: org }, { signal: leaving.signal, headers: { "x-forwarded-for": "203.0.113.7" } })) received.push(...res.events);
+      })().catch(() => {}); // it ends, aborted, when the file's cleanups run
+      return { received };
+    });
+    await vi.waitFor(() => expect(adminStreams.map((a) => a.received.length > 0)).toEqual([true, true, true]), { timeout: 5_000 });
+
     // A stream that ends gives its address's slot back.
     attacker[0].cancel();
     expect((await attacker[0].responses.ended).code).toBe(status.CANCELLED);
     // (The server hears of the cancel a moment after the client: until then, a new stream is refused.)
     await vi.waitFor(
-      async () => {
-        const again = watchFrom("203.0.113.7");
-        streams.push(again);
-        expect(await again.responses.nth(1)).toMatchObject({ status: HealthCheckResponse_ServingStatus.SERVING });
-      },
+      async () => expect(await watchFrom("203.0.113.7").responses.nth(1)).toMatchObject({ status: HealthCheckResponse_ServingStatus.SERVING }),
       { timeout: 5_000 },
     );
-    for (const w of streams) {
-      w.cancel();
-      w.close();
-    }
     await stillServes(s, org);
   });
 });

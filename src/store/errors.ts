@@ -1,6 +1,12 @@
 // What a database error means for the caller: the database is out of reach (try
 // again later), a statement ran out of time, or something else (a bug).
 
+/** SQLSTATE codes of a transaction that lost to another: a retry may succeed. */
+const lostToAnotherStates = new Set([
+  "40001", // serialization_failure
+  "40P01", // deadlock_detected
+]);
+
 /** SQLSTATE codes of a database that cannot serve right now. */
 const unavailableStates = new Set([
   "08000", // connection_exception
@@ -14,8 +20,7 @@ const unavailableStates = new Set([
   "57P03", // cannot_connect_now
   "53300", // too_many_connections
   "53400", // configuration_limit_exceeded
-  "40001", // serialization_failure (retry)
-  "40P01", // deadlock_detected (retry)
+  ...lostToAnotherStates,
 ]);
 const unavailableSocketErrors = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "ENOTFOUND", "EAI_AGAIN"]);
 
@@ -39,7 +44,7 @@ export function isDatabaseUnavailable(err: unknown): boolean {
  * retry may succeed), but unlike a database out of reach, its statements ran and
  * may have held rows until it rolled back.
  */
-export const isLostToAnother = (err: unknown) => ["40001", "40P01"].includes(codeOf(err));
+export const isLostToAnother = (err: unknown) => lostToAnotherStates.has(codeOf(err));
 
 /** Whether `err` is a statement cancelled by statement_timeout. */
 export const isStatementTimeout = (err: unknown) => codeOf(err) === "57014";
