@@ -5,12 +5,15 @@
 // every call, and keep doing so. Each statement must find its rows by key whatever the
 // statistics say: this is checked on the generic plans PostgreSQL makes for them.
 import { randomUUID } from "node:crypto";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
 import { DeliveryDesk } from "../src/rules/delivery/delivery.ts";
 import { createCourier } from "../src/rules/courier/create.ts";
-import { renewClaims } from "../src/store/outbox.ts";
+import { claimMails, oldestDueMail, queueStats, renewClaims } from "../src/store/outbox.ts";
+import { claimMessages, oldestDueMessage } from "../src/store/delivery.ts";
+import { openOrm } from "../src/store/orm.ts";
+import { sqlOf } from "../src/store/sql.ts";
 import { createLogger } from "../src/lib/log.ts";
 import type { Sql } from "../src/store/sql.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
@@ -47,7 +50,9 @@ function unkeyedScans(node: PlanNode, out: string[] = []): string[] {
 
 let server: TestServer | undefined;
 let client: pg.Client | undefined;
+const closing: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
+  for (const close of closing) await close();
   await client?.end();
   await server?.close();
 });
@@ -155,5 +160,50 @@ describe("hot-path statements", () => {
       if (scans.length) findings.push(`${text.replace(/\s+/g, " ").trim().slice(0, 120)}…: ${scans.join("; ")}`);
     }
     expect(findings).toEqual([]);
+  });
+
+  it("read across organizations by the indexes of queued messages, also after their first calls met an empty table", async () => {
+    const databaseUrl = await freshDatabase();
+    const db = new pg.Client(databaseUrl);
+    await db.connect();
+    closing.push(() => db.end());
+    // An empty outbox, vacuumed to no pages (every row pruned by retention), its statistics kept so while it fills.
+    await db.query("alter table courier_message set (autovacuum_enabled = false)");
+    await db.query("vacuum analyze courier_message");
+    // The store's statements as the server runs them: over the pool, one connection (one backend's counters).
+    const orm = await openOrm({ databaseUrl, dataDir: "", dbPoolSize: 1 });
+    closing.push(() => orm.close(true));
+    const sql = await sqlOf(orm);
+    const looks = async () => {
+      const now = new Date();
+      const floor = new Date(now.getTime() - 7_000);
+      expect(await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 10, floor)).toEqual([]);
+      expect(await claimMessages(sql, now, new Date(now.getTime() + 60_000), 10, ["sms"], randomUUID(), floor)).toEqual([]);
+      await oldestDueMail(sql);
+      await oldestDueMessage(sql, ["sms"]);
+      await queueStats(sql);
+    };
+    // Past the five calls after which a prepared statement may settle on the plan it made (here: for an empty table).
+    for (let i = 0; i < 6; i++) await looks();
+
+    // A week of mail: 20,000 sent, and some queued, due in an hour (no look claims any).
+    await db.query(
+      `insert into courier_message (org_id, id, channel, purpose, recipient, subject, body, key_id, status, send_count, next_attempt_at, created_at, updated_at)
+       select 'or-aaaaa-aaaaa-aaaaaaaaaaaaaaaa', gen_random_uuid(), case when g % 2 = 0 then 'smtp' else 'sms' end, 'login', 'someone@example.com', 'Your code',
+         decode(repeat('ab', 600), 'hex'), 'k1', case when g % 50 = 0 then 'queued' else 'sent' end, 0,
+         now() - interval '7 days' * random() + case when g % 50 = 0 then interval '7 days 1 hour' else interval '0' end, now(), now()
+       from generate_series(1, 20000) g`,
+    );
+    const scans = async () => {
+      // This backend's counts, flushed at its next transaction's end: the looks' own connection is the pool's one.
+      await sql.query("select pg_stat_force_next_flush()");
+      const { rows } = await db.query("select seq_scan::int as seq, idx_scan::int as idx from pg_stat_user_tables where relname = 'courier_message'");
+      return rows[0] as { seq: number; idx: number };
+    };
+    const before = await scans();
+    await looks();
+    // Five looks, each by an index; not one walks the table.
+    await vi.waitFor(async () => expect((await scans()).idx - before.idx).toBeGreaterThanOrEqual(5), { timeout: 5_000 });
+    expect((await scans()).seq - before.seq).toBe(0);
   });
 });

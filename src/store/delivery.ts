@@ -5,21 +5,21 @@
 // takes locks names its organization (Citus), as the courier's do.
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
-import { bytes, type Row, type Sql } from "./sql.ts";
+import { bytes, planEachCall, type Row, type Sql } from "./sql.ts";
 import { ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
 // API's due messages ("channel <> 'smtp'" names it).
 // From a floor ($4), as the courier's.
-const DUE_SQL = `
+const DUE_SQL = planEachCall(`
 select org_id from courier_message
 where status = 'queued' and channel <> 'smtp' and channel = any($3::text[]) and next_attempt_at >= $4 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
-limit $2`;
+limit $2`);
 
 // The earliest due time of the queued messages of some of the API's channels, for the floor (rules/due-floor.ts).
-const OLDEST_DUE_SQL = `select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel <> 'smtp' and channel = any($1::text[])`;
+const OLDEST_DUE_SQL = planEachCall(`select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel <> 'smtp' and channel = any($1::text[])`);
 
 // By the organization's index of due messages: "channel = any($6)" alone does not
 // name the partial index of every organization's, so no generic plan takes it. Chosen

@@ -4,7 +4,7 @@
 import { channels, mailStatuses, type Channel, type MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import type { Cursor } from "./paging.ts";
-import { bytes, type Row, type Sql } from "./sql.ts";
+import { bytes, planEachCall, type Row, type Sql } from "./sql.ts";
 
 /** `m`'s id within lo and hi (see "Each statement names its mails" below). */
 export const ID_RANGE = (m: string, lo: string, hi: string) => `${m}.id between ${lo}::uuid and ${hi}::uuid`;
@@ -20,14 +20,14 @@ export const CLAIMED_RANGE = ID_RANGE("m", "(select id from c order by id limit 
 // The courier takes the 'smtp' channel only; the delivery API (store/delivery.ts) the others.
 // From a floor ($3, rules/due-floor.ts) below which no mail is queued: the head of
 // the index holds the dead entries of mails that have left the queue.
-const DUE_SQL = `
+const DUE_SQL = planEachCall(`
 select org_id from courier_message
 where status = 'queued' and channel = 'smtp' and next_attempt_at >= $3 and next_attempt_at <= $1 and (claimed_until is null or claimed_until < $1)
 order by next_attempt_at
-limit $2`;
+limit $2`);
 
 // The earliest due time of the queued SMTP mail, for the floor (the one look that walks the dead entries).
-const OLDEST_DUE_SQL = `select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel = 'smtp'`;
+const OLDEST_DUE_SQL = planEachCall(`select min(next_attempt_at) as oldest from courier_message where status = 'queued' and channel = 'smtp'`);
 
 // The channel is a parameter ($5, always 'smtp') so that a generic plan cannot take
 // DUE_SQL's index of every organization's due SMTP mail (its predicate names the
@@ -330,8 +330,11 @@ export interface QueueStats {
 }
 
 /** Queued messages of every organization, per channel (each one there, empty or not): how many, and when the oldest was queued. */
+/** Across organizations, by the partial indexes of queued messages, at each scrape of the metrics. */
+const QUEUE_STATS_SQL = planEachCall("select channel, count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued' group by channel");
+
 export async function queueStats(sql: Sql): Promise<Record<Channel, QueueStats>> {
-  const rows = await sql.query("select channel, count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued' group by channel");
+  const rows = await sql.query(QUEUE_STATS_SQL);
   const stats = Object.fromEntries(channels.map((c) => [c, { depth: 0, oldestQueuedAt: null }])) as Record<Channel, QueueStats>;
   for (const r of rows) if (r.channel in stats) stats[r.channel as Channel] = { depth: Number(r.depth), oldestQueuedAt: r.oldest ? new Date(r.oldest) : null };
   return stats;

@@ -1,7 +1,8 @@
 // Plain SQL with bind parameters, for the hot paths: one statement per step, no
 // unit of work. (MikroORM's own execute() inlines parameters into the SQL text.)
 // On PostgreSQL the statements go straight to the pg pool that MikroORM holds,
-// as named prepared statements, so each connection parses and plans them once.
+// as named prepared statements, so each connection parses and plans them once
+// (but for those marked with planEachCall).
 import { createHash } from "node:crypto";
 import { CompiledQuery, type Kysely } from "kysely";
 import type pg from "pg";
@@ -33,9 +34,30 @@ function overKysely(db: Kysely<any>): Sql {
   };
 }
 
+const plannedEachCall = new Set<string>();
+
+/**
+ * Marks a statement to be planned at every call (sent unnamed, never prepared),
+ * and answers its text. For the statements that read across organizations by a
+ * partial index of queued messages, whatever their size. They run while nothing
+ * is queued too, and a prepared statement keeps the plan it settled on: one made
+ * on a table that a VACUUM had found empty and cut to no pages (an outbox whose
+ * every row retention pruned; the bench between its phases) is a sequential scan
+ * of the whole table, kept at every look until the next ANALYZE. (A table never
+ * vacuumed is planned as ten pages: a new deployment gets the index.) Planned at
+ * each call, they take the index once the table holds rows (test/plans.test.ts).
+ * Their calls are few (a look per claim or poll, a floor read per few seconds):
+ * planning is cheap.
+ */
+export function planEachCall(text: string): string {
+  plannedEachCall.add(text);
+  return text;
+}
+
 const names = new Map<string, string>();
-/** A stable name per statement text: pg prepares it once per connection. */
-function statementName(text: string): string {
+/** A stable name per statement text: pg prepares it once per connection. None for those planned at each call. */
+function statementName(text: string): string | undefined {
+  if (plannedEachCall.has(text)) return undefined;
   let name = names.get(text);
   if (!name) {
     name = `cg_${createHash("sha1").update(text).digest("hex").slice(0, 16)}`;
