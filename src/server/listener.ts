@@ -10,6 +10,9 @@ import type { Logger } from "../lib/log.ts";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/** How long a connection this side has ended (FIN sent) waits for the peer's end before it is destroyed. */
+const CLOSE_GRACE_MS = 1_000;
+
 /** A Node.js server response of node:http or node:http2, with write() and writeHead() typed alike (as connect-node does). */
 export type HttpResponse = (Omit<http.ServerResponse, "write"> | Omit<http2.Http2ServerResponse, "write">) & {
   write(chunk: string | Uint8Array, callback?: (err: Error | null | undefined) => void): boolean;
@@ -88,7 +91,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     session.once("close", () => sessions.delete(session));
     // A session without traffic is closed (GOAWAY), and destroyed if it does not go.
     session.setTimeout(opts.idleTimeoutMs, () => {
-      const kill = setTimeout(() => session.destroy(), 1_000);
+      const kill = setTimeout(() => session.destroy(), CLOSE_GRACE_MS);
       session.close(() => clearTimeout(kill));
     });
     session.on("error", (err) => opts.log.debug({ err: err.message }, "http2 session error"));
@@ -99,6 +102,13 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
+    // Once this side has ended the connection (an HTTP/2 session closed with GOAWAY,
+    // a keep-alive connection timed out), Node waits for the peer to end it too. A
+    // peer that never does would hold it, and its MAX_CONNECTIONS place, for ever.
+    socket.once("finish", () => {
+      const lingering = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      socket.once("close", () => clearTimeout(lingering));
+    });
     // A peer that connects and says nothing, or sends the HTTP/2 preface a byte at a
     // time, must not hold the socket: the whole preface within HEADERS_TIMEOUT (an
     // idle timeout would start again with each byte).
