@@ -119,6 +119,18 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes();
   });
 
+  it("keeps an HTTP/2 session whose stream is open but quiet past IDLE_TIMEOUT: the stream ends at STREAM_MAX_LIFETIME", async () => {
+    const { server: s, orgId: org } = await serverWith({ IDLE_TIMEOUT: "1s", STREAM_MAX_LIFETIME: "4s" });
+    // A health Watch says SERVING once, then nothing while nothing changes.
+    const watch = serverStream(s.url, "/grpc.health.v1.Health/Watch", HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" });
+    cleanups.push(() => watch.close());
+    await watch.responses.nth(1);
+    // Closed at IDLE_TIMEOUT, it would end with the connection, not with its own bound.
+    expect(await watch.responses.ended).toMatchObject({ code: status.UNAVAILABLE, details: expect.stringContaining("maximum lifetime") });
+    expect(watch.responses.messages).toHaveLength(1);
+    await stillServes(s, org);
+  });
+
   it("lets go of HTTP/2 connections closed at IDLE_TIMEOUT whose clients never read nor close them", async () => {
     const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", IDLE_TIMEOUT: "1s" });
     const { port } = new URL(s.url);

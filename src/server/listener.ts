@@ -89,11 +89,20 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
-    // A session without traffic is closed (GOAWAY), and destroyed if it does not go.
-    session.setTimeout(opts.idleTimeoutMs, () => {
+    // Its streams open now: each has bounds of its own (RPC_TIMEOUT, STREAM_MAX_LIFETIME).
+    let streams = 0;
+    session.on("stream", (stream) => {
+      streams++;
+      stream.once("close", () => streams--);
+    });
+    // A session without traffic is closed (GOAWAY), and destroyed if it does not go;
+    // not one with a stream open that has nothing to say (a health Watch with no change).
+    const onIdle = () => {
+      if (streams > 0) return void session.setTimeout(opts.idleTimeoutMs, onIdle);
       const kill = setTimeout(() => session.destroy(), CLOSE_GRACE_MS);
       session.close(() => clearTimeout(kill));
-    });
+    };
+    session.setTimeout(opts.idleTimeoutMs, onIdle);
     session.on("error", (err) => opts.log.debug({ err: err.message }, "http2 session error"));
   });
   h2.on("stream", (stream) => stream.on("error", (err) => opts.log.debug({ err: err.message }, "http2 stream error")));
