@@ -155,6 +155,30 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes(s, org);
   });
 
+  it("refuses one address's connections past MAX_CONNECTIONS_PER_ADDRESS, but not a trusted proxy's", async () => {
+    const hold = async (url: string) => {
+      const socket = net.connect(Number(new URL(url).port), "127.0.0.1");
+      cleanups.push(() => socket.destroy());
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once("connect", resolve));
+      return socket;
+    };
+    const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS_PER_ADDRESS: "2", HEADERS_TIMEOUT: "60s" });
+    const held = [await hold(s.url), await hold(s.url)];
+    const extra = await hold(s.url);
+    await new Promise<void>((resolve) => extra.once("close", () => resolve()));
+    await expect(fetch(`${s.url}/healthz`)).rejects.toThrow();
+    held[0].destroy();
+    await vi.waitFor(async () => expect((await fetch(`${s.url}/healthz`)).status).toBe(200), { timeout: 5_000 });
+    held[1].destroy();
+    await stillServes(s, org);
+
+    // Behind a trusted proxy every client comes from its address: its connections are not capped.
+    const { server: proxied } = await serverWith({ MAX_CONNECTIONS_PER_ADDRESS: "2", HEADERS_TIMEOUT: "60s", TRUSTED_PROXIES: "127.0.0.1,::1" });
+    for (let i = 0; i < 3; i++) await hold(proxied.url);
+    expect((await fetch(`${proxied.url}/healthz`)).status).toBe(200);
+  });
+
   it("refuses connections past MAX_CONNECTIONS, and serves again once they go", async () => {
     const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", HEADERS_TIMEOUT: "60s" });
     const { port } = new URL(s.url);

@@ -172,10 +172,11 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
 
   const shutdown = new AbortController();
   const api = apiServices(deps);
+  const trustedProxies = parseTrustedProxies(config.trustedProxies).proxies;
   const pipeline = rpcPipeline({
     log,
     metrics,
-    trustedProxies: parseTrustedProxies(config.trustedProxies).proxies,
+    trustedProxies,
     adminTokens: new AdminTokenVerifier(orm, config.secretsEnv.adminToken),
     adminAuthFailed: (address) => limits.adminAuthFailed(address),
     maxStreams: config.streams.max,
@@ -212,6 +213,8 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     requestTimeoutMs: Math.max(config.headersTimeoutMs, config.rpcTimeoutMs + ANSWER_GRACE_MS),
     idleTimeoutMs: config.idleTimeoutMs,
     maxConnections: config.maxConnections,
+    maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+    trustedProxies,
     maxConcurrentStreams: config.http2MaxConcurrentStreams,
     log,
   });

@@ -6,6 +6,7 @@ import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { addressKey, parseAddress, type TrustedProxies } from "../lib/address.ts";
 import type { Logger } from "../lib/log.ts";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -31,6 +32,9 @@ export interface ListenerOptions {
   idleTimeoutMs: number;
   /** Open connections at most; more are refused. */
   maxConnections: number;
+  /** Open connections of one client address at most (an IPv6 /64); trusted proxies' are not counted. */
+  maxConnectionsPerAddress: number;
+  trustedProxies: TrustedProxies;
   /** Streams one HTTP/2 connection may have open at once. */
   maxConcurrentStreams: number;
   log: Logger;
@@ -107,8 +111,26 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   });
   h2.on("stream", (stream) => stream.on("error", (err) => opts.log.debug({ err: err.message }, "http2 stream error")));
 
+  // Connections open per client address: one source must not take every MAX_CONNECTIONS place.
+  const fromAddress = new Map<string, number>();
+  const admitted = (socket: net.Socket): boolean => {
+    const address = parseAddress(socket.remoteAddress ?? "");
+    if (opts.trustedProxies.has(address)) return true;
+    const key = addressKey(address);
+    const open = fromAddress.get(key) ?? 0;
+    if (open >= opts.maxConnectionsPerAddress) return false;
+    fromAddress.set(key, open + 1);
+    socket.once("close", () => {
+      const left = fromAddress.get(key)! - 1;
+      if (left > 0) fromAddress.set(key, left);
+      else fromAddress.delete(key);
+    });
+    return true;
+  };
+
   // No Nagle: small RPC answers must leave at once.
   const server = net.createServer({ noDelay: true }, (socket) => {
+    if (!admitted(socket)) return void socket.destroy();
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     // Once this side has ended the connection (an HTTP/2 session closed with GOAWAY,
