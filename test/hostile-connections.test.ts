@@ -131,6 +131,26 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes(s, org);
   });
 
+  it("ends a stream outside the RPCs that the client never lets answer (a zero window) at the request bound, beside a streaming call that keeps its session", async () => {
+    // The request bound: the larger of HEADERS_TIMEOUT and RPC_TIMEOUT plus the answer's 5 s.
+    const { server: s, orgId: org } = await serverWith({ IDLE_TIMEOUT: "1s", RPC_TIMEOUT: "1s", HEADERS_TIMEOUT: "1s" });
+    const session = http2.connect(s.url, { settings: { initialWindowSize: 0 } });
+    cleanups.push(() => session.destroy());
+    session.on("error", () => {});
+    // A health Watch keeps the session from being closed as idle (it lives to STREAM_MAX_LIFETIME)...
+    const watch = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Watch", "content-type": "application/grpc", te: "trailers" });
+    watch.on("error", () => {});
+    watch.end(envelope(new Uint8Array(0)));
+    // ...so only its own bound ends a /healthz whose answer can never leave.
+    const healthz = session.request({ ":path": "/healthz" });
+    healthz.on("error", () => {});
+    const ended = new Promise<number>((resolve) => healthz.once("close", () => resolve(healthz.rstCode ?? -1)));
+    expect(await ended).toBe(http2.constants.NGHTTP2_CANCEL);
+    expect(watch.closed).toBe(false);
+    watch.close();
+    await stillServes(s, org);
+  });
+
   it("lets go of HTTP/2 connections closed at IDLE_TIMEOUT whose clients never read nor close them", async () => {
     const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", IDLE_TIMEOUT: "1s" });
     const { port } = new URL(s.url);

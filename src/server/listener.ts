@@ -11,8 +11,26 @@ import type { Logger } from "../lib/log.ts";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
-/** How long a connection this side has ended (FIN sent) waits for the peer's end before it is destroyed. */
+/** How long an idle session told to go (GOAWAY) gets before its connection is destroyed. */
 const CLOSE_GRACE_MS = 1_000;
+/**
+ * How long a connection this side has ended (FIN sent) waits for the peer's end
+ * before it is destroyed: the kernel may still be delivering the answer's tail,
+ * which a destroy cut short once the peer sends anything more (RST).
+ */
+const LINGER_MS = 5_000;
+
+/** The HTTP/2 streams of calls with bounds of their own that may be quiet for long (streaming RPCs). */
+const longLivedStreams = new WeakSet<http2.Http2Stream>();
+
+/**
+ * Marks a request's HTTP/2 stream as a streaming call bounded by its caller
+ * (STREAM_MAX_LIFETIME): it is not cut at the listener's request bound, and keeps
+ * its session from being closed as idle while it is quiet. Nothing for HTTP/1.1.
+ */
+export function longLived(req: http.IncomingMessage | http2.Http2ServerRequest): void {
+  if ("stream" in req) longLivedStreams.add(req.stream);
+}
 
 /** A Node.js server response of node:http or node:http2, with write() and writeHead() typed alike (as connect-node does). */
 export type HttpResponse = (Omit<http.ServerResponse, "write"> | Omit<http2.Http2ServerResponse, "write">) & {
@@ -90,20 +108,28 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     if (closing) res.setHeader("connection", "close");
   });
   const sessions = new Set<http2.ServerHttp2Session>();
+  /** The socket being handed to the HTTP/2 server: its "session" event comes while it is. */
+  let handing: net.Socket | undefined;
   h2.on("session", (session) => {
+    // The session's own socket is a proxy that refuses destroy().
+    const raw = handing;
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
-    // Its streams open now: each has bounds of its own (RPC_TIMEOUT, STREAM_MAX_LIFETIME).
-    let streams = 0;
+    const streams = new Set<http2.Http2Stream>();
     session.on("stream", (stream) => {
-      streams++;
-      stream.once("close", () => streams--);
+      streams.add(stream);
+      // Every stream ends by the request bound, but a streaming call (its own bound); a
+      // route outside the RPCs that a client never lets answer (a zero window) too.
+      const cut = setTimeout(() => {
+        if (!longLivedStreams.has(stream)) stream.close(http2.constants.NGHTTP2_CANCEL);
+      }, opts.requestTimeoutMs);
+      stream.once("close", () => (clearTimeout(cut), streams.delete(stream)));
     });
-    // A session without traffic is closed (GOAWAY), and destroyed if it does not go;
-    // not one with a stream open that has nothing to say (a health Watch with no change).
+    // A session without traffic is closed (GOAWAY), and destroyed if it does not go; not
+    // one with a streaming call open that has nothing to say (a health Watch with no change).
     const onIdle = () => {
-      if (streams > 0) return void session.setTimeout(opts.idleTimeoutMs, onIdle);
-      const kill = setTimeout(() => session.destroy(), CLOSE_GRACE_MS);
+      if ([...streams].some((s) => longLivedStreams.has(s))) return void session.setTimeout(opts.idleTimeoutMs, onIdle);
+      const kill = setTimeout(() => (session.destroy(), raw?.destroy()), CLOSE_GRACE_MS);
       session.close(() => clearTimeout(kill));
     };
     session.setTimeout(opts.idleTimeoutMs, onIdle);
@@ -137,7 +163,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     // a keep-alive connection timed out), Node waits for the peer to end it too. A
     // peer that never does would hold it, and its MAX_CONNECTIONS place, for ever.
     socket.once("finish", () => {
-      const lingering = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+      const lingering = setTimeout(() => socket.destroy(), LINGER_MS);
       socket.once("close", () => clearTimeout(lingering));
     });
     // A peer that connects and says nothing, or sends the HTTP/2 preface a byte at a
@@ -159,7 +185,9 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       socket.pause();
       socket.unshift(head);
       if (isH2) {
+        handing = socket;
         h2.emit("connection", socket);
+        handing = undefined;
       } else {
         http1.emit("connection", socket);
         socket.resume();

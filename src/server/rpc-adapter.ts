@@ -20,7 +20,7 @@ import { deadlineExceeded, openCall, streamExpired, type CallBounds } from "./ca
 import { connectUnaryHandler } from "./connect-unary.ts";
 import { grpcUnaryHandler } from "./grpc-unary.ts";
 import type { HttpRequest, HttpResponse } from "./http-routes.ts";
-import type { RequestHandler } from "./listener.ts";
+import { longLived, type RequestHandler } from "./listener.ts";
 import type { UnaryFastPath, WholeAnswer } from "./unary.ts";
 
 export interface RpcAdapterOptions extends ConnectRouterOptions {
@@ -58,6 +58,7 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
       return;
     }
     const streaming = handler.method.methodKind !== "unary";
+    if (streaming) longLived(req);
     const header = requestHeaders(req);
     const bound = streaming ? bounds.streamMs : bounds.unaryMs;
     const asked = clientDeadlineMs(header);
