@@ -12,6 +12,7 @@ import { DeliveryDesk } from "../src/rules/delivery/delivery.ts";
 import { createCourier } from "../src/rules/courier/create.ts";
 import { claimMails, oldestDueMail, queueStats, renewClaims } from "../src/store/outbox.ts";
 import { claimMessages, oldestDueMessage } from "../src/store/delivery.ts";
+import { eventsAfter } from "../src/store/events.ts";
 import { openOrm } from "../src/store/orm.ts";
 import { sqlOf } from "../src/store/sql.ts";
 import { createLogger } from "../src/lib/log.ts";
@@ -204,6 +205,33 @@ describe("hot-path statements", () => {
     await looks();
     // Five looks, each by an index; not one walks the table.
     await vi.waitFor(async () => expect((await scans()).idx - before.idx).toBeGreaterThanOrEqual(5), { timeout: 5_000 });
+    expect((await scans()).seq - before.seq).toBe(0);
+  });
+
+  it("follow the event trail across organizations by its index, also after the poll's first calls met an empty trail", async () => {
+    const databaseUrl = await freshDatabase();
+    const db = new pg.Client(databaseUrl);
+    await db.connect();
+    closing.push(() => db.end());
+    // An empty trail (every event pruned by retention), vacuumed to no pages, its statistics kept so while it fills.
+    await db.query("alter table event set (autovacuum_enabled = false)");
+    await db.query("vacuum analyze event");
+    const orm = await openOrm({ databaseUrl, dataDir: "", dbPoolSize: 1 });
+    closing.push(() => orm.close(true));
+    const sql = await sqlOf(orm);
+    // A WatchEvents of every organization polls so while nothing happens.
+    for (let i = 0; i < 6; i++) expect(await eventsAfter(sql, "", undefined, 10)).toEqual([]);
+    await db.query(
+      `insert into event (org_id, type, occurred_at) select 'or-aaaaa-aaaaa-aaaaaaaaaaaaaaa' || (g % 10), 'code.issued', now() from generate_series(1, 20000) g`,
+    );
+    const scans = async () => {
+      await sql.query("select pg_stat_force_next_flush()");
+      const { rows } = await db.query("select seq_scan::int as seq, idx_scan::int as idx from pg_stat_user_tables where relname = 'event'");
+      return rows[0] as { seq: number; idx: number };
+    };
+    const before = await scans();
+    expect(await eventsAfter(sql, "", undefined, 10)).toHaveLength(10);
+    await vi.waitFor(async () => expect((await scans()).idx - before.idx).toBeGreaterThanOrEqual(1), { timeout: 5_000 });
     expect((await scans()).seq - before.seq).toBe(0);
   });
 });

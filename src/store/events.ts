@@ -18,7 +18,7 @@
 // statements or short admin transactions, bounded by DATABASE_STATEMENT_TIMEOUT).
 import type { Audit, EventPosition, EventType, NewEvent, TrailEvent } from "../domain/events.ts";
 import type { Purpose } from "../domain/purpose.ts";
-import type { Sql } from "./sql.ts";
+import { planEachCall, type Sql } from "./sql.ts";
 
 /** The oldest transaction still in flight: events of older transactions are final. */
 export const SETTLED = `tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint`;
@@ -85,15 +85,18 @@ export async function listEvents(sql: Sql, filter: EventFilter, before: EventPos
   return rows.map(eventOf);
 }
 
-/** Settled events after `after` (from the first when undefined), oldest first, at most `size`. */
-export async function eventsAfter(sql: Sql, orgId: string, after: EventPosition | undefined, size: number): Promise<TrailEvent[]> {
-  const rows = await sql.query(
-    `select ${COLUMNS} from event
-     where ${orgId ? "org_id = $1" : "$1 = ''"} and ${SETTLED}
+const eventsAfterSql = (scope: string) => `select ${COLUMNS} from event
+     where ${scope} and ${SETTLED}
        and (tx, id) > ($2::bigint, $3::bigint)
      order by event.tx, event.id
-     limit $4`,
-    [orgId, after?.tx ?? "-1", after?.id ?? "-1", size],
-  );
+     limit $4`;
+const EVENTS_AFTER_IN_ORG = eventsAfterSql("org_id = $1");
+// Across organizations, as a WatchEvents of every organization polls it, also while the
+// trail is empty: planned at each call (sql.ts, planEachCall).
+const EVENTS_AFTER_IN_ALL = planEachCall(eventsAfterSql("$1 = ''"));
+
+/** Settled events after `after` (from the first when undefined), oldest first, at most `size`. */
+export async function eventsAfter(sql: Sql, orgId: string, after: EventPosition | undefined, size: number): Promise<TrailEvent[]> {
+  const rows = await sql.query(orgId ? EVENTS_AFTER_IN_ORG : EVENTS_AFTER_IN_ALL, [orgId, after?.tx ?? "-1", after?.id ?? "-1", size]);
   return rows.map(eventOf);
 }
