@@ -163,18 +163,39 @@ describe("hot-path statements", () => {
     expect(findings).toEqual([]);
   });
 
-  it("read across organizations by the indexes of queued messages, also after their first calls met an empty table", async () => {
+  /**
+   * A fresh database whose `table` is empty and vacuumed to no pages (every row pruned by
+   * retention), its statistics kept so while it fills; the store's statements over the pool
+   * as the server runs them, on one connection, and that backend's scans of the table.
+   */
+  async function emptiedTable(table: "courier_message" | "event") {
     const databaseUrl = await freshDatabase();
     const db = new pg.Client(databaseUrl);
     await db.connect();
     closing.push(() => db.end());
-    // An empty outbox, vacuumed to no pages (every row pruned by retention), its statistics kept so while it fills.
-    await db.query("alter table courier_message set (autovacuum_enabled = false)");
-    await db.query("vacuum analyze courier_message");
-    // The store's statements as the server runs them: over the pool, one connection (one backend's counters).
+    await db.query(`alter table ${table} set (autovacuum_enabled = false)`);
+    await db.query(`vacuum analyze ${table}`);
     const orm = await openOrm({ databaseUrl, dataDir: "", dbPoolSize: 1 });
     closing.push(() => orm.close(true));
     const sql = await sqlOf(orm);
+    const scans = async () => {
+      // This backend's counts, flushed at its next transaction's end: the pool's one connection.
+      await sql.query("select pg_stat_force_next_flush()");
+      const { rows } = await db.query("select seq_scan::int as seq, idx_scan::int as idx from pg_stat_user_tables where relname = $1", [table]);
+      return rows[0] as { seq: number; idx: number };
+    };
+    /** Runs `calls` and checks that they scanned the table `indexScans` times by an index and never whole. */
+    const scansOf = async (calls: () => Promise<unknown>, indexScans: number) => {
+      const before = await scans();
+      await calls();
+      await vi.waitFor(async () => expect((await scans()).idx - before.idx).toBeGreaterThanOrEqual(indexScans), { timeout: 5_000 });
+      expect((await scans()).seq - before.seq).toBe(0);
+    };
+    return { db, sql, scansOf };
+  }
+
+  it("read across organizations by the indexes of queued messages, also after their first calls met an empty table", async () => {
+    const { db, sql, scansOf } = await emptiedTable("courier_message");
     const looks = async () => {
       const now = new Date();
       const floor = new Date(now.getTime() - 7_000);
@@ -195,43 +216,17 @@ describe("hot-path statements", () => {
          now() - interval '7 days' * random() + case when g % 50 = 0 then interval '7 days 1 hour' else interval '0' end, now(), now()
        from generate_series(1, 20000) g`,
     );
-    const scans = async () => {
-      // This backend's counts, flushed at its next transaction's end: the looks' own connection is the pool's one.
-      await sql.query("select pg_stat_force_next_flush()");
-      const { rows } = await db.query("select seq_scan::int as seq, idx_scan::int as idx from pg_stat_user_tables where relname = 'courier_message'");
-      return rows[0] as { seq: number; idx: number };
-    };
-    const before = await scans();
-    await looks();
     // Five looks, each by an index; not one walks the table.
-    await vi.waitFor(async () => expect((await scans()).idx - before.idx).toBeGreaterThanOrEqual(5), { timeout: 5_000 });
-    expect((await scans()).seq - before.seq).toBe(0);
+    await scansOf(looks, 5);
   });
 
   it("follow the event trail across organizations by its index, also after the poll's first calls met an empty trail", async () => {
-    const databaseUrl = await freshDatabase();
-    const db = new pg.Client(databaseUrl);
-    await db.connect();
-    closing.push(() => db.end());
-    // An empty trail (every event pruned by retention), vacuumed to no pages, its statistics kept so while it fills.
-    await db.query("alter table event set (autovacuum_enabled = false)");
-    await db.query("vacuum analyze event");
-    const orm = await openOrm({ databaseUrl, dataDir: "", dbPoolSize: 1 });
-    closing.push(() => orm.close(true));
-    const sql = await sqlOf(orm);
+    const { db, sql, scansOf } = await emptiedTable("event");
     // A WatchEvents of every organization polls so while nothing happens.
     for (let i = 0; i < 6; i++) expect(await eventsAfter(sql, "", undefined, 10)).toEqual([]);
     await db.query(
       `insert into event (org_id, type, occurred_at) select 'or-aaaaa-aaaaa-aaaaaaaaaaaaaaa' || (g % 10), 'code.issued', now() from generate_series(1, 20000) g`,
     );
-    const scans = async () => {
-      await sql.query("select pg_stat_force_next_flush()");
-      const { rows } = await db.query("select seq_scan::int as seq, idx_scan::int as idx from pg_stat_user_tables where relname = 'event'");
-      return rows[0] as { seq: number; idx: number };
-    };
-    const before = await scans();
-    expect(await eventsAfter(sql, "", undefined, 10)).toHaveLength(10);
-    await vi.waitFor(async () => expect((await scans()).idx - before.idx).toBeGreaterThanOrEqual(1), { timeout: 5_000 });
-    expect((await scans()).seq - before.seq).toBe(0);
+    await scansOf(async () => expect(await eventsAfter(sql, "", undefined, 10)).toHaveLength(10), 1);
   });
 });
