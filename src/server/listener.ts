@@ -7,6 +7,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { addressKey, parseAddress, type TrustedProxies } from "../lib/address.ts";
+import { CountsByKey } from "../lib/counts.ts";
 import type { Logger } from "../lib/log.ts";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -138,19 +139,13 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   h2.on("stream", (stream) => stream.on("error", (err) => opts.log.debug({ err: err.message }, "http2 stream error")));
 
   // Connections open per client address: one source must not take every MAX_CONNECTIONS place.
-  const fromAddress = new Map<string, number>();
+  const fromAddress = new CountsByKey();
   const admitted = (socket: net.Socket): boolean => {
     const address = parseAddress(socket.remoteAddress ?? "");
     if (opts.trustedProxies.has(address)) return true;
     const key = addressKey(address);
-    const open = fromAddress.get(key) ?? 0;
-    if (open >= opts.maxConnectionsPerAddress) return false;
-    fromAddress.set(key, open + 1);
-    socket.once("close", () => {
-      const left = fromAddress.get(key)! - 1;
-      if (left > 0) fromAddress.set(key, left);
-      else fromAddress.delete(key);
-    });
+    if (fromAddress.of(key) >= opts.maxConnectionsPerAddress) return false;
+    socket.once("close", fromAddress.add(key));
     return true;
   };
 

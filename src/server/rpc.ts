@@ -14,6 +14,7 @@ import { DeliveryService } from "../../gen/codegate/v1/delivery_pb.ts";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { attempt, raceAbort } from "../lib/abort.ts";
 import { addressKey, clientAddress, type TrustedProxies } from "../lib/address.ts";
+import { CountsByKey } from "../lib/counts.ts";
 import type { Logger } from "../lib/log.ts";
 import { contextOf, inSpan, SpanKind, tracingEnabled } from "../lib/tracing.ts";
 import type { AdminTokenVerifier } from "../rules/admin-tokens.ts";
@@ -141,7 +142,7 @@ class StreamSlots {
   #open = 0;
   #anonymous = 0;
   /** Streams open without an admin token, by client address (addressKey). */
-  readonly #anonymousFrom = new Map<string, number>();
+  readonly #anonymousFrom = new CountsByKey();
   readonly max: number;
   /**
    * Streams opened without an admin token (health Watch, reflection) hold at most
@@ -178,8 +179,7 @@ class StreamSlots {
     if (!admin && this.#anonymous >= this.anonymousMax) {
       throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`);
     }
-    const fromAddress = admin ? 0 : (this.#anonymousFrom.get(address) ?? 0);
-    if (!admin && fromAddress >= this.anonymousPerAddress) {
+    if (!admin && this.#anonymousFrom.of(address) >= this.anonymousPerAddress) {
       throw apiError(
         Code.ResourceExhausted,
         Reason.rateLimited,
@@ -187,20 +187,15 @@ class StreamSlots {
       );
     }
     this.#open++;
-    if (!admin) {
-      this.#anonymous++;
-      this.#anonymousFrom.set(address, fromAddress + 1);
-    }
+    if (!admin) this.#anonymous++;
+    const releaseAddress = admin ? undefined : this.#anonymousFrom.add(address);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       this.#open--;
-      if (admin) return;
-      this.#anonymous--;
-      const left = this.#anonymousFrom.get(address)! - 1;
-      if (left > 0) this.#anonymousFrom.set(address, left);
-      else this.#anonymousFrom.delete(address);
+      if (!admin) this.#anonymous--;
+      releaseAddress?.();
     };
   }
 }
