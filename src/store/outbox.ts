@@ -329,10 +329,10 @@ export interface QueueStats {
   oldestQueuedAt: Date | null;
 }
 
-/** Queued messages of every organization, per channel (each one there, empty or not): how many, and when the oldest was queued. */
-/** Across organizations, by the partial indexes of queued messages, at each scrape of the metrics. */
+// Across organizations, by the partial indexes of queued messages, at each scrape of the metrics.
 const QUEUE_STATS_SQL = planEachCall("select channel, count(*)::int as depth, min(created_at) as oldest from courier_message where status = 'queued' group by channel");
 
+/** Queued messages of every organization, per channel (each one there, empty or not): how many, and when the oldest was queued. */
 export async function queueStats(sql: Sql): Promise<Record<Channel, QueueStats>> {
   const rows = await sql.query(QUEUE_STATS_SQL);
   const stats = Object.fromEntries(channels.map((c) => [c, { depth: 0, oldestQueuedAt: null }])) as Record<Channel, QueueStats>;

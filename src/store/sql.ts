@@ -38,16 +38,16 @@ const plannedEachCall = new Set<string>();
 
 /**
  * Marks a statement to be planned at every call (sent unnamed, never prepared),
- * and answers its text. For the statements that read across organizations by a
- * partial index of queued messages, whatever their size. They run while nothing
- * is queued too, and a prepared statement keeps the plan it settled on: one made
- * on a table that a VACUUM had found empty and cut to no pages (an outbox whose
- * every row retention pruned; the bench between its phases) is a sequential scan
- * of the whole table, kept at every look until the next ANALYZE. (A table never
- * vacuumed is planned as ten pages: a new deployment gets the index.) Planned at
- * each call, they take the index once the table holds rows (test/plans.test.ts).
- * Their calls are few (a look per claim or poll, a floor read per few seconds):
- * planning is cheap.
+ * and answers its text. For the statements that read across organizations (the
+ * looks for queued messages, their floors, the queue's metrics, the event trail's
+ * poll) and also run while their table is empty. A prepared statement keeps the
+ * plan it settled on: one made on a table that a VACUUM had found empty and cut
+ * to no pages (every row pruned by retention; the bench between its phases) is a
+ * sequential scan of the whole table, kept at every call until the next ANALYZE.
+ * (A table never vacuumed is planned as ten pages: a new deployment gets the
+ * index.) Planned at each call, they take their index once the table holds rows
+ * (test/plans.test.ts). Their calls are few (a look per claim or poll, a floor
+ * read per few seconds): planning is cheap.
  */
 export function planEachCall(text: string): string {
   plannedEachCall.add(text);
