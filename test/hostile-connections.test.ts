@@ -27,6 +27,15 @@ const stillServes = (s: ServerProcess = server, org = orgId) => h.stillServes(s,
 const serverWith = (env: Record<string, string> = {}) => h.serverWith(env);
 const cleanups: (() => unknown)[] = [];
 
+/** A TCP connection to the server at `url`, once connected; destroyed at the end of the file if not before. */
+async function rawConnection(url: string, opts: { allowHalfOpen?: boolean } = {}): Promise<net.Socket> {
+  const socket = net.connect({ port: Number(new URL(url).port), host: "127.0.0.1", allowHalfOpen: opts.allowHalfOpen });
+  cleanups.push(() => socket.destroy());
+  socket.on("error", () => {});
+  await new Promise((resolve) => socket.once("connect", resolve));
+  return socket;
+}
+
 beforeAll(async () => {
   h = await hostileSetup();
   ({ server, orgId } = await serverWith());
@@ -154,16 +163,12 @@ describe("HTTP/2 and slow clients", () => {
   it("lets go of HTTP/2 connections closed at IDLE_TIMEOUT whose clients never read nor close them", async () => {
     // IDLE_TIMEOUT leaves the refusal below time to happen on a loaded machine: the places come free a second after it.
     const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", IDLE_TIMEOUT: "3s" });
-    const { port } = new URL(s.url);
     // The preface and an empty SETTINGS; then the client never reads, never closes. (No SETTINGS ack: sent
     // before the server's SETTINGS went out, it may be taken as a protocol error that ends the session at once.)
     const hello = Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.from("000000040000000000", "hex")]);
     const held = await Promise.all(
       Array.from({ length: 3 }, async () => {
-        const socket = net.connect({ port: Number(port), host: "127.0.0.1", allowHalfOpen: true });
-        cleanups.push(() => socket.destroy());
-        socket.on("error", () => {});
-        await new Promise((resolve) => socket.once("connect", resolve));
+        const socket = await rawConnection(s.url, { allowHalfOpen: true });
         socket.write(hello);
         socket.pause();
         return socket;
@@ -178,17 +183,10 @@ describe("HTTP/2 and slow clients", () => {
   });
 
   it("refuses one address's connections past MAX_CONNECTIONS_PER_ADDRESS, but not a trusted proxy's", async () => {
-    const hold = async (url: string) => {
-      const socket = net.connect(Number(new URL(url).port), "127.0.0.1");
-      cleanups.push(() => socket.destroy());
-      socket.on("error", () => {});
-      await new Promise((resolve) => socket.once("connect", resolve));
-      return socket;
-    };
     // Three: the checks after it (a pooled fetch, the admin client) stay clear of the limit.
     const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS_PER_ADDRESS: "3", HEADERS_TIMEOUT: "60s" });
-    const held = [await hold(s.url), await hold(s.url), await hold(s.url)];
-    const extra = await hold(s.url);
+    const held = [await rawConnection(s.url), await rawConnection(s.url), await rawConnection(s.url)];
+    const extra = await rawConnection(s.url);
     await new Promise<void>((resolve) => extra.once("close", () => resolve()));
     await expect(fetch(`${s.url}/healthz`)).rejects.toThrow();
     held[0].destroy();
@@ -198,19 +196,13 @@ describe("HTTP/2 and slow clients", () => {
 
     // Behind a trusted proxy every client comes from its address: its connections are not capped.
     const { server: proxied } = await serverWith({ MAX_CONNECTIONS_PER_ADDRESS: "3", HEADERS_TIMEOUT: "60s", TRUSTED_PROXIES: "127.0.0.1,::1" });
-    for (let i = 0; i < 4; i++) await hold(proxied.url);
+    for (let i = 0; i < 4; i++) await rawConnection(proxied.url);
     expect((await fetch(`${proxied.url}/healthz`)).status).toBe(200);
   });
 
   it("refuses connections past MAX_CONNECTIONS, and serves again once they go", async () => {
     const { server: s, orgId: org } = await serverWith({ MAX_CONNECTIONS: "3", HEADERS_TIMEOUT: "60s" });
-    const { port } = new URL(s.url);
-    const open = async () => {
-      const socket = net.connect(Number(port), "127.0.0.1");
-      socket.on("error", () => {});
-      await new Promise((resolve) => socket.once("connect", resolve));
-      return socket;
-    };
+    const open = () => rawConnection(s.url);
     const held = [await open(), await open(), await open()];
     const extra = await open();
     await new Promise<void>((resolve) => extra.once("close", () => resolve()));
