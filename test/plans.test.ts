@@ -227,6 +227,7 @@ describe("hot-path statements", () => {
     await db.query(
       `insert into event (org_id, type, occurred_at) select 'or-aaaaa-aaaaa-aaaaaaaaaaaaaaa' || (g % 10), 'code.issued', now() from generate_series(1, 20000) g`,
     );
-    await scansOf(async () => expect(await eventsAfter(sql, "", undefined, 10)).toHaveLength(10), 1);
+    // Settled once no transaction older than the insert runs, anywhere on the suite's shared server: polled until then.
+    await scansOf(() => vi.waitFor(async () => expect(await eventsAfter(sql, "", undefined, 10)).toHaveLength(10), { timeout: 10_000 }), 1);
   });
 });
