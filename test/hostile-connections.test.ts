@@ -260,6 +260,31 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes(s, org);
   });
 
+  it("ends a server stream whose request never arrives at RPC_TIMEOUT, not at STREAM_MAX_LIFETIME, and gives its slot back", async () => {
+    // Three anonymous slots (half of MAX_STREAMS), all taken by streams that never send their request whole.
+    const { server: s, orgId: org } = await serverWith({ RPC_TIMEOUT: "1s", STREAM_MAX_LIFETIME: "60s", MAX_STREAMS: "6" });
+    const wait = RPC_TIMEOUT_MS + 8_000;
+    const watchPath = "/grpc.health.v1.Health/Watch";
+    const [headersOnly, shortEnvelope, h1] = await Promise.all([
+      h2Request(s.url, { ":path": watchPath, "content-type": "application/grpc", te: "trailers" }, "", { end: false, waitMs: wait }),
+      h2Request(s.url, { ":path": watchPath, "content-type": "application/grpc", te: "trailers" }, envelope(Buffer.from([0x0a]), 0, 100), { end: false, waitMs: wait }),
+      // Connect over HTTP/1.1, with a Content-Length the body never reaches.
+      rawExchange(s.url, `POST ${watchPath} HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\nContent-Length: 100\r\n\r\n`, wait),
+    ]);
+    for (const [name, answer] of Object.entries({ headersOnly, shortEnvelope })) {
+      expect(answer.closed, name).toBe(true);
+      expect(answer.trailers["grpc-status"] ?? answer.headers["grpc-status"], name).toBe(String(status.DEADLINE_EXCEEDED));
+      expect(decodeURIComponent(String(answer.trailers["grpc-message"] ?? answer.headers["grpc-message"])), name).toMatch(/did not arrive within 1000 ms/);
+    }
+    expect(h1.closedByServer).toBe(true);
+    expect(h1.bytes.toString()).toMatch(/"code":"deadline_exceeded","message":"the request did not arrive within 1000 ms"/);
+    // The three slots are free again.
+    const watches = [0, 1, 2].map(() => serverStream(s.url, watchPath, HealthCheckRequestSchema, HealthCheckResponseSchema, { service: "" }));
+    cleanups.push(() => watches.forEach((w) => (w.cancel(), w.close())));
+    for (const w of watches) expect(await w.responses.nth(1)).toMatchObject({ status: HealthCheckResponse_ServingStatus.SERVING });
+    await stillServes(s, org);
+  });
+
   it("caps the streams one address opens without an admin token (MAX_STREAMS_PER_ADDRESS), not those of other addresses nor an administrator's", async () => {
     // The test's connections come from a trusted proxy: X-Forwarded-For names the client. Half of MAX_STREAMS
     // (6) is exactly the anonymous streams that open below: one slot a refused stream kept would refuse the last.

@@ -37,6 +37,9 @@ export interface Call {
 export const deadlineExceeded = (ms: number) => () =>
   apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request took longer than ${ms} ms`);
 
+export const requestLate = (ms: number) => () =>
+  apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request did not arrive within ${ms} ms`);
+
 export const streamExpired = (ms: number) => () =>
   apiError(Code.Unavailable, Reason.unavailable, `the stream reached its maximum lifetime of ${ms} ms; open a new one`);
 
@@ -45,19 +48,31 @@ const clientGone = () => new ConnectError("the client went away", Code.Canceled)
 /**
  * Opens a call bounded by `limitMs`. When the bound passes, the signal aborts
  * with the error `expired` makes, an HTTP/1.1 connection will close after the answer, and the
- * answer gets `graceMs` to leave before the response is destroyed.
+ * answer gets `graceMs` to leave before the response is destroyed. A call that
+ * needs its whole request before it can start (a server stream's one message)
+ * is bounded the same way by `requestMs` until the request has arrived.
  */
-export function openCall(req: HttpRequest, res: HttpResponse, limitMs: number, expired: () => ConnectError, graceMs: number): Call {
+export function openCall(req: HttpRequest, res: HttpResponse, limitMs: number, expired: () => ConnectError, graceMs: number, requestMs = Infinity): Call {
   const controller = new AbortController();
   let cut: NodeJS.Timeout | undefined;
-  const bound = setTimeout(() => {
-    controller.abort(expired());
+  const expire = (reason: ConnectError) => {
+    if (controller.signal.aborted) return;
+    controller.abort(reason);
     // The rest of a body that did not arrive in time must not hold the connection.
     if ("shouldKeepAlive" in res && !res.headersSent) res.shouldKeepAlive = false;
     cut = setTimeout(() => res.destroy(), graceMs);
-  }, limitMs);
+  };
+  const bound = setTimeout(() => expire(expired()), limitMs);
+  // The request is read as it comes (connect-es reads a server stream's at once): not ended by now, it is late.
+  const arrival =
+    requestMs < limitMs
+      ? setTimeout(() => {
+          if (!req.readableEnded) expire(requestLate(requestMs)());
+        }, requestMs)
+      : undefined;
   res.once("close", () => {
     clearTimeout(bound);
+    clearTimeout(arrival);
     clearTimeout(cut);
     // Not ended by us: the client left (HTTP/2 reports "finish" even for a reset stream).
     if (!res.writableEnded && !controller.signal.aborted) controller.abort(clientGone());

@@ -62,10 +62,12 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
     const header = requestHeaders(req);
     const bound = streaming ? bounds.streamMs : bounds.unaryMs;
     const asked = clientDeadlineMs(header);
+    // A server stream starts once its one request message has come, which gets a unary call's time.
+    const requestMs = handler.method.methodKind === "server_streaming" ? bounds.unaryMs : Infinity;
     const call =
       asked !== undefined && asked < bound
-        ? openCall(req, res, asked, deadlineExceeded(asked), bounds.graceMs)
-        : openCall(req, res, bound, streaming ? streamExpired(bound) : deadlineExceeded(bound), bounds.graceMs);
+        ? openCall(req, res, asked, deadlineExceeded(asked), bounds.graceMs, requestMs)
+        : openCall(req, res, bound, streaming ? streamExpired(bound) : deadlineExceeded(bound), bounds.graceMs, requestMs);
     values.set(callDeadlineKey, performance.now() + Math.min(asked ?? bound, bound));
     const request = {
       httpVersion: req.httpVersion,
