@@ -27,6 +27,13 @@ const stillServes = (s: ServerProcess = server, org = orgId) => h.stillServes(s,
 const serverWith = (env: Record<string, string> = {}) => h.serverWith(env);
 const cleanups: (() => unknown)[] = [];
 
+/** Refused connections of one reason: the counter, and the (throttled) warning lines. */
+async function refusals(s: ServerProcess, reason: string): Promise<{ counted: number; logged: Record<string, unknown>[] }> {
+  const metrics = await (await fetch(`${s.opsUrl}/metrics`)).text();
+  const counted = Number(new RegExp(`^codegate_connections_refused_total\\{reason="${reason}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
+  return { counted, logged: s.logs.filter((l) => l.msg?.startsWith("connection refused") && l.reason === reason) };
+}
+
 /** A TCP connection to the server at `url`, once connected; destroyed at the end of the file if not before. */
 async function rawConnection(url: string, opts: { allowHalfOpen?: boolean } = {}): Promise<net.Socket> {
   const socket = net.connect({ port: Number(new URL(url).port), host: "127.0.0.1", allowHalfOpen: opts.allowHalfOpen });
@@ -189,10 +196,18 @@ describe("HTTP/2 and slow clients", () => {
     const extra = await rawConnection(s.url);
     await new Promise<void>((resolve) => extra.once("close", () => resolve()));
     await expect(fetch(`${s.url}/healthz`)).rejects.toThrow();
+    // Both refusals counted, and a warning naming the address.
+    await vi.waitFor(async () => {
+      const { counted, logged } = await refusals(s, "max_connections_per_address");
+      expect(counted).toBeGreaterThanOrEqual(2);
+      expect(logged).toEqual([expect.objectContaining({ level: "warn", address: "127.0.0.1", refusedSinceLastLine: 0 })]);
+    });
     held[0].destroy();
     await vi.waitFor(async () => expect((await fetch(`${s.url}/healthz`)).status).toBe(200), { timeout: 5_000 });
     for (const socket of held) socket.destroy();
     await stillServes(s, org);
+    // Seconds later, still that one warning: the next may come a minute after it.
+    expect((await refusals(s, "max_connections_per_address")).logged).toHaveLength(1);
 
     // Behind a trusted proxy every client comes from its address: its connections are not capped.
     const { server: proxied } = await serverWith({ MAX_CONNECTIONS_PER_ADDRESS: "3", HEADERS_TIMEOUT: "60s", TRUSTED_PROXIES: "127.0.0.1,::1" });
@@ -206,6 +221,7 @@ describe("HTTP/2 and slow clients", () => {
     const held = [await open(), await open(), await open()];
     const extra = await open();
     await new Promise<void>((resolve) => extra.once("close", () => resolve()));
+    await vi.waitFor(async () => expect(await refusals(s, "max_connections")).toEqual({ counted: 1, logged: [expect.objectContaining({ level: "warn", address: "127.0.0.1" })] }));
     for (const socket of held) socket.destroy();
     await vi.waitFor(async () => expect((await fetch(`${s.url}/healthz`)).status).toBe(200), { timeout: 5_000 });
     await stillServes(s, org);

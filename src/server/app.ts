@@ -217,6 +217,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     trustedProxies,
     maxConcurrentStreams: config.http2MaxConcurrentStreams,
     log,
+    refused: metrics.connectionRefused,
   });
   await new Promise<void>((resolve, reject) => {
     listener.server.once("error", reject);

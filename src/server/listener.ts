@@ -21,6 +21,12 @@ const CLOSE_GRACE_MS = 1_000;
  */
 const LINGER_MS = 5_000;
 
+/** Refused connections are logged at most this often (each is counted): a flood of them must not flood the log. */
+const REFUSAL_LOG_MS = 60_000;
+
+/** Why a connection was refused: every `MAX_CONNECTIONS` place taken, or its address's share. */
+export type RefusalReason = "max_connections" | "max_connections_per_address";
+
 /** The HTTP/2 streams of calls with bounds of their own that may be quiet for long (streaming RPCs). */
 const longLivedStreams = new WeakSet<http2.Http2Stream>();
 
@@ -57,6 +63,8 @@ export interface ListenerOptions {
   /** Streams one HTTP/2 connection may have open at once. */
   maxConcurrentStreams: number;
   log: Logger;
+  /** Counts a refused connection. */
+  refused: (reason: RefusalReason) => void;
 }
 
 export interface Listener {
@@ -86,8 +94,27 @@ function guarded(handler: RequestHandler, log: Logger): RequestHandler {
   };
 }
 
+/**
+ * Reports a refused connection: counted each time, and logged (warn) the first
+ * time and then at most once per REFUSAL_LOG_MS per reason, with how many were
+ * refused in between, so that an operator sees clients turned away.
+ */
+function refusalReporter(opts: Pick<ListenerOptions, "log" | "refused" | "maxConnections" | "maxConnectionsPerAddress">) {
+  const last = new Map<RefusalReason, { at: number; unlogged: number }>();
+  return (reason: RefusalReason, address: string) => {
+    opts.refused(reason);
+    const now = performance.now();
+    const seen = last.get(reason);
+    if (seen && now - seen.at < REFUSAL_LOG_MS) return void seen.unlogged++;
+    last.set(reason, { at: now, unlogged: 0 });
+    const limit = reason === "max_connections" ? `MAX_CONNECTIONS (${opts.maxConnections})` : `MAX_CONNECTIONS_PER_ADDRESS (${opts.maxConnectionsPerAddress})`;
+    opts.log.warn({ reason, address, refusedSinceLastLine: seen?.unlogged ?? 0 }, `connection refused: ${limit} reached; logged at most once a minute, counted in codegate_connections_refused_total`);
+  };
+}
+
 export function createListener(unguarded: RequestHandler, opts: ListenerOptions): Listener {
   const handler = guarded(unguarded, opts.log);
+  const refuse = refusalReporter(opts);
   const http1 = http.createServer(
     {
       headersTimeout: opts.headersTimeoutMs,
@@ -144,7 +171,10 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     const address = parseAddress(socket.remoteAddress ?? "");
     if (opts.trustedProxies.has(address)) return true;
     const key = addressKey(address);
-    if (fromAddress.of(key) >= opts.maxConnectionsPerAddress) return false;
+    if (fromAddress.of(key) >= opts.maxConnectionsPerAddress) {
+      refuse("max_connections_per_address", key);
+      return false;
+    }
     socket.once("close", fromAddress.add(key));
     return true;
   };
@@ -193,6 +223,8 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   });
 
   server.maxConnections = opts.maxConnections;
+  // Node closes a connection past maxConnections itself, and says so here.
+  server.on("drop", (data) => refuse("max_connections", addressKey(parseAddress(data?.remoteAddress ?? ""))));
 
   return {
     server,

@@ -15,6 +15,7 @@ import { channels, type Channel } from "../../domain/outbox.ts";
 import type { Orm } from "../../store/orm.ts";
 import { poolStats, type PoolStats } from "../../store/probes.ts";
 import type { Sql } from "../../store/sql.ts";
+import type { RefusalReason } from "../listener.ts";
 
 export interface MetricsSources {
   /** Queued courier mail: how many, and when the oldest was queued (null when none). */
@@ -37,6 +38,8 @@ export interface Metrics {
   retention: RetentionEvents;
   /** Counts an error nobody handled (see process-guard.ts). */
   processError(kind: ProcessErrorKind): void;
+  /** Counts a connection the listener refused. */
+  connectionRefused(reason: RefusalReason): void;
   /** Counts one finished RPC; `code` is a gRPC status name ("OK", "NotFound", …). */
   observeRpc(service: string, method: string, code: string, seconds: number): void;
   /** The Prometheus text exposition of every metric. */
@@ -92,6 +95,14 @@ export function createMetrics(sources: MetricsSources): Metrics {
     registers,
   });
   for (const kind of ["unhandled_rejection", "uncaught_exception"] as const) processErrors.inc({ kind }, 0);
+
+  const connectionsRefused = new Counter({
+    name: "codegate_connections_refused_total",
+    help: "Connections refused: every MAX_CONNECTIONS place taken (max_connections), or the client address's MAX_CONNECTIONS_PER_ADDRESS (max_connections_per_address).",
+    labelNames: ["reason"] as const,
+    registers,
+  });
+  for (const reason of ["max_connections", "max_connections_per_address"] as const) connectionsRefused.inc({ reason }, 0);
 
   const perPurpose = (name: string, help: string) => {
     const counter = new Counter({ name, help, labelNames: ["purpose"] as const, registers });
@@ -205,6 +216,7 @@ export function createMetrics(sources: MetricsSources): Metrics {
     courier,
     retention,
     processError: (kind) => processErrors.inc({ kind }),
+    connectionRefused: (reason) => connectionsRefused.inc({ reason }),
     observeRpc(service, method, code, seconds) {
       rpcHandled.inc({ service, method, code });
       rpcDuration.observe({ service, method, code }, seconds);
