@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { readFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import { startServerProcess, type ServerProcess } from "./support/process.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink, codeFrom } from "./support/smtp.ts";
@@ -12,7 +13,9 @@ import { COURIER_NODE_FLAGS } from "../src/config/node-flags.ts";
 
 const started: ServerProcess[] = [];
 const sinks: SmtpSink[] = [];
+const cleanups: (() => void)[] = [];
 afterAll(async () => {
+  for (const c of cleanups) c();
   for (const s of started) await s.stop();
   for (const s of sinks) await s.stop();
 });
@@ -139,5 +142,30 @@ describe("serve with WORKERS=2", () => {
     const { loadConfig } = await import("../src/config/config.ts");
     expect(() => loadConfig({ WORKERS: "2" })).toThrow(/WORKERS=2: the embedded database \(PGlite\) serves one process; set DATABASE_URL/);
     expect(loadConfig({}).workers).toBe(1);
+  });
+});
+
+describe("MAX_CONNECTIONS with WORKERS=2", () => {
+  it("refuses a connection past every worker's limit, counted and logged, rather than passing it from worker to worker", async () => {
+    const full = await startServerProcess({ WORKERS: "2", MAX_CONNECTIONS: "1", COURIER_ENABLED: "false" });
+    started.push(full);
+    const { port } = new URL(full.url);
+    /** A keep-alive connection, answered once (true), or closed without an answer (false). */
+    const connection = async () => {
+      const socket = net.connect(Number(port), "127.0.0.1");
+      socket.on("error", () => {});
+      cleanups.push(() => socket.destroy());
+      socket.write("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+      return new Promise<boolean>((resolve) => {
+        socket.once("data", () => resolve(true));
+        socket.once("close", () => resolve(false));
+      });
+    };
+    // The primary hands connections round robin: one to each worker, and both are full.
+    expect([await connection(), await connection()]).toEqual([true, true]);
+    expect(await connection()).toBe(false);
+    const metrics = await (await fetch(`${full.opsUrl}/metrics`)).text();
+    expect(metric(metrics, /^codegate_connections_refused_total\{reason="max_connections"\}/)).toBe(1);
+    await vi.waitFor(() => expect(full.logs.filter((l) => l.msg?.startsWith("connection refused") && l.reason === "max_connections")).toHaveLength(1));
   });
 });

@@ -99,11 +99,14 @@ function guarded(handler: RequestHandler, log: Logger): RequestHandler {
  * time and then at most once per REFUSAL_LOG_MS per reason, with how many were
  * refused in between, so that an operator sees clients turned away.
  */
-function refusalReporter(opts: Pick<ListenerOptions, "log" | "refused" | "maxConnections" | "maxConnectionsPerAddress">) {
+export function refusalReporter(
+  opts: Pick<ListenerOptions, "refused" | "maxConnections" | "maxConnectionsPerAddress"> & { log: Pick<Logger, "warn"> },
+  clock: () => number = () => performance.now(),
+): (reason: RefusalReason, address: string) => void {
   const last = new Map<RefusalReason, { at: number; unlogged: number }>();
-  return (reason: RefusalReason, address: string) => {
+  return (reason, address) => {
     opts.refused(reason);
-    const now = performance.now();
+    const now = clock();
     const seen = last.get(reason);
     if (seen && now - seen.at < REFUSAL_LOG_MS) return void seen.unlogged++;
     last.set(reason, { at: now, unlogged: 0 });
@@ -181,6 +184,12 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
 
   // No Nagle: small RPC answers must leave at once.
   const server = net.createServer({ noDelay: true }, (socket) => {
+    // Counted here rather than by net.Server's maxConnections: in a cluster's worker, that
+    // one hands a connection it refuses back to the primary, which offers it to the next.
+    if (sockets.size >= opts.maxConnections) {
+      refuse("max_connections", addressKey(parseAddress(socket.remoteAddress ?? "")));
+      return void socket.destroy();
+    }
     if (!admitted(socket)) return void socket.destroy();
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
@@ -222,9 +231,6 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     socket.on("error", () => socket.destroy());
   });
 
-  server.maxConnections = opts.maxConnections;
-  // Node closes a connection past maxConnections itself, and says so here.
-  server.on("drop", (data) => refuse("max_connections", addressKey(parseAddress(data?.remoteAddress ?? ""))));
 
   return {
     server,

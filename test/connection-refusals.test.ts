@@ -1,0 +1,35 @@
+// Refused connections (server/listener.ts): each one counted, the log told at most once
+// a minute per limit, with how many went unlogged in between. The listener's own tests
+// (hostile-connections.test.ts, cluster.test.ts) refuse real connections; this one moves
+// the clock past the minute, which they cannot wait for.
+import { describe, expect, it } from "vitest";
+import { refusalReporter, type RefusalReason } from "../src/server/listener.ts";
+
+describe("refused connections", () => {
+  it("are each counted, and logged the first time and then once a minute per limit, with the count in between", () => {
+    let now = 0;
+    const counted: RefusalReason[] = [];
+    const lines: { fields: Record<string, unknown>; msg: string }[] = [];
+    const refuse = refusalReporter(
+      { refused: (reason) => counted.push(reason), maxConnections: 10, maxConnectionsPerAddress: 2, log: { warn: (fields: Record<string, unknown>, msg: string) => lines.push({ fields, msg }) } as never },
+      () => now,
+    );
+    const at = (ms: number, reason: RefusalReason, address: string) => ((now = ms), refuse(reason, address));
+
+    at(0, "max_connections_per_address", "203.0.113.7");
+    at(1_000, "max_connections_per_address", "203.0.113.7");
+    at(30_000, "max_connections", "198.51.100.1"); // the other limit has a line of its own
+    at(59_999, "max_connections_per_address", "203.0.113.8");
+    at(60_000, "max_connections_per_address", "203.0.113.9");
+    at(60_001, "max_connections_per_address", "203.0.113.9");
+
+    expect(counted).toHaveLength(6);
+    expect(lines.map((l) => l.fields)).toEqual([
+      { reason: "max_connections_per_address", address: "203.0.113.7", refusedSinceLastLine: 0 },
+      { reason: "max_connections", address: "198.51.100.1", refusedSinceLastLine: 0 },
+      { reason: "max_connections_per_address", address: "203.0.113.9", refusedSinceLastLine: 2 },
+    ]);
+    expect(lines[0]!.msg).toMatch(/MAX_CONNECTIONS_PER_ADDRESS \(2\)/);
+    expect(lines[1]!.msg).toMatch(/MAX_CONNECTIONS \(10\)/);
+  });
+});
