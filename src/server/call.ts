@@ -37,8 +37,9 @@ export interface Call {
 export const deadlineExceeded = (ms: number) => () =>
   apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request took longer than ${ms} ms`);
 
-export const requestLate = (ms: number) => () =>
-  apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the request did not arrive within ${ms} ms`);
+/** Its request not read whole in time: not received, or the gate before it (an admin token's check) too slow. */
+export const startedLate = (ms: number) => () =>
+  apiError(Code.DeadlineExceeded, Reason.deadlineExceeded, `the stream did not start within ${ms} ms: its request was not read whole by then`);
 
 export const streamExpired = (ms: number) => () =>
   apiError(Code.Unavailable, Reason.unavailable, `the stream reached its maximum lifetime of ${ms} ms; open a new one`);
@@ -50,7 +51,7 @@ const clientGone = () => new ConnectError("the client went away", Code.Canceled)
  * with the error `expired` makes, an HTTP/1.1 connection will close after the answer, and the
  * answer gets `graceMs` to leave before the response is destroyed. A call that
  * needs its whole request before it can start (a server stream's one message)
- * is bounded the same way by `requestMs` until the request has arrived.
+ * is bounded the same way by `requestMs` until that request has been read.
  */
 export function openCall(req: HttpRequest, res: HttpResponse, limitMs: number, expired: () => ConnectError, graceMs: number, requestMs = Infinity): Call {
   const controller = new AbortController();
@@ -63,11 +64,11 @@ export function openCall(req: HttpRequest, res: HttpResponse, limitMs: number, e
     cut = setTimeout(() => res.destroy(), graceMs);
   };
   const bound = setTimeout(() => expire(expired()), limitMs);
-  // The request is read as it comes (connect-es reads a server stream's at once): not ended by now, it is late.
+  // connect-es reads a server stream's request to its end once the gate has let it pass, before its handler starts.
   const arrival =
     requestMs < limitMs
       ? setTimeout(() => {
-          if (!req.readableEnded) expire(requestLate(requestMs)());
+          if (!req.readableEnded) expire(startedLate(requestMs)());
         }, requestMs)
       : undefined;
   res.once("close", () => {
