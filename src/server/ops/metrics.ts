@@ -88,27 +88,27 @@ export function createMetrics(sources: MetricsSources): Metrics {
     registers,
   });
 
-  const processErrors = new Counter({
-    name: "codegate_process_errors_total",
-    help: "Errors nobody handled: promise rejections nobody awaited, and exceptions thrown out of a callback.",
-    labelNames: ["kind"] as const,
-    registers,
-  });
-  for (const kind of ["unhandled_rejection", "uncaught_exception"] as const) processErrors.inc({ kind }, 0);
-
-  const connectionsRefused = new Counter({
-    name: "codegate_connections_refused_total",
-    help: "Connections refused: every MAX_CONNECTIONS place taken (max_connections), or the client address's MAX_CONNECTIONS_PER_ADDRESS (max_connections_per_address).",
-    labelNames: ["reason"] as const,
-    registers,
-  });
-  for (const reason of ["max_connections", "max_connections_per_address"] as const) connectionsRefused.inc({ reason }, 0);
-
+  /** A counter by one label, every series of which exists from the start, so that rate() sees the first increment. */
+  const countsBy = <V extends string>(name: string, help: string, label: string, values: readonly V[]) => {
+    const counter = new Counter({ name, help, labelNames: [label], registers });
+    for (const value of values) counter.inc({ [label]: value }, 0);
+    return (value: V) => counter.inc({ [label]: value });
+  };
+  const processErrors = countsBy<ProcessErrorKind>(
+    "codegate_process_errors_total",
+    "Errors nobody handled: promise rejections nobody awaited, and exceptions thrown out of a callback.",
+    "kind",
+    ["unhandled_rejection", "uncaught_exception"],
+  );
+  const connectionsRefused = countsBy<RefusalReason>(
+    "codegate_connections_refused_total",
+    "Connections refused: every MAX_CONNECTIONS place taken (max_connections), or the client address's MAX_CONNECTIONS_PER_ADDRESS (max_connections_per_address).",
+    "reason",
+    ["max_connections", "max_connections_per_address"],
+  );
   const perPurpose = (name: string, help: string) => {
-    const counter = new Counter({ name, help, labelNames: ["purpose"] as const, registers });
-    // Every series exists from the start, so rate() sees the first increment.
-    for (const purpose of purposes) counter.inc({ purpose }, 0);
-    return (purpose: Purpose) => counter.inc({ purpose: purposeLabel(purpose) });
+    const count = countsBy<string>(name, help, "purpose", purposes);
+    return (purpose: Purpose) => count(purposeLabel(purpose));
   };
   const takeBacksFailed = new Counter({
     name: "codegate_rate_limit_take_backs_failed_total",
@@ -215,8 +215,8 @@ export function createMetrics(sources: MetricsSources): Metrics {
     codes,
     courier,
     retention,
-    processError: (kind) => processErrors.inc({ kind }),
-    connectionRefused: (reason) => connectionsRefused.inc({ reason }),
+    processError: processErrors,
+    connectionRefused: connectionsRefused,
     observeRpc(service, method, code, seconds) {
       rpcHandled.inc({ service, method, code });
       rpcDuration.observe({ service, method, code }, seconds);
