@@ -144,16 +144,39 @@ for (const { call, state, username } of plan) {
   if (n > WARMUP) times.set(key, [...(times.get(key) ?? []), ms]);
 }
 
+/**
+ * Mann-Whitney's rank-sum test of `xs` against `ys`, as z: how many standard errors
+ * `xs` runs slower (positive) or faster than `ys`. |z| > 3 is a difference an attacker
+ * with that many samples tells apart; noise alone stays mostly within ±2.
+ */
+function rankSumZ(xs: number[], ys: number[]): number {
+  const all = [...xs.map((v) => ({ v, x: true })), ...ys.map((v) => ({ v, x: false }))].sort((a, b) => a.v - b.v);
+  let rankSumX = 0;
+  for (let i = 0; i < all.length; ) {
+    let j = i;
+    while (j < all.length && all[j]!.v === all[i]!.v) j++;
+    const rank = (i + 1 + j) / 2; // ties share their mean rank
+    for (let k = i; k < j; k++) if (all[k]!.x) rankSumX += rank;
+    i = j;
+  }
+  const [n, m] = [xs.length, ys.length];
+  const u = rankSumX - (n * (n + 1)) / 2;
+  return (u - (n * m) / 2) / Math.sqrt((n * m * (n + m + 1)) / 12);
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
 console.log(`\nanswer times (ms), ${CALLS} calls per call and state after ${WARMUP} warm-up, interleaved, one at a time, HTTP/1.1 JSON`);
-console.log(`${"call".padEnd(24)}${"state".padEnd(20)}${"p50".padStart(8)}${"p90".padStart(8)}`);
+console.log("z: Mann-Whitney rank-sum z against the unknown usernames' times (|z| > 3: told apart)");
+console.log(`${"call".padEnd(24)}${"state".padEnd(20)}${"p50".padStart(8)}${"p90".padStart(8)}${"z".padStart(8)}`);
 for (const call of calls) {
   const medians: number[] = [];
+  const unknown = times.get(`${call.name}|unknown`)!;
   for (const state of statesOf(call)) {
     const xs = times.get(`${call.name}|${state}`)!;
     medians.push(median(xs));
-    console.log(`${call.name.padEnd(24)}${state.padEnd(20)}${median(xs).toFixed(2).padStart(8)}${p90(xs).toFixed(2).padStart(8)}`);
+    const z = state === "unknown" ? "" : rankSumZ(xs, unknown).toFixed(1);
+    console.log(`${call.name.padEnd(24)}${state.padEnd(20)}${median(xs).toFixed(2).padStart(8)}${p90(xs).toFixed(2).padStart(8)}${z.padStart(8)}`);
   }
   console.log(`${"".padEnd(24)}${"largest p50 gap".padEnd(20)}${(Math.max(...medians) - Math.min(...medians)).toFixed(3).padStart(8)}\n`);
 }

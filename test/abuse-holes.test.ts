@@ -10,6 +10,7 @@ import { ConfigError } from "../src/config/env.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { mostPerDay, oneIn, worstDailyGuessChance } from "../src/domain/guess-chance.ts";
 import type { Sql } from "../src/store/sql.ts";
+import { AnswerTimes } from "../src/rules/answer-times.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, type TestServer } from "./support/server.ts";
@@ -20,8 +21,8 @@ const servers: TestServer[] = [];
 let smtp: SmtpSink;
 const clock = new ManualClock();
 
-async function serverWith(env: Record<string, string>, instrumentSql?: (sql: Sql) => Sql): Promise<{ server: TestServer; orgId: string }> {
-  const server = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", ...env }, { clock, instrumentSql });
+async function serverWith(env: Record<string, string>, instrumentSql?: (sql: Sql) => Sql, sendTimes?: AnswerTimes): Promise<{ server: TestServer; orgId: string }> {
+  const server = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", ...env }, { clock, instrumentSql, sendTimes });
   servers.push(server);
   const fx = adminFixtures(server.url);
   const orgId = (await fx.org("Probed")).id;
@@ -285,6 +286,45 @@ describe("every public call", () => {
       register.push([...recorded]);
     }
     for (const statements of register) expect(statements).toEqual(register[0]);
+  });
+
+  it("answers no sooner than most sends that queued mail, whether or not it queued any (answer-times.ts): each send of a kind is held, those that queue mail timed", async () => {
+    const seen: string[] = [];
+    const watched = new (class extends AnswerTimes {
+      override record(kind: string, startedAt: number) {
+        seen.push(`timed ${kind}`);
+        super.record(kind, startedAt);
+      }
+      override hold(kind: string, startedAt: number, signal?: AbortSignal) {
+        seen.push(`held ${kind}`);
+        return super.hold(kind, startedAt, signal);
+      }
+    })();
+    const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, watched);
+    const fx = adminFixtures(server.url);
+    const org = await fx.org("Timed", { selfServiceSignup: true });
+    await fx.identity(org.id, "known@example.com", "active");
+    await fx.identity(org.id, "pending@example.com", "pending");
+    await fx.identity(org.id, "disabled@example.com", "disabled");
+    fx.close();
+    seen.length = 0; // the pending identity's registration code
+    const send = async (service: string, method: string, username: string, orgId = org.id) =>
+      expect((await postJson(server.url, `/codegate.v1.${service}/${method}`, { username, orgId })).status, `${method} ${username}`).toBe(200);
+    for (const username of ["known@example.com", "unknown@example.com", "pending@example.com", "disabled@example.com"]) await send("LoginService", "SendLoginCode", username);
+    await send("LoginService", "SendLoginCode", "known@example.com", "or-aaaaa-aaaaa-aaaaaaaaaaaaaaaa"); // an unknown organization
+    for (const username of ["pending@example.com", "known@example.com"]) await send("RegistrationService", "ResendRegistrationCode", username);
+    for (const username of ["known@example.com", "unknown@example.com"]) await send("RecoveryService", "SendRecoveryCode", username);
+    // Sign-up: a new username gets a code, an active one a notice (both mail), a disabled one nothing.
+    for (const username of ["brand-new@example.com", "known@example.com", "disabled@example.com"]) await send("RegistrationService", "Register", username);
+    const timed = "timed login, held login";
+    expect(seen.join(", ")).toBe(
+      [
+        ...[timed, "held login", "held login", "held login", "held login"],
+        ...["timed registration, held registration", "held registration"],
+        ...["timed recovery, held recovery", "held recovery"],
+        ...["timed registration+signup, held registration+signup", "timed registration+signup, held registration+signup", "held registration+signup"],
+      ].join(", "),
+    );
   });
 });
 

@@ -13,6 +13,7 @@ import type { Purpose } from "../domain/purpose.ts";
 import { recordEvent } from "../store/events.ts";
 import { insertPendingIdentity } from "../store/identities.ts";
 import type { Sql } from "../store/sql.ts";
+import type { AnswerTimes } from "./answer-times.ts";
 import type { CodeEngine, IssueRequest, IssuedCode } from "./codes/engine.ts";
 import type { FlowLimits } from "./limits/limits.ts";
 import { linkTarget } from "./mail/links.ts";
@@ -31,6 +32,8 @@ export interface FlowDeps {
   tokens: ProofTokens;
   /** The organizations' mail templates (cached). */
   mail: MailTemplates;
+  /** How long the sends that queued mail took: every send answers no sooner than most of them. */
+  sendTimes: AnswerTimes;
 }
 
 /** The organization a public request names: org_id, else tenant_id. */
@@ -65,13 +68,18 @@ export interface SendRequest extends OrgRef {
 /**
  * A public "send me a code" call: counts its rate limits and, within them,
  * issues and queues the code, in one statement whether or not the account
- * exists. Throws RateLimited over a limit; answers nothing that depends on the account.
+ * exists, and answers no sooner than most sends that queued mail (answer-times.ts).
+ * Throws RateLimited over a limit; answers nothing that depends on the account.
  */
 export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org?: Org; sent?: IssuedCode }> {
+  const startedAt = deps.sendTimes.now();
+  // Sign-up creates an identity as it sends: it is timed apart from the other sends of its mail.
+  const kind = send.createPending ? `${send.mail}+signup` : send.mail;
   const org = await deps.orgs.resolve(send.orgId, send.tenantId);
   const keys = deps.limits.sendKeys(org, send.purpose, send.username, send.address);
   if (!org) {
     await deps.limits.enforce(send.orgId || send.tenantId, keys);
+    await deps.sendTimes.hold(kind, startedAt, send.signal);
     return {};
   }
   // From memory once cached; chosen by organization, locale and request alone, never by the account.
@@ -91,6 +99,8 @@ export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org
     signal: send.signal,
   });
   if (sent.retryAfterMs > 0) throw new RateLimited(sent.retryAfterMs);
+  if (sent.queuedOn.length > 0) deps.sendTimes.record(kind, startedAt);
+  await deps.sendTimes.hold(kind, startedAt, send.signal);
   return { org, sent };
 }
 

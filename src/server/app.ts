@@ -42,6 +42,7 @@ import { createRpcAdapter } from "./rpc-adapter.ts";
 import { requestIdKey } from "../services/context-keys.ts";
 import { rpcPipeline } from "./rpc.ts";
 import { startTracing } from "./tracing.ts";
+import { AnswerTimes } from "../rules/answer-times.ts";
 import { tracedSql } from "../store/traced-sql.ts";
 import type { SpanExporter } from "@opentelemetry/sdk-trace";
 
@@ -102,6 +103,8 @@ export interface StartOptions {
   worker?: boolean;
   /** Run the retention job (default); `serve`'s API workers leave it to the courier worker. */
   retention?: boolean;
+  /** The sends' answer times (a test's, to watch them). */
+  sendTimes?: AnswerTimes;
 }
 
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
@@ -168,7 +171,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // A retried message is rung for at its time, as one queued then would be.
   const dueLater = new DueLater(queuedOn, clock);
   const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits, released: queuedOn, dueLater });
-  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, changes: orgChanges, delivery };
+  const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, sendTimes: opts.sendTimes ?? new AnswerTimes(), changes: orgChanges, delivery };
 
   const shutdown = new AbortController();
   const api = apiServices(deps);

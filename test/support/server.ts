@@ -8,10 +8,8 @@ import { Writable } from "node:stream";
 import pg from "pg";
 import { inject } from "vitest";
 import { startApp, type App, type StartOptions } from "../../src/server/app.ts";
-import type { Clock } from "../../src/domain/clock.ts";
 import { loadConfig } from "../../src/config/config.ts";
 import { createLogger } from "../../src/lib/log.ts";
-import type { HealthOptions } from "../../src/server/ops/health.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-" + randomBytes(8).toString("hex");
 
@@ -71,7 +69,7 @@ export interface TestServer {
 
 export async function startTestServer(
   env: Record<string, string> = {},
-  opts: { clock?: Clock; health?: HealthOptions; instrumentSql?: StartOptions["instrumentSql"]; spanExporter?: StartOptions["spanExporter"] } = {},
+  opts: Pick<StartOptions, "clock" | "health" | "instrumentSql" | "spanExporter" | "sendTimes"> = {},
 ): Promise<TestServer> {
   const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
   const dataDir = mkdtempSync(join(tmpdir(), "codegate-test-"));
@@ -94,7 +92,7 @@ export async function startTestServer(
       cb();
     },
   });
-  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql, spanExporter: opts.spanExporter });
+  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql, spanExporter: opts.spanExporter, sendTimes: opts.sendTimes });
   return {
     app,
     url: app.url,
