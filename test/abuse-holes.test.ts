@@ -11,6 +11,7 @@ import { loadConfig } from "../src/config/config.ts";
 import { mostPerDay, oneIn, worstDailyGuessChance } from "../src/domain/guess-chance.ts";
 import type { Sql } from "../src/store/sql.ts";
 import { AnswerTimes } from "../src/rules/answer-times.ts";
+import type { StartOptions } from "../src/server/app.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { ADMIN_TOKEN, DEPLOYMENT_ENV, startTestServer, type TestServer } from "./support/server.ts";
@@ -21,8 +22,12 @@ const servers: TestServer[] = [];
 let smtp: SmtpSink;
 const clock = new ManualClock();
 
-async function serverWith(env: Record<string, string>, instrumentSql?: (sql: Sql) => Sql, sendTimes?: AnswerTimes): Promise<{ server: TestServer; orgId: string }> {
-  const server = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", ...env }, { clock, instrumentSql, sendTimes });
+async function serverWith(
+  env: Record<string, string>,
+  instrumentSql?: (sql: Sql) => Sql,
+  times: Pick<StartOptions, "sendTimes" | "failureTimes"> = {},
+): Promise<{ server: TestServer; orgId: string }> {
+  const server = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", ...env }, { clock, instrumentSql, ...times });
   servers.push(server);
   const fx = adminFixtures(server.url);
   const orgId = (await fx.org("Probed")).id;
@@ -240,6 +245,20 @@ describe("a deployment on a real database", () => {
   });
 });
 
+/** AnswerTimes that says what it is told: "timed <kind>" for a recorded duration, "held <kind>" for a hold. */
+function watchedTimes(seen: string[]): AnswerTimes {
+  return new (class extends AnswerTimes {
+    override record(kind: string, startedAt: number) {
+      seen.push(`timed ${kind}`);
+      super.record(kind, startedAt);
+    }
+    override hold(kind: string, startedAt: number, signal?: AbortSignal) {
+      seen.push(`held ${kind}`);
+      return super.hold(kind, startedAt, signal);
+    }
+  })();
+}
+
 describe("every public call", () => {
   it("runs the same statements, in number and text, for known, unknown, pending and disabled usernames", async () => {
     const recorded: string[] = [];
@@ -290,17 +309,7 @@ describe("every public call", () => {
 
   it("answers no sooner than most sends that queued mail, whether or not it queued any (answer-times.ts): each send of a kind is held, those that queue mail timed", async () => {
     const seen: string[] = [];
-    const watched = new (class extends AnswerTimes {
-      override record(kind: string, startedAt: number) {
-        seen.push(`timed ${kind}`);
-        super.record(kind, startedAt);
-      }
-      override hold(kind: string, startedAt: number, signal?: AbortSignal) {
-        seen.push(`held ${kind}`);
-        return super.hold(kind, startedAt, signal);
-      }
-    })();
-    const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, watched);
+    const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, { sendTimes: watchedTimes(seen) });
     const fx = adminFixtures(server.url);
     const org = await fx.org("Timed", { selfServiceSignup: true });
     await fx.identity(org.id, "known@example.com", "active");
@@ -325,6 +334,23 @@ describe("every public call", () => {
         ...["timed registration+signup, held registration+signup", "timed registration+signup, held registration+signup", "held registration+signup"],
       ].join(", "),
     );
+  });
+
+  it("fails a wrong guess by username no sooner than most wrong guesses that a live code took: each failure held, those a live code took timed", async () => {
+    const seen: string[] = [];
+    const { server, orgId } = await serverWith({}, undefined, { failureTimes: watchedTimes(seen) });
+    const fx = adminFixtures(server.url);
+    await fx.identity(orgId, "coded@example.com", "active");
+    fx.close();
+    expect((await postJson(server.url, `${L}/SendLoginCode`, { username: "coded@example.com", orgId })).status).toBe(200);
+    const code = codeFrom(await smtp.nextMailTo("coded@example.com"));
+    const wrong = code === "000000" ? "111111" : "000000";
+    for (const username of ["coded@example.com", "owner@example.com", "nobody@example.com"]) {
+      expect((await postJson(server.url, `${L}/VerifyLoginCode`, { username, orgId, code: wrong })).status, username).toBe(401);
+    }
+    expect((await postJson(server.url, `${L}/VerifyLoginCode`, { username: "coded@example.com", orgId, code })).status).toBe(200);
+    // The live code took the first guess; none took the other two; the right code is not a failure.
+    expect(seen).toEqual(["timed login", "held login", "held login", "held login"]);
   });
 });
 

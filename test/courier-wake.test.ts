@@ -12,6 +12,7 @@ import pg from "pg";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import type { Channel } from "../src/domain/outbox.ts";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
+import { AnswerTimes } from "../src/rules/answer-times.ts";
 import { MAIL_QUEUED_CHANNEL } from "../src/store/mail-queued.ts";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -175,7 +176,7 @@ describe("a code issued in a caller's transaction (a new identity's registration
     const app = server.app;
     const told: Channel[][] = [];
     // The engine as the server builds it, with its claimants told through a spy.
-    const engine = new CodeEngine({ sql: app.sql, config: app.config, secrets: app.secrets, clock: app.clock, events: app.metrics.codes, onQueued: (channels) => told.push([...channels]) });
+    const engine = new CodeEngine({ sql: app.sql, config: app.config, secrets: app.secrets, clock: app.clock, events: app.metrics.codes, onQueued: (channels) => told.push([...channels]), failureTimes: new AnswerTimes() });
     const org = (await app.orgs.resolve(orgId, ""))!;
     const issued = await app.sql.transaction(async (tx) => {
       const code = await engine.issue({ org, purpose: "login", target: { username: "woken@example.com" }, requiredState: "active", mail: "login" }, tx);

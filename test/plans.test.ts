@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import pg from "pg";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
+import { AnswerTimes } from "../src/rules/answer-times.ts";
 import { DeliveryDesk } from "../src/rules/delivery/delivery.ts";
 import { createCourier } from "../src/rules/courier/create.ts";
 import { claimMails, oldestDueMail, queueStats, renewClaims } from "../src/store/outbox.ts";
@@ -91,6 +92,7 @@ describe("hot-path statements", () => {
       clock: app.clock,
       events: app.metrics.codes,
       onQueued: () => {},
+      failureTimes: new AnswerTimes(),
     });
     const org = (await app.orgs.resolve(created.id, ""))!;
     const limits = (username: string) => [{ key: `send:${username}`, limits: [{ max: 1000, windowMs: 60_000 }] }];

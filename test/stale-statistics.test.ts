@@ -10,6 +10,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { CodeEngine } from "../src/rules/codes/engine.ts";
+import { AnswerTimes } from "../src/rules/answer-times.ts";
 import type { Row, Sql } from "../src/store/sql.ts";
 import { explainedRead, type PlanMode, type Reading } from "./support/explain.ts";
 import { freshDatabase, startTestServer, type TestServer } from "./support/server.ts";
@@ -115,6 +116,7 @@ describe("the statements of sends and verifications", () => {
         clock: app.clock,
         events: app.metrics.codes,
         onQueued: () => {},
+        failureTimes: new AnswerTimes(),
       });
       for (let i = 0; i < 3; i++) {
         const username = `user${++n}@example.com`;

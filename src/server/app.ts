@@ -103,8 +103,9 @@ export interface StartOptions {
   worker?: boolean;
   /** Run the retention job (default); `serve`'s API workers leave it to the courier worker. */
   retention?: boolean;
-  /** The sends' answer times (a test's, to watch them). */
+  /** The sends' and the failed verifications' answer times (a test's, to watch them). */
   sendTimes?: AnswerTimes;
+  failureTimes?: AnswerTimes;
 }
 
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
@@ -158,6 +159,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     clock,
     events: metrics.codes,
     onQueued: queuedOn,
+    failureTimes: opts.failureTimes ?? new AnswerTimes(),
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
   const limits = new FlowLimits(new RateLimiter(sql, clock, metrics.limits), config);

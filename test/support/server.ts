@@ -69,7 +69,7 @@ export interface TestServer {
 
 export async function startTestServer(
   env: Record<string, string> = {},
-  opts: Pick<StartOptions, "clock" | "health" | "instrumentSql" | "spanExporter" | "sendTimes"> = {},
+  opts: Pick<StartOptions, "clock" | "health" | "instrumentSql" | "spanExporter" | "sendTimes" | "failureTimes"> = {},
 ): Promise<TestServer> {
   const databaseUrl = env.DATABASE_URL ?? (await freshDatabase());
   const dataDir = mkdtempSync(join(tmpdir(), "codegate-test-"));
@@ -92,7 +92,7 @@ export async function startTestServer(
       cb();
     },
   });
-  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql, spanExporter: opts.spanExporter, sendTimes: opts.sendTimes });
+  const app = await startApp(config, { log: createLogger(config.logLevel, sink), clock: opts.clock, health: opts.health, instrumentSql: opts.instrumentSql, spanExporter: opts.spanExporter, sendTimes: opts.sendTimes, failureTimes: opts.failureTimes });
   return {
     app,
     url: app.url,

@@ -23,6 +23,7 @@
 // Every public call runs the same statements, in number and text, whatever the
 // state of the account: a send is one statement; a verification is an attempt
 // and then one settling statement (consume, kill, or count only).
+import type { AnswerTimes } from "../answer-times.ts";
 import { createHash, randomUUIDv7 } from "node:crypto";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
@@ -132,14 +133,25 @@ export class CodeEngine {
   private readonly clock: Clock;
   private readonly events: CodeEvents;
   private readonly onQueued: (channels: readonly Channel[]) => void;
+  private readonly failureTimes: AnswerTimes;
 
-  constructor(deps: { sql: Sql; config: Config; secrets: Secrets; clock: Clock; events: CodeEvents; onQueued: (channels: readonly Channel[]) => void }) {
+  constructor(deps: {
+    sql: Sql;
+    config: Config;
+    secrets: Secrets;
+    clock: Clock;
+    events: CodeEvents;
+    onQueued: (channels: readonly Channel[]) => void;
+    /** How long the wrong guesses that a live code took lasted: every failed guess by username answers no sooner than most of them. */
+    failureTimes: AnswerTimes;
+  }) {
     this.sql = deps.sql;
     this.config = deps.config;
     this.secrets = deps.secrets;
     this.clock = deps.clock;
     this.events = deps.events;
     this.onQueued = deps.onQueued;
+    this.failureTimes = deps.failureTimes;
   }
 
   /**
@@ -230,6 +242,7 @@ export class CodeEngine {
     const addressWindows = windows(req.addressLimits ?? [], now.getTime());
     const usernameWindows = windows(req.failureLimits ?? [], now.getTime());
     if ("flowId" in target) return this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+    const startedAt = this.failureTimes.now();
     const org = req.org!;
     const owner = { orgId: org.id, usernameNormalized: normalizeUsername(target.username), purpose: req.purpose, binding: req.binding ? storedBinding(req.binding) : UNBOUND };
     const verdict = await verifyByOwner(
@@ -255,6 +268,9 @@ export class CodeEngine {
       case "failed":
         if (verdict.killed) this.events.locked(req.purpose);
         this.events.failed(req.purpose);
+        // A guess that a live code took writes its attempt; one that none took does not, and answered sooner.
+        if (verdict.attempted) this.failureTimes.record(req.purpose, startedAt);
+        await this.failureTimes.hold(req.purpose, startedAt, req.signal);
         throw new InvalidCode();
       case "by-row-id":
         // A code written before codes were hashed over their owner: until such codes have expired.
