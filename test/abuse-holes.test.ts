@@ -10,7 +10,7 @@ import { ConfigError } from "../src/config/env.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { mostPerDay, oneIn, worstDailyGuessChance } from "../src/domain/guess-chance.ts";
 import type { Sql } from "../src/store/sql.ts";
-import { AnswerTimes } from "../src/rules/answer-times.ts";
+import { AnswerTimes, type Hold } from "../src/rules/answer-times.ts";
 import type { StartOptions } from "../src/server/app.ts";
 import { bearer, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -245,16 +245,16 @@ describe("a deployment on a real database", () => {
   });
 });
 
-/** AnswerTimes that says what it is told: "timed <kind>" for a recorded duration, "held <kind>" for a hold. */
+/** AnswerTimes that says what it is told: "timed <kind>" for a call that did the work, "held <kind>" for a wait. */
 function watchedTimes(seen: string[]): AnswerTimes {
   return new (class extends AnswerTimes {
-    override record(kind: string, startedAt: number) {
-      seen.push(`timed ${kind}`);
-      super.record(kind, startedAt);
-    }
-    override hold(kind: string, startedAt: number, signal?: AbortSignal) {
-      seen.push(`held ${kind}`);
-      return super.hold(kind, startedAt, signal);
+    override hold(kind: string): Hold {
+      const hold = super.hold(kind);
+      return {
+        record: () => (seen.push(`timed ${kind}`), hold.record()),
+        passed: () => (seen.push(`held ${kind}`), hold.passed()),
+        cancel: () => hold.cancel(),
+      };
     }
   })();
 }

@@ -1,47 +1,75 @@
-// Every send of a kind answers no sooner than the 90th percentile of the recent sends
-// of that kind that queued mail (src/rules/answer-times.ts). The clock and the wait are
-// the test's: what is checked is which wait is asked for, not how long it took.
+// Every call of a kind is held until the 90th percentile of the recent calls of that
+// kind that did the work (src/rules/answer-times.ts), plus a millisecond for the timer,
+// a wait armed when the call starts.
+// The clock and the timers are the test's: what is checked is which wait is armed and
+// when it is cleared, not how long anything took.
 import { describe, expect, it } from "vitest";
 import { AnswerTimes } from "../src/rules/answer-times.ts";
 
 function times() {
   let now = 0;
-  const waits: { ms: number; signal: AbortSignal }[] = [];
-  const answerTimes = new AnswerTimes({ now: () => now, waitUntil: async (due, signal) => void waits.push({ ms: due - now, signal }) });
-  /** A send that queued mail, started at `from`, whose work is done at `to`. */
-  const timed = (kind: string, from: number, to: number) => ((now = to), answerTimes.record(kind, from));
-  /** A send, started at `from`, held once its work is done at `to`: the wait it asks for (0: none). */
-  const held = async (kind: string, from: number, to: number, signal?: AbortSignal) => {
-    const before = waits.length;
+  const armed: { ms: number; cancelled: boolean; pass: () => void }[] = [];
+  const answerTimes = new AnswerTimes({
+    now: () => now,
+    arm: (ms) => {
+      const wait = { ms, cancelled: false, pass: () => {} };
+      armed.push(wait);
+      return { passed: new Promise<void>((resolve) => (wait.pass = resolve)), cancel: () => void (wait.cancelled = true) };
+    },
+  });
+  /** A call that did the work, started at `from` and done at `to`. */
+  const worked = (kind: string, from: number, to: number) => {
+    now = from;
+    const hold = answerTimes.hold(kind);
     now = to;
-    await answerTimes.hold(kind, from, signal);
-    return waits.length > before ? waits.at(-1)!.ms : 0;
+    hold.record();
+    hold.cancel();
   };
-  return { timed, held, waits };
+  /** The wait a call of `kind` starting now is armed with (0: none). */
+  const armedFor = (kind: string) => {
+    const before = armed.length;
+    answerTimes.hold(kind).cancel();
+    return armed.length > before ? armed.at(-1)!.ms : 0;
+  };
+  return { answerTimes, worked, armedFor, armed, at: (ms: number) => (now = ms) };
 }
 
 describe("answer times", () => {
-  it("hold every send of a kind until the 90th percentile of its sends that queued mail", async () => {
-    const { timed, held, waits } = times();
-    // Ten sends of 1..10 ms: the 90th percentile of ten is the 9th (index 8).
-    for (let ms = 1; ms <= 10; ms++) timed("login", 0, ms);
-    const signal = new AbortController().signal;
-    expect(await held("login", 100, 101, signal)).toBe(8); // one that queued nothing, done in 1 ms
-    expect(waits.at(-1)!.signal).toBe(signal);
-    expect(await held("login", 200, 203)).toBe(6); // one that did, done in 3
-    expect(await held("login", 300, 309)).toBe(0); // slower than the percentile: answered as it is
-    expect(await held("recovery", 400, 401)).toBe(0); // no recovery send has queued mail yet
+  it("arm every call of a kind, at its start, with the 90th percentile of the calls of its kind that did the work", () => {
+    const { worked, armedFor } = times();
+    expect(armedFor("login")).toBe(0); // none did the work yet: nothing held
+    // Ten of 1..10 ms: the 90th percentile of ten is the 9th (index 8).
+    for (let ms = 1; ms <= 10; ms++) worked("login", 100 * ms, 100 * ms + ms);
+    expect(armedFor("login")).toBe(9 + 1);
+    expect(armedFor("recovery")).toBe(0); // another kind's times are its own
   });
 
-  it("follow the load: the percentile is taken again every 32 sends, over the last 256", async () => {
-    const { timed, held } = times();
-    for (let i = 0; i < 256; i++) timed("login", 0, 100);
-    expect(await held("login", 0, 0)).toBe(100);
-    for (let i = 0; i < 31; i++) timed("login", 0, 2);
-    expect(await held("login", 0, 0)).toBe(100); // not yet taken again
-    timed("login", 0, 2);
-    expect(await held("login", 0, 0)).toBe(100); // 32 of 256 are faster: the 90th percentile is still 100
-    for (let i = 0; i < 224; i++) timed("login", 0, 2); // every older one replaced
-    expect(await held("login", 0, 0)).toBe(2);
+  it("let a call answer when its wait has passed, and clear the wait however the call ends", async () => {
+    const { answerTimes, worked, armed } = times();
+    worked("login", 0, 5);
+    const held = answerTimes.hold("login");
+    let answered = false;
+    const answer = held.passed().then(() => (answered = true));
+    await Promise.resolve();
+    expect(answered).toBe(false);
+    armed.at(-1)!.pass();
+    await answer;
+    held.cancel();
+    expect(armed.at(-1)!.cancelled).toBe(true);
+    const refused = answerTimes.hold("login"); // a call that ends otherwise (refused, failed, right) only cancels
+    refused.cancel();
+    expect(armed.at(-1)!.cancelled).toBe(true);
+  });
+
+  it("follow the load: the percentile is taken again every 32 calls, over the last 256", () => {
+    const { worked, armedFor } = times();
+    for (let i = 0; i < 256; i++) worked("login", 0, 100);
+    expect(armedFor("login")).toBe(100 + 1);
+    for (let i = 0; i < 31; i++) worked("login", 0, 2);
+    expect(armedFor("login")).toBe(100 + 1); // not yet taken again
+    worked("login", 0, 2);
+    expect(armedFor("login")).toBe(100 + 1); // 32 of 256 are faster: the 90th percentile is still 100
+    for (let i = 0; i < 224; i++) worked("login", 0, 2); // every older one replaced
+    expect(armedFor("login")).toBe(2 + 1);
   });
 });

@@ -41,39 +41,6 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** How long before its moment `sleepUntil` stops trusting a timer and watches the event loop's turns. */
-const SPIN_MS = 2;
-
-/**
- * Resolves at `due` (a `performance.now()` time) give or take an event loop's turn, or at
- * once when `signal` aborts; leaves no timer or listener behind. A timer alone would not
- * do: it waits at least a millisecond, counted from the loop's cached millisecond, so
- * two waits meant to end together end up to a millisecond apart. A timer covers all but
- * the last SPIN_MS, and the loop's turns (setImmediate) the rest: on an idle server
- * that is CPU spent for up to SPIN_MS; on a busy one, one check per turn.
- */
-export function sleepUntil(due: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    let timer: NodeJS.Timeout | undefined;
-    let immediate: NodeJS.Immediate | undefined;
-    const done = () => {
-      clearTimeout(timer);
-      clearImmediate(immediate);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const turn = () => {
-      if (performance.now() >= due) done();
-      else immediate = setImmediate(turn);
-    };
-    signal.addEventListener("abort", done, { once: true });
-    const early = due - performance.now() - SPIN_MS;
-    if (early >= 1) timer = setTimeout(turn, early);
-    else turn();
-  });
-}
-
 /** Calls `fn` and turns a synchronous throw into a rejected promise. */
 export function attempt<T>(fn: () => Promise<T>): Promise<T> {
   try {

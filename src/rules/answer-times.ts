@@ -2,27 +2,48 @@
 // but a send that queues no mail (an unknown, disabled or pending username, an
 // unknown organization) writes no code and no mail, and so answered sooner: about
 // 0.3 ms at the median in `npm run bench:enumeration`, which a few hundred sends
-// tell apart. So every send of a kind is answered no sooner than the 90th
-// percentile of the recent sends of that kind that queued mail, to within an
-// event loop's turn (lib/abort.ts sleepUntil): both kinds of answer leave at the
-// same moment, but for the slowest tenth of sends, and a username gets too few
-// sends a day to tell that tail apart.
-import { sleepUntil } from "../lib/abort.ts";
+// tell apart. A wrong guess that no live code takes, likewise, writes no attempt.
+// So every call of a kind is held until the 90th percentile of the recent calls of
+// that kind that did the work: both kinds of answer leave together, but for the
+// slowest tenth, and a username gets too few sends a day to tell that tail apart.
+//
+// The wait is armed when the call starts, not once its work is done: a timer waits
+// at least a millisecond, counted from the event loop's cached millisecond, so a
+// wait of "what is left" would keep a gap smaller than that. Armed at the start, for
+// the same time whatever the account, it ends at the same moment for both.
 
-/** The durations kept for each kind of send: enough to follow the load, few enough to stay current. */
+/** The durations kept for each kind of call: enough to follow the load, few enough to stay current. */
 const KEPT = 256;
-/** The percentile of those durations that every send of the kind waits for. */
+/** The percentile of those durations that every call of the kind is held to. */
 const HELD_TO = 0.9;
 /** How many new durations make the percentile be taken again (a sort of KEPT numbers). */
 const RECOMPUTE_EVERY = 32;
+/**
+ * Added to every wait: a timer counts from the event loop's cached time, which may be
+ * most of a millisecond old when it is armed, so it can end that much early.
+ */
+const TIMER_SLACK_MS = 1;
 
-const NEVER = new AbortController().signal;
+/** A wait of some milliseconds: `passed` resolves when they have; `cancel` clears it (and `passed` then never resolves). */
+export interface Armed {
+  passed: Promise<void>;
+  cancel(): void;
+}
 
-export interface AnswerTimesOptions {
-  /** Milliseconds, monotonic. */
-  now?: () => number;
-  /** Resolves at `due` (a `now()` time), or when `signal` aborts. */
-  waitUntil?: (due: number, signal: AbortSignal) => Promise<void>;
+const armTimer = (ms: number): Armed => {
+  let timer: NodeJS.Timeout | undefined;
+  const passed = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return { passed, cancel: () => clearTimeout(timer) };
+};
+
+/** One call's hold, armed at its start. */
+export interface Hold {
+  /** The call did the work (queued mail; a live code took the guess): its time so far joins its kind's. */
+  record(): void;
+  /** Resolves once the call has taken its kind's held time (at once when nothing was held). */
+  passed(): Promise<void>;
+  /** Clears the wait; idempotent. Every call's hold is cancelled when the call ends, however it ends. */
+  cancel(): void;
 }
 
 interface Recent {
@@ -32,20 +53,35 @@ interface Recent {
   heldToMs: number;
 }
 
+export interface AnswerTimesOptions {
+  /** Milliseconds, monotonic. */
+  now?: () => number;
+  arm?: (ms: number) => Armed;
+}
+
 export class AnswerTimes {
   readonly #recent = new Map<string, Recent>();
-  readonly #waitUntil: (due: number, signal: AbortSignal) => Promise<void>;
-  /** When a send starts: what `record` and `hold` are given back. */
-  readonly now: () => number;
+  readonly #now: () => number;
+  readonly #arm: (ms: number) => Armed;
 
   constructor(opts: AnswerTimesOptions = {}) {
-    this.now = opts.now ?? (() => performance.now());
-    this.#waitUntil = opts.waitUntil ?? sleepUntil;
+    this.#now = opts.now ?? (() => performance.now());
+    this.#arm = opts.arm ?? armTimer;
   }
 
-  /** A send of `kind` that queued mail, started at `startedAt`, has done its work. */
-  record(kind: string, startedAt: number): void {
-    const ms = this.now() - startedAt;
+  /** Starts a call of `kind`: held to the kind's percentile (nothing while no call of the kind did the work yet). */
+  hold(kind: string): Hold {
+    const startedAt = this.#now();
+    const heldToMs = this.#recent.get(kind)?.heldToMs ?? 0;
+    const armed = heldToMs > 0 ? this.#arm(heldToMs + TIMER_SLACK_MS) : undefined;
+    return {
+      record: () => this.#record(kind, this.#now() - startedAt),
+      passed: () => armed?.passed ?? Promise.resolve(),
+      cancel: () => armed?.cancel(),
+    };
+  }
+
+  #record(kind: string, ms: number): void {
     let recent = this.#recent.get(kind);
     if (!recent) this.#recent.set(kind, (recent = { ms: [], next: 0, sinceComputed: 0, heldToMs: 0 }));
     recent.ms[recent.next] = ms;
@@ -56,15 +92,5 @@ export class AnswerTimes {
       const sorted = recent.ms.toSorted((a, b) => a - b);
       recent.heldToMs = sorted[Math.floor(HELD_TO * (sorted.length - 1))]!;
     }
-  }
-
-  /**
-   * A send of `kind`, started at `startedAt`, has done its work (and was recorded if it
-   * queued mail): resolves once it has taken as long as the kind's percentile (at once
-   * while no send of the kind queued mail yet), or when `signal` aborts.
-   */
-  hold(kind: string, startedAt: number, signal: AbortSignal = NEVER): Promise<void> {
-    const due = startedAt + (this.#recent.get(kind)?.heldToMs ?? 0);
-    return due > this.now() ? this.#waitUntil(due, signal) : Promise.resolve();
   }
 }

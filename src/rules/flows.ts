@@ -72,36 +72,39 @@ export interface SendRequest extends OrgRef {
  * Throws RateLimited over a limit; answers nothing that depends on the account.
  */
 export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org?: Org; sent?: IssuedCode }> {
-  const startedAt = deps.sendTimes.now();
   // Sign-up creates an identity as it sends: it is timed apart from the other sends of its mail.
-  const kind = send.createPending ? `${send.mail}+signup` : send.mail;
-  const org = await deps.orgs.resolve(send.orgId, send.tenantId);
-  const keys = deps.limits.sendKeys(org, send.purpose, send.username, send.address);
-  if (!org) {
-    await deps.limits.enforce(send.orgId || send.tenantId, keys);
-    await deps.sendTimes.hold(kind, startedAt, send.signal);
-    return {};
+  const hold = deps.sendTimes.hold(send.createPending ? `${send.mail}+signup` : send.mail);
+  try {
+    const org = await deps.orgs.resolve(send.orgId, send.tenantId);
+    const keys = deps.limits.sendKeys(org, send.purpose, send.username, send.address);
+    if (!org) {
+      await deps.limits.enforce(send.orgId || send.tenantId, keys);
+      await hold.passed();
+      return {};
+    }
+    // From memory once cached; chosen by organization, locale and request alone, never by the account.
+    const mailer = await deps.mail.mailer(org, { locales: send.locales, link: linkTarget(org, send.purpose, send) });
+    const sent = await deps.codes.issue({
+      org,
+      purpose: send.purpose,
+      target: { username: send.username },
+      requiredState: send.requiredState,
+      mail: send.mail,
+      mailer,
+      limits: keys,
+      binding: send.binding || undefined,
+      notice: send.notice?.(org),
+      createPending: send.createPending,
+      audit: { requestId: send.requestId },
+      signal: send.signal,
+    });
+    if (sent.retryAfterMs > 0) throw new RateLimited(sent.retryAfterMs);
+    if (sent.queuedOn.length > 0) hold.record();
+    await hold.passed();
+    return { org, sent };
+  } finally {
+    hold.cancel();
   }
-  // From memory once cached; chosen by organization, locale and request alone, never by the account.
-  const mailer = await deps.mail.mailer(org, { locales: send.locales, link: linkTarget(org, send.purpose, send) });
-  const sent = await deps.codes.issue({
-    org,
-    purpose: send.purpose,
-    target: { username: send.username },
-    requiredState: send.requiredState,
-    mail: send.mail,
-    mailer,
-    limits: keys,
-    binding: send.binding || undefined,
-    notice: send.notice?.(org),
-    createPending: send.createPending,
-    audit: { requestId: send.requestId },
-    signal: send.signal,
-  });
-  if (sent.retryAfterMs > 0) throw new RateLimited(sent.retryAfterMs);
-  if (sent.queuedOn.length > 0) deps.sendTimes.record(kind, startedAt);
-  await deps.sendTimes.hold(kind, startedAt, send.signal);
-  return { org, sent };
 }
 
 /** The answer of every successful verification: the identity and a proof token. */

@@ -242,39 +242,44 @@ export class CodeEngine {
     const addressWindows = windows(req.addressLimits ?? [], now.getTime());
     const usernameWindows = windows(req.failureLimits ?? [], now.getTime());
     if ("flowId" in target) return this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
-    const startedAt = this.failureTimes.now();
-    const org = req.org!;
-    const owner = { orgId: org.id, usernameNormalized: normalizeUsername(target.username), purpose: req.purpose, binding: req.binding ? storedBinding(req.binding) : UNBOUND };
-    const verdict = await verifyByOwner(
-      this.sql,
-      {
-        ...owner,
-        requiredState: req.requiredState,
-        guess: ownerCodeHashes(this.secrets.codeKeys, owner, req.code),
-        now,
-        activate: req.activate === true,
-        addressWindows,
-        usernameWindows,
-        audit: req.audit,
-      },
-      req.signal,
-    );
-    switch (verdict.kind) {
-      case "blocked":
-        throw new RateLimited(Math.max(1, verdict.until.getTime() - now.getTime()));
-      case "consumed":
-        this.events.verified(req.purpose);
-        return verdict.identity;
-      case "failed":
-        if (verdict.killed) this.events.locked(req.purpose);
-        this.events.failed(req.purpose);
-        // A guess that a live code took writes its attempt; one that none took does not, and answered sooner.
-        if (verdict.attempted) this.failureTimes.record(req.purpose, startedAt);
-        await this.failureTimes.hold(req.purpose, startedAt, req.signal);
-        throw new InvalidCode();
-      case "by-row-id":
-        // A code written before codes were hashed over their owner: until such codes have expired.
-        return this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+    // Every verification by username is held, and lets go unless it fails (answer-times.ts).
+    const hold = this.failureTimes.hold(req.purpose);
+    try {
+      const org = req.org!;
+      const owner = { orgId: org.id, usernameNormalized: normalizeUsername(target.username), purpose: req.purpose, binding: req.binding ? storedBinding(req.binding) : UNBOUND };
+      const verdict = await verifyByOwner(
+        this.sql,
+        {
+          ...owner,
+          requiredState: req.requiredState,
+          guess: ownerCodeHashes(this.secrets.codeKeys, owner, req.code),
+          now,
+          activate: req.activate === true,
+          addressWindows,
+          usernameWindows,
+          audit: req.audit,
+        },
+        req.signal,
+      );
+      switch (verdict.kind) {
+        case "blocked":
+          throw new RateLimited(Math.max(1, verdict.until.getTime() - now.getTime()));
+        case "consumed":
+          this.events.verified(req.purpose);
+          return verdict.identity;
+        case "failed":
+          if (verdict.killed) this.events.locked(req.purpose);
+          this.events.failed(req.purpose);
+          // A guess that a live code took writes its attempt; one that none took does not, and answered sooner.
+          if (verdict.attempted) hold.record();
+          await hold.passed();
+          throw new InvalidCode();
+        case "by-row-id":
+          // A code written before codes were hashed over their owner: until such codes have expired.
+          return await this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+      }
+    } finally {
+      hold.cancel();
     }
   }
 
