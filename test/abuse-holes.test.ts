@@ -354,6 +354,30 @@ describe("every public call", () => {
   });
 });
 
+describe("answers that carry secrets", () => {
+  it("are never kept by a cache nor sniffed by a browser: every RPC answer says no-store and nosniff, over Connect and gRPC-Web", async () => {
+    const { server, orgId } = await serverWith({});
+    const fx = adminFixtures(server.url);
+    const identity = await fx.identity(orgId, "secret@example.com", "active");
+    fx.close();
+    expect((await postJson(server.url, `${L}/SendLoginCode`, { username: "secret@example.com", orgId })).status).toBe(200);
+    const code = codeFrom(await smtp.nextMailTo("secret@example.com"));
+    const answers = {
+      proof: await postJson(server.url, `${L}/VerifyLoginCode`, { username: "secret@example.com", orgId, code }),
+      recoveryCode: await postJson(server.url, "/codegate.v1.AdminService/CreateRecoveryCode", { identity_id: identity.id }, bearer(ADMIN_TOKEN)),
+      refusal: await postJson(server.url, `${L}/VerifyLoginCode`, { username: "secret@example.com", orgId, code }),
+    };
+    expect(answers.proof.body).toMatchObject({ token: expect.any(String) });
+    expect(answers.recoveryCode.body).toMatchObject({ recovery_code: expect.any(String) });
+    expect(answers.refusal.status).toBe(401);
+    const grpcWeb = await fetch(`${server.url}/grpc.health.v1.Health/Check`, { method: "POST", headers: { "content-type": "application/grpc-web+proto" }, body: new Uint8Array(5) });
+    for (const [name, headers] of [...Object.entries(answers).map(([n, a]) => [n, a.headers] as const), ["grpc-web", grpcWeb.headers] as const]) {
+      expect(headers.get("cache-control"), name).toBe("no-store");
+      expect(headers.get("x-content-type-options"), name).toBe("nosniff");
+    }
+  });
+});
+
 describe("the signing key's rotation", () => {
   it("keeps tokens signed before it verifying against the JWKS after it", async () => {
     const { server: before, orgId } = await serverWith({});

@@ -163,8 +163,14 @@ function clientDeadlineMs(header: Headers): number | undefined {
   return deadline;
 }
 
-function nodeHeaders(header: Headers | undefined): http.OutgoingHttpHeaders {
-  const out: http.OutgoingHttpHeaders = {};
+/**
+ * Every RPC answer's head starts with these: answers carry proof tokens and
+ * administrators' recovery codes, which no cache may keep and no browser sniff.
+ */
+const ANSWER_HEADERS: http.OutgoingHttpHeaders = { "cache-control": "no-store", "x-content-type-options": "nosniff" };
+
+function nodeHeaders(header: Headers | undefined, first: http.OutgoingHttpHeaders = {}): http.OutgoingHttpHeaders {
+  const out: http.OutgoingHttpHeaders = { ...first };
   header?.forEach((value, name) => {
     out[name] = value;
   });
@@ -202,7 +208,7 @@ async function writeWhole(answer: UniversalServerResponse | WholeAnswer, res: Ht
     body = Buffer.concat(chunks);
   }
   if (res.destroyed) return;
-  const headers = nodeHeaders(answer.header);
+  const headers = nodeHeaders(answer.header, ANSWER_HEADERS);
   if (!answer.trailer) headers["content-length"] = body.byteLength;
   (res as http.ServerResponse).writeHead(answer.status, headers);
   if (answer.trailer) res.addTrailers(nodeHeaders(answer.trailer));
@@ -218,7 +224,7 @@ async function writeStream(answer: UniversalServerResponse, res: HttpResponse, b
   try {
     let chunk = it ? await it.next() : undefined;
     if (res.destroyed) return;
-    (res as http.ServerResponse).writeHead(answer.status, nodeHeaders(answer.header));
+    (res as http.ServerResponse).writeHead(answer.status, nodeHeaders(answer.header, ANSWER_HEADERS));
     while (chunk && !chunk.done) {
       // A client that went away is no error of the call's: nobody is left to answer.
       if (!res.write(chunk.value) && !(await drained(res))) return;
