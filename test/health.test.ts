@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { status } from "@grpc/grpc-js";
+import http2 from "node:http2";
 import pg from "pg";
 import {
   Health,
@@ -60,6 +61,31 @@ describe("a server whose database answers", () => {
       type: "application/json",
       body: { status: "ready", database: "ok", migrations: "applied" },
     });
+  });
+
+  it("answers HEAD as GET without a body, over HTTP/1.1 and HTTP/2, on the API port and the operations listener", async () => {
+    for (const url of [`${server.url}/healthz`, `${server.url}/.well-known/jwks.json`, `${server.url}/verify`, `${server.app.opsUrl}/healthz`, `${server.app.opsUrl}/readyz`]) {
+      const [get, head] = [await fetch(url), await fetch(url, { method: "HEAD" })];
+      expect(head.status, url).toBe(200);
+      expect(head.headers.get("content-type"), url).toBe(get.headers.get("content-type"));
+      expect(await head.text(), url).toBe("");
+      expect((await get.text()).length, url).toBeGreaterThan(0);
+    }
+    const session = http2.connect(server.url);
+    try {
+      const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const stream = session.request({ ":method": "HEAD", ":path": "/healthz" });
+        let status = 0;
+        let body = "";
+        stream.on("response", (h) => (status = Number(h[":status"])));
+        stream.on("data", (chunk: Buffer) => (body += chunk.toString()));
+        stream.on("end", () => resolve({ status, body }));
+        stream.on("error", reject);
+      });
+      expect(answer).toEqual({ status: 200, body: "" });
+    } finally {
+      session.close();
+    }
   });
 
   it("answers SERVING overall and for each of its services over gRPC", async () => {

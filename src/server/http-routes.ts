@@ -34,7 +34,11 @@ export function requestUrl(req: HttpRequest): URL | undefined {
   return URL.parse(`http://localhost${target}`) ?? undefined;
 }
 
-/** Routes by "METHOD /path"; anything else is a JSON 404. A route that throws or rejects answers 500. */
+/**
+ * Routes by "METHOD /path"; anything else is a JSON 404. A route that throws or rejects answers 500.
+ * HEAD is answered as GET without its body (RFC 9110 §9.3.2; Node leaves the body out): load
+ * balancers and link checkers ask so.
+ */
 export function httpRouter(routes: Record<string, HttpRoute>, log: Logger) {
   return (req: HttpRequest, res: HttpResponse) => {
     const url = requestUrl(req);
@@ -42,7 +46,7 @@ export function httpRouter(routes: Record<string, HttpRoute>, log: Logger) {
       sendJson(res, 400, errorBody(400, "Bad Request", "INVALID_ARGUMENT", "the request target must be a path"));
       return;
     }
-    const route = routes[`${req.method} ${url.pathname}`];
+    const route = routes[`${req.method} ${url.pathname}`] ?? (req.method === "HEAD" ? routes[`GET ${url.pathname}`] : undefined);
     if (!route) {
       sendJson(res, 404, errorBody(404, "Not Found", "NOT_FOUND", `no route for ${req.method} ${url.pathname}`.slice(0, 300)));
       return;
