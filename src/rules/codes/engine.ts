@@ -23,7 +23,6 @@
 // Every public call runs the same statements, in number and text, whatever the
 // state of the account: a send is one statement; a verification is an attempt
 // and then one settling statement (consume, kill, or count only).
-import type { AnswerTimes } from "../answer-times.ts";
 import { createHash, randomUUIDv7 } from "node:crypto";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
@@ -43,6 +42,7 @@ import { buildMessageText, type MailMessage } from "../mail/mime.ts";
 import { encodeMail, encodeText } from "../mail/payload.ts";
 import { seal } from "../mail/seal.ts";
 import { currentTraceparent } from "../../lib/tracing.ts";
+import type { AnswerTimes } from "../answer-times.ts";
 import { builtinMailer, type MailContent, type MailKind, type Mailer } from "../mail/templates.ts";
 import { ownerCodeHash, ownerCodeHashes, rowCodeHash, rowCodeMatches } from "./hash.ts";
 import { effectivePolicy } from "./policy.ts";
