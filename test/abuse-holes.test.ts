@@ -2,7 +2,7 @@
 // X-Forwarded-For, a scrape of /metrics, guesses against an account with no
 // live code or someone else's flow, admin codes guessed by username, a weak
 // admin token, and the statements a call runs for known and unknown usernames.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createHash, generateKeyPairSync } from "node:crypto";
 import { createLocalJWKSet, jwtVerify } from "jose";
 import { ManualClock } from "../src/domain/clock.ts";
@@ -245,18 +245,24 @@ describe("a deployment on a real database", () => {
   });
 });
 
-/** AnswerTimes that says what it is told: "timed <kind>" for a call that did the work, "held <kind>" for a wait. */
-function watchedTimes(seen: string[]): AnswerTimes {
+/**
+ * AnswerTimes that says what it is told: "timed <kind> <group>" for a call that did the work,
+ * "held <kind>" for a wait. Its waits end when `release` is called (all of them, from then on).
+ */
+function watchedTimes(seen: string[]): AnswerTimes & { release(): void } {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
   return new (class extends AnswerTimes {
+    release = release;
     override hold(kind: string): Hold {
       const hold = super.hold(kind);
       return {
-        record: () => (seen.push(`timed ${kind}`), hold.record()),
+        record: (group?: string) => (seen.push(`timed ${kind}${group ? ` ${group}` : ""}`), hold.record(group)),
         passed: () => (seen.push(`held ${kind}`), hold.passed()),
         cancel: () => hold.cancel(),
       };
     }
-  })();
+  })({ arm: () => ({ passed: released, cancel: () => {} }) });
 }
 
 describe("every public call", () => {
@@ -309,7 +315,8 @@ describe("every public call", () => {
 
   it("answers no sooner than most sends that queued mail, whether or not it queued any (answer-times.ts): each send of a kind is held, those that queue mail timed", async () => {
     const seen: string[] = [];
-    const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, { sendTimes: watchedTimes(seen) });
+    const sendTimes = watchedTimes(seen);
+    const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, { sendTimes });
     const fx = adminFixtures(server.url);
     const org = await fx.org("Timed", { selfServiceSignup: true });
     await fx.identity(org.id, "known@example.com", "active");
@@ -319,26 +326,36 @@ describe("every public call", () => {
     seen.length = 0; // the pending identity's registration code
     const send = async (service: string, method: string, username: string, orgId = org.id) =>
       expect((await postJson(server.url, `/codegate.v1.${service}/${method}`, { username, orgId })).status, `${method} ${username}`).toBe(200);
-    for (const username of ["known@example.com", "unknown@example.com", "pending@example.com", "disabled@example.com"]) await send("LoginService", "SendLoginCode", username);
+    // The first login send has no time to be held to; the next one's answer waits for its hold.
+    await send("LoginService", "SendLoginCode", "known@example.com");
+    let answered = false;
+    const held = send("LoginService", "SendLoginCode", "unknown@example.com").then(() => (answered = true));
+    await vi.waitFor(() => expect(seen).toEqual(["timed login code", "held login", "held login"]));
+    expect((await fetch(`${server.url}/healthz`)).status).toBe(200); // asked after the hold began, answered while it lasts
+    expect(answered).toBe(false);
+    sendTimes.release();
+    await held;
+    for (const username of ["pending@example.com", "disabled@example.com"]) await send("LoginService", "SendLoginCode", username);
     await send("LoginService", "SendLoginCode", "known@example.com", "or-aaaaa-aaaaa-aaaaaaaaaaaaaaaa"); // an unknown organization
     for (const username of ["pending@example.com", "known@example.com"]) await send("RegistrationService", "ResendRegistrationCode", username);
     for (const username of ["known@example.com", "unknown@example.com"]) await send("RecoveryService", "SendRecoveryCode", username);
     // Sign-up: a new username gets a code, an active one a notice (both mail), a disabled one nothing.
     for (const username of ["brand-new@example.com", "known@example.com", "disabled@example.com"]) await send("RegistrationService", "Register", username);
-    const timed = "timed login, held login";
     expect(seen.join(", ")).toBe(
       [
-        ...[timed, "held login", "held login", "held login", "held login"],
-        ...["timed registration, held registration", "held registration"],
-        ...["timed recovery, held recovery", "held recovery"],
-        ...["timed registration+signup, held registration+signup", "timed registration+signup, held registration+signup", "held registration+signup"],
+        ...["timed login code, held login", "held login", "held login", "held login", "held login"],
+        ...["timed registration code, held registration", "held registration"],
+        ...["timed recovery code, held recovery", "held recovery"],
+        ...["timed registration+signup code, held registration+signup", "timed registration+signup notice, held registration+signup", "held registration+signup"],
       ].join(", "),
     );
   });
 
   it("fails a wrong guess by username no sooner than most wrong guesses that a live code took: each failure held, those a live code took timed", async () => {
     const seen: string[] = [];
-    const { server, orgId } = await serverWith({}, undefined, { failureTimes: watchedTimes(seen) });
+    const failureTimes = watchedTimes(seen);
+    failureTimes.release();
+    const { server, orgId } = await serverWith({}, undefined, { failureTimes });
     const fx = adminFixtures(server.url);
     await fx.identity(orgId, "coded@example.com", "active");
     fx.close();

@@ -17,12 +17,12 @@ function times() {
       return { passed: new Promise<void>((resolve) => (wait.pass = resolve)), cancel: () => void (wait.cancelled = true) };
     },
   });
-  /** A call that did the work, started at `from` and done at `to`. */
-  const worked = (kind: string, from: number, to: number) => {
+  /** A call that did the work (of `group`), started at `from` and done at `to`. */
+  const worked = (kind: string, from: number, to: number, group?: string) => {
     now = from;
     const hold = answerTimes.hold(kind);
     now = to;
-    hold.record();
+    hold.record(group);
     hold.cancel();
   };
   /** The wait a call of `kind` starting now is armed with (0: none). */
@@ -65,11 +65,30 @@ describe("answer times", () => {
     const { worked, armedFor } = times();
     for (let i = 0; i < 256; i++) worked("login", 0, 100);
     expect(armedFor("login")).toBe(100 + 1);
-    for (let i = 0; i < 31; i++) worked("login", 0, 2);
-    expect(armedFor("login")).toBe(100 + 1); // not yet taken again
-    worked("login", 0, 2);
-    expect(armedFor("login")).toBe(100 + 1); // 32 of 256 are faster: the 90th percentile is still 100
+    for (let i = 0; i < 32; i++) worked("login", 0, 2);
+    expect(armedFor("login")).toBe(100 + 1); // taken again: 32 of 256 are faster, the 90th percentile is still 100
     for (let i = 0; i < 224; i++) worked("login", 0, 2); // every older one replaced
     expect(armedFor("login")).toBe(2 + 1);
+  });
+
+  it("take each of the first 32 durations at once", () => {
+    const { worked, armedFor } = times();
+    for (let i = 1; i <= 32; i++) {
+      worked("login", 0, i);
+      expect(armedFor("login"), `after ${i}`).toBe(Math.floor(0.9 * (i - 1)) + 1 + 1);
+    }
+  });
+
+  it("hold a kind to its slowest group: many cheap calls do not pull the hold below the dear ones", () => {
+    const { worked, armedFor } = times();
+    for (let i = 0; i < 10; i++) worked("recovery", 0, 20, "code");
+    for (let i = 0; i < 256; i++) worked("recovery", 0, 2, "notice");
+    expect(armedFor("recovery")).toBe(20 + 1);
+  });
+
+  it("never hold a call longer than 250 ms, however slow the calls that did the work were", () => {
+    const { worked, armedFor } = times();
+    worked("login", 0, 10_000);
+    expect(armedFor("login")).toBe(250);
   });
 });

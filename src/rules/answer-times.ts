@@ -6,6 +6,9 @@
 // So every call of a kind is held until the 90th percentile of the recent calls of
 // that kind that did the work: both kinds of answer leave together, but for the
 // slowest tenth, and a username gets too few sends a day to tell that tail apart.
+// The calls that did work are timed in groups by what they did (a code or only a
+// notice, bound or not), and a call is held to the slowest group's percentile: a
+// caller who sends many of the cheaper kind cannot pull the hold below the dearer.
 //
 // The wait is armed when the call starts, not once its work is done: a timer waits
 // at least a millisecond, counted from the event loop's cached millisecond, so a
@@ -23,6 +26,11 @@ const RECOMPUTE_EVERY = 32;
  * most of a millisecond old when it is armed, so it can end that much early.
  */
 const TIMER_SLACK_MS = 1;
+/**
+ * No call is held longer: a stretch of slow database work (a failover, or someone's
+ * load) must not make every send wait for as long, until newer samples push it out.
+ */
+const MAX_HELD_MS = 250;
 
 /** A wait of some milliseconds: `passed` resolves when they have; `cancel` clears it (and `passed` then never resolves). */
 export interface Armed {
@@ -38,8 +46,8 @@ const armTimer = (ms: number): Armed => {
 
 /** One call's hold, armed at its start. */
 export interface Hold {
-  /** The call did the work (queued mail; a live code took the guess): its time so far joins its kind's. */
-  record(): void;
+  /** The call did the work (queued mail; a live code took the guess): its time so far joins its kind's, in the group of what it did. */
+  record(group?: string): void;
   /** Resolves once the call has taken its kind's held time (at once when nothing was held). */
   passed(): Promise<void>;
   /** Clears the wait; idempotent. Every call's hold is cancelled when the call ends, however it ends. */
@@ -60,7 +68,8 @@ export interface AnswerTimesOptions {
 }
 
 export class AnswerTimes {
-  readonly #recent = new Map<string, Recent>();
+  /** By kind, then by group. */
+  readonly #recent = new Map<string, Map<string, Recent>>();
   readonly #now: () => number;
   readonly #arm: (ms: number) => Armed;
 
@@ -69,25 +78,28 @@ export class AnswerTimes {
     this.#arm = opts.arm ?? armTimer;
   }
 
-  /** Starts a call of `kind`: held to the kind's percentile (nothing while no call of the kind did the work yet). */
+  /** Starts a call of `kind`: held to the percentile of its slowest group (nothing while no call of the kind did the work yet). */
   hold(kind: string): Hold {
     const startedAt = this.#now();
-    const heldToMs = this.#recent.get(kind)?.heldToMs ?? 0;
-    const armed = heldToMs > 0 ? this.#arm(heldToMs + TIMER_SLACK_MS) : undefined;
+    let heldToMs = 0;
+    for (const group of this.#recent.get(kind)?.values() ?? []) heldToMs = Math.max(heldToMs, group.heldToMs);
+    const armed = heldToMs > 0 ? this.#arm(Math.min(heldToMs + TIMER_SLACK_MS, MAX_HELD_MS)) : undefined;
     return {
-      record: () => this.#record(kind, this.#now() - startedAt),
+      record: (group = "") => this.#record(kind, group, this.#now() - startedAt),
       passed: () => armed?.passed ?? Promise.resolve(),
       cancel: () => armed?.cancel(),
     };
   }
 
-  #record(kind: string, ms: number): void {
-    let recent = this.#recent.get(kind);
-    if (!recent) this.#recent.set(kind, (recent = { ms: [], next: 0, sinceComputed: 0, heldToMs: 0 }));
+  #record(kind: string, group: string, ms: number): void {
+    let groups = this.#recent.get(kind);
+    if (!groups) this.#recent.set(kind, (groups = new Map()));
+    let recent = groups.get(group);
+    if (!recent) groups.set(group, (recent = { ms: [], next: 0, sinceComputed: 0, heldToMs: 0 }));
     recent.ms[recent.next] = ms;
     recent.next = (recent.next + 1) % KEPT;
     // Every one of the first durations counts at once; then the percentile moves with the load.
-    if (++recent.sinceComputed >= RECOMPUTE_EVERY || recent.ms.length < RECOMPUTE_EVERY) {
+    if (++recent.sinceComputed >= RECOMPUTE_EVERY || recent.ms.length <= RECOMPUTE_EVERY) {
       recent.sinceComputed = 0;
       const sorted = recent.ms.toSorted((a, b) => a - b);
       recent.heldToMs = sorted[Math.floor(HELD_TO * (sorted.length - 1))]!;

@@ -99,7 +99,8 @@ export async function sendCode(deps: FlowDeps, send: SendRequest): Promise<{ org
       signal: send.signal,
     });
     if (sent.retryAfterMs > 0) throw new RateLimited(sent.retryAfterMs);
-    if (sent.queuedOn.length > 0) hold.record();
+    // Timed by what it wrote: a code or only a notice, bound to a flow or not.
+    if (sent.queuedOn.length > 0) hold.record(`${sent.written ? "code" : "notice"}${send.binding ? "+bound" : ""}`);
     await hold.passed();
     return { org, sent };
   } finally {

@@ -276,7 +276,12 @@ export class CodeEngine {
           throw new InvalidCode();
         case "by-row-id":
           // A code written before codes were hashed over their owner: until such codes have expired.
-          return await this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+          try {
+            return await this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
+          } catch (err) {
+            if (err instanceof InvalidCode) await hold.passed();
+            throw err;
+          }
       }
     } finally {
       hold.cancel();
