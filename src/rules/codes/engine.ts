@@ -242,7 +242,7 @@ export class CodeEngine {
     const addressWindows = windows(req.addressLimits ?? [], now.getTime());
     const usernameWindows = windows(req.failureLimits ?? [], now.getTime());
     if ("flowId" in target) return this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
-    // Every verification by username is held, and lets go unless it fails (answer-times.ts).
+    // Every verification by username is held; a failed one answers once its hold has passed (answer-times.ts).
     const hold = this.failureTimes.hold(req.purpose);
     try {
       const org = req.org!;
@@ -272,17 +272,14 @@ export class CodeEngine {
           this.events.failed(req.purpose);
           // A guess that a live code took writes its attempt; one that none took does not, and answered sooner.
           if (verdict.attempted) hold.record();
-          await hold.passed();
           throw new InvalidCode();
         case "by-row-id":
           // A code written before codes were hashed over their owner: until such codes have expired.
-          try {
-            return await this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
-          } catch (err) {
-            if (err instanceof InvalidCode) await hold.passed();
-            throw err;
-          }
+          return await this.verifyInTwoStatements(req, now, addressWindows, usernameWindows);
       }
+    } catch (err) {
+      if (err instanceof InvalidCode) await hold.passed();
+      throw err;
     } finally {
       hold.cancel();
     }
