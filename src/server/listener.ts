@@ -172,8 +172,14 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   const fromAddress = new CountsByKey();
   const admitted = (socket: net.Socket): boolean => {
     const address = parseAddress(socket.remoteAddress ?? "");
-    if (opts.trustedProxies.has(address)) return true;
     const key = addressKey(address);
+    // Counted here rather than by net.Server's maxConnections: in a cluster's worker, that
+    // one hands a connection it refuses back to the primary, which offers it to the next.
+    if (sockets.size >= opts.maxConnections) {
+      refuse("max_connections", key);
+      return false;
+    }
+    if (opts.trustedProxies.has(address)) return true;
     if (fromAddress.of(key) >= opts.maxConnectionsPerAddress) {
       refuse("max_connections_per_address", key);
       return false;
@@ -184,12 +190,6 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
 
   // No Nagle: small RPC answers must leave at once.
   const server = net.createServer({ noDelay: true }, (socket) => {
-    // Counted here rather than by net.Server's maxConnections: in a cluster's worker, that
-    // one hands a connection it refuses back to the primary, which offers it to the next.
-    if (sockets.size >= opts.maxConnections) {
-      refuse("max_connections", addressKey(parseAddress(socket.remoteAddress ?? "")));
-      return void socket.destroy();
-    }
     if (!admitted(socket)) return void socket.destroy();
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
@@ -230,7 +230,6 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     socket.on("data", onData);
     socket.on("error", () => socket.destroy());
   });
-
 
   return {
     server,
