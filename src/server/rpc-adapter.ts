@@ -64,10 +64,8 @@ export function createRpcAdapter(opts: RpcAdapterOptions): RequestHandler {
     const asked = clientDeadlineMs(header);
     // A server stream starts once its one request message has come, which gets a unary call's time.
     const requestMs = handler.method.methodKind === "server_streaming" ? bounds.unaryMs : Infinity;
-    const call =
-      asked !== undefined && asked < bound
-        ? openCall(req, res, asked, deadlineExceeded(asked), bounds.graceMs, requestMs)
-        : openCall(req, res, bound, streaming ? streamExpired(bound) : deadlineExceeded(bound), bounds.graceMs, requestMs);
+    const [limitMs, expired] = asked !== undefined && asked < bound ? [asked, deadlineExceeded(asked)] : [bound, streaming ? streamExpired(bound) : deadlineExceeded(bound)];
+    const call = openCall(req, res, limitMs, expired, bounds.graceMs, requestMs);
     values.set(callDeadlineKey, performance.now() + Math.min(asked ?? bound, bound));
     const request = {
       httpVersion: req.httpVersion,
