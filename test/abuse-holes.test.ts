@@ -351,6 +351,35 @@ describe("every public call", () => {
     );
   });
 
+  it("holds the other kinds of send too, each timed in the group of what it wrote: a bound code, a recovery notice for an unknown address, a pending username's sign-up", async () => {
+    const seen: string[] = [];
+    const sendTimes = watchedTimes(seen);
+    sendTimes.release();
+    const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, { sendTimes });
+    const fx = adminFixtures(server.url);
+    const org = await fx.org("Timed groups", { selfServiceSignup: true, notifyUnknownRecovery: true });
+    await fx.identity(org.id, "known@example.com", "active");
+    await fx.identity(org.id, "pending@example.com", "pending");
+    await fx.identity(org.id, "disabled@example.com", "disabled");
+    fx.close();
+    seen.length = 0; // the pending identity's registration code
+    const send = async (method: string, username: string, extra: Record<string, string> = {}) =>
+      expect((await postJson(server.url, `/codegate.v1.${method}`, { username, orgId: org.id, ...extra })).status, `${method} ${username}`).toBe(200);
+    const binding = { binding: "a-flow-binding-0123456789" };
+    for (const username of ["known@example.com", "unknown@example.com"]) await send("LoginService/SendLoginCode", username, binding);
+    // With notifyUnknownRecovery, an address without an account gets a notice, a disabled account nothing.
+    for (const username of ["unknown@example.com", "known@example.com", "disabled@example.com"]) await send("RecoveryService/SendRecoveryCode", username);
+    // Sign-up of a pending username mails it a fresh code.
+    await send("RegistrationService/Register", "pending@example.com");
+    expect(seen.join(", ")).toBe(
+      [
+        ...["timed login code+bound, held login", "held login"],
+        ...["timed recovery notice, held recovery", "timed recovery code, held recovery", "held recovery"],
+        "timed registration+signup code, held registration+signup",
+      ].join(", "),
+    );
+  });
+
   it("fails a wrong guess by username no sooner than most wrong guesses that a live code took: each failure held, those a live code took timed", async () => {
     const seen: string[] = [];
     const failureTimes = watchedTimes(seen);
@@ -368,6 +397,32 @@ describe("every public call", () => {
     expect((await postJson(server.url, `${L}/VerifyLoginCode`, { username: "coded@example.com", orgId, code })).status).toBe(200);
     // The live code took the first guess; none took the other two; the right code is not a failure.
     expect(seen).toEqual(["timed login", "held login", "held login", "held login"]);
+  });
+
+  it("times the guess that locks a code like any other a live code took; past the username's failure limit, a guess that no code takes is held like one at an unknown username", async () => {
+    const seen: string[] = [];
+    const failureTimes = watchedTimes(seen);
+    failureTimes.release();
+    const limits = { CODE_LOGIN_MAX_ATTEMPTS: "2", RATE_LIMIT_VERIFY_FAILURES_PER_USERNAME: "3/24h", RATE_LIMIT_SEND_PER_USERNAME: "100/1s" };
+    const { server, orgId } = await serverWith(limits, undefined, { failureTimes });
+    const sendCode = async () => {
+      expect((await postJson(server.url, `${L}/SendLoginCode`, { username: "owner@example.com", orgId })).status).toBe(200);
+      return codeFrom(await smtp.nextMailTo("owner@example.com"));
+    };
+    const wrongFor = (code: string) => (code === "000000" ? "111111" : "000000");
+    const guess = async (username: string, code: string) =>
+      expect((await postJson(server.url, `${L}/VerifyLoginCode`, { username, orgId, code })).status, username).toBe(401);
+    const first = await sendCode();
+    await guess("owner@example.com", wrongFor(first));
+    await guess("owner@example.com", wrongFor(first)); // its second and last attempt: the code dies
+    expect(await live(server, "owner@example.com")).toEqual([]);
+    await guess("owner@example.com", wrongFor(first)); // no live code takes it
+    const second = await sendCode();
+    await guess("owner@example.com", wrongFor(second)); // the third failure of the day
+    await guess("owner@example.com", wrongFor(second)); // past the limit: a code takes only its first attempt
+    expect(await live(server, "owner@example.com")).toEqual([{ binding: "", attempts: 1 }]);
+    await guess("nobody@example.com", "000000");
+    expect(seen).toEqual(["timed login", "held login", "timed login", "held login", "held login", "timed login", "held login", "held login", "held login"]);
   });
 });
 
