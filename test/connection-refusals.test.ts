@@ -3,7 +3,10 @@
 // (hostile-connections.test.ts, cluster.test.ts) refuse real connections; this one moves
 // the clock past the minute, which they cannot wait for.
 import { describe, expect, it } from "vitest";
-import { refusalReporter, type RefusalReason } from "../src/server/listener.ts";
+import net from "node:net";
+import { pino } from "pino";
+import { parseTrustedProxies } from "../src/lib/address.ts";
+import { createListener, refusalReporter, type RefusalReason } from "../src/server/listener.ts";
 
 describe("refused connections", () => {
   it("are each counted, and logged the first time and then once a minute per limit, with the count in between", () => {
@@ -31,5 +34,29 @@ describe("refused connections", () => {
     ]);
     expect(lines[0]!.msg).toMatch(/MAX_CONNECTIONS_PER_ADDRESS \(2\)/);
     expect(lines[1]!.msg).toMatch(/MAX_CONNECTIONS \(10\)/);
+  });
+
+  it("drop a socket whose peer is already gone, without counting it under an empty address", async () => {
+    const counted: RefusalReason[] = [];
+    const listener = createListener(() => {}, {
+      headersTimeoutMs: 60_000,
+      requestTimeoutMs: 60_000,
+      idleTimeoutMs: 60_000,
+      maxConnections: 10,
+      maxConnectionsPerAddress: 1,
+      trustedProxies: parseTrustedProxies([]).proxies,
+      maxConcurrentStreams: 10,
+      log: pino({ enabled: false }),
+      refused: (reason) => counted.push(reason),
+    });
+    // Unconnected, as a socket is whose peer reset it before it reached the listener: no remote address.
+    const gone = [new net.Socket(), new net.Socket()];
+    for (const socket of gone) {
+      expect(socket.remoteAddress).toBeUndefined();
+      listener.server.emit("connection", socket);
+    }
+    expect(gone.map((socket) => socket.destroyed)).toEqual([true, true]);
+    expect(counted).toEqual([]); // not refused by a limit: there was nobody to refuse
+    await listener.close(0);
   });
 });

@@ -171,7 +171,10 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   // Connections open per client address: one source must not take every MAX_CONNECTIONS place.
   const fromAddress = new CountsByKey();
   const admitted = (socket: net.Socket): boolean => {
-    const address = parseAddress(socket.remoteAddress ?? "");
+    // A peer gone before its connection came to this callback has no address left: nothing to
+    // serve, and it must not count under an address "" that every such socket would share.
+    if (!socket.remoteAddress) return false;
+    const address = parseAddress(socket.remoteAddress);
     const key = addressKey(address);
     // Counted here rather than by net.Server's maxConnections: in a cluster's worker, that
     // one hands a connection it refuses back to the primary, which offers it to the next.
