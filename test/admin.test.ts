@@ -109,6 +109,43 @@ describe("organizations", () => {
     expect(res.status).toBe(400);
     expect(res.body.message).toContain("page_token");
   });
+
+  it("answers a forged page token invalid_argument on every listing, however well its JSON is formed, and logs no error", async () => {
+    const orgId = succeeded(await admin.call("createOrganization", { name: "Forged pages" }, auth)).organization!.id;
+    const token = (cursor: unknown) => Buffer.from(JSON.stringify(cursor)).toString("base64url");
+    const uuid = "0190a3b2-7c4d-7e8f-9a0b-1c2d3e4f5a6b";
+    const forged = {
+      "an id of another shape": ["2020-01-01T00:00:00.000Z", "x"],
+      "a NUL in the id": ["2020-01-01T00:00:00.000Z", `${uuid}\u0000`],
+      "year 10000": ["+010000-01-01T00:00:00.000Z", uuid],
+      "year 0": ["0000-01-01T00:00:00.000Z", uuid],
+      "a day that does not exist": ["2020-02-30T00:00:00.000Z", uuid],
+      "a time without its form": ["1 Jan 2020", uuid],
+      "an id that is not a string": ["2020-01-01T00:00:00.000Z", 7],
+      "a third element": ["2020-01-01T00:00:00.000Z", uuid, "more"],
+      "an object": { at: "2020-01-01T00:00:00.000Z", id: uuid },
+    };
+    const listings = [
+      ["ListOrganizations", {}],
+      ["ListIdentities", { orgId }],
+      ["ListCourierMessages", { orgId }],
+    ] as const;
+    const errorsBefore = server.logs.filter((l) => /"level":(50|60|"error"|"fatal")/.test(l)).length;
+    for (const [method, body] of listings) {
+      for (const [what, cursor] of Object.entries(forged)) {
+        const res = await postJson(server.url, rpc(method), { ...body, pageToken: token(cursor) }, auth);
+        expect([res.status, res.body.code], `${method}, ${what}`).toEqual([400, "invalid_argument"]);
+        expect(res.body.message, `${method}, ${what}`).toContain("page_token");
+      }
+    }
+    expect(server.logs.filter((l) => /"level":(50|60|"error"|"fatal")/.test(l)).length).toBe(errorsBefore);
+    // A token this server wrote still turns the page.
+    for (let i = 0; i < 2; i++) await admin.call("createIdentity", { orgId, username: `paged-${i}@example.com`, skipRegistrationCode: true }, auth);
+    const first = succeeded(await admin.call("listIdentities", { orgId, pageSize: 1 }, auth));
+    const second = succeeded(await admin.call("listIdentities", { orgId, pageSize: 1, pageToken: first.nextPageToken }, auth));
+    expect(second.identities.map((i) => i.username)).not.toEqual(first.identities.map((i) => i.username));
+    expect(second.identities).toHaveLength(1);
+  });
 });
 
 describe("identities", () => {

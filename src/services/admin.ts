@@ -22,7 +22,7 @@ import { answeringDomainErrors } from "./errors.ts";
 import { auditOf, localesOf } from "./calls.ts";
 import { eventHandlers } from "./events.ts";
 import { channelProto, identityStateOf, identityToProto, mailKindOf, mailKindProto, organizationToProto, purposeOf, purposeProto, settingsOf } from "./mapping.ts";
-import { DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
+import { CURSOR_IDS, DEFAULT_PAGE_SIZE, decodePageToken, pageOf } from "./paging.ts";
 
 const statusProto: Record<MailStatus, CourierMessageStatus> = {
   queued: CourierMessageStatus.QUEUED,
@@ -63,7 +63,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
 
     async listOrganizations(req) {
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
-      const page = pageOf(await listOrganizations(deps.sql, decodePageToken(req.pageToken), size), size);
+      const page = pageOf(await listOrganizations(deps.sql, decodePageToken(req.pageToken, CURSOR_IDS.organization), size), size);
       return { organizations: page.items.map(organizationToProto), nextPageToken: page.next };
     },
 
@@ -81,7 +81,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
 
     async listIdentities(req) {
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
-      const page = pageOf(await listIdentities(deps.sql, req.orgId, decodePageToken(req.pageToken), size), size);
+      const page = pageOf(await listIdentities(deps.sql, req.orgId, decodePageToken(req.pageToken, CURSOR_IDS.uuid), size), size);
       return { identities: page.items.map(identityToProto), nextPageToken: page.next };
     },
 
@@ -107,7 +107,7 @@ export function adminService(deps: ServiceDeps): ServiceImpl<typeof AdminService
     async listCourierMessages(req) {
       const size = req.pageSize || DEFAULT_PAGE_SIZE;
       const status = mailStatuses.find((s) => statusProto[s] === req.status) ?? "";
-      const page = pageOf(await listMails(deps.sql, req.orgId, status, decodePageToken(req.pageToken), size), size);
+      const page = pageOf(await listMails(deps.sql, req.orgId, status, decodePageToken(req.pageToken, CURSOR_IDS.uuid), size), size);
       return {
         messages: page.items.map((m) =>
           create(CourierMessageSchema, {
