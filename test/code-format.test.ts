@@ -9,8 +9,8 @@ import { durationMs } from "@bufbuild/protobuf/wkt";
 import { Code, CodePurpose, codegateError, createCodegateWebClients, type CodegateClients } from "@codegate/client/web";
 import { CodeService } from "../gen/codegate/v1/code_pb.ts";
 import { CodePurpose as ServerCodePurpose, type Organization } from "../gen/codegate/v1/types_pb.ts";
-import { startTestServer, type TestServer } from "./support/server.ts";
-import { grpcClient } from "./support/clients.ts";
+import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { bearer, grpcClient, postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { failed, succeeded } from "./support/results.ts";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
@@ -110,6 +110,20 @@ describe("the answer", () => {
     await connect.login.sendLoginCode({ username: "format@example.com", orgId: custom.id });
     const { length, alphabet } = byOrg.body;
     expect(codeFrom(await smtp.nextMailTo("format@example.com"))).toMatch(new RegExp(`^[${alphabet}]{${length}}$`));
+  });
+
+  it("cannot be set to an alphabet with a character twice, or past U+FFFF: the setting is refused, naming it, not kept and ignored", async () => {
+    const update = (settings: Record<string, unknown>) =>
+      postJson(server.url, "/codegate.v1.AdminService/UpdateOrganizationSettings", { orgId: plain.id, settings }, bearer(ADMIN_TOKEN));
+    for (const [field, alphabet] of [["loginCode", "aa"], ["recoveryCode", "0123456789AA"], ["registrationCode", "😀😁😂😃😄😅😆😇😈😉"]] as const) {
+      const res = await update({ [field]: { alphabet } });
+      expect(res.status, `${field} ${alphabet}`).toBe(400);
+      expect(res.body.message, `${field} ${alphabet}`).toContain(`settings.${field.replace("C", "_c")}.alphabet`);
+    }
+    const format = await connect.code.getCodeFormat({ orgId: plain.id, purpose: CodePurpose.LOGIN });
+    expect(format.alphabet).toBe("0123456789");
+    const got = await postJson(server.url, "/codegate.v1.AdminService/GetOrganization", { orgId: plain.id }, bearer(ADMIN_TOKEN));
+    expect(got.body.organization.settings?.loginCode).toBeUndefined();
   });
 
   it("is the same for an unknown organization, an org_id and a tenant_id that disagree, and an organization without overrides", async () => {

@@ -47,6 +47,14 @@ export function returnUrlProblem(text: string): string | undefined {
  * safe return URL. Answers the settings to keep.
  */
 export function checkedSettings(config: Config, settings: OrgSettings): OrgSettings {
+  // The proto bounds an alphabet's length; that no character comes twice (counted in
+  // UTF-16 units, as codes are drawn: a character past U+FFFF is two) is checked here.
+  for (const [field, policy] of [["login_code", settings.loginCode], ["registration_code", settings.registrationCode], ["recovery_code", settings.recoveryCode]] as const) {
+    const alphabet = policy?.alphabet;
+    if (alphabet !== undefined && new Set(alphabet).size !== alphabet.length) {
+      throw new InvalidArgument(`settings.${field}.alphabet`, "distinct characters, none of them twice nor past U+FFFF (no emoji)");
+    }
+  }
   const guess = organizationGuessChance(config, settings);
   if (guess.chance > config.maxGuessChance) {
     throw new InvalidArgument(
