@@ -136,6 +136,7 @@ describe("routes from the google.api.http annotations", () => {
     expect(bindRequest(match, query, undefined)).toEqual({ orgId: "or-aaaaa-bbbbb-cccccccccccccccc", pageSize: "3", pageToken: "abc" });
     expect(() => bindRequest(match, new URLSearchParams("colour=red"), undefined)).toThrow(/colour/);
     expect(() => bindRequest(match, new URLSearchParams("pageSize=1&pageSize=2"), undefined)).toThrow(/page_size/);
+    for (const both of ["pageSize=1&page_size=2", "page_size=2&pageSize=1"]) expect(() => bindRequest(match, new URLSearchParams(both), undefined)).toThrow(/page_size: one name/);
     expect(() => bindRequest(match, new URLSearchParams("orgId=or-x"), undefined)).toThrow(/org_id.*path/);
   });
 
@@ -263,6 +264,21 @@ describe("errors in the documented shape", () => {
     const camel = await rest("POST", "/admin/recovery/code", { identityId: "00000000-0000-4000-8000-000000000000" }, auth);
     expectError(camel, 400, "Bad Request", Reason.invalidArgument);
     expect(camel.body.error.message).toContain("identityId");
+  });
+
+  it("400 for a key given twice in a body, however written, and for a field by both its names in a query: never the last one wins", async () => {
+    const [a, b] = ["00000000-0000-4000-8000-000000000000", "00000000-0000-4000-8000-000000000001"];
+    for (const body of [`{"identity_id":"${a}","identity_id":"${b}"}`, `{"identity_id":"${a}","identity\\u005fid":"${b}"}`]) {
+      const twice = await rest("POST", "/admin/recovery/code", body, auth);
+      expectError(twice, 400, "Bad Request", Reason.invalidArgument);
+      expect(twice.body.error.message).toContain('duplicate object key "identity_id"');
+    }
+    const locale = await rest("POST", "/auth/login/code", `{"username":"${anotherLogin().username}","orgId":"${DOCUMENTED_LOGIN.orgId}","locale":"en","locale":"de"}`);
+    expectError(locale, 400, "Bad Request", Reason.invalidArgument);
+    expect(locale.body.error.message).toContain('duplicate object key "locale"');
+    const query = await rest("GET", `/auth/code/format?orgId=${DOCUMENTED_LOGIN.orgId}&org_id=or-aaaaa-bbbbb-cccccccccccccccc&purpose=1`);
+    expectError(query, 400, "Bad Request", Reason.invalidArgument);
+    expect(query.body.error.message).toContain("org_id: one name");
   });
 
   it("400 for bad admin input: a non-uuid identity_id, an expires_in that is no duration", async () => {

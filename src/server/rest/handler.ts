@@ -13,7 +13,7 @@
 // client metadata. Hence this small adapter.
 import http from "node:http";
 import { isUtf8 } from "node:buffer";
-import { fromJson, toJson, type DescMethod, type JsonValue } from "@bufbuild/protobuf";
+import { fromJson, fromJsonString, toJson, type DescMethod, type JsonValue } from "@bufbuild/protobuf";
 import { Code, ConnectError, createHandlerContext, type ContextValues, type MethodImplSpec, type ServiceImplSpec } from "@connectrpc/connect";
 import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
 import { ErrorInfoSchema, RetryInfoSchema } from "../../../gen/google/rpc/error_details_pb.ts";
@@ -160,9 +160,15 @@ function send(res: HttpResponse, status: number, body: Uint8Array | RestErrorBod
   res.end(payload);
 }
 
-/** The request message of `method` from protobuf JSON; anything that does not fit it is the caller's fault. */
-function requestMessage(method: DescMethod, json: JsonValue) {
+/**
+ * The request message of `method` from protobuf JSON; anything that does not fit it
+ * is the caller's fault. JSON.parse kept the last of two equal keys in the body
+ * (`text`): protobuf-es's own parse of it refuses them, as Connect's decoding does,
+ * so that what a proxy in front read first is not overruled by what came after.
+ */
+function requestMessage(method: DescMethod, json: JsonValue, text?: string) {
   try {
+    if (text !== undefined) fromJsonString(method.input, text, { ignoreUnknownFields: false });
     return fromJson(method.input, json, { ignoreUnknownFields: false });
   } catch (err) {
     throw apiError(Code.InvalidArgument, Reason.invalidArgument, err instanceof Error ? err.message : "the body does not fit the request");
@@ -224,6 +230,7 @@ export function restHandler(services: readonly ServiceImplSpec[], pipeline: RpcP
       // The body is read only after the request gate: an unauthenticated admin request is refused without being parsed.
       await raceAbort(pipeline.requestGate(ctx), ctx.signal);
       let body: JsonValue | undefined;
+      let text: string | undefined;
       if (route.body === "*") {
         const raw = await readBody(call.body, opts.maxRequestBytes);
         if (!raw) {
@@ -233,13 +240,14 @@ export function restHandler(services: readonly ServiceImplSpec[], pipeline: RpcP
         // Not read with replacement characters: a username with U+FFFD in it is not what was sent.
         if (!isUtf8(raw)) throw apiError(Code.InvalidArgument, Reason.invalidArgument, NOT_UTF8);
         try {
-          body = JSON.parse(raw.toString("utf8")) as JsonValue;
+          text = raw.toString("utf8");
+          body = JSON.parse(text) as JsonValue;
         } catch {
           throw apiError(Code.InvalidArgument, Reason.invalidArgument, NOT_JSON);
         }
         if (nestedDeeperThan(body, MAX_JSON_DEPTH)) throw invalidArgument("body", `JSON nested at most ${MAX_JSON_DEPTH} levels deep`);
       }
-      const input = requestMessage(spec.method, bindRequest({ route, params }, query, body));
+      const input = requestMessage(spec.method, bindRequest({ route, params }, query, body), text);
       const output = await invokeUnaryImplementation(spec, ctx, input, pipeline.interceptors);
       reply(route.successStatus, Buffer.from(JSON.stringify(toJson(spec.method.output, output))), headers());
     } catch (err) {

@@ -137,6 +137,8 @@ export function bindRequest(match: { route: RestRoute; params: Map<DescField, st
       const field = route.method.input.fields.find((f) => f.jsonName === key || f.name === key);
       const values = query.getAll(key);
       if (!field || !isQueryable(field)) throw invalidArgument(key, `unknown query parameter of ${route.verb} ${route.template}`);
+      // Both names (org_id and orgId) would leave which one wins to the order of the query.
+      if (field.jsonName in json) throw invalidArgument(field.name, "one name: the proto name or the JSON name, not both");
       if (field.fieldKind !== "list" && values.length > 1) throw invalidArgument(field.name, "a single value");
       json[field.jsonName] = field.fieldKind === "list" ? values.map((v) => queryValue(field, v)) : queryValue(field, values[0]);
     }
