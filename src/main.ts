@@ -1,4 +1,4 @@
-// The command line: `serve` (default), `migrate`, `admin-token create|revoke`.
+// The command line: `serve` (default), `courier`, `migrate`, `prune`, `admin-token create|revoke`.
 import { createAdminToken, revokeAdminToken } from "./rules/admin-tokens.ts";
 import { loadConfig, type Config } from "./config/config.ts";
 import { ConfigError } from "./config/env.ts";
@@ -13,11 +13,12 @@ import { openMigrated } from "./store/orm.ts";
 import { prune } from "./store/retention.ts";
 import { sqlOf } from "./store/sql.ts";
 
-const usage = `usage: codegate [serve | courier | migrate | prune | admin-token create [name] | admin-token revoke <id>]
-  serve     the API (and the courier unless COURIER_ENABLED=false), in WORKERS processes
-  courier   the mail courier alone; run as many as needed
-  migrate   apply the database migrations
-  prune     delete dead codes, sent mail metadata and ended rate-limit windows now`;
+const usage = `usage: codegate [serve | courier | migrate | prune | admin-token create [--delivery] [name] | admin-token revoke <id>]
+  serve        the API (and the courier unless COURIER_ENABLED=false), in WORKERS processes
+  courier      the mail courier alone; run as many as needed
+  migrate      apply the database migrations
+  prune        delete dead codes, sent mail metadata and ended rate-limit windows now
+  admin-token  create a token (--delivery: one that may call DeliveryService only, for a delivery worker), or revoke one`;
 
 /** Resolves on the first SIGTERM or SIGINT. */
 function stopSignal(log: Logger): Promise<void> {
@@ -43,7 +44,8 @@ function guard(log: Logger, metrics: () => Metrics | undefined): { crashed: Prom
 }
 
 async function main(args: string[]): Promise<number> {
-  const [command = "serve", sub, arg] = args;
+  const delivery = args.includes("--delivery");
+  const [command = "serve", sub, arg] = args.filter((a) => a !== "--delivery");
   const config = loadConfig(process.env, { serving: command === "serve" || command === "courier" });
   switch (command) {
     case "serve":
@@ -79,8 +81,8 @@ async function main(args: string[]): Promise<number> {
       const { orm } = await openMigrated(config);
       try {
         if (sub === "create") {
-          const { id, token } = await createAdminToken(orm, arg ?? "admin token", new Date());
-          console.log(`admin token ${id} (shown once, keep it safe):\n${token}`);
+          const { id, token } = await createAdminToken(orm, arg ?? (delivery ? "delivery token" : "admin token"), new Date(), delivery ? "delivery" : "admin");
+          console.log(`${delivery ? "delivery token (DeliveryService only)" : "admin token"} ${id} (shown once, keep it safe):\n${token}`);
           return 0;
         }
         if (sub === "revoke" && arg) {

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { simpleParser } from "mailparser";
-import { CodePurpose, CourierMessageStatus, DeliveryChannel, IdentityState, MailKind } from "@codegate/client/node";
+import { CodePurpose, CourierMessageStatus, createCodegateNodeClients, DeliveryChannel, IdentityState, MailKind } from "@codegate/client/node";
+import { createAdminToken } from "../src/rules/admin-tokens.ts";
 import { ManualClock } from "../src/domain/clock.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -330,6 +331,43 @@ describe("failures and leases", () => {
 });
 
 describe("DeliveryService's requests", () => {
+  it("take a delivery token (admin-token create --delivery), which may call nothing else: every admin call is permission_denied, logged, and changes nothing", async () => {
+    const org = await smsOrg("Delivery Token");
+    const number = phone();
+    const alice = await identityWithPhone(org.id, "token-alice@example.com", number);
+    const { id: tokenId, token } = await createAdminToken(server.app.orm, "sms worker", new Date(), "delivery");
+    const worker = createCodegateNodeClients({ baseUrl: server.url, adminToken: token });
+    try {
+      await fx.clients.login.sendLoginCode({ orgId: org.id, username: "token-alice@example.com" });
+      const [m] = (await worker.delivery.claim({ channels: [DeliveryChannel.SMS], maxMessages: 100 })).messages.filter((c) => c.recipient === number);
+      expect(m).toBeDefined();
+      expect((await worker.delivery.ack({ messages: [receipt(m)] })).ackedIds).toEqual([m.id]);
+
+      const denied = { code: Code.PermissionDenied };
+      await expect(worker.admin.createRecoveryCode({ identityId: alice.id })).rejects.toMatchObject(denied);
+      await expect(worker.admin.setIdentityState({ identityId: alice.id, state: IdentityState.DISABLED })).rejects.toMatchObject(denied);
+      await expect(worker.admin.listOrganizations({})).rejects.toMatchObject(denied);
+      const stream = worker.admin.watchEvents({ orgId: org.id });
+      await expect((async () => { for await (const _ of stream) void _; })()).rejects.toSatisfy((e) => ConnectError.from(e).code === Code.PermissionDenied);
+      const rest = await fetch(`${server.url}/admin/recovery/code`, { method: "POST", headers: { "content-type": "application/json", ...bearer(token) }, body: JSON.stringify({ identity_id: alice.id }) });
+      expect(rest.status).toBe(403);
+      const json = await postJson(server.url, "/codegate.v1.AdminService/CreateRecoveryCode", { identityId: alice.id }, bearer(token));
+      expect([json.status, json.body.code]).toEqual([403, "permission_denied"]);
+      expect(json.body.message).toContain("DeliveryService only");
+
+      const recoveryCodes = await server.app.orm.em
+        .getConnection()
+        .execute("select count(*)::int as n from code where identity_id = ? and purpose = 'recovery'", [alice.id]);
+      expect(recoveryCodes).toEqual([{ n: 0 }]);
+      expect((await fx.clients.admin.getIdentity({ identityId: alice.id })).identity!.state).toBe(IdentityState.ACTIVE);
+      const refusals = server.logs.filter((l) => l.includes("delivery token refused outside DeliveryService"));
+      expect(refusals).toHaveLength(6);
+      expect(refusals.every((l) => l.includes(`"tokenId":"${tokenId}"`) && l.includes('"level":"warn"'))).toBe(true);
+    } finally {
+      worker.close();
+    }
+  });
+
   it("need the admin token, and name the API's channels only, over Connect JSON as over gRPC", async () => {
     const path = "/codegate.v1.DeliveryService/Claim";
     const body = { channels: ["DELIVERY_CHANNEL_SMS"], maxMessages: 1 };

@@ -13,7 +13,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { DeliveryChannel, IdentityState } from "@codegate/client/node";
 import { ManualClock } from "../src/domain/clock.ts";
-import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
+import { createAdminToken } from "../src/rules/admin-tokens.ts";
+import { startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { PYTHON, PYTHON_CLIENT, pythonSkipReason } from "./support/python.ts";
 
@@ -35,12 +36,14 @@ describe.skipIf(reason !== undefined)(`the Python delivery worker over gRPC${rea
   let fx: ReturnType<typeof adminFixtures>;
   let dir: string;
   let stubs: string;
+  /** The worker's token, as the README says to make it: DeliveryService only. */
+  let deliveryToken: string;
 
   /** Runs the worker until it is idle; answers its exit code and output. */
-  const worker = (args: string[], token = ADMIN_TOKEN) => startWorker(["--until-idle", ...args], token).ended;
+  const worker = (args: string[], token = deliveryToken) => startWorker(["--until-idle", ...args], token).ended;
 
   /** Starts the worker; `ended` answers its exit code and output. */
-  function startWorker(args: string[], token = ADMIN_TOKEN) {
+  function startWorker(args: string[], token = deliveryToken) {
     const child = spawn(PYTHON, [join(PYTHON_CLIENT, "delivery_worker.py"), ...args], {
       env: { PATH: process.env.PATH ?? "", PYTHONPATH: stubs, CODEGATE_SERVER: new URL(server.url).host, CODEGATE_ADMIN_TOKEN: token },
       stdio: ["ignore", "pipe", "pipe"],
@@ -91,6 +94,7 @@ describe.skipIf(reason !== undefined)(`the Python delivery worker over gRPC${rea
     // No SMTP needed: the courier never takes these messages.
     server = await startTestServer({ COURIER_ENABLED: "false", COURIER_MAX_ATTEMPTS: "3", COURIER_BACKOFF_BASE: "1s", COURIER_BACKOFF_MAX: "4s" }, { clock });
     fx = adminFixtures(server.url);
+    deliveryToken = (await createAdminToken(server.app.orm, "python worker", new Date(), "delivery")).token;
   });
   afterAll(async () => {
     fx?.close();

@@ -43,6 +43,35 @@ describe("migrations on PostgreSQL", () => {
     expect(second).toContain("up to date");
   });
 
+  it("admin-token create makes a token of all scopes, and with --delivery one for DeliveryService only; existing tokens keep all", async () => {
+    const databaseUrl = await freshDatabase({ empty: true });
+    const before = await openOrm({ databaseUrl, dataDir: tempDir(), dbPoolSize: 1 });
+    try {
+      await before.migrator.up({ to: "20261207-retention-order" });
+      await before.em.getConnection().execute("insert into admin_token (id, secret_hash, name, created_at) values ('older0000000', '\\x00', 'older', now() - interval '1 day')");
+    } finally {
+      await before.close();
+    }
+    const env = { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: tempDir() };
+    const create = (...args: string[]) => execFileSync(process.execPath, ["src/main.ts", "admin-token", "create", ...args], { env, encoding: "utf8" });
+    const admin = create("operator");
+    const delivery = create("--delivery", "sms worker");
+    expect(admin).toMatch(/^admin token [a-z0-9]{12} /);
+    expect(delivery).toMatch(/^delivery token \(DeliveryService only\) [a-z0-9]{12} /);
+    const db = new pg.Client(databaseUrl);
+    await db.connect();
+    try {
+      const rows = (await db.query("select name, scope from admin_token order by created_at, name")).rows;
+      expect(rows).toEqual([
+        { name: "older", scope: "admin" },
+        { name: "operator", scope: "admin" },
+        { name: "sms worker", scope: "delivery" },
+      ]);
+    } finally {
+      await db.end();
+    }
+  });
+
   it("run from the migrate command without the requests' statement timeout: an index on a large table takes longer", async () => {
     const databaseUrl = await freshDatabase({ empty: true });
     const before = await openOrm({ databaseUrl, dataDir: tempDir(), dbPoolSize: 1 });

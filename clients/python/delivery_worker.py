@@ -32,7 +32,8 @@ Options:
     --exit-before-ack        deliver one batch, then exit without acking (a crash, for trying it out)
 
 The server is $CODEGATE_SERVER (host:port, default localhost:8080), --tls for
-TLS; the admin token is $CODEGATE_ADMIN_TOKEN, never a command-line argument.
+TLS; its token is $CODEGATE_ADMIN_TOKEN (a delivery token, made by `codegate
+admin-token create --delivery`), never a command-line argument.
 Progress goes to stderr, one line per event; errors exit with status 1.
 """
 
@@ -100,7 +101,7 @@ def receipt(m):
 def run(args):
     token = os.environ.get("CODEGATE_ADMIN_TOKEN")
     if not token:
-        raise SystemExit("error: set CODEGATE_ADMIN_TOKEN to an admin token")
+        raise SystemExit("error: set CODEGATE_ADMIN_TOKEN to a delivery token (codegate admin-token create --delivery)")
     metadata = (("authorization", "Bearer " + token),)
     outbox = Outbox(args.deliver_to)
     stopping = []

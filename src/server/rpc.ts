@@ -400,6 +400,10 @@ export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
           if (waitMs > 0) throw rateLimited(waitMs);
           throw apiError(Code.Unauthenticated, Reason.unauthenticated, "a valid admin token is required: Authorization: Bearer <admin token>");
         }
+        if (principal.scope === "delivery" && ctx.service.typeName !== DeliveryService.typeName) {
+          log.warn({ requestId, tokenId: principal.tokenId, rpc: `${ctx.service.name}/${ctx.method.name}` }, "delivery token refused outside DeliveryService");
+          throw apiError(Code.PermissionDenied, Reason.permissionDenied, "this token may call DeliveryService only; the call needs an admin token");
+        }
         ctx.values.set(adminTokenIdKey, principal.tokenId);
       }
       ctx.values.get(callStateKey)!.phase = "decode";

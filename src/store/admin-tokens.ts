@@ -2,7 +2,7 @@
 import { AdminTokenEntity } from "./entities.ts";
 import type { Orm } from "./orm.ts";
 
-export async function insertAdminToken(orm: Orm, token: { id: string; secretHash: Buffer; name: string; createdAt: Date }): Promise<void> {
+export async function insertAdminToken(orm: Orm, token: { id: string; secretHash: Buffer; name: string; scope: string; createdAt: Date }): Promise<void> {
   const em = orm.em.fork();
   em.create(AdminTokenEntity, { ...token, revokedAt: null });
   await em.flush();
@@ -17,8 +17,8 @@ export function countLiveAdminTokens(orm: Orm): Promise<number> {
   return orm.em.fork().count(AdminTokenEntity, { revokedAt: null });
 }
 
-/** The secret hash of a live token, or undefined. */
-export async function liveAdminTokenHash(orm: Orm, id: string): Promise<Buffer | undefined> {
+/** The secret hash and scope of a live token, or undefined. */
+export async function liveAdminToken(orm: Orm, id: string): Promise<{ secretHash: Buffer; scope: string } | undefined> {
   const row = await orm.em.fork().findOne(AdminTokenEntity, { id, revokedAt: null });
-  return row ? Buffer.from(row.secretHash) : undefined;
+  return row ? { secretHash: Buffer.from(row.secretHash), scope: row.scope } : undefined;
 }

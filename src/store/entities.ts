@@ -161,6 +161,8 @@ export const AdminTokenEntity = defineEntity({
     /** SHA-256 of the token's secret part. */
     secretHash: p.type("blob"),
     name: p.text(),
+    /** What it may call: "admin" (everything) or "delivery" (DeliveryService only). */
+    scope: p.text().default("admin"),
     createdAt: p.datetime(),
     revokedAt: p.datetime().nullable(),
   },

@@ -14,6 +14,7 @@ import { JobTurns } from "./20261204-job-turns.ts";
 import { GuessTurns } from "./20261205-guess-turns.ts";
 import { GuessGates } from "./20261206-guess-gates.ts";
 import { RetentionOrder } from "./20261207-retention-order.ts";
+import { AdminTokenScopes } from "./20261208-admin-token-scopes.ts";
 
 export const migrations: MigrationObject[] = [
   { name: "20261123-initial", class: InitialSchema },
@@ -29,4 +30,5 @@ export const migrations: MigrationObject[] = [
   { name: "20261205-guess-turns", class: GuessTurns },
   { name: "20261206-guess-gates", class: GuessGates },
   { name: "20261207-retention-order", class: RetentionOrder },
+  { name: "20261208-admin-token-scopes", class: AdminTokenScopes },
 ];
