@@ -120,7 +120,7 @@ const { rows } = await sql.query<{ ms: number }>(
 const { rows: statements } = await sql.query<{ calls: string; query: string }>("select calls::text, query from pg_stat_statements where query ~ 'courier_message'");
 const calls = (re: RegExp) => statements.filter((s) => re.test(s.query)).reduce((n, s) => n + Number(s.calls), 0);
 const looks = calls(/^\s*select org_id from courier_message/);
-const claims = calls(/update courier_message m set claimed_until/);
+const claims = calls(/\), claimed as \(\s+update courier_message m set/);
 console.log(
   `${WORKERS} workers waiting (half on each server), sends paced at ${RATE}/s for ${SECONDS} s (sent ${sentPerSecond.toFixed(0)}/s): ` +
     `lag from the send's statement to the ack: ${fmt(rows.map((r) => Number(r.ms)))}; ` +

@@ -8,7 +8,7 @@ import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink } from "./support/smtp.ts";
 import { seal } from "../src/rules/mail/seal.ts";
-import { claimMails, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
+import { claimMails, LAPSED_ERROR, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
 import type { Sql } from "../src/store/sql.ts";
 
 const servers: TestServer[] = [];
@@ -76,7 +76,8 @@ async function oneFailingMail(recipient: string, around: (run: () => Promise<any
     { COURIER_MAX_ATTEMPTS: "1", COURIER_POLL_INTERVAL: "50ms", LOG_LEVEL: "warn" },
     {
       instrumentSql: (sql) => ({
-        query: (text, params, signal) => (text.includes("'mail.abandoned'") ? around(() => sql.query(text, params, signal), sql) : sql.query(text, params, signal)),
+        // The failure's statement (a claim's records a lapsed mail's abandonment too).
+        query: (text, params, signal) => (text.includes("with failed as (") ? around(() => sql.query(text, params, signal), sql) : sql.query(text, params, signal)),
         transaction: (work) => sql.transaction(work),
       }),
     },
@@ -297,21 +298,37 @@ describe("the courier's SMTP connections", () => {
     const a = { lease: randomUUID(), at: at(0) };
     const b = { lease: randomUUID(), at: at(30_000) };
 
-    expect((await claimMails(sql, a, at(20_000), 10)).map((m) => m.id)).toEqual([mail.id]);
+    expect((await claimMails(sql, a, at(20_000), 10, 5)).items.map((m) => m.id)).toEqual([mail.id]);
     // A loses the database past its lease while its send goes on; B takes the mail over.
-    expect((await claimMails(sql, b, at(50_000), 10)).map((m) => m.id)).toEqual([mail.id]);
-    expect(await claimMails(sql, { lease: randomUUID(), at: at(30_000) }, at(50_000), 10)).toEqual([]);
+    expect((await claimMails(sql, b, at(50_000), 10, 5)).items.map((m) => m.id)).toEqual([mail.id]);
+    expect(await claimMails(sql, { lease: randomUUID(), at: at(30_000) }, at(50_000), 10, 5)).toEqual({ items: [], abandoned: [] });
 
     // A's late outcomes and renewal change nothing: B's claim stands.
     expect(await markFailed(sql, at(31_000), 5, a, [{ ...mail, nextAt: at(31_000), error: "refused" }])).toEqual([]);
     expect(await markSent(sql, at(31_000), a, [mail])).toBe(0);
     await renewClaims(sql, a, at(90_000), [mail]);
-    expect(await row()).toMatchObject({ status: "queued", send_count: 0, lease_token: b.lease, claimed_until: t0 + 50_000 });
+    // A's lapsed lease was an attempt: B's claim counted it.
+    expect(await row()).toMatchObject({ status: "queued", send_count: 1, lease_token: b.lease, claimed_until: t0 + 50_000 });
 
     // B's outcome counts; A's failure after it does not put the sent mail, its body wiped, back in the queue.
     expect(await markSent(sql, at(32_000), b, [mail])).toBe(1);
     expect(await markFailed(sql, at(33_000), 5, a, [{ ...mail, nextAt: at(33_000), error: "refused" }])).toEqual([]);
-    expect(await row()).toMatchObject({ status: "sent", send_count: 1, lease_token: null, claimed_until: null, body: null });
+    expect(await row()).toMatchObject({ status: "sent", send_count: 2, lease_token: null, claimed_until: null, body: null });
+  });
+
+  it("counts a lapsed lease as an attempt, and abandons a mail whose last attempt's lease lapsed rather than claim it for ever", async () => {
+    const { sql, mail, at } = await oneMailUnclaimed("or-lapsing");
+    const claimAt = (ms: number) => claimMails(sql, { lease: randomUUID(), at: at(ms) }, at(ms + 20_000), 10, 2);
+    expect((await claimAt(0)).items.map((m) => [m.id, m.sendCount])).toEqual([[mail.id, 0]]);
+    // Its courier died with it: the next claim, past the lease, counts that attempt.
+    expect((await claimAt(30_000)).items.map((m) => [m.id, m.sendCount])).toEqual([[mail.id, 1]]);
+    // The second attempt's lease lapses too: that was the last (at most 2).
+    expect(await claimAt(60_000)).toEqual({ items: [], abandoned: ["login"] });
+    const [row] = await sql.query(`select status, send_count, last_error, body, lease_token from courier_message where org_id = $1 and id = $2`, [mail.orgId, mail.id]);
+    expect(row).toEqual({ status: "abandoned", send_count: 2, last_error: LAPSED_ERROR, body: null, lease_token: null });
+    const events = await sql.query(`select type, details from event where org_id = $1 and mail_id = $2`, [mail.orgId, mail.id]);
+    expect(events).toEqual([{ type: "mail.abandoned", details: { attempts: "2" } }]);
+    expect(await claimAt(90_000)).toEqual({ items: [], abandoned: [] });
   });
 
   it("gives back the mails it claimed in one organization when its claim in the next fails: left claimed, they would wait out their lease", async () => {
@@ -325,20 +342,20 @@ describe("the courier's SMTP connections", () => {
     let claims = 0;
     const failingSecond: Sql = {
       query: (text, params, signal) =>
-        text.includes("set claimed_until = $2, lease_token") && ++claims === 2 ? Promise.reject(new Error("the claim statement failed (a test's)")) : sql.query(text, params, signal),
+        text.includes("), claimed as (\n  update courier_message m set") && ++claims === 2 ? Promise.reject(new Error("the claim statement failed (a test's)")) : sql.query(text, params, signal),
       transaction: (work) => sql.transaction(work),
     };
-    await expect(claimMails(failingSecond, { lease: randomUUID(), at: at(0) }, at(60_000), 10)).rejects.toThrow("a test's");
+    await expect(claimMails(failingSecond, { lease: randomUUID(), at: at(0) }, at(60_000), 10, 5)).rejects.toThrow("a test's");
     expect(claims).toBe(2);
     const [leased] = await sql.query(`select count(*)::int as n from courier_message where org_id = any($1) and lease_token is not null`, [[mail.orgId, other.orgId]]);
     expect(leased.n).toBe(0);
-    expect((await claimMails(sql, { lease: randomUUID(), at: at(1_000) }, at(60_000), 10)).map((m) => m.id).sort()).toEqual([mail.id, other.id].sort());
+    expect((await claimMails(sql, { lease: randomUUID(), at: at(1_000) }, at(60_000), 10, 5)).items.map((m) => m.id).sort()).toEqual([mail.id, other.id].sort());
   });
 
   it("keeps a claim apart from a courier of an earlier version's, which sets no token, in a rolling upgrade", async () => {
     const { sql, mail, at } = await oneMailUnclaimed("or-upgrade");
     const a = { lease: randomUUID(), at: at(0) };
-    expect((await claimMails(sql, a, at(20_000), 10)).map((m) => m.id)).toEqual([mail.id]);
+    expect((await claimMails(sql, a, at(20_000), 10, 5)).items.map((m) => m.id)).toEqual([mail.id]);
     // A loses its lease; a courier of the earlier version claims the mail (its claim sets no token, A's stays), sends
     // it and marks it sent (leaving the token too), as that version's statements did.
     await sql.query(`update courier_message set claimed_until = $3, updated_at = $4 where org_id = $1 and id = $2`, [mail.orgId, mail.id, at(50_000), at(30_000)]);

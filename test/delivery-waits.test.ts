@@ -268,7 +268,7 @@ function lostToAnother(code: "40P01" | "40001"): Error {
 
 /** The delivery API's look for organizations with due messages, and its claim of one organization's (store/delivery.ts). */
 const isLook = (text: string) => text.includes("select org_id from courier_message") && text.includes("channel <> 'smtp'");
-const isClaim = (text: string) => text.includes("update courier_message m set claimed_until = $2, lease_token");
+const isClaim = (text: string) => text.includes("), claimed as (\n  update courier_message m set");
 
 describe("a waiting claim, caught between its statement and its answer", () => {
   const holding = holdingSql();

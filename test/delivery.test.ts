@@ -10,6 +10,7 @@ import { durationFromMs, timestampDate } from "@bufbuild/protobuf/wkt";
 import { simpleParser } from "mailparser";
 import { CodePurpose, CourierMessageStatus, createCodegateNodeClients, DeliveryChannel, IdentityState, MailKind } from "@codegate/client/node";
 import { createAdminToken } from "../src/rules/admin-tokens.ts";
+import { LAPSED_ERROR } from "../src/store/outbox.ts";
 import { ManualClock } from "../src/domain/clock.ts";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
 import { adminFixtures } from "./support/fixtures.ts";
@@ -58,6 +59,12 @@ const rowById = async (id: string) => (await outbox("id = ?", [id]))[0];
 /** The event trail's entries about one message: written in the statement of its ack or failure. */
 const mailEvents = (id: string): Promise<{ type: string; details: Record<string, string> | null }[]> =>
   server.app.orm.em.getConnection().execute("select type, details from event where mail_id = ? and type like 'mail.%' order by id", [id]);
+
+/** A courier counter's value for login messages, as /metrics has it (0 before its first). */
+async function loginMetric(name: string): Promise<number> {
+  const text = await (await fetch(`${server.app.opsUrl}/metrics`)).text();
+  return Number(new RegExp(`^${name}\\{purpose="login"\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+}
 
 let n = 0;
 /** A phone number no other test uses. */
@@ -289,7 +296,7 @@ describe("failures and leases", () => {
     expect(await claimFor([number])).toEqual([]);
   });
 
-  it("claims a message again, with the same id, once its lease has lapsed; the lapsed lease can neither ack nor fail it", async () => {
+  it("claims a message again, with the same id and its lapsed attempt counted, once its lease has lapsed; the lapsed lease can neither ack nor fail it", async () => {
     const org = await smsOrg("SMS Leases");
     const number = phone();
     await identityWithPhone(org.id, "sms-lease@example.com", number);
@@ -302,14 +309,38 @@ describe("failures and leases", () => {
     const [second] = await claimFor([number]);
     expect(second.id).toBe(first.id);
     expect(second.leaseToken).not.toBe(first.leaseToken);
-    expect(second.attempt).toBe(1);
+    expect(second.attempt).toBe(2);
     expect(oneof(second.content, "text").body).toBe(oneof(first.content, "text").body);
 
     expect((await fx.clients.delivery.ack({ messages: [receipt(first)] })).ackedIds).toEqual([]);
     expect((await fx.clients.delivery.fail({ failures: [{ message: receipt(first), error: "late" }] })).messages).toEqual([]);
-    expect(await rowById(first.id)).toMatchObject({ status: "queued", send_count: 0, lease_token: second.leaseToken });
+    expect(await rowById(first.id)).toMatchObject({ status: "queued", send_count: 1, lease_token: second.leaseToken });
     expect((await fx.clients.delivery.ack({ messages: [receipt(second)] })).ackedIds).toEqual([first.id]);
     expect(await rowById(first.id)).toMatchObject({ status: "sent", body: null });
+  });
+
+  it("abandons a message whose lease lapsed at every attempt (a message that kills its worker), rather than hand it out for ever", async () => {
+    const org = await smsOrg("SMS Lapsing");
+    const number = phone();
+    await identityWithPhone(org.id, "sms-lapsing@example.com", number);
+    await fx.clients.login.sendLoginCode({ orgId: org.id, username: "sms-lapsing@example.com" });
+    const abandonedBefore = await loginMetric("codegate_courier_abandoned_total");
+    const ids = new Set<string>();
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const [m] = await claimFor([number], undefined, { leaseMs: 10_000 });
+      expect(m.attempt).toBe(attempt);
+      ids.add(m.id);
+      clock.advance(11_000); // the worker never answers
+    }
+    expect(ids.size).toBe(1);
+    const [id] = ids;
+    // The claim that finds its third lease lapsed abandons it: not handed out, its body wiped.
+    expect(await claimFor([number])).toEqual([]);
+    expect(await rowById(id)).toMatchObject({ status: "abandoned", send_count: 3, last_error: LAPSED_ERROR, body: null, claimed_until: null, lease_token: null });
+    expect(await mailEvents(id)).toEqual([{ type: "mail.abandoned", details: { attempts: "3", channel: "sms" } }]);
+    expect(await loginMetric("codegate_courier_abandoned_total")).toBe(abandonedBefore + 1);
+    clock.advance(3_600_000);
+    expect(await claimFor([number])).toEqual([]);
   });
 
   it("never hands one message to two concurrent claims", async () => {

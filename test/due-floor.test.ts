@@ -84,9 +84,9 @@ describe("the looks for due mail", () => {
       const readings: number[] = [];
       const sql = measuring(c, readings);
       const now = new Date();
-      const claimed = await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 20, mailsFrom);
-      await claimMessages(sql, now, new Date(now.getTime() + 60_000), 20, ["sms"], randomUUID(), messagesFrom);
-      expect(claimed).toEqual([]); // answered by the measuring wrapper; the claims ran under EXPLAIN ANALYZE
+      const claimed = await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 20, 5, mailsFrom);
+      await claimMessages(sql, now, new Date(now.getTime() + 60_000), 20, ["sms"], randomUUID(), 5, messagesFrom);
+      expect(claimed).toEqual({ items: [], abandoned: [] }); // answered by the measuring wrapper; the claims ran under EXPLAIN ANALYZE
       expect(readings).toHaveLength(4);
       return readings;
     };
@@ -109,7 +109,7 @@ describe("the looks for due mail", () => {
     const floor = new DueFloor(() => oldestDueMail(sql), systemClock);
     const claim = async () => {
       const now = new Date();
-      const claimed = await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 20, await floor.get());
+      const { items: claimed } = await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 20, 5, await floor.get());
       floor.looked(claimed.length > 0);
       return claimed.map((m) => m.id);
     };

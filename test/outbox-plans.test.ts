@@ -83,8 +83,8 @@ describe("the outbox's statements on a few mails of one organization", () => {
     for (const mode of ["custom", "generic"] as const) {
       for (let i = 0; i < CALLS; i++) {
         const sql = measuring(client, mode, readings);
-        await claimMails(sql, { lease: randomUUID(), at: now }, later, CLAIM);
-        await claimMessages(sql, now, later, CLAIM, ["sms"], randomUUID());
+        await claimMails(sql, { lease: randomUUID(), at: now }, later, CLAIM, 40);
+        await claimMessages(sql, now, later, CLAIM, ["sms"], randomUUID(), 40);
         await markSent(sql, now, HELD, batch("sent"));
         await markFailed(sql, now, 40, HELD, batch("failed").map((m) => ({ ...m, nextAt: now, error: "refused" })));
         await renewClaims(sql, HELD, later, batch("renewed"));

@@ -201,8 +201,8 @@ describe("hot-path statements", () => {
     const looks = async () => {
       const now = new Date();
       const floor = new Date(now.getTime() - 7_000);
-      expect(await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 10, floor)).toEqual([]);
-      expect(await claimMessages(sql, now, new Date(now.getTime() + 60_000), 10, ["sms"], randomUUID(), floor)).toEqual([]);
+      expect(await claimMails(sql, { lease: randomUUID(), at: now }, new Date(now.getTime() + 60_000), 10, 40, floor)).toEqual({ items: [], abandoned: [] });
+      expect(await claimMessages(sql, now, new Date(now.getTime() + 60_000), 10, ["sms"], randomUUID(), 40, floor)).toEqual({ items: [], abandoned: [] });
       await oldestDueMail(sql);
       await oldestDueMessage(sql, ["sms"]);
       await queueStats(sql);

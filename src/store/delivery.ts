@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, planEachCall, type Row, type Sql } from "./sql.ts";
-import { ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, ID_RANGE, idBounds } from "./outbox.ts";
+import { ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimSet, ID_RANGE, idBounds, type Claimed } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -31,11 +31,16 @@ with c as materialized (
   order by next_attempt_at
   limit $3
   for update skip locked
+), claimed as (
+  update courier_message m set ${claimSet("$2::timestamptz", "$5::uuid", "$8::int")}, updated_at = $1
+  from c
+  where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
+  returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m.send_count, m.status
+), logged as (
+  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
+  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text, 'channel', channel), $1 from claimed where status = 'abandoned'
 )
-update courier_message m set claimed_until = $2, lease_token = $5::uuid, updated_at = $1
-from c
-where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
-returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
+select * from claimed`;
 
 // Outcomes commit without waiting for the disk, as the courier's: one a crash of
 // PostgreSQL forgets leaves the message queued, claimed again when its lease ends.
@@ -119,16 +124,18 @@ export async function claimMessages(
   size: number,
   channels: readonly ApiChannel[],
   token: string,
+  maxAttempts: number,
   dueFrom: Date = ANY_TIME,
   signal?: AbortSignal,
-): Promise<ClaimedMessage[]> {
+): Promise<Claimed<ClaimedMessage>> {
   const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels, dueFrom], signal)).map((r) => r.org_id));
   const claimed: ClaimedMessage[] = [];
+  const abandoned: Purpose[] = [];
   for (const orgId of due) {
-    if (claimed.length >= size) break;
+    if (claimed.length + abandoned.length >= size) break;
     let rows: Row[];
     try {
-      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, orgId, token, channels, dueFrom], signal);
+      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length - abandoned.length, orgId, token, channels, dueFrom, maxAttempts], signal);
     } catch (err) {
       // Not started, the call being over (sql.query throws its signal's reason): what was
       // claimed before is answered, for the caller to give back. Anything else is an error.
@@ -139,6 +146,10 @@ export async function claimMessages(
       throw err;
     }
     for (const m of rows) {
+      if (m.status === "abandoned") {
+        abandoned.push(m.purpose);
+        continue;
+      }
       claimed.push({
         orgId: m.org_id,
         id: m.id,
@@ -151,7 +162,7 @@ export async function claimMessages(
       });
     }
   }
-  return claimed;
+  return { items: claimed, abandoned };
 }
 
 // Given back unanswered: messages a claim took but could not hand out (they did not

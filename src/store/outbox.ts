@@ -12,6 +12,33 @@ export const ID_RANGE = (m: string, lo: string, hi: string) => `${m}.id between 
 /** A claim's update within the range of the ids its CTE `c` chose. */
 export const CLAIMED_RANGE = ID_RANGE("m", "(select id from c order by id limit 1)", "(select id from c order by id desc limit 1)");
 
+/** Said of a message abandoned by a claim because its last attempt's lease lapsed. */
+export const LAPSED_ERROR = "its lease lapsed at its last attempt: whoever held it stopped before an outcome";
+
+/**
+ * What a claim writes to each message it takes (`m`), leasing it until `until` under
+ * `token`. A message still marked claimed, its `claimed_until` past, had a lease that
+ * lapsed: whoever held it died or hung with it, perhaps after sending it. That was an
+ * attempt, counted here; uncounted, a message that kills whoever takes it came back for
+ * ever. One whose lapsed lease was its last attempt (`max`) is abandoned, its body
+ * wiped, and not handed out: the claim's statement records it in the trail.
+ */
+export function claimSet(until: string, token: string, max: string): string {
+  const lastLapsed = `(m.claimed_until is not null and m.send_count + 1 >= ${max})`;
+  return `send_count = m.send_count + (m.claimed_until is not null)::int,
+    status = case when ${lastLapsed} then 'abandoned' else m.status end,
+    body = case when ${lastLapsed} then null else m.body end,
+    last_error = case when ${lastLapsed} then '${LAPSED_ERROR}' else m.last_error end,
+    claimed_until = case when ${lastLapsed} then null else ${until} end,
+    lease_token = case when ${lastLapsed} then null else ${token} end`;
+}
+
+/** What a claim took: the messages to deliver, and the purposes of those it abandoned (claimSet). */
+export interface Claimed<T> {
+  items: T[];
+  abandoned: Purpose[];
+}
+
 // Mails are claimed oldest first, one organization at a time: every statement
 // that takes locks names its organization, so that the outbox can be distributed
 // by organization (Citus) without change.
@@ -44,11 +71,16 @@ with c as materialized (
   order by next_attempt_at
   limit $3
   for update skip locked
+), claimed as (
+  update courier_message m set ${claimSet("$2::timestamptz", "$6::uuid", "$8::int")}, updated_at = $1
+  from c
+  where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
+  returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count, m.status
+), logged as (
+  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
+  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text), $1 from claimed where status = 'abandoned'
 )
-update courier_message m set claimed_until = $2, lease_token = $6::uuid, updated_at = $1
-from c
-where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
-returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count`;
+select * from claimed`;
 
 // A statement names one organization's mails: by organization and an array of
 // ids, which the primary key finds (over jsonb_to_recordset the planner assumed a
@@ -184,15 +216,16 @@ export const ANY_TIME = new Date(0);
  * Claims up to `size` mails due at the claim's time, from `dueFrom` (a floor below
  * which no mail is queued: rules/due-floor.ts) on, for its lease, which ends at `until`.
  */
-export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number, dueFrom: Date = ANY_TIME): Promise<ClaimedMail[]> {
+export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number, maxAttempts: number, dueFrom: Date = ANY_TIME): Promise<Claimed<ClaimedMail>> {
   const { lease, at: now } = claim;
   const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, dueFrom])).map((r) => r.org_id));
   const claimed: ClaimedMail[] = [];
+  const abandoned: Purpose[] = [];
   for (const org_id of due) {
-    if (claimed.length >= size) break;
+    if (claimed.length + abandoned.length >= size) break;
     let rows: Row[];
     try {
-      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length, org_id, "smtp", lease, dueFrom]);
+      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length - abandoned.length, org_id, "smtp", lease, dueFrom, maxAttempts]);
     } catch (err) {
       // What was claimed in other organizations is given back rather than left leased to nobody
       // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
@@ -200,10 +233,11 @@ export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, siz
       throw err;
     }
     for (const m of rows) {
-      claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
+      if (m.status === "abandoned") abandoned.push(m.purpose);
+      else claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
     }
   }
-  return claimed;
+  return { items: claimed, abandoned };
 }
 
 /** Extends the lease of the mails the claim still holds. */

@@ -138,12 +138,16 @@ export class Courier {
 
   /** Claims one batch and delivers it; answers how many mails it tried (not those it handed back). */
   async runOnce(): Promise<number> {
-    const { sql, config, clock, transport, secrets, log } = this.deps;
+    const { sql, config, clock, transport, secrets, log, events } = this.deps;
     const now = clock.now();
     // Names this claim: its renewals and outcomes change only the mails it still holds (store/outbox.ts).
     const claim = { lease: randomUUID(), at: now };
-    const batch = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize, await this.floor.get());
-    this.floor.looked(batch.length > 0);
+    const { items: batch, abandoned } = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize, config.maxAttempts, await this.floor.get());
+    this.floor.looked(batch.length + abandoned.length > 0);
+    if (abandoned.length) {
+      for (const purpose of abandoned) events.abandoned(purpose);
+      log.warn({ abandoned: abandoned.length }, "mail abandoned: its last attempt's lease lapsed (a courier stopped before an outcome)");
+    }
     if (batch.length === 0) return 0;
     const renewal = setInterval(() => {
       renewClaims(sql, claim, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));

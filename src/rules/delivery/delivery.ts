@@ -172,13 +172,17 @@ export class DeliveryDesk {
   }
 
   private async claimNow(channels: readonly ApiChannel[], size: number, leaseMs: number, signal?: AbortSignal): Promise<Claimed> {
-    const { sql, clock, secrets } = this.deps;
+    const { sql, clock, secrets, config, events, log } = this.deps;
     const now = clock.now();
     const leaseToken = randomUUID();
     const leaseExpiresAt = new Date(now.getTime() + leaseMs);
     const floor = this.floor(channels);
-    const claimed = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, await floor.get(), signal);
-    floor.looked(claimed.length > 0);
+    const { items: claimed, abandoned } = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, config.maxAttempts, await floor.get(), signal);
+    floor.looked(claimed.length + abandoned.length > 0);
+    if (abandoned.length) {
+      for (const purpose of abandoned) events.abandoned(purpose);
+      log.warn({ abandoned: abandoned.length }, "delivery API: messages abandoned: their last attempt's lease lapsed (a worker stopped before an outcome)");
+    }
     const deliveries: Delivery[] = [];
     const broken: (LeasedKey & { error: string })[] = [];
     for (const m of claimed) {
@@ -204,7 +208,7 @@ export class DeliveryDesk {
     }
     const left = deliveries.slice(fit);
     if (left.length) await this.release(left);
-    return { deliveries: deliveries.slice(0, fit), full: size > 0 && claimed.length >= size };
+    return { deliveries: deliveries.slice(0, fit), full: size > 0 && claimed.length + abandoned.length >= size };
   }
 
   /** Marks delivered messages sent (their bodies wiped); answers the ids their leases still held. */
