@@ -6,7 +6,10 @@ import { startTestServer, freshDatabase, type TestServer } from "./support/serve
 import { createCodegateWebClients } from "@codegate/client/web";
 import { postJson } from "./support/clients.ts";
 import { adminFixtures } from "./support/fixtures.ts";
-import { SmtpSink } from "./support/smtp.ts";
+import { codeFrom, SmtpSink } from "./support/smtp.ts";
+import { ScriptedSmtp, type SmtpMisbehaviour } from "./support/scripted-smtp.ts";
+import { simpleParser } from "mailparser";
+import pg from "pg";
 import { seal } from "../src/rules/mail/seal.ts";
 import { claimMails, LAPSED_ERROR, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
 import type { Sql } from "../src/store/sql.ts";
@@ -530,3 +533,73 @@ async function latestMailSent(s: TestServer, recipient: string) {
     { timeout: 10_000, interval: 20 },
   );
 }
+
+describe("a hostile SMTP server", () => {
+  const scripted: ScriptedSmtp[] = [];
+  afterAll(async () => {
+    for (const smtp of scripted) await smtp.stop();
+  });
+
+  /** A server whose courier mails to a scripted server misbehaving so, after a login send to a new identity. */
+  async function courierTo(mode: SmtpMisbehaviour, env: Record<string, string>) {
+    const smtp = await ScriptedSmtp.start(mode);
+    scripted.push(smtp);
+    const s = await startTestServer({ SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "50ms", COURIER_BACKOFF_BASE: "50ms", COURIER_BACKOFF_MAX: "100ms", LOG_LEVEL: "warn", ...env });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org(`SMTP that does ${mode}`);
+    await fx.identity(org.id, "victim@example.com");
+    await fx.clients.login.sendLoginCode({ orgId: org.id, username: "victim@example.com" });
+    fx.close();
+    return { s, smtp };
+  }
+
+  it("that drips its replies a byte at a time has each mail cut at COURIER_SEND_TIMEOUT, its connection closed, until the mail is abandoned", async () => {
+    const { s, smtp } = await courierTo("drip", { COURIER_SEND_TIMEOUT: "1s", COURIER_MAX_ATTEMPTS: "2" });
+    const row = await mailOnceIt(s, "victim@example.com", "abandoned");
+    expect(row).toMatchObject({ send_count: 2, body: null });
+    expect(row.last_error).toMatch(/^ESENDCUT the SMTP server took longer than COURIER_SEND_TIMEOUT \(1000 ms\)/);
+    expect(smtp.opened).toBe(2);
+    await vi.waitFor(() => expect(smtp.open.size).toBe(0));
+  });
+
+  it("that drips does not hold a stopping courier past SHUTDOWN_GRACE: the mail going out is cut, recorded as failed, and tried again later", async () => {
+    const { s, smtp } = await courierTo("drip", { COURIER_SEND_TIMEOUT: "10m", SHUTDOWN_GRACE: "300ms" });
+    await vi.waitFor(() => expect(smtp.open.size).toBe(1), { timeout: 5_000 }); // the mail is going out
+    await closeNow(s); // would wait out the ten minutes without the cut
+    await vi.waitFor(() => expect(smtp.open.size).toBe(0));
+    const db = new pg.Client(s.databaseUrl);
+    await db.connect();
+    try {
+      const { rows } = await db.query("select status, send_count, last_error, body is not null as sealed from courier_message where recipient = 'victim@example.com'");
+      expect(rows).toEqual([{ status: "queued", send_count: 1, last_error: expect.stringMatching(/^ESENDCUT the mail transport was closed/), sealed: true }]);
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("that quotes the mail in its refusal never gets the code into the log, the outbox or ListCourierMessages", async () => {
+    const { s, smtp } = await courierTo("quote", { COURIER_MAX_ATTEMPTS: "1" });
+    const row = await mailOnceIt(s, "victim@example.com", "abandoned");
+    // The server's refusal quoted the code (the end of the mail it was sent).
+    const code = codeFrom({ ...(await simpleParser(smtp.bodies[0])), subject: "" } as never);
+    expect(smtp.bodies[0].replace(/\r?\n/g, " ").slice(-400)).toContain(code);
+    expect(row.last_error).toBe("EMESSAGE 554 5.7.1 at DATA (the SMTP server's reply is not kept: it may quote the mail)");
+    const failures = s.logs.filter((l) => l.includes("mail delivery failed"));
+    expect(failures).toHaveLength(1);
+    expect(failures[0]).toContain("EMESSAGE 554 5.7.1");
+    expect(s.logs.filter((l) => l.includes("rejected content"))).toEqual([]);
+    const fx = adminFixtures(s.url);
+    const orgId = (await fx.clients.admin.listOrganizations({})).organizations.find((o) => o.name === "SMTP that does quote")!.id;
+    const listed = (await fx.clients.admin.listCourierMessages({ orgId })).messages;
+    fx.close();
+    expect(listed.map((m) => m.lastError)).toEqual([row.last_error]);
+  });
+
+  it("that puts a NUL in its reply has the failure recorded, and the mail abandoned at its last attempt, not tried for ever", async () => {
+    const { s } = await courierTo("nul", { COURIER_MAX_ATTEMPTS: "2" });
+    const row = await mailOnceIt(s, "victim@example.com", "abandoned");
+    expect(row).toMatchObject({ send_count: 2, last_error: "EENVELOPE 550 5.1.1 at RCPT TO (the SMTP server's reply is not kept: it may quote the mail)" });
+    expect(s.logs.filter((l) => /"level":"(error|fatal)"/.test(l))).toEqual([]);
+  });
+});

@@ -2,6 +2,8 @@
 // a token, a secret or a mail body.
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { randomBytes } from "node:crypto";
+import { Writable } from "node:stream";
+import { createLogger } from "../src/lib/log.ts";
 import { createAdminToken } from "../src/rules/admin-tokens.ts";
 import { DeliveryChannel } from "@codegate/client/node";
 import { ADMIN_TOKEN, startTestServer, type TestServer } from "./support/server.ts";
@@ -133,5 +135,18 @@ describe("logs at debug level", () => {
     }
     // Admin calls are logged by token id, never the token.
     expect(all).toContain(`"admin":"${stored.id}"`);
+  });
+});
+
+describe("an error that carries its statement's parameters", () => {
+  it("is logged without them: PGlite's errors hold the bind values (usernames, code hashes, sealed mail)", async () => {
+    const lines: string[] = [];
+    const log = createLogger("info", new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
+    const err = Object.assign(new Error('invalid byte sequence for encoding "UTF8": 0x00'), { code: "22021", query: "select $1::text", params: ["victim@example.com", "123456"] });
+    log.error({ err }, "courier batch failed");
+    log.warn({ params: ["victim@example.com"] }, "a statement failed");
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line).not.toContain("victim@example.com");
+    expect(JSON.parse(lines[0]).err).toMatchObject({ code: "22021", query: "select $1::text", params: "[redacted]" });
   });
 });

@@ -98,6 +98,8 @@ export interface Config {
     pollMs: number;
     /** SMTP connections a courier keeps open at once, at most, each sending one mail at a time. */
     smtpConnections: number;
+    /** The longest one mail may take on its connection, from connecting on; then the connection is cut. */
+    sendTimeoutMs: number;
   };
 }
 
@@ -246,6 +248,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       backoffMaxMs: r.duration("COURIER_BACKOFF_MAX", 30_000, 10, 24 * 3_600_000),
       pollMs: r.duration("COURIER_POLL_INTERVAL", 1000, 10, 60_000),
       smtpConnections: r.int("COURIER_SMTP_CONNECTIONS", 8, 1, 100),
+      sendTimeoutMs: r.duration("COURIER_SEND_TIMEOUT", 60_000, 1000, 600_000),
     },
   };
   const guess = worstDailyGuessChance({ policies: config.codes, ...config.rateLimits });

@@ -28,6 +28,9 @@ const redactPaths = [
   "*.html",
   "text",
   "*.text",
+  // A failed statement's bind parameters (PGlite's errors carry them): usernames, hashes, sealed mail.
+  "params",
+  "*.params",
 ];
 
 export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {

@@ -329,9 +329,24 @@ class OutcomeRecorder {
   }
 }
 
-/** A delivery error as stored and logged: its code and first line, nothing more. */
-function describe(err: unknown): string {
-  const e = err as { code?: string; responseCode?: number; message?: string };
-  const first = String(e?.message ?? err).split("\n")[0].slice(0, 200);
-  return [e?.code, e?.responseCode, first].filter(Boolean).join(" ");
+/**
+ * A delivery error as stored (last_error, which ListCourierMessages answers) and logged.
+ * Never in the SMTP server's own words: a content filter's refusal may quote the mail,
+ * and with it the live code. What happened is in its codes: nodemailer's (EENVELOPE at
+ * MAIL FROM or RCPT TO, EMESSAGE at DATA or after it, ETIMEDOUT, ECONNECTION, …), the
+ * reply code, the enhanced status code (RFC 3463) and the command. An error without a
+ * reply (ours, the socket's) keeps its first line. Control characters go: PostgreSQL
+ * refuses a NUL in text, and the outcome would never be recorded.
+ */
+export function describe(err: unknown): string {
+  const e = err as { code?: unknown; responseCode?: unknown; response?: unknown; command?: unknown; message?: unknown };
+  const code = typeof e?.code === "string" && /^[A-Z]{2,16}$/.test(e.code) ? e.code : undefined;
+  if (e?.response !== undefined || e?.responseCode !== undefined) {
+    const reply = typeof e.responseCode === "number" ? e.responseCode : undefined;
+    const enhanced = /^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})(?!\d)/.exec(String(e.response ?? ""))?.[1];
+    const command = typeof e.command === "string" && /^[A-Z][A-Z ]{1,15}$/.test(e.command) ? `at ${e.command}` : undefined;
+    return [code, reply, enhanced, command, "(the SMTP server's reply is not kept: it may quote the mail)"].filter(Boolean).join(" ");
+  }
+  const first = String(e?.message ?? err).split("\n")[0].toWellFormed().replace(/[\x00-\x1f\x7f]/g, "?");
+  return [code, first].filter(Boolean).join(" ").slice(0, 200);
 }

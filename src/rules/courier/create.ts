@@ -20,7 +20,11 @@ export interface CourierDeps {
   events: CourierEvents;
 }
 
-/** A courier and its mail transport; stopping it also closes the transport. */
+/**
+ * A courier and its mail transport. Stopping it lets the mails being sent finish within
+ * SHUTDOWN_GRACE, then closes the transport, cutting those still going out (they are
+ * recorded as failed, and go out again after their backoff).
+ */
 export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(): Promise<void> } {
   const transport = createMailTransport(deps.config);
   const courier = new Courier({
@@ -36,8 +40,16 @@ export function createCourier(deps: CourierDeps): { courier: Courier; destinatio
     courier,
     destination: transport.destination,
     async stop() {
-      await courier.stop();
+      const stopped = courier.stop();
+      let grace: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<void>((resolve) => (grace = setTimeout(resolve, deps.config.shutdownGraceMs)));
+      try {
+        await Promise.race([stopped, graceOver]);
+      } finally {
+        clearTimeout(grace);
+      }
       transport.close();
+      await stopped;
     },
   };
 }

@@ -30,9 +30,22 @@ export interface MailTransport {
    * each of which may take the SMTP timeouts); those already started go on.
    */
   hold(held: boolean): void;
+  /** Closes every connection; a message being sent rejects with SendCut. */
   close(): void;
   /** Where mail goes, for the log; never with credentials. */
   readonly destination: string;
+}
+
+/**
+ * A message the server took longer over than COURIER_SEND_TIMEOUT, from the connection on
+ * (nodemailer's timeouts are idle timeouts, which a reply dripping a byte at a time never
+ * reaches), or one the transport was closed on while sending it: its connection is cut.
+ */
+export class SendCut extends Error {
+  readonly code = "ESENDCUT";
+  constructor(why: string) {
+    super(why);
+  }
 }
 
 /** A message the transport was held before it started: not tried, nothing to record. */
@@ -46,6 +59,7 @@ export class NotStarted extends Error {
 const IDLE_MS = 30_000;
 
 export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" | "courier">): MailTransport {
+  const sendTimeoutMs = config.courier.sendTimeoutMs;
   const url = config.smtpUrl;
   if (!url) return emlTransport(join(config.dataDir, "mail"));
   const port = url.port ? Number(url.port) : url.protocol === "smtps:" ? 465 : 587;
@@ -58,7 +72,7 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
     socketTimeout: 30_000,
   };
   const auth = url.username ? { user: decodeURIComponent(url.username), pass: decodeURIComponent(url.password) } : undefined;
-  const lanes = Array.from({ length: config.courier.smtpConnections }, () => new Lane(options, auth));
+  const lanes = Array.from({ length: config.courier.smtpConnections }, () => new Lane(options, auth, sendTimeoutMs));
   return {
     destination: `smtp ${url.hostname}:${port}`,
     send(mail) {
@@ -76,23 +90,33 @@ export function createMailTransport(config: Pick<Config, "smtpUrl" | "dataDir" |
   };
 }
 
+/** A connection of a lane: the SMTPConnection, and its opening (connected, greeted, logged in). */
+interface Open {
+  smtp: SMTPConnection;
+  ready: Promise<SMTPConnection>;
+}
+
 /** One SMTP connection, opened when needed, sending its messages one after another. */
 class Lane {
   /** Messages sent to this lane and not yet settled, the one going out included. */
   pending = 0;
   readonly #options: SMTPConnection.Options;
   readonly #auth: SMTPConnection.Credentials | undefined;
-  #connection: Promise<SMTPConnection> | undefined;
+  readonly #sendTimeoutMs: number;
+  #connection: Open | undefined;
   #tail: Promise<unknown> = Promise.resolve();
   #idle: NodeJS.Timeout | undefined;
   #closed = false;
   #held = false;
   /** For each message waiting for its turn: gives it up (it will not be started, and its sender hears NotStarted now). */
   readonly #giveUps = new Set<() => void>();
+  /** Cuts the message being sent, if one is: its connection closed, its sender told `why`. */
+  #cut: ((why: string) => void) | undefined;
 
-  constructor(options: SMTPConnection.Options, auth: SMTPConnection.Credentials | undefined) {
+  constructor(options: SMTPConnection.Options, auth: SMTPConnection.Credentials | undefined, sendTimeoutMs: number) {
     this.#options = options;
     this.#auth = auth;
+    this.#sendTimeoutMs = sendTimeoutMs;
   }
 
   send(mail: OutgoingMessage): Promise<void> {
@@ -133,23 +157,48 @@ class Lane {
   close(): void {
     this.#closed = true;
     clearTimeout(this.#idle);
-    this.#drop();
+    this.#cut?.("the mail transport was closed (the courier stopping) while the mail was being sent");
+    this.#drop(this.#connection);
   }
 
+  /** One message, from the connection on, within COURIER_SEND_TIMEOUT. */
   async #deliver(mail: OutgoingMessage): Promise<void> {
     if (this.#closed) throw new Error("the mail transport is closed");
     clearTimeout(this.#idle);
-    const reused = this.#connection !== undefined;
+    const attempt = { cut: false, open: undefined as Open | undefined };
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<never>((_, reject) => {
+      this.#cut = (why) => {
+        attempt.cut = true;
+        // Whatever the connection is doing: closed at once, not asked to QUIT.
+        if (attempt.open) this.#drop(attempt.open, { now: true });
+        reject(new SendCut(why));
+      };
+      timer = setTimeout(() => this.#cut?.(`the SMTP server took longer than COURIER_SEND_TIMEOUT (${this.#sendTimeoutMs} ms) over the mail`), this.#sendTimeoutMs);
+    });
     try {
-      await this.#sendOn(await (this.#connection ??= this.#connect()), mail);
+      // The attempt goes on, unheard, once cut: its connection is closed under it.
+      await Promise.race([this.#attempt(mail, attempt), cut]);
+    } finally {
+      clearTimeout(timer);
+      this.#cut = undefined;
+    }
+  }
+
+  async #attempt(mail: OutgoingMessage, attempt: { cut: boolean; open: Open | undefined }): Promise<void> {
+    const reused = this.#connection !== undefined;
+    attempt.open = this.#connection ??= this.#connect();
+    try {
+      await this.#sendOn(await attempt.open.ready, mail);
     } catch (err) {
       // After a failed transaction the connection's state is unknown: the next message gets a new one.
-      this.#drop();
+      this.#drop(attempt.open);
       // A connection that sat idle may have been closed by the server meanwhile: that is
       // no reason to fail the mail, which gets one more try on a new connection.
-      if (!reused || !isConnectionLoss(err)) throw err;
-      await this.#sendOn(await (this.#connection = this.#connect()), mail).catch((retryErr: unknown) => {
-        this.#drop();
+      if (attempt.cut || !reused || !isConnectionLoss(err)) throw err;
+      const retry = (attempt.open = this.#connection = this.#connect());
+      await this.#sendOn(await retry.ready, mail).catch((retryErr: unknown) => {
+        this.#drop(retry);
         throw retryErr;
       });
     }
@@ -161,38 +210,44 @@ class Lane {
     );
   }
 
-  #connect(): Promise<SMTPConnection> {
-    const connection = new SMTPConnection(this.#options);
-    const opened = new Promise<SMTPConnection>((resolve, reject) => {
-      // An error with no message in flight (the server closing an idle connection)
-      // must not become an uncaught exception; a send in flight gets it in its callback.
-      connection.on("error", (err) => {
-        reject(err);
-        if (this.#connection === opened) this.#connection = undefined;
-      });
-      connection.once("end", () => {
-        reject(new Error("the SMTP server closed the connection"));
-        if (this.#connection === opened) this.#connection = undefined;
-      });
-      connection.connect(() => {
-        if (!this.#auth) return resolve(connection);
-        connection.login(this.#auth, (err) => (err ? reject(err) : resolve(connection)));
-      });
-    });
-    opened.catch(() => connection.close());
-    return opened;
+  #connect(): Open {
+    const smtp = new SMTPConnection(this.#options);
+    const open: Open = {
+      smtp,
+      ready: new Promise<SMTPConnection>((resolve, reject) => {
+        // An error with no message in flight (the server closing an idle connection)
+        // must not become an uncaught exception; a send in flight gets it in its callback.
+        smtp.on("error", (err) => {
+          reject(err);
+          if (this.#connection === open) this.#connection = undefined;
+        });
+        smtp.once("end", () => {
+          reject(new Error("the SMTP server closed the connection"));
+          if (this.#connection === open) this.#connection = undefined;
+        });
+        smtp.connect(() => {
+          if (!this.#auth) return resolve(smtp);
+          smtp.login(this.#auth, (err) => (err ? reject(err) : resolve(smtp)));
+        });
+      }),
+    };
+    open.ready.catch(() => smtp.close());
+    return open;
   }
 
-  #drop(): void {
-    const connection = this.#connection;
-    this.#connection = undefined;
-    connection?.then((c) => c.quit(), () => {});
+  /** Lets go of `open` (the lane's connection, unless it has another by now): after a QUIT, or at once. */
+  #drop(open: Open | undefined, how: { now?: boolean } = {}): void {
+    if (!open) return;
+    if (this.#connection === open) this.#connection = undefined;
+    if (how.now) return open.smtp.close();
+    open.ready.then((c) => c.quit(), () => {});
   }
 
   #armIdle(): void {
     clearTimeout(this.#idle);
     if (!this.#connection || this.#closed) return;
-    this.#idle = setTimeout(() => this.#drop(), IDLE_MS);
+    const open = this.#connection;
+    this.#idle = setTimeout(() => this.#drop(open), IDLE_MS);
     this.#idle.unref();
   }
 }
