@@ -159,8 +159,10 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
   const exits = [...roles.keys()].map((w) => new Promise((resolve) => (w.isDead() ? resolve(undefined) : w.once("exit", resolve))));
   for (const worker of roles.keys()) send(worker, { codegate: "shutdown" });
   // Each worker has the grace to finish its requests, and a little more to close.
+  let killed = false;
   const late = setTimeout(() => {
     for (const worker of roles.keys()) {
+      killed = true;
       log.error({ role: roles.get(worker), pid: worker.process.pid }, "worker did not stop in time; killing it");
       worker.process.kill("SIGKILL");
     }
@@ -168,7 +170,7 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
   await Promise.all(exits);
   clearTimeout(late);
   await ops?.close();
-  return { code: crashes.length > MAX_CRASHES_IN_WINDOW ? 1 : 0 };
+  return { code: crashes.length > MAX_CRASHES_IN_WINDOW || killed ? 1 : 0 };
 }
 
 function send(worker: Worker, message: ToWorker): void {
