@@ -45,6 +45,12 @@ function guard(log: Logger, metrics: () => Metrics | undefined): { crashed: Prom
 
 async function main(args: string[]): Promise<number> {
   const delivery = args.includes("--delivery");
+  // A mistyped flag would otherwise become a token's name, and the token one of every scope.
+  const unknownFlag = args.find((a) => a.startsWith("--") && a !== "--delivery");
+  if (unknownFlag) {
+    console.error(`unknown option ${unknownFlag}\n${usage}`);
+    return 2;
+  }
   const [command = "serve", sub, arg] = args.filter((a) => a !== "--delivery");
   const config = loadConfig(process.env, { serving: command === "serve" || command === "courier" });
   switch (command) {

@@ -56,6 +56,8 @@ describe("migrations on PostgreSQL", () => {
     const create = (...args: string[]) => execFileSync(process.execPath, ["src/main.ts", "admin-token", "create", ...args], { env, encoding: "utf8" });
     const admin = create("operator");
     const delivery = create("--delivery", "sms worker");
+    // A mistyped flag is refused, not taken for the name of a token of every scope.
+    expect(() => execFileSync(process.execPath, ["src/main.ts", "admin-token", "create", "--delivry", "typo"], { env, encoding: "utf8", stdio: "pipe" })).toThrow(/unknown option --delivry/);
     expect(admin).toMatch(/^admin token [a-z0-9]{12} /);
     expect(delivery).toMatch(/^delivery token \(DeliveryService only\) [a-z0-9]{12} /);
     const db = new pg.Client(databaseUrl);

@@ -85,6 +85,30 @@ describe("a traced send", () => {
     expect(everything).not.toContain(code);
   });
 
+  it("records a refused delivery in its span by its codes, never the SMTP server's words, which may quote the code", async () => {
+    const fx = adminFixtures(server.url);
+    await fx.identity(orgId, "quoted@example.com");
+    fx.close();
+    let code = "";
+    smtp.refuse = (mail) => (mail.to === "quoted@example.com" ? ((code = codeFrom(mail)), `5.7.1 rejected content: ${mail.text.replace(/\s+/g, " ")}`) : undefined);
+    try {
+      const traceId = hex(16);
+      expect((await postJson(server.url, SEND, { username: "quoted@example.com", orgId }, { traceparent: traceparent(traceId, hex(8)) })).status).toBe(200);
+      const [delivery] = await vi.waitFor(() => {
+        const spans = named(spansOf(traceId), "deliver mail");
+        expect(spans).toHaveLength(1);
+        return spans;
+      });
+      expect(code).toMatch(/^\d{6}$/);
+      expect(delivery.status.message).toBe("EMESSAGE 554 5.7.1 at DATA (the SMTP server's reply is not kept: it may quote the mail)");
+      const recorded = JSON.stringify({ status: delivery.status, events: delivery.events });
+      expect(recorded).not.toContain("rejected content");
+      expect(recorded).not.toContain(code);
+    } finally {
+      smtp.refuse = undefined;
+    }
+  });
+
   it("continues it over gRPC (grpc-js metadata) too", async () => {
     const traceId = hex(16);
     const callerSpan = hex(8);

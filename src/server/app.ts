@@ -266,6 +266,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     async close() {
       // Load balancers see NOT_SERVING; new connections are refused; requests in
       // flight finish within the grace period; only then is anything cancelled.
+      const graceEnds = performance.now() + config.shutdownGraceMs;
       await ops.health.beginShutdown();
       pipeline.endStreams();
       // Waiting claims answer now, with what they have (nothing), as streams end.
@@ -274,10 +275,11 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       await listener.close(config.shutdownGraceMs);
       await opsListener?.close();
       shutdown.abort();
-      // The courier finishes the mails it is sending (each bounded by the SMTP timeouts) and hands back
-      // the rest of its batch; a supervisor that kills it sooner only makes those go out again after their lease.
+      // The courier finishes the mails it is sending within what is left of the grace (then cuts
+      // them) and hands back the rest of its batch; a supervisor that kills it sooner only makes
+      // those go out again after their lease.
       await queuedFeed?.close();
-      await mail?.stop();
+      await mail?.stop(Math.max(0, graceEnds - performance.now()));
       await announcer?.close();
       await retention?.stop();
       await orgFeed.close();

@@ -13,8 +13,8 @@ export async function revokeAdminToken(orm: Orm, id: string, now: Date): Promise
   return (await orm.em.fork().nativeUpdate(AdminTokenEntity, { id, revokedAt: null }, { revokedAt: now })) > 0;
 }
 
-export function countLiveAdminTokens(orm: Orm): Promise<number> {
-  return orm.em.fork().count(AdminTokenEntity, { revokedAt: null });
+export function countLiveAdminTokens(orm: Orm, scope: string): Promise<number> {
+  return orm.em.fork().count(AdminTokenEntity, { revokedAt: null, scope });
 }
 
 /** The secret hash and scope of a live token, or undefined. */

@@ -20,6 +20,8 @@ export class SmtpSink {
   connections = 0;
   /** While set, a received mail is recorded but its acceptance (the reply to DATA) waits for it. */
   replyGate: Promise<void> | undefined;
+  /** When it answers a reply for a mail, that mail is refused with it (554), as a content filter would. */
+  refuse: ((mail: ReceivedMail) => string | undefined) | undefined;
   readonly port: number;
   private server: SMTPServer | undefined;
   /** Checks to run on each mail that arrives (see waitFor). */
@@ -54,7 +56,7 @@ export class SmtpSink {
       onData: (stream, _session, cb) => {
         simpleParser(stream)
           .then((parsed) => {
-            this.mails.push({
+            const mail = {
               to: (Array.isArray(parsed.to) ? parsed.to[0] : parsed.to)?.text ?? "",
               from: parsed.from?.text ?? "",
               subject: parsed.subject ?? "",
@@ -62,7 +64,10 @@ export class SmtpSink {
               html: typeof parsed.html === "string" ? parsed.html : "",
               messageId: parsed.messageId ?? "",
               raw: parsed,
-            });
+            };
+            const refusal = this.refuse?.(mail);
+            if (refusal) throw Object.assign(new Error(refusal), { responseCode: 554 });
+            this.mails.push(mail);
             for (const listener of [...this.listeners]) listener();
             return this.replyGate;
           })

@@ -136,7 +136,7 @@ export class Courier {
     this.wakeUp = undefined;
   }
 
-  /** Claims one batch and delivers it; answers how many mails it tried (not those it handed back). */
+  /** Claims one batch and delivers it; answers how many mails it tried or abandoned (not those it handed back). */
   async runOnce(): Promise<number> {
     const { sql, config, clock, transport, secrets, log, events } = this.deps;
     const now = clock.now();
@@ -148,7 +148,8 @@ export class Courier {
       for (const purpose of abandoned) events.abandoned(purpose);
       log.warn({ abandoned: abandoned.length }, "mail abandoned: its last attempt's lease lapsed (a courier stopped before an outcome)");
     }
-    if (batch.length === 0) return 0;
+    // A claim that only abandoned mails did work all the same: the next look comes soon, not after a poll.
+    if (batch.length === 0) return abandoned.length;
     const renewal = setInterval(() => {
       renewClaims(sql, claim, new Date(clock.now().getTime() + LEASE_MS), batch).catch((err: unknown) => log.warn({ err }, "courier could not renew its claim"));
     }, LEASE_MS / 3);
@@ -164,10 +165,11 @@ export class Courier {
             if (!m.body) throw new Error("the queued mail has no body");
             const { from, message, trace } = decodeMail(unseal(secrets.mailKeys, m.keyId, m.id, m.body), m.id, clock.now());
             // Answers whether the mail went out, false when the transport did not start it (not a failure, in its span either).
+            // A failure is told by describe() before its span records it: the server's words may quote the code.
             const send = () =>
               transport.send({ id: m.id, from, to: m.recipient, message: withRecipient(message, m.recipient) }).then(
                 () => true,
-                (err: unknown) => (err instanceof NotStarted ? false : Promise.reject(err)),
+                (err: unknown) => (err instanceof NotStarted ? false : Promise.reject(new Error(describe(err)))),
               );
             // The delivery of a traced call's mail continues its trace.
             const parent = contextOfTraceparent(trace);

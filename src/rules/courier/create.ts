@@ -22,10 +22,11 @@ export interface CourierDeps {
 
 /**
  * A courier and its mail transport. Stopping it lets the mails being sent finish within
- * SHUTDOWN_GRACE, then closes the transport, cutting those still going out (they are
- * recorded as failed, and go out again after their backoff).
+ * `graceMs` (SHUTDOWN_GRACE, or what the server's shutdown left of it), then closes the
+ * transport, cutting those still going out (recorded as failed, to go out again after
+ * their backoff).
  */
-export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(): Promise<void> } {
+export function createCourier(deps: CourierDeps): { courier: Courier; destination: string; stop(graceMs?: number): Promise<void> } {
   const transport = createMailTransport(deps.config);
   const courier = new Courier({
     sql: deps.sql,
@@ -39,10 +40,10 @@ export function createCourier(deps: CourierDeps): { courier: Courier; destinatio
   return {
     courier,
     destination: transport.destination,
-    async stop() {
+    async stop(graceMs = deps.config.shutdownGraceMs) {
       const stopped = courier.stop();
       let grace: NodeJS.Timeout | undefined;
-      const graceOver = new Promise<void>((resolve) => (grace = setTimeout(resolve, deps.config.shutdownGraceMs)));
+      const graceOver = new Promise<void>((resolve) => (grace = setTimeout(resolve, graceMs)));
       try {
         await Promise.race([stopped, graceOver]);
       } finally {
