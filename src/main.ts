@@ -9,6 +9,7 @@ import { reportMetricsToPrimary, runPrimary, workerChannel, workerRole } from ".
 import type { Metrics } from "./server/ops/metrics.ts";
 import { guardProcess } from "./server/process-guard.ts";
 import { runCourierWorker } from "./server/worker.ts";
+import { EmbeddedDatabaseBusy } from "./store/embedded-lock.ts";
 import { openMigrated } from "./store/orm.ts";
 import { prune } from "./store/retention.ts";
 import { sqlOf } from "./store/sql.ts";
@@ -190,6 +191,10 @@ main(process.argv.slice(2)).then(
     if (err instanceof ConfigError) {
       console.error(err.message);
       process.exit(2);
+    }
+    if (err instanceof EmbeddedDatabaseBusy) {
+      console.error(err.message);
+      process.exit(1);
     }
     console.error(err);
     process.exit(1);

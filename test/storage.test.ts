@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startApp } from "../src/server/app.ts";
@@ -146,6 +146,29 @@ describe("migrations on PostgreSQL", () => {
 });
 
 describe("the embedded default", () => {
+  it("is opened by one process at a time: while a server holds DATA_DIR, a command on it is refused, naming the server; a lock left by a dead process is taken over", async () => {
+    const dataDir = tempDir();
+    const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir };
+    delete env.DATABASE_URL;
+    const create = () => execFileSync(process.execPath, ["src/main.ts", "admin-token", "create", "operator"], { env, encoding: "utf8", stdio: "pipe" });
+    const app = await startApp(loadConfig({ HOST: "127.0.0.1", PORT: "0", OPS_PORT: "0", DATA_DIR: dataDir }), { log: createLogger("silent") });
+    let refused: { status?: number; stderr?: string } = {};
+    try {
+      create();
+    } catch (err) {
+      refused = err as typeof refused;
+    }
+    await app.close();
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain(`is open in process ${process.pid}: the embedded PGlite serves one process`);
+    // Let go when the server stops: the command runs, and lets go in turn.
+    expect(create()).toMatch(/^admin token /);
+    expect(existsSync(join(dataDir, "pglite.lock"))).toBe(false);
+    // A process that died holding it (no process has this pid: Linux's are below 2^22).
+    writeFileSync(join(dataDir, "pglite.lock"), "99999999");
+    expect(create()).toMatch(/^admin token /);
+  });
+
   it("starts on PGlite in DATA_DIR, serves, and keeps its data across restarts", async () => {
     const dataDir = tempDir();
     const config = loadConfig({ HOST: "127.0.0.1", PORT: "0", OPS_PORT: "0", DATA_DIR: dataDir });

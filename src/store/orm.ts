@@ -8,6 +8,7 @@ import { Migrator } from "@mikro-orm/migrations";
 import type { MikroORM } from "@mikro-orm/core";
 import type { AbstractSqlDriver, SqlEntityManager } from "@mikro-orm/sql";
 import type { Config } from "../config/config.ts";
+import { lockEmbeddedDatabase } from "./embedded-lock.ts";
 import { entities } from "./entities.ts";
 import { migrations } from "./migrations/index.ts";
 
@@ -65,8 +66,23 @@ export async function openOrm(config: OrmConfig): Promise<Orm> {
   }
   const dir = join(config.dataDir, "pglite");
   mkdirSync(dir, { recursive: true });
-  const orm = await PgliteORM.init({ ...common, dbName: dir });
-  return orm as unknown as Orm;
+  const release = lockEmbeddedDatabase(join(config.dataDir, "pglite.lock"), `The embedded database in ${dir}`);
+  let orm: Orm;
+  try {
+    orm = (await PgliteORM.init({ ...common, dbName: dir })) as unknown as Orm;
+  } catch (err) {
+    release();
+    throw err;
+  }
+  const close = orm.close.bind(orm);
+  orm.close = async (force?: boolean) => {
+    try {
+      await close(force);
+    } finally {
+      release();
+    }
+  };
+  return orm;
 }
 
 /**
