@@ -265,6 +265,17 @@ function watchedTimes(seen: string[]): AnswerTimes & { release(): void } {
   })({ arm: () => ({ passed: released, cancel: () => {} }) });
 }
 
+/** An organization with an active, a pending and a disabled identity: known@, pending@ and disabled@example.com. */
+async function orgOfEveryState(server: TestServer, name: string, settings: Parameters<ReturnType<typeof adminFixtures>["org"]>[1]) {
+  const fx = adminFixtures(server.url);
+  const org = await fx.org(name, settings);
+  await fx.identity(org.id, "known@example.com", "active");
+  await fx.identity(org.id, "pending@example.com", "pending");
+  await fx.identity(org.id, "disabled@example.com", "disabled");
+  fx.close();
+  return org;
+}
+
 describe("every public call", () => {
   it("runs the same statements, in number and text, for known, unknown, pending and disabled usernames", async () => {
     const recorded: string[] = [];
@@ -273,12 +284,7 @@ describe("every public call", () => {
       transaction: (work) => sql.transaction((tx) => work(recording(tx))),
     });
     const { server } = await serverWith({ COURIER_ENABLED: "false" }, recording);
-    const fx = adminFixtures(server.url);
-    const org = await fx.org("Uniform", { selfServiceSignup: true, notifyUnknownRecovery: true });
-    await fx.identity(org.id, "known@example.com", "active");
-    await fx.identity(org.id, "pending@example.com", "pending");
-    await fx.identity(org.id, "disabled@example.com", "disabled");
-    fx.close();
+    const org = await orgOfEveryState(server, "Uniform", { selfServiceSignup: true, notifyUnknownRecovery: true });
     const usernames = ["known@example.com", "unknown@example.com", "pending@example.com", "disabled@example.com"];
     const calls: [string, (username: string) => Record<string, string>][] = [
       ["/codegate.v1.LoginService/SendLoginCode", (username) => ({ username, orgId: org.id })],
@@ -317,12 +323,7 @@ describe("every public call", () => {
     const seen: string[] = [];
     const sendTimes = watchedTimes(seen);
     const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, { sendTimes });
-    const fx = adminFixtures(server.url);
-    const org = await fx.org("Timed", { selfServiceSignup: true });
-    await fx.identity(org.id, "known@example.com", "active");
-    await fx.identity(org.id, "pending@example.com", "pending");
-    await fx.identity(org.id, "disabled@example.com", "disabled");
-    fx.close();
+    const org = await orgOfEveryState(server, "Timed", { selfServiceSignup: true });
     seen.length = 0; // the pending identity's registration code
     const send = async (service: string, method: string, username: string, orgId = org.id) =>
       expect((await postJson(server.url, `/codegate.v1.${service}/${method}`, { username, orgId })).status, `${method} ${username}`).toBe(200);
@@ -356,12 +357,7 @@ describe("every public call", () => {
     const sendTimes = watchedTimes(seen);
     sendTimes.release();
     const { server } = await serverWith({ COURIER_ENABLED: "false" }, undefined, { sendTimes });
-    const fx = adminFixtures(server.url);
-    const org = await fx.org("Timed groups", { selfServiceSignup: true, notifyUnknownRecovery: true });
-    await fx.identity(org.id, "known@example.com", "active");
-    await fx.identity(org.id, "pending@example.com", "pending");
-    await fx.identity(org.id, "disabled@example.com", "disabled");
-    fx.close();
+    const org = await orgOfEveryState(server, "Timed groups", { selfServiceSignup: true, notifyUnknownRecovery: true });
     seen.length = 0; // the pending identity's registration code
     const send = async (method: string, username: string, extra: Record<string, string> = {}) =>
       expect((await postJson(server.url, `/codegate.v1.${method}`, { username, orgId: org.id, ...extra })).status, `${method} ${username}`).toBe(200);
