@@ -124,6 +124,12 @@ describe("lock-out", () => {
     const weak = await postJson(server.url, "/codegate.v1.AdminService/CreateOrganization", { name: "Weak", settings: { loginCode: { length: 4 } } }, bearer(ADMIN_TOKEN));
     expect(weak.status).toBe(400);
     expect(weak.body.message).toMatch(/^settings: .*1 in 10,000.*these allow 1 in \d/);
+    // So are its own limits, with the server's codes: more sends, or more wrong guesses, a day.
+    for (const rateLimits of [{ sendPerUsername: [{ max: 1000, window: "3600s" }] }, { verifyFailuresPerUsername: [{ max: 1000, window: "3600s" }] }]) {
+      const loose = await postJson(server.url, "/codegate.v1.AdminService/CreateOrganization", { name: "Loose", settings: { rateLimits } }, bearer(ADMIN_TOKEN));
+      expect(loose.status, JSON.stringify(rateLimits)).toBe(400);
+      expect(loose.body.message).toMatch(/^settings: .*1 in 10,000/);
+    }
     // And the server says its figure when it starts.
     expect(server.logs.some((l) => /worst-case chance of guessing an account's code within a day: 1 in 12,500/.test(l))).toBe(true);
   });

@@ -80,6 +80,11 @@ describe("send limits per (organization, username, purpose)", () => {
     if (!limited.ok) expect(limited.error.code).toBe(status.RESOURCE_EXHAUSTED);
   });
 
+  it("count a username however it is written: case and spaces around it make no other window", async () => {
+    expect((await send(server, "Spelled@Example.com")).status).toBe(200);
+    for (const spelling of ["spelled@example.com", "SPELLED@EXAMPLE.COM", "  spelled@example.com "]) expect((await send(server, spelling)).status, spelling).toBe(429);
+  });
+
   it("allow 1 per 30 s and 5 per hour", async () => {
     const user = "hourly@example.com";
     for (let i = 0; i < 5; i++) {

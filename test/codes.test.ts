@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { randomBytes, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
+import pg from "pg";
 import { randomString } from "../src/rules/codes/random.ts";
 import { rowCodeHash } from "../src/rules/codes/hash.ts";
 import { parseKeyRing } from "../src/config/secrets.ts";
@@ -203,5 +204,73 @@ describe("single use", () => {
       ),
     );
     expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+  });
+});
+
+// Rules a mutation audit could break without a test failing: each test here fails when
+// its mechanism is taken out (a plain hash, a non-unique index, a mail without its code).
+describe("what the keys and the database enforce", () => {
+  it("keeps a code as HMAC-SHA-256 under the configured key, over its owner and itself: not a plain hash, and another key gives another", async () => {
+    const [k1] = keyRing("k1");
+    const s = await startTestServer({ COURIER_ENABLED: "false", CODE_HMAC_KEYS: k1 });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Keyed");
+    const alice = await fx.identity(org.id, "alice@example.com");
+    fx.close();
+    const issued = await s.app.codes.issue({ org: (await s.app.orgs.resolve(org.id, ""))!, purpose: "login", target: { identityId: alice.id, username: alice.username }, requiredState: "active" });
+    const [row] = await s.app.orm.em.getConnection().execute("select code_hash, key_id from code where identity_id = ? and dead_at is null", [alice.id]);
+    const stored = Buffer.from(row.code_hash);
+    const owner = `${org.id}\0alice@example.com\0login\0\0`;
+    const key = Buffer.from(k1.slice("k1:".length), "base64");
+    expect(row.key_id).toBe("k1");
+    expect(stored.equals(createHmac("sha256", key).update(owner).update(issued.code).digest())).toBe(true);
+    expect(stored.equals(createHash("sha256").update(owner).update(issued.code).digest())).toBe(false);
+    expect(stored.equals(createHmac("sha256", randomBytes(32)).update(owner).update(issued.code).digest())).toBe(false);
+    expect(stored.includes(Buffer.from(issued.code))).toBe(false);
+  });
+
+  it("refuses a second live code for one identity, purpose and binding in the database itself, whatever statement writes it", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("One live code");
+    const alice = await fx.identity(org.id, "alice@example.com");
+    fx.close();
+    const orgRow = (await s.app.orgs.resolve(org.id, ""))!;
+    await s.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id, username: alice.username }, requiredState: "active" });
+    const db = new pg.Client(s.databaseUrl);
+    await db.connect();
+    try {
+      await db.query("begin");
+      await db.query("create temp table twin on commit drop as select * from code where identity_id = $1 and dead_at is null", [alice.id]);
+      await db.query("update twin set id = gen_random_uuid(), slot = null");
+      await expect(db.query("insert into code select * from twin")).rejects.toMatchObject({ code: "23505", constraint: "code_live_key" });
+      await db.query("rollback");
+    } finally {
+      await db.end();
+    }
+  });
+
+  it("queues no mail for a send that writes no code: a flow past the bound-codes cap gets neither", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false" });
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Code and mail together");
+    await fx.identity(org.id, "bound@example.com");
+    fx.close();
+    const conn = s.app.orm.em.getConnection();
+    const count = async () => {
+      const [row] = await conn.execute(
+        "select (select count(*)::int from code c join identity i on i.org_id = c.org_id and i.id = c.identity_id where i.username_normalized = 'bound@example.com' and c.dead_at is null) as codes, (select count(*)::int from courier_message where recipient = 'bound@example.com') as mails",
+      );
+      return row as { codes: number; mails: number };
+    };
+    for (let flow = 1; flow <= 4; flow++) {
+      const sent = await postJson(s.url, "/codegate.v1.LoginService/SendLoginCode", { username: "bound@example.com", orgId: org.id, binding: `flow-${flow}-0123456789abcdef` });
+      expect(sent.status).toBe(200);
+    }
+    // Three live bound codes at most (abuse-holes.test.ts): the fourth flow's send wrote nothing, mail included.
+    expect(await count()).toEqual({ codes: 3, mails: 3 });
   });
 });

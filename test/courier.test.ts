@@ -10,6 +10,7 @@ import { codeFrom, SmtpSink } from "./support/smtp.ts";
 import { ScriptedSmtp, type SmtpMisbehaviour } from "./support/scripted-smtp.ts";
 import { simpleParser } from "mailparser";
 import pg from "pg";
+import { ManualClock } from "../src/domain/clock.ts";
 import { seal } from "../src/rules/mail/seal.ts";
 import { claimMails, LAPSED_ERROR, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
 import type { Sql } from "../src/store/sql.ts";
@@ -601,5 +602,44 @@ describe("a hostile SMTP server", () => {
     const row = await mailOnceIt(s, "victim@example.com", "abandoned");
     expect(row).toMatchObject({ send_count: 2, last_error: "EENVELOPE 550 5.1.1 at RCPT TO (the SMTP server's reply is not kept: it may quote the mail)" });
     expect(s.logs.filter((l) => /"level":"(error|fatal)"/.test(l))).toEqual([]);
+  });
+});
+
+describe("a mail that fails", () => {
+  it("is tried again only once its backoff has passed, doubling up to COURIER_BACKOFF_MAX, with jitter", async () => {
+    const smtp = await SmtpSink.create();
+    sinks.push(smtp);
+    smtp.refuse = () => "4.3.0 try again later";
+    const clock = new ManualClock();
+    // A long poll: after the first attempt (woken by the send), the test makes every look itself.
+    const s = await startTestServer(
+      { SMTP_URL: smtp.url, COURIER_POLL_INTERVAL: "60s", COURIER_BACKOFF_BASE: "10s", COURIER_BACKOFF_MAX: "25s", COURIER_MAX_ATTEMPTS: "10", LOG_LEVEL: "warn" },
+      { clock },
+    );
+    servers.push(s);
+    const fx = adminFixtures(s.url);
+    const org = await fx.org("Backing off");
+    await fx.identity(org.id, "backoff@example.com");
+    await fx.clients.login.sendLoginCode({ orgId: org.id, username: "backoff@example.com" });
+    fx.close();
+    const row = async () =>
+      (await s.app.orm.em.getConnection().execute("select send_count, next_attempt_at from courier_message where recipient = 'backoff@example.com'"))[0] as { send_count: number; next_attempt_at: string };
+    for (const [attempt, backoff] of [[1, 10_000], [2, 20_000], [3, 25_000]]) {
+      const failed = await vi.waitFor(async () => {
+        const r = await row();
+        expect(r.send_count).toBe(attempt);
+        return r;
+      });
+      const wait = new Date(failed.next_attempt_at).getTime() - clock.now().getTime();
+      expect(wait, `after attempt ${attempt}`).toBeGreaterThanOrEqual(0.75 * backoff);
+      expect(wait, `after attempt ${attempt}`).toBeLessThanOrEqual(1.25 * backoff);
+      clock.advance(wait - 1);
+      expect(await s.app.courier!.runOnce(), `a millisecond before attempt ${attempt + 1} is due`).toBe(0);
+      expect((await row()).send_count).toBe(attempt);
+      clock.advance(1);
+      // Due: tried by this look, or by the courier's own if it looked first.
+      await s.app.courier!.runOnce();
+    }
+    await vi.waitFor(async () => expect((await row()).send_count).toBe(4));
   });
 });

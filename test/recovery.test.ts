@@ -127,6 +127,20 @@ describe("CreateRecoveryCode", () => {
     expect(await outboxCounts(server, ["admin-reset@example.com"])).toEqual({ "admin-reset@example.com": 0 });
   });
 
+  it("answers every failure through the flow id alike: a wrong code, the guess that locks the code, and the right code once it is locked", async () => {
+    clock.advance(3_600_000); // windows of wrong guesses per address that no earlier test has touched
+    const who = await fx.identity(org.id, "locked-flow@example.com");
+    const res = await createCode({ identity_id: who.id });
+    const flowId = new URL(res.body.recovery_link).searchParams.get("flow")!;
+    const wrong = res.body.recovery_code === "000000" ? "111111" : "000000";
+    const answers = [];
+    for (let guess = 1; guess <= 5; guess++) answers.push(await rpc("VerifyRecoveryCode", { flowId, code: wrong })); // the fifth locks it
+    answers.push(await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code }));
+    const [first] = answers;
+    expect(first.status).toBe(401);
+    for (const [i, a] of answers.entries()) expect({ status: a.status, body: a.body }, `answer ${i + 1}`).toEqual({ status: first.status, body: first.body });
+  });
+
   it("defaults to 1 hour, and the code expires then", async () => {
     const who = await fx.identity(org.id, "default-ttl@example.com");
     const now = clock.now().getTime();
