@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { createHash, createHmac, randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
 import { randomString } from "../src/rules/codes/random.ts";
@@ -29,6 +29,16 @@ describe("code generation", () => {
     // 9 degrees of freedom: P(chi2 > 40) is about 7e-6 for a uniform source.
     // A modulo-biased draw over a byte (256 % 10 = 6) gives chi2 in the hundreds here.
     expect(chi2).toBeLessThan(40);
+  });
+
+  it("draws from the CSPRNG, not Math.random: a Math.random that always answers 0 changes nothing", () => {
+    const random = vi.spyOn(Math, "random").mockReturnValue(0);
+    try {
+      expect(new Set(randomString("0123456789", 1_000)).size).toBe(10);
+      expect(random).not.toHaveBeenCalled();
+    } finally {
+      random.mockRestore();
+    }
   });
 
   it("is uniform for an alphabet that does not divide 256 evenly either", () => {

@@ -132,6 +132,11 @@ describe("logs at debug level", () => {
     for (const s of secrets) {
       expect(s.length).toBeGreaterThanOrEqual(6);
       expect(all.includes(s), `a log line holds a secret starting ${s.slice(0, 2)}`).toBe(false);
+      // Nor as pino writes a Buffer holding it (its bytes, as a list of numbers), nor in hex.
+      const bytes = Buffer.from(s);
+      for (const [how, written] of [["bytes", bytes.toJSON().data.join(",")], ["hex", bytes.toString("hex")]] as const) {
+        expect(all.includes(written), `a log line holds a secret starting ${s.slice(0, 2)}, as ${how}`).toBe(false);
+      }
     }
     // Admin calls are logged by token id, never the token.
     expect(all).toContain(`"admin":"${stored.id}"`);
