@@ -219,15 +219,21 @@ describe("single use", () => {
 
 // Rules a mutation audit could break without a test failing: each test here fails when
 // its mechanism is taken out (a plain hash, a non-unique index, a mail without its code).
+/** A server of this file and an organization with one active identity. */
+async function serverWithIdentity(env: Record<string, string>, orgName: string, username: string) {
+  const s = await startTestServer({ COURIER_ENABLED: "false", ...env });
+  servers.push(s);
+  const fx = adminFixtures(s.url);
+  const org = await fx.org(orgName);
+  const identity = await fx.identity(org.id, username);
+  fx.close();
+  return { s, org, identity };
+}
+
 describe("what the keys and the database enforce", () => {
   it("keeps a code as HMAC-SHA-256 under the configured key, over its owner and itself: not a plain hash, and another key gives another", async () => {
     const [k1] = keyRing("k1");
-    const s = await startTestServer({ COURIER_ENABLED: "false", CODE_HMAC_KEYS: k1 });
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Keyed");
-    const alice = await fx.identity(org.id, "alice@example.com");
-    fx.close();
+    const { s, org, identity: alice } = await serverWithIdentity({ CODE_HMAC_KEYS: k1 }, "Keyed", "alice@example.com");
     const issued = await s.app.codes.issue({ org: (await s.app.orgs.resolve(org.id, ""))!, purpose: "login", target: { identityId: alice.id, username: alice.username }, requiredState: "active" });
     const [row] = await s.app.orm.em.getConnection().execute("select code_hash, key_id from code where identity_id = ? and dead_at is null", [alice.id]);
     const stored = Buffer.from(row.code_hash);
@@ -241,12 +247,7 @@ describe("what the keys and the database enforce", () => {
   });
 
   it("refuses a second live code for one identity, purpose and binding in the database itself, whatever statement writes it", async () => {
-    const s = await startTestServer({ COURIER_ENABLED: "false" });
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("One live code");
-    const alice = await fx.identity(org.id, "alice@example.com");
-    fx.close();
+    const { s, org, identity: alice } = await serverWithIdentity({}, "One live code", "alice@example.com");
     const orgRow = (await s.app.orgs.resolve(org.id, ""))!;
     await s.app.codes.issue({ org: orgRow, purpose: "login", target: { identityId: alice.id, username: alice.username }, requiredState: "active" });
     const db = new pg.Client(s.databaseUrl);
@@ -263,12 +264,7 @@ describe("what the keys and the database enforce", () => {
   });
 
   it("queues no mail for a send that writes no code: a flow past the bound-codes cap gets neither", async () => {
-    const s = await startTestServer({ COURIER_ENABLED: "false" });
-    servers.push(s);
-    const fx = adminFixtures(s.url);
-    const org = await fx.org("Code and mail together");
-    await fx.identity(org.id, "bound@example.com");
-    fx.close();
+    const { s, org } = await serverWithIdentity({}, "Code and mail together", "bound@example.com");
     const conn = s.app.orm.em.getConnection();
     const count = async () => {
       const [row] = await conn.execute(
