@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, planEachCall, type Row, type Sql } from "./sql.ts";
-import { ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimSet, ID_RANGE, idBounds, type Claimed } from "./outbox.ts";
+import { abandonedEvents, ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimSet, ID_RANGE, idBounds, type Claimed } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -37,8 +37,7 @@ with c as materialized (
   where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
   returning m.org_id, m.id, m.channel, m.purpose, m.recipient, m.body, m.key_id, m.send_count, m.status
 ), logged as (
-  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
-  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text, 'channel', channel), $1 from claimed where status = 'abandoned'
+  ${abandonedEvents("claimed", "$1", { channel: true })}
 )
 select * from claimed`;
 
@@ -82,8 +81,7 @@ with failed as (
   returning m.org_id, m.id, m.status, m.purpose, m.channel, m.send_count, m.next_attempt_at
 ), logged as (
   -- The worker's error is not recorded: it may quote the recipient.
-  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
-  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text, 'channel', channel), $1 from failed where status = 'abandoned'
+  ${abandonedEvents("failed", "$1", { channel: true })}
 )
 select id, status, purpose, channel, next_attempt_at from failed`;
 

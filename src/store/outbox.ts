@@ -33,6 +33,14 @@ export function claimSet(until: string, token: string, max: string): string {
     lease_token = case when ${lastLapsed} then null else ${token} end`;
 }
 
+/**
+ * The trail's entry for each message of `rows` (a CTE of the statement, returning org_id,
+ * id, purpose, send_count and status, and channel with `channel`) that the statement
+ * abandoned: in the statement of the change, as every outcome that ends a mail.
+ */
+export const abandonedEvents = (rows: string, at: string, opts: { channel?: boolean } = {}) => `insert into event (org_id, type, purpose, mail_id, details, occurred_at)
+  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text${opts.channel ? ", 'channel', channel" : ""}), ${at} from ${rows} where status = 'abandoned'`;
+
 /** What a claim took: the messages to deliver, and the purposes of those it abandoned (claimSet). */
 export interface Claimed<T> {
   items: T[];
@@ -77,8 +85,7 @@ with c as materialized (
   where m.org_id = $4 and m.id = c.id and ${CLAIMED_RANGE}
   returning m.org_id, m.id, m.purpose, m.recipient, m.body, m.key_id, m.send_count, m.status
 ), logged as (
-  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
-  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text), $1 from claimed where status = 'abandoned'
+  ${abandonedEvents("claimed", "$1")}
 )
 select * from claimed`;
 
@@ -146,8 +153,7 @@ with failed as (
   returning m.org_id, m.id, m.status, m.purpose, m.send_count
 ), logged as (
   -- The error is not recorded: a mail server's answer may quote the address.
-  insert into event (org_id, type, purpose, mail_id, details, occurred_at)
-  select org_id, 'mail.abandoned', purpose, id, jsonb_build_object('attempts', send_count::text), $1 from failed where status = 'abandoned'
+  ${abandonedEvents("failed", "$1")}
 )
 select id, status, purpose from failed`;
 
