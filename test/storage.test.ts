@@ -7,6 +7,7 @@ import { startApp } from "../src/server/app.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
 import { migrate, openOrm, pendingMigrations } from "../src/store/orm.ts";
+import { EmbeddedDatabaseBusy, lockEmbeddedDatabase } from "../src/store/embedded-lock.ts";
 import { ListingOrder } from "../src/store/migrations/20261203-listing-order.ts";
 import pg from "pg";
 import { freshDatabase } from "./support/server.ts";
@@ -167,6 +168,42 @@ describe("the embedded default", () => {
     // A process that died holding it (no process has this pid: Linux's are below 2^22).
     writeFileSync(join(dataDir, "pglite.lock"), "99999999");
     expect(create()).toMatch(/^admin token /);
+  });
+
+  it("takes over a lock whose pid now belongs to another process, or was written before a reboot; a live holder keeps it", async () => {
+    const lock = join(tempDir(), "pglite.lock");
+    // A live process that is not a server: its pid, as a lock from before a crash might name it.
+    const other = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      await vi.waitFor(() => expect(readFileSync(`/proc/${other.pid}/stat`, "utf8")).toContain("(sleep)"));
+      const stat = readFileSync(`/proc/${other.pid}/stat`, "utf8");
+      const started = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+      const boot = readFileSync("/proc/sys/kernel/random/boot_id", "utf8").trim();
+      const takeOver = (text: string) => {
+        writeFileSync(lock, text);
+        lockEmbeddedDatabase(lock, "the database")();
+        return existsSync(lock);
+      };
+      // The pid, the boot and the start time all name the live process: it holds the lock.
+      writeFileSync(lock, `${other.pid} ${boot} ${started}`);
+      expect(() => lockEmbeddedDatabase(lock, "the database")).toThrow(new EmbeddedDatabaseBusy(`the database is open in process ${other.pid}: the embedded PGlite serves one process. Stop that process first, or set DATABASE_URL to share a PostgreSQL server`));
+      expect(readFileSync(lock, "utf8")).toBe(`${other.pid} ${boot} ${started}`);
+      // The pid was reused by a process started at another time, or the lock is from an earlier boot: taken over, and let go.
+      expect(takeOver(`${other.pid} ${boot} ${Number(started) - 1}`)).toBe(false);
+      expect(takeOver(`${other.pid} 00000000-0000-0000-0000-000000000000 ${started}`)).toBe(false);
+      // A lock naming only a pid (before locks named their process) is held while that pid lives.
+      writeFileSync(lock, String(other.pid));
+      expect(() => lockEmbeddedDatabase(lock, "the database")).toThrow(EmbeddedDatabaseBusy);
+      // This process's lock names it whole.
+      rmSync(lock);
+      const release = lockEmbeddedDatabase(lock, "the database");
+      const own = readFileSync(`/proc/${process.pid}/stat`, "utf8");
+      expect(readFileSync(lock, "utf8")).toBe(`${process.pid} ${boot} ${own.slice(own.lastIndexOf(")") + 2).split(" ")[19]}`);
+      release();
+      expect(existsSync(lock)).toBe(false);
+    } finally {
+      other.kill();
+    }
   });
 
   it("starts on PGlite in DATA_DIR, serves, and keeps its data across restarts", async () => {
