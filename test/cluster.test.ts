@@ -169,3 +169,45 @@ describe("MAX_CONNECTIONS with WORKERS=2", () => {
     await vi.waitFor(() => expect(full.logs.filter((l) => l.msg?.startsWith("connection refused") && l.reason === "max_connections")).toHaveLength(1));
   });
 });
+
+describe("the primary's exit code", () => {
+  it("is 1 when workers keep dying: past five deaths in a minute it stops the rest rather than restarting them", async () => {
+    const looping = await startServerProcess({ WORKERS: "2", COURIER_ENABLED: "false" });
+    started.push(looping);
+    const killed = new Set<number>();
+    const seen = new Set<number>();
+    let gaveUp: Record<string, any> | undefined;
+    while (!(gaveUp = looping.logs.find((l) => l.msg === "workers keep dying; stopping"))) {
+      // A worker as soon as it is forked: each death counts, listening or not.
+      const victim = await vi.waitUntil(
+        () => {
+          const workers = workersOf(looping.child.pid!);
+          for (const w of workers) seen.add(w.pid);
+          return workers.find((w) => !killed.has(w.pid));
+        },
+        { timeout: 10_000, interval: 20 },
+      );
+      killed.add(victim.pid);
+      process.kill(victim.pid, "SIGKILL");
+      await vi.waitFor(() => expect(looping.logs.some((l) => l.msg === "worker died; starting another" && l.pid === victim.pid) || looping.logs.some((l) => l.msg === "workers keep dying; stopping")).toBe(true), { timeout: 10_000, interval: 20 });
+    }
+    expect(gaveUp.crashes).toBe(6);
+    expect(killed.size).toBe(6);
+    expect(await looping.exited).toBe(1);
+    // The killed ones, and any still running when the primary gave up.
+    for (const pid of seen) expect(alive(pid), String(pid)).toBe(false);
+  });
+
+  it("is 1 when a worker does not stop within its grace: it is killed, and the others stop as usual", async () => {
+    const server = await startServerProcess({ WORKERS: "2", COURIER_ENABLED: "false", SHUTDOWN_GRACE: "200ms" });
+    started.push(server);
+    const [stuck, other] = workersOf(server.child.pid!);
+    // A worker that cannot hear the shutdown: stopped, as a debugger or a hung event loop would leave it.
+    process.kill(stuck!.pid, "SIGSTOP");
+    cleanups.push(() => alive(stuck!.pid) && process.kill(stuck!.pid, "SIGKILL"));
+    expect(await server.stop()).toBe(1);
+    expect(server.logs.filter((l) => l.msg === "worker did not stop in time; killing it").map((l) => l.pid)).toEqual([stuck!.pid]);
+    expect(alive(stuck!.pid)).toBe(false);
+    expect(alive(other!.pid)).toBe(false);
+  });
+});
