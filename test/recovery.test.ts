@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import crypto from "node:crypto";
+import { syncBuiltinESMExports } from "node:module";
 import { createRemoteJWKSet, jwtVerify } from "jose";
 import { status } from "@grpc/grpc-js";
 import { AdminService } from "../gen/codegate/v1/admin_pb.ts";
@@ -125,6 +127,33 @@ describe("CreateRecoveryCode", () => {
     expect((await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code })).status).toBe(401);
     // Nothing was queued for the user, then or since.
     expect(await outboxCounts(server, ["admin-reset@example.com"])).toEqual({ "admin-reset@example.com": 0 });
+  });
+
+  it("compares a guess through the flow id with the stored hash in constant time, wrong or right", async () => {
+    const who = await fx.identity(org.id, "constant-time@example.com");
+    const res = await createCode({ identity_id: who.id });
+    const flowId = new URL(res.body.recovery_link).searchParams.get("flow")!;
+    // crypto.timingSafeEqual watched: the server's named import of it follows (node:module's syncBuiltinESMExports).
+    const original = crypto.timingSafeEqual;
+    const compared: { equal: boolean; length: number }[] = [];
+    crypto.timingSafeEqual = (a, b) => {
+      const equal = original(a, b);
+      compared.push({ equal, length: a.byteLength });
+      return equal;
+    };
+    syncBuiltinESMExports();
+    try {
+      expect((await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code === "000000" ? "111111" : "000000" })).status).toBe(401);
+      expect(compared).toEqual([{ equal: false, length: 32 }]);
+      expect((await rpc("VerifyRecoveryCode", { flowId, code: res.body.recovery_code })).status).toBe(200);
+      expect(compared).toEqual([
+        { equal: false, length: 32 },
+        { equal: true, length: 32 },
+      ]);
+    } finally {
+      crypto.timingSafeEqual = original;
+      syncBuiltinESMExports();
+    }
   });
 
   it("answers every failure through the flow id alike: a wrong code, the guess that locks the code, and the right code once it is locked", async () => {
