@@ -13,6 +13,10 @@ import pg from "pg";
 import { ManualClock } from "../src/domain/clock.ts";
 import { seal } from "../src/rules/mail/seal.ts";
 import { claimMails, LAPSED_ERROR, markFailed, markSent, renewClaims } from "../src/store/outbox.ts";
+import { createCourier } from "../src/rules/courier/create.ts";
+import { DeliveryDesk } from "../src/rules/delivery/delivery.ts";
+import type { Purpose } from "../src/domain/purpose.ts";
+import { createLogger } from "../src/lib/log.ts";
 import type { Sql } from "../src/store/sql.ts";
 
 const servers: TestServer[] = [];
@@ -354,6 +358,42 @@ describe("the courier's SMTP connections", () => {
     const [leased] = await sql.query(`select count(*)::int as n from courier_message where org_id = any($1) and lease_token is not null`, [[mail.orgId, other.orgId]]);
     expect(leased.n).toBe(0);
     expect((await claimMails(sql, { lease: randomUUID(), at: at(1_000) }, at(60_000), 10, 5)).items.map((m) => m.id).sort()).toEqual([mail.id, other.id].sort());
+  });
+
+  it("counts what a claim abandoned in one organization when its statement in the next fails, courier and delivery API alike", async () => {
+    const s = await startTestServer({ COURIER_ENABLED: "false", COURIER_MAX_ATTEMPTS: "3" });
+    servers.push(s);
+    const [first, second] = ["or-abandon-first", "or-abandon-second"];
+    // In the first organization, a message whose last attempt's lease lapsed; in the second, one due just after it.
+    const row = (orgId: string, channel: string, lapsed: boolean, dueMs: number) =>
+      s.app.sql.query(
+        `insert into courier_message (org_id, id, purpose, channel, recipient, subject, body, key_id, status, send_count, next_attempt_at, claimed_until, lease_token, created_at, updated_at)
+         values ($1, $2, 'login', $3, 'someone@example.com', 'Your code', '\\x00', 'k1', 'queued', $4, now() - interval '1 hour' + $5 * interval '1 millisecond', $6, $7, now(), now())`,
+        [orgId, randomUUID(), channel, lapsed ? 2 : 0, dueMs, lapsed ? new Date(Date.now() - 60_000) : null, lapsed ? randomUUID() : null],
+      );
+    const failingInSecond: Sql = {
+      query: (text, params, signal) =>
+        text.includes("(m.claimed_until is not null)::int") && params?.[3] === second ? Promise.reject(new Error("the claim statement failed (a test's)")) : s.app.sql.query(text, params, signal),
+      transaction: (work) => s.app.sql.transaction(work),
+    };
+    const abandoned: Purpose[] = [];
+    const events = { sent: () => {}, retried: () => {}, abandoned: (purpose: Purpose) => abandoned.push(purpose) };
+    const deps = { config: s.app.config.courier, secrets: s.app.secrets, sql: failingInSecond, clock: s.app.clock, log: createLogger("silent"), events };
+
+    await row(first, "smtp", true, 0);
+    await row(second, "smtp", false, 1);
+    const mail = createCourier({ ...deps, config: s.app.config });
+    await expect(mail.courier.runOnce()).rejects.toThrow("the claim statement failed (a test's)");
+    await mail.stop();
+    expect(abandoned).toEqual(["login"]);
+
+    await row(first, "sms", true, 0);
+    await row(second, "sms", false, 1);
+    await expect(new DeliveryDesk(deps).claim(["sms"], 10, 60_000)).rejects.toThrow("the claim statement failed (a test's)");
+    expect(abandoned).toEqual(["login", "login"]);
+    // Both abandonments are in the trail, written by the claims that failed afterwards.
+    const [trail] = await s.app.sql.query(`select count(*)::int as n from event where org_id = $1 and type = 'mail.abandoned'`, [first]);
+    expect(trail.n).toBe(2);
   });
 
   it("keeps a claim apart from a courier of an earlier version's, which sets no token, in a rolling upgrade", async () => {

@@ -47,6 +47,29 @@ export interface Claimed<T> {
   abandoned: Purpose[];
 }
 
+/**
+ * A claim whose statement failed in one organization after its statements in
+ * earlier ones had abandoned messages: those are committed and in the trail, and
+ * named here for the caller's metrics; `cause` is the statement's error.
+ */
+export class ClaimInterrupted extends Error {
+  readonly abandoned: Purpose[];
+  constructor(cause: unknown, abandoned: Purpose[]) {
+    super("a claim failed after abandoning messages", { cause });
+    this.abandoned = abandoned;
+  }
+}
+
+/** What a claim that failed with `err` throws: `err` itself, unless earlier statements had abandoned messages. */
+export const claimFailure = (err: unknown, abandoned: Purpose[]): unknown => (abandoned.length ? new ClaimInterrupted(err, abandoned) : err);
+
+/** For a claim's caller: hands `report` what a failed claim had abandoned, then throws the statement's error. */
+export function rethrowClaimFailure(err: unknown, report: (abandoned: Purpose[]) => void): never {
+  if (!(err instanceof ClaimInterrupted)) throw err;
+  report(err.abandoned);
+  throw err.cause;
+}
+
 // Mails are claimed oldest first, one organization at a time: every statement
 // that takes locks names its organization, so that the outbox can be distributed
 // by organization (Citus) without change.
@@ -236,7 +259,7 @@ export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, siz
       // What was claimed in other organizations is given back rather than left leased to nobody
       // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
       await releaseClaims(sql, claim, claimed).catch(() => {});
-      throw err;
+      throw claimFailure(err, abandoned);
     }
     for (const m of rows) {
       if (m.status === "abandoned") abandoned.push(m.purpose);
