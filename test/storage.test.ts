@@ -170,8 +170,10 @@ describe("the embedded default", () => {
     expect(create()).toMatch(/^admin token /);
   });
 
-  it("takes over a lock whose pid now belongs to another process, or was written before a reboot; a live holder keeps it", async () => {
-    const lock = join(tempDir(), "pglite.lock");
+  // Linux: the lock names the boot and the start time from /proc.
+  it.runIf(process.platform === "linux")("takes over a lock whose pid now belongs to another process, or was written before a reboot; a live holder keeps it", async () => {
+    const dir = tempDir();
+    const lock = join(dir, "pglite.lock");
     // A live process that is not a server: its pid, as a lock from before a crash might name it.
     const other = spawn("sleep", ["60"], { stdio: "ignore" });
     try {
@@ -191,6 +193,8 @@ describe("the embedded default", () => {
       // The pid was reused by a process started at another time, or the lock is from an earlier boot: taken over, and let go.
       expect(takeOver(`${other.pid} ${boot} ${Number(started) - 1}`)).toBe(false);
       expect(takeOver(`${other.pid} 00000000-0000-0000-0000-000000000000 ${started}`)).toBe(false);
+      // A process that died (no process has this pid: Linux's are below 2^22).
+      expect(takeOver(`99999999 ${boot} ${started}`)).toBe(false);
       // A lock naming only a pid (before locks named their process) is held while that pid lives.
       writeFileSync(lock, String(other.pid));
       expect(() => lockEmbeddedDatabase(lock, "the database")).toThrow(EmbeddedDatabaseBusy);
@@ -199,8 +203,10 @@ describe("the embedded default", () => {
       const release = lockEmbeddedDatabase(lock, "the database");
       const own = readFileSync(`/proc/${process.pid}/stat`, "utf8");
       expect(readFileSync(lock, "utf8")).toBe(`${process.pid} ${boot} ${own.slice(own.lastIndexOf(")") + 2).split(" ")[19]}`);
+      // Written beside it and linked in whole: nothing else is left in the directory.
+      expect(readdirSync(dir)).toEqual(["pglite.lock"]);
       release();
-      expect(existsSync(lock)).toBe(false);
+      expect(readdirSync(dir)).toEqual([]);
     } finally {
       other.kill();
     }

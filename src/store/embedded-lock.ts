@@ -8,7 +8,8 @@
 // another process may have it, and the server would be refused for good. On Linux
 // the lock also names the boot and the process's start time (/proc), so a lock from
 // an earlier boot, or whose pid now belongs to a process started later, is stale.
-import { readFileSync, unlinkSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { linkSync, readFileSync, unlinkSync, writeFileSync } from "node:fs";
 
 /** Another live process has the embedded database open. */
 export class EmbeddedDatabaseBusy extends Error {}
@@ -59,10 +60,36 @@ function heldByAnother(text: string): number | undefined {
   const pid = Number(pidText);
   if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid || !alive(pid)) return undefined;
   // Named by an earlier boot, or the pid is now another process's (a process's start time does not change).
-  if (boot && boot !== bootId()) return undefined;
+  const thisBoot = bootId();
+  if (boot && thisBoot && boot !== thisBoot) return undefined;
   const now = start ? startTicks(pid) : undefined;
   if (now !== undefined && now !== start) return undefined;
   return pid;
+}
+
+/** Creates `path` holding `text`, or throws EEXIST; a reader never finds it empty or half written (it is linked in whole). */
+function createWhole(path: string, text: string): void {
+  const draft = `${path}.${randomBytes(6).toString("hex")}`;
+  writeFileSync(draft, text, { flag: "wx", mode: 0o600 });
+  try {
+    linkSync(draft, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") throw err;
+    // A file system without hard links: created, then written.
+    writeFileSync(path, text, { flag: "wx", mode: 0o600 });
+  } finally {
+    unlinkSync(draft);
+  }
+}
+
+/** The lock's text; undefined when there is none. */
+function readLock(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
 }
 
 /** Takes the lock at `path` for this process; answers its release. Throws when another live process holds it. */
@@ -71,18 +98,28 @@ export function lockEmbeddedDatabase(path: string, what: string): () => void {
   if (mine === 0) {
     for (;;) {
       try {
-        writeFileSync(path, lockText(), { flag: "wx", mode: 0o600 });
+        createWhole(path, lockText());
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-        const holder = heldByAnother(readFileSync(path, "utf8"));
+        const text = readLock(path);
+        // Let go meanwhile: tried again.
+        if (text === undefined) continue;
+        const holder = heldByAnother(text);
         if (holder !== undefined) {
           throw new EmbeddedDatabaseBusy(
             `${what} is open in process ${holder}: the embedded PGlite serves one process. Stop that process first, or set DATABASE_URL to share a PostgreSQL server`,
           );
         }
-        // Left by a process that died (or by this one, before a restart; or by a pid that is now another's): taken over.
-        unlinkSync(path);
+        // Left by a process that died (or by this one, before a restart; or by a pid that is now another's): taken
+        // over, unless another process took it over meanwhile (a race of microseconds remains between look and unlink).
+        if (readLock(path) === text) {
+          try {
+            unlinkSync(path);
+          } catch (unlinkErr) {
+            if ((unlinkErr as NodeJS.ErrnoException).code !== "ENOENT") throw unlinkErr;
+          }
+        }
       }
     }
   }
