@@ -383,8 +383,11 @@ describe("the courier's SMTP connections", () => {
     await row(first, "smtp", true, 0);
     await row(second, "smtp", false, 1);
     const mail = createCourier({ ...deps, config: s.app.config });
-    await expect(mail.courier.runOnce()).rejects.toThrow("the claim statement failed (a test's)");
-    await mail.stop();
+    try {
+      await expect(mail.courier.runOnce()).rejects.toThrow("the claim statement failed (a test's)");
+    } finally {
+      await mail.stop();
+    }
     expect(abandoned).toEqual(["login"]);
 
     await row(first, "sms", true, 0);

@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, planEachCall, type Row, type Sql } from "./sql.ts";
-import { abandonedEvents, ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimFailure, claimSet, ID_RANGE, idBounds, type Claimed } from "./outbox.ts";
+import { abandonedEvents, ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimSet, errorOfFailedClaim, ID_RANGE, idBounds, type Claimed } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -113,7 +113,9 @@ export async function oldestDueMessage(sql: Sql, channels: readonly ApiChannel[]
 /**
  * Claims up to `size` due messages of these channels, from `dueFrom` on (as the
  * courier's claimMails), under the lease `token`, until `until`. Once `signal` has
- * aborted, no statement is started (what was claimed before is answered).
+ * aborted, no statement is started (what was claimed before is answered). A failure
+ * after earlier organizations' statements abandoned messages throws ClaimInterrupted
+ * (rethrowClaimFailure).
  */
 export async function claimMessages(
   sql: Sql,
@@ -141,7 +143,7 @@ export async function claimMessages(
       // What was claimed in other organizations is given back rather than left leased to nobody
       // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
       await releaseMessages(sql, claimed.map((m) => ({ orgId: m.orgId, id: m.id, leaseToken: token }))).catch(() => {});
-      throw claimFailure(err, abandoned);
+      throw errorOfFailedClaim(err, abandoned);
     }
     for (const m of rows) {
       if (m.status === "abandoned") {

@@ -53,6 +53,7 @@ export interface Claimed<T> {
  * named here for the caller's metrics; `cause` is the statement's error.
  */
 export class ClaimInterrupted extends Error {
+  override readonly name = "ClaimInterrupted";
   readonly abandoned: Purpose[];
   constructor(cause: unknown, abandoned: Purpose[]) {
     super("a claim failed after abandoning messages", { cause });
@@ -60,10 +61,14 @@ export class ClaimInterrupted extends Error {
   }
 }
 
-/** What a claim that failed with `err` throws: `err` itself, unless earlier statements had abandoned messages. */
-export const claimFailure = (err: unknown, abandoned: Purpose[]): unknown => (abandoned.length ? new ClaimInterrupted(err, abandoned) : err);
+/** The error a claim that failed with `err` throws: `err` itself, unless earlier statements had abandoned messages. */
+export const errorOfFailedClaim = (err: unknown, abandoned: Purpose[]): unknown => (abandoned.length ? new ClaimInterrupted(err, abandoned) : err);
 
-/** For a claim's caller: hands `report` what a failed claim had abandoned, then throws the statement's error. */
+/**
+ * For every caller of claimMails and claimMessages, which throw ClaimInterrupted: hands
+ * `report` what a failed claim had abandoned, then throws the statement's own error,
+ * which the callers' handling reads (a database out of reach, a statement timeout).
+ */
 export function rethrowClaimFailure(err: unknown, report: (abandoned: Purpose[]) => void): never {
   if (!(err instanceof ClaimInterrupted)) throw err;
   report(err.abandoned);
@@ -244,6 +249,8 @@ export const ANY_TIME = new Date(0);
 /**
  * Claims up to `size` mails due at the claim's time, from `dueFrom` (a floor below
  * which no mail is queued: rules/due-floor.ts) on, for its lease, which ends at `until`.
+ * A failure after earlier organizations' statements abandoned mails throws ClaimInterrupted
+ * (rethrowClaimFailure).
  */
 export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number, maxAttempts: number, dueFrom: Date = ANY_TIME): Promise<Claimed<ClaimedMail>> {
   const { lease, at: now } = claim;
@@ -259,7 +266,7 @@ export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, siz
       // What was claimed in other organizations is given back rather than left leased to nobody
       // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
       await releaseClaims(sql, claim, claimed).catch(() => {});
-      throw claimFailure(err, abandoned);
+      throw errorOfFailedClaim(err, abandoned);
     }
     for (const m of rows) {
       if (m.status === "abandoned") abandoned.push(m.purpose);
