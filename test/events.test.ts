@@ -189,7 +189,11 @@ describe("every change that matters is an event", () => {
     // An administrator's recovery code, redeemed through its flow id (the two-statement path).
     const recovery = await call("/codegate.v1.AdminService/CreateRecoveryCode", { identity_id: identityId }, true);
     const flowId = new URL(recovery.body.recovery_link).searchParams.get("flow");
-    expect(await byRequest(recovery.requestId)).toMatchObject([{ type: "code.issued", purpose: "recovery", identity_id: identityId, code_id: flowId, actor: "env", mail_id: null }]);
+    // It kills the identity's earlier recovery codes first (none here), in the same transaction.
+    expect(await byRequest(recovery.requestId)).toMatchObject([
+      { type: "codes.invalidated", purpose: "recovery", identity_id: identityId, actor: "env", details: { count: "0" } },
+      { type: "code.issued", purpose: "recovery", identity_id: identityId, code_id: flowId, actor: "env", mail_id: null },
+    ]);
     const redeemed = await call("/codegate.v1.RecoveryService/VerifyRecoveryCode", { flowId, code: recovery.body.recovery_code });
     expect(redeemed.status).toBe(200);
     expect(await byRequest(redeemed.requestId)).toMatchObject([{ org_id: orgId, type: "code.verified", purpose: "recovery", identity_id: identityId, code_id: flowId }]);

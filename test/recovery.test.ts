@@ -199,6 +199,30 @@ describe("CreateRecoveryCode", () => {
     expect((await rpc("VerifyRecoveryCode", { username: "both-kinds@example.com", orgId: org.id, code: mailed2 })).status).toBe(200);
   });
 
+  it("kills the identity's earlier recovery codes, mailed or bound to an application's flow, in the trail under the administrator's call; its other codes live on", async () => {
+    const who = await fx.identity(org.id, "handed-over@example.com");
+    const username = "handed-over@example.com";
+    await rpc("SendRecoveryCode", { username, orgId: org.id });
+    const mailed = codeFrom(await smtp.nextMailTo(username));
+    expect(await rpc("SendRecoveryCode", { username, orgId: org.id, binding: "app-flow-0123456789" })).toMatchObject({ status: 200 });
+    const bound = codeFrom(await smtp.nextMailTo(username, 1));
+    await postJson(server.url, "/codegate.v1.LoginService/SendLoginCode", { username, orgId: org.id });
+    const login = codeFrom(await smtp.nextMailTo(username, 2));
+
+    const handed = await createCode({ identity_id: who.id });
+    expect(handed.status).toBe(200);
+    // The mailed and the bound code: in one entry of the trail, with the call's actor and request id.
+    const trail = await server.app.sql.query(`select type, purpose, actor, details from event where identity_id = $1 and request_id = $2 order by id`, [who.id, handed.headers.get("x-request-id")]);
+    expect(trail).toEqual([
+      { type: "codes.invalidated", purpose: "recovery", actor: "env", details: { count: "2" } },
+      { type: "code.issued", purpose: "recovery", actor: "env", details: null },
+    ]);
+    expect((await rpc("VerifyRecoveryCode", { username, orgId: org.id, code: mailed })).status).toBe(401);
+    expect((await rpc("VerifyRecoveryCode", { username, orgId: org.id, code: bound, binding: "app-flow-0123456789" })).status).toBe(401);
+    expect((await postJson(server.url, "/codegate.v1.LoginService/VerifyLoginCode", { username, orgId: org.id, code: login })).status).toBe(200);
+    expect((await rpc("VerifyRecoveryCode", { flowId: new URL(handed.body.recovery_link).searchParams.get("flow"), code: handed.body.recovery_code })).status).toBe(200);
+  });
+
   it("refuses a bad expires_in, saying what was expected", async () => {
     const who = await fx.identity(org.id, "bad-ttl@example.com");
     for (const expires_in of ["0s", "721h", "1d", "abc", "-1h", "1h-"]) {

@@ -128,7 +128,10 @@ export async function setIdentityState(deps: AdminDeps, identityId: string, stat
 /**
  * A recovery code for an administrator to hand over, with the link of the
  * recovery page; bound to "admin": redeemed through the link's flow id only, and
- * nothing public replaces it. `lifespanMs` undefined: the default hour.
+ * nothing public replaces it. The identity's earlier recovery codes (mailed, bound
+ * to an application's flow, or an administrator's) die in the same transaction,
+ * recorded in the trail: the recovery the administrator hands over is the only one
+ * live. `lifespanMs` undefined: the default hour.
  */
 export async function createRecoveryCode(deps: AdminDeps, identityId: string, lifespanMs: number | undefined, audit: Audit = {}) {
   const lifespan = lifespanMs ?? DEFAULT_RECOVERY_MS;
@@ -139,8 +142,13 @@ export async function createRecoveryCode(deps: AdminDeps, identityId: string, li
   if (identity.state !== "active") throw new FailedPrecondition(`identity ${identity.id} is ${identity.state}; only an active identity can recover`);
   const org = await deps.orgs.resolve(identity.orgId, "");
   if (!org) throw new NotFound(`organization ${identity.orgId}`);
-  const issued = await deps.codes.issue({ org, purpose: "recovery", target: { identityId: identity.id, username: identity.username }, requiredState: "active", lifespanMs: lifespan, adminIssued: true, audit });
-  if (!issued.written) throw new NotFound(`identity ${identity.id}`);
+  const issued = await deps.sql.transaction(async (tx) => {
+    await deps.codes.invalidate(org.id, identity.id, "recovery", audit, tx);
+    const code = await deps.codes.issue({ org, purpose: "recovery", target: { identityId: identity.id, username: identity.username }, requiredState: "active", lifespanMs: lifespan, adminIssued: true, audit }, tx);
+    // No longer active (disabled meanwhile): nothing is killed either.
+    if (!code.written) throw new NotFound(`identity ${identity.id}`);
+    return code;
+  });
   return { code: issued.code, expiresAt: issued.expiresAt, link: `${deps.config.publicUrl}/recovery?flow=${issued.id}` };
 }
 

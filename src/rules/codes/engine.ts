@@ -338,9 +338,9 @@ export class CodeEngine {
     return verdict.identity;
   }
 
-  /** Kills the live codes of an identity (of one purpose, or all), recording it in the trail; answers how many. */
-  invalidate(orgId: string, identityId: string, purpose: Purpose | undefined, audit?: Audit): Promise<number> {
-    return invalidateCodes(this.sql, orgId, identityId, purpose, this.clock.now(), audit);
+  /** Kills the live codes of an identity (of one purpose, or all), recording it in the trail; answers how many. In a caller's transaction with `tx`. */
+  invalidate(orgId: string, identityId: string, purpose: Purpose | undefined, audit?: Audit, tx?: Sql): Promise<number> {
+    return invalidateCodes(tx ?? this.sql, orgId, identityId, purpose, this.clock.now(), audit);
   }
 
   /** The mail as its message (built now, once) sealed for the outbox; `shared`: see MailMessage. */
