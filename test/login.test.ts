@@ -237,6 +237,12 @@ describe("verifying", () => {
     clock.advance(11 * 60_000);
     answers.push(await verify("same@example.com", live)); // expired
     answers.push(await verify("same@example.com", live, "or-zzzzz-zzzzz-zzzzzzzzzzzzzzzz")); // unknown org
+    const locked = await mailedCode("same@example.com");
+    const miss = locked === "123456" ? "654321" : "123456";
+    for (let i = 0; i < 4; i++) expect((await verify("same@example.com", miss)).status).toBe(401);
+    answers.push(await verify("same@example.com", miss)); // the guess that locks the code
+    answers.push(await verify("same@example.com", locked)); // the right code, locked
+    expect(answers).toHaveLength(7);
     for (const a of answers) {
       expect(a.status).toBe(401);
       expect(a.body.code).toBe(answers[0].body.code);
