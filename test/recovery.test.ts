@@ -235,6 +235,18 @@ describe("CreateRecoveryCode", () => {
     expect((await createCode({ identity_id: who.id, expires_in: "1500ms" })).status).toBe(200);
   });
 
+  it("answers failed_precondition for a pending or a disabled identity, naming its state, and issues nothing", async () => {
+    for (const state of ["pending", "disabled"] as const) {
+      const who = await fx.identity(org.id, `not-active-${state}@example.com`, state);
+      const res = await createCode({ identity_id: who.id });
+      expect(res.status, state).toBe(400);
+      expect(res.body.code, state).toBe("failed_precondition");
+      expect(res.body.message, state).toContain(`is ${state}`);
+      const [codes] = await server.app.sql.query(`select count(*)::int as n from code where identity_id = $1 and purpose = 'recovery'`, [who.id]);
+      expect(codes.n, state).toBe(0);
+    }
+  });
+
   it("answers not_found for an unknown identity, and needs the admin token", async () => {
     const unknown = await admin.call("createRecoveryCode", { identityId: "00000000-0000-4000-8000-000000000000", expiresIn: "1h" }, auth);
     expect(failed(unknown).code).toBe(status.NOT_FOUND);
