@@ -10,6 +10,7 @@ import { migrate, openOrm, pendingMigrations } from "../src/store/orm.ts";
 import { EmbeddedDatabaseBusy, lockEmbeddedDatabase } from "../src/store/embedded-lock.ts";
 import { ListingOrder } from "../src/store/migrations/20261203-listing-order.ts";
 import pg from "pg";
+import { createLocalJWKSet, jwtVerify } from "jose";
 import { freshDatabase } from "./support/server.ts";
 import { bearer, postJson } from "./support/clients.ts";
 
@@ -248,9 +249,22 @@ describe("the embedded default", () => {
       { timeout: 10_000, interval: 20 },
     );
     const code = /^ {4}(\S+)\r?$/m.exec(eml)![1];
-    const verify = () => postJson(second.url, "/codegate.v1.LoginService/VerifyLoginCode", { orgId, username: "embedded@example.com", code });
-    expect((await verify()).status).toBe(200);
-    expect((await verify()).status).toBe(401);
+    const jwks = await (await fetch(`${second.url}/.well-known/jwks.json`)).json();
     await second.close();
+
+    // The secrets are kept in DATA_DIR too: the code sent before the restart verifies after it,
+    // and its proof token is signed with the key the JWKS published before.
+    const third = await startApp(config, { log });
+    try {
+      const verify = () => postJson(third.url, "/codegate.v1.LoginService/VerifyLoginCode", { orgId, username: "embedded@example.com", code });
+      const verified = await verify();
+      expect(verified.status).toBe(200);
+      const { payload } = await jwtVerify(verified.body.token, createLocalJWKSet(jwks));
+      expect(payload.sub).toBe(identity.body.identity.id);
+      expect(await (await fetch(`${third.url}/.well-known/jwks.json`)).json()).toEqual(jwks);
+      expect((await verify()).status).toBe(401);
+    } finally {
+      await third.close();
+    }
   });
 });
