@@ -230,6 +230,17 @@ describe("an organization's settings", () => {
 });
 
 describe("a send", () => {
+  it("is sent under the organization's sender name and address when it has them, else its name and the server's MAIL_FROM", async () => {
+    const branded = await fx.org("Branded", { senderName: "Acme Support", senderAddress: "support@acme.example" });
+    const plain = await fx.org("Unbranded");
+    const a = await fx.identity(branded.id, newUser("branded"));
+    const b = await fx.identity(plain.id, newUser("unbranded"));
+    const fromBranded = await mailOf(a.username, () => fx.clients.login.sendLoginCode({ username: a.username, orgId: branded.id }));
+    expect(fromBranded.raw.from?.value).toEqual([{ name: "Acme Support", address: "support@acme.example" }]);
+    const fromPlain = await mailOf(b.username, () => fx.clients.login.sendLoginCode({ username: b.username, orgId: plain.id }));
+    expect(fromPlain.raw.from?.value).toEqual([{ name: "Unbranded", address: server.app.config.mailFrom }]);
+  });
+
   it("is written in the caller's locale: the locale field, else Accept-Language, else the organization's default, else English", async () => {
     const org = await fx.org("Polyglot", { defaultLocale: "es" });
     const plain = await fx.org("Plain");
