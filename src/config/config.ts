@@ -19,6 +19,8 @@ export interface Config {
   production: boolean;
   host: string;
   port: number;
+  /** TLS on the listening port (PEM files), else cleartext (h2c and HTTP/1.1). */
+  tls: { certFile: string; keyFile: string } | undefined;
   /** The operations listener (/metrics, /readyz): loopback unless told otherwise. */
   opsHost: string;
   opsPort: number;
@@ -156,7 +158,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const production = nodeEnvProduction || databaseUrl !== undefined;
   const port = r.int("PORT", 8080, 0, 65535);
   const host = r.string("HOST", "0.0.0.0");
-  const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `http://localhost:${port}`;
+  const tlsCertFile = r.raw("TLS_CERT_FILE") || undefined;
+  const tlsKeyFile = r.raw("TLS_KEY_FILE") || undefined;
+  if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) r.problem("TLS_CERT_FILE, TLS_KEY_FILE: expected both (PEM files of the certificate chain and its private key), or neither");
+  const tls = tlsCertFile && tlsKeyFile ? { certFile: resolve(tlsCertFile), keyFile: resolve(tlsKeyFile) } : undefined;
+  const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `${tls ? "https" : "http"}://localhost:${port}`;
   const rpcTimeoutMs = r.duration("RPC_TIMEOUT", 10_000, 100, 300_000);
 
   const codePolicy = (purpose: Purpose, lifespanMs: number): CodePolicy => {
@@ -177,6 +183,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     production,
     host,
     port,
+    tls,
     opsHost: r.string("OPS_HOST", "127.0.0.1"),
     opsPort: r.int("OPS_PORT", 9090, 0, 65535),
     publicUrl,

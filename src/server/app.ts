@@ -41,6 +41,7 @@ import { restHandler } from "./rest/handler.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
 import { requestIdKey } from "../services/context-keys.ts";
 import { rpcPipeline } from "./rpc.ts";
+import { serverTls } from "./tls.ts";
 import { startTracing } from "./tracing.ts";
 import { AnswerTimes } from "../rules/answer-times.ts";
 import { tracedSql } from "../store/traced-sql.ts";
@@ -111,6 +112,8 @@ export interface StartOptions {
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel);
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
+  // Before anything is opened: a certificate that does not load stops the start here.
+  const tls = config.tls ? serverTls(config.tls, log) : undefined;
   const { orm, applied } = opts.worker ? { orm: await openOrm(config), applied: [] } : await openMigrated(config);
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
@@ -223,6 +226,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     maxConcurrentStreams: config.http2MaxConcurrentStreams,
     log,
     refused: metrics.connectionRefused,
+    tls,
   });
   await new Promise<void>((resolve, reject) => {
     listener.server.once("error", reject);
@@ -255,7 +259,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     codes,
     orgs,
     orgChanges,
-    url: `http://${host}:${port}`,
+    url: `${tls ? "https" : "http"}://${host}:${port}`,
     port,
     opsUrl: opsListener?.url,
     firstAdminToken,
@@ -273,6 +277,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       dueLater.stop();
       const waitsStopped = deliveryWaits.stop();
       await listener.close(config.shutdownGraceMs);
+      tls?.close();
       await opsListener?.close();
       shutdown.abort();
       // The courier finishes the mails it is sending within what is left of the grace (then cuts

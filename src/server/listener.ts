@@ -1,14 +1,18 @@
 // One listening address for every protocol: gRPC needs HTTP/2 (here h2c, HTTP/2
 // without TLS), while curl and browsers speak HTTP/1.1. Node's cleartext HTTP/2
 // server cannot take HTTP/1.1, so each new connection is routed by its first
-// bytes: the HTTP/2 connection preface, or anything else for HTTP/1.1.
+// bytes: the HTTP/2 connection preface, or anything else for HTTP/1.1. With TLS,
+// a connection is routed by the protocol its handshake agreed (ALPN): h2, else
+// HTTP/1.1. Either way the connection's limits and bounds are the same.
 import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
 import { addressKey, parseAddress, type TrustedProxies } from "../lib/address.ts";
 import { CountsByKey } from "../lib/counts.ts";
 import type { Logger } from "../lib/log.ts";
+import type { ServerTls } from "./tls.ts";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
@@ -65,6 +69,8 @@ export interface ListenerOptions {
   log: Logger;
   /** Counts a refused connection. */
   refused: (reason: RefusalReason) => void;
+  /** TLS, with the certificate in use and its renewals; cleartext without. */
+  tls?: ServerTls;
 }
 
 export interface Listener {
@@ -191,18 +197,59 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     return true;
   };
 
+  /**
+   * Once this side has ended a connection (an HTTP/2 session closed with GOAWAY, a
+   * keep-alive connection timed out), Node waits for the peer to end it too. A peer
+   * that never does would hold it, and its MAX_CONNECTIONS place, for ever.
+   */
+  const lingerOnceEnded = (socket: net.Socket) =>
+    socket.once("finish", () => {
+      const lingering = setTimeout(() => socket.destroy(), LINGER_MS);
+      socket.once("close", () => clearTimeout(lingering));
+    });
+
+  // With TLS, admitted connections are secured by Node's TLS server (it listens on nothing), with the
+  // certificate in use, and handed to the server of the protocol the handshake agreed: h2, else
+  // HTTP/1.1 (a client without ALPN too). A handshake that does not finish, however slowly its bytes
+  // come, has the preface's bound (HEADERS_TIMEOUT; the TLS server's own timeout is an idle one).
+  const front = opts.tls && tls.createServer({ ...opts.tls.current(), ALPNProtocols: ["h2", "http/1.1"] });
+  /** The handshakes under way, by the connection's peer address and port (the secured socket is another object). */
+  const handshakes = new Map<string, NodeJS.Timeout>();
+  const peerOf = (socket: net.Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
+  const secure = (socket: net.Socket) => {
+    const peer = peerOf(socket);
+    const bound = setTimeout(() => socket.destroy(), opts.headersTimeoutMs);
+    handshakes.set(peer, bound);
+    socket.once("close", () => (clearTimeout(bound), handshakes.get(peer) === bound && handshakes.delete(peer)));
+    front!.emit("connection", socket);
+  };
+  if (front) {
+    opts.tls!.onReload((options) => front.setSecureContext(options));
+    // A failed handshake (cleartext, a bad client hello): Node ends that connection; nothing else.
+    front.on("tlsClientError", (err) => opts.log.debug({ err: err.message }, "tls handshake failed"));
+    front.on("secureConnection", (secured: tls.TLSSocket) => {
+      const peer = peerOf(secured);
+      clearTimeout(handshakes.get(peer));
+      handshakes.delete(peer);
+      lingerOnceEnded(secured);
+      if (secured.alpnProtocol === "h2") {
+        handing = secured;
+        h2.emit("connection", secured);
+        handing = undefined;
+      } else {
+        http1.emit("connection", secured);
+      }
+    });
+  }
+
   // No Nagle: small RPC answers must leave at once.
   const server = net.createServer({ noDelay: true }, (socket) => {
     if (!admitted(socket)) return void socket.destroy();
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
-    // Once this side has ended the connection (an HTTP/2 session closed with GOAWAY,
-    // a keep-alive connection timed out), Node waits for the peer to end it too. A
-    // peer that never does would hold it, and its MAX_CONNECTIONS place, for ever.
-    socket.once("finish", () => {
-      const lingering = setTimeout(() => socket.destroy(), LINGER_MS);
-      socket.once("close", () => clearTimeout(lingering));
-    });
+    lingerOnceEnded(socket);
+    socket.on("error", () => socket.destroy());
+    if (front) return secure(socket);
     // A peer that connects and says nothing, or sends the HTTP/2 preface a byte at a
     // time, must not hold the socket: the whole preface within HEADERS_TIMEOUT (an
     // idle timeout would start again with each byte).
@@ -231,7 +278,6 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       }
     };
     socket.on("data", onData);
-    socket.on("error", () => socket.destroy());
   });
 
   return {

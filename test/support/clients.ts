@@ -11,7 +11,7 @@ type MethodsOf<S> = S extends GenService<infer R extends GenServiceMethods> ? R 
 export type GrpcResult<O> = { ok: true; value: O; metadata: grpc.Metadata } | { ok: false; error: grpc.ServiceError };
 
 /** A grpc-js client for one service, serializing with the generated protobuf-es code. */
-export function grpcClient<S extends GenService<any>>(service: S, address: string) {
+export function grpcClient<S extends GenService<any>>(service: S, address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure()) {
   const definition: Record<string, grpc.MethodDefinition<any, any>> = {};
   for (const m of service.methods) {
     definition[m.localName] = {
@@ -25,7 +25,7 @@ export function grpcClient<S extends GenService<any>>(service: S, address: strin
     };
   }
   const Ctor = grpc.makeGenericClientConstructor(definition, service.typeName);
-  const client = new Ctor(address.replace(/^https?:\/\//, ""), grpc.credentials.createInsecure()) as unknown as grpc.Client &
+  const client = new Ctor(address.replace(/^https?:\/\//, ""), credentials) as unknown as grpc.Client &
     Record<string, (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void>;
 
   return {

@@ -1,0 +1,280 @@
+// TLS on the listening port (TLS_CERT_FILE, TLS_KEY_FILE): HTTP/1.1 and HTTP/2 by
+// ALPN on one port, grpc-js with TLS credentials, the connection limits and time
+// bounds as in cleartext, a renewed certificate taken without a restart, and
+// settings that cannot work refused at start, naming them. The server runs as a
+// process of its own, as in production: a crash is an exit.
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import https from "node:https";
+import http2 from "node:http2";
+import net from "node:net";
+import tls from "node:tls";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomUUID } from "node:crypto";
+import grpc, { status } from "@grpc/grpc-js";
+import { LoginService } from "../gen/codegate/v1/login_pb.ts";
+import { loadConfig } from "../src/config/config.ts";
+import { createLogger } from "../src/lib/log.ts";
+import { serverTls } from "../src/server/tls.ts";
+import { createListener } from "../src/server/listener.ts";
+import { parseTrustedProxies } from "../src/lib/address.ts";
+import { Writable } from "node:stream";
+import { grpcClient } from "./support/clients.ts";
+import { pastDeadline, startServerProcess, type ServerProcess } from "./support/process.ts";
+import { ADMIN_TOKEN } from "./support/server.ts";
+import { codeFrom, SmtpSink } from "./support/smtp.ts";
+
+const fixture = (name: string) => new URL(`./fixtures/tls/${name}`, import.meta.url).pathname;
+const CA = readFileSync(fixture("localhost.crt"));
+const RENEWED_CA = readFileSync(fixture("renewed.crt"));
+const HEADERS_TIMEOUT_MS = 1_000;
+
+let smtp: SmtpSink;
+let server: ServerProcess;
+let port: number;
+let orgId: string;
+const cleanups: (() => unknown)[] = [];
+
+interface Answer {
+  status: number;
+  body: any;
+  /** The protocol the handshake agreed. */
+  alpn: string | false;
+}
+
+/** A JSON request over HTTPS/1.1 on a connection of its own, trusting the test certificate; asking for HTTP/1.1 by ALPN, or not asking. */
+function https1(path: string, body?: unknown, headers: Record<string, string> = {}, alpn = true): Promise<Answer> {
+  const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const options: https.RequestOptions & tls.ConnectionOptions = {
+      host: "127.0.0.1",
+      port,
+      path,
+      method: payload ? "POST" : "GET",
+      ca: CA,
+      ALPNProtocols: alpn ? ["http/1.1"] : undefined,
+      agent: false,
+      headers: { ...(payload ? { "content-type": "application/json" } : {}), ...headers },
+    };
+    const req = https.request(options, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          resolve({ status: res.statusCode!, body: text.startsWith("{") ? JSON.parse(text) : text, alpn: (res.socket as tls.TLSSocket).alpnProtocol ?? false });
+        });
+    });
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+/** A JSON request over HTTP/2 with TLS. */
+async function https2(path: string, body: unknown): Promise<Answer> {
+  const session = http2.connect(`https://127.0.0.1:${port}`, { ca: CA });
+  try {
+    await new Promise<void>((resolve, reject) => (session.once("connect", () => resolve()), session.once("error", reject)));
+    const alpn = session.alpnProtocol ?? false;
+    const req = session.request({ ":method": "POST", ":path": path, "content-type": "application/json" });
+    req.end(JSON.stringify(body));
+    const chunks: Buffer[] = [];
+    const statusCode = await new Promise<number>((resolve, reject) => (req.once("response", (h) => resolve(Number(h[":status"]))), req.once("error", reject)));
+    for await (const c of req) chunks.push(c as Buffer);
+    return { status: statusCode, body: JSON.parse(Buffer.concat(chunks).toString("utf8")), alpn };
+  } finally {
+    session.close();
+  }
+}
+
+const admin = (method: string, body: unknown) => https1(`/codegate.v1.AdminService/${method}`, body, { authorization: `Bearer ${ADMIN_TOKEN}` });
+
+async function activeIdentity(): Promise<string> {
+  const username = `tls-${randomUUID()}@example.com`;
+  const created = await admin("CreateIdentity", { orgId, username, skipRegistrationCode: true });
+  expect(created.status).toBe(200);
+  expect((await admin("SetIdentityState", { identityId: created.body.identity.id, state: "IDENTITY_STATE_ACTIVE" })).status).toBe(200);
+  return username;
+}
+
+/** The server still answers a whole login over HTTPS, and logged no unhandled failure. */
+async function stillServes(): Promise<void> {
+  await pastDeadline(HEADERS_TIMEOUT_MS + 500);
+  expect(server.alive(), server.stderr.join("")).toBe(true);
+  const username = await activeIdentity();
+  expect((await https1("/codegate.v1.LoginService/SendLoginCode", { username, orgId })).status).toBe(200);
+  const code = codeFrom(await smtp.nextMailTo(username));
+  expect((await https1("/codegate.v1.LoginService/VerifyLoginCode", { username, orgId, code })).status).toBe(200);
+  expect(server.logs.filter((l) => l.level === "error" || l.level === "fatal" || /unhandled|uncaught/.test(l.msg))).toEqual([]);
+}
+
+/** A TCP connection to the TLS port; answers once the server has closed it. */
+async function rawConnection(): Promise<{ socket: net.Socket; closed: Promise<Buffer> }> {
+  const socket = net.connect({ port, host: "127.0.0.1" });
+  cleanups.push(() => socket.destroy());
+  const received: Buffer[] = [];
+  socket.on("data", (c: Buffer) => received.push(c));
+  socket.on("error", () => {});
+  const closed = new Promise<Buffer>((resolve) => socket.once("close", () => resolve(Buffer.concat(received))));
+  await new Promise((resolve) => socket.once("connect", resolve));
+  return { socket, closed };
+}
+
+beforeAll(async () => {
+  smtp = await SmtpSink.create();
+  server = await startServerProcess({
+    TLS_CERT_FILE: fixture("localhost.crt"),
+    TLS_KEY_FILE: fixture("localhost.key"),
+    HEADERS_TIMEOUT: `${HEADERS_TIMEOUT_MS}ms`,
+    MAX_CONNECTIONS_PER_ADDRESS: "4",
+    SMTP_URL: smtp.url,
+    COURIER_POLL_INTERVAL: "50ms",
+  });
+  port = Number(new URL(server.url).port);
+  const org = await admin("CreateOrganization", { name: "Secured" });
+  expect(org.status).toBe(200);
+  orgId = org.body.organization.id;
+});
+
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+  await server?.stop();
+  await smtp?.stop();
+});
+
+describe("TLS on the listening port", () => {
+  it("serves HTTP/1.1 and HTTP/2 on one port, chosen by ALPN: a whole login over each", async () => {
+    expect(await https1("/healthz")).toEqual({ status: 200, body: { status: "ok" }, alpn: "http/1.1" });
+    // A client that names no protocol gets HTTP/1.1.
+    expect(await https1("/healthz", undefined, {}, false)).toEqual({ status: 200, body: { status: "ok" }, alpn: false });
+    const username = await activeIdentity();
+    const sent = await https2("/codegate.v1.LoginService/SendLoginCode", { username, orgId });
+    expect(sent).toMatchObject({ status: 200, alpn: "h2" });
+    const code = codeFrom(await smtp.nextMailTo(username));
+    const verified = await https1("/codegate.v1.LoginService/VerifyLoginCode", { username, orgId, code });
+    expect(verified).toMatchObject({ status: 200, alpn: "http/1.1" });
+    expect(verified.body.token.split(".")).toHaveLength(3);
+  });
+
+  it("serves grpc-js with TLS credentials, and refuses it without them", async () => {
+    const secured = grpcClient(LoginService, `127.0.0.1:${port}`, grpc.credentials.createSsl(CA));
+    const cleartext = grpcClient(LoginService, `127.0.0.1:${port}`);
+    try {
+      const answer = await secured.call("sendLoginCode", { username: "nobody@example.com", orgId });
+      expect(answer.ok).toBe(true);
+      const refused = await cleartext.call("sendLoginCode", { username: "nobody@example.com", orgId });
+      expect(refused.ok).toBe(false);
+      expect(!refused.ok && refused.error.code).toBe(status.UNAVAILABLE);
+    } finally {
+      secured.close();
+      cleartext.close();
+    }
+  });
+
+  it("closes a cleartext request, a silent connection and a handshake sent a byte at a time, within HEADERS_TIMEOUT, and serves on", async () => {
+    const cleartext = await rawConnection();
+    cleartext.socket.write("POST /codegate.v1.LoginService/SendLoginCode HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}");
+    // No HTTP answer: at most a TLS alert.
+    expect((await cleartext.closed).toString("latin1")).not.toContain("HTTP/1.1");
+
+    const silent = await rawConnection();
+    const dripping = await rawConnection();
+    // The start of a TLS record of a ClientHello, one byte at a time.
+    const hello = Buffer.from("16030100c8010000c40303", "hex");
+    let i = 0;
+    const drip = setInterval(() => (i < hello.length ? dripping.socket.write(hello.subarray(i, ++i)) : undefined), HEADERS_TIMEOUT_MS / 4);
+    cleanups.push(() => clearInterval(drip));
+    // Closed by the server's bound: this side never closes them (the test's timeout would end it).
+    expect(await Promise.all([silent.closed, dripping.closed])).toHaveLength(2);
+    clearInterval(drip);
+    await stillServes();
+  });
+
+  it("counts TLS connections against MAX_CONNECTIONS_PER_ADDRESS, and frees their places when they close", async () => {
+    const open: tls.TLSSocket[] = [];
+    const connect = () =>
+      new Promise<tls.TLSSocket | undefined>((resolve) => {
+        const socket = tls.connect({ host: "127.0.0.1", port, ca: CA, ALPNProtocols: ["http/1.1"] });
+        socket.once("secureConnect", () => resolve(socket));
+        socket.once("error", () => resolve(undefined));
+        socket.once("close", () => resolve(undefined));
+      });
+    // Fixtures' connections of this file may still count a moment after they closed.
+    await vi.waitFor(
+      async () => {
+        const socket = await connect();
+        expect(socket).toBeDefined();
+        open.push(socket!);
+        expect(open).toHaveLength(4);
+      },
+      { timeout: 10_000, interval: 50 },
+    );
+    expect(await connect()).toBeUndefined();
+    for (const s of open) s.destroy();
+    await vi.waitFor(
+      async () => {
+        const again = await connect();
+        expect(again).toBeDefined();
+        again!.destroy();
+      },
+      { timeout: 5_000, interval: 50 },
+    );
+  });
+});
+
+describe("the certificate", () => {
+  it("is taken again when its files change on disk, for new connections; a pair that does not load keeps the one in use", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "codegate-tls-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const files = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
+    copyFileSync(fixture("localhost.crt"), files.certFile);
+    copyFileSync(fixture("localhost.key"), files.keyFile);
+    const lines: string[] = [];
+    const log = createLogger("info", new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
+    // The listener as the server makes it, with the files looked at every 20 ms rather than every minute.
+    const served = serverTls(files, log, 20);
+    const listener = createListener((_req, res) => res.end("ok"), {
+      headersTimeoutMs: 1_000,
+      requestTimeoutMs: 1_000,
+      idleTimeoutMs: 1_000,
+      maxConnections: 10,
+      maxConnectionsPerAddress: 10,
+      trustedProxies: parseTrustedProxies([]).proxies,
+      maxConcurrentStreams: 10,
+      log,
+      refused: () => {},
+      tls: served,
+    });
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
+    const subject = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = tls.connect({ host: "127.0.0.1", port: (listener.server.address() as net.AddressInfo).port, ca: [CA, RENEWED_CA] }, () => {
+          resolve(String(s.getPeerCertificate().subject.CN));
+          s.destroy();
+        });
+        s.once("error", reject);
+      });
+    try {
+      expect(await subject()).toBe("localhost");
+      // A certificate whose key is not its own: refused, the old pair stays.
+      copyFileSync(fixture("renewed.crt"), files.certFile);
+      await vi.waitFor(() => expect(lines.some((l) => l.includes("does not load"))).toBe(true), { timeout: 5_000, interval: 20 });
+      expect(await subject()).toBe("localhost");
+      copyFileSync(fixture("renewed.key"), files.keyFile);
+      await vi.waitFor(async () => expect(await subject()).toBe("renewed.localhost"), { timeout: 5_000, interval: 20 });
+      expect(lines.some((l) => l.includes("TLS certificate reloaded"))).toBe(true);
+    } finally {
+      served.close();
+      await listener.close(0);
+    }
+  });
+
+  it("is refused at start when only one file is named, or the files cannot be read or do not match, naming the settings", async () => {
+    expect(() => loadConfig({ TLS_CERT_FILE: fixture("localhost.crt") })).toThrow(/TLS_CERT_FILE, TLS_KEY_FILE: expected both/);
+    expect(() => loadConfig({ TLS_KEY_FILE: fixture("localhost.key") })).toThrow(/TLS_CERT_FILE, TLS_KEY_FILE: expected both/);
+    const log = createLogger("silent");
+    expect(() => serverTls({ certFile: "/nonexistent/cert.pem", keyFile: fixture("localhost.key") }, log)).toThrow(/^TLS_CERT_FILE: cannot read \/nonexistent\/cert.pem/);
+    expect(() => serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("renewed.key") }, log)).toThrow(/^TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key/);
+    expect(loadConfig({ TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key"), PORT: "8443" }).publicUrl).toBe("https://localhost:8443");
+  });
+});
