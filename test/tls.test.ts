@@ -127,6 +127,8 @@ beforeAll(async () => {
     TLS_KEY_FILE: fixture("localhost.key"),
     HEADERS_TIMEOUT: `${HEADERS_TIMEOUT_MS}ms`,
     MAX_CONNECTIONS_PER_ADDRESS: "4",
+    // Every loopback address: a client may reach two of them from one address and port.
+    HOST: "0.0.0.0",
     SMTP_URL: smtp.url,
     COURIER_POLL_INTERVAL: "50ms",
   });
@@ -187,6 +189,57 @@ describe("TLS on the listening port", () => {
     // Closed by the server's bound: this side never closes them (the test's timeout would end it).
     expect(await Promise.all([silent.closed, dripping.closed])).toHaveLength(2);
     clearInterval(drip);
+    await stillServes();
+  });
+
+  it("keeps each handshake's bound its own when one client address and port reach two addresses of the server", async () => {
+    // Two connections from 127.0.0.5 and one port, to 127.0.0.1 and 127.0.0.2: the same peer, two connections.
+    const from = { localAddress: "127.0.0.5", localPort: 40_000 + Math.floor(Math.random() * 20_000) };
+    const open = async (host: string) => {
+      const socket = net.connect({ host, port, ...from });
+      cleanups.push(() => socket.destroy());
+      socket.on("error", () => {});
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+      await new Promise((resolve) => socket.once("connect", resolve));
+      return { socket, closed };
+    };
+    const finished = await open("127.0.0.1");
+    const dripping = await open("127.0.0.2");
+    // The second drips the start of a ClientHello and never finishes it; the first then completes its handshake.
+    const hello = Buffer.from("16030100c8010000c40303", "hex");
+    let i = 0;
+    const drip = setInterval(() => (i < hello.length ? dripping.socket.write(hello.subarray(i, ++i)) : undefined), HEADERS_TIMEOUT_MS / 4);
+    cleanups.push(() => clearInterval(drip));
+    const secured = tls.connect({ socket: finished.socket, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] });
+    secured.on("error", () => {});
+    await new Promise((resolve) => secured.once("secureConnect", resolve));
+    // The dripping one is closed by its own bound (the test's timeout would end it otherwise)...
+    await dripping.closed;
+    clearInterval(drip);
+    // ...and the finished one is not cut by any bound of a handshake: it answers requests, one every
+    // fifth of the bound, until well past it.
+    const answers: string[] = [];
+    for (let n = 0; n < 8; n++) {
+      secured.write("GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n");
+      answers.push(await new Promise<string>((resolve) => (secured.once("data", (d: Buffer) => resolve(d.toString("latin1").split("\r\n")[0]!)), secured.once("close", () => resolve("closed")))));
+      await pastDeadline(HEADERS_TIMEOUT_MS / 5);
+    }
+    expect(answers).toEqual(Array(8).fill("HTTP/1.1 200 OK"));
+    secured.destroy();
+  });
+
+  it("closes an HTTP/2 connection whose client, past the handshake, sends no preface and settings within HEADERS_TIMEOUT", async () => {
+    const secured = tls.connect({ host: "127.0.0.1", port, ca: CA, ALPNProtocols: ["h2"] });
+    cleanups.push(() => secured.destroy());
+    secured.on("error", () => {});
+    // Read (and drop) what the server sends, so that its end is seen.
+    secured.resume();
+    const closed = new Promise<void>((resolve) => secured.once("close", () => resolve()));
+    expect(await Promise.race([new Promise((resolve) => secured.once("secureConnect", () => resolve("secured"))), closed.then(() => "closed first")])).toBe("secured");
+    expect(secured.alpnProtocol).toBe("h2");
+    // Half the preface, then nothing (the test's timeout would end it if the server waited for IDLE_TIMEOUT).
+    secured.write("PRI * HTTP/2.0\r\n");
+    await closed;
     await stillServes();
   });
 

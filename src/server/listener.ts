@@ -170,6 +170,11 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       session.close(() => clearTimeout(kill));
     };
     session.setTimeout(opts.idleTimeoutMs, onIdle);
+    // The client's SETTINGS, which follow its preface, within HEADERS_TIMEOUT however slowly
+    // they come: over TLS nothing bounded the preface before (in cleartext the sniffing did).
+    const unsettled = setTimeout(() => (session.destroy(), raw?.destroy()), opts.headersTimeoutMs);
+    session.once("remoteSettings", () => clearTimeout(unsettled));
+    session.once("close", () => clearTimeout(unsettled));
     session.on("error", (err) => opts.log.debug({ err: err.message }, "http2 session error"));
   });
   h2.on("stream", (stream) => stream.on("error", (err) => opts.log.debug({ err: err.message }, "http2 stream error")));
@@ -213,9 +218,13 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   // HTTP/1.1 (a client without ALPN too). A handshake that does not finish, however slowly its bytes
   // come, has the preface's bound (HEADERS_TIMEOUT; the TLS server's own timeout is an idle one).
   const front = opts.tls && tls.createServer({ ...opts.tls.current(), ALPNProtocols: ["h2", "http/1.1"] });
-  /** The handshakes under way, by the connection's peer address and port (the secured socket is another object). */
+  /**
+   * The handshakes under way, by the connection's addresses and ports, both ends: the secured
+   * socket is another object than the raw one, and only the four together name one connection
+   * (a client may reach two addresses of this host from one address and port).
+   */
   const handshakes = new Map<string, NodeJS.Timeout>();
-  const peerOf = (socket: net.Socket) => `${socket.remoteAddress}|${socket.remotePort}`;
+  const peerOf = (socket: net.Socket) => `${socket.localAddress}|${socket.localPort}|${socket.remoteAddress}|${socket.remotePort}`;
   const secure = (socket: net.Socket) => {
     const peer = peerOf(socket);
     const bound = setTimeout(() => socket.destroy(), opts.headersTimeoutMs);
