@@ -8,6 +8,7 @@ import { startApp, type App } from "./server/app.ts";
 import { reportMetricsToPrimary, runPrimary, workerChannel, workerRole } from "./server/cluster.ts";
 import type { Metrics } from "./server/ops/metrics.ts";
 import { guardProcess } from "./server/process-guard.ts";
+import { loadTlsFiles } from "./server/tls.ts";
 import { runCourierWorker } from "./server/worker.ts";
 import { EmbeddedDatabaseBusy } from "./store/embedded-lock.ts";
 import { openMigrated } from "./store/orm.ts";
@@ -119,6 +120,8 @@ async function serve(config: ReturnType<typeof loadConfig>): Promise<number> {
 
 /** `serve` with WORKERS > 1: the primary of server/cluster.ts. */
 async function servePrimary(config: Config): Promise<number> {
+  // Each worker loads the certificate; one that does not load is said once, here, rather than by every worker in a crash loop.
+  if (config.tls) loadTlsFiles(config.tls);
   const log = createLogger(config.logLevel).child({ role: "primary" });
   const { crashed } = guard(log, () => undefined);
   let failed = false;

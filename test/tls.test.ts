@@ -21,8 +21,9 @@ import { createListener } from "../src/server/listener.ts";
 import { parseTrustedProxies } from "../src/lib/address.ts";
 import { Writable } from "node:stream";
 import { grpcClient } from "./support/clients.ts";
-import { pastDeadline, startServerProcess, type ServerProcess } from "./support/process.ts";
-import { ADMIN_TOKEN } from "./support/server.ts";
+import { commandEnv, pastDeadline, startServerProcess, type ServerProcess } from "./support/process.ts";
+import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
+import { execFile } from "node:child_process";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
 
 const fixture = (name: string) => new URL(`./fixtures/tls/${name}`, import.meta.url).pathname;
@@ -326,8 +327,27 @@ describe("the certificate", () => {
     expect(() => loadConfig({ TLS_CERT_FILE: fixture("localhost.crt") })).toThrow(/TLS_CERT_FILE, TLS_KEY_FILE: expected both/);
     expect(() => loadConfig({ TLS_KEY_FILE: fixture("localhost.key") })).toThrow(/TLS_CERT_FILE, TLS_KEY_FILE: expected both/);
     const log = createLogger("silent");
-    expect(() => serverTls({ certFile: "/nonexistent/cert.pem", keyFile: fixture("localhost.key") }, log)).toThrow(/^TLS_CERT_FILE: cannot read \/nonexistent\/cert.pem/);
-    expect(() => serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("renewed.key") }, log)).toThrow(/^TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key/);
+    expect(() => serverTls({ certFile: "/nonexistent/cert.pem", keyFile: fixture("localhost.key") }, log)).toThrow(/ - TLS_CERT_FILE: cannot read \/nonexistent\/cert.pem/);
+    expect(() => serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("renewed.key") }, log)).toThrow(/ - TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key/);
     expect(loadConfig({ TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key"), PORT: "8443" }).publicUrl).toBe("https://localhost:8443");
+  });
+
+  it("that does not load stops `serve` at once, with one message and exit code 2, alone or with workers (no crash loop)", async () => {
+    const databaseUrl = await freshDatabase();
+    for (const workers of ["1", "2"]) {
+      const command = commandEnv(databaseUrl, { WORKERS: workers, PORT: "0", TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("renewed.key") });
+      try {
+        const run = await new Promise<{ code: number | null; stderr: string; stdout: string }>((resolve) =>
+          execFile(process.execPath, ["src/main.ts", "serve"], { env: command.env, timeout: 60_000 }, (err, stdout, stderr) =>
+            resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+          ),
+        );
+        expect(run.code, `WORKERS=${workers}`).toBe(2);
+        expect(run.stderr, `WORKERS=${workers}`).toContain("TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key");
+        expect(run.stdout, `WORKERS=${workers}`).not.toContain("worker died");
+      } finally {
+        command.cleanup();
+      }
+    }
   });
 });

@@ -4,6 +4,7 @@
 // one in use, with a warning. Connections made before a change keep their context.
 import { readFileSync, statSync } from "node:fs";
 import tls from "node:tls";
+import { ConfigError } from "../config/env.ts";
 import type { Logger } from "../lib/log.ts";
 
 /** How often the files are looked at for a change. */
@@ -27,17 +28,17 @@ function read(setting: string, path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
-    throw new Error(`${setting}: cannot read ${path}: ${(err as Error).message}`);
+    throw new ConfigError([`${setting}: cannot read ${path}: ${(err as Error).message}`]);
   }
 }
 
-/** The pair in the files, checked; throws, naming the setting, when they cannot be read or do not make a certificate and its key. */
+/** The pair in the files, checked; throws a ConfigError, naming the setting, when they cannot be read or do not make a certificate and its key. */
 export function loadTlsFiles(files: TlsFiles): tls.SecureContextOptions {
   const options = { cert: read("TLS_CERT_FILE", files.certFile), key: read("TLS_KEY_FILE", files.keyFile), minVersion: "TLSv1.2" as const };
   try {
     tls.createSecureContext(options);
   } catch (err) {
-    throw new Error(`TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key: ${(err as Error).message}`);
+    throw new ConfigError([`TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key: ${(err as Error).message}`]);
   }
   return options;
 }
