@@ -171,7 +171,8 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     };
     session.setTimeout(opts.idleTimeoutMs, onIdle);
     // The client's SETTINGS, which follow its preface, within HEADERS_TIMEOUT however slowly
-    // they come: over TLS nothing bounded the preface before (in cleartext the sniffing did).
+    // they come (over TLS, the handshake's bound ends before the preface; in cleartext, the
+    // sniffing below bounds the preface but not what follows it).
     const unsettled = setTimeout(() => (session.destroy(), raw?.destroy()), opts.headersTimeoutMs);
     session.once("remoteSettings", () => clearTimeout(unsettled));
     session.once("close", () => clearTimeout(unsettled));
@@ -224,12 +225,12 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
    * (a client may reach two addresses of this host from one address and port).
    */
   const handshakes = new Map<string, NodeJS.Timeout>();
-  const peerOf = (socket: net.Socket) => `${socket.localAddress}|${socket.localPort}|${socket.remoteAddress}|${socket.remotePort}`;
+  const connectionKey = (socket: net.Socket) => `${socket.localAddress}|${socket.localPort}|${socket.remoteAddress}|${socket.remotePort}`;
   const secure = (socket: net.Socket) => {
-    const peer = peerOf(socket);
+    const key = connectionKey(socket);
     const bound = setTimeout(() => socket.destroy(), opts.headersTimeoutMs);
-    handshakes.set(peer, bound);
-    socket.once("close", () => (clearTimeout(bound), handshakes.get(peer) === bound && handshakes.delete(peer)));
+    handshakes.set(key, bound);
+    socket.once("close", () => (clearTimeout(bound), handshakes.get(key) === bound && handshakes.delete(key)));
     front!.emit("connection", socket);
   };
   if (front) {
@@ -237,9 +238,9 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     // A failed handshake (cleartext, a bad client hello): Node ends that connection; nothing else.
     front.on("tlsClientError", (err) => opts.log.debug({ err: err.message }, "tls handshake failed"));
     front.on("secureConnection", (secured: tls.TLSSocket) => {
-      const peer = peerOf(secured);
-      clearTimeout(handshakes.get(peer));
-      handshakes.delete(peer);
+      const key = connectionKey(secured);
+      clearTimeout(handshakes.get(key));
+      handshakes.delete(key);
       lingerOnceEnded(secured);
       if (secured.alpnProtocol === "h2") {
         handing = secured;
