@@ -241,6 +241,29 @@ describe("HTTP/2 and slow clients", () => {
     await stillServes(s, org);
   });
 
+  it("counts the calls of a rapid reset (HTTP/2 streams opened and cancelled at once) without an info line each, and serves on", async () => {
+    const metricOf = async () => Number(/^codegate_rpc_handled_total\{service="codegate.v1.LoginService",method="SendLoginCode",code="Canceled"\} (\d+)$/m.exec(await (await fetch(`${server.opsUrl}/metrics`)).text())?.[1] ?? 0);
+    const before = await metricOf();
+    const logsBefore = server.logs.length;
+    const session = http2.connect(server.url);
+    cleanups.push(() => session.destroy());
+    session.on("error", () => {});
+    await new Promise((resolve) => session.once("connect", resolve));
+    for (let i = 0; i < 500 && !session.destroyed; i++) {
+      const req = session.request({ ":method": "POST", ":path": LOGIN, "content-type": "application/json" });
+      req.on("error", () => {});
+      req.end(JSON.stringify({ username: "reset@example.com", orgId }));
+      req.close(http2.constants.NGHTTP2_CANCEL);
+      if (i % 50 === 49) await new Promise((resolve) => setImmediate(resolve));
+    }
+    // Some of them reached a call before their reset (the others ended in the HTTP/2 layer).
+    await vi.waitFor(async () => expect(await metricOf()).toBeGreaterThan(before), { timeout: 5_000, interval: 50 });
+    session.destroy();
+    await stillServes();
+    // Each counted (above); none written as an info line.
+    expect(server.logs.slice(logsBefore).filter((l) => l.level === "info" && l.grpcCode === "Canceled")).toEqual([]);
+  });
+
   it("takes a client that leaves a stream over HTTP/1.1 (Connect, gRPC-Web) as nothing wrong: no error in the log", async () => {
     const { server: s, orgId: org } = await serverWith();
     const { port } = new URL(s.url);

@@ -61,10 +61,15 @@ export function answerFor(err: unknown, requestId: string): { answer: ConnectErr
   return { answer: internalError(requestId), fault: "server" };
 }
 
-/** Logs the outcome of a call by its fault. */
+/**
+ * Logs the outcome of a call by its fault. A call its client cancelled is logged at
+ * debug: a client resets HTTP/2 streams far faster than it makes calls (a rapid
+ * reset wrote one info line per stream), and codegate_rpc_handled_total counts them.
+ */
 function logOutcome(log: Logger, fields: Record<string, unknown>, err: unknown, fault: "caller" | "database" | "server", answer: ConnectError | undefined, msg: string): void {
   if (fault === "server") log.error({ ...fields, err }, `${msg}: failed`);
   else if (fault === "database") log.warn({ ...fields, cause: err instanceof Error ? err.message : String(err), errno: (err as { code?: unknown })?.code }, `${msg}: database unavailable`);
+  else if (answer?.code === Code.Canceled) log.debug({ ...fields, reason: reasonOf(answer) }, msg);
   else log.info({ ...fields, reason: answer ? reasonOf(answer) : undefined }, msg);
 }
 
