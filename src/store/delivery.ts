@@ -6,7 +6,7 @@
 import type { ApiChannel, MailStatus } from "../domain/outbox.ts";
 import type { Purpose } from "../domain/purpose.ts";
 import { bytes, planEachCall, type Row, type Sql } from "./sql.ts";
-import { abandonedEvents, ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimSet, errorOfFailedClaim, ID_RANGE, idBounds, type Claimed } from "./outbox.ts";
+import { abandonedEvents, ANY_TIME, ASYNC_COMMIT, byOrganization, CLAIMED_RANGE, claimSet, ID_RANGE, idBounds, type AbandonedReport, type Claimed } from "./outbox.ts";
 
 // The organizations of the oldest due messages of these channels (reads across
 // organizations without locking, as the courier's DUE_SQL), by the index of the
@@ -113,9 +113,8 @@ export async function oldestDueMessage(sql: Sql, channels: readonly ApiChannel[]
 /**
  * Claims up to `size` due messages of these channels, from `dueFrom` on (as the
  * courier's claimMails), under the lease `token`, until `until`. Once `signal` has
- * aborted, no statement is started (what was claimed before is answered). A failure
- * after earlier organizations' statements abandoned messages throws ClaimInterrupted
- * (rethrowClaimFailure).
+ * aborted, no statement is started (what was claimed before is answered). What it
+ * abandoned is told to `reportAbandoned`, whether or not the claim then fails.
  */
 export async function claimMessages(
   sql: Sql,
@@ -127,40 +126,45 @@ export async function claimMessages(
   maxAttempts: number,
   dueFrom: Date = ANY_TIME,
   signal?: AbortSignal,
+  reportAbandoned?: AbandonedReport,
 ): Promise<Claimed<ClaimedMessage>> {
   const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, channels, dueFrom], signal)).map((r) => r.org_id));
   const claimed: ClaimedMessage[] = [];
   const abandoned: Purpose[] = [];
-  for (const orgId of due) {
-    if (claimed.length + abandoned.length >= size) break;
-    let rows: Row[];
-    try {
-      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length - abandoned.length, orgId, token, channels, dueFrom, maxAttempts], signal);
-    } catch (err) {
-      // Not started, the call being over (sql.query throws its signal's reason): what was
-      // claimed before is answered, for the caller to give back. Anything else is an error.
-      if (signal?.aborted && err === signal.reason && claimed.length) break;
-      // What was claimed in other organizations is given back rather than left leased to nobody
-      // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
-      await releaseMessages(sql, claimed.map((m) => ({ orgId: m.orgId, id: m.id, leaseToken: token }))).catch(() => {});
-      throw errorOfFailedClaim(err, abandoned);
-    }
-    for (const m of rows) {
-      if (m.status === "abandoned") {
-        abandoned.push(m.purpose);
-        continue;
+  try {
+    for (const orgId of due) {
+      if (claimed.length + abandoned.length >= size) break;
+      let rows: Row[];
+      try {
+        rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length - abandoned.length, orgId, token, channels, dueFrom, maxAttempts], signal);
+      } catch (err) {
+        // Not started, the call being over (sql.query throws its signal's reason): what was
+        // claimed before is answered, for the caller to give back. Anything else is an error.
+        if (signal?.aborted && err === signal.reason && claimed.length) break;
+        // What was claimed in other organizations is given back rather than left leased to nobody
+        // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
+        await releaseMessages(sql, claimed.map((m) => ({ orgId: m.orgId, id: m.id, leaseToken: token }))).catch(() => {});
+        throw err;
       }
-      claimed.push({
-        orgId: m.org_id,
-        id: m.id,
-        channel: m.channel,
-        purpose: m.purpose,
-        recipient: m.recipient,
-        body: bytes(m.body),
-        keyId: m.key_id,
-        sendCount: m.send_count,
-      });
+      for (const m of rows) {
+        if (m.status === "abandoned") {
+          abandoned.push(m.purpose);
+          continue;
+        }
+        claimed.push({
+          orgId: m.org_id,
+          id: m.id,
+          channel: m.channel,
+          purpose: m.purpose,
+          recipient: m.recipient,
+          body: bytes(m.body),
+          keyId: m.key_id,
+          sendCount: m.send_count,
+        });
+      }
     }
+  } finally {
+    if (abandoned.length) reportAbandoned?.(abandoned);
   }
   return { items: claimed, abandoned };
 }

@@ -48,32 +48,10 @@ export interface Claimed<T> {
 }
 
 /**
- * A claim whose statement failed in one organization after its statements in
- * earlier ones had abandoned messages: those are committed and in the trail, and
- * named here for the caller's metrics; `cause` is the statement's error.
+ * Told, once per claim, the purposes of the messages it abandoned: also when a later
+ * organization's statement failed, as each statement commits its own abandonments.
  */
-export class ClaimInterrupted extends Error {
-  override readonly name = "ClaimInterrupted";
-  readonly abandoned: Purpose[];
-  constructor(cause: unknown, abandoned: Purpose[]) {
-    super("a claim failed after abandoning messages", { cause });
-    this.abandoned = abandoned;
-  }
-}
-
-/** The error a claim that failed with `err` throws: `err` itself, unless earlier statements had abandoned messages. */
-export const errorOfFailedClaim = (err: unknown, abandoned: Purpose[]): unknown => (abandoned.length ? new ClaimInterrupted(err, abandoned) : err);
-
-/**
- * For every caller of claimMails and claimMessages, which throw ClaimInterrupted: hands
- * `report` what a failed claim had abandoned, then throws the statement's own error,
- * which the callers' handling reads (a database out of reach, a statement timeout).
- */
-export function rethrowClaimFailure(err: unknown, report: (abandoned: Purpose[]) => void): never {
-  if (!(err instanceof ClaimInterrupted)) throw err;
-  report(err.abandoned);
-  throw err.cause;
-}
+export type AbandonedReport = (abandoned: readonly Purpose[]) => void;
 
 // Mails are claimed oldest first, one organization at a time: every statement
 // that takes locks names its organization, so that the outbox can be distributed
@@ -249,29 +227,40 @@ export const ANY_TIME = new Date(0);
 /**
  * Claims up to `size` mails due at the claim's time, from `dueFrom` (a floor below
  * which no mail is queued: rules/due-floor.ts) on, for its lease, which ends at `until`.
- * A failure after earlier organizations' statements abandoned mails throws ClaimInterrupted
- * (rethrowClaimFailure).
+ * What it abandoned is told to `reportAbandoned`, whether or not the claim then fails.
  */
-export async function claimMails(sql: Sql, claim: CourierClaim, until: Date, size: number, maxAttempts: number, dueFrom: Date = ANY_TIME): Promise<Claimed<ClaimedMail>> {
+export async function claimMails(
+  sql: Sql,
+  claim: CourierClaim,
+  until: Date,
+  size: number,
+  maxAttempts: number,
+  dueFrom: Date = ANY_TIME,
+  reportAbandoned?: AbandonedReport,
+): Promise<Claimed<ClaimedMail>> {
   const { lease, at: now } = claim;
   const due = new Set((await sql.query<{ org_id: string }>(DUE_SQL, [now, size, dueFrom])).map((r) => r.org_id));
   const claimed: ClaimedMail[] = [];
   const abandoned: Purpose[] = [];
-  for (const org_id of due) {
-    if (claimed.length + abandoned.length >= size) break;
-    let rows: Row[];
-    try {
-      rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length - abandoned.length, org_id, "smtp", lease, dueFrom, maxAttempts]);
-    } catch (err) {
-      // What was claimed in other organizations is given back rather than left leased to nobody
-      // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
-      await releaseClaims(sql, claim, claimed).catch(() => {});
-      throw errorOfFailedClaim(err, abandoned);
+  try {
+    for (const org_id of due) {
+      if (claimed.length + abandoned.length >= size) break;
+      let rows: Row[];
+      try {
+        rows = await sql.query(CLAIM_SQL, [now, until, size - claimed.length - abandoned.length, org_id, "smtp", lease, dueFrom, maxAttempts]);
+      } catch (err) {
+        // What was claimed in other organizations is given back rather than left leased to nobody
+        // until its lease ends (a failing database keeps it leased instead: the lease brings it back).
+        await releaseClaims(sql, claim, claimed).catch(() => {});
+        throw err;
+      }
+      for (const m of rows) {
+        if (m.status === "abandoned") abandoned.push(m.purpose);
+        else claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
+      }
     }
-    for (const m of rows) {
-      if (m.status === "abandoned") abandoned.push(m.purpose);
-      else claimed.push({ orgId: m.org_id, id: m.id, purpose: m.purpose, recipient: m.recipient, body: m.body && bytes(m.body), keyId: m.key_id, sendCount: m.send_count });
-    }
+  } finally {
+    if (abandoned.length) reportAbandoned?.(abandoned);
   }
   return { items: claimed, abandoned };
 }

@@ -10,7 +10,7 @@ import type { Secrets } from "../../config/secrets.ts";
 import type { Clock } from "../../domain/clock.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
-import { claimMails, markFailed, markSent, oldestDueMail, releaseClaims, renewClaims, rethrowClaimFailure, type CourierClaim, type MailKey } from "../../store/outbox.ts";
+import { claimMails, markFailed, markSent, oldestDueMail, releaseClaims, renewClaims, type CourierClaim, type MailKey } from "../../store/outbox.ts";
 import { DueFloor } from "../due-floor.ts";
 import type { Sql } from "../../store/sql.ts";
 import type { CourierEvents } from "../events.ts";
@@ -143,15 +143,12 @@ export class Courier {
     // Names this claim: its renewals and outcomes change only the mails it still holds (store/outbox.ts).
     const claim = { lease: randomUUID(), at: now };
     const reportAbandoned = (abandoned: readonly Purpose[]) => {
-      if (!abandoned.length) return;
       for (const purpose of abandoned) events.abandoned(purpose);
       log.warn({ abandoned: abandoned.length }, "mail abandoned: its last attempt's lease lapsed (a courier stopped before an outcome)");
     };
-    const { items: batch, abandoned } = await claimMails(sql, claim, new Date(now.getTime() + LEASE_MS), config.batchSize, config.maxAttempts, await this.floor.get()).catch(
-      (err: unknown) => rethrowClaimFailure(err, reportAbandoned),
-    );
+    const until = new Date(now.getTime() + LEASE_MS);
+    const { items: batch, abandoned } = await claimMails(sql, claim, until, config.batchSize, config.maxAttempts, await this.floor.get(), reportAbandoned);
     this.floor.looked(batch.length + abandoned.length > 0);
-    reportAbandoned(abandoned);
     // A claim that only abandoned mails did work all the same: the next look comes soon, not after a poll.
     if (batch.length === 0) return abandoned.length;
     const renewal = setInterval(() => {

@@ -13,7 +13,6 @@ import type { ApiChannel, Channel, MailStatus } from "../../domain/outbox.ts";
 import type { Purpose } from "../../domain/purpose.ts";
 import type { Logger } from "../../lib/log.ts";
 import { ackMessages, claimMessages, failMessages, oldestDueMessage, releaseMessages, type LeasedKey } from "../../store/delivery.ts";
-import { rethrowClaimFailure } from "../../store/outbox.ts";
 import { isDatabaseUnavailable, isLostToAnother } from "../../store/errors.ts";
 import { DueFloor } from "../due-floor.ts";
 import type { Sql } from "../../store/sql.ts";
@@ -179,15 +178,11 @@ export class DeliveryDesk {
     const leaseExpiresAt = new Date(now.getTime() + leaseMs);
     const floor = this.floor(channels);
     const reportAbandoned = (abandoned: readonly Purpose[]) => {
-      if (!abandoned.length) return;
       for (const purpose of abandoned) events.abandoned(purpose);
       log.warn({ abandoned: abandoned.length }, "delivery API: messages abandoned: their last attempt's lease lapsed (a worker stopped before an outcome)");
     };
-    const { items: claimed, abandoned } = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, config.maxAttempts, await floor.get(), signal).catch(
-      (err: unknown) => rethrowClaimFailure(err, reportAbandoned),
-    );
+    const { items: claimed, abandoned } = await claimMessages(sql, now, leaseExpiresAt, size, channels, leaseToken, config.maxAttempts, await floor.get(), signal, reportAbandoned);
     floor.looked(claimed.length + abandoned.length > 0);
-    reportAbandoned(abandoned);
     const deliveries: Delivery[] = [];
     const broken: (LeasedKey & { error: string })[] = [];
     for (const m of claimed) {
