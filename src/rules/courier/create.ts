@@ -3,6 +3,7 @@
 import type { Clock } from "../../domain/clock.ts";
 import type { Config } from "../../config/config.ts";
 import type { Secrets } from "../../config/secrets.ts";
+import { withTimeout } from "../../lib/abort.ts";
 import type { Logger } from "../../lib/log.ts";
 import { listenMailQueued } from "../../store/mail-queued.ts";
 import type { Orm } from "../../store/orm.ts";
@@ -42,13 +43,8 @@ export function createCourier(deps: CourierDeps): { courier: Courier; destinatio
     destination: transport.destination,
     async stop(graceMs = deps.config.shutdownGraceMs) {
       const stopped = courier.stop();
-      let grace: NodeJS.Timeout | undefined;
-      const graceOver = new Promise<void>((resolve) => (grace = setTimeout(resolve, graceMs)));
-      try {
-        await Promise.race([stopped, graceOver]);
-      } finally {
-        clearTimeout(grace);
-      }
+      // Past the grace, closing the transport cuts what is still going out.
+      await withTimeout(stopped, graceMs).catch(() => {});
       transport.close();
       await stopped;
     },
