@@ -179,7 +179,8 @@ async function serveAlone(config: Config): Promise<number> {
         `  Try it:\n` +
         `    export TOKEN=${app.firstAdminToken}\n` +
         `    curl -s ${base}/codegate.v1.AdminService/CreateOrganization -H "Authorization: Bearer $TOKEN" \\\n` +
-        `      -H 'Content-Type: application/json' -d '{"name":"Example"}'\n\n`,
+        `      -H 'Content-Type: application/json' -d '{"name":"Example"}'\n` +
+        (config.tls ? `    (a certificate that no system CA signed, such as a self-signed one: add --cacert ${config.tls.certFile})\n\n` : "\n"),
     );
   }
   const failed = await Promise.race([stopSignal(log).then(() => false), crashed.then(() => true)]);

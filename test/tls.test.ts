@@ -248,6 +248,21 @@ describe("TLS on the listening port", () => {
     await stillServes();
   });
 
+  it("refuses a TLS 1.2 client's renegotiation (each costs the server a handshake), and serves on", async () => {
+    const secured = tls.connect({ host: "127.0.0.1", port, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"], maxVersion: "TLSv1.2" });
+    cleanups.push(() => secured.destroy());
+    secured.on("error", () => {});
+    await new Promise((resolve) => secured.once("secureConnect", resolve));
+    expect(secured.getProtocol()).toBe("TLSv1.2");
+    const closed = new Promise<string>((resolve) => secured.once("close", () => resolve("closed by the server")));
+    const renegotiated = new Promise<string>((resolve) => {
+      if (!secured.renegotiate({ rejectUnauthorized: true }, (err) => resolve(err ? err.message : "renegotiated"))) resolve("refused on the client side");
+    });
+    expect(await Promise.race([renegotiated, closed])).toBe("closed by the server");
+    secured.destroy();
+    await stillServes();
+  });
+
   it("counts TLS connections against MAX_CONNECTIONS_PER_ADDRESS, and frees their places when they close", async () => {
     const open: tls.TLSSocket[] = [];
     const connect = () =>

@@ -241,6 +241,10 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       const key = connectionKey(secured);
       clearTimeout(handshakes.get(key));
       handshakes.delete(key);
+      // A TLS 1.2 client could otherwise make the server do a handshake's work again and again on one
+      // connection (Node allows 3 per 10 minutes): asking for one is an error that ends the connection.
+      secured.disableRenegotiation();
+      secured.on("error", () => secured.destroy());
       lingerOnceEnded(secured);
       if (secured.alpnProtocol === "h2") {
         handing = secured;
