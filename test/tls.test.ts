@@ -296,7 +296,7 @@ describe("TLS on the listening port", () => {
 });
 
 describe("the certificate", () => {
-  it("is taken again when its files change on disk, for new connections; a pair that does not load keeps the one in use", async () => {
+  it("is taken again when its files change on disk, for new connections, and sessions made before resume; a pair that does not load keeps the one in use", async () => {
     const dir = mkdtempSync(join(tmpdir(), "codegate-tls-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const files = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
@@ -327,8 +327,18 @@ describe("the certificate", () => {
         });
         s.once("error", reject);
       });
+    const listenerPort = () => (listener.server.address() as net.AddressInfo).port;
+    /** A new session's ticket, or whether one given was resumed. */
+    const session = (ticket?: Buffer) =>
+      new Promise<{ reused: boolean; ticket?: Buffer }>((resolve, reject) => {
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort(), ca: [CA, RENEWED_CA], servername: "localhost", session: ticket });
+        s.once("error", reject);
+        if (ticket) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused() }), s.destroy()));
+        else s.once("session", (t: Buffer) => (resolve({ reused: false, ticket: t }), s.destroy()));
+      });
     try {
       expect(await subject()).toBe("localhost");
+      const before = await session();
       // A certificate whose key is not its own: refused, the old pair stays.
       copyFileSync(fixture("renewed.crt"), files.certFile);
       await vi.waitFor(() => expect(lines.some((l) => l.includes("does not load"))).toBe(true), { timeout: 5_000, interval: 20 });
@@ -336,6 +346,8 @@ describe("the certificate", () => {
       copyFileSync(fixture("renewed.key"), files.keyFile);
       await vi.waitFor(async () => expect(await subject()).toBe("renewed.localhost"), { timeout: 5_000, interval: 20 });
       expect(lines.some((l) => l.includes("TLS certificate reloaded"))).toBe(true);
+      // The session ticket keys outlive the renewal: a session made before it resumes.
+      expect((await session(before.ticket)).reused).toBe(true);
     } finally {
       served.close();
       await listener.close(0);
@@ -349,6 +361,26 @@ describe("the certificate", () => {
     expect(() => serverTls({ certFile: "/nonexistent/cert.pem", keyFile: fixture("localhost.key") }, log)).toThrow(/ - TLS_CERT_FILE: cannot read \/nonexistent\/cert.pem/);
     expect(() => serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("renewed.key") }, log)).toThrow(/ - TLS_CERT_FILE, TLS_KEY_FILE: expected a PEM certificate chain and its private key/);
     expect(loadConfig({ TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key"), PORT: "8443" }).publicUrl).toBe("https://localhost:8443");
+  });
+
+  it("resumes a session on whichever of serve's workers a connection lands: they share their session ticket keys", async () => {
+    const workers = await startServerProcess({ WORKERS: "2", COURIER_ENABLED: "false", TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key") });
+    cleanups.push(() => workers.stop());
+    const connect = (session?: Buffer) =>
+      new Promise<{ reused: boolean; ticket: Buffer }>((resolve, reject) => {
+        const s = tls.connect({ host: "127.0.0.1", port: Number(new URL(workers.url).port), ca: CA, servername: "localhost", session, ALPNProtocols: ["http/1.1"] });
+        s.once("error", reject);
+        s.once("close", () => reject(new Error("closed before the session was known")));
+        // TLS 1.3 hands a ticket over after the handshake: a new session waits for it.
+        if (session) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused(), ticket: session }), s.destroy()));
+        else s.once("session", (ticket: Buffer) => (resolve({ reused: s.isSessionReused(), ticket }), s.destroy()));
+      });
+    const first = await connect();
+    expect(first.reused).toBe(false);
+    // The cluster hands connections to its workers in turn: eight reach both.
+    const resumed: boolean[] = [];
+    for (let i = 0; i < 8; i++) resumed.push((await connect(first.ticket)).reused);
+    expect(resumed).toEqual(Array(8).fill(true));
   });
 
   it("that does not load stops `serve` at once, with one message and exit code 2, alone or with workers (no crash loop)", async () => {

@@ -102,6 +102,8 @@ export interface StartOptions {
    * migrations and serves the operations listener.
    */
   worker?: boolean;
+  /** TLS session ticket keys shared by `serve`'s API workers (server/cluster.ts). */
+  tlsTicketKeys?: Buffer;
   /** Run the retention job (default); `serve`'s API workers leave it to the courier worker. */
   retention?: boolean;
   /** The sends' and the failed verifications' answer times (a test's, to watch them). */
@@ -227,6 +229,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     log,
     refused: metrics.connectionRefused,
     tls,
+    tlsTicketKeys: opts.tlsTicketKeys,
   });
   await new Promise<void>((resolve, reject) => {
     listener.server.once("error", reject);

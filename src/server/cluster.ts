@@ -8,6 +8,7 @@
 // primary over the cluster's IPC channel: they say when they listen, answer
 // readiness, and stop on request or when the primary goes away.
 import cluster, { type Worker } from "node:cluster";
+import { randomBytes } from "node:crypto";
 import { AggregatorRegistry, Counter, Registry } from "prom-client";
 import type { Config } from "../config/config.ts";
 import { COURIER_NODE_FLAGS } from "../config/node-flags.ts";
@@ -19,6 +20,8 @@ import { startOpsListener, type OpsListener } from "./ops/ops.ts";
 
 export type WorkerRole = "api" | "courier";
 export const WORKER_ROLE_ENV = "CODEGATE_WORKER";
+/** The API workers' TLS session ticket keys (base64), drawn by the primary: a session made with one worker resumes on another. */
+const TICKET_KEYS_ENV = "CODEGATE_TLS_TICKET_KEYS";
 
 /** Messages between the primary and a worker. */
 type FromWorker =
@@ -34,6 +37,13 @@ const MAX_CRASHES_IN_WINDOW = 5;
 const RESTART_DELAY_MS = 1_000;
 /** How long a worker gets to answer a readiness question. */
 const READINESS_TIMEOUT_MS = 2_000;
+
+/** An API worker's TLS session ticket keys, from the primary (and out of the environment from then on); undefined elsewhere. */
+export function workerTlsTicketKeys(): Buffer | undefined {
+  const keys = process.env[TICKET_KEYS_ENV];
+  delete process.env[TICKET_KEYS_ENV];
+  return keys ? Buffer.from(keys, "base64") : undefined;
+}
 
 /** The role of this process when it is a worker of `serve`, else undefined. */
 export function workerRole(): WorkerRole | undefined {
@@ -80,9 +90,10 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
   let giveUp!: () => void;
   const crashLoop = new Promise<void>((resolve) => (giveUp = resolve));
 
+  const ticketKeys = config.tls ? randomBytes(48).toString("base64") : undefined;
   const fork = (role: WorkerRole) => {
     cluster.setupPrimary({ execArgv: role === "courier" ? [...process.execArgv, ...COURIER_NODE_FLAGS] : process.execArgv });
-    const worker = cluster.fork({ [WORKER_ROLE_ENV]: role });
+    const worker = cluster.fork({ [WORKER_ROLE_ENV]: role, ...(role === "api" && ticketKeys ? { [TICKET_KEYS_ENV]: ticketKeys } : {}) });
     roles.set(worker, role);
     worker.on("message", (m: FromWorker) => {
       if (!isMessage(m) || m.codegate !== "listening") return;

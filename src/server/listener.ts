@@ -4,7 +4,7 @@
 // bytes: the HTTP/2 connection preface, or anything else for HTTP/1.1. With TLS,
 // a connection is routed by the protocol its handshake agreed (ALPN): h2, else
 // HTTP/1.1. Either way the connection's limits and bounds are the same.
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -71,6 +71,8 @@ export interface ListenerOptions {
   refused: (reason: RefusalReason) => void;
   /** TLS, with the certificate in use and its renewals; cleartext without. */
   tls?: ServerTls;
+  /** The keys of TLS session tickets (48 bytes): the same in every worker of `serve`, so that a session resumes on any. Random when not given. */
+  tlsTicketKeys?: Buffer;
 }
 
 export interface Listener {
@@ -218,7 +220,10 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   // certificate in use, and handed to the server of the protocol the handshake agreed: h2, else
   // HTTP/1.1 (a client without ALPN too). A handshake that does not finish, however slowly its bytes
   // come, has the preface's bound (HEADERS_TIMEOUT; the TLS server's own timeout is an idle one).
-  const front = opts.tls && tls.createServer({ ...opts.tls.current(), ALPNProtocols: ["h2", "http/1.1"] });
+  // Ticket keys named at creation are kept by each renewal's setSecureContext; Node's own would be
+  // drawn anew by it, and every session made before a renewal would need a full handshake again.
+  const ticketKeys = opts.tlsTicketKeys ?? randomBytes(48);
+  const front = opts.tls && tls.createServer({ ...opts.tls.current(), ticketKeys, ALPNProtocols: ["h2", "http/1.1"] });
   /**
    * The handshakes under way, by the connection's addresses and ports, both ends: the secured
    * socket is another object than the raw one, and only the four together name one connection
