@@ -9,9 +9,11 @@
 // "tx": the same as a transaction of four round trips (begin + select, update,
 // insert, insert + commit as pipelined pairs is not what a plain ORM does, so each
 // is its own round trip after begin).
-// Listens on an ephemeral port, and tells its parent the port over IPC. Mails are
+// Listens on an ephemeral port (HTTP/2 without TLS instead when RAW_H2C=1, for
+// grpc-load.ts), and tells its parent the port over IPC. Mails are
 // queued 100 years ahead so that no courier takes them; the bench deletes them.
 import http from "node:http";
+import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { randomBytes, randomUUIDv7 } from "node:crypto";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
@@ -83,24 +85,27 @@ async function issueInATransaction(orgId: string, username: string): Promise<voi
 }
 
 const issue = mode === "cte" ? issueInOneStatement : issueInATransaction;
-const server = http.createServer(
-  connectNodeAdapter({
-    routes(router) {
-      router.service(LoginService, {
-        async sendLoginCode(req) {
-          await issue(req.orgId, req.username.trim().toLowerCase());
-          return { message: "success" };
-        },
-        verifyLoginCode() {
-          throw new Error("not part of the ceiling");
-        },
-      });
-    },
-  }),
-);
+const handler = connectNodeAdapter({
+  routes(router) {
+    router.service(LoginService, {
+      async sendLoginCode(req) {
+        await issue(req.orgId, req.username.trim().toLowerCase());
+        return { message: "success" };
+      },
+      verifyLoginCode() {
+        throw new Error("not part of the ceiling");
+      },
+    });
+  },
+});
+const h2c = process.env.RAW_H2C === "1";
+const server = h2c ? http2.createServer(handler) : http.createServer(handler);
+const sessions = new Set<http2.Http2Session>();
+if (h2c) server.on("session", (s: http2.Http2Session) => (sessions.add(s), s.once("close", () => sessions.delete(s))));
 server.listen(0, "127.0.0.1", () => process.send!((server.address() as AddressInfo).port));
 process.on("disconnect", () => {
   server.close();
-  server.closeAllConnections();
+  if (server instanceof http.Server) server.closeAllConnections();
+  for (const s of sessions) s.destroy();
   void pool.end();
 });

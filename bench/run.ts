@@ -19,7 +19,8 @@
 // ("ceilings,raw,send,verify,lag,courier,history"; raw: the raw ceilings of a send, bench/raw-ceiling.ts;
 // lag: sends paced to BENCH_LAG_SHARE of the highest rate, the lag of their mails and the queue over time;
 // ratio, not in the default: BENCH_RATIO_ROUNDS (3) rounds of the one-CTE raw ceiling and SendLoginCode over Connect JSON,
-// one after the other, for the API's share of a send against the ceiling taken minutes apart at most), BENCH_PROTOS the protocols ("connect-json,grpc-h2c,connect-h2c"; connect-h2c is Connect JSON from the gRPC load generator over HTTP/2, so that gRPC and Connect are compared with one generator);
+// one after the other, for the API's share of a send against the ceiling taken minutes apart at most; with BENCH_RATIO_RATE, both
+// driven at that fixed rate by grpc-load.ts (Connect JSON over h2c) rather than as fast as they go), BENCH_PROTOS the protocols ("connect-json,grpc-h2c,connect-h2c"; connect-h2c is Connect JSON from the gRPC load generator over HTTP/2, so that gRPC and Connect are compared with one generator);
 // BENCH_SERVER_NODE_ARGS adds flags to the server's node and the raw ceiling's (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
 // BENCH_PG_SOCKET=1: the server and the raw ceilings reach PostgreSQL over a Unix socket, not loopback TCP.
 // BENCH_COURIER: "inline" (default, the courier in the server) or "process" (the server without
@@ -52,6 +53,8 @@ const HISTORY = (env.BENCH_HISTORY ?? "1") !== "0";
 const HISTORY_ROUNDS = Number(env.BENCH_HISTORY_ROUNDS ?? 3);
 const HISTORY_CONNS = Number(env.BENCH_HISTORY_CONNS ?? 32);
 const RATIO_ROUNDS = Number(env.BENCH_RATIO_ROUNDS ?? 3);
+/** A fixed rate for the ratio's ceiling and send (so that each request pays for as many wake-ups in both), instead of a closed loop. */
+const RATIO_RATE = env.BENCH_RATIO_RATE ? Number(env.BENCH_RATIO_RATE) : undefined;
 const FLOWS = new Set((env.BENCH_FLOWS ?? "ceilings,raw,send,verify,lag,courier,history").split(","));
 const PROTOS = new Set((env.BENCH_PROTOS ?? "connect-json,grpc-h2c,connect-h2c").split(","));
 /** The server and the raw ceilings reach PostgreSQL over a Unix socket instead of loopback TCP. */
@@ -414,18 +417,27 @@ try {
     runTool("wrk", ["-t", threads(c), "-c", String(c), "-d", `${secs}s`, "--timeout", "5s", "-s", join(import.meta.dirname, script), at + path], { BENCH_THREADS: threads(c), ...e });
   const sendConnect = (c: number, secs: number, pairs = sendPairs, at = base) =>
     wrk("connect.lua", c, secs, { BENCH_PAIRS: pairs, BENCH_PATH: "/codegate.v1.LoginService/SendLoginCode", BENCH_ONCE: "0" }, "/", at);
+  /** The ratio's load: as sendConnect, or at BENCH_RATIO_RATE from grpc-load.ts. */
+  const ratioSends = (c: number, secs: number, at = base) =>
+    RATIO_RATE
+      ? runTool(NODE, [join(import.meta.dirname, "grpc-load.ts"), at, "send", sendPairs, String(c), String(secs), "0", String(RATIO_RATE)], { LOAD_PROTOCOL: "connect-json" })
+      : sendConnect(c, secs, sendPairs, at);
   /** The raw ceiling of a send (bench/raw-ceiling.ts): the stock Connect stack doing only the issuance's database work. */
-  async function rawCeiling(mode: "cte" | "tx", c: number, phase = "fresh") {
+  async function rawCeiling(mode: "cte" | "tx", c: number, phase = "fresh", load = (secs: number, at: string) => sendConnect(c, secs, sendPairs, at)) {
     const nodeArgs = env.BENCH_SERVER_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-    const raw = spawn(NODE, [...nodeArgs, join(import.meta.dirname, "raw-ceiling.ts"), databaseUrl, mode], { stdio: ["ignore", "inherit", "inherit", "ipc"] });
+    const raw = spawn(NODE, [...nodeArgs, join(import.meta.dirname, "raw-ceiling.ts"), databaseUrl, mode], {
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // grpc-load.ts speaks HTTP/2 only.
+      env: { ...env, RAW_H2C: phase.startsWith("ratio") && RATIO_RATE ? "1" : "0" },
+    });
     const rawPort = await new Promise<number>((resolve, reject) => {
       raw.once("message", (m) => resolve(Number(m)));
       raw.once("exit", (code) => reject(new Error(`raw-ceiling.ts exited with ${code}`)));
     });
     try {
       const at = `http://127.0.0.1:${rawPort}`;
-      await sendConnect(c, WARMUP, sendPairs, at);
-      await measure(phase, `ceiling:raw-send-${mode}`, "connect-json", c, () => sendConnect(c, SECONDS, sendPairs, at), mode === "cte" ? "connect-node + 1 statement" : "connect-node + a transaction of 4 round trips", { serverPids: [raw.pid!] });
+      await load(WARMUP, at);
+      await measure(phase, `ceiling:raw-send-${mode}`, "connect-json", c, () => load(SECONDS, at), mode === "cte" ? "connect-node + 1 statement" : "connect-node + a transaction of 4 round trips", { serverPids: [raw.pid!] });
     } finally {
       // Disconnecting lets it exit on its own (and write a --cpu-prof profile); a kill is the fallback.
       const exited = new Promise((r) => raw.once("exit", r));
@@ -620,10 +632,10 @@ try {
   if (FLOWS.has("ratio") && PROTOS.has("connect-json")) {
     for (const c of CONNS) {
       for (let round = 1; round <= RATIO_ROUNDS; round++) {
-        await rawCeiling("cte", c, `ratio ${round}`);
+        await rawCeiling("cte", c, `ratio ${round}`, (secs, at) => ratioSends(c, secs, at));
         await waitDrain();
-        await sendConnect(c, WARMUP);
-        await measure(`ratio ${round}`, "SendLoginCode", "connect-json", c, () => sendConnect(c, SECONDS), "wrk", { untilDelivered: true });
+        await ratioSends(c, WARMUP);
+        await measure(`ratio ${round}`, "SendLoginCode", "connect-json", c, () => ratioSends(c, SECONDS), RATIO_RATE ? `grpc-load.ts, Connect JSON, ${RATIO_RATE}/s` : "wrk", { untilDelivered: true });
       }
     }
     await sql.query("delete from courier_message where key_id = 'k1'");
