@@ -156,9 +156,12 @@ describe("send limits per (organization, username, purpose)", () => {
   });
 
   // An unknown organization's sends are counted by the rate limiter alone, a known one's in the send's statement.
-  it.each(["known", "unknown"] as const)("keep a raced send's refusal when its take-back fails, and count the failure in the metrics: %s organization", async (which) => {
+  it.each(["known", "unknown"] as const)("keep a raced send's refusal when its take-back fails, count the failure in the metrics and say it in the log: %s organization", async (which) => {
     const failures = async () => Number(/^codegate_rate_limit_take_backs_failed_total (\S+)$/m.exec((await server.app.metrics.render()).body)?.[1]);
     const before = await failures();
+    // Each failure is said too, with the database's reason.
+    const said = () => server.logs.filter((l) => l.includes("could not be taken back") && l.includes("the test refuses take-backs")).length;
+    const saidBefore = said();
     const db = new pg.Client(server.app.config.databaseUrl!);
     await db.connect();
     try {
@@ -170,6 +173,7 @@ describe("send limits per (organization, username, purpose)", () => {
       const org = which === "known" ? orgId : "or-zzzzz-zzzzz-zzzzzzzzzzzzzzzy";
       expect(await racedSends(`raced-sends-kept@example.com`, db, org)).toEqual({ statuses: [200, 429, 429, 429, 429], hourlyHits: 6 });
       expect((await failures()) - before).toBe(4);
+      expect(said() - saidBefore).toBe(4);
     } finally {
       await db.query(`drop trigger if exists refuse_take_back on rate_limit; drop function if exists refuse_take_back()`);
       await db.end();

@@ -8,7 +8,7 @@ export interface LimitEvents {
    * A request refused after it counted its hits (it raced others past the check)
    * could not take them back: they count until their windows end.
    */
-  takeBackFailed(): void;
+  takeBackFailed(err: Error): void;
 }
 
 export interface CodeEvents extends LimitEvents {

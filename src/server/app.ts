@@ -16,6 +16,7 @@ import { createCourier, wakeOnQueuedMail } from "../rules/courier/create.ts";
 import { DeliveryDesk } from "../rules/delivery/delivery.ts";
 import { DueLater } from "../rules/delivery/due-later.ts";
 import { DeliveryWaits, hearQueuedMessages } from "../rules/delivery/waits.ts";
+import type { LimitEvents } from "../rules/events.ts";
 import { FlowLimits } from "../rules/limits/limits.ts";
 import { RateLimiter } from "../rules/limits/rate-limiter.ts";
 import { MailTemplates } from "../rules/mail/org-templates.ts";
@@ -157,17 +158,24 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
       const api = channels.filter((c) => c !== "smtp");
       if (api.length) deliveryWaits.wake(api);
     });
+  // Counted, and said with the database's reason (its message only: a detail could name a limit's key, a username).
+  const limitEvents: LimitEvents = {
+    takeBackFailed(err) {
+      metrics.limits.takeBackFailed(err);
+      log.warn({ err: err.message }, "a refused request's rate-limit hits could not be taken back: they count until their windows end");
+    },
+  };
   const codes = new CodeEngine({
     sql,
     config,
     secrets,
     clock,
-    events: metrics.codes,
+    events: { ...metrics.codes, ...limitEvents },
     onQueued: queuedOn,
     failureTimes: opts.failureTimes ?? new AnswerTimes(),
   });
   const tokens = await ProofTokens.create(secrets.signingKeyPem, config.token, secrets.verificationKeyPems);
-  const limits = new FlowLimits(new RateLimiter(sql, clock, metrics.limits), config);
+  const limits = new FlowLimits(new RateLimiter(sql, clock, limitEvents), config);
   // Organizations and their templates are cached; an admin change anywhere is heard here (NOTIFY) and forgets them.
   const orgChanges = new OrgChanges();
   const orgFeed = await followOrgChanges(orm, orgChanges, log);

@@ -68,8 +68,8 @@ export interface IssueResult {
   queuedOn: Channel[];
   /** Over a limit: when the send would be allowed. */
   retryAt: Date | null;
-  /** Refused after it counted (it raced other sends past the check), its hits could not be taken back. */
-  takeBackFailed: boolean;
+  /** Refused after it counted (it raced other sends past the check), why its hits could not be taken back. */
+  takeBackError?: Error;
 }
 
 // The rate-limit counters are part of the statement, so that every send, for a
@@ -217,10 +217,10 @@ export async function issueCode(sql: Sql, code: NewCode, signal?: AbortSignal): 
       ],
       signal,
     );
-    const tookBack = await uncountHits(sql, code.orgId, code.limits, row.uncount);
-    return { issued: row.issued > 0, queuedOn: row.queued_on, retryAt: row.retry_at ? new Date(row.retry_at) : null, takeBackFailed: !tookBack };
+    const takeBackError = await uncountHits(sql, code.orgId, code.limits, row.uncount);
+    return { issued: row.issued > 0, queuedOn: row.queued_on, retryAt: row.retry_at ? new Date(row.retry_at) : null, takeBackError };
   } catch (err) {
-    if (isUniqueViolation(err)) return { issued: false, queuedOn: [], retryAt: null, takeBackFailed: false };
+    if (isUniqueViolation(err)) return { issued: false, queuedOn: [], retryAt: null };
     throw err;
   }
 }

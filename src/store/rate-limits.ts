@@ -65,16 +65,16 @@ where l.org_id = $1 and l.key = r.key and l.window_start = r.start`;
 
 /**
  * Takes back the hits a refused request counted (`keys`, of `rows`), and answers
- * whether it could. Its failure leaves them counted until their windows end, as a
- * refused request's hits were before they were taken back; the refusal stands
- * either way, and the caller reports the failure.
+ * why it could not, if it could not. Its failure leaves them counted until their
+ * windows end, as a refused request's hits were before they were taken back; the
+ * refusal stands either way, and the caller reports the failure.
  */
-export async function uncountHits(sql: Sql, orgId: string, rows: readonly Window[], keys: readonly string[]): Promise<boolean> {
-  if (keys.length === 0) return true;
+export async function uncountHits(sql: Sql, orgId: string, rows: readonly Window[], keys: readonly string[]): Promise<Error | undefined> {
+  if (keys.length === 0) return undefined;
   const counted = new Set(keys);
   return sql.query(UNCOUNT_HITS_SQL, [orgId, windowsJson(rows.filter((w) => counted.has(w.key)))]).then(
-    () => true,
-    () => false,
+    () => undefined,
+    (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
   );
 }
 
@@ -86,12 +86,12 @@ with counted as (${countHitsSql(2, { together: true })}
  * Counts one hit in every window, together (in none once one is over), and answers
  * the keys of the windows that are over: none when the request is within them all.
  * A request refused after it counted (it raced others past the check) takes its
- * hits back; `takeBackFailed` when that failed.
+ * hits back; `takeBackError` when that failed.
  */
-export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<{ over: Set<string>; takeBackFailed: boolean }> {
-  if (rows.length === 0) return { over: new Set(), takeBackFailed: false };
+export async function countHits(sql: Sql, orgId: string, rows: readonly Window[]): Promise<{ over: Set<string>; takeBackError?: Error }> {
+  if (rows.length === 0) return { over: new Set() };
   const windows = await sql.query<{ key: string; counted: boolean; over: boolean }>(COUNT_HITS_SQL, [orgId, windowsJson(rows)]);
   const over = new Set(windows.filter((w) => w.over).map((w) => w.key));
-  const tookBack = over.size === 0 || (await uncountHits(sql, orgId, rows, windows.filter((w) => w.counted).map((w) => w.key)));
-  return { over, takeBackFailed: !tookBack };
+  if (over.size === 0) return { over };
+  return { over, takeBackError: await uncountHits(sql, orgId, rows, windows.filter((w) => w.counted).map((w) => w.key)) };
 }

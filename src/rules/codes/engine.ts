@@ -218,7 +218,7 @@ export class CodeEngine {
       req.signal,
     );
     if (result.issued) this.events.issued(req.purpose, mail !== undefined);
-    if (result.takeBackFailed) this.events.takeBackFailed();
+    if (result.takeBackError) this.events.takeBackFailed(result.takeBackError);
     // In a caller's transaction the mail is not committed yet: a courier told now could look before it is.
     if (result.queuedOn.length && !tx) this.onQueued(result.queuedOn);
     const retryAfterMs = result.retryAt ? Math.max(1, result.retryAt.getTime() - now.getTime()) : 0;

@@ -31,8 +31,8 @@ export class RateLimiter {
   async hit(orgId: string, keys: LimitedKey[]): Promise<number> {
     const now = this.clock.now().getTime();
     const rows = windows(keys, now);
-    const { over, takeBackFailed } = await countHits(this.sql, orgId, rows);
-    if (takeBackFailed) this.events.takeBackFailed();
+    const { over, takeBackError } = await countHits(this.sql, orgId, rows);
+    if (takeBackError) this.events.takeBackFailed(takeBackError);
     let waitMs = 0;
     for (const r of rows) if (over.has(r.key)) waitMs = Math.max(waitMs, r.end - now);
     return waitMs;
