@@ -37,11 +37,17 @@ function times() {
 describe("answer times", () => {
   it("arm every call of a kind, at its start, with the 90th percentile of the calls of its kind that did the work", () => {
     const { worked, armedFor } = times();
-    expect(armedFor("login")).toBe(0); // none did the work yet: nothing held
     // Ten of 1..10 ms: the 90th percentile of ten is the 9th (index 8).
     for (let ms = 1; ms <= 10; ms++) worked("login", 100 * ms, 100 * ms + ms);
     expect(armedFor("login")).toBe(9 + 1);
-    expect(armedFor("recovery")).toBe(0); // another kind's times are its own
+  });
+
+  it("hold every call of a kind to the longest hold, 250 ms, until one of its calls has done the work: the first that does answers with the others", () => {
+    const { worked, armedFor } = times();
+    expect(armedFor("login")).toBe(250);
+    worked("login", 0, 30);
+    expect(armedFor("login")).toBe(30 + 1);
+    expect(armedFor("recovery")).toBe(250); // another kind's times are its own
   });
 
   it("let a call answer when its wait has passed, and clear the wait however the call ends", async () => {

@@ -78,11 +78,14 @@ export class AnswerTimes {
     this.#arm = opts.arm ?? armTimer;
   }
 
-  /** Starts a call of `kind`: held to the percentile of its slowest group (nothing while no call of the kind did the work yet). */
+  /** Starts a call of `kind`: held to the percentile of its slowest group, and to the longest hold while no call of the kind did the work yet. */
   hold(kind: string): Hold {
     const startedAt = this.#now();
-    let heldToMs = 0;
-    for (const group of this.#recent.get(kind)?.values() ?? []) heldToMs = Math.max(heldToMs, group.heldToMs);
+    const groups = this.#recent.get(kind);
+    // With no time to hold to yet (a process that just started; a kind that is seldom sent), a call held
+    // to nothing would tell the first that does the work (a known username's) from the others.
+    let heldToMs = groups ? 0 : MAX_HELD_MS;
+    for (const group of groups?.values() ?? []) heldToMs = Math.max(heldToMs, group.heldToMs);
     const armed = heldToMs > 0 ? this.#arm(Math.min(heldToMs + TIMER_SLACK_MS, MAX_HELD_MS)) : undefined;
     return {
       record: (group = "") => this.#record(kind, group, this.#now() - startedAt),
