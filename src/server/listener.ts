@@ -154,24 +154,33 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     const raw = handing;
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    // A session with no stream open for IDLE_TIMEOUT is closed (GOAWAY), and destroyed if it
+    // does not go; one with a streaming call open that has nothing to say (a health Watch with
+    // no change) is not idle. The timer is this listener's, cleared when the session closes:
+    // Node's session.setTimeout keeps a destroyed session, and its sockets, until it fires.
     const streams = new Set<http2.Http2Stream>();
+    let idle: NodeJS.Timeout | undefined;
+    const onIdle = () => {
+      const kill = setTimeout(() => (session.destroy(), raw?.destroy()), CLOSE_GRACE_MS);
+      session.close(() => clearTimeout(kill));
+    };
+    const armIdle = () => (idle = setTimeout(onIdle, opts.idleTimeoutMs));
+    session.once("close", () => clearTimeout(idle));
+    armIdle();
     session.on("stream", (stream) => {
       streams.add(stream);
+      clearTimeout(idle);
       // Every stream ends by the request bound, but a streaming call (its own bound); a
       // route outside the RPCs that a client never lets answer (a zero window) too.
       const cut = setTimeout(() => {
         if (!longLivedStreams.has(stream)) stream.close(http2.constants.NGHTTP2_CANCEL);
       }, opts.requestTimeoutMs);
-      stream.once("close", () => (clearTimeout(cut), streams.delete(stream)));
+      stream.once("close", () => {
+        clearTimeout(cut);
+        streams.delete(stream);
+        if (streams.size === 0 && !session.closed && !session.destroyed) armIdle();
+      });
     });
-    // A session without traffic is closed (GOAWAY), and destroyed if it does not go; not
-    // one with a streaming call open that has nothing to say (a health Watch with no change).
-    const onIdle = () => {
-      if ([...streams].some((s) => longLivedStreams.has(s))) return void session.setTimeout(opts.idleTimeoutMs, onIdle);
-      const kill = setTimeout(() => (session.destroy(), raw?.destroy()), CLOSE_GRACE_MS);
-      session.close(() => clearTimeout(kill));
-    };
-    session.setTimeout(opts.idleTimeoutMs, onIdle);
     // The client's SETTINGS, which follow its preface, within HEADERS_TIMEOUT however slowly
     // they come (over TLS, the handshake's bound ends before the preface; in cleartext, the
     // sniffing below bounds the preface but not what follows it).

@@ -1,0 +1,80 @@
+// A closed HTTP/2 connection is let go at once, not at IDLE_TIMEOUT: a client that
+// opens and closes connections in a loop must not pile them up in the server's memory
+// (Node's own session timeout, once armed, kept a destroyed session and its sockets
+// reachable until it fired: about 7 kB each, 277k of them in a minute of h2c).
+// The listener runs in this process, so that the test can ask the garbage collector.
+import { afterEach, describe, expect, it, vi } from "vitest";
+import http2 from "node:http2";
+import type net from "node:net";
+import { readFileSync } from "node:fs";
+import v8 from "node:v8";
+import vm from "node:vm";
+import { createLogger } from "../src/lib/log.ts";
+import { createListener, type Listener } from "../src/server/listener.ts";
+import { serverTls } from "../src/server/tls.ts";
+import { parseTrustedProxies } from "../src/lib/address.ts";
+
+v8.setFlagsFromString("--expose-gc");
+const gc = vm.runInNewContext("gc") as () => void;
+
+const fixture = (name: string) => new URL(`./fixtures/tls/${name}`, import.meta.url).pathname;
+const CONNECTIONS = 20;
+const cleanups: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function listening(secured: boolean): Promise<{ listener: Listener; url: string }> {
+  const log = createLogger("silent");
+  const tls = secured ? serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log) : undefined;
+  const listener = createListener((_req, res) => res.end("ok"), {
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: 10_000,
+    // Far past the test: what is let go is let go because it closed.
+    idleTimeoutMs: 600_000,
+    maxConnections: 1_000,
+    maxConnectionsPerAddress: 1_000,
+    trustedProxies: parseTrustedProxies([]).proxies,
+    maxConcurrentStreams: 10,
+    log,
+    refused: () => {},
+    tls,
+  });
+  cleanups.push(async () => (tls?.close(), await listener.close(0)));
+  await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
+  const port = (listener.server.address() as net.AddressInfo).port;
+  return { listener, url: `${secured ? "https" : "http"}://127.0.0.1:${port}` };
+}
+
+describe.each([
+  ["cleartext (h2c)", false],
+  ["TLS", true],
+])("a closed HTTP/2 connection, %s", (_name, secured) => {
+  it("is let go at once, not kept until IDLE_TIMEOUT", async () => {
+    const { listener, url } = await listening(secured);
+    const sessions: WeakRef<http2.ServerHttp2Session>[] = [];
+    let closed = 0;
+    listener.http2.on("session", (session: http2.ServerHttp2Session) => {
+      sessions.push(new WeakRef(session));
+      session.once("close", () => closed++);
+    });
+    for (let i = 0; i < CONNECTIONS; i++) {
+      const client = http2.connect(url, secured ? { ca: readFileSync(fixture("localhost.crt")) } : {});
+      client.on("error", () => {});
+      const req = client.request({ ":path": "/" });
+      req.resume();
+      await new Promise((resolve) => req.once("close", resolve));
+      client.destroy();
+    }
+    await vi.waitFor(() => expect(closed).toBe(CONNECTIONS), { timeout: 10_000 });
+    expect(sessions).toHaveLength(CONNECTIONS);
+    await vi.waitFor(
+      async () => {
+        gc();
+        await new Promise((resolve) => setImmediate(resolve));
+        expect(sessions.filter((s) => s.deref() !== undefined)).toHaveLength(0);
+      },
+      { timeout: 10_000, interval: 100 },
+    );
+  });
+});
