@@ -111,6 +111,35 @@ async function stillServes(): Promise<void> {
   expect(server.logs.filter((l) => l.level === "error" || l.level === "fatal" || /unhandled|uncaught/.test(l.msg))).toEqual([]);
 }
 
+/**
+ * The lifetime hint of the session's ticket, in seconds: field [9] of OpenSSL's DER
+ * encoding of a session (ssl/ssl_asn1.c), whose fields are tag, short or long length, value.
+ * Node puts a header of its own (a version, the server name) before the DER: it starts at
+ * the SEQUENCE whose length reaches exactly to the end.
+ */
+function sessionTimeoutOf(session: Buffer): number {
+  const at = session.findIndex((b, i) => b === 0x30 && session[i + 1] === 0x82 && i + 4 + session.readUInt16BE(i + 2) === session.length);
+  if (at < 0) throw new Error("no DER session found");
+  const der = session.subarray(at);
+  const lengthAt = (i: number): [length: number, start: number] => {
+    const first = der[i]!;
+    if (first < 0x80) return [first, i + 1];
+    const n = first & 0x7f;
+    return [der.subarray(i + 1, i + 1 + n).reduce((a, b) => a * 256 + b, 0), i + 1 + n];
+  };
+  let [, i] = lengthAt(1); // inside the outer SEQUENCE
+  while (i < der.length) {
+    const tag = der[i]!;
+    const [length, start] = lengthAt(i + 1);
+    if (tag === 0xa9) {
+      const [intLength, intStart] = lengthAt(start + 1); // the INTEGER inside the explicit tag
+      return der.subarray(intStart, intStart + intLength).reduce((a, b) => a * 256 + b, 0);
+    }
+    i = start + length;
+  }
+  throw new Error("the session has no ticket lifetime hint");
+}
+
 /** A TCP connection to the TLS port; answers once the server has closed it. */
 async function rawConnection(): Promise<{ socket: net.Socket; closed: Promise<Buffer> }> {
   const socket = net.connect({ port, host: "127.0.0.1" });
@@ -348,6 +377,38 @@ describe("the certificate", () => {
       expect(lines.some((l) => l.includes("TLS certificate reloaded"))).toBe(true);
       // The session ticket keys outlive the renewal: a session made before it resumes.
       expect((await session(before.ticket)).reused).toBe(true);
+    } finally {
+      served.close();
+      await listener.close(0);
+    }
+  });
+
+  it("gives a session 300 s to be resumed in, not OpenSSL's two hours: its ticket's lifetime, over TLS 1.2 and 1.3", async () => {
+    const log = createLogger("silent");
+    const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
+    const listener = createListener((_req, res) => res.end("ok"), {
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 10_000,
+      idleTimeoutMs: 10_000,
+      maxConnections: 10,
+      maxConnectionsPerAddress: 10,
+      trustedProxies: parseTrustedProxies([]).proxies,
+      maxConcurrentStreams: 10,
+      log,
+      refused: () => {},
+      tls: served,
+    });
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
+    try {
+      for (const maxVersion of ["TLSv1.2", "TLSv1.3"] as const) {
+        // The lifetime the server gives its session, as the client keeps it (TLS 1.2 and 1.3 alike).
+        const session = await new Promise<Buffer>((resolve, reject) => {
+          const s = tls.connect({ host: "127.0.0.1", port: (listener.server.address() as net.AddressInfo).port, ca: CA, servername: "localhost", maxVersion });
+          s.once("error", reject);
+          s.once("session", (session: Buffer) => (resolve(session), s.destroy()));
+        });
+        expect(sessionTimeoutOf(session), maxVersion).toBe(300);
+      }
     } finally {
       served.close();
       await listener.close(0);

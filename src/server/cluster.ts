@@ -38,7 +38,11 @@ const RESTART_DELAY_MS = 1_000;
 /** How long a worker gets to answer a readiness question. */
 const READINESS_TIMEOUT_MS = 2_000;
 
-/** An API worker's TLS session ticket keys, from the primary (and out of the environment from then on); undefined elsewhere. */
+/**
+ * An API worker's TLS session ticket keys, from the primary; undefined elsewhere. Taken out of
+ * process.env so that nothing started from here inherits them (the kernel's copy of the start's
+ * environment, /proc/<pid>/environ, keeps them: readable by this user only, as the other secrets).
+ */
 export function workerTlsTicketKeys(): Buffer | undefined {
   const keys = process.env[TICKET_KEYS_ENV];
   delete process.env[TICKET_KEYS_ENV];

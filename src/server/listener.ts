@@ -25,6 +25,12 @@ const CLOSE_GRACE_MS = 1_000;
  */
 const LINGER_MS = 5_000;
 
+/**
+ * How long a TLS session may be resumed: a TLS 1.2 ticket carries the session's keys sealed
+ * under the ticket keys, which live as long as the process, so it should not be good for long.
+ */
+const TLS_SESSION_TIMEOUT_S = 300;
+
 /** Refused connections are logged at most this often (each is counted): a flood of them must not flood the log. */
 const REFUSAL_LOG_MS = 60_000;
 
@@ -232,7 +238,15 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   // Ticket keys named at creation are kept by each renewal's setSecureContext; Node's own would be
   // drawn anew by it, and every session made before a renewal would need a full handshake again.
   const ticketKeys = opts.tlsTicketKeys ?? randomBytes(48);
-  const front = opts.tls && tls.createServer({ ...opts.tls.current(), ticketKeys, ALPNProtocols: ["h2", "http/1.1"] });
+  const front =
+    opts.tls &&
+    tls.createServer({
+      ...opts.tls.current(),
+      ticketKeys,
+      // Named, or OpenSSL's 7,200 s applies (Node's documented 300 s is not set by default).
+      sessionTimeout: TLS_SESSION_TIMEOUT_S,
+      ALPNProtocols: ["h2", "http/1.1"],
+    });
   /**
    * The handshakes under way, by the connection's addresses and ports, both ends: the secured
    * socket is another object than the raw one, and only the four together name one connection
