@@ -102,6 +102,8 @@ describe("serve with WORKERS=2", () => {
     const victim = workersOf(server.child.pid!).find((w) => w.role === "api")!;
     process.kill(victim.pid, "SIGKILL");
     await vi.waitFor(() => expect(server.logs.some((l) => l.msg === "worker died; starting another" && l.pid === victim.pid)).toBe(true), { timeout: 10_000 });
+    // The line says which worker, and how it ended.
+    expect(server.logs.find((l) => l.msg === "worker died; starting another" && l.pid === victim.pid)).toMatchObject({ role: "primary", workerRole: "api", exitCode: null, signal: "SIGKILL" });
     // Meanwhile the other worker answers every call.
     for (let i = 0; i < 5; i++) expect((await postOnNewConnection(server.url, "/codegate.v1.LoginService/SendLoginCode", { username: "x@example.com", orgId: "or-aaaaa-aaaaa-aaaaaaaaaaaaaa" })).status).toBe(200);
     await vi.waitFor(

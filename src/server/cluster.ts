@@ -108,7 +108,8 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
       roles.delete(worker);
       listening.delete(worker);
       if (stopping) return;
-      log.error({ role, pid: worker.process.pid, code, signal }, "worker died; starting another");
+      // Not `role` (the primary's log has its own) nor `code` (redacted in every line: a one-time code's name).
+      log.error({ workerRole: role, pid: worker.process.pid, exitCode: code, signal }, "worker died; starting another");
       restarts.inc({ role });
       const now = Date.now();
       crashes = [...crashes.filter((t) => now - t < CRASH_WINDOW_MS), now];
