@@ -383,6 +383,51 @@ describe("the certificate", () => {
     }
   });
 
+  it("closes at once a connection whose ClientHello says it is longer than 16 KB, before the TLS server buffers it", async () => {
+    const log = createLogger("silent");
+    const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
+    // No bound of its own would close it within the test: only the length can.
+    const listener = createListener((_req, res) => res.end("ok"), {
+      headersTimeoutMs: 600_000,
+      requestTimeoutMs: 600_000,
+      idleTimeoutMs: 600_000,
+      maxConnections: 10,
+      maxConnectionsPerAddress: 10,
+      trustedProxies: parseTrustedProxies([]).proxies,
+      maxConcurrentStreams: 10,
+      log,
+      refused: () => {},
+      tls: served,
+    });
+    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
+    const listenerPort = (listener.server.address() as net.AddressInfo).port;
+    try {
+      // A handshake record (16 KB) whose ClientHello declares 16 KB and one byte: 4 bytes of handshake header, then 100 of its body.
+      const socket = net.connect({ host: "127.0.0.1", port: listenerPort });
+      socket.on("error", () => {});
+      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
+      const header = Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x40, 0x01]);
+      socket.write(Buffer.concat([header, Buffer.alloc(100)]));
+      await closed;
+      // One of 16 KB exactly goes on to the TLS server, which then waits for the rest of it.
+      const fits = net.connect({ host: "127.0.0.1", port: listenerPort });
+      fits.on("error", () => {});
+      let fitsClosed = false;
+      fits.once("close", () => (fitsClosed = true));
+      fits.write(Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0x40, 0x00]), Buffer.alloc(100)]));
+      // And a whole handshake still goes through.
+      const secured = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: CA, servername: "localhost" });
+      secured.on("error", () => {});
+      await new Promise((resolve) => secured.once("secureConnect", resolve));
+      secured.destroy();
+      expect(fitsClosed).toBe(false);
+      fits.destroy();
+    } finally {
+      served.close();
+      await listener.close(0);
+    }
+  });
+
   it("gives a session 300 s to be resumed in, not OpenSSL's two hours: its ticket's lifetime, over TLS 1.2 and 1.3", async () => {
     const log = createLogger("silent");
     const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);

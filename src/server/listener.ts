@@ -31,6 +31,13 @@ const LINGER_MS = 5_000;
  */
 const TLS_SESSION_TIMEOUT_S = 300;
 
+/** A TLS record's header (type, version, length) and a handshake message's (type, length): what tells a ClientHello's length. */
+const CLIENT_HELLO_HEADER_BYTES = 5 + 4;
+const TLS_HANDSHAKE_RECORD = 0x16;
+const TLS_CLIENT_HELLO = 0x01;
+/** The longest ClientHello taken, as long as a request head may be (Node's maxHeaderSize). */
+const MAX_CLIENT_HELLO_BYTES = 16 * 1024;
+
 /** Refused connections are logged at most this often (each is counted): a flood of them must not flood the log. */
 const REFUSAL_LOG_MS = 60_000;
 
@@ -259,7 +266,21 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     const bound = setTimeout(() => socket.destroy(), opts.headersTimeoutMs);
     handshakes.set(key, bound);
     socket.once("close", () => (clearTimeout(bound), handshakes.get(key) === bound && handshakes.delete(key)));
-    front!.emit("connection", socket);
+    // OpenSSL buffers a ClientHello of up to about 128 KB while it comes: a connection that declares
+    // one longer than MAX_CLIENT_HELLO_BYTES (browsers' are 2 KB) is closed before it can. Read from
+    // the raw socket up to the handshake message's header, then handed back for the TLS server to read.
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      if (head.length < CLIENT_HELLO_HEADER_BYTES) return;
+      socket.off("data", onData);
+      socket.pause();
+      const declared = head[0] === TLS_HANDSHAKE_RECORD && head[5] === TLS_CLIENT_HELLO ? head.readUIntBE(6, 3) : 0;
+      if (declared > MAX_CLIENT_HELLO_BYTES) return void socket.destroy();
+      socket.unshift(head);
+      front!.emit("connection", socket);
+    };
+    socket.on("data", onData);
   };
   if (front) {
     opts.tls!.onReload((options) => front.setSecureContext(options));
