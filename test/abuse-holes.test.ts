@@ -235,7 +235,7 @@ describe("a deployment on a real database", () => {
     expect(server.logs.join("\n")).not.toMatch(/cga_/);
   });
 
-  it("refuses a guessable ADMIN_TOKEN, and limits and logs failed admin authentications", async () => {
+  it("refuses a guessable ADMIN_TOKEN, and limits and logs failed admin authentications (past the limit, a line a minute)", async () => {
     for (const token of ["changeme", "x".repeat(40)]) expect(() => loadConfig({ ADMIN_TOKEN: token })).toThrow(/ADMIN_TOKEN: expected a strong random token/);
     const { server } = await serverWith({ RATE_LIMIT_ADMIN_AUTH_FAILURES_PER_ADDRESS: "3/1m" });
     clock.advance(60_000 - (clock.now().getTime() % 60_000) + 1000);
@@ -244,9 +244,13 @@ describe("a deployment on a real database", () => {
     expect(statuses).toEqual([401, 401, 401, 429, 429]);
     // The right token is still taken.
     expect((await postJson(server.url, "/codegate.v1.AdminService/ListOrganizations", {}, bearer(ADMIN_TOKEN))).status).toBe(200);
+    // Twenty more past the limit: refused, and not one line each.
+    for (let i = 5; i < 25; i++) expect((await postJson(server.url, "/codegate.v1.AdminService/ListOrganizations", {}, bearer(`guess-${i}`))).status).toBe(429);
     const warnings = server.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "admin authentication failed");
-    expect(warnings).toHaveLength(5);
+    // Each failure within the limit; past it, one line a minute.
+    expect(warnings.map((w) => w.limited)).toEqual([false, false, false, true]);
     expect(warnings[0]).toMatchObject({ level: "warn", address: "127.0.0.1" });
+    expect(warnings[3]).toMatchObject({ level: "warn", address: "127.0.0.1", limitedSinceLastLine: 0 });
     expect(server.logs.join("\n")).not.toContain("guess-0");
   });
 });

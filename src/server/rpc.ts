@@ -35,6 +35,13 @@ const ADMIN_SERVICES = new Set([AdminService.typeName, DeliveryService.typeName]
 
 const callStateKey = createContextKey<CallState | undefined>(undefined, { description: "call state" });
 
+/**
+ * Admin authentications refused by their address's limit are logged at most this often (each
+ * is counted, as resource_exhausted, in codegate_rpc_handled_total): past the limit, a client must
+ * not decide how fast the log grows. Those within it are each logged.
+ */
+const LIMITED_AUTH_LOG_MS = 60_000;
+
 /** A request id a client may choose: short, and safe in headers and logs. */
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,64}$/;
 
@@ -376,6 +383,15 @@ export interface RpcPipeline {
 export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
   const { log } = opts;
   const streams = new StreamSlots(opts.maxStreams, opts.maxStreamsPerAddress);
+  let limitedAuthLine: { at: number; unlogged: number } | undefined;
+  const authFailed = (fields: Record<string, unknown>, limited: boolean) => {
+    const now = performance.now();
+    if (limited && limitedAuthLine && now - limitedAuthLine.at < LIMITED_AUTH_LOG_MS) return void limitedAuthLine.unlogged++;
+    if (limited) {
+      log.warn({ ...fields, limited, limitedSinceLastLine: limitedAuthLine?.unlogged ?? 0 }, "admin authentication failed");
+      limitedAuthLine = { at: now, unlogged: 0 };
+    } else log.warn({ ...fields, limited }, "admin authentication failed");
+  };
   return {
     contextValues(req) {
       const values = createContextValues();
@@ -401,7 +417,7 @@ export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
         if (!principal) {
           const address = ctx.values.get(clientAddressKey);
           const waitMs = await opts.adminAuthFailed(address);
-          log.warn({ requestId, address, rpc: `${ctx.service.name}/${ctx.method.name}`, limited: waitMs > 0 }, "admin authentication failed");
+          authFailed({ requestId, address, rpc: `${ctx.service.name}/${ctx.method.name}` }, waitMs > 0);
           if (waitMs > 0) throw rateLimited(waitMs);
           throw apiError(Code.Unauthenticated, Reason.unauthenticated, "a valid admin token is required: Authorization: Bearer <admin token>");
         }
