@@ -5,14 +5,13 @@
 // The listener runs in this process, so that the test can ask the garbage collector.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import http2 from "node:http2";
-import type net from "node:net";
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import vm from "node:vm";
 import { createLogger } from "../src/lib/log.ts";
-import { createListener, type Listener } from "../src/server/listener.ts";
+import type { Listener } from "../src/server/listener.ts";
 import { serverTls } from "../src/server/tls.ts";
-import { parseTrustedProxies } from "../src/lib/address.ts";
+import { okListener } from "./support/listener.ts";
 
 v8.setFlagsFromString("--expose-gc");
 const gc = vm.runInNewContext("gc") as () => void;
@@ -25,24 +24,10 @@ afterEach(async () => {
 });
 
 async function listening(secured: boolean): Promise<{ listener: Listener; url: string }> {
-  const log = createLogger("silent");
-  const tls = secured ? serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log) : undefined;
-  const listener = createListener((_req, res) => res.end("ok"), {
-    headersTimeoutMs: 10_000,
-    requestTimeoutMs: 10_000,
-    // Far past the test: what is let go is let go because it closed.
-    idleTimeoutMs: 600_000,
-    maxConnections: 1_000,
-    maxConnectionsPerAddress: 1_000,
-    trustedProxies: parseTrustedProxies([]).proxies,
-    maxConcurrentStreams: 10,
-    log,
-    refused: () => {},
-    tls,
-  });
-  cleanups.push(async () => (tls?.close(), await listener.close(0)));
-  await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
-  const port = (listener.server.address() as net.AddressInfo).port;
+  const tls = secured ? serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, createLogger("silent")) : undefined;
+  // Bounds far past the test: what is let go is let go because it closed.
+  const { listener, port, close } = await okListener({ boundsMs: 600_000, tls, maxConnections: 1_000 });
+  cleanups.push(async () => (tls?.close(), await close()));
   return { listener, url: `${secured ? "https" : "http"}://127.0.0.1:${port}` };
 }
 

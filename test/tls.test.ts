@@ -17,10 +17,9 @@ import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
 import { serverTls } from "../src/server/tls.ts";
-import { createListener } from "../src/server/listener.ts";
-import { parseTrustedProxies } from "../src/lib/address.ts";
 import { Writable } from "node:stream";
 import { grpcClient } from "./support/clients.ts";
+import { okListener } from "./support/listener.ts";
 import { commandEnv, pastDeadline, startServerProcess, type ServerProcess } from "./support/process.ts";
 import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
 import { execFile } from "node:child_process";
@@ -335,32 +334,19 @@ describe("the certificate", () => {
     const log = createLogger("info", new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
     // The listener as the server makes it, with the files looked at every 20 ms rather than every minute.
     const served = serverTls(files, log, 20);
-    const listener = createListener((_req, res) => res.end("ok"), {
-      headersTimeoutMs: 1_000,
-      requestTimeoutMs: 1_000,
-      idleTimeoutMs: 1_000,
-      maxConnections: 10,
-      maxConnectionsPerAddress: 10,
-      trustedProxies: parseTrustedProxies([]).proxies,
-      maxConcurrentStreams: 10,
-      log,
-      refused: () => {},
-      tls: served,
-    });
-    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
+    const { listener, port: listenerPort } = await okListener({ boundsMs: 1_000, tls: served, log });
     const subject = () =>
       new Promise<string>((resolve, reject) => {
-        const s = tls.connect({ host: "127.0.0.1", port: (listener.server.address() as net.AddressInfo).port, ca: [CA, RENEWED_CA] }, () => {
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA] }, () => {
           resolve(String(s.getPeerCertificate().subject.CN));
           s.destroy();
         });
         s.once("error", reject);
       });
-    const listenerPort = () => (listener.server.address() as net.AddressInfo).port;
     /** A new session's ticket, or whether one given was resumed. */
     const session = (ticket?: Buffer) =>
       new Promise<{ reused: boolean; ticket?: Buffer }>((resolve, reject) => {
-        const s = tls.connect({ host: "127.0.0.1", port: listenerPort(), ca: [CA, RENEWED_CA], servername: "localhost", session: ticket });
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA], servername: "localhost", session: ticket });
         s.once("error", reject);
         if (ticket) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused() }), s.destroy()));
         else s.once("session", (t: Buffer) => (resolve({ reused: false, ticket: t }), s.destroy()));
@@ -387,20 +373,7 @@ describe("the certificate", () => {
     const log = createLogger("silent");
     const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
     // No bound of its own would close it within the test: only the length can.
-    const listener = createListener((_req, res) => res.end("ok"), {
-      headersTimeoutMs: 600_000,
-      requestTimeoutMs: 600_000,
-      idleTimeoutMs: 600_000,
-      maxConnections: 10,
-      maxConnectionsPerAddress: 10,
-      trustedProxies: parseTrustedProxies([]).proxies,
-      maxConcurrentStreams: 10,
-      log,
-      refused: () => {},
-      tls: served,
-    });
-    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
-    const listenerPort = (listener.server.address() as net.AddressInfo).port;
+    const { listener, port: listenerPort } = await okListener({ boundsMs: 600_000, tls: served, log });
     try {
       // A handshake record (16 KB) whose ClientHello declares 16 KB and one byte: 4 bytes of handshake header, then 100 of its body.
       const socket = net.connect({ host: "127.0.0.1", port: listenerPort });
@@ -431,24 +404,12 @@ describe("the certificate", () => {
   it("gives a session 300 s to be resumed in, not OpenSSL's two hours: its ticket's lifetime, over TLS 1.2 and 1.3", async () => {
     const log = createLogger("silent");
     const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
-    const listener = createListener((_req, res) => res.end("ok"), {
-      headersTimeoutMs: 10_000,
-      requestTimeoutMs: 10_000,
-      idleTimeoutMs: 10_000,
-      maxConnections: 10,
-      maxConnectionsPerAddress: 10,
-      trustedProxies: parseTrustedProxies([]).proxies,
-      maxConcurrentStreams: 10,
-      log,
-      refused: () => {},
-      tls: served,
-    });
-    await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));
+    const { listener, port: listenerPort } = await okListener({ boundsMs: 10_000, tls: served, log });
     try {
       for (const maxVersion of ["TLSv1.2", "TLSv1.3"] as const) {
         // The lifetime the server gives its session, as the client keeps it (TLS 1.2 and 1.3 alike).
         const session = await new Promise<Buffer>((resolve, reject) => {
-          const s = tls.connect({ host: "127.0.0.1", port: (listener.server.address() as net.AddressInfo).port, ca: CA, servername: "localhost", maxVersion });
+          const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: CA, servername: "localhost", maxVersion });
           s.once("error", reject);
           s.once("session", (session: Buffer) => (resolve(session), s.destroy()));
         });
