@@ -11,6 +11,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { addressKey, parseAddress, type TrustedProxies } from "../lib/address.ts";
 import { CountsByKey } from "../lib/counts.ts";
+import { lineThrottle } from "../lib/line-throttle.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ServerTls } from "./tls.ts";
 
@@ -115,6 +116,31 @@ function guarded(handler: RequestHandler, log: Logger): RequestHandler {
   };
 }
 
+/** Whether a connection's first bytes are the HTTP/2 preface, or the start of it. */
+function startsLikePreface(head: Buffer): boolean {
+  const n = Math.min(head.length, H2_PREFACE.length);
+  return head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+}
+
+/**
+ * Reads a connection's first bytes until `decided` says they are enough to route it, then
+ * pauses it and hands them to `route`, which gives them back (unshift) to whoever reads the
+ * connection next: the HTTP/1.1 parser and Node's TLS socket read them from the socket's
+ * buffer, and an HTTP/2 session takes what is buffered before it reads the native handle
+ * itself (no JS stream between).
+ */
+function readFirstBytes(socket: net.Socket, decided: (head: Buffer) => boolean, route: (head: Buffer) => void): void {
+  let head = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    head = Buffer.concat([head, chunk]);
+    if (!decided(head)) return;
+    socket.off("data", onData);
+    socket.pause();
+    route(head);
+  };
+  socket.on("data", onData);
+}
+
 /**
  * Reports a refused connection: counted each time, and logged (warn) the first
  * time and then at most once per REFUSAL_LOG_MS per reason, with how many were
@@ -124,15 +150,13 @@ export function refusalReporter(
   opts: Pick<ListenerOptions, "refused" | "maxConnections" | "maxConnectionsPerAddress"> & { log: Pick<Logger, "warn"> },
   clock: () => number = () => performance.now(),
 ): (reason: RefusalReason, address: string) => void {
-  const last = new Map<RefusalReason, { at: number; unlogged: number }>();
+  const mayLog = lineThrottle<RefusalReason>(REFUSAL_LOG_MS, clock);
   return (reason, address) => {
     opts.refused(reason);
-    const now = clock();
-    const seen = last.get(reason);
-    if (seen && now - seen.at < REFUSAL_LOG_MS) return void seen.unlogged++;
-    last.set(reason, { at: now, unlogged: 0 });
+    const heldBack = mayLog(reason);
+    if (heldBack === undefined) return;
     const limit = reason === "max_connections" ? `MAX_CONNECTIONS (${opts.maxConnections})` : `MAX_CONNECTIONS_PER_ADDRESS (${opts.maxConnectionsPerAddress})`;
-    opts.log.warn({ reason, address, refusedSinceLastLine: seen?.unlogged ?? 0 }, `connection refused: ${limit} reached; logged at most once a minute, counted in codegate_connections_refused_total`);
+    opts.log.warn({ reason, address, refusedSinceLastLine: heldBack }, `connection refused: ${limit} reached; logged at most once a minute, counted in codegate_connections_refused_total`);
   };
 }
 
@@ -171,7 +195,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     // does not go; one with a streaming call open that has nothing to say (a health Watch with
     // no change) is not idle. The timer is this listener's, cleared when the session closes:
     // Node's session.setTimeout keeps a destroyed session, and its sockets, until it fires.
-    const streams = new Set<http2.Http2Stream>();
+    let openStreams = 0;
     let idle: NodeJS.Timeout | undefined;
     const onIdle = () => {
       const kill = setTimeout(() => (session.destroy(), raw?.destroy()), CLOSE_GRACE_MS);
@@ -181,7 +205,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     session.once("close", () => clearTimeout(idle));
     armIdle();
     session.on("stream", (stream) => {
-      streams.add(stream);
+      openStreams++;
       clearTimeout(idle);
       // Every stream ends by the request bound, but a streaming call (its own bound); a
       // route outside the RPCs that a client never lets answer (a zero window) too.
@@ -190,8 +214,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       }, opts.requestTimeoutMs);
       stream.once("close", () => {
         clearTimeout(cut);
-        streams.delete(stream);
-        if (streams.size === 0 && !session.closed && !session.destroyed) armIdle();
+        if (--openStreams === 0 && !session.closed && !session.destroyed) armIdle();
       });
     });
     // The client's SETTINGS, which follow its preface, within HEADERS_TIMEOUT however slowly
@@ -267,20 +290,17 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     handshakes.set(key, bound);
     socket.once("close", () => (clearTimeout(bound), handshakes.get(key) === bound && handshakes.delete(key)));
     // OpenSSL buffers a ClientHello of up to about 128 KB while it comes: a connection that declares
-    // one longer than MAX_CLIENT_HELLO_BYTES (browsers' are 2 KB) is closed before it can. Read from
-    // the raw socket up to the handshake message's header, then handed back for the TLS server to read.
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      head = Buffer.concat([head, chunk]);
-      if (head.length < CLIENT_HELLO_HEADER_BYTES) return;
-      socket.off("data", onData);
-      socket.pause();
-      const declared = head[0] === TLS_HANDSHAKE_RECORD && head[5] === TLS_CLIENT_HELLO ? head.readUIntBE(6, 3) : 0;
-      if (declared > MAX_CLIENT_HELLO_BYTES) return void socket.destroy();
-      socket.unshift(head);
-      front!.emit("connection", socket);
-    };
-    socket.on("data", onData);
+    // one longer than MAX_CLIENT_HELLO_BYTES (browsers' are 2 KB) is closed before it can.
+    readFirstBytes(
+      socket,
+      (head) => head.length >= CLIENT_HELLO_HEADER_BYTES,
+      (head) => {
+        const declared = head[0] === TLS_HANDSHAKE_RECORD && head[5] === TLS_CLIENT_HELLO ? head.readUIntBE(6, 3) : 0;
+        if (declared > MAX_CLIENT_HELLO_BYTES) return void socket.destroy();
+        socket.unshift(head);
+        front!.emit("connection", socket);
+      },
+    );
   };
   if (front) {
     opts.tls!.onReload((options) => front.setSecureContext(options));
@@ -318,29 +338,23 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     // idle timeout would start again with each byte).
     const undecided = setTimeout(() => socket.destroy(), opts.headersTimeoutMs);
     socket.once("close", () => clearTimeout(undecided));
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer) => {
-      head = Buffer.concat([head, chunk]);
-      const n = Math.min(head.length, H2_PREFACE.length);
-      const isH2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      if (isH2 && head.length < H2_PREFACE.length) return; // need more bytes to decide
-      socket.off("data", onData);
-      clearTimeout(undecided);
-      // The bytes read to decide go back into the socket's buffer: the HTTP/1.1
-      // parser reads them from there, and an HTTP/2 session takes what is
-      // buffered before it reads the native handle itself (no JS stream between).
-      socket.pause();
-      socket.unshift(head);
-      if (isH2) {
-        handing = socket;
-        h2.emit("connection", socket);
-        handing = undefined;
-      } else {
-        http1.emit("connection", socket);
-        socket.resume();
-      }
-    };
-    socket.on("data", onData);
+    readFirstBytes(
+      socket,
+      // Past the preface, or off it: decided.
+      (head) => head.length >= H2_PREFACE.length || !startsLikePreface(head),
+      (head) => {
+        clearTimeout(undecided);
+        socket.unshift(head);
+        if (startsLikePreface(head)) {
+          handing = socket;
+          h2.emit("connection", socket);
+          handing = undefined;
+        } else {
+          http1.emit("connection", socket);
+          socket.resume();
+        }
+      },
+    );
   });
 
   return {

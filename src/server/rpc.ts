@@ -15,6 +15,7 @@ import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { attempt, raceAbort } from "../lib/abort.ts";
 import { addressKey, clientAddress, type TrustedProxies } from "../lib/address.ts";
 import { CountsByKey } from "../lib/counts.ts";
+import { lineThrottle } from "../lib/line-throttle.ts";
 import type { Logger } from "../lib/log.ts";
 import { contextOf, inSpan, SpanKind, tracingEnabled } from "../lib/tracing.ts";
 import type { AdminTokenVerifier } from "../rules/admin-tokens.ts";
@@ -383,14 +384,11 @@ export interface RpcPipeline {
 export function rpcPipeline(opts: PipelineOptions): RpcPipeline {
   const { log } = opts;
   const streams = new StreamSlots(opts.maxStreams, opts.maxStreamsPerAddress);
-  let limitedAuthLine: { at: number; unlogged: number } | undefined;
+  const mayLogLimitedAuth = lineThrottle<"limited">(LIMITED_AUTH_LOG_MS);
   const authFailed = (fields: Record<string, unknown>, limited: boolean) => {
-    const now = performance.now();
-    if (limited && limitedAuthLine && now - limitedAuthLine.at < LIMITED_AUTH_LOG_MS) return void limitedAuthLine.unlogged++;
-    if (limited) {
-      log.warn({ ...fields, limited, limitedSinceLastLine: limitedAuthLine?.unlogged ?? 0 }, "admin authentication failed");
-      limitedAuthLine = { at: now, unlogged: 0 };
-    } else log.warn({ ...fields, limited }, "admin authentication failed");
+    if (!limited) return void log.warn({ ...fields, limited }, "admin authentication failed");
+    const heldBack = mayLogLimitedAuth("limited");
+    if (heldBack !== undefined) log.warn({ ...fields, limited, limitedSinceLastLine: heldBack }, "admin authentication failed");
   };
   return {
     contextValues(req) {
