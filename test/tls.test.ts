@@ -110,6 +110,19 @@ async function stillServes(): Promise<void> {
   expect(server.logs.filter((l) => l.level === "error" || l.level === "fatal" || /unhandled|uncaught/.test(l.msg))).toEqual([]);
 }
 
+/** Runs `test` against an in-process listener with the test certificate, whose bounds are `boundsMs`; closes it after. */
+async function withTlsListener(boundsMs: number, test: (port: number) => Promise<void>): Promise<void> {
+  const log = createLogger("silent");
+  const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
+  const { port, close } = await okListener({ boundsMs, tls: served, log });
+  try {
+    await test(port);
+  } finally {
+    served.close();
+    await close();
+  }
+}
+
 /**
  * The lifetime hint of the session's ticket, in seconds: field [9] of OpenSSL's DER
  * encoding of a session (ssl/ssl_asn1.c), whose fields are tag, short or long length, value.
@@ -370,11 +383,8 @@ describe("the certificate", () => {
   });
 
   it("closes at once a connection whose ClientHello says it is longer than 16 KB, before the TLS server buffers it", async () => {
-    const log = createLogger("silent");
-    const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
     // No bound of its own would close it within the test: only the length can.
-    const { listener, port: listenerPort } = await okListener({ boundsMs: 600_000, tls: served, log });
-    try {
+    await withTlsListener(600_000, async (listenerPort) => {
       // A handshake record (16 KB) whose ClientHello declares 16 KB and one byte: 4 bytes of handshake header, then 100 of its body.
       const socket = net.connect({ host: "127.0.0.1", port: listenerPort });
       socket.on("error", () => {});
@@ -395,17 +405,11 @@ describe("the certificate", () => {
       secured.destroy();
       expect(fitsClosed).toBe(false);
       fits.destroy();
-    } finally {
-      served.close();
-      await listener.close(0);
-    }
+    });
   });
 
   it("gives a session 300 s to be resumed in, not OpenSSL's two hours: its ticket's lifetime, over TLS 1.2 and 1.3", async () => {
-    const log = createLogger("silent");
-    const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
-    const { listener, port: listenerPort } = await okListener({ boundsMs: 10_000, tls: served, log });
-    try {
+    await withTlsListener(10_000, async (listenerPort) => {
       for (const maxVersion of ["TLSv1.2", "TLSv1.3"] as const) {
         // The lifetime the server gives its session, as the client keeps it (TLS 1.2 and 1.3 alike).
         const session = await new Promise<Buffer>((resolve, reject) => {
@@ -415,10 +419,7 @@ describe("the certificate", () => {
         });
         expect(sessionTimeoutOf(session), maxVersion).toBe(300);
       }
-    } finally {
-      served.close();
-      await listener.close(0);
-    }
+    });
   });
 
   it("is refused at start when only one file is named, or the files cannot be read or do not match, naming the settings", async () => {
