@@ -5,7 +5,7 @@ import { ConfigError } from "./config/env.ts";
 import { createLogger, type Logger } from "./lib/log.ts";
 import cluster from "node:cluster";
 import { startApp, type App } from "./server/app.ts";
-import { reportMetricsToPrimary, runPrimary, workerChannel, workerRole, workerTlsTicketKeys } from "./server/cluster.ts";
+import { reportMetricsToPrimary, runPrimary, ticketKeysFromPrimary, workerChannel, workerRole } from "./server/cluster.ts";
 import type { Metrics } from "./server/ops/metrics.ts";
 import { guardProcess } from "./server/process-guard.ts";
 import { loadTlsFiles } from "./server/tls.ts";
@@ -136,7 +136,8 @@ async function serveApiWorker(config: Config): Promise<number> {
   const log = createLogger(config.logLevel).child({ role: "api", worker: cluster.worker!.id });
   let app: App | undefined;
   const { crashed } = guard(log, () => app?.metrics);
-  app = await startApp({ ...config, courier: { ...config.courier, enabled: false } }, { log, worker: true, retention: !config.courier.enabled, tlsTicketKeys: workerTlsTicketKeys() });
+  const tlsTicketKeys = config.tls ? await ticketKeysFromPrimary() : undefined;
+  app = await startApp({ ...config, courier: { ...config.courier, enabled: false } }, { log, worker: true, retention: !config.courier.enabled, tlsTicketKeys });
   reportMetricsToPrimary(app.metrics.registry);
   const { stopped } = workerChannel({ port: app.port, readiness: () => app!.health.readiness() });
   const failed = await Promise.race([stopped.then(() => false), stopSignal(log).then(() => false), crashed.then(() => true)]);

@@ -11,11 +11,12 @@ import net from "node:net";
 import tls from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import grpc, { status } from "@grpc/grpc-js";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
+import { givenTicketKeys, rotatingTicketKeys } from "../src/server/ticket-keys.ts";
 import { serverTls } from "../src/server/tls.ts";
 import { Writable } from "node:stream";
 import { grpcClient } from "./support/clients.ts";
@@ -382,6 +383,66 @@ describe("the certificate", () => {
     }
   });
 
+  it("takes rotated session ticket keys at once: a ticket sealed before no longer resumes, one sealed after does, also across a later renewal", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "codegate-tls-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const files = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
+    copyFileSync(fixture("localhost.crt"), files.certFile);
+    copyFileSync(fixture("localhost.key"), files.keyFile);
+    const log = createLogger("silent");
+    // Rotated by the test, as serve's primary rotates a worker's.
+    const keys = givenTicketKeys(randomBytes(48));
+    const served = serverTls(files, log, 20, keys);
+    const { listener, port: listenerPort } = await okListener({ boundsMs: 1_000, tls: served, log });
+    const subject = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA] }, () => (resolve(String(s.getPeerCertificate().subject.CN)), s.destroy()));
+        s.once("error", reject);
+      });
+    const session = () =>
+      new Promise<Buffer>((resolve, reject) => {
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: CA, servername: "localhost" });
+        s.once("error", reject);
+        s.once("session", (ticket: Buffer) => (resolve(ticket), s.destroy()));
+      });
+    const resumes = (ticket: Buffer) =>
+      new Promise<boolean>((resolve, reject) => {
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA], servername: "localhost", session: ticket });
+        s.once("error", reject);
+        s.once("secureConnect", () => (resolve(s.isSessionReused()), s.destroy()));
+      });
+    try {
+      const before = await session();
+      expect(await resumes(before)).toBe(true);
+      keys.set(randomBytes(48));
+      expect(await resumes(before)).toBe(false);
+      const after = await session();
+      expect(await resumes(after)).toBe(true);
+      // A renewal keeps the keys in use, not those the TLS server was made with.
+      copyFileSync(fixture("renewed.key"), files.keyFile);
+      copyFileSync(fixture("renewed.crt"), files.certFile);
+      await vi.waitFor(async () => expect(await subject()).toBe("renewed.localhost"), { timeout: 5_000, interval: 20 });
+      expect(await resumes(after)).toBe(true);
+      expect(await resumes(before)).toBe(false);
+    } finally {
+      served.close();
+      await listener.close(0);
+    }
+  });
+
+  it("draws a new set of session ticket keys at every rotation, 48 bytes each", async () => {
+    const keys = rotatingTicketKeys(20);
+    const seen = [keys.current()];
+    keys.onChange((k) => seen.push(k));
+    try {
+      await vi.waitFor(() => expect(seen.length).toBeGreaterThanOrEqual(3), { timeout: 5_000, interval: 10 });
+    } finally {
+      keys.stop();
+    }
+    expect(seen.every((k) => k.length === 48)).toBe(true);
+    expect(new Set(seen.map((k) => k.toString("hex"))).size).toBe(seen.length);
+  });
+
   it("closes at once a connection whose ClientHello says it is longer than 16 KB, before the TLS server buffers it", async () => {
     // No bound of its own would close it within the test: only the length can.
     await withTlsListener(600_000, async (listenerPort) => {
@@ -431,8 +492,14 @@ describe("the certificate", () => {
     expect(loadConfig({ TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key"), PORT: "8443" }).publicUrl).toBe("https://localhost:8443");
   });
 
-  it("resumes a session on whichever of serve's workers a connection lands: they share their session ticket keys", async () => {
-    const workers = await startServerProcess({ WORKERS: "2", COURIER_ENABLED: "false", TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key") });
+  it("resumes a session on whichever of serve's workers a connection lands, before and after the primary rotates the ticket keys they share", async () => {
+    const workers = await startServerProcess({
+      WORKERS: "2",
+      COURIER_ENABLED: "false",
+      TLS_CERT_FILE: fixture("localhost.crt"),
+      TLS_KEY_FILE: fixture("localhost.key"),
+      TLS_TICKET_KEY_ROTATION: "2s",
+    });
     cleanups.push(() => workers.stop());
     const connect = (session?: Buffer) =>
       new Promise<{ reused: boolean; ticket: Buffer }>((resolve, reject) => {
@@ -443,12 +510,25 @@ describe("the certificate", () => {
         if (session) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused(), ticket: session }), s.destroy()));
         else s.once("session", (ticket: Buffer) => (resolve({ reused: s.isSessionReused(), ticket }), s.destroy()));
       });
-    const first = await connect();
-    expect(first.reused).toBe(false);
-    // The cluster hands connections to its workers in turn: eight reach both.
-    const resumed: boolean[] = [];
-    for (let i = 0; i < 8; i++) resumed.push((await connect(first.ticket)).reused);
-    expect(resumed).toEqual(Array(8).fill(true));
+    /** A new session that resumes on eight connections, which the cluster hands to its workers in turn: both. */
+    const resumedOnBoth = () =>
+      // Tried again when a rotation falls between the session and its eighth resumption.
+      vi.waitFor(
+        async () => {
+          const first = await connect();
+          expect(first.reused).toBe(false);
+          const resumed: boolean[] = [];
+          for (let i = 0; i < 8; i++) resumed.push((await connect(first.ticket)).reused);
+          expect(resumed).toEqual(Array(8).fill(true));
+          return first.ticket;
+        },
+        { timeout: 30_000, interval: 50 },
+      );
+    const before = await resumedOnBoth();
+    // The keys that sealed it are forgotten at the rotation, in both workers...
+    await vi.waitFor(async () => expect((await connect(before)).reused).toBe(false), { timeout: 30_000, interval: 100 });
+    // ...which took the same new ones.
+    await resumedOnBoth();
   });
 
   it("that does not load stops `serve` at once, with one message and exit code 2, alone or with workers (no crash loop)", async () => {

@@ -20,7 +20,7 @@ export interface Config {
   host: string;
   port: number;
   /** TLS on the listening port (PEM files), else cleartext (h2c and HTTP/1.1). */
-  tls: { certFile: string; keyFile: string } | undefined;
+  tls: { certFile: string; keyFile: string; ticketKeyRotationMs: number } | undefined;
   /** The operations listener (/metrics, /readyz): loopback unless told otherwise. */
   opsHost: string;
   opsPort: number;
@@ -161,7 +161,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const tlsCertFile = r.raw("TLS_CERT_FILE") || undefined;
   const tlsKeyFile = r.raw("TLS_KEY_FILE") || undefined;
   if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) r.problem("TLS_CERT_FILE, TLS_KEY_FILE: expected both (PEM files of the certificate chain and its private key), or neither");
-  const tls = tlsCertFile && tlsKeyFile ? { certFile: resolve(tlsCertFile), keyFile: resolve(tlsKeyFile) } : undefined;
+  const ticketKeyRotationMs = r.duration("TLS_TICKET_KEY_ROTATION", 3_600_000, 1000, 24 * 3_600_000);
+  const tls = tlsCertFile && tlsKeyFile ? { certFile: resolve(tlsCertFile), keyFile: resolve(tlsKeyFile), ticketKeyRotationMs } : undefined;
   const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `${tls ? "https" : "http"}://localhost:${port}`;
   const rpcTimeoutMs = r.duration("RPC_TIMEOUT", 10_000, 100, 300_000);
 

@@ -42,6 +42,7 @@ import { restHandler } from "./rest/handler.ts";
 import { createRpcAdapter } from "./rpc-adapter.ts";
 import { requestIdKey } from "../services/context-keys.ts";
 import { rpcPipeline } from "./rpc.ts";
+import type { TicketKeys } from "./ticket-keys.ts";
 import { serverTls } from "./tls.ts";
 import { startTracing } from "./tracing.ts";
 import { AnswerTimes } from "../rules/answer-times.ts";
@@ -103,8 +104,8 @@ export interface StartOptions {
    * migrations and serves the operations listener.
    */
   worker?: boolean;
-  /** TLS session ticket keys shared by `serve`'s API workers (server/cluster.ts). */
-  tlsTicketKeys?: Buffer;
+  /** The TLS session ticket keys `serve`'s primary draws and rotates for its API workers (server/cluster.ts); else drawn and rotated here. */
+  tlsTicketKeys?: TicketKeys;
   /** Run the retention job (default); `serve`'s API workers leave it to the courier worker. */
   retention?: boolean;
   /** The sends' and the failed verifications' answer times (a test's, to watch them). */
@@ -116,8 +117,11 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   const log = opts.log ?? createLogger(config.logLevel);
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
   // Before anything is opened: a certificate that does not load stops the start here.
-  const tls = config.tls ? serverTls(config.tls, log) : undefined;
-  const { orm, applied } = opts.worker ? { orm: await openOrm(config), applied: [] } : await openMigrated(config);
+  const tls = config.tls ? serverTls(config.tls, log, undefined, opts.tlsTicketKeys) : undefined;
+  const { orm, applied } = await (opts.worker ? openOrm(config).then((orm) => ({ orm, applied: [] })) : openMigrated(config)).catch((err: unknown) => {
+    tls?.close();
+    throw err;
+  });
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
   const clock = opts.clock ?? systemClock;
@@ -237,7 +241,6 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     log,
     refused: metrics.connectionRefused,
     tls,
-    tlsTicketKeys: opts.tlsTicketKeys,
   });
   await new Promise<void>((resolve, reject) => {
     listener.server.once("error", reject);

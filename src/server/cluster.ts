@@ -6,9 +6,9 @@
 //
 // Workers are told their role by the environment (CODEGATE_WORKER) and talk to the
 // primary over the cluster's IPC channel: they say when they listen, answer
-// readiness, and stop on request or when the primary goes away.
+// readiness, take the TLS session ticket keys the primary draws and rotates, and
+// stop on request or when the primary goes away.
 import cluster, { type Worker } from "node:cluster";
-import { randomBytes } from "node:crypto";
 import { AggregatorRegistry, Counter, Registry } from "prom-client";
 import type { Config } from "../config/config.ts";
 import { COURIER_NODE_FLAGS } from "../config/node-flags.ts";
@@ -17,17 +17,20 @@ import { openMigrated } from "../store/orm.ts";
 import { sendJson } from "./http-routes.ts";
 import type { Readiness } from "./ops/health.ts";
 import { startOpsListener, type OpsListener } from "./ops/ops.ts";
+import { givenTicketKeys, rotatingTicketKeys, type TicketKeys } from "./ticket-keys.ts";
 
 export type WorkerRole = "api" | "courier";
 export const WORKER_ROLE_ENV = "CODEGATE_WORKER";
-/** The API workers' TLS session ticket keys (base64), drawn by the primary: a session made with one worker resumes on another. */
-const TICKET_KEYS_ENV = "CODEGATE_TLS_TICKET_KEYS";
-
 /** Messages between the primary and a worker. */
 type FromWorker =
   | { codegate: "listening"; port: number }
-  | { codegate: "readiness"; id: number; readiness: Readiness };
-type ToWorker = { codegate: "shutdown" } | { codegate: "readiness"; id: number };
+  | { codegate: "readiness"; id: number; readiness: Readiness }
+  | { codegate: "ticket-keys?" };
+type ToWorker =
+  | { codegate: "shutdown" }
+  | { codegate: "readiness"; id: number }
+  /** The API workers' TLS session ticket keys (base64): at a worker's asking, and to all at each rotation. */
+  | { codegate: "ticket-keys"; keys: string };
 
 const isMessage = (m: unknown): m is { codegate: string } => typeof m === "object" && m !== null && "codegate" in m;
 
@@ -38,15 +41,31 @@ const RESTART_DELAY_MS = 1_000;
 /** How long a worker gets to answer a readiness question. */
 const READINESS_TIMEOUT_MS = 2_000;
 
+/** How long an API worker waits for the primary's ticket keys before its start fails. */
+const TICKET_KEYS_TIMEOUT_MS = 10_000;
+
 /**
- * An API worker's TLS session ticket keys, from the primary; undefined elsewhere. Taken out of
- * process.env so that nothing started from here inherits them (the kernel's copy of the start's
- * environment, /proc/<pid>/environ, keeps them: readable by this user only, as the other secrets).
+ * An API worker's TLS session ticket keys: asked of the primary before the worker listens, then
+ * replaced by each rotation's. Over IPC rather than in the environment, whose copy at the start
+ * the kernel keeps for the process's life (/proc/<pid>/environ): rotated keys must be forgotten.
  */
-export function workerTlsTicketKeys(): Buffer | undefined {
-  const keys = process.env[TICKET_KEYS_ENV];
-  delete process.env[TICKET_KEYS_ENV];
-  return keys ? Buffer.from(keys, "base64") : undefined;
+export function ticketKeysFromPrimary(): Promise<TicketKeys> {
+  return new Promise((resolve, reject) => {
+    let keys: ReturnType<typeof givenTicketKeys> | undefined;
+    const onMessage = (m: ToWorker) => {
+      if (!isMessage(m) || m.codegate !== "ticket-keys") return;
+      const next = Buffer.from(m.keys, "base64");
+      if (keys) return keys.set(next);
+      clearTimeout(late);
+      resolve((keys = givenTicketKeys(next)));
+    };
+    const late = setTimeout(() => {
+      process.off("message", onMessage);
+      reject(new Error(`the primary did not hand over the TLS session ticket keys within ${TICKET_KEYS_TIMEOUT_MS} ms`));
+    }, TICKET_KEYS_TIMEOUT_MS);
+    process.on("message", onMessage);
+    process.send?.({ codegate: "ticket-keys?" } satisfies FromWorker);
+  });
 }
 
 /** The role of this process when it is a worker of `serve`, else undefined. */
@@ -94,13 +113,20 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
   let giveUp!: () => void;
   const crashLoop = new Promise<void>((resolve) => (giveUp = resolve));
 
-  const ticketKeys = config.tls ? randomBytes(48).toString("base64") : undefined;
+  // One set for all API workers, so that a session resumes on any; rotated here, and each new set sent to all.
+  const ticketKeys = config.tls ? rotatingTicketKeys(config.tls.ticketKeyRotationMs) : undefined;
+  const keysMessage = (keys: Buffer): ToWorker => ({ codegate: "ticket-keys", keys: keys.toString("base64") });
+  ticketKeys?.onChange((keys) => {
+    for (const worker of apiWorkers()) send(worker, keysMessage(keys));
+  });
   const fork = (role: WorkerRole) => {
     cluster.setupPrimary({ execArgv: role === "courier" ? [...process.execArgv, ...COURIER_NODE_FLAGS] : process.execArgv });
-    const worker = cluster.fork({ [WORKER_ROLE_ENV]: role, ...(role === "api" && ticketKeys ? { [TICKET_KEYS_ENV]: ticketKeys } : {}) });
+    const worker = cluster.fork({ [WORKER_ROLE_ENV]: role });
     roles.set(worker, role);
     worker.on("message", (m: FromWorker) => {
-      if (!isMessage(m) || m.codegate !== "listening") return;
+      if (!isMessage(m)) return;
+      if (m.codegate === "ticket-keys?" && role === "api" && ticketKeys) send(worker, keysMessage(ticketKeys.current()));
+      if (m.codegate !== "listening") return;
       listening.set(worker, m.port);
       checkStarted();
     });
@@ -172,6 +198,7 @@ export async function runPrimary(config: Config, log: Logger, stopped: Promise<u
 
   await Promise.race([stopped, crashLoop]);
   stopping = true;
+  ticketKeys?.stop();
   const exits = [...roles.keys()].map((w) => new Promise((resolve) => (w.isDead() ? resolve(undefined) : w.once("exit", resolve))));
   for (const worker of roles.keys()) send(worker, { codegate: "shutdown" });
   // Each worker has the grace to finish its requests, and a little more to close.

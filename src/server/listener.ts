@@ -4,7 +4,7 @@
 // bytes: the HTTP/2 connection preface, or anything else for HTTP/1.1. With TLS,
 // a connection is routed by the protocol its handshake agreed (ALPN): h2, else
 // HTTP/1.1. Either way the connection's limits and bounds are the same.
-import { randomBytes, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
@@ -85,8 +85,6 @@ export interface ListenerOptions {
   refused: (reason: RefusalReason) => void;
   /** TLS, with the certificate in use and its renewals; cleartext without. */
   tls?: ServerTls;
-  /** The keys of TLS session tickets (48 bytes): the same in every worker of `serve`, so that a session resumes on any. Random when not given. */
-  tlsTicketKeys?: Buffer;
 }
 
 export interface Listener {
@@ -265,14 +263,11 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   // certificate in use, and handed to the server of the protocol the handshake agreed: h2, else
   // HTTP/1.1 (a client without ALPN too). A handshake that does not finish, however slowly its bytes
   // come, has the preface's bound (HEADERS_TIMEOUT; the TLS server's own timeout is an idle one).
-  // Ticket keys named at creation are kept by each renewal's setSecureContext; Node's own would be
-  // drawn anew by it, and every session made before a renewal would need a full handshake again.
-  const ticketKeys = opts.tlsTicketKeys ?? randomBytes(48);
   const front =
     opts.tls &&
     tls.createServer({
       ...opts.tls.current(),
-      ticketKeys,
+      ticketKeys: opts.tls.ticketKeys.current(),
       // Named, or OpenSSL's 7,200 s applies (Node's documented 300 s is not set by default).
       sessionTimeout: TLS_SESSION_TIMEOUT_S,
       ALPNProtocols: ["h2", "http/1.1"],
@@ -302,8 +297,12 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
       },
     );
   };
+  let unfollowTicketKeys: (() => void) | undefined;
   if (front) {
-    opts.tls!.onReload((options) => front.setSecureContext(options));
+    // A renewal's setSecureContext takes the ticket keys named to it, else those named at creation
+    // (not those of a later setTicketKeys): without them it would bring back keys rotated out.
+    opts.tls!.onReload((options) => front.setSecureContext({ ...options, ticketKeys: opts.tls!.ticketKeys.current() }));
+    unfollowTicketKeys = opts.tls!.ticketKeys.onChange((keys) => front.setTicketKeys(keys));
     // A failed handshake (cleartext, a bad client hello): Node ends that connection; nothing else.
     front.on("tlsClientError", (err) => opts.log.debug({ err: err.message }, "tls handshake failed"));
     front.on("secureConnection", (secured: tls.TLSSocket) => {
@@ -363,6 +362,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     http2: h2,
     async close(graceMs) {
       closing = true;
+      unfollowTicketKeys?.();
       server.close(); // no new connections
       http1.close(); // closes idle keep-alive connections, stops its timers
       for (const session of sessions) session.close(); // GOAWAY: open streams finish

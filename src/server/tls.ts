@@ -2,10 +2,12 @@
 // and its key are read at start, and read again when either file changes on disk
 // (a renewal), so that no restart is needed; a pair that does not load keeps the
 // one in use, with a warning. Connections made before a change keep their context.
+// The session ticket keys go with them (ticket-keys.ts).
 import { readFileSync, statSync } from "node:fs";
 import tls from "node:tls";
 import { ConfigError } from "../config/env.ts";
 import type { Logger } from "../lib/log.ts";
+import { rotatingTicketKeys, type TicketKeys } from "./ticket-keys.ts";
 
 /** How often the files are looked at for a change. */
 const RELOAD_CHECK_MS = 60_000;
@@ -13,14 +15,20 @@ const RELOAD_CHECK_MS = 60_000;
 export interface TlsFiles {
   certFile: string;
   keyFile: string;
+  /** How long a set of session ticket keys is used (TLS_TICKET_KEY_ROTATION; an hour when not given). */
+  ticketKeyRotationMs?: number;
 }
+
+const DEFAULT_TICKET_KEY_ROTATION_MS = 3_600_000;
 
 export interface ServerTls {
   /** The certificate chain and key in use, as tls.createServer and its setSecureContext take them. */
   current(): tls.SecureContextOptions;
   /** Calls `listener` with the new pair after each reload. */
   onReload(listener: (options: tls.SecureContextOptions) => void): void;
-  /** Stops looking at the files. */
+  /** The session ticket keys, as they rotate. */
+  ticketKeys: TicketKeys;
+  /** Stops looking at the files, and rotating the ticket keys it drew. */
   close(): void;
 }
 
@@ -52,8 +60,11 @@ function changedAt(files: TlsFiles): string | undefined {
   }
 }
 
-/** Loads the files (throwing as loadTlsFiles does) and takes their changes from then on; `close` ends the look. */
-export function serverTls(files: TlsFiles, log: Logger, checkEveryMs = RELOAD_CHECK_MS): ServerTls {
+/**
+ * Loads the files (throwing as loadTlsFiles does) and takes their changes from then on; `close` ends the look.
+ * The ticket keys are `sharedTicketKeys` (those of serve's primary) or drawn here and rotated.
+ */
+export function serverTls(files: TlsFiles, log: Logger, checkEveryMs = RELOAD_CHECK_MS, sharedTicketKeys?: TicketKeys): ServerTls {
   let options = loadTlsFiles(files);
   let loadedAt = changedAt(files);
   const listeners: ((options: tls.SecureContextOptions) => void)[] = [];
@@ -70,5 +81,14 @@ export function serverTls(files: TlsFiles, log: Logger, checkEveryMs = RELOAD_CH
     log.info({ certFile: files.certFile }, "TLS certificate reloaded");
   }, checkEveryMs);
   look.unref();
-  return { current: () => options, onReload: (listener) => void listeners.push(listener), close: () => clearInterval(look) };
+  const ownTicketKeys = sharedTicketKeys ? undefined : rotatingTicketKeys(files.ticketKeyRotationMs ?? DEFAULT_TICKET_KEY_ROTATION_MS);
+  return {
+    current: () => options,
+    onReload: (listener) => void listeners.push(listener),
+    ticketKeys: sharedTicketKeys ?? ownTicketKeys!,
+    close() {
+      clearInterval(look);
+      ownTicketKeys?.stop();
+    },
+  };
 }
