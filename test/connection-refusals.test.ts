@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import net from "node:net";
 import { pino } from "pino";
 import { parseTrustedProxies } from "../src/lib/address.ts";
+import { CountsInWindow } from "../src/lib/counts.ts";
 import { createListener, refusalReporter, type RefusalReason } from "../src/server/listener.ts";
 
 describe("refused connections", () => {
@@ -34,6 +35,16 @@ describe("refused connections", () => {
     ]);
     expect(lines[0]!.msg).toMatch(/MAX_CONNECTIONS_PER_ADDRESS \(2\)/);
     expect(lines[1]!.msg).toMatch(/MAX_CONNECTIONS \(10\)/);
+  });
+
+  it("count a rate per key in fixed windows: each key its own count, all forgotten when the next window starts", () => {
+    let now = 0;
+    const counts = new CountsInWindow(1_000, () => now);
+    expect([counts.add("a"), counts.add("a"), counts.add("b"), counts.add("a")]).toEqual([1, 2, 1, 3]);
+    now = 999;
+    expect(counts.add("a")).toBe(4);
+    now = 1_000;
+    expect([counts.add("a"), counts.add("b")]).toEqual([1, 1]);
   });
 
   it("drop a socket whose peer is already gone, without counting it under an empty address", async () => {

@@ -5,6 +5,7 @@
 // process of its own, as in production: a crash is an exit.
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import http from "node:http";
 import https from "node:https";
 import http2 from "node:http2";
 import net from "node:net";
@@ -441,6 +442,42 @@ describe("the certificate", () => {
     }
     expect(seen.every((k) => k.length === 48)).toBe(true);
     expect(new Set(seen.map((k) => k.toString("hex"))).size).toBe(seen.length);
+  });
+
+  it("closes the connections one address opens past MAX_TLS_HANDSHAKES_PER_ADDRESS in a second before their handshake, counted; cleartext ones are not counted", async () => {
+    const log = createLogger("silent");
+    const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key") }, log);
+    const refused: string[] = [];
+    const { port: listenerPort, close } = await okListener({ boundsMs: 10_000, tls: served, log, maxConnections: 20, maxTlsHandshakesPerAddress: 5, refused: (r) => refused.push(r) });
+    const handshake = () =>
+      new Promise<"secured" | "closed">((resolve) => {
+        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: CA, servername: "localhost" });
+        s.once("secureConnect", () => (resolve("secured"), s.destroy()));
+        s.once("error", () => resolve("closed"));
+        s.once("close", () => resolve("closed"));
+      });
+    try {
+      // At once, as a client in a loop would: within one second.
+      const outcomes = await Promise.all(Array.from({ length: 8 }, handshake));
+      expect(outcomes.filter((o) => o === "secured")).toHaveLength(5);
+      expect(refused).toEqual(Array(3).fill("max_tls_handshakes_per_address"));
+      // The next second's are let through.
+      await vi.waitFor(async () => expect(await handshake()).toBe("secured"), { timeout: 5_000, interval: 100 });
+    } finally {
+      served.close();
+      await close();
+    }
+    const cleartext = await okListener({ boundsMs: 10_000, maxTlsHandshakesPerAddress: 1 });
+    try {
+      // A connection of its own each (no agent keeps one alive).
+      const get = () =>
+        new Promise<string>((resolve, reject) =>
+          http.get({ host: "127.0.0.1", port: cleartext.port, path: "/", agent: false }, (res) => res.setEncoding("utf8").on("data", resolve)).once("error", reject),
+        );
+      expect(await Promise.all([get(), get(), get()])).toEqual(["ok", "ok", "ok"]);
+    } finally {
+      await cleartext.close();
+    }
   });
 
   it("closes at once a connection whose ClientHello says it is longer than 16 KB, before the TLS server buffers it", async () => {

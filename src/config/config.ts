@@ -53,6 +53,8 @@ export interface Config {
   maxConnections: number;
   /** Of which one client address (not a trusted proxy) holds at most this many. */
   maxConnectionsPerAddress: number;
+  /** With TLS: handshakes one client address may begin in a second (0: no limit). */
+  maxTlsHandshakesPerAddress: number;
   /** Streams open at once on one HTTP/2 connection. */
   http2MaxConcurrentStreams: number;
   /** Streaming RPCs (health Watch, reflection): their longest life, and how many may be open at once. */
@@ -201,6 +203,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     idleTimeoutMs: r.duration("IDLE_TIMEOUT", 60_000, 1000, 3_600_000),
     maxConnections: r.int("MAX_CONNECTIONS", 4096, 1, 1_000_000),
     maxConnectionsPerAddress: r.int("MAX_CONNECTIONS_PER_ADDRESS", 256, 1, 1_000_000),
+    maxTlsHandshakesPerAddress: r.int("MAX_TLS_HANDSHAKES_PER_ADDRESS", 100, 0, 1_000_000),
     http2MaxConcurrentStreams: r.int("HTTP2_MAX_CONCURRENT_STREAMS", 100, 1, 10_000),
     streams: {
       maxLifetimeMs: r.duration("STREAM_MAX_LIFETIME", 30 * 60_000, 1000, 24 * 3_600_000),

@@ -236,6 +236,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     idleTimeoutMs: config.idleTimeoutMs,
     maxConnections: config.maxConnections,
     maxConnectionsPerAddress: config.maxConnectionsPerAddress,
+    maxTlsHandshakesPerAddress: config.maxTlsHandshakesPerAddress,
     trustedProxies,
     maxConcurrentStreams: config.http2MaxConcurrentStreams,
     log,

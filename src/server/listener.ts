@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
 import { addressKey, parseAddress, type TrustedProxies } from "../lib/address.ts";
-import { CountsByKey } from "../lib/counts.ts";
+import { CountsByKey, CountsInWindow } from "../lib/counts.ts";
 import { lineThrottle } from "../lib/line-throttle.ts";
 import type { Logger } from "../lib/log.ts";
 import type { ServerTls } from "./tls.ts";
@@ -43,7 +43,7 @@ const MAX_CLIENT_HELLO_BYTES = 16 * 1024;
 const REFUSAL_LOG_MS = 60_000;
 
 /** Why a connection was refused: every `MAX_CONNECTIONS` place taken, or its address's share. */
-export type RefusalReason = "max_connections" | "max_connections_per_address";
+export type RefusalReason = "max_connections" | "max_connections_per_address" | "max_tls_handshakes_per_address";
 
 /** The HTTP/2 streams of calls with bounds of their own that may be quiet for long (streaming RPCs). */
 const longLivedStreams = new WeakSet<http2.Http2Stream>();
@@ -77,6 +77,8 @@ export interface ListenerOptions {
   maxConnections: number;
   /** Open connections of one client address at most (an IPv6 /64); trusted proxies' are not counted. */
   maxConnectionsPerAddress: number;
+  /** With TLS: handshakes one client address (an IPv6 /64) may begin in a second; 0 for no limit. Trusted proxies' are not counted. */
+  maxTlsHandshakesPerAddress?: number;
   trustedProxies: TrustedProxies;
   /** Streams one HTTP/2 connection may have open at once. */
   maxConcurrentStreams: number;
@@ -145,7 +147,7 @@ function readFirstBytes(socket: net.Socket, decided: (head: Buffer) => boolean, 
  * refused in between, so that an operator sees clients turned away.
  */
 export function refusalReporter(
-  opts: Pick<ListenerOptions, "refused" | "maxConnections" | "maxConnectionsPerAddress"> & { log: Pick<Logger, "warn"> },
+  opts: Pick<ListenerOptions, "refused" | "maxConnections" | "maxConnectionsPerAddress" | "maxTlsHandshakesPerAddress"> & { log: Pick<Logger, "warn"> },
   clock: () => number = () => performance.now(),
 ): (reason: RefusalReason, address: string) => void {
   const mayLog = lineThrottle<RefusalReason>(REFUSAL_LOG_MS, clock);
@@ -153,7 +155,11 @@ export function refusalReporter(
     opts.refused(reason);
     const heldBack = mayLog(reason);
     if (heldBack === undefined) return;
-    const limit = reason === "max_connections" ? `MAX_CONNECTIONS (${opts.maxConnections})` : `MAX_CONNECTIONS_PER_ADDRESS (${opts.maxConnectionsPerAddress})`;
+    const limit = {
+      max_connections: `MAX_CONNECTIONS (${opts.maxConnections})`,
+      max_connections_per_address: `MAX_CONNECTIONS_PER_ADDRESS (${opts.maxConnectionsPerAddress})`,
+      max_tls_handshakes_per_address: `MAX_TLS_HANDSHAKES_PER_ADDRESS (${opts.maxTlsHandshakesPerAddress} a second)`,
+    }[reason];
     opts.log.warn({ reason, address, refusedSinceLastLine: heldBack }, `connection refused: ${limit} reached; logged at most once a minute, counted in codegate_connections_refused_total`);
   };
 }
@@ -227,6 +233,10 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
 
   // Connections open per client address: one source must not take every MAX_CONNECTIONS place.
   const fromAddress = new CountsByKey();
+  // A full TLS handshake costs the server about a millisecond of CPU: one source opening
+  // connections in a loop must not take every core (its open ones are bounded above).
+  const handshakesFrom = new CountsInWindow(1_000);
+  const maxHandshakes = opts.tls && opts.maxTlsHandshakesPerAddress ? opts.maxTlsHandshakesPerAddress : Infinity;
   const admitted = (socket: net.Socket): boolean => {
     // A peer gone before its connection came to this callback has no address left: nothing to
     // serve, and it must not count under an address "" that every such socket would share.
@@ -242,6 +252,10 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
     if (opts.trustedProxies.has(address)) return true;
     if (fromAddress.of(key) >= opts.maxConnectionsPerAddress) {
       refuse("max_connections_per_address", key);
+      return false;
+    }
+    if (maxHandshakes !== Infinity && handshakesFrom.add(key) > maxHandshakes) {
+      refuse("max_tls_handshakes_per_address", key);
       return false;
     }
     socket.once("close", fromAddress.add(key));

@@ -3,7 +3,7 @@
 import type net from "node:net";
 import { parseTrustedProxies } from "../../src/lib/address.ts";
 import { createLogger, type Logger } from "../../src/lib/log.ts";
-import { createListener, type Listener } from "../../src/server/listener.ts";
+import { createListener, type Listener, type RefusalReason } from "../../src/server/listener.ts";
 import type { ServerTls } from "../../src/server/tls.ts";
 
 export interface OkListener {
@@ -13,17 +13,25 @@ export interface OkListener {
 }
 
 /** Listening on a free loopback port; `boundsMs` is its HEADERS_TIMEOUT, request bound and IDLE_TIMEOUT alike. */
-export async function okListener(opts: { boundsMs: number; tls?: ServerTls; log?: Logger; maxConnections?: number }): Promise<OkListener> {
+export async function okListener(opts: {
+  boundsMs: number;
+  tls?: ServerTls;
+  log?: Logger;
+  maxConnections?: number;
+  maxTlsHandshakesPerAddress?: number;
+  refused?: (reason: RefusalReason) => void;
+}): Promise<OkListener> {
   const listener = createListener((_req, res) => res.end("ok"), {
     headersTimeoutMs: opts.boundsMs,
     requestTimeoutMs: opts.boundsMs,
     idleTimeoutMs: opts.boundsMs,
     maxConnections: opts.maxConnections ?? 10,
     maxConnectionsPerAddress: opts.maxConnections ?? 10,
+    maxTlsHandshakesPerAddress: opts.maxTlsHandshakesPerAddress,
     trustedProxies: parseTrustedProxies([]).proxies,
     maxConcurrentStreams: 10,
     log: opts.log ?? createLogger("silent"),
-    refused: () => {},
+    refused: opts.refused ?? (() => {}),
     tls: opts.tls,
   });
   await new Promise<void>((resolve) => listener.server.listen(0, "127.0.0.1", resolve));

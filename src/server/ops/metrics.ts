@@ -102,9 +102,9 @@ export function createMetrics(sources: MetricsSources): Metrics {
   );
   const connectionsRefused = countsBy<RefusalReason>(
     "codegate_connections_refused_total",
-    "Connections refused: every MAX_CONNECTIONS place taken (max_connections), or the client address's MAX_CONNECTIONS_PER_ADDRESS (max_connections_per_address).",
+    "Connections refused: every MAX_CONNECTIONS place taken (max_connections), the client address's MAX_CONNECTIONS_PER_ADDRESS (max_connections_per_address), or its MAX_TLS_HANDSHAKES_PER_ADDRESS in this second (max_tls_handshakes_per_address).",
     "reason",
-    ["max_connections", "max_connections_per_address"],
+    ["max_connections", "max_connections_per_address", "max_tls_handshakes_per_address"],
   );
   const perPurpose = (name: string, help: string) => {
     const count = countsBy<string>(name, help, "purpose", purposes);
