@@ -394,6 +394,38 @@ describe("HTTP/2 and slow clients", () => {
     );
     await stillServes(s, org);
   });
+  it("gives the slot of a stream a client cancels to the stream it opens next, whichever of the two reaches the server first", async () => {
+    const { server: s, orgId: org } = await serverWith({ MAX_STREAMS_PER_ADDRESS: "2" });
+    const session = http2.connect(s.url);
+    cleanups.push(() => session.destroy());
+    /** A health Watch over gRPC: "open" once its first answer came, else the grpc-status it ended with. */
+    const watch = () => {
+      const stream = session.request({ ":method": "POST", ":path": "/grpc.health.v1.Health/Watch", "content-type": "application/grpc", te: "trailers" });
+      stream.on("error", () => {});
+      stream.end(envelope(Buffer.alloc(0)));
+      const outcome = new Promise<string>((resolve) => {
+        stream.once("data", () => resolve("open"));
+        stream.once("trailers", (t) => resolve(`grpc-status ${t["grpc-status"]}`));
+        stream.once("response", (headers) => headers["grpc-status"] !== undefined && resolve(`grpc-status ${headers["grpc-status"]}`));
+        stream.once("close", () => resolve("closed"));
+      });
+      return { stream, outcome };
+    };
+    const open = [watch(), watch()];
+    expect(await Promise.all(open.map((w) => w.outcome))).toEqual(["open", "open"]);
+    // The address holds both of its slots: each new stream is opened as an open one is reset, at
+    // once (Node's client may even send the new stream's HEADERS before the reset).
+    const outcomes: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      open.shift()!.stream.close(http2.constants.NGHTTP2_CANCEL);
+      const next = watch();
+      open.push(next);
+      outcomes.push(await next.outcome);
+    }
+    expect(outcomes.filter((o) => o !== "open")).toEqual([]);
+    for (const w of open) w.stream.close(http2.constants.NGHTTP2_CANCEL);
+    await stillServes(s, org);
+  });
 });
 
 describe("waiting claims (the delivery API's long poll)", () => {

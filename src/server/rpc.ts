@@ -150,6 +150,11 @@ async function* reportedStream<T>(messages: AsyncIterable<T>, report: (err: unkn
   }
 }
 
+/** How long a stream that finds no slot free waits for one before it is refused. */
+const SLOT_WAIT_MS = 100;
+/** Streams waiting so at most (each release wakes them all): past it, one is refused at once. */
+const MAX_WAITING = 64;
+
 /** At most `max` streaming calls at once in this process; all of them end at shutdown. */
 class StreamSlots {
   #open = 0;
@@ -166,6 +171,8 @@ class StreamSlots {
   /** And one address at most this many of them, so that one source cannot hold that half. */
   readonly anonymousPerAddress: number;
   readonly #ending = new AbortController();
+  /** Takes waiting for a slot, woken at each release. */
+  readonly #waiting = new Set<() => void>();
   constructor(max: number, perAddress: number) {
     this.max = max;
     this.anonymousMax = Math.ceil(max / 2);
@@ -181,23 +188,37 @@ class StreamSlots {
     this.#ending.abort(apiError(Code.Unavailable, Reason.unavailable, "the server is shutting down; open the stream again"));
   }
 
-  /**
-   * Takes a slot for a caller (an admin token's, or anyone's from `address`) and
-   * answers its release (idempotent); throws resource_exhausted when none is free.
-   */
-  take(admin: boolean, address: string): () => void {
+  /** Why a caller could not take a slot now; undefined when it can. */
+  #refusal(admin: boolean, address: string): ConnectError | undefined {
     if (this.#open >= this.max) {
-      throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.max} streams open, its limit; try again later`);
+      return apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.max} streams open, its limit; try again later`);
     }
     if (!admin && this.#anonymous >= this.anonymousMax) {
-      throw apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`);
+      return apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`);
     }
     if (!admin && this.#anonymousFrom.of(address) >= this.anonymousPerAddress) {
-      throw apiError(
+      return apiError(
         Code.ResourceExhausted,
         Reason.rateLimited,
         `your address has ${this.anonymousPerAddress} streams open without an admin token, the limit for one address; close one or try again later`,
       );
+    }
+    return undefined;
+  }
+
+  /**
+   * Takes a slot for a caller (an admin token's, or anyone's from `address`) and
+   * answers its release (idempotent). When none is free, waits up to SLOT_WAIT_MS
+   * (or until `signal`) for one, then throws resource_exhausted.
+   */
+  async take(admin: boolean, address: string, signal: AbortSignal): Promise<() => void> {
+    // A client that cancels one stream and opens the next (a new Watch) may send the new stream's
+    // HEADERS before, or in the same read as, the old one's reset: the old slot frees a moment later.
+    const waitEnds = performance.now() + SLOT_WAIT_MS;
+    for (let refusal = this.#refusal(admin, address); refusal; refusal = this.#refusal(admin, address)) {
+      const left = waitEnds - performance.now();
+      if (left <= 0 || signal.aborted || this.#waiting.size >= MAX_WAITING) throw refusal;
+      await this.#nextRelease(left, signal);
     }
     this.#open++;
     if (!admin) this.#anonymous++;
@@ -209,7 +230,25 @@ class StreamSlots {
       this.#open--;
       if (!admin) this.#anonymous--;
       releaseAddress?.();
+      const waiting = [...this.#waiting];
+      this.#waiting.clear();
+      for (const wake of waiting) wake();
     };
+  }
+
+  /** Resolves at the next release, after `ms`, or when `signal` aborts, whichever comes first; leaves nothing armed. */
+  #nextRelease(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiting.delete(done);
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#waiting.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
   }
 }
 
@@ -222,7 +261,7 @@ function boundsInterceptor(streams: StreamSlots): Interceptor {
   return (next) => async (req) => {
     req.contextValues.get(callStateKey)!.phase = "handler";
     if (!req.stream) return raceAbort(attempt(() => next(req)), req.signal);
-    const release = streams.take(req.contextValues.get(adminTokenIdKey) !== "", req.contextValues.get(clientAddressKey));
+    const release = await streams.take(req.contextValues.get(adminTokenIdKey) !== "", req.contextValues.get(clientAddressKey), req.signal);
     try {
       const res = await next({ ...req, message: callerMessages(req.message) });
       if (!res.stream) {
