@@ -14,7 +14,6 @@ import { DeliveryService } from "../../gen/codegate/v1/delivery_pb.ts";
 import { RetryInfoSchema } from "../../gen/google/rpc/error_details_pb.ts";
 import { attempt, raceAbort } from "../lib/abort.ts";
 import { addressKey, clientAddress, type TrustedProxies } from "../lib/address.ts";
-import { CountsByKey } from "../lib/counts.ts";
 import { lineThrottle } from "../lib/line-throttle.ts";
 import type { Logger } from "../lib/log.ts";
 import { contextOf, inSpan, SpanKind, tracingEnabled } from "../lib/tracing.ts";
@@ -24,6 +23,7 @@ import { apiError, rateLimited, Reason, reasonOf } from "../services/errors.ts";
 import { isDatabaseUnavailable, isStatementTimeout } from "../store/errors.ts";
 import type { HttpRequest } from "./http-routes.ts";
 import type { Metrics } from "./ops/metrics.ts";
+import { StreamSlots } from "./stream-slots.ts";
 import { requestValidator } from "./validation.ts";
 
 /** Where a call is: refused by the gate, its request being decoded, or in its handler. */
@@ -147,108 +147,6 @@ async function* reportedStream<T>(messages: AsyncIterable<T>, report: (err: unkn
     // Left open: the caller went away, and the stream was returned, not finished.
     if (outcome === "done") report(undefined);
     else if (outcome === "open") report(new ConnectError("the caller went away", Code.Canceled));
-  }
-}
-
-/** How long a stream that finds no slot free waits for one before it is refused. */
-const SLOT_WAIT_MS = 100;
-/** Streams waiting so at most (each release wakes them all): past it, one is refused at once. */
-const MAX_WAITING = 64;
-
-/** At most `max` streaming calls at once in this process; all of them end at shutdown. */
-class StreamSlots {
-  #open = 0;
-  #anonymous = 0;
-  /** Streams open without an admin token, by client address (addressKey). */
-  readonly #anonymousFrom = new CountsByKey();
-  readonly max: number;
-  /**
-   * Streams opened without an admin token (health Watch, reflection) hold at most
-   * half of the slots: however many anyone opens, the rest stay free for
-   * administrators' streams (WatchEvents).
-   */
-  readonly anonymousMax: number;
-  /** And one address at most this many of them, so that one source cannot hold that half. */
-  readonly anonymousPerAddress: number;
-  readonly #ending = new AbortController();
-  /** Takes waiting for a slot, woken at each release. */
-  readonly #waiting = new Set<() => void>();
-  constructor(max: number, perAddress: number) {
-    this.max = max;
-    this.anonymousMax = Math.ceil(max / 2);
-    this.anonymousPerAddress = perAddress;
-  }
-
-  /** Aborts when the server stops: streams, unlike unary calls, are not waited for. */
-  get ending(): AbortSignal {
-    return this.#ending.signal;
-  }
-
-  endAll(): void {
-    this.#ending.abort(apiError(Code.Unavailable, Reason.unavailable, "the server is shutting down; open the stream again"));
-  }
-
-  /** Why a caller could not take a slot now; undefined when it can. */
-  #refusal(admin: boolean, address: string): ConnectError | undefined {
-    if (this.#open >= this.max) {
-      return apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.max} streams open, its limit; try again later`);
-    }
-    if (!admin && this.#anonymous >= this.anonymousMax) {
-      return apiError(Code.ResourceExhausted, Reason.rateLimited, `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`);
-    }
-    if (!admin && this.#anonymousFrom.of(address) >= this.anonymousPerAddress) {
-      return apiError(
-        Code.ResourceExhausted,
-        Reason.rateLimited,
-        `your address has ${this.anonymousPerAddress} streams open without an admin token, the limit for one address; close one or try again later`,
-      );
-    }
-    return undefined;
-  }
-
-  /**
-   * Takes a slot for a caller (an admin token's, or anyone's from `address`) and
-   * answers its release (idempotent). When none is free, waits up to SLOT_WAIT_MS
-   * (or until `signal`) for one, then throws resource_exhausted.
-   */
-  async take(admin: boolean, address: string, signal: AbortSignal): Promise<() => void> {
-    // A client that cancels one stream and opens the next (a new Watch) may send the new stream's
-    // HEADERS before, or in the same read as, the old one's reset: the old slot frees a moment later.
-    const waitEnds = performance.now() + SLOT_WAIT_MS;
-    for (let refusal = this.#refusal(admin, address); refusal; refusal = this.#refusal(admin, address)) {
-      const left = waitEnds - performance.now();
-      if (left <= 0 || signal.aborted || this.#waiting.size >= MAX_WAITING) throw refusal;
-      await this.#nextRelease(left, signal);
-    }
-    this.#open++;
-    if (!admin) this.#anonymous++;
-    const releaseAddress = admin ? undefined : this.#anonymousFrom.add(address);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#open--;
-      if (!admin) this.#anonymous--;
-      releaseAddress?.();
-      const waiting = [...this.#waiting];
-      this.#waiting.clear();
-      for (const wake of waiting) wake();
-    };
-  }
-
-  /** Resolves at the next release, after `ms`, or when `signal` aborts, whichever comes first; leaves nothing armed. */
-  #nextRelease(ms: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiting.delete(done);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#waiting.add(done);
-      signal.addEventListener("abort", done, { once: true });
-    });
   }
 }
 

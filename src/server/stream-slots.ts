@@ -1,0 +1,125 @@
+// The slots of streaming calls (health Watch, reflection, WatchEvents): at most
+// MAX_STREAMS open at once in this process, those without an admin token at most
+// half of them and MAX_STREAMS_PER_ADDRESS from one client address. A stream that
+// finds no slot free waits a moment for one: a client that cancels one Watch and
+// opens the next may send the new stream's HEADERS before the old one's reset, and
+// even in one read the old slot is given back only after that read's callbacks.
+import { Code, type ConnectError } from "@connectrpc/connect";
+import { CountsByKey } from "../lib/counts.ts";
+import { apiError, Reason } from "../services/errors.ts";
+
+/** How long a stream that finds no slot free waits for one before it is refused. */
+const SLOT_WAIT_MS = 100;
+/**
+ * Streams waiting at most, in all and from one address (each release wakes them all):
+ * past either, a stream is refused at once, so that one source cannot fill the wait.
+ */
+const MAX_WAITING = 64;
+const MAX_WAITING_PER_ADDRESS = 2;
+
+type Refusal = "all" | "anonymous" | "address";
+
+export class StreamSlots {
+  #open = 0;
+  #anonymous = 0;
+  /** Streams open without an admin token, by client address (addressKey). */
+  readonly #anonymousFrom = new CountsByKey();
+  readonly max: number;
+  /**
+   * Streams opened without an admin token (health Watch, reflection) hold at most
+   * half of the slots: however many anyone opens, the rest stay free for
+   * administrators' streams (WatchEvents).
+   */
+  readonly anonymousMax: number;
+  /** And one address at most this many of them, so that one source cannot hold that half. */
+  readonly anonymousPerAddress: number;
+  readonly #waitMs: number;
+  readonly #ending = new AbortController();
+  /** Takes waiting for a slot, woken at each release. */
+  readonly #waiting = new Set<() => void>();
+  readonly #waitingFrom = new CountsByKey();
+
+  constructor(max: number, perAddress: number, waitMs = SLOT_WAIT_MS) {
+    this.max = max;
+    this.anonymousMax = Math.ceil(max / 2);
+    this.anonymousPerAddress = perAddress;
+    this.#waitMs = waitMs;
+  }
+
+  /** Aborts when the server stops: streams, unlike unary calls, are not waited for. */
+  get ending(): AbortSignal {
+    return this.#ending.signal;
+  }
+
+  endAll(): void {
+    this.#ending.abort(apiError(Code.Unavailable, Reason.unavailable, "the server is shutting down; open the stream again"));
+  }
+
+  /** Streams waiting for a slot now. */
+  get waiting(): number {
+    return this.#waiting.size;
+  }
+
+  /**
+   * Takes a slot for a caller (an admin token's, or anyone's from `address`) and answers its
+   * release (idempotent). When none is free, waits up to SLOT_WAIT_MS for one, then throws
+   * resource_exhausted; a caller that leaves meanwhile gets its signal's reason, and no slot.
+   */
+  async take(admin: boolean, address: string, signal: AbortSignal): Promise<() => void> {
+    const waitEnds = performance.now() + this.#waitMs;
+    for (let refusal = this.#refusal(admin, address); refusal; refusal = this.#refusal(admin, address)) {
+      if (signal.aborted) throw signal.reason;
+      const left = waitEnds - performance.now();
+      if (left <= 0 || this.#waiting.size >= MAX_WAITING || this.#waitingFrom.of(address) >= MAX_WAITING_PER_ADDRESS) throw this.#error(refusal);
+      await this.#nextRelease(left, address, signal);
+    }
+    // Gone while a slot came free: the slot stays for the next caller.
+    if (signal.aborted) throw signal.reason;
+    this.#open++;
+    if (!admin) this.#anonymous++;
+    const releaseAddress = admin ? undefined : this.#anonymousFrom.add(address);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#open--;
+      if (!admin) this.#anonymous--;
+      releaseAddress?.();
+      for (const wake of [...this.#waiting]) wake();
+    };
+  }
+
+  /** Why a caller could not take a slot now; undefined when it can. */
+  #refusal(admin: boolean, address: string): Refusal | undefined {
+    if (this.#open >= this.max) return "all";
+    if (!admin && this.#anonymous >= this.anonymousMax) return "anonymous";
+    if (!admin && this.#anonymousFrom.of(address) >= this.anonymousPerAddress) return "address";
+    return undefined;
+  }
+
+  #error(refusal: Refusal): ConnectError {
+    const message = {
+      all: `this server has ${this.max} streams open, its limit; try again later`,
+      anonymous: `this server has ${this.anonymousMax} streams open without an admin token, its limit for them; try again later`,
+      address: `your address has ${this.anonymousPerAddress} streams open without an admin token, the limit for one address; close one or try again later`,
+    }[refusal];
+    return apiError(Code.ResourceExhausted, Reason.rateLimited, message);
+  }
+
+  /** Resolves at the next release, after `ms`, or when `signal` aborts, whichever comes first; leaves nothing armed. */
+  #nextRelease(ms: number, address: string, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const unwait = this.#waitingFrom.add(address);
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiting.delete(done);
+        unwait();
+        signal.removeEventListener("abort", done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#waiting.add(done);
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+}
