@@ -17,7 +17,7 @@ import grpc, { status } from "@grpc/grpc-js";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
-import { givenTicketKeys, rotatingTicketKeys } from "../src/server/ticket-keys.ts";
+import { givenTicketKeys } from "../src/server/ticket-keys.ts";
 import { serverTls } from "../src/server/tls.ts";
 import { Writable } from "node:stream";
 import { grpcClient } from "./support/clients.ts";
@@ -431,17 +431,20 @@ describe("the certificate", () => {
     }
   });
 
-  it("draws a new set of session ticket keys at every rotation, 48 bytes each", async () => {
-    const keys = rotatingTicketKeys(20);
-    const seen = [keys.current()];
-    keys.onChange((k) => seen.push(k));
+  it("draws a new set of session ticket keys every TLS_TICKET_KEY_ROTATION when it has none given, 48 bytes each, the old ones wiped", async () => {
+    // As `serve` in one process has it: the certificate's pair and its own keys, rotated every 20 ms here.
+    const served = serverTls({ certFile: fixture("localhost.crt"), keyFile: fixture("localhost.key"), ticketKeyRotationMs: 20 }, createLogger("silent"));
+    const seen = [served.ticketKeys.current()];
+    const copies = [Buffer.from(seen[0]!)];
+    served.ticketKeys.onChange((k) => (seen.push(k), copies.push(Buffer.from(k))));
     try {
       await vi.waitFor(() => expect(seen.length).toBeGreaterThanOrEqual(3), { timeout: 5_000, interval: 10 });
     } finally {
-      keys.stop();
+      served.close();
     }
-    expect(seen.every((k) => k.length === 48)).toBe(true);
-    expect(new Set(seen.map((k) => k.toString("hex"))).size).toBe(seen.length);
+    expect(copies.every((k) => k.length === 48)).toBe(true);
+    expect(new Set(copies.map((k) => k.toString("hex"))).size).toBe(copies.length);
+    expect(seen.slice(0, -1).every((k) => k.equals(Buffer.alloc(48)))).toBe(true);
   });
 
   it("closes the connections one address opens past MAX_TLS_HANDSHAKES_PER_ADDRESS in a second before their handshake, counted; cleartext ones are not counted", async () => {

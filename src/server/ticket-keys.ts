@@ -39,8 +39,11 @@ export function givenTicketKeys(first: Buffer): SettableTicketKeys {
     },
     set(next) {
       if (next.length !== TICKET_KEYS_BYTES) throw new Error(`TLS session ticket keys: expected ${TICKET_KEYS_BYTES} bytes, got ${next.length}`);
+      const old = keys;
       keys = next;
       for (const listener of listeners) listener(keys);
+      // Taken by every listener: what is left of the old set here is wiped (OpenSSL has its own copy).
+      old.fill(0);
     },
   };
 }
