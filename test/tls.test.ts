@@ -338,13 +338,19 @@ describe("TLS on the listening port", () => {
   });
 });
 
+/** A copy of the test certificate's pair in files of its own, for a test to renew; removed at the end of the file. */
+function certificateFiles(): { certFile: string; keyFile: string } {
+  const dir = mkdtempSync(join(tmpdir(), "codegate-tls-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const files = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
+  copyFileSync(fixture("localhost.crt"), files.certFile);
+  copyFileSync(fixture("localhost.key"), files.keyFile);
+  return files;
+}
+
 describe("the certificate", () => {
   it("is taken again when its files change on disk, for new connections, and sessions made before resume; a pair that does not load keeps the one in use", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "codegate-tls-"));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const files = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
-    copyFileSync(fixture("localhost.crt"), files.certFile);
-    copyFileSync(fixture("localhost.key"), files.keyFile);
+    const files = certificateFiles();
     const lines: string[] = [];
     const log = createLogger("info", new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
     // The listener as the server makes it, with the files looked at every 20 ms rather than every minute.
@@ -385,11 +391,7 @@ describe("the certificate", () => {
   });
 
   it("takes rotated session ticket keys at once: a ticket sealed before no longer resumes, one sealed after does, also across a later renewal", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "codegate-tls-"));
-    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const files = { certFile: join(dir, "cert.pem"), keyFile: join(dir, "key.pem") };
-    copyFileSync(fixture("localhost.crt"), files.certFile);
-    copyFileSync(fixture("localhost.key"), files.keyFile);
+    const files = certificateFiles();
     const log = createLogger("silent");
     // Rotated by the test, as serve's primary rotates a worker's.
     const keys = givenTicketKeys(randomBytes(48));
