@@ -1,26 +1,41 @@
 // The streaming calls' slots (server/stream-slots.ts) on their own: a take that finds
-// none free waits for a release, for a while, and leaves nothing behind on any path.
-// hostile-connections.test.ts shows the same against the server, with real streams.
+// none free waits for a release, for a while, and leaves nothing behind on any path
+// (no waiter, no timer, no abort listener). hostile-connections.test.ts shows the
+// same against the server, with real streams.
 import { describe, expect, it } from "vitest";
+import { getEventListeners } from "node:events";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { StreamSlots } from "../src/server/stream-slots.ts";
 
 const staying = () => new AbortController().signal;
+const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+/** A take refused without waiting: refused before it could wait, with the count of waiters unchanged. */
+async function refusedAtOnce(slots: StreamSlots, take: () => Promise<unknown>): Promise<ConnectError> {
+  const waiting = slots.waiting;
+  const taking = take().catch((err: unknown) => err);
+  expect(slots.waiting).toBe(waiting);
+  const refused = await taking;
+  expect(refused).toBeInstanceOf(ConnectError);
+  expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
+  return refused as ConnectError;
+}
 
 describe("stream slots", () => {
   it("let a stream past the limit wait for a release and take the slot it frees", async () => {
     const slots = new StreamSlots(10, 1, 60_000);
+    const before = timers();
     const release = await slots.take(false, "203.0.113.7", staying());
-    const next = slots.take(false, "203.0.113.7", staying());
-    expect(slots.waiting).toBe(1);
+    const signal = staying();
+    const next = slots.take(false, "203.0.113.7", signal);
+    expect([slots.waiting, slots.waitingFrom("203.0.113.7"), timers(), getEventListeners(signal, "abort").length]).toEqual([1, 1, before + 1, 1]);
     release();
     const releaseNext = await next;
-    expect(slots.waiting).toBe(0);
+    expect([slots.waiting, slots.waitingFrom("203.0.113.7"), timers(), getEventListeners(signal, "abort").length]).toEqual([0, 0, before, 0]);
     // The freed slot is the waiter's now: the address is at its limit again.
     const controller = new AbortController();
     const third = slots.take(false, "203.0.113.7", controller.signal);
     expect(slots.waiting).toBe(1);
-    controller.abort(new Error("left"));
+    controller.abort(new ConnectError("left", Code.Canceled));
     await expect(third).rejects.toThrow("left");
     releaseNext();
   });
@@ -28,11 +43,13 @@ describe("stream slots", () => {
   it("refuse a stream whose wait ends without a release, resource_exhausted, with nothing left waiting", async () => {
     const slots = new StreamSlots(10, 1, 20);
     await slots.take(false, "203.0.113.7", staying());
-    const refused = await slots.take(false, "203.0.113.7", staying()).catch((err: unknown) => err);
+    const before = timers();
+    const signal = staying();
+    const refused = await slots.take(false, "203.0.113.7", signal).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(ConnectError);
     expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
     expect((refused as ConnectError).rawMessage).toMatch(/the limit for one address/);
-    expect(slots.waiting).toBe(0);
+    expect([slots.waiting, slots.waitingFrom("203.0.113.7"), timers(), getEventListeners(signal, "abort").length]).toEqual([0, 0, before, 0]);
     // Other addresses are not held back.
     await slots.take(false, "198.51.100.1", staying());
   });
@@ -40,14 +57,32 @@ describe("stream slots", () => {
   it("give a caller that leaves while it waits its signal's reason and no slot, even when a release comes in the same tick", async () => {
     const slots = new StreamSlots(10, 1, 60_000);
     const release = await slots.take(false, "203.0.113.7", staying());
+    const before = timers();
     const controller = new AbortController();
     const leaving = slots.take(false, "203.0.113.7", controller.signal);
-    controller.abort(new Error("the client left"));
+    controller.abort(new ConnectError("the client left", Code.Canceled));
     release();
     await expect(leaving).rejects.toThrow("the client left");
+    expect([slots.waiting, slots.waitingFrom("203.0.113.7"), timers(), getEventListeners(controller.signal, "abort").length]).toEqual([0, 0, before, 0]);
+    // The slot went to nobody: the next caller takes it without waiting.
+    const taking = slots.take(false, "203.0.113.7", staying());
     expect(slots.waiting).toBe(0);
-    // The slot went to nobody: the next caller takes it without waiting (it would wait a minute).
+    await taking;
+  });
+
+  it("end the waits when the server stops, and answer a reason that is no ConnectError as cancelled", async () => {
+    const slots = new StreamSlots(1, 1, 60_000);
     await slots.take(false, "203.0.113.7", staying());
+    const waiting = slots.take(false, "198.51.100.1", staying());
+    slots.endAll();
+    await expect(waiting).rejects.toMatchObject({ code: Code.Unavailable });
+    expect(slots.waiting).toBe(0);
+    const other = new StreamSlots(1, 1, 60_000);
+    await other.take(false, "203.0.113.7", staying());
+    const controller = new AbortController();
+    const leaving = other.take(false, "198.51.100.1", controller.signal);
+    controller.abort();
+    await expect(leaving).rejects.toMatchObject({ code: Code.Canceled });
   });
 
   it("let at most two streams of one address and 64 in all wait; past that, refuse at once", async () => {
@@ -58,13 +93,13 @@ describe("stream slots", () => {
     const wait = (address: string) => waiting.push(slots.take(false, address, leaving.signal).catch((err: unknown) => err));
     wait("203.0.113.7");
     wait("203.0.113.7");
-    // A third from that address would wait a minute: refused at once instead.
-    await expect(slots.take(false, "203.0.113.7", staying())).rejects.toMatchObject({ code: Code.ResourceExhausted });
+    await refusedAtOnce(slots, () => slots.take(false, "203.0.113.7", staying()));
     for (let i = 0; i < 62; i++) wait(`198.51.100.${i}`);
     expect(slots.waiting).toBe(64);
-    await expect(slots.take(false, "192.0.2.1", staying())).rejects.toMatchObject({ code: Code.ResourceExhausted });
-    leaving.abort(new Error("gone"));
-    expect(await Promise.all(waiting)).toEqual(Array(64).fill(new Error("gone")));
-    expect(slots.waiting).toBe(0);
+    await refusedAtOnce(slots, () => slots.take(false, "192.0.2.1", staying()));
+    const gone = new ConnectError("gone", Code.Canceled);
+    leaving.abort(gone);
+    expect(await Promise.all(waiting)).toEqual(Array(64).fill(gone));
+    expect([slots.waiting, getEventListeners(leaving.signal, "abort").length]).toEqual([0, 0]);
   });
 });

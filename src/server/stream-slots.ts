@@ -4,12 +4,12 @@
 // finds no slot free waits a moment for one: a client that cancels one Watch and
 // opens the next may send the new stream's HEADERS before the old one's reset, and
 // even in one read the old slot is given back only after that read's callbacks.
-import { Code, type ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { CountsByKey } from "../lib/counts.ts";
 import { apiError, Reason } from "../services/errors.ts";
 
-/** How long a stream that finds no slot free waits for one before it is refused. */
-const SLOT_WAIT_MS = 100;
+/** How long a stream that finds no slot free waits for one before it is refused (a stall of the event loop included). */
+const SLOT_WAIT_MS = 250;
 /**
  * Streams waiting at most, in all and from one address (each release wakes them all):
  * past either, a stream is refused at once, so that one source cannot fill the wait.
@@ -60,21 +60,27 @@ export class StreamSlots {
     return this.#waiting.size;
   }
 
+  /** Streams from `address` waiting for a slot now. */
+  waitingFrom(address: string): number {
+    return this.#waitingFrom.of(address);
+  }
+
   /**
    * Takes a slot for a caller (an admin token's, or anyone's from `address`) and answers its
    * release (idempotent). When none is free, waits up to SLOT_WAIT_MS for one, then throws
-   * resource_exhausted; a caller that leaves meanwhile gets its signal's reason, and no slot.
+   * resource_exhausted; a caller that leaves meanwhile gets its signal's reason, and no slot,
+   * and so does one still waiting when the server stops.
    */
   async take(admin: boolean, address: string, signal: AbortSignal): Promise<() => void> {
     const waitEnds = performance.now() + this.#waitMs;
     for (let refusal = this.#refusal(admin, address); refusal; refusal = this.#refusal(admin, address)) {
-      if (signal.aborted) throw signal.reason;
+      this.#throwIfEnded(signal);
       const left = waitEnds - performance.now();
       if (left <= 0 || this.#waiting.size >= MAX_WAITING || this.#waitingFrom.of(address) >= MAX_WAITING_PER_ADDRESS) throw this.#error(refusal);
       await this.#nextRelease(left, address, signal);
     }
     // Gone while a slot came free: the slot stays for the next caller.
-    if (signal.aborted) throw signal.reason;
+    this.#throwIfEnded(signal);
     this.#open++;
     if (!admin) this.#anonymous++;
     const releaseAddress = admin ? undefined : this.#anonymousFrom.add(address);
@@ -87,6 +93,13 @@ export class StreamSlots {
       releaseAddress?.();
       for (const wake of [...this.#waiting]) wake();
     };
+  }
+
+  /** Throws the reason of the caller's leaving, or of the server's stopping. */
+  #throwIfEnded(signal: AbortSignal): void {
+    for (const ended of [signal, this.#ending.signal]) {
+      if (ended.aborted) throw ended.reason instanceof ConnectError ? ended.reason : new ConnectError("the call ended before a stream slot came free", Code.Canceled);
+    }
   }
 
   /** Why a caller could not take a slot now; undefined when it can. */
@@ -106,20 +119,23 @@ export class StreamSlots {
     return apiError(Code.ResourceExhausted, Reason.rateLimited, message);
   }
 
-  /** Resolves at the next release, after `ms`, or when `signal` aborts, whichever comes first; leaves nothing armed. */
+  /** Resolves at the next release, after `ms`, or when the caller leaves or the server stops, whichever comes first; leaves nothing armed. */
   #nextRelease(ms: number, address: string, signal: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const unwait = this.#waitingFrom.add(address);
+      const ending = this.#ending.signal;
       const done = () => {
         clearTimeout(timer);
         this.#waiting.delete(done);
         unwait();
         signal.removeEventListener("abort", done);
+        ending.removeEventListener("abort", done);
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.#waiting.add(done);
       signal.addEventListener("abort", done, { once: true });
+      ending.addEventListener("abort", done, { once: true });
     });
   }
 }
