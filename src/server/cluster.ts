@@ -21,6 +21,7 @@ import { givenTicketKeys, rotatingTicketKeys, type TicketKeys } from "./ticket-k
 
 export type WorkerRole = "api" | "courier";
 export const WORKER_ROLE_ENV = "CODEGATE_WORKER";
+
 /** Messages between the primary and a worker. */
 type FromWorker =
   | { codegate: "listening"; port: number }
