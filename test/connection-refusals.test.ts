@@ -1,4 +1,4 @@
-// Refused connections (server/listener.ts): each one counted, the log told at most once
+// Refused connections (server/admission.ts): each one counted, the log told at most once
 // a minute per limit, with how many went unlogged in between. The listener's own tests
 // (hostile-connections.test.ts, cluster.test.ts) refuse real connections; this one moves
 // the clock past the minute, which they cannot wait for.
@@ -7,7 +7,8 @@ import net from "node:net";
 import { pino } from "pino";
 import { parseTrustedProxies } from "../src/lib/address.ts";
 import { CountsInWindow } from "../src/lib/counts.ts";
-import { createListener, refusalReporter, type RefusalReason } from "../src/server/listener.ts";
+import { refusalReporter, type RefusalReason } from "../src/server/admission.ts";
+import { createListener } from "../src/server/listener.ts";
 
 describe("refused connections", () => {
   it("are each counted, and logged the first time and then once a minute per limit, with the count in between", () => {

@@ -9,10 +9,8 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
-import { addressKey, parseAddress, type TrustedProxies } from "../lib/address.ts";
-import { CountsByKey, CountsInWindow } from "../lib/counts.ts";
-import { lineThrottle } from "../lib/line-throttle.ts";
 import type { Logger } from "../lib/log.ts";
+import { connectionAdmission, type AdmissionOptions } from "./admission.ts";
 import type { ServerTls } from "./tls.ts";
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
@@ -28,7 +26,7 @@ const LINGER_MS = 5_000;
 
 /**
  * How long a TLS session may be resumed: a TLS 1.2 ticket carries the session's keys sealed
- * under the ticket keys, which live as long as the process, so it should not be good for long.
+ * under the ticket keys (rotated every TLS_TICKET_KEY_ROTATION), so it should not be good for long.
  */
 const TLS_SESSION_TIMEOUT_S = 300;
 
@@ -38,12 +36,6 @@ const TLS_HANDSHAKE_RECORD = 0x16;
 const TLS_CLIENT_HELLO = 0x01;
 /** The longest ClientHello taken, as long as a request head may be (Node's maxHeaderSize). */
 const MAX_CLIENT_HELLO_BYTES = 16 * 1024;
-
-/** Refused connections are logged at most this often (each is counted): a flood of them must not flood the log. */
-const REFUSAL_LOG_MS = 60_000;
-
-/** Why a connection was refused: every `MAX_CONNECTIONS` place taken, or its address's share. */
-export type RefusalReason = "max_connections" | "max_connections_per_address" | "max_tls_handshakes_per_address";
 
 /** The HTTP/2 streams of calls with bounds of their own that may be quiet for long (streaming RPCs). */
 const longLivedStreams = new WeakSet<http2.Http2Stream>();
@@ -66,25 +58,17 @@ export type HttpResponse = (Omit<http.ServerResponse, "write"> | Omit<http2.Http
 /** A request handler that both node:http and node:http2 accept. */
 export type RequestHandler = (req: http.IncomingMessage | http2.Http2ServerRequest, res: HttpResponse) => void;
 
-export interface ListenerOptions {
+/** The listener's bounds, and its limits on connections (admission.ts). */
+export interface ListenerOptions extends Omit<AdmissionOptions, "log"> {
   /** A connection that has not sent its request head by then is closed. */
   headersTimeoutMs: number;
   /** A request whose body has not arrived by then is answered 408. */
   requestTimeoutMs: number;
   /** Idle keep-alive connections and HTTP/2 sessions are closed after this. */
   idleTimeoutMs: number;
-  /** Open connections at most; more are refused. */
-  maxConnections: number;
-  /** Open connections of one client address at most (an IPv6 /64); trusted proxies' are not counted. */
-  maxConnectionsPerAddress: number;
-  /** With TLS: handshakes one client address (an IPv6 /64) may begin in a second; 0 for no limit. Trusted proxies' are not counted. */
-  maxTlsHandshakesPerAddress?: number;
-  trustedProxies: TrustedProxies;
   /** Streams one HTTP/2 connection may have open at once. */
   maxConcurrentStreams: number;
   log: Logger;
-  /** Counts a refused connection. */
-  refused: (reason: RefusalReason) => void;
   /** TLS, with the certificate in use and its renewals; cleartext without. */
   tls?: ServerTls;
 }
@@ -141,32 +125,8 @@ function readFirstBytes(socket: net.Socket, decided: (head: Buffer) => boolean, 
   socket.on("data", onData);
 }
 
-/**
- * Reports a refused connection: counted each time, and logged (warn) the first
- * time and then at most once per REFUSAL_LOG_MS per reason, with how many were
- * refused in between, so that an operator sees clients turned away.
- */
-export function refusalReporter(
-  opts: Pick<ListenerOptions, "refused" | "maxConnections" | "maxConnectionsPerAddress" | "maxTlsHandshakesPerAddress"> & { log: Pick<Logger, "warn"> },
-  clock: () => number = () => performance.now(),
-): (reason: RefusalReason, address: string) => void {
-  const mayLog = lineThrottle<RefusalReason>(REFUSAL_LOG_MS, clock);
-  return (reason, address) => {
-    opts.refused(reason);
-    const heldBack = mayLog(reason);
-    if (heldBack === undefined) return;
-    const limit = {
-      max_connections: `MAX_CONNECTIONS (${opts.maxConnections})`,
-      max_connections_per_address: `MAX_CONNECTIONS_PER_ADDRESS (${opts.maxConnectionsPerAddress})`,
-      max_tls_handshakes_per_address: `MAX_TLS_HANDSHAKES_PER_ADDRESS (${opts.maxTlsHandshakesPerAddress} a second)`,
-    }[reason];
-    opts.log.warn({ reason, address, refusedSinceLastLine: heldBack }, `connection refused: ${limit} reached; logged at most once a minute, counted in codegate_connections_refused_total`);
-  };
-}
-
 export function createListener(unguarded: RequestHandler, opts: ListenerOptions): Listener {
   const handler = guarded(unguarded, opts.log);
-  const refuse = refusalReporter(opts);
   const http1 = http.createServer(
     {
       headersTimeout: opts.headersTimeoutMs,
@@ -231,36 +191,7 @@ export function createListener(unguarded: RequestHandler, opts: ListenerOptions)
   });
   h2.on("stream", (stream) => stream.on("error", (err) => opts.log.debug({ err: err.message }, "http2 stream error")));
 
-  // Connections open per client address: one source must not take every MAX_CONNECTIONS place.
-  const fromAddress = new CountsByKey();
-  // A full TLS handshake costs the server about a millisecond of CPU: one source opening
-  // connections in a loop must not take every core (its open ones are bounded above).
-  const handshakesFrom = new CountsInWindow(1_000);
-  const maxHandshakes = opts.tls && opts.maxTlsHandshakesPerAddress ? opts.maxTlsHandshakesPerAddress : Infinity;
-  const admitted = (socket: net.Socket): boolean => {
-    // A peer gone before its connection came to this callback has no address left: nothing to
-    // serve, and it must not count under an address "" that every such socket would share.
-    if (!socket.remoteAddress) return false;
-    const address = parseAddress(socket.remoteAddress);
-    const key = addressKey(address);
-    // Counted here rather than by net.Server's maxConnections: in a cluster's worker, that
-    // one hands a connection it refuses back to the primary, which offers it to the next.
-    if (sockets.size >= opts.maxConnections) {
-      refuse("max_connections", key);
-      return false;
-    }
-    if (opts.trustedProxies.has(address)) return true;
-    if (fromAddress.of(key) >= opts.maxConnectionsPerAddress) {
-      refuse("max_connections_per_address", key);
-      return false;
-    }
-    if (maxHandshakes !== Infinity && handshakesFrom.add(key) > maxHandshakes) {
-      refuse("max_tls_handshakes_per_address", key);
-      return false;
-    }
-    socket.once("close", fromAddress.add(key));
-    return true;
-  };
+  const admitted = connectionAdmission(opts, opts.tls !== undefined, () => sockets.size);
 
   /**
    * Once this side has ended a connection (an HTTP/2 session closed with GOAWAY, a

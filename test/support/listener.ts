@@ -3,7 +3,8 @@
 import type net from "node:net";
 import { parseTrustedProxies } from "../../src/lib/address.ts";
 import { createLogger, type Logger } from "../../src/lib/log.ts";
-import { createListener, type Listener, type RefusalReason } from "../../src/server/listener.ts";
+import type { RefusalReason } from "../../src/server/admission.ts";
+import { createListener, type Listener } from "../../src/server/listener.ts";
 import type { ServerTls } from "../../src/server/tls.ts";
 
 export interface OkListener {

@@ -15,7 +15,7 @@ import { channels, type Channel } from "../../domain/outbox.ts";
 import type { Orm } from "../../store/orm.ts";
 import { poolStats, type PoolStats } from "../../store/probes.ts";
 import type { Sql } from "../../store/sql.ts";
-import type { RefusalReason } from "../listener.ts";
+import type { RefusalReason } from "../admission.ts";
 
 export interface MetricsSources {
   /** Queued courier mail: how many, and when the oldest was queued (null when none). */
