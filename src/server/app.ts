@@ -113,20 +113,36 @@ export interface StartOptions {
   failureTimes?: AnswerTimes;
 }
 
+/**
+ * Starts the server. A start that fails (the port taken, the database out of reach) closes
+ * what it had opened before it throws: the database's connections, its listening ones,
+ * timers and listeners; a caller in the same process is left with nothing running.
+ */
 export async function startApp(config: Config, opts: StartOptions = {}): Promise<App> {
+  const opened: (() => unknown)[] = [];
+  try {
+    return await assembleApp(config, opts, (close) => void opened.push(close));
+  } catch (err) {
+    for (const close of opened.reverse()) await Promise.resolve().then(close).catch(() => {});
+    throw err;
+  }
+}
+
+/** startApp's work; `opened` is told how to close each thing as soon as it is open. */
+async function assembleApp(config: Config, opts: StartOptions, opened: (close: () => unknown) => void): Promise<App> {
   const log = opts.log ?? createLogger(config.logLevel);
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
   // Before anything is opened: a certificate that does not load stops the start here.
   const tls = config.tls ? serverTls(config.tls, log, undefined, opts.tlsTicketKeys) : undefined;
-  const { orm, applied } = await (opts.worker ? openOrm(config).then((orm) => ({ orm, applied: [] })) : openMigrated(config)).catch((err: unknown) => {
-    tls?.close();
-    throw err;
-  });
+  if (tls) opened(() => tls.close());
+  const { orm, applied } = opts.worker ? { orm: await openOrm(config), applied: [] } : await openMigrated(config);
+  opened(() => orm.close());
   if (applied.length) log.info({ migrations: applied }, "applied migrations");
 
   const clock = opts.clock ?? systemClock;
   // Before the pipeline and the statements are made: off, neither is traced at all.
   const tracing = startTracing(config, opts.worker ? "api" : "serve", opts.spanExporter);
+  if (tracing) opened(() => tracing.stop());
   const plainSql = await sqlOf(orm);
   const instrumented = (opts.instrumentSql ?? ((s: Sql) => s))(plainSql);
   const sql = tracing ? tracedSql(instrumented) : instrumented;
@@ -135,9 +151,11 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // Over the plain Sql: the announcement is no statement of a call but runs after its answer, one for
   // the messages of many calls, as the delivery an inline courier is woken for.
   const announcer = config.databaseUrl ? new MailQueuedAnnouncer({ sql: plainSql, log }) : undefined;
+  if (announcer) opened(() => announcer.close());
   // Waiting claims here hear of messages other servers queued once the first waits (on PGlite, nothing listens),
   // and other servers are told of the messages no claim waiting here took.
   const deliveryWaits = new DeliveryWaits(hearQueuedMessages(orm, log, announcer?.tag), announcer && ((channels) => announcer.queued(channels)));
+  opened(() => deliveryWaits.stop());
   const metrics = createMetrics({ ...databaseSources(sql, orm, clock), waitingClaims: () => deliveryWaits.waiting });
   const ops = operations({ database: () => ping(sql), pendingMigrations: () => pendingMigrations(orm) }, metrics, opts.health);
 
@@ -149,6 +167,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   }
 
   const mail = config.courier.enabled ? createCourier({ config, secrets, sql, clock, log, events: metrics.courier }) : undefined;
+  if (mail) opened(() => mail.stop(0));
   const courier = mail?.courier;
   // Messages on these channels were queued (or given back): who claims them here is told directly, and
   // elsewhere through the announcer (the delivery API's, when no claim here took them). After the answer
@@ -183,12 +202,15 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
   // Organizations and their templates are cached; an admin change anywhere is heard here (NOTIFY) and forgets them.
   const orgChanges = new OrgChanges();
   const orgFeed = await followOrgChanges(orm, orgChanges, log);
+  opened(() => orgFeed.close());
   // A courier here also hears of the mail that servers without one queue on the same database (on PGlite, nothing listens).
   const queuedFeed = courier ? await wakeOnQueuedMail(orm, courier, log) : undefined;
+  if (queuedFeed) opened(() => queuedFeed.close());
   const orgs = new OrgDirectory(sql, orgChanges);
   const mailTemplates = new MailTemplates({ sql, publicUrl: config.publicUrl, changes: orgChanges });
   // A retried message is rung for at its time, as one queued then would be.
   const dueLater = new DueLater(queuedOn, clock);
+  opened(() => dueLater.stop());
   const delivery = new DeliveryDesk({ sql, config: config.courier, secrets, clock, log: log.child({ component: "delivery" }), events: metrics.courier, waits: deliveryWaits, released: queuedOn, dueLater });
   const deps: ServiceDeps = { config, orm, sql, clock, orgs, codes, tokens, limits, mail: mailTemplates, sendTimes: opts.sendTimes ?? new AnswerTimes(), changes: orgChanges, delivery };
 
@@ -243,6 +265,7 @@ export async function startApp(config: Config, opts: StartOptions = {}): Promise
     refused: metrics.connectionRefused,
     tls,
   });
+  opened(() => listener.close(0));
   await new Promise<void>((resolve, reject) => {
     listener.server.once("error", reject);
     listener.server.listen(config.port, config.host, () => resolve());
