@@ -1,14 +1,15 @@
 // The streaming calls' slots (server/stream-slots.ts) on their own: a take that finds
 // none free waits for a release, for a while, and leaves nothing behind on any path
 // (no waiter, no timer, no abort listener). hostile-connections.test.ts shows the
-// same against the server, with real streams.
-import { describe, expect, it } from "vitest";
+// same against the server, with real streams. The timers are vitest's, so that
+// those of other files in the process (isolate: false) do not count.
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { getEventListeners } from "node:events";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { StreamSlots } from "../src/server/stream-slots.ts";
 
 const staying = () => new AbortController().signal;
-const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+const timers = () => vi.getTimerCount();
 /** A take refused without waiting: refused before it could wait, with the count of waiters unchanged. */
 async function refusedAtOnce(slots: StreamSlots, take: () => Promise<unknown>): Promise<ConnectError> {
   const waiting = slots.waiting;
@@ -21,6 +22,9 @@ async function refusedAtOnce(slots: StreamSlots, take: () => Promise<unknown>): 
 }
 
 describe("stream slots", () => {
+  beforeEach(() => void vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] }));
+  afterEach(() => void vi.useRealTimers());
+
   it("let a stream past the limit wait for a release and take the slot it frees", async () => {
     const slots = new StreamSlots(10, 1, 60_000);
     const before = timers();
@@ -45,7 +49,10 @@ describe("stream slots", () => {
     await slots.take(false, "203.0.113.7", staying());
     const before = timers();
     const signal = staying();
-    const refused = await slots.take(false, "203.0.113.7", signal).catch((err: unknown) => err);
+    const taking = slots.take(false, "203.0.113.7", signal).catch((err: unknown) => err);
+    expect([slots.waiting, timers()]).toEqual([1, before + 1]);
+    await vi.advanceTimersByTimeAsync(20);
+    const refused = await taking;
     expect(refused).toBeInstanceOf(ConnectError);
     expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
     expect((refused as ConnectError).rawMessage).toMatch(/the limit for one address/);
