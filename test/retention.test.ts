@@ -8,9 +8,9 @@ import { ManualClock } from "../src/domain/clock.ts";
 import { createLogger } from "../src/lib/log.ts";
 import type { RetentionOutcome } from "../src/rules/events.ts";
 import { startRetention } from "../src/rules/retention.ts";
-import { takeTurn } from "../src/store/job-turns.ts";
+import { renewTurn, takeTurn } from "../src/store/job-turns.ts";
 import { openOrm, type Orm } from "../src/store/orm.ts";
-import { sqlOf, type Sql } from "../src/store/sql.ts";
+import { sqlOf, type Row, type Sql } from "../src/store/sql.ts";
 import { freshDatabase } from "./support/server.ts";
 
 const orms: Orm[] = [];
@@ -160,5 +160,76 @@ describe("the retention job's turn", () => {
     );
     expect(count("pruned")).toBe(1);
     expect(count("failed")).toBe(0);
+  });
+  it("renews a run's turn one statement at a time: a renewal slow to commit is not overtaken by a later one, and none outlives the run", async () => {
+    const { sql: plain, databaseUrl } = await database(4);
+    const clock = new ManualClock(new Date("2026-12-01T10:00:00Z"));
+    const stuck = await deadCode(plain, clock.now());
+    const holder = new pg.Client(databaseUrl);
+    await holder.connect();
+    cleanups.push(() => holder.end());
+    await holder.query("begin");
+    await holder.query(`select 1 from code where org_id = 'or-retention' and id = $1 for update`, [stuck]);
+    // The turn's ends the renewals name, as they are sent and as they commit; the first is held until the test lets it go.
+    const sent: number[] = [];
+    const committed: number[] = [];
+    let letGo!: () => void;
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    const sql: Sql = {
+      async query<T extends Row = Row>(text: string, params: readonly unknown[] = [], signal?: AbortSignal): Promise<T[]> {
+        if (!text.startsWith("update job_turn")) return plain.query<T>(text, params, signal);
+        const until = (params[2] as Date).getTime();
+        sent.push(until);
+        if (sent.length === 1) await held;
+        const rows = await plain.query<T>(text, params, signal);
+        committed.push(until);
+        return rows;
+      },
+      transaction: (work) => plain.transaction(work),
+    };
+    const outcomes: RetentionOutcome[] = [];
+    let renewalsDoneAtEnd: boolean | undefined;
+    const loop = startRetention({
+      sql,
+      clock,
+      log: createLogger("silent"),
+      keepMs: 3_600_000,
+      eventsKeepMs: 3_600_000,
+      intervalMs: INTERVAL_MS,
+      holder: "a",
+      events: {
+        ran: (outcome) => {
+          if (outcome === "pruned") renewalsDoneAtEnd = committed.length === sent.length;
+          outcomes.push(outcome);
+        },
+      },
+    });
+    cleanups.push(() => loop.stop());
+    await vi.waitFor(() => expect(sent).toHaveLength(1), { timeout: 10_000, interval: 5 });
+    // Later renewals would name a later end. Several renewal periods pass (its ticks, skipped, show it)...
+    clock.advance(INTERVAL_MS);
+    const ticks = outcomes.length;
+    await vi.waitFor(() => expect(outcomes.length).toBeGreaterThanOrEqual(ticks + 5), { timeout: 10_000, interval: 10 });
+    // ...and none is sent while the first has not committed.
+    expect(sent).toHaveLength(1);
+    letGo();
+    await vi.waitFor(() => expect(committed.length).toBeGreaterThanOrEqual(3), { timeout: 10_000, interval: 5 });
+    expect(committed).toEqual(committed.toSorted((x, y) => x - y));
+    await holder.query("rollback");
+    await vi.waitFor(() => expect(outcomes).toContain("pruned"), { timeout: 10_000, interval: 10 });
+    expect(renewalsDoneAtEnd).toBe(true);
+  });
+
+  it("never moves a turn's end back: a renewal that names an earlier end leaves it", async () => {
+    const { sql } = await database(2);
+    const now = new Date("2026-12-01T10:00:00Z");
+    const at = (ms: number) => new Date(now.getTime() + ms);
+    expect(await takeTurn(sql, "retention", "a", now, at(38))).toBe(true);
+    await renewTurn(sql, "retention", "a", at(18));
+    const [turn] = await sql.query(`select until from job_turn where name = 'retention'`);
+    expect(new Date(turn.until)).toEqual(at(38));
+    await renewTurn(sql, "retention", "a", at(58));
+    const [later] = await sql.query(`select until from job_turn where name = 'retention'`);
+    expect(new Date(later.until)).toEqual(at(58));
   });
 });

@@ -39,9 +39,12 @@ export function startRetention(deps: RetentionDeps): { stop(): Promise<void> } {
   const tick = async () => {
     const now = deps.clock.now();
     if (!(await takeTurn(deps.sql, JOB, holder, now, turnEnd(now)))) return deps.events?.ran("skipped");
-    let renewing = Promise.resolve();
+    // One renewal at a time (two in flight could commit out of order), and none left going once the run is done.
+    let renewing: Promise<void> | undefined;
     const renewal = setInterval(() => {
-      renewing = renewTurn(deps.sql, JOB, holder, turnEnd(deps.clock.now())).catch((err) => deps.log.warn({ err }, "renewing the retention turn failed"));
+      renewing ??= renewTurn(deps.sql, JOB, holder, turnEnd(deps.clock.now()))
+        .catch((err) => deps.log.warn({ err }, "renewing the retention turn failed"))
+        .finally(() => (renewing = undefined));
     }, deps.intervalMs * RENEW_SHARE);
     renewal.unref();
     try {

@@ -15,7 +15,10 @@ export async function takeTurn(sql: Sql, job: string, holder: string, now: Date,
   return rows.length > 0;
 }
 
-/** Moves the end of `holder`'s turn at `job` to `until`; nothing when another process holds the turn now. */
+/**
+ * Moves the end of `holder`'s turn at `job` to `until`, never back (a renewal that commits late
+ * must not end the turn early); nothing when another process holds the turn now.
+ */
 export async function renewTurn(sql: Sql, job: string, holder: string, until: Date): Promise<void> {
-  await sql.query(`update job_turn set until = $3 where name = $1 and holder = $2`, [job, holder, until]);
+  await sql.query(`update job_turn set until = greatest(until, $3) where name = $1 and holder = $2`, [job, holder, until]);
 }
