@@ -6,13 +6,13 @@
 // the medians and the largest difference between states of each call.
 //
 //   npm run bench:enumeration            (CALLS=200 per call and state by default)
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateKeyPairSync, randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
 import { freePort, startPostgres } from "./postgres.ts";
+import { spawnServe } from "./serve.ts";
 import { SMTPServer } from "smtp-server";
 
 const CALLS = Number(process.env.CALLS ?? 200);
@@ -28,27 +28,20 @@ await new Promise<void>((r) => smtp.listen(smtpPort, "127.0.0.1", () => r()));
 
 const port = await freePort();
 const adminToken = randomBytes(24).toString("base64url");
-const server = spawn(process.execPath, ["src/main.ts", "serve"], {
-  env: {
-    ...process.env,
-    PORT: String(port),
-    OPS_PORT: "0",
-    HOST: "127.0.0.1",
-    DATABASE_URL: databaseUrl,
-    SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
-    DATA_DIR: join(dir, "data"),
-    ADMIN_TOKEN: adminToken,
-    PUBLIC_URL: "http://codegate.bench",
-    CODE_HMAC_KEYS: `b1:${randomBytes(32).toString("base64")}`,
-    MAIL_ENCRYPTION_KEYS: `b1:${randomBytes(32).toString("base64")}`,
-    TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
-    LOG_LEVEL: "warn",
-    // Every request comes from one client: the per-address limits are counted, as in
-    // production, but high enough never to stop it.
-    RATE_LIMIT_SEND_PER_ADDRESS: "1000000/1m",
-    RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: "1000000/1m",
-  },
-  stdio: ["ignore", "inherit", "inherit"],
+const server = spawnServe(port, {
+  DATABASE_URL: databaseUrl,
+  SMTP_URL: `smtp://127.0.0.1:${smtpPort}`,
+  DATA_DIR: join(dir, "data"),
+  ADMIN_TOKEN: adminToken,
+  PUBLIC_URL: "http://codegate.bench",
+  CODE_HMAC_KEYS: `b1:${randomBytes(32).toString("base64")}`,
+  MAIL_ENCRYPTION_KEYS: `b1:${randomBytes(32).toString("base64")}`,
+  TOKEN_SIGNING_KEY: Buffer.from(generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" })).toString("base64"),
+  LOG_LEVEL: "warn",
+  // Every request comes from one client: the per-address limits are counted, as in
+  // production, but high enough never to stop it.
+  RATE_LIMIT_SEND_PER_ADDRESS: "1000000/1m",
+  RATE_LIMIT_VERIFY_FAILURES_PER_ADDRESS: "1000000/1m",
 });
 const base = `http://127.0.0.1:${port}`;
 for (let i = 0; ; i++) {

@@ -38,6 +38,20 @@ async function deadCode(sql: Sql, now: Date): Promise<string> {
   return id;
 }
 
+/**
+ * A dead code whose row the test keeps locked (in `holder`'s open transaction): a run that
+ * prunes waits on it for as long as the test holds it. `holder.query("rollback")` lets it go.
+ */
+async function lockedDeadCode(sql: Sql, databaseUrl: string, clock: ManualClock): Promise<{ stuck: string; holder: pg.Client }> {
+  const stuck = await deadCode(sql, clock.now());
+  const holder = new pg.Client(databaseUrl);
+  await holder.connect();
+  cleanups.push(() => holder.end());
+  await holder.query("begin");
+  await holder.query(`select 1 from code where org_id = 'or-retention' and id = $1 for update`, [stuck]);
+  return { stuck, holder };
+}
+
 /** How long the processes' timers wait between ticks. */
 const INTERVAL_MS = 20;
 
@@ -62,22 +76,16 @@ describe("the retention job's turn", () => {
     expect((await ask(until)).filter(Boolean)).toHaveLength(1);
   });
 
+  /** A retention timer ("process" `holder`) ticking every INTERVAL_MS on `clock`, stopped at the end of the file; `ran` hears each tick's outcome. */
+  function retentionTimer(sql: Sql, clock: ManualClock, holder: string, ran: (outcome: RetentionOutcome) => void): void {
+    const loop = startRetention({ sql, clock, log: createLogger("silent"), keepMs: 3_600_000, eventsKeepMs: 3_600_000, intervalMs: INTERVAL_MS, holder, events: { ran } });
+    cleanups.push(() => loop.stop());
+  }
+
   /** Two retention timers ("processes" a and b) on one database and one clock that moves when told; their ticks' outcomes. */
   function twoProcesses(sql: Sql, clock: ManualClock) {
     const outcomes: Record<"a" | "b", RetentionOutcome[]> = { a: [], b: [] };
-    for (const name of ["a", "b"] as const) {
-      const loop = startRetention({
-        sql,
-        clock,
-        log: createLogger("silent"),
-        keepMs: 3_600_000,
-        eventsKeepMs: 3_600_000,
-        intervalMs: INTERVAL_MS,
-        holder: name,
-        events: { ran: (outcome) => outcomes[name].push(outcome) },
-      });
-      cleanups.push(() => loop.stop());
-    }
+    for (const name of ["a", "b"] as const) retentionTimer(sql, clock, name, (outcome) => outcomes[name].push(outcome));
     const count = (outcome: RetentionOutcome) => [...outcomes.a, ...outcomes.b].filter((o) => o === outcome).length;
     return { outcomes, count };
   }
@@ -115,13 +123,7 @@ describe("the retention job's turn", () => {
   it("keeps the turn of a run that outlasts it, renewing it as it goes, so that nobody prunes beside it", async () => {
     const { sql, databaseUrl } = await database(4);
     const clock = new ManualClock(new Date("2026-12-01T10:00:00Z"));
-    const stuck = await deadCode(sql, clock.now());
-    // The run will wait on this row's lock for as long as the test holds it.
-    const holder = new pg.Client(databaseUrl);
-    await holder.connect();
-    cleanups.push(() => holder.end());
-    await holder.query("begin");
-    await holder.query(`select 1 from code where org_id = 'or-retention' and id = $1 for update`, [stuck]);
+    const { stuck, holder } = await lockedDeadCode(sql, databaseUrl, clock);
 
     const { outcomes, count } = twoProcesses(sql, clock);
     await vi.waitFor(() => expect(count("skipped")).toBeGreaterThanOrEqual(5), { timeout: 10_000, interval: 10 });
@@ -161,15 +163,11 @@ describe("the retention job's turn", () => {
     expect(count("pruned")).toBe(1);
     expect(count("failed")).toBe(0);
   });
+
   it("renews a run's turn one statement at a time: a renewal slow to commit is not overtaken by a later one, and none outlives the run", async () => {
     const { sql: plain, databaseUrl } = await database(4);
     const clock = new ManualClock(new Date("2026-12-01T10:00:00Z"));
-    const stuck = await deadCode(plain, clock.now());
-    const holder = new pg.Client(databaseUrl);
-    await holder.connect();
-    cleanups.push(() => holder.end());
-    await holder.query("begin");
-    await holder.query(`select 1 from code where org_id = 'or-retention' and id = $1 for update`, [stuck]);
+    const { holder } = await lockedDeadCode(plain, databaseUrl, clock);
     // The turn's ends the renewals name, as they are sent and as they commit; the first is held until the test lets it go.
     const sent: number[] = [];
     const committed: number[] = [];
@@ -189,22 +187,10 @@ describe("the retention job's turn", () => {
     };
     const outcomes: RetentionOutcome[] = [];
     let renewalsDoneAtEnd: boolean | undefined;
-    const loop = startRetention({
-      sql,
-      clock,
-      log: createLogger("silent"),
-      keepMs: 3_600_000,
-      eventsKeepMs: 3_600_000,
-      intervalMs: INTERVAL_MS,
-      holder: "a",
-      events: {
-        ran: (outcome) => {
-          if (outcome === "pruned") renewalsDoneAtEnd = committed.length === sent.length;
-          outcomes.push(outcome);
-        },
-      },
+    retentionTimer(sql, clock, "a", (outcome) => {
+      if (outcome === "pruned") renewalsDoneAtEnd = committed.length === sent.length;
+      outcomes.push(outcome);
     });
-    cleanups.push(() => loop.stop());
     await vi.waitFor(() => expect(sent).toHaveLength(1), { timeout: 10_000, interval: 5 });
     // Later renewals would name a later end. Several renewal periods pass (its ticks, skipped, show it)...
     clock.advance(INTERVAL_MS);
