@@ -354,7 +354,7 @@ describe("the certificate", () => {
     const lines: string[] = [];
     const log = createLogger("info", new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
     // The listener as the server makes it, with the files looked at every 20 ms rather than every minute.
-    const served = serverTls(files, log, 20);
+    const served = serverTls(files, log, { checkEveryMs: 20 });
     const { listener, port: listenerPort } = await okListener({ boundsMs: 1_000, tls: served, log });
     const subject = () =>
       new Promise<string>((resolve, reject) => {
@@ -395,7 +395,7 @@ describe("the certificate", () => {
     const log = createLogger("silent");
     // Rotated by the test, as serve's primary rotates a worker's.
     const keys = givenTicketKeys(randomBytes(48));
-    const served = serverTls(files, log, 20, keys);
+    const served = serverTls(files, log, { checkEveryMs: 20, ticketKeys: keys });
     const { listener, port: listenerPort } = await okListener({ boundsMs: 1_000, tls: served, log });
     const subject = () =>
       new Promise<string>((resolve, reject) => {

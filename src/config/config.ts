@@ -147,6 +147,9 @@ export interface LoadOptions {
   serving?: boolean;
 }
 
+/** How long a set of TLS session ticket keys is used when TLS_TICKET_KEY_ROTATION does not say. */
+export const DEFAULT_TICKET_KEY_ROTATION_MS = 3_600_000;
+
 /**
  * Reads the configuration. Production is NODE_ENV=production, or any deployment
  * pointed at a real database (DATABASE_URL): keys and PUBLIC_URL are required,
@@ -163,7 +166,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const tlsCertFile = r.raw("TLS_CERT_FILE") || undefined;
   const tlsKeyFile = r.raw("TLS_KEY_FILE") || undefined;
   if ((tlsCertFile === undefined) !== (tlsKeyFile === undefined)) r.problem("TLS_CERT_FILE, TLS_KEY_FILE: expected both (PEM files of the certificate chain and its private key), or neither");
-  const ticketKeyRotationMs = r.duration("TLS_TICKET_KEY_ROTATION", 3_600_000, 1000, 24 * 3_600_000);
+  const ticketKeyRotationMs = r.duration("TLS_TICKET_KEY_ROTATION", DEFAULT_TICKET_KEY_ROTATION_MS, 1000, 24 * 3_600_000);
   const tls = tlsCertFile && tlsKeyFile ? { certFile: resolve(tlsCertFile), keyFile: resolve(tlsKeyFile), ticketKeyRotationMs } : undefined;
   const publicUrl = r.url("PUBLIC_URL", ["http:", "https:"])?.toString().replace(/\/$/, "") ?? `${tls ? "https" : "http"}://localhost:${port}`;
   const rpcTimeoutMs = r.duration("RPC_TIMEOUT", 10_000, 100, 300_000);

@@ -133,7 +133,7 @@ async function assembleApp(config: Config, opts: StartOptions, opened: (close: (
   const log = opts.log ?? createLogger(config.logLevel);
   const secrets = loadSecrets(config, (msg) => log.warn(msg));
   // Before anything is opened: a certificate that does not load stops the start here.
-  const tls = config.tls ? serverTls(config.tls, log, undefined, opts.tlsTicketKeys) : undefined;
+  const tls = config.tls ? serverTls(config.tls, log, { ticketKeys: opts.tlsTicketKeys }) : undefined;
   if (tls) opened(() => tls.close());
   const { orm, applied } = opts.worker ? { orm: await openOrm(config), applied: [] } : await openMigrated(config);
   opened(() => orm.close());

@@ -17,7 +17,7 @@ import { openMigrated } from "../store/orm.ts";
 import { sendJson } from "./http-routes.ts";
 import type { Readiness } from "./ops/health.ts";
 import { startOpsListener, type OpsListener } from "./ops/ops.ts";
-import { givenTicketKeys, rotatingTicketKeys, type TicketKeys } from "./ticket-keys.ts";
+import { givenTicketKeys, rotatingTicketKeys, type SettableTicketKeys, type TicketKeys } from "./ticket-keys.ts";
 
 export type WorkerRole = "api" | "courier";
 export const WORKER_ROLE_ENV = "CODEGATE_WORKER";
@@ -52,7 +52,7 @@ const TICKET_KEYS_TIMEOUT_MS = 10_000;
  */
 export function ticketKeysFromPrimary(): Promise<TicketKeys> {
   return new Promise((resolve, reject) => {
-    let keys: ReturnType<typeof givenTicketKeys> | undefined;
+    let keys: SettableTicketKeys | undefined;
     const onMessage = (m: ToWorker) => {
       if (!isMessage(m) || m.codegate !== "ticket-keys") return;
       const next = Buffer.from(m.keys, "base64");

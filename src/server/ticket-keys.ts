@@ -26,10 +26,15 @@ export interface RotatingTicketKeys extends TicketKeys {
   stop(): void;
 }
 
+/** `keys`, once checked to be a whole set. */
+function whole(keys: Buffer): Buffer {
+  if (keys.length !== TICKET_KEYS_BYTES) throw new Error(`TLS session ticket keys: expected ${TICKET_KEYS_BYTES} bytes, got ${keys.length}`);
+  return keys;
+}
+
 /** A set given from elsewhere (by `serve`'s primary), replaced by `set`. */
 export function givenTicketKeys(first: Buffer): SettableTicketKeys {
-  if (first.length !== TICKET_KEYS_BYTES) throw new Error(`TLS session ticket keys: expected ${TICKET_KEYS_BYTES} bytes, got ${first.length}`);
-  let keys = first;
+  let keys = whole(first);
   const listeners = new Set<(keys: Buffer) => void>();
   return {
     current: () => keys,
@@ -38,9 +43,8 @@ export function givenTicketKeys(first: Buffer): SettableTicketKeys {
       return () => void listeners.delete(listener);
     },
     set(next) {
-      if (next.length !== TICKET_KEYS_BYTES) throw new Error(`TLS session ticket keys: expected ${TICKET_KEYS_BYTES} bytes, got ${next.length}`);
       const old = keys;
-      keys = next;
+      keys = whole(next);
       for (const listener of listeners) listener(keys);
       // Taken by every listener: what is left of the old set here is wiped (OpenSSL has its own copy).
       old.fill(0);

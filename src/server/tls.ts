@@ -5,6 +5,7 @@
 // The session ticket keys go with them (ticket-keys.ts).
 import { readFileSync, statSync } from "node:fs";
 import tls from "node:tls";
+import { DEFAULT_TICKET_KEY_ROTATION_MS } from "../config/config.ts";
 import { ConfigError } from "../config/env.ts";
 import type { Logger } from "../lib/log.ts";
 import { rotatingTicketKeys, type TicketKeys } from "./ticket-keys.ts";
@@ -18,8 +19,6 @@ export interface TlsFiles {
   /** How long a set of session ticket keys is used (TLS_TICKET_KEY_ROTATION; an hour when not given). */
   ticketKeyRotationMs?: number;
 }
-
-const DEFAULT_TICKET_KEY_ROTATION_MS = 3_600_000;
 
 export interface ServerTls {
   /** The certificate chain and key in use, as tls.createServer and its setSecureContext take them. */
@@ -60,11 +59,15 @@ function changedAt(files: TlsFiles): string | undefined {
   }
 }
 
-/**
- * Loads the files (throwing as loadTlsFiles does) and takes their changes from then on; `close` ends the look.
- * The ticket keys are `sharedTicketKeys` (those of serve's primary) or drawn here and rotated.
- */
-export function serverTls(files: TlsFiles, log: Logger, checkEveryMs = RELOAD_CHECK_MS, sharedTicketKeys?: TicketKeys): ServerTls {
+export interface ServerTlsOptions {
+  /** How often the files are looked at (a minute). */
+  checkEveryMs?: number;
+  /** The ticket keys of serve's primary; without them, drawn here and rotated. */
+  ticketKeys?: TicketKeys;
+}
+
+/** Loads the files (throwing as loadTlsFiles does) and takes their changes from then on; `close` ends the look. */
+export function serverTls(files: TlsFiles, log: Logger, { checkEveryMs = RELOAD_CHECK_MS, ticketKeys: sharedTicketKeys }: ServerTlsOptions = {}): ServerTls {
   let options = loadTlsFiles(files);
   let loadedAt = changedAt(files);
   const listeners: ((options: tls.SecureContextOptions) => void)[] = [];
