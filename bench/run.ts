@@ -33,6 +33,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { benchAdminToken, benchDeployment } from "./deployment.ts";
 import { freePort, startPostgres } from "./postgres.ts";
+import { machineTicks, statFields } from "./proc.ts";
 import { COURIER_NODE_FLAGS } from "../src/config/node-flags.ts";
 
 const env = process.env;
@@ -105,8 +106,7 @@ function procTable() {
   for (const d of readdirSync("/proc")) {
     if (!/^\d+$/.test(d)) continue;
     try {
-      const s = readFileSync(`/proc/${d}/stat`, "utf8");
-      const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+      const f = statFields(Number(d));
       t.set(Number(d), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]), sys: Number(f[12]) + Number(f[14]) }); // + reaped children
     } catch {}
   }
@@ -125,15 +125,8 @@ function treeTicks(t: ProcTable, root: number, field: "ticks" | "sys" = "ticks")
   }
   return sum;
 }
-/** The machine's CPU time in ticks (all CPUs) and the part the hypervisor gave to others (steal). */
-function machineTicks(): { total: number; steal: number } {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal (guest time is already in user)
-  return { total: f.slice(0, 8).reduce((a, b) => a + b, 0), steal: f[7] ?? 0 };
-}
 const selfChildTicks = () => {
-  const s = readFileSync("/proc/self/stat", "utf8");
-  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+  const f = statFields("self");
   return Number(f[13]) + Number(f[14]); // cutime + cstime: waited-for children (the load generators)
 };
 

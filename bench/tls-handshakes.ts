@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import { freePort } from "./postgres.ts";
+import { machineTicks, statFields, TICK_MS } from "./proc.ts";
 import { spawnServe } from "./serve.ts";
 
 const LIMITS = (process.env.BENCH_LIMITS ?? "0,100").split(",").map(Number);
@@ -21,20 +22,10 @@ const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 6);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const fixture = (name: string) => new URL(`../test/fixtures/tls/${name}`, import.meta.url).pathname;
 const ca = readFileSync(fixture("localhost.crt"));
-/** Clock ticks a second in /proc (USER_HZ, 100 on Linux). */
-const TICK_MS = 10;
-
 /** A process's CPU time (user and system) in ms. */
 function cpuMs(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+  const f = statFields(pid);
   return (Number(f[11]) + Number(f[12])) * TICK_MS;
-}
-
-/** The machine's CPU time and the part the hypervisor gave to others, in ticks. */
-function machineTicks(): { total: number; steal: number } {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
-  return { total: f.slice(0, 8).reduce((a, b) => a + b, 0), steal: f[7] ?? 0 };
 }
 
 const healthz = (port: number) =>

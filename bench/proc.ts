@@ -1,0 +1,19 @@
+// CPU time from /proc, in clock ticks (USER_HZ: 100 a second on Linux), for the benchmarks'
+// per-process and per-machine figures.
+import { readFileSync } from "node:fs";
+
+/** Milliseconds in a clock tick. */
+export const TICK_MS = 10;
+
+/** The fields of /proc/<pid>/stat after the command's name (which may hold spaces): [0] is the state, [11] utime. */
+export function statFields(pid: number | "self"): string[] {
+  const s = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return s.slice(s.lastIndexOf(")") + 2).split(" ");
+}
+
+/** The machine's CPU time in ticks (all CPUs) and the part the hypervisor gave to others (steal). */
+export function machineTicks(): { total: number; steal: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  return { total: f.slice(0, 8).reduce((a, b) => a + b, 0), steal: f[7] ?? 0 };
+}
