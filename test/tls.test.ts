@@ -241,17 +241,22 @@ describe("TLS on the listening port", () => {
 
   it("keeps each handshake's bound its own when one client address and port reach two addresses of the server", async () => {
     // Two connections from 127.0.0.5 and one port, to 127.0.0.1 and 127.0.0.2: the same peer, two connections.
-    const from = { localAddress: "127.0.0.5", localPort: 40_000 + Math.floor(Math.random() * 20_000) };
-    const open = async (host: string) => {
-      const socket = net.connect({ host, port, ...from });
-      cleanups.push(() => socket.destroy());
-      socket.on("error", () => {});
-      const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()));
-      await new Promise((resolve) => socket.once("connect", resolve));
-      return { socket, closed };
-    };
+    // The first takes a port the kernel picks (a random one could be taken), the second reuses it; a
+    // connection that fails says why rather than leaving the test to its timeout.
+    const open = (host: string, localPort?: number) =>
+      new Promise<{ socket: net.Socket; closed: Promise<void> }>((resolve, reject) => {
+        const socket = net.connect({ host, port, localAddress: "127.0.0.5", localPort });
+        cleanups.push(() => socket.destroy());
+        const closed = new Promise<void>((resolveClosed) => socket.once("close", () => resolveClosed()));
+        socket.once("error", (err) => reject(new Error(`connecting from 127.0.0.5:${localPort ?? "any"} to ${host}: ${err.message}`)));
+        socket.once("connect", () => {
+          socket.on("error", () => {});
+          resolve({ socket, closed });
+        });
+      });
     const finished = await open("127.0.0.1");
-    const dripping = await open("127.0.0.2");
+    const dripping = await open("127.0.0.2", finished.socket.localPort);
+    expect(dripping.socket.localPort).toBe(finished.socket.localPort);
     // The second drips the start of a ClientHello and never finishes it; the first then completes its handshake.
     const hello = Buffer.from("16030100c8010000c40303", "hex");
     let i = 0;
@@ -259,7 +264,7 @@ describe("TLS on the listening port", () => {
     cleanups.push(() => clearInterval(drip));
     const secured = tls.connect({ socket: finished.socket, ca: CA, servername: "localhost", ALPNProtocols: ["http/1.1"] });
     secured.on("error", () => {});
-    await new Promise((resolve) => secured.once("secureConnect", resolve));
+    expect(await Promise.race([new Promise((resolve) => secured.once("secureConnect", () => resolve("secured"))), finished.closed.then(() => "closed before the handshake")])).toBe("secured");
     // The dripping one is closed by its own bound (the test's timeout would end it otherwise)...
     await dripping.closed;
     clearInterval(drip);
