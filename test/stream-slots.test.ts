@@ -44,6 +44,31 @@ describe("stream slots", () => {
     releaseNext();
   });
 
+  it("wake a waiter only for a release it may use, in order of arrival, its timer and listener armed once for its wait", async () => {
+    // Six slots, of which three for streams without an admin token.
+    const slots = new StreamSlots(6, 1, 60_000);
+    const releaseX = await slots.take(false, "203.0.113.7", staying());
+    const releaseY = await slots.take(false, "198.51.100.1", staying());
+    const releaseZ = await slots.take(false, "192.0.2.1", staying());
+    const before = timers();
+    const signal = staying();
+    const listening = vi.spyOn(signal, "addEventListener");
+    const taken: string[] = [];
+    const fromX = slots.take(false, "203.0.113.7", signal).then((release) => (taken.push("X"), release));
+    const fromW = slots.take(false, "192.0.2.99", staying()).then((release) => (taken.push("W"), release));
+    // Y's slot frees one of the three, which W may take and X (at its address's limit) may not.
+    releaseY();
+    const releaseW = await fromW;
+    expect([taken, slots.waiting, timers(), listening.mock.calls.length]).toEqual([["W"], 1, before + 1, 1]);
+    releaseW();
+    releaseZ();
+    expect(slots.waiting).toBe(1);
+    releaseX();
+    const releaseFromX = await fromX;
+    expect([taken, slots.waiting, timers(), listening.mock.calls.length, getEventListeners(signal, "abort").length]).toEqual([["W", "X"], 0, before, 1, 0]);
+    releaseFromX();
+  });
+
   it("refuse a stream whose wait ends without a release, resource_exhausted, with nothing left waiting", async () => {
     const slots = new StreamSlots(10, 1, 20);
     await slots.take(false, "203.0.113.7", staying());

@@ -11,13 +11,20 @@ import { apiError, Reason } from "../services/errors.ts";
 /** How long a stream that finds no slot free waits for one before it is refused (a stall of the event loop included). */
 const SLOT_WAIT_MS = 250;
 /**
- * Streams waiting at most, in all and from one address (each release wakes them all):
- * past either, a stream is refused at once, so that one source cannot fill the wait.
+ * Streams waiting at most, in all and from one address: past either, a stream is
+ * refused at once, so that one source cannot fill the wait.
  */
 const MAX_WAITING = 64;
 const MAX_WAITING_PER_ADDRESS = 2;
 
 type Refusal = "all" | "anonymous" | "address";
+
+/** A take waiting for a slot; woken by a release it could use, its timeout, or its ending. */
+interface Waiter {
+  admin: boolean;
+  address: string;
+  wake(): void;
+}
 
 export class StreamSlots {
   #open = 0;
@@ -35,8 +42,8 @@ export class StreamSlots {
   readonly anonymousPerAddress: number;
   readonly #waitMs: number;
   readonly #ending = new AbortController();
-  /** Takes waiting for a slot, woken at each release. */
-  readonly #waiting = new Set<() => void>();
+  /** Takes waiting for a slot, in their order of arrival. */
+  readonly #waiting = new Set<Waiter>();
   readonly #waitingFrom = new CountsByKey();
 
   constructor(max: number, perAddress: number, waitMs = SLOT_WAIT_MS) {
@@ -72,12 +79,11 @@ export class StreamSlots {
    * and so does one still waiting when the server stops.
    */
   async take(admin: boolean, address: string, signal: AbortSignal): Promise<() => void> {
-    const waitEnds = performance.now() + this.#waitMs;
-    for (let refusal = this.#refusal(admin, address); refusal; refusal = this.#refusal(admin, address)) {
+    const refusal = this.#refusal(admin, address);
+    if (refusal) {
       this.#throwIfEnded(signal);
-      const left = waitEnds - performance.now();
-      if (left <= 0 || this.#waiting.size >= MAX_WAITING || this.#waitingFrom.of(address) >= MAX_WAITING_PER_ADDRESS) throw this.#error(refusal);
-      await this.#nextRelease(left, address, signal);
+      if (this.#waiting.size >= MAX_WAITING || this.#waitingFrom.of(address) >= MAX_WAITING_PER_ADDRESS) throw this.#error(refusal);
+      await this.#slotFreed(admin, address, signal);
     }
     // Gone while a slot came free: the slot stays for the next caller.
     this.#throwIfEnded(signal);
@@ -91,7 +97,8 @@ export class StreamSlots {
       this.#open--;
       if (!admin) this.#anonymous--;
       releaseAddress?.();
-      for (const wake of [...this.#waiting]) wake();
+      // Only those the freed slot may let in; of them, the first to run takes it and the others wait on.
+      for (const waiter of this.#waiting) if (!this.#refusal(waiter.admin, waiter.address)) waiter.wake();
     };
   }
 
@@ -119,23 +126,41 @@ export class StreamSlots {
     return apiError(Code.ResourceExhausted, Reason.rateLimited, message);
   }
 
-  /** Resolves at the next release, after `ms`, or when the caller leaves or the server stops, whichever comes first; leaves nothing armed. */
-  #nextRelease(ms: number, address: string, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      const unwait = this.#waitingFrom.add(address);
-      const ending = this.#ending.signal;
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiting.delete(done);
-        unwait();
-        signal.removeEventListener("abort", done);
-        ending.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#waiting.add(done);
-      signal.addEventListener("abort", done, { once: true });
-      ending.addEventListener("abort", done, { once: true });
-    });
+  /**
+   * Waits until a slot this caller may take is free; throws resource_exhausted once
+   * SLOT_WAIT_MS have passed without one, or the reason of the caller's leaving or of
+   * the server's stopping. Its timer and listeners are armed once for the whole wait,
+   * however many releases wake it, and nothing stays armed after it.
+   */
+  async #slotFreed(admin: boolean, address: string, signal: AbortSignal): Promise<void> {
+    let wake = () => {};
+    let timedOut = false;
+    const waiter: Waiter = { admin, address, wake: () => wake() };
+    const onEnd = () => wake();
+    const timer = setTimeout(() => {
+      timedOut = true;
+      wake();
+    }, this.#waitMs);
+    const ending = this.#ending.signal;
+    const unwait = this.#waitingFrom.add(address);
+    this.#waiting.add(waiter);
+    signal.addEventListener("abort", onEnd, { once: true });
+    ending.addEventListener("abort", onEnd, { once: true });
+    try {
+      // Each wake is looked at after it: wakes that come before the waiter runs again are one.
+      for (;;) {
+        await new Promise<void>((resolve) => (wake = resolve));
+        this.#throwIfEnded(signal);
+        const refusal = this.#refusal(admin, address);
+        if (!refusal) return;
+        if (timedOut) throw this.#error(refusal);
+      }
+    } finally {
+      clearTimeout(timer);
+      this.#waiting.delete(waiter);
+      unwait();
+      signal.removeEventListener("abort", onEnd);
+      ending.removeEventListener("abort", onEnd);
+    }
   }
 }
