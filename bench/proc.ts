@@ -11,9 +11,9 @@ export function statFields(pid: number | "self"): string[] {
   return s.slice(s.lastIndexOf(")") + 2).split(" ");
 }
 
-/** The machine's CPU time in ticks (all CPUs) and the part the hypervisor gave to others (steal). */
-export function machineTicks(): { total: number; steal: number } {
-  const f = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+/** The machine's CPU time in ticks (all CPUs): busy, idle, the part the hypervisor gave to others (steal), and all of it. */
+export function machineTicks(): { busy: number; idle: number; steal: number; total: number } {
   // user nice system idle iowait irq softirq steal (guest time is already in user)
-  return { total: f.slice(0, 8).reduce((a, b) => a + b, 0), steal: f[7] ?? 0 };
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { busy: user + nice + system + irq + softirq, idle: idle + iowait, steal, total: user + nice + system + idle + iowait + irq + softirq + steal };
 }
