@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { startServerProcess, type ServerProcess } from "./support/process.ts";
+import { startServerProcess, workersOf, type ServerProcess } from "./support/process.ts";
 import { adminFixtures } from "./support/fixtures.ts";
 import { SmtpSink, codeFrom } from "./support/smtp.ts";
 import { COURIER_NODE_FLAGS } from "../src/config/node-flags.ts";
@@ -31,16 +31,6 @@ function postOnNewConnection(url: string, path: string, body: unknown): Promise<
     });
     req.on("error", reject);
     req.end(payload);
-  });
-}
-
-/** The processes `pid` forked, with the role each was given and the arguments of its command line. */
-function workersOf(pid: number): { pid: number; role: string; args: string[] }[] {
-  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
-  return children.map((child) => {
-    const environ = readFileSync(`/proc/${child}/environ`, "utf8").split("\0");
-    const args = readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0").filter(Boolean);
-    return { pid: child, role: environ.find((e) => e.startsWith("CODEGATE_WORKER="))?.slice("CODEGATE_WORKER=".length) ?? "", args };
   });
 }
 

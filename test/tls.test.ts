@@ -22,7 +22,7 @@ import { serverTls } from "../src/server/tls.ts";
 import { Writable } from "node:stream";
 import { grpcClient } from "./support/clients.ts";
 import { okListener } from "./support/listener.ts";
-import { commandEnv, pastDeadline, startServerProcess, type ServerProcess } from "./support/process.ts";
+import { commandEnv, pastDeadline, startServerProcess, workersOf, type ServerProcess } from "./support/process.ts";
 import { ADMIN_TOKEN, freshDatabase } from "./support/server.ts";
 import { execFile } from "node:child_process";
 import { codeFrom, SmtpSink } from "./support/smtp.ts";
@@ -190,6 +190,34 @@ afterAll(async () => {
   await server?.stop();
   await smtp?.stop();
 });
+
+/** TLS sessions against serve's workers on `port`, which the cluster hands new connections in turn. */
+function workerSessions(port: number) {
+  const connect = (session?: Buffer) =>
+    new Promise<{ reused: boolean; ticket: Buffer }>((resolve, reject) => {
+      const s = tls.connect({ host: "127.0.0.1", port, ca: CA, servername: "localhost", session, ALPNProtocols: ["http/1.1"] });
+      s.once("error", reject);
+      s.once("close", () => reject(new Error("closed before the session was known")));
+      // TLS 1.3 hands a ticket over after the handshake: a new session waits for it.
+      if (session) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused(), ticket: session }), s.destroy()));
+      else s.once("session", (ticket: Buffer) => (resolve({ reused: s.isSessionReused(), ticket }), s.destroy()));
+    });
+  /** A new session that resumes on eight connections, which the cluster hands to its workers in turn: both. Answers its ticket. */
+  const resumedOnBoth = () =>
+    // Tried again when a rotation falls between the session and its eighth resumption.
+    vi.waitFor(
+      async () => {
+        const first = await connect();
+        expect(first.reused).toBe(false);
+        const resumed: boolean[] = [];
+        for (let i = 0; i < 8; i++) resumed.push((await connect(first.ticket)).reused);
+        expect(resumed).toEqual(Array(8).fill(true));
+        return first.ticket;
+      },
+      { timeout: 30_000, interval: 50 },
+    );
+  return { connect, resumedOnBoth };
+}
 
 describe("TLS on the listening port", () => {
   it("serves HTTP/1.1 and HTTP/2 on one port, chosen by ALPN: a whole login over each", async () => {
@@ -548,34 +576,35 @@ describe("the certificate", () => {
       TLS_TICKET_KEY_ROTATION: "2s",
     });
     cleanups.push(() => workers.stop());
-    const connect = (session?: Buffer) =>
-      new Promise<{ reused: boolean; ticket: Buffer }>((resolve, reject) => {
-        const s = tls.connect({ host: "127.0.0.1", port: Number(new URL(workers.url).port), ca: CA, servername: "localhost", session, ALPNProtocols: ["http/1.1"] });
-        s.once("error", reject);
-        s.once("close", () => reject(new Error("closed before the session was known")));
-        // TLS 1.3 hands a ticket over after the handshake: a new session waits for it.
-        if (session) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused(), ticket: session }), s.destroy()));
-        else s.once("session", (ticket: Buffer) => (resolve({ reused: s.isSessionReused(), ticket }), s.destroy()));
-      });
-    /** A new session that resumes on eight connections, which the cluster hands to its workers in turn: both. */
-    const resumedOnBoth = () =>
-      // Tried again when a rotation falls between the session and its eighth resumption.
-      vi.waitFor(
-        async () => {
-          const first = await connect();
-          expect(first.reused).toBe(false);
-          const resumed: boolean[] = [];
-          for (let i = 0; i < 8; i++) resumed.push((await connect(first.ticket)).reused);
-          expect(resumed).toEqual(Array(8).fill(true));
-          return first.ticket;
-        },
-        { timeout: 30_000, interval: 50 },
-      );
-    const before = await resumedOnBoth();
+    const sessions = workerSessions(Number(new URL(workers.url).port));
+    const before = await sessions.resumedOnBoth();
     // The keys that sealed it are forgotten at the rotation, in both workers...
-    await vi.waitFor(async () => expect((await connect(before)).reused).toBe(false), { timeout: 30_000, interval: 100 });
+    await vi.waitFor(async () => expect((await sessions.connect(before)).reused).toBe(false), { timeout: 30_000, interval: 100 });
     // ...which took the same new ones.
-    await resumedOnBoth();
+    await sessions.resumedOnBoth();
+  });
+
+  it("gives a worker that replaces a dead one the ticket keys its sibling uses: a session made before resumes on both", async () => {
+    const workers = await startServerProcess({ WORKERS: "2", COURIER_ENABLED: "false", TLS_CERT_FILE: fixture("localhost.crt"), TLS_KEY_FILE: fixture("localhost.key") });
+    cleanups.push(() => workers.stop());
+    const sessions = workerSessions(Number(new URL(workers.url).port));
+    const ticket = await sessions.resumedOnBoth();
+    const apiWorkers = () => workersOf(workers.child.pid!).filter((w) => w.role === "api").map((w) => w.pid);
+    const [victim] = apiWorkers();
+    process.kill(victim!, "SIGKILL");
+    await vi.waitFor(
+      async () => {
+        expect(apiWorkers()).toHaveLength(2);
+        expect(apiWorkers()).not.toContain(victim);
+        // Ready: every API worker, the new one too, answered that it serves.
+        expect((await fetch(`${workers.opsUrl}/readyz`)).status).toBe(200);
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    // The rotation is an hour: the keys in use are still the ones that sealed the ticket.
+    const resumed: boolean[] = [];
+    for (let i = 0; i < 8; i++) resumed.push((await sessions.connect(ticket)).reused);
+    expect(resumed).toEqual(Array(8).fill(true));
   });
 
   it("that does not load stops `serve` at once, with one message and exit code 2, alone or with workers (no crash loop)", async () => {

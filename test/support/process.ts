@@ -2,7 +2,7 @@
 // runs it: a crash is an exit, not a test error, and its log lines are read
 // from its stdout.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { vi } from "vitest";
@@ -121,4 +121,14 @@ export function startCommand(command: string, env: NodeJS.ProcessEnv): { child: 
       await exited;
     },
   };
+}
+
+/** The processes `pid` forked, with the role each was given and the arguments of its command line. */
+export function workersOf(pid: number): { pid: number; role: string; args: string[] }[] {
+  const children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+  return children.map((child) => {
+    const environ = readFileSync(`/proc/${child}/environ`, "utf8").split("\0");
+    const args = readFileSync(`/proc/${child}/cmdline`, "utf8").split("\0").filter(Boolean);
+    return { pid: child, role: environ.find((e) => e.startsWith("CODEGATE_WORKER="))?.slice("CODEGATE_WORKER=".length) ?? "", args };
+  });
 }
