@@ -66,7 +66,28 @@ describe("stream slots", () => {
     releaseX();
     const releaseFromX = await fromX;
     expect([taken, slots.waiting, timers(), listening.mock.calls.length, getEventListeners(signal, "abort").length]).toEqual([["W", "X"], 0, before, 1, 0]);
+    // Nor is anything left on the server's own signal, which lives as long as the process.
+    expect(getEventListeners(slots.ending, "abort")).toHaveLength(0);
     releaseFromX();
+  });
+
+  it("give no slot to a caller already gone or to any once the server stops, though one is free; a release counts once however often it is called", async () => {
+    const slots = new StreamSlots(6, 1, 60_000);
+    const gone = new AbortController();
+    gone.abort(new ConnectError("already gone", Code.Canceled));
+    await expect(slots.take(false, "203.0.113.7", gone.signal)).rejects.toThrow("already gone");
+    // The address's one slot is still free: nobody took it.
+    const release = await slots.take(false, "203.0.113.7", staying());
+    release();
+    release();
+    // Released once: the three anonymous slots (half of six) are free, three more take them and a fourth caller waits.
+    const others = [await slots.take(false, "198.51.100.1", staying()), await slots.take(false, "198.51.100.2", staying()), await slots.take(false, "198.51.100.3", staying())];
+    const waiting = slots.take(false, "198.51.100.4", staying()).catch((err: unknown) => err);
+    expect(slots.waiting).toBe(1);
+    slots.endAll();
+    expect(await waiting).toMatchObject({ code: Code.Unavailable });
+    others[0]!();
+    await expect(slots.take(true, "", staying())).rejects.toMatchObject({ code: Code.Unavailable });
   });
 
   it("refuse a stream whose wait ends without a release, resource_exhausted, with nothing left waiting", async () => {
@@ -81,7 +102,7 @@ describe("stream slots", () => {
     expect(refused).toBeInstanceOf(ConnectError);
     expect((refused as ConnectError).code).toBe(Code.ResourceExhausted);
     expect((refused as ConnectError).rawMessage).toMatch(/the limit for one address/);
-    expect([slots.waiting, slots.waitingFrom("203.0.113.7"), timers(), getEventListeners(signal, "abort").length]).toEqual([0, 0, before, 0]);
+    expect([slots.waiting, slots.waitingFrom("203.0.113.7"), timers(), getEventListeners(signal, "abort").length, getEventListeners(slots.ending, "abort").length]).toEqual([0, 0, before, 0, 0]);
     // Other addresses are not held back.
     await slots.take(false, "198.51.100.1", staying());
   });
