@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import net from "node:net";
 import { pino } from "pino";
 import { parseTrustedProxies } from "../src/lib/address.ts";
-import { CountsInWindow } from "../src/lib/counts.ts";
+import { CountsByKey, CountsInWindow } from "../src/lib/counts.ts";
 import { refusalReporter, type RefusalReason } from "../src/server/admission.ts";
 import { createListener } from "../src/server/listener.ts";
 
@@ -36,6 +36,18 @@ describe("refused connections", () => {
     ]);
     expect(lines[0]!.msg).toMatch(/MAX_CONNECTIONS_PER_ADDRESS \(2\)/);
     expect(lines[1]!.msg).toMatch(/MAX_CONNECTIONS \(10\)/);
+  });
+
+  it("count what each key holds, each release once, and forget a key that holds nothing (one per client address seen otherwise)", () => {
+    const counts = new CountsByKey();
+    const releases = [counts.add("a"), counts.add("a"), counts.add("b")];
+    expect([counts.of("a"), counts.of("b"), counts.keys]).toEqual([2, 1, 2]);
+    releases[0]!();
+    releases[0]!();
+    expect([counts.of("a"), counts.keys]).toEqual([1, 2]);
+    releases[1]!();
+    releases[2]!();
+    expect([counts.of("a"), counts.of("b"), counts.keys]).toEqual([0, 0, 0]);
   });
 
   it("count a rate per key in fixed windows: each key its own count, all forgotten when the next window starts", () => {

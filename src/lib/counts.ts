@@ -10,6 +10,11 @@ export class CountsByKey {
     return this.#counts.get(key) ?? 0;
   }
 
+  /** How many keys hold something now: the map's size. */
+  get keys(): number {
+    return this.#counts.size;
+  }
+
   /** Counts one more for `key`; answers its release, which counts it once. */
   add(key: string): () => void {
     this.#counts.set(key, this.of(key) + 1);
