@@ -115,14 +115,24 @@ describe("the deadline", () => {
 });
 
 describe("HTTP/2 and slow clients", () => {
-  it("closes an idle HTTP/2 session (GOAWAY) after IDLE_TIMEOUT", async () => {
+  it("closes an idle HTTP/2 session (GOAWAY) after IDLE_TIMEOUT, one that never asked and one idle since its answer", async () => {
     const { server: s, orgId: org } = await serverWith({ IDLE_TIMEOUT: "1s" });
-    const session = http2.connect(s.url);
-    session.on("error", () => {});
-    const goaway = new Promise<number>((resolve) => session.once("goaway", (code) => resolve(code)));
-    const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
-    expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
-    await closed;
+    const idle = async (asksFirst: boolean) => {
+      const session = http2.connect(s.url);
+      cleanups.push(() => session.destroy());
+      session.on("error", () => {});
+      const goaway = new Promise<number>((resolve) => session.once("goaway", (code) => resolve(code)));
+      const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+      if (asksFirst) {
+        const stream = session.request({ ":path": "/healthz" });
+        stream.resume();
+        expect(await new Promise((resolve) => stream.once("response", (headers) => resolve(headers[":status"])))).toBe(200);
+        await new Promise((resolve) => stream.once("close", resolve));
+      }
+      expect(await goaway).toBe(http2.constants.NGHTTP2_NO_ERROR);
+      await closed;
+    };
+    await Promise.all([idle(false), idle(true)]);
     await stillServes(s, org);
   });
 
