@@ -4,7 +4,7 @@
 // settings that cannot work refused at start, naming them. The server runs as a
 // process of its own, as in production: a crash is an exit.
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, utimesSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import http2 from "node:http2";
@@ -480,6 +480,41 @@ describe("the certificate", () => {
     expect(copies.every((k) => k.length === 48)).toBe(true);
     expect(new Set(copies.map((k) => k.toString("hex"))).size).toBe(copies.length);
     expect(seen.slice(0, -1).every((k) => k.equals(Buffer.alloc(48)))).toBe(true);
+  });
+
+  it("looks at its files and rotates its keys until closed, reloads only files that changed, and stops telling a listener that unsubscribed", () => {
+    const files = certificateFiles();
+    const lines: string[] = [];
+    const log = createLogger("info", new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }));
+    const reloaded = () => lines.filter((l) => l.includes("TLS certificate reloaded")).length;
+    vi.useFakeTimers({ toFake: ["setInterval", "clearInterval"] });
+    try {
+      const served = serverTls({ ...files, ticketKeyRotationMs: 20 }, log, { checkEveryMs: 10 });
+      expect(vi.getTimerCount()).toBe(2);
+      const heard: Buffer[] = [];
+      const unheard: Buffer[] = [];
+      served.ticketKeys.onChange((k) => heard.push(k));
+      const unsubscribe = served.ticketKeys.onChange((k) => unheard.push(k));
+      vi.advanceTimersByTime(20);
+      unsubscribe();
+      vi.advanceTimersByTime(20);
+      expect([heard.length, unheard.length]).toEqual([2, 1]);
+      // Files unchanged through four looks: nothing reloaded. Touched: reloaded once.
+      expect(reloaded()).toBe(0);
+      const later = new Date(Date.now() + 60_000);
+      utimesSync(files.certFile, later, later);
+      vi.advanceTimersByTime(40);
+      expect(reloaded()).toBe(1);
+      const rotations = heard.length;
+      served.close();
+      expect(vi.getTimerCount()).toBe(0);
+      utimesSync(files.keyFile, later, later);
+      vi.advanceTimersByTime(1_000);
+      expect([heard.length, reloaded()]).toEqual([rotations, 1]);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(() => givenTicketKeys(randomBytes(80))).toThrow("TLS session ticket keys: expected 48 bytes, got 80");
   });
 
   it("closes the connections one address opens past MAX_TLS_HANDSHAKES_PER_ADDRESS in a second before their handshake, counted; cleartext ones are not counted", async () => {
