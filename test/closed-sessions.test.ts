@@ -5,6 +5,8 @@
 // The listener runs in this process, so that the test can ask the garbage collector.
 import { afterEach, describe, expect, it, vi } from "vitest";
 import http2 from "node:http2";
+import net from "node:net";
+import tls from "node:tls";
 import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import vm from "node:vm";
@@ -51,15 +53,43 @@ describe.each([
       await new Promise((resolve) => req.once("close", resolve));
       client.destroy();
     }
-    await vi.waitFor(() => expect(closed).toBe(CONNECTIONS), { timeout: 10_000 });
-    expect(sessions).toHaveLength(CONNECTIONS);
-    await vi.waitFor(
-      async () => {
-        gc();
-        await new Promise((resolve) => setImmediate(resolve));
-        expect(sessions.filter((s) => s.deref() !== undefined)).toHaveLength(0);
-      },
-      { timeout: 10_000, interval: 100 },
-    );
+    await allLetGo(sessions, () => closed);
+  });
+
+  it("is let go at once when its client sent the preface and closed before its settings", async () => {
+    const { listener, url } = await listening(secured);
+    const sessions: WeakRef<http2.ServerHttp2Session>[] = [];
+    let closed = 0;
+    listener.http2.on("session", (session: http2.ServerHttp2Session) => {
+      sessions.push(new WeakRef(session));
+      session.once("close", () => closed++);
+    });
+    const { port } = new URL(url);
+    for (let i = 0; i < CONNECTIONS; i++) {
+      const socket = secured
+        ? tls.connect({ host: "127.0.0.1", port: Number(port), ca: readFileSync(fixture("localhost.crt")), servername: "localhost", ALPNProtocols: ["h2"] })
+        : net.connect({ host: "127.0.0.1", port: Number(port) });
+      socket.on("error", () => {});
+      await new Promise((resolve) => socket.once(secured ? "secureConnect" : "connect", resolve));
+      socket.write("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+      // Its session exists once the server has read the preface.
+      await vi.waitFor(() => expect(sessions).toHaveLength(i + 1), { timeout: 5_000, interval: 5 });
+      socket.destroy();
+    }
+    await allLetGo(sessions, () => closed);
   });
 });
+
+/** Every session closes, and the collector can take each of them. */
+async function allLetGo(sessions: WeakRef<http2.ServerHttp2Session>[], closed: () => number): Promise<void> {
+  await vi.waitFor(() => expect(closed()).toBe(CONNECTIONS), { timeout: 10_000 });
+  expect(sessions).toHaveLength(CONNECTIONS);
+  await vi.waitFor(
+    async () => {
+      gc();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(sessions.filter((s) => s.deref() !== undefined)).toHaveLength(0);
+    },
+    { timeout: 10_000, interval: 100 },
+  );
+}
