@@ -39,12 +39,7 @@ describe.each([
 ])("a closed HTTP/2 connection, %s", (_name, secured) => {
   it("is let go at once, not kept until IDLE_TIMEOUT", async () => {
     const { listener, url } = await listening(secured);
-    const sessions: WeakRef<http2.ServerHttp2Session>[] = [];
-    let closed = 0;
-    listener.http2.on("session", (session: http2.ServerHttp2Session) => {
-      sessions.push(new WeakRef(session));
-      session.once("close", () => closed++);
-    });
+    const { sessions, closed } = watched(listener);
     for (let i = 0; i < CONNECTIONS; i++) {
       const client = http2.connect(url, secured ? { ca: readFileSync(fixture("localhost.crt")) } : {});
       client.on("error", () => {});
@@ -53,17 +48,12 @@ describe.each([
       await new Promise((resolve) => req.once("close", resolve));
       client.destroy();
     }
-    await allLetGo(sessions, () => closed);
+    await allLetGo(sessions, closed);
   });
 
   it("is let go at once when its client sent the preface and closed before its settings", async () => {
     const { listener, url } = await listening(secured);
-    const sessions: WeakRef<http2.ServerHttp2Session>[] = [];
-    let closed = 0;
-    listener.http2.on("session", (session: http2.ServerHttp2Session) => {
-      sessions.push(new WeakRef(session));
-      session.once("close", () => closed++);
-    });
+    const { sessions, closed } = watched(listener);
     const { port } = new URL(url);
     for (let i = 0; i < CONNECTIONS; i++) {
       const socket = secured
@@ -76,9 +66,20 @@ describe.each([
       await vi.waitFor(() => expect(sessions).toHaveLength(i + 1), { timeout: 5_000, interval: 5 });
       socket.destroy();
     }
-    await allLetGo(sessions, () => closed);
+    await allLetGo(sessions, closed);
   });
 });
+
+/** The listener's HTTP/2 sessions from now on, each held weakly, and how many of them have closed. */
+function watched(listener: Listener): { sessions: WeakRef<http2.ServerHttp2Session>[]; closed: () => number } {
+  const sessions: WeakRef<http2.ServerHttp2Session>[] = [];
+  let closed = 0;
+  listener.http2.on("session", (session: http2.ServerHttp2Session) => {
+    sessions.push(new WeakRef(session));
+    session.once("close", () => closed++);
+  });
+  return { sessions, closed: () => closed };
+}
 
 /** Every session closes, and the collector can take each of them. */
 async function allLetGo(sessions: WeakRef<http2.ServerHttp2Session>[], closed: () => number): Promise<void> {
