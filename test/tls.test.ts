@@ -17,7 +17,7 @@ import grpc, { status } from "@grpc/grpc-js";
 import { LoginService } from "../gen/codegate/v1/login_pb.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { createLogger } from "../src/lib/log.ts";
-import { givenTicketKeys } from "../src/server/ticket-keys.ts";
+import { givenTicketKeys, type TicketKeys } from "../src/server/ticket-keys.ts";
 import { serverTls } from "../src/server/tls.ts";
 import { Writable } from "node:stream";
 import { grpcClient } from "./support/clients.ts";
@@ -426,9 +426,18 @@ describe("the certificate", () => {
   it("takes rotated session ticket keys at once: a ticket sealed before no longer resumes, one sealed after does, also across a later renewal", async () => {
     const files = certificateFiles();
     const log = createLogger("silent");
-    // Rotated by the test, as serve's primary rotates a worker's.
+    // Rotated by the test, as serve's primary rotates a worker's; who follows its rotations counted.
     const keys = givenTicketKeys(randomBytes(48));
-    const served = serverTls(files, log, { checkEveryMs: 20, ticketKeys: keys });
+    let following = 0;
+    const followed: TicketKeys = {
+      current: keys.current,
+      onChange(listener) {
+        following++;
+        const stop = keys.onChange(listener);
+        return () => (following--, stop());
+      },
+    };
+    const served = serverTls(files, log, { checkEveryMs: 20, ticketKeys: followed });
     const { listener, port: listenerPort } = await okListener({ boundsMs: 1_000, tls: served, log });
     const subject = () =>
       new Promise<string>((resolve, reject) => {
@@ -460,10 +469,13 @@ describe("the certificate", () => {
       await vi.waitFor(async () => expect(await subject()).toBe("renewed.localhost"), { timeout: 5_000, interval: 20 });
       expect(await resumes(after)).toBe(true);
       expect(await resumes(before)).toBe(false);
+      expect(following).toBe(1);
     } finally {
       served.close();
       await listener.close(0);
     }
+    // A closed listener follows the rotations no more (it would stay reachable through them).
+    expect(following).toBe(0);
   });
 
   it("draws a new set of session ticket keys every TLS_TICKET_KEY_ROTATION when it has none given, 48 bytes each, the old ones wiped", async () => {
