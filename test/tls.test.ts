@@ -191,17 +191,21 @@ afterAll(async () => {
   await smtp?.stop();
 });
 
+/** A TLS connection to `port` that offers `ticket` to resume, or makes a new session: whether it resumed, and the ticket. */
+function tlsSession(port: number, { ticket, ca = CA }: { ticket?: Buffer; ca?: Buffer | Buffer[] } = {}): Promise<{ reused: boolean; ticket: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const s = tls.connect({ host: "127.0.0.1", port, ca, servername: "localhost", session: ticket, ALPNProtocols: ["http/1.1"] });
+    s.once("error", reject);
+    s.once("close", () => reject(new Error("closed before the session was known")));
+    // TLS 1.3 hands a ticket over after the handshake: a new session waits for it.
+    if (ticket) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused(), ticket }), s.destroy()));
+    else s.once("session", (issued: Buffer) => (resolve({ reused: s.isSessionReused(), ticket: issued }), s.destroy()));
+  });
+}
+
 /** TLS sessions against serve's workers on `port`, which the cluster hands new connections in turn. */
 function workerSessions(port: number) {
-  const connect = (session?: Buffer) =>
-    new Promise<{ reused: boolean; ticket: Buffer }>((resolve, reject) => {
-      const s = tls.connect({ host: "127.0.0.1", port, ca: CA, servername: "localhost", session, ALPNProtocols: ["http/1.1"] });
-      s.once("error", reject);
-      s.once("close", () => reject(new Error("closed before the session was known")));
-      // TLS 1.3 hands a ticket over after the handshake: a new session waits for it.
-      if (session) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused(), ticket: session }), s.destroy()));
-      else s.once("session", (ticket: Buffer) => (resolve({ reused: s.isSessionReused(), ticket }), s.destroy()));
-    });
+  const connect = (ticket?: Buffer) => tlsSession(port, { ticket });
   /** A new session that resumes on eight connections, which the cluster hands to its workers in turn: both. Answers its ticket. */
   const resumedOnBoth = () =>
     // Tried again when a rotation falls between the session and its eighth resumption.
@@ -397,14 +401,7 @@ describe("the certificate", () => {
         });
         s.once("error", reject);
       });
-    /** A new session's ticket, or whether one given was resumed. */
-    const session = (ticket?: Buffer) =>
-      new Promise<{ reused: boolean; ticket?: Buffer }>((resolve, reject) => {
-        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA], servername: "localhost", session: ticket });
-        s.once("error", reject);
-        if (ticket) s.once("secureConnect", () => (resolve({ reused: s.isSessionReused() }), s.destroy()));
-        else s.once("session", (t: Buffer) => (resolve({ reused: false, ticket: t }), s.destroy()));
-      });
+    const session = (ticket?: Buffer) => tlsSession(listenerPort, { ticket, ca: [CA, RENEWED_CA] });
     try {
       expect(await subject()).toBe("localhost");
       const before = await session();
@@ -444,18 +441,8 @@ describe("the certificate", () => {
         const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA] }, () => (resolve(String(s.getPeerCertificate().subject.CN)), s.destroy()));
         s.once("error", reject);
       });
-    const session = () =>
-      new Promise<Buffer>((resolve, reject) => {
-        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: CA, servername: "localhost" });
-        s.once("error", reject);
-        s.once("session", (ticket: Buffer) => (resolve(ticket), s.destroy()));
-      });
-    const resumes = (ticket: Buffer) =>
-      new Promise<boolean>((resolve, reject) => {
-        const s = tls.connect({ host: "127.0.0.1", port: listenerPort, ca: [CA, RENEWED_CA], servername: "localhost", session: ticket });
-        s.once("error", reject);
-        s.once("secureConnect", () => (resolve(s.isSessionReused()), s.destroy()));
-      });
+    const session = async () => (await tlsSession(listenerPort)).ticket;
+    const resumes = async (ticket: Buffer) => (await tlsSession(listenerPort, { ticket, ca: [CA, RENEWED_CA] })).reused;
     try {
       const before = await session();
       expect(await resumes(before)).toBe(true);
