@@ -135,8 +135,9 @@ export class StreamSlots {
   async #slotFreed(admin: boolean, address: string, signal: AbortSignal): Promise<void> {
     let wake = () => {};
     let timedOut = false;
-    const waiter: Waiter = { admin, address, wake: () => wake() };
-    const onEnd = () => wake();
+    // Wakes the waiter's current wait: a release it may use, or its caller or the server ending.
+    const poke = () => wake();
+    const waiter: Waiter = { admin, address, wake: poke };
     const timer = setTimeout(() => {
       timedOut = true;
       wake();
@@ -144,8 +145,8 @@ export class StreamSlots {
     const ending = this.#ending.signal;
     const unwait = this.#waitingFrom.add(address);
     this.#waiting.add(waiter);
-    signal.addEventListener("abort", onEnd, { once: true });
-    ending.addEventListener("abort", onEnd, { once: true });
+    signal.addEventListener("abort", poke, { once: true });
+    ending.addEventListener("abort", poke, { once: true });
     try {
       // Each wake is looked at after it: wakes that come before the waiter runs again are one.
       for (;;) {
@@ -159,8 +160,8 @@ export class StreamSlots {
       clearTimeout(timer);
       this.#waiting.delete(waiter);
       unwait();
-      signal.removeEventListener("abort", onEnd);
-      ending.removeEventListener("abort", onEnd);
+      signal.removeEventListener("abort", poke);
+      ending.removeEventListener("abort", poke);
     }
   }
 }
